@@ -1,0 +1,143 @@
+"""Build the generated Verilog once per configuration, top level and simulator, and run
+cocotb test modules against the build.
+
+Builds live in ``<build root>/<top>-<config hash>/<simulator>/`` (the build root is
+``$TESSERA_BUILD_DIR`` or ``./build``) and are reused while the Verilog is unchanged, so
+every test on one configuration shares one simulator build. A file lock makes concurrent
+builders wait for each other instead of racing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hw.config import TesseraConfig
+from ..hw.generate import LINT_WAIVERS, TOPS, verilog_text
+from .toolchain import require
+
+__all__ = ["Build", "build", "run", "build_root", "SimulationFailed"]
+
+TIMESCALE = ("1ns", "1ps")
+
+
+class SimulationFailed(RuntimeError):
+    """A cocotb run failed or produced no results; the message says where its log is."""
+
+
+def build_root() -> Path:
+    return Path(os.environ.get("TESSERA_BUILD_DIR", "build")).resolve()
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Build:
+    config: TesseraConfig
+    top: str
+    sim: str
+    directory: Path
+    verilog: Path
+
+    @property
+    def module(self) -> str:
+        return TOPS[self.top].module
+
+
+def _runner(sim: str):
+    from cocotb_tools.runner import get_runner
+
+    return get_runner(sim)
+
+
+def build(config: TesseraConfig, sim: str, top: str = "matrix_unit") -> Build:
+    """Generate the Verilog of ``top`` for ``config`` and build it for ``sim`` (cached)."""
+    require(sim)
+    base = build_root() / f"{top}-{config.hash}"
+    module = TOPS[top].module
+    vfile = base / f"{module}.v"
+    sim_dir = base / sim
+    with _locked(base / ".lock"):
+        if not vfile.exists():
+            (base / "config.json").parent.mkdir(parents=True, exist_ok=True)
+            (base / "config.json").write_text(config.to_json() + "\n")
+            tmp = vfile.with_suffix(".tmp")
+            tmp.write_text(verilog_text(config, top))
+            tmp.replace(vfile)
+        digest = hashlib.sha256(vfile.read_bytes()).hexdigest()
+        stamp = sim_dir / "built.sha256"
+        if not (stamp.exists() and stamp.read_text() == digest):
+            runner = _runner(sim)
+            args = ["-g2005"] if sim == "icarus" else \
+                ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", str(LINT_WAIVERS)]
+            sim_dir.mkdir(parents=True, exist_ok=True)
+            log = sim_dir / "build.log"
+            try:
+                runner.build(verilog_sources=[vfile], hdl_toplevel=module, build_dir=sim_dir,
+                             build_args=args, timescale=TIMESCALE, always=True, log_file=log)
+            except (SystemExit, RuntimeError) as e:
+                raise SimulationFailed(f"building {vfile.name} for {sim} failed ({e}); "
+                                       f"log: {log}") from None
+            stamp.write_text(digest)
+    return Build(config, top, sim, sim_dir, vfile)
+
+
+def run(b: Build, test_module: str, *, testcase: str | None = None,
+        env: dict[str, str] | None = None, test_dir: Path | None = None, seed: int = 1) -> Path:
+    """Run the cocotb ``test_module`` (a dotted module name) against build ``b``.
+
+    Raises
+    ------
+    SimulationFailed
+        When the simulator fails or any cocotb test in the module fails.
+    """
+    runner = _runner(b.sim)
+    test_dir = Path(test_dir or b.directory / "run")
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = test_dir / "results.xml"
+    log = test_dir / "sim.log"
+    extra = {"TESSERA_CONFIG": b.config.to_json(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    extra.update(env or {})
+    # The runner checks results and exits on failure only under pytest; call it as if it
+    # were not, and check the results file here, so both cases behave the same.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=b.module, hdl_toplevel_lang="verilog",
+                    build_dir=b.directory,
+                    test_dir=test_dir, testcase=testcase, extra_env=extra, seed=seed,
+                    results_xml=str(results), timescale=TIMESCALE, log_file=log)
+    except (SystemExit, RuntimeError) as e:
+        raise SimulationFailed(f"{b.sim} failed ({e}); log: {log}") from None
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    _check_results(results, log)
+    return results
+
+
+def _check_results(results: Path, log: Path) -> None:
+    if not results.exists():
+        raise SimulationFailed(f"the simulation wrote no results; log: {log}")
+    root = ET.parse(results).getroot()
+    cases = root.findall(".//testcase")
+    failed = [c.get("name") for c in cases
+              if c.find("failure") is not None or c.find("error") is not None]
+    if not cases:
+        raise SimulationFailed(f"the simulation ran no test; log: {log}")
+    if failed:
+        raise SimulationFailed(f"cocotb test(s) failed: {', '.join(failed)}; log: {log}")
