@@ -9,9 +9,10 @@ step. The widths each function needs are in its docstring; the units that use th
 Rounding convention of the project: a right shift that produces a *value* (requantization,
 the output of a unit) rounds half away from zero (``"half_away"``), as gemmlowp and TFLite
 do: it is symmetric about zero, so it adds no bias to zero-mean data, and it costs one adder
-(``x + 2**(s-1) - (x < 0)``, then an arithmetic shift). Shifts inside a datapath that the
-I-BERT reference code writes as ``floor`` stay ``floor``. ``"half_even"`` is provided for
-comparison with frameworks (``torch.round``, ``numpy.round``).
+(``x + 2**(s-1) - (x < 0)``, then an arithmetic shift; nothing to round when ``s = 0``).
+Shifts inside a datapath that the I-BERT reference code writes as ``floor`` stay ``floor``.
+``"half_even"`` is provided for comparison with frameworks (``torch.round``,
+``numpy.round``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "INT64_MAX",
     "ROUNDING_MODES",
     "ISQRT_MAX_PASSES",
+    "check_int",
     "check_int_array",
     "bit_length",
     "isqrt",
@@ -83,7 +85,26 @@ def check_int_array(x, name: str, dtype, lo: int | None = None,
     return x
 
 
-def _check_int(value, name: str, lo: int, hi: int) -> int:
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    """Check that ``value`` is an integer (not a bool) in ``[lo, hi]``.
+
+    Parameters
+    ----------
+    value : object
+    name : str
+        The argument's name, for the message.
+    lo, hi : int
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        ``"k must be an integer, not 1.5"`` or ``"k must lie in [0, 62], not 63"``.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, not {value!r}")
     if not lo <= value <= hi:
@@ -215,7 +236,7 @@ def reciprocal(d: np.ndarray, k: int) -> np.ndarray:
         If ``d`` is not an int64 array, holds a value outside ``[0, 2**62]``, or ``k`` is
         outside ``[0, 62]``.
     """
-    k = _check_int(k, "k", 0, 62)
+    k = check_int(k, "k", 0, 62)
     check_int_array(d, "d", np.int64, 0, 1 << 62)
     safe = np.where(d == 0, np.int64(1), d)
     return np.where(d == 0, np.int64((1 << (k + 1)) - 1), np.int64(1 << k) // safe)
@@ -225,8 +246,8 @@ def shift_right(x: np.ndarray, s, rounding: str = "half_away") -> np.ndarray:
     """``x / 2**s`` rounded to an integer: an arithmetic right shift with a rounding mode.
 
     * ``"floor"``: ``x >> s``.
-    * ``"half_away"``: ``(x + 2**(s-1) - (x < 0)) >> s``, i.e. round half away from zero
-      (ties: 2.5 -> 3, -2.5 -> -3).
+    * ``"half_away"``: ``(x + 2**(s-1) - (x < 0)) >> s`` for ``s > 0``, i.e. round half
+      away from zero (ties: 2.5 -> 3, -2.5 -> -3).
     * ``"half_even"``: ``x >> s`` plus one when the dropped bits exceed one half, or equal
       it and the kept part is odd (ties: 2.5 -> 2, 3.5 -> 4, -2.5 -> -2).
 
@@ -258,14 +279,15 @@ def shift_right(x: np.ndarray, s, rounding: str = "half_away") -> np.ndarray:
     if isinstance(s, np.ndarray):
         s = check_int_array(s, "s", np.int64, 0, 63)
     else:
-        s = np.int64(_check_int(s, "s", 0, 63))
+        s = np.int64(check_int(s, "s", 0, 63))
     floor = x >> s
     if rounding == "floor":
         return floor
     # 2**(s-1) as an array; 0 where s == 0 (no bits are dropped, nothing to round).
     half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), np.int64(0))
     if rounding == "half_away":
-        return (x + half - (x < 0).astype(np.int64)) >> s
+        # For x < 0 the constant is 2**(s-1) - 1: ties then go down, away from zero.
+        return (x + half - ((x < 0) & (s > 0)).astype(np.int64)) >> s
     mask = np.int64(INT64_MAX) >> (63 - s)  # 2**s - 1 without overflow at s = 63
     rem = x & mask  # the dropped bits, x mod 2**s, in [0, 2**s)
     up = (rem > half) | ((rem == half) & (half > 0) & ((floor & 1) == 1))
@@ -291,6 +313,6 @@ def saturate(x: np.ndarray, bits: int) -> np.ndarray:
     ValueError
         If ``x`` is not an int64 array or ``bits`` is outside ``[2, 64]``.
     """
-    bits = _check_int(bits, "bits", 2, 64)
+    bits = check_int(bits, "bits", 2, 64)
     check_int_array(x, "x", np.int64)
     return np.clip(x, -(1 << (bits - 1)), (1 << (bits - 1)) - 1).astype(np.int64)
