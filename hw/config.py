@@ -108,7 +108,8 @@ class TesseraConfig:
             yield (f"acc_bits must be between input_bits + weight_bits ({product_bits}) "
                    f"and 64, not {self.acc_bits}")
         if self.dataflow not in DATAFLOWS:
-            yield f"dataflow must be one of {', '.join(map(repr, DATAFLOWS))}, not {self.dataflow!r}"
+            yield (f"dataflow must be one of {', '.join(map(repr, DATAFLOWS))}, "
+                   f"not {self.dataflow!r}")
         if self.bus_bits not in BUS_BITS:
             yield f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, not {self.bus_bits}"
         for name in ("spad_banks", "acc_banks"):

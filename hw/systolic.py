@@ -14,11 +14,11 @@ streams through the other buffers and neither disturbs the other.
 
 Output-stationary (OS). PE(i, j) accumulates ``sum_k a[i][k] * b[k][j]``; activations move
 right and weights move down through the weight pipeline, one of each per step. When the
-last step of a tile passes, each PE drops its sum into a drain chain that runs down the column with two
-registers per hop (``x`` then ``y``): the PEs of a column finish one step apart, and a chain
-that moves at half the speed of that wavefront never lets a new result land on an older one.
-The bottom of the drain emits the column's results from grid row ``rows - 1`` up to row 0 on
-consecutive steps.
+last step of a tile passes, each PE drops its sum into a drain chain that runs down the
+column with two registers per hop (``x`` then ``y``): the PEs of a column finish one step
+apart, and a chain that moves at half the speed of that wavefront never lets a new result
+land on an older one. The bottom of the drain emits the column's results from grid row
+``rows - 1`` up to row 0 on consecutive steps.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed

@@ -10,7 +10,7 @@ from ..hw.matrix_unit import MODE_OS, MODE_WS, MatrixUnit
 from ..sw.golden.matmul import OsTile, WsTile
 from .amaranth_streams import collect, never, send
 
-__all__ = ["run_tiles", "weight_beats", "data_beats"]
+__all__ = ["run_tiles", "run_segments", "weight_beats", "data_beats"]
 
 
 def weight_beats(tiles: list[WsTile]) -> list[list[int]]:
@@ -37,39 +37,57 @@ def data_beats(tiles, config: TesseraConfig) -> list[dict]:
     return beats
 
 
-def run_tiles(config: TesseraConfig, tiles, *, weight_pause=never, data_pause=never,
-              result_pause=never, timeout_cycles: int = 100_000):
-    """Stream ``tiles`` (all WS or all OS) through a fresh unit.
+def run_tiles(config: TesseraConfig, tiles, **kwargs):
+    """Stream ``tiles`` (all WS or all OS) through a fresh unit; see :func:`run_segments`."""
+    return run_segments(config, [tiles], **kwargs)
+
+
+def run_segments(config: TesseraConfig, segments, *, weight_pause=never, data_pause=never,
+                 result_pause=never, timeout_cycles: int = 100_000):
+    """Stream segments of tiles through a fresh unit, switching dataflow between segments
+    (each segment is all WS or all OS tiles).
 
     Returns
     -------
-    (results, fire_cycles)
-        ``results``: (n, cols) int64 array of the result rows in arrival order, with a
-        boolean array of their ``last`` bits; ``fire_cycles``: the cycle of each transfer.
+    ((rows, lasts), cycles)
+        ``rows``: (n, cols) int64 array of the result rows in arrival order; ``lasts`` their
+        ``last`` bits; ``cycles``: the cycle of each result handshake.
     """
-    os_mode = bool(tiles) and isinstance(tiles[0], OsTile)
     dut = MatrixUnit(config)
-    n_out = sum(len(t.a) if isinstance(t, WsTile) else config.rows for t in tiles)
+    seg_os = [bool(s) and isinstance(s[0], OsTile) for s in segments]
+    n_out = sum(len(t.a) if isinstance(t, WsTile) else config.rows
+                for s in segments for t in s)
     rows, lasts, cycles = [], [], []
     cycle = [0]
+    data_segment = [0]
 
     async def clock(ctx):
+        # A background process: counts cycles and stops a hung run.
         async for _ in ctx.tick():
             cycle[0] += 1
+            if cycle[0] > timeout_cycles:
+                raise TimeoutError(f"the matrix unit produced {len(rows)} of {n_out} result "
+                                   f"rows in {timeout_cycles} cycles")
 
     async def weights(ctx):
-        if not os_mode and config.has_ws:
-            await send(ctx, dut.i_weight, weight_beats(tiles), weight_pause)
+        for i, (seg, os_mode) in enumerate(zip(segments, seg_os, strict=True)):
+            if os_mode or not config.has_ws:
+                continue
+            # Weights of a segment follow its data into the unit, as an execute controller
+            # would issue them: never ahead of a pending change of dataflow.
+            while data_segment[0] < i:
+                await ctx.tick()
+            await send(ctx, dut.i_weight, weight_beats(seg), weight_pause)
 
     async def data(ctx):
-        if config.dataflow == "both":
-            ctx.set(dut.mode, MODE_OS if os_mode else MODE_WS)
-            await ctx.tick()
-        await send(ctx, dut.i_data, data_beats(tiles, config), data_pause)
+        for i, (seg, os_mode) in enumerate(zip(segments, seg_os, strict=True)):
+            data_segment[0] = i
+            if config.dataflow == "both":
+                ctx.set(dut.mode, MODE_OS if os_mode else MODE_WS)
+            await send(ctx, dut.i_data, data_beats(seg, config), data_pause)
 
     async def results(ctx):
-        for beat in await collect(ctx, dut.o_result, n_out, result_pause, stamp=cycle):
-            payload, when = beat
+        for payload, when in await collect(ctx, dut.o_result, n_out, result_pause, stamp=cycle):
             rows.append([int(v) for v in payload.data])
             lasts.append(bool(payload.last))
             cycles.append(when)
@@ -80,8 +98,5 @@ def run_tiles(config: TesseraConfig, tiles, *, weight_pause=never, data_pause=ne
     sim.add_testbench(weights)
     sim.add_testbench(data)
     sim.add_testbench(results)
-    sim.run_until(timeout_cycles * 1e-6)
-    if len(rows) != n_out:
-        raise TimeoutError(f"the matrix unit produced {len(rows)} of {n_out} result rows "
-                           f"in {timeout_cycles} cycles")
+    sim.run()
     return (np.array(rows, dtype=np.int64).reshape(-1, config.cols), np.array(lasts)), cycles

@@ -83,12 +83,15 @@ def build(config: TesseraConfig, sim: str, top: str = "matrix_unit") -> Build:
         stamp = sim_dir / "built.sha256"
         if not (stamp.exists() and stamp.read_text() == digest):
             runner = _runner(sim)
-            args = ["-g2005"] if sim == "icarus" else \
-                ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", str(LINT_WAIVERS)]
+            if sim == "icarus":
+                args = ["-g2005"]
+            else:
+                args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                        str(LINT_WAIVERS)]
             sim_dir.mkdir(parents=True, exist_ok=True)
             log = sim_dir / "build.log"
             try:
-                runner.build(verilog_sources=[vfile], hdl_toplevel=module, build_dir=sim_dir,
+                runner.build(sources=[vfile], hdl_toplevel=module, build_dir=sim_dir,
                              build_args=args, timescale=TIMESCALE, always=True, log_file=log)
             except (SystemExit, RuntimeError) as e:
                 raise SimulationFailed(f"building {vfile.name} for {sim} failed ({e}); "

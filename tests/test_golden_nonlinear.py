@@ -12,6 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from tessera.hw.config import TesseraConfig
 from tessera.sw.golden import accuracy, gelu, intmath, layernorm, requant, softmax
 

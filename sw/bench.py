@@ -1,0 +1,126 @@
+"""Benchmarks and the demo job: figures measured on the generated Verilog.
+
+Each function returns a dict of figures; the command line prints it and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..hw.config import TesseraConfig
+from ..sim import matrix_rtl, runner
+from .golden import matmul as golden
+
+__all__ = ["bench_array", "matmul_on_rtl"]
+
+
+def _log(progress, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def _build(config: TesseraConfig, sim: str, progress) -> float:
+    _log(progress, f"building {config.describe()} for {sim} (cached per configuration)...")
+    t = time.perf_counter()
+    runner.build(config, sim)
+    return time.perf_counter() - t
+
+
+def bench_array(config: TesseraConfig, sim: str, *, dataflow: str = "ws", tiles: int = 32,
+                rows_per_tile: int = 256, seed: int = 1, progress=None) -> dict:
+    """Sustained throughput of the matrix unit on a long run of back-to-back tiles.
+
+    WS: ``tiles`` weight tiles, each streaming ``rows_per_tile`` activation rows. OS:
+    ``tiles`` output tiles, each reducing over ``rows_per_tile`` steps. Every result is
+    checked against the golden model.
+
+    Returns
+    -------
+    dict
+        ``cycles`` (first input to last result), ``macs``, ``utilization`` (MACs /
+        (cycles x rows x cols)), ``steady_utilization`` (input beats per cycle while the
+        input streams, the rate the unit sustains), ``sim_cycles_per_s``, and the run's
+        parameters.
+    """
+    if dataflow == "ws" and not config.has_ws or dataflow == "os" and not config.has_os:
+        raise ValueError(f"the configuration's dataflow is {config.dataflow!r}, "
+                         f"so it cannot run {dataflow!r} tiles")
+    rng = np.random.default_rng(seed)
+    R, C = config.rows, config.cols
+    lo_a, hi_a = -(1 << (config.input_bits - 1)), 1 << (config.input_bits - 1)
+    lo_w, hi_w = -(1 << (config.weight_bits - 1)), 1 << (config.weight_bits - 1)
+    if dataflow == "ws":
+        ts = [golden.WsTile(rng.integers(lo_w, hi_w, (R, C)),
+                            rng.integers(lo_a, hi_a, (rows_per_tile, R)), 0, 0, 0)
+              for _ in range(tiles)]
+        beats = tiles * rows_per_tile
+    else:
+        ts = [golden.OsTile(rng.integers(lo_a, hi_a, (R, rows_per_tile)),
+                            rng.integers(lo_w, hi_w, (rows_per_tile, C)), 0, 0)
+              for _ in range(tiles)]
+        beats = tiles * rows_per_tile
+    build_s = _build(config, sim, progress)
+    _log(progress, f"streaming {tiles} {dataflow.upper()} tiles ({beats} input beats) on {sim}...")
+    run = matrix_rtl.run_tiles(config, sim, ts)
+    expected = np.concatenate(golden.unit_results(ts, config))
+    mismatches = int((run.rows != expected).any(axis=1).sum())
+    if mismatches:
+        raise AssertionError(f"{mismatches} result rows differ from the golden model")
+    macs = beats * R * C
+    cycles = int(run.out_cycles[-1] - run.data_cycles[0] + 1)
+    in_span = int(run.data_cycles[-1] - run.data_cycles[0] + 1)
+    return {
+        "simulator": sim,
+        "config_hash": config.hash,
+        "array": f"{R}x{C}",
+        "dataflow": dataflow,
+        "tiles": tiles,
+        "rows_per_tile": rows_per_tile,
+        "cycles": cycles,
+        "macs": macs,
+        "utilization": macs / (cycles * R * C),
+        "steady_utilization": beats / in_span,
+        "latency_cycles": int(run.out_cycles[0] - run.data_cycles[0]),
+        "sim_cycles": run.cycles,
+        "sim_wall_s": run.wall_s,
+        "sim_cycles_per_s": run.cycles / run.wall_s if run.wall_s else 0.0,
+        "build_s": build_s,
+        "checked_rows": len(expected),
+    }
+
+
+def matmul_on_rtl(config: TesseraConfig, sim: str, a: np.ndarray, b: np.ndarray, *,
+                  dataflow: str = "ws", progress=None) -> tuple[np.ndarray, dict]:
+    """``a @ b`` computed by streaming tiles through the generated unit.
+
+    Partial products of the K tiles are accumulated here, as the accumulator memory will
+    do on chip. Returns the product and the run's figures.
+    """
+    if dataflow == "ws":
+        tiles = golden.ws_tiles(a, b, config)
+    else:
+        tiles = golden.os_tiles(a, b, config)
+    _build(config, sim, progress)
+    _log(progress, f"streaming {len(tiles)} {dataflow.upper()} tiles of "
+                   f"{a.shape[0]}x{a.shape[1]} @ {b.shape[0]}x{b.shape[1]} on {sim}...")
+    run = matrix_rtl.run_tiles(config, sim, tiles)
+    per_tile, start = [], 0
+    for t in tiles:
+        n = len(t.a) if dataflow == "ws" else config.rows
+        per_tile.append(run.rows[start:start + n])
+        start += n
+    product = golden.assemble(tiles, per_tile, (a.shape[0], b.shape[1]), config)
+    beats = len(run.data_cycles)
+    useful_macs = a.shape[0] * a.shape[1] * b.shape[1]
+    cycles = int(run.out_cycles[-1] - run.data_cycles[0] + 1)
+    R, C = config.rows, config.cols
+    return product, {
+        "tiles": len(tiles),
+        "cycles": cycles,
+        "macs": useful_macs,
+        "utilization": useful_macs / (cycles * R * C),
+        "array_busy": beats / cycles,
+        "sim_cycles_per_s": run.cycles / run.wall_s if run.wall_s else 0.0,
+    }

@@ -1,0 +1,225 @@
+"""The ``tessera`` command line: generate, lint, bench, demo, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..hw.config import PRESETS, ConfigError, TesseraConfig, preset
+from ..hw.generate import TOPS, write_outputs
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed without a traceback, exit status 2."""
+
+
+def _progress(msg: str) -> None:
+    print(f"[tessera] {msg}", file=sys.stderr, flush=True)
+
+
+def _config(args) -> TesseraConfig:
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise UsageError(f"configuration file {str(path)!r} does not exist")
+        return TesseraConfig.from_json(path.read_text())
+    return preset(args.preset)
+
+
+def _add_config_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
+    g = p.add_mutually_exclusive_group(required=default is None)
+    g.add_argument("--preset", default=default, metavar="NAME",
+                   help=f"a named configuration: {', '.join(PRESETS)} (default: {default})")
+    g.add_argument("--config", metavar="FILE", help="a configuration JSON file")
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        _progress(f"wrote {path}")
+
+
+def cmd_config(args) -> int:
+    cfg = _config(args)
+    if args.json:
+        print(cfg.to_json())
+        return 0
+    print(f"configuration {cfg.hash}: {cfg.describe()}")
+    for k, v in cfg.to_dict().items():
+        print(f"  {k:18} {v}")
+    print("derived:")
+    for k in ("macs_per_cycle", "bus_bytes", "spad_row_bytes", "spad_rows", "acc_row_bytes",
+              "acc_rows"):
+        print(f"  {k:18} {getattr(cfg, k)}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    cfg = _config(args)
+    _progress(f"generating {args.top} for {cfg.describe()}...")
+    paths = write_outputs(cfg, Path(args.output), args.top)
+    size = paths["verilog"].stat().st_size
+    print(f"wrote {paths['verilog']} ({size / 1e6:.1f} MB, module {TOPS[args.top].module}), "
+          f"{paths['config']} (hash {cfg.hash}) and {paths['lint']}")
+    return 0
+
+
+def lint(verilog: Path, waivers: Path, module: str) -> subprocess.CompletedProcess:
+    """Run ``verilator --lint-only -Wall`` with the waivers on one generated file."""
+    from ..sim.toolchain import setup_verilator
+
+    setup_verilator()
+    exe = shutil.which("verilator")
+    return subprocess.run([exe, "--lint-only", "-Wall", str(waivers), str(verilog),
+                           "--top-module", module], capture_output=True, text=True)
+
+
+def cmd_lint(args) -> int:
+    import tempfile
+
+    cfg = _config(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_outputs(cfg, Path(tmp), args.top)
+        result = lint(paths["verilog"], paths["lint"], TOPS[args.top].module)
+    sys.stdout.write(result.stdout + result.stderr)
+    if result.returncode == 0:
+        print(f"lint clean: {TOPS[args.top].module} for configuration {cfg.hash} "
+              f"(verilator -Wall with the waivers of docs/lint.md)")
+    return result.returncode
+
+
+def _print_figures(fig: dict, keys) -> None:
+    for k in keys:
+        v = fig[k]
+        print(f"  {k:22} {v:.4f}" if isinstance(v, float) else f"  {k:22} {v}")
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_array
+
+    cfg = _config(args)
+    if args.target != "array":
+        raise UsageError(f"unknown benchmark {args.target!r}; available: array")
+    results = {}
+    for sim in args.sim.split(","):
+        tiles = args.tiles if args.tiles else (32 if sim == "verilator" else 4)
+        fig = bench_array(cfg, sim, dataflow=args.dataflow, tiles=tiles,
+                          rows_per_tile=args.rows, progress=_progress)
+        results[sim] = fig
+        print(f"array benchmark on {sim}: {cfg.describe()}, {args.dataflow.upper()}, "
+              f"{tiles} back-to-back tiles of {args.rows} rows, all results checked")
+        _print_figures(fig, ["cycles", "macs", "utilization", "steady_utilization",
+                             "latency_cycles", "sim_cycles_per_s"])
+    first = results[args.sim.split(",")[0]]
+    out = dict(first)
+    out["sim_cycles_per_s_by_simulator"] = {s: f["sim_cycles_per_s"] for s, f in results.items()}
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from .bench import matmul_on_rtl
+    from .golden import matmul as golden
+
+    cfg = _config(args)
+    out = Path(args.output)
+    _progress(f"generating the matrix unit for {cfg.describe()} into {out}/...")
+    paths = write_outputs(cfg, out, "matrix_unit")
+    print(f"Verilog: {paths['verilog']} ({paths['verilog'].stat().st_size / 1e6:.1f} MB), "
+          f"configuration hash {cfg.hash}")
+    rng = np.random.default_rng(args.seed)
+    m, k, n = args.m, args.k, args.n
+    a = rng.integers(-128, 128, (m, k)).clip(-(1 << (cfg.input_bits - 1)),
+                                             (1 << (cfg.input_bits - 1)) - 1)
+    b = rng.integers(-128, 128, (k, n)).clip(-(1 << (cfg.weight_bits - 1)),
+                                             (1 << (cfg.weight_bits - 1)) - 1)
+    product, fig = matmul_on_rtl(cfg, args.sim, a, b, progress=_progress)
+    want = golden.matmul(a, b, cfg)
+    bad = int((product != want).sum())
+    print(f"C = A x B with A {m}x{k}, B {k}x{n} ({fig['tiles']} weight tiles) on {args.sim}:")
+    _print_figures(fig, ["cycles", "macs", "utilization", "array_busy", "sim_cycles_per_s"])
+    if bad:
+        print(f"MISMATCH: {bad} of {want.size} results differ from the golden model")
+        return 1
+    print(f"all {want.size} results equal the golden model bit for bit")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tessera", description="Tessera: a generator of transformer-inference accelerators.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("config", help="show a configuration and its derived values")
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON (with its hash)")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("generate", help="write the Verilog of a configuration")
+    _add_config_args(p, default=None)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--top", default="matrix_unit", choices=list(TOPS), help="top level")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("lint", help="generate and lint with verilator -Wall")
+    _add_config_args(p)
+    p.add_argument("--top", default="matrix_unit", choices=list(TOPS), help="top level")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
+    p.add_argument("target", metavar="TARGET", help="what to measure: array")
+    _add_config_args(p)
+    p.add_argument("--sim", default="verilator",
+                   help="icarus, verilator, or both comma-separated (default: verilator)")
+    p.add_argument("--dataflow", default="ws", choices=["ws", "os"])
+    p.add_argument("--tiles", type=int, default=0,
+                   help="tiles to stream (default: 32 on Verilator, 4 on Icarus)")
+    p.add_argument("--rows", type=int, default=256, help="rows (WS) or steps (OS) per tile")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="generate, run a tiled matrix product on RTL, check it")
+    _add_config_args(p)
+    p.add_argument("--sim", default="verilator", choices=["icarus", "verilator"])
+    p.add_argument("-o", "--output", default="out/demo", metavar="DIR")
+    p.add_argument("--m", type=int, default=200)
+    p.add_argument("--k", type=int, default=120)
+    p.add_argument("--n", type=int, default=72)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..sim.runner import SimulationFailed
+    from ..sim.toolchain import SimulatorMissing
+
+    for name in ("tiles", "rows", "m", "k", "n"):
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "tiles" else 1):
+            parser.error(f"--{name} must be a positive integer, not {value}")
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError, ValueError) as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 2
+    except (SimulatorMissing, SimulationFailed) as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
