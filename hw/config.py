@@ -53,6 +53,8 @@ class TesseraConfig:
         Accumulator capacity in KiB and its number of banks.
     bus_bits : int
         Data width of the AXI4 master: 64, 128, 256 or 512.
+    addr_bits : int
+        Main-memory address width of the AXI4 master: 32 to 64.
     max_reads, max_writes : int
         AXI read and write transactions in flight.
     load_queue_depth, exec_queue_depth, store_queue_depth : int
@@ -77,6 +79,7 @@ class TesseraConfig:
     acc_kib: int = 64
     acc_banks: int = 2
     bus_bits: int = 128
+    addr_bits: int = 32
     max_reads: int = 16
     max_writes: int = 16
     load_queue_depth: int = 8
@@ -112,6 +115,8 @@ class TesseraConfig:
                    f"not {self.dataflow!r}")
         if self.bus_bits not in BUS_BITS:
             yield f"bus_bits must be one of {', '.join(map(str, BUS_BITS))}, not {self.bus_bits}"
+        if not 32 <= self.addr_bits <= 64:
+            yield f"addr_bits must be between 32 and 64, not {self.addr_bits}"
         for name in ("spad_banks", "acc_banks"):
             value = getattr(self, name)
             if not (_is_pow2(value) and value <= 16):

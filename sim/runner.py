@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hw.config import TesseraConfig
-from ..hw.generate import LINT_WAIVERS, TOPS, verilog_text
+from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
 
 __all__ = ["Build", "build", "run", "build_root", "SimulationFailed"]
@@ -49,14 +49,14 @@ def _locked(path: Path):
 @dataclass(frozen=True)
 class Build:
     config: TesseraConfig
-    top: str
+    top: Top
     sim: str
     directory: Path
     verilog: Path
 
     @property
     def module(self) -> str:
-        return TOPS[self.top].module
+        return self.top.module
 
 
 def _runner(sim: str):
@@ -65,11 +65,13 @@ def _runner(sim: str):
     return get_runner(sim)
 
 
-def build(config: TesseraConfig, sim: str, top: str = "matrix_unit") -> Build:
-    """Generate the Verilog of ``top`` for ``config`` and build it for ``sim`` (cached)."""
+def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Build:
+    """Generate the Verilog of ``top`` (a name in ``hw.generate.TOPS``, or a :class:`Top`)
+    for ``config`` and build it for ``sim`` (cached)."""
     require(sim)
-    base = build_root() / f"{top}-{config.hash}"
-    module = TOPS[top].module
+    spec = top_spec(top)
+    module = spec.module
+    base = build_root() / f"{module}-{config.hash}"
     vfile = base / f"{module}.v"
     sim_dir = base / sim
     with _locked(base / ".lock"):
@@ -77,7 +79,7 @@ def build(config: TesseraConfig, sim: str, top: str = "matrix_unit") -> Build:
             (base / "config.json").parent.mkdir(parents=True, exist_ok=True)
             (base / "config.json").write_text(config.to_json() + "\n")
             tmp = vfile.with_suffix(".tmp")
-            tmp.write_text(verilog_text(config, top))
+            tmp.write_text(verilog_text(config, spec))
             tmp.replace(vfile)
         digest = hashlib.sha256(vfile.read_bytes()).hexdigest()
         stamp = sim_dir / "built.sha256"
@@ -97,7 +99,7 @@ def build(config: TesseraConfig, sim: str, top: str = "matrix_unit") -> Build:
                 raise SimulationFailed(f"building {vfile.name} for {sim} failed ({e}); "
                                        f"log: {log}") from None
             stamp.write_text(digest)
-    return Build(config, top, sim, sim_dir, vfile)
+    return Build(config, spec, sim, sim_dir, vfile)
 
 
 def run(b: Build, test_module: str, *, testcase: str | None = None,

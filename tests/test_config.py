@@ -26,6 +26,7 @@ def test_unknown_preset_names_the_choices():
     ({"bus_bits": 96}, "bus_bits must be one of 64, 128, 256, 512, not 96"),
     ({"spad_banks": 3}, "spad_banks must be a power of two from 1 to 16, not 3"),
     ({"acc_kib": 48}, "acc_kib must be a power of two from 1 to 16384, not 48"),
+    ({"addr_bits": 16}, "addr_bits must be between 32 and 64, not 16"),
     ({"max_reads": 0}, "max_reads must be a power of two from 1 to 64, not 0"),
     ({"store_queue_depth": 0}, "store_queue_depth must be between 1 and 256, not 0"),
     ({"max_row_len": 8}, "max_row_len must be a power of two no smaller than cols"),
@@ -64,6 +65,8 @@ def test_hash_is_stable_and_sensitive():
             other = a.replace(dataflow="ws")
         elif f.name == "max_row_len":
             other = a.replace(max_row_len=8192)
+        elif f.name == "addr_bits":
+            other = a.replace(addr_bits=40)
         elif f.name in ("spad_kib", "acc_kib", "max_reads", "max_writes", "bus_bits",
                         "spad_banks"):
             other = a.replace(**{f.name: getattr(a, f.name) * 2})

@@ -1,0 +1,579 @@
+"""The DMA engine: an AXI4 master moving 2-D strided blocks between main memory and the
+scratchpad or accumulator.
+
+A block is ``rows`` rows of ``row_bytes`` bytes at ``dram_addr``, ``stride`` bytes apart in
+main memory, and ``rows`` consecutive local rows from ``local_addr`` (a local row holds one
+block row, zero-padded to the local row's width). Any byte address and length is allowed.
+
+* Rows that are contiguous in main memory (``stride == row_bytes``) form one range; each
+  range is cut into INCR bursts of up to 256 beats that never cross a 4 KiB boundary.
+* Up to ``config.max_reads`` read and ``config.max_writes`` write bursts are in flight.
+  All bursts use ID 0, so responses return in order and match their requests by order.
+* Loads realign the bytes of each beat into local rows; loads into the accumulator widen
+  each int8 to an ``acc_bits`` lane, multiplied by the command's signed ``scale``, and
+  replace or add to the row. Stores take rows from ``i_row`` (the output path, or a
+  scratchpad reader), realign them to the bus and write them with byte strobes, so partial
+  beats touch only the block's bytes.
+
+Errors stop the transfer and are reported in the command's completion (``o_done``): a
+block outside the main-memory window (``window_base``, ``window_size``) or local rows out of
+range are refused before any bus traffic; an SLVERR or DECERR response stops issuing
+bursts, drains the responses of the bursts in flight (their data is dropped; write beats
+still owed go out with no strobes) and reports the first failing burst's address. The
+engine is then ready for the next command; it never waits on anything but the bus.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Resp
+from .config import TesseraConfig
+from .memory import acc_port_signature, spad_port_signature
+
+__all__ = ["DmaError", "command_layout", "done_layout", "BurstSplitter", "DmaReader",
+           "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS"]
+
+ROWS_BITS = 16
+SCALE_BITS = 16
+
+
+class DmaError(enum.Enum, shape=3):
+    """Completion code of a DMA command."""
+
+    NONE = 0
+    SLVERR = 1     # a subordinate error response
+    DECERR = 2     # a decode error response (no memory there)
+    WINDOW = 3     # the block is not inside the main-memory window
+    LOCAL = 4      # the local rows are not inside the scratchpad or accumulator
+    SHAPE = 5      # rows or row_bytes is 0, or row_bytes is wider than a local row
+
+
+def max_row_bytes(config: TesseraConfig) -> int:
+    return config.spad_row_bytes
+
+
+def command_layout(config: TesseraConfig) -> data.StructLayout:
+    """A DMA command (both directions)."""
+    return data.StructLayout({
+        "dram_addr": config.addr_bits,
+        "stride": config.addr_bits,
+        "rows": ROWS_BITS,
+        "row_bytes": range(max_row_bytes(config) + 1),
+        "local_addr": range(max(config.spad_rows, config.acc_rows)),
+        "to_acc": 1,        # loads: into the accumulator (widened) instead of the scratchpad
+        "accumulate": 1,    # loads into the accumulator: add to the rows instead of replacing
+        "scale": signed(SCALE_BITS),  # loads into the accumulator: multiply each int8 by this
+    })
+
+
+def done_layout(config: TesseraConfig) -> data.StructLayout:
+    return data.StructLayout({"error": DmaError, "addr": config.addr_bits})
+
+
+def _burst_layout(config: TesseraConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "addr": config.addr_bits,      # beat-aligned start
+        "len": 8,                      # beats - 1
+        "first": range(config.bus_bytes),  # byte offset of the first valid byte
+        "bytes": range(MAX_BURST_BEATS * config.bus_bytes + 1),  # valid bytes in the burst
+        "start": config.addr_bits,     # first valid byte's address (for error reports)
+    })
+
+
+class BurstSplitter(wiring.Component):
+    """Cuts a 2-D block into AXI INCR bursts, one per cycle.
+
+    Members
+    -------
+    i_cmd : In(stream)
+        ``addr``, ``stride``, ``rows``, ``row_bytes`` (all nonzero).
+    o_burst : Out(stream)
+        ``addr`` (beat-aligned), ``len`` (beats - 1), ``first`` (offset of the first valid
+        byte in the first beat), ``bytes`` (valid bytes), ``start`` (address of that byte).
+    abort : In(1)
+        Drop the rest of the block.
+    busy : Out(1)
+    """
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        a = config.addr_bits
+        self.cmd_layout = data.StructLayout({"addr": a, "stride": a, "rows": ROWS_BITS,
+                                             "row_bytes": range(max_row_bytes(config) + 1)})
+        super().__init__({
+            "i_cmd": In(stream.Signature(self.cmd_layout)),
+            "o_burst": Out(stream.Signature(_burst_layout(config))),
+            "abort": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        c = self._config
+        m = Module()
+        bb = c.bus_bytes
+        bb_bits = (bb - 1).bit_length()
+        a = c.addr_bits
+        range_bits = ROWS_BITS + max_row_bytes(c).bit_length()
+
+        active = Signal()
+        range_addr = Signal(a)
+        range_left = Signal(range_bits)
+        rows_left = Signal(ROWS_BITS)
+        next_row = Signal(a)
+        stride = Signal(a)
+        row_bytes = Signal.like(self.i_cmd.payload.row_bytes)
+
+        aligned = Signal(a)
+        off = Signal(bb_bits or 1)
+        to_boundary = Signal(range(BOUNDARY_BYTES + 1))
+        max_bytes = min(MAX_BURST_BEATS * bb, BOUNDARY_BYTES)
+        avail = Signal(range(max_bytes + 1))
+        take = Signal(range(max_bytes + 1))
+        m.d.comb += [
+            aligned.eq(range_addr & ~Const(bb - 1, a)),
+            off.eq(range_addr[:bb_bits] if bb_bits else 0),
+            to_boundary.eq(BOUNDARY_BYTES - aligned[:12]),
+            avail.eq(Mux(to_boundary < max_bytes, to_boundary, max_bytes) - off),
+            take.eq(Mux(range_left < avail, range_left, avail)),
+        ]
+
+        m.d.comb += [self.busy.eq(active | self.o_burst.valid),
+                     self.i_cmd.ready.eq(~active & ~self.o_burst.valid)]
+        with m.If(self.o_burst.ready):
+            m.d.sync += self.o_burst.valid.eq(0)
+
+        with m.If(self.abort):
+            m.d.sync += [active.eq(0), self.o_burst.valid.eq(0)]
+        with m.Elif(self.i_cmd.valid & self.i_cmd.ready):
+            p = self.i_cmd.payload
+            contiguous = p.stride == p.row_bytes
+            m.d.sync += [
+                active.eq(1),
+                range_addr.eq(p.addr),
+                range_left.eq(Mux(contiguous, p.rows * p.row_bytes, p.row_bytes)),
+                rows_left.eq(Mux(contiguous, 0, p.rows - 1)),
+                next_row.eq(p.addr + p.stride),
+                stride.eq(p.stride),
+                row_bytes.eq(p.row_bytes),
+            ]
+        with m.Elif(active & (~self.o_burst.valid | self.o_burst.ready)):
+            b = self.o_burst.payload
+            m.d.sync += [
+                self.o_burst.valid.eq(1),
+                b.addr.eq(aligned),
+                b.len.eq(((off + take + bb - 1) >> bb_bits) - 1),
+                b.first.eq(off),
+                b.bytes.eq(take),
+                b.start.eq(range_addr),
+            ]
+            with m.If(range_left == take):
+                with m.If(rows_left == 0):
+                    m.d.sync += active.eq(0)
+                with m.Else():
+                    m.d.sync += [range_addr.eq(next_row), range_left.eq(row_bytes),
+                                 next_row.eq(next_row + stride), rows_left.eq(rows_left - 1)]
+            with m.Else():
+                m.d.sync += [range_addr.eq(range_addr + take), range_left.eq(range_left - take)]
+        return m
+
+
+def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_load: bool):
+    """The error code a command gets before any bus traffic (``DmaError.NONE`` if fine)."""
+    a = c.addr_bits
+    wide = a + ROWS_BITS + 2
+    end = Signal(wide)
+    m.d.comb += end.eq(p.dram_addr + (p.rows - 1) * p.stride + p.row_bytes)
+    window_end = Signal(a + 1)
+    m.d.comb += window_end.eq(window_base + window_size)
+    local_end = Signal(ROWS_BITS + 1 + len(p.local_addr))
+    m.d.comb += local_end.eq(p.local_addr + p.rows)
+    code = Signal(DmaError)
+    bad_shape = (p.rows == 0) | (p.row_bytes == 0) | (p.row_bytes > max_row_bytes(c))
+    if is_load:
+        bad_shape = bad_shape | (p.to_acc & (p.row_bytes > c.cols))
+        depth = Mux(p.to_acc, c.acc_rows, c.spad_rows)
+        bad_local = local_end > depth
+    else:
+        bad_local = Const(0)
+    with m.If(bad_shape):
+        m.d.comb += code.eq(DmaError.SHAPE)
+    with m.Elif((p.dram_addr < window_base) | (end > window_end)):
+        m.d.comb += code.eq(DmaError.WINDOW)
+    with m.Elif(bad_local):
+        m.d.comb += code.eq(DmaError.LOCAL)
+    with m.Else():
+        m.d.comb += code.eq(DmaError.NONE)
+    return code
+
+
+def _resp_error(resp):
+    return Mux(resp == Resp.DECERR, DmaError.DECERR, DmaError.SLVERR)
+
+
+_READ_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready",
+                 "rid", "rdata", "rresp", "rlast", "rvalid", "rready")
+_WRITE_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "awready",
+                  "wdata", "wstrb", "wlast", "wvalid", "wready", "bid", "bresp", "bvalid",
+                  "bready")
+
+
+def _bus_members(config: TesseraConfig, names) -> dict:
+    full = Axi4Signature(config.addr_bits, config.bus_bits).members
+    return {n: full[n] for n in names}
+
+
+class DmaReader(wiring.Component):
+    """Loads: main memory to scratchpad or accumulator (see the module docstring).
+
+    Members
+    -------
+    i_cmd : In(stream(command_layout))
+    o_done : Out(stream(done_layout))
+        One completion per command, in order.
+    spad, acc : Out(MemoryPortSignature)
+        Write ports into the scratchpad and the accumulator.
+    window_base, window_size : In
+        The main-memory window the block must lie in.
+    ar*, r* : the AXI4 read channels.
+    """
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        c = config
+        super().__init__({
+            "i_cmd": In(stream.Signature(command_layout(c))),
+            "o_done": Out(stream.Signature(done_layout(c))),
+            "spad": Out(spad_port_signature(c)),
+            "acc": Out(acc_port_signature(c)),
+            "window_base": In(c.addr_bits),
+            "window_size": In(c.addr_bits),
+            **_bus_members(c, _READ_MEMBERS),
+        })
+
+    def elaborate(self, platform):
+        c = self._config
+        m = Module()
+        bb = c.bus_bytes
+        rb_max = max_row_bytes(c)
+        cap = bb + rb_max  # realignment buffer, bytes
+
+        m.submodules.split = split = BurstSplitter(c)
+        m.submodules.info = info = fifo.SyncFIFOBuffered(
+            width=_burst_layout(c).size, depth=c.max_reads)
+
+        cmd = Signal(command_layout(c))
+        running = Signal()
+        err = Signal(DmaError)
+        err_addr = Signal(c.addr_bits)
+        outstanding = Signal(range(c.max_reads + 1))
+        rows_done = Signal(ROWS_BITS)
+        done_pending = Signal()
+
+        # --- Command: check, then start the burst splitter. ------------------------------
+        code = _check_command(m, c, self.i_cmd.payload, self.window_base, self.window_size,
+                              is_load=True)
+        m.d.comb += self.i_cmd.ready.eq(~running & ~done_pending & ~split.busy)
+        m.d.comb += [split.i_cmd.payload.addr.eq(self.i_cmd.payload.dram_addr),
+                     split.i_cmd.payload.stride.eq(self.i_cmd.payload.stride),
+                     split.i_cmd.payload.rows.eq(self.i_cmd.payload.rows),
+                     split.i_cmd.payload.row_bytes.eq(self.i_cmd.payload.row_bytes),
+                     split.i_cmd.valid.eq(self.i_cmd.valid & self.i_cmd.ready
+                                          & (code == DmaError.NONE))]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [cmd.eq(self.i_cmd.payload), rows_done.eq(0), err_addr.eq(0)]
+            with m.If(code == DmaError.NONE):
+                m.d.sync += [running.eq(1), err.eq(DmaError.NONE)]
+            with m.Else():
+                m.d.sync += [done_pending.eq(1), err.eq(code),
+                             err_addr.eq(self.i_cmd.payload.dram_addr)]
+
+        # --- AR: issue bursts while fewer than max_reads are in flight. ------------------
+        failed = err != DmaError.NONE
+        m.d.comb += split.abort.eq(running & failed)
+        burst = split.o_burst.payload
+        ar_fire = Signal()
+        m.d.comb += [
+            self.arid.eq(0), self.araddr.eq(burst.addr), self.arlen.eq(burst.len),
+            self.arsize.eq((bb - 1).bit_length()), self.arburst.eq(BURST_INCR),
+            self.arvalid.eq(split.o_burst.valid & (outstanding < c.max_reads) & ~failed),
+            ar_fire.eq(self.arvalid & self.arready),
+            split.o_burst.ready.eq(ar_fire),
+            info.w_data.eq(burst.as_value()), info.w_en.eq(ar_fire),
+        ]
+
+        # --- R: take the valid bytes of each beat into the realignment buffer. -----------
+        head = Signal(_burst_layout(c))
+        m.d.comb += head.eq(info.r_data)
+        first_beat = Signal(init=1)
+        rem = Signal.like(head.bytes)
+        cur_rem = Mux(first_beat, head.bytes, rem)
+        lo = Mux(first_beat, head.first, 0)
+        n = Signal(range(bb + 1))
+        m.d.comb += n.eq(Mux(cur_rem < bb - lo, cur_rem, bb - lo))
+
+        buf = Signal(cap * 8)
+        fill = Signal(range(cap + 1))
+        rb = cmd.row_bytes
+        port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
+        row_ready = running & ~failed & (fill >= rb)
+        emit = Signal()
+        m.d.comb += emit.eq(row_ready & port_ready)
+        fill_after = Signal(range(cap + 1))
+        m.d.comb += fill_after.eq(fill - Mux(emit, rb, 0))
+        take_beat = running & ~failed & (fill_after < rb)
+        r_fire = Signal()
+        m.d.comb += [
+            self.rready.eq(info.r_rdy & (take_beat | failed)),
+            r_fire.eq(self.rvalid & self.rready),
+            info.r_en.eq(r_fire & self.rlast),
+        ]
+        beat_bytes = Signal(bb * 8)
+        m.d.comb += beat_bytes.eq((self.rdata >> (lo * 8)) & ((Const(1, bb * 8 + 1) << (n * 8)) - 1))
+        shifted = Signal(cap * 8)
+        m.d.comb += shifted.eq(Mux(emit, buf >> (rb * 8), buf))
+        with m.If(r_fire):
+            m.d.sync += [first_beat.eq(self.rlast), rem.eq(cur_rem - n)]
+            with m.If(self.rresp[1] & ~failed):  # SLVERR or DECERR
+                m.d.sync += [err.eq(_resp_error(self.rresp)), err_addr.eq(head.start)]
+        with m.If(r_fire & ~failed):
+            m.d.sync += [buf.eq(shifted | (beat_bytes << (fill_after * 8))),
+                         fill.eq(fill_after + n)]
+        with m.Elif(emit):
+            m.d.sync += [buf.eq(shifted), fill.eq(fill_after)]
+        m.d.sync += outstanding.eq(outstanding + ar_fire - (r_fire & self.rlast))
+
+        # --- Local writes: one row per cycle, padded with zeros past row_bytes. ----------
+        row = Signal(data.ArrayLayout(signed(8), rb_max))
+        for i in range(rb_max):
+            m.d.comb += row[i].eq(Mux(i < rb, buf[i * 8:(i + 1) * 8], 0))
+        addr = cmd.local_addr + rows_done
+        m.d.comb += [
+            self.spad.req.valid.eq(row_ready & ~cmd.to_acc),
+            self.spad.req.payload.addr.eq(addr),
+            self.spad.req.payload.write.eq(1),
+            self.spad.req.payload.data.eq(row),
+            self.acc.req.valid.eq(row_ready & cmd.to_acc),
+            self.acc.req.payload.addr.eq(addr),
+            self.acc.req.payload.write.eq(1),
+            self.acc.req.payload.accumulate.eq(cmd.accumulate),
+        ]
+        for i in range(c.cols):
+            lane = row[i] if i < rb_max else 0
+            m.d.comb += self.acc.req.payload.data[i].eq(lane * cmd.scale)
+        with m.If(emit):
+            m.d.sync += rows_done.eq(rows_done + 1)
+
+        # --- Completion. ----------------------------------------------------------------
+        finished = running & (outstanding == 0) & ~split.busy & \
+            (failed | ((rows_done == cmd.rows) & ~emit))
+        with m.If(finished):
+            m.d.sync += [running.eq(0), done_pending.eq(1), fill.eq(0), buf.eq(0),
+                         first_beat.eq(1)]
+        m.d.comb += [self.o_done.valid.eq(done_pending),
+                     self.o_done.payload.error.eq(err),
+                     self.o_done.payload.addr.eq(err_addr)]
+        with m.If(self.o_done.valid & self.o_done.ready):
+            m.d.sync += done_pending.eq(0)
+        return m
+
+
+class DmaWriter(wiring.Component):
+    """Stores: rows from ``i_row`` to main memory (see the module docstring).
+
+    Members
+    -------
+    i_cmd : In(stream(command_layout))
+        ``local_addr``, ``to_acc``, ``accumulate`` and ``scale`` are ignored: the rows come
+        from ``i_row``, exactly ``rows`` of them per command, the first ``row_bytes`` bytes
+        of each written.
+    i_row : In(stream(ArrayLayout(signed(8), spad_row_bytes)))
+    o_done : Out(stream(done_layout))
+    window_base, window_size : In
+    aw*, w*, b* : the AXI4 write channels.
+    """
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        c = config
+        self.row_layout = data.ArrayLayout(signed(8), max_row_bytes(c))
+        super().__init__({
+            "i_cmd": In(stream.Signature(command_layout(c))),
+            "i_row": In(stream.Signature(self.row_layout)),
+            "o_done": Out(stream.Signature(done_layout(c))),
+            "window_base": In(c.addr_bits),
+            "window_size": In(c.addr_bits),
+            **_bus_members(c, _WRITE_MEMBERS),
+        })
+
+    def elaborate(self, platform):
+        c = self._config
+        m = Module()
+        bb = c.bus_bytes
+        rb_max = max_row_bytes(c)
+        cap = bb + rb_max
+
+        m.submodules.split = split = BurstSplitter(c)
+        m.submodules.winfo = winfo = fifo.SyncFIFOBuffered(
+            width=_burst_layout(c).size, depth=c.max_writes)
+        m.submodules.baddr = baddr = fifo.SyncFIFOBuffered(width=c.addr_bits, depth=c.max_writes)
+
+        cmd = Signal(command_layout(c))
+        running = Signal()
+        err = Signal(DmaError)
+        err_addr = Signal(c.addr_bits)
+        outstanding = Signal(range(c.max_writes + 1))
+        rows_taken = Signal(ROWS_BITS)
+        done_pending = Signal()
+        failed = err != DmaError.NONE
+
+        code = _check_command(m, c, self.i_cmd.payload, self.window_base, self.window_size,
+                              is_load=False)
+        m.d.comb += self.i_cmd.ready.eq(~running & ~done_pending & ~split.busy)
+        m.d.comb += [split.i_cmd.payload.addr.eq(self.i_cmd.payload.dram_addr),
+                     split.i_cmd.payload.stride.eq(self.i_cmd.payload.stride),
+                     split.i_cmd.payload.rows.eq(self.i_cmd.payload.rows),
+                     split.i_cmd.payload.row_bytes.eq(self.i_cmd.payload.row_bytes),
+                     split.i_cmd.valid.eq(self.i_cmd.valid & self.i_cmd.ready
+                                          & (code == DmaError.NONE))]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [cmd.eq(self.i_cmd.payload), rows_taken.eq(0), running.eq(1),
+                         err.eq(code), err_addr.eq(Mux(code == DmaError.NONE, 0,
+                                                       self.i_cmd.payload.dram_addr))]
+
+        # --- AW. -------------------------------------------------------------------------
+        m.d.comb += split.abort.eq(running & failed)
+        burst = split.o_burst.payload
+        aw_fire = Signal()
+        m.d.comb += [
+            self.awid.eq(0), self.awaddr.eq(burst.addr), self.awlen.eq(burst.len),
+            self.awsize.eq((bb - 1).bit_length()), self.awburst.eq(BURST_INCR),
+            self.awvalid.eq(split.o_burst.valid & (outstanding < c.max_writes) & ~failed),
+            aw_fire.eq(self.awvalid & self.awready),
+            split.o_burst.ready.eq(aw_fire),
+            winfo.w_data.eq(burst.as_value()), winfo.w_en.eq(aw_fire),
+            baddr.w_data.eq(burst.start), baddr.w_en.eq(aw_fire),
+        ]
+
+        # --- W: beats from the realignment buffer, strobes on the block's bytes only. ----
+        head = Signal(_burst_layout(c))
+        m.d.comb += head.eq(winfo.r_data)
+        first_beat = Signal(init=1)
+        rem = Signal.like(head.bytes)
+        cur_rem = Mux(first_beat, head.bytes, rem)
+        lo = Mux(first_beat, head.first, 0)
+        n = Signal(range(bb + 1))
+        m.d.comb += n.eq(Mux(cur_rem < bb - lo, cur_rem, bb - lo))
+        buf = Signal(cap * 8)
+        fill = Signal(range(cap + 1))
+        w_fire = Signal()
+        strobe = Signal(bb)
+        m.d.comb += strobe.eq(((Const(1, bb + 1) << n) - 1) << lo)
+        m.d.comb += [
+            self.wvalid.eq(winfo.r_rdy & (fill >= n)),
+            self.wdata.eq(buf << (lo * 8)),
+            self.wstrb.eq(Mux(failed, 0, strobe)),
+            self.wlast.eq(cur_rem == n),
+            w_fire.eq(self.wvalid & self.wready),
+            winfo.r_en.eq(w_fire & self.wlast),
+        ]
+        with m.If(w_fire):
+            m.d.sync += [first_beat.eq(self.wlast), rem.eq(cur_rem - n)]
+
+        # --- Rows in. Once a failed store owes no more beats, its remaining rows are
+        # taken and dropped, so the row source never waits on a dead transfer.
+        rb = cmd.row_bytes
+        fill_after = Signal(range(cap + 1))
+        m.d.comb += fill_after.eq(fill - Mux(w_fire, n, 0))
+        discard = failed & ~split.busy & ~winfo.r_rdy
+        want_row = running & (rows_taken != cmd.rows)
+        m.d.comb += self.i_row.ready.eq(want_row & (discard | (fill_after + rb <= cap)))
+        row_fire = self.i_row.valid & self.i_row.ready
+        row_bytes = Signal(rb_max * 8)
+        for i in range(rb_max):
+            m.d.comb += row_bytes[i * 8:(i + 1) * 8].eq(Mux(i < rb, self.i_row.payload[i], 0))
+        shifted = Signal(cap * 8)
+        m.d.comb += shifted.eq(Mux(w_fire, buf >> (n * 8), buf))
+        with m.If(row_fire & ~discard):
+            m.d.sync += [buf.eq(shifted | (row_bytes << (fill_after * 8))),
+                         fill.eq(fill_after + rb)]
+        with m.Else():
+            m.d.sync += [buf.eq(shifted), fill.eq(fill_after)]
+        with m.If(row_fire):
+            m.d.sync += rows_taken.eq(rows_taken + 1)
+
+        # --- B. --------------------------------------------------------------------------
+        b_fire = Signal()
+        m.d.comb += [self.bready.eq(baddr.r_rdy), b_fire.eq(self.bvalid & self.bready),
+                     baddr.r_en.eq(b_fire)]
+        with m.If(b_fire & self.bresp[1] & ~failed):
+            m.d.sync += [err.eq(_resp_error(self.bresp)), err_addr.eq(baddr.r_data)]
+        m.d.sync += outstanding.eq(outstanding + aw_fire - b_fire)
+
+        finished = running & (outstanding == 0) & ~split.busy & ~winfo.r_rdy & \
+            (rows_taken == cmd.rows) & ~aw_fire
+        with m.If(finished):
+            m.d.sync += [running.eq(0), done_pending.eq(1), fill.eq(0), buf.eq(0),
+                         first_beat.eq(1)]
+        m.d.comb += [self.o_done.valid.eq(done_pending),
+                     self.o_done.payload.error.eq(err),
+                     self.o_done.payload.addr.eq(err_addr)]
+        with m.If(self.o_done.valid & self.o_done.ready):
+            m.d.sync += done_pending.eq(0)
+        return m
+
+
+class DmaEngine(wiring.Component):
+    """Loads and stores on one AXI4 master; they run concurrently on the read and write
+    channels.
+
+    Members
+    -------
+    bus : Out(Axi4Signature)
+    i_load, o_load_done, i_store, i_store_row, o_store_done : streams
+        See :class:`DmaReader` and :class:`DmaWriter`.
+    spad, acc : Out(MemoryPortSignature)
+        The loads' write ports.
+    window_base, window_size : In
+    """
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        c = config
+        super().__init__({
+            "bus": Out(Axi4Signature(c.addr_bits, c.bus_bits)),
+            "i_load": In(stream.Signature(command_layout(c))),
+            "o_load_done": Out(stream.Signature(done_layout(c))),
+            "i_store": In(stream.Signature(command_layout(c))),
+            "i_store_row": In(stream.Signature(data.ArrayLayout(signed(8), max_row_bytes(c)))),
+            "o_store_done": Out(stream.Signature(done_layout(c))),
+            "spad": Out(spad_port_signature(c)),
+            "acc": Out(acc_port_signature(c)),
+            "window_base": In(c.addr_bits),
+            "window_size": In(c.addr_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = rd = DmaReader(self._config)
+        m.submodules.writer = wr = DmaWriter(self._config)
+        wiring.connect(m, wiring.flipped(self.i_load), rd.i_cmd)
+        wiring.connect(m, rd.o_done, wiring.flipped(self.o_load_done))
+        wiring.connect(m, rd.spad, wiring.flipped(self.spad))
+        wiring.connect(m, rd.acc, wiring.flipped(self.acc))
+        wiring.connect(m, wiring.flipped(self.i_store), wr.i_cmd)
+        wiring.connect(m, wiring.flipped(self.i_store_row), wr.i_row)
+        wiring.connect(m, wr.o_done, wiring.flipped(self.o_store_done))
+        for unit in (rd, wr):
+            m.d.comb += [unit.window_base.eq(self.window_base),
+                         unit.window_size.eq(self.window_size)]
+        for unit, names in ((rd, _READ_MEMBERS), (wr, _WRITE_MEMBERS)):
+            for name in names:
+                ours, theirs = getattr(self.bus, name), getattr(unit, name)
+                if self.bus.signature.members[name].flow == Out:
+                    m.d.comb += ours.eq(theirs)
+                else:
+                    m.d.comb += theirs.eq(ours)
+        return m

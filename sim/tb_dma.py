@@ -1,0 +1,235 @@
+"""cocotb testbench of the DMA engine (in :class:`~tessera.sim.dma_system.DmaSystem`).
+
+Main memory is cocotbext-axi's ``AxiRam`` (or, for the benchmark, :mod:`axi_latency_ram`
+with a fixed latency), with pause generators on every channel. Every transfer is checked
+against the golden model of memory (``sw/golden/dma.py``) on both sides: the local rows it
+should have written, and main memory (inside and outside the block).
+
+The job comes as JSON in ``$TESSERA_JOB``; figures go to ``$TESSERA_RESULT``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+
+from tessera.hw.config import TesseraConfig
+from tessera.hw.dma import command_layout, done_layout
+from tessera.hw.memory import acc_port_signature, spad_port_signature
+from tessera.sim.packing import unpack_lanes
+from tessera.sw.golden import dma as golden
+
+# Error injection: reads and writes of the top BAD_SIZE bytes of main memory answer SLVERR.
+BAD_SIZE = 256
+
+
+def inject_errors(ram, lo: int, hi: int) -> None:
+    """Make ``ram`` (an ``AxiRam``) answer SLVERR to any beat that touches [lo, hi)."""
+    read, write = ram.read_if._read, ram.write_if._write
+
+    async def faulty_read(address, length):
+        if address + length > lo and address < hi:
+            raise IndexError("injected read error")
+        return await read(address, length)
+
+    async def faulty_write(address, data):
+        if address + len(data) > lo and address < hi:
+            raise IndexError("injected write error")
+        return await write(address, data)
+
+    ram.read_if._read, ram.write_if._write = faulty_read, faulty_write
+
+
+class Harness:
+    def __init__(self, dut, config: TesseraConfig, job: dict):
+        self.dut, self.config, self.job = dut, config, job
+        self.cmd_layout = command_layout(config)
+        self.done_layout = done_layout(config)
+        self.base = job["mem_base"]
+        self.size = job["mem_size"]
+        self.mem = np.zeros(self.size, dtype=np.uint8)          # golden main memory
+        self.spad = np.zeros((config.spad_rows, config.spad_row_bytes), dtype=np.int64)
+        self.acc = np.zeros((config.acc_rows, config.cols), dtype=np.int64)
+        self.cycle = 0
+
+    async def step(self):
+        await FallingEdge(self.dut.clk)
+        self.cycle += 1
+
+    async def send(self, name: str, payload: int):
+        valid, ready = getattr(self.dut, f"{name}__valid"), getattr(self.dut, f"{name}__ready")
+        getattr(self.dut, f"{name}__payload").value = payload
+        valid.value = 1
+        while True:
+            await ReadOnly()
+            fired = int(ready.value)
+            await self.step()
+            if fired:
+                break
+        valid.value = 0
+
+    async def recv(self, name: str, timeout: int = 200_000) -> int:
+        valid, ready = getattr(self.dut, f"{name}__valid"), getattr(self.dut, f"{name}__ready")
+        ready.value = 1
+        for _ in range(timeout):
+            await ReadOnly()
+            if int(valid.value):
+                value = int(getattr(self.dut, f"{name}__payload").value)
+                await self.step()
+                ready.value = 0
+                return value
+            await self.step()
+        raise TimeoutError(f"no completion on {name} within {timeout} cycles (a hang)")
+
+    def done(self, word: int) -> tuple[str, int]:
+        err_off, err_w = self.done_layout["error"].offset, self.done_layout["error"].width
+        a_off = self.done_layout["addr"].offset
+        code = (word >> err_off) & ((1 << err_w) - 1)
+        name = {v: k for k, v in golden.ERRORS.items()}[code]
+        return name, (word >> a_off) & ((1 << self.config.addr_bits) - 1)
+
+    async def local(self, which: str, addr: int, write: bool = False, row=None) -> np.ndarray:
+        sig = spad_port_signature(self.config) if which == "spad" else \
+            acc_port_signature(self.config)
+        req_layout = sig.members["req"].signature.members["payload"].shape
+        fields = {"addr": addr, "write": int(write),
+                  "data": [int(v) for v in (row if row is not None else
+                                            np.zeros(sig.row_shape.length, int))]}
+        if sig.accumulate:
+            fields["accumulate"] = 0
+        port = f"dbg_{which}__req"
+        await self.send(port, req_layout.const(fields).as_value().value)
+        await ReadOnly()
+        resp = int(getattr(self.dut, f"dbg_{which}__resp").value)
+        resp_layout = sig.members["resp"].shape
+        data = resp >> resp_layout["data"].offset
+        await self.step()
+        return unpack_lanes([data], sig.row_shape)[0]
+
+
+def random_command(rng: random.Random, h: Harness, load: bool) -> golden.DmaCommand:
+    c = h.config
+    rb_max = c.cols if (load and rng.random() < 0.3) else c.spad_row_bytes
+    to_acc = load and rb_max == c.cols
+    row_bytes = rng.randint(1, rb_max)
+    rows = rng.randint(1, 12)
+    stride = row_bytes if rng.random() < 0.4 else row_bytes + rng.randint(0, 3 * c.bus_bytes)
+    extent = (rows - 1) * stride + row_bytes
+    lo = h.base
+    # Mostly inside the good part of memory; sometimes near 4 KiB boundaries.
+    if rng.random() < 0.3:
+        boundary = h.base + 4096 * rng.randint(1, max(1, h.size // 4096 - 1))
+        addr = boundary - rng.randint(1, 2 * c.bus_bytes)
+    else:
+        addr = rng.randint(lo, h.base + h.size - BAD_SIZE - extent - 1)
+    depth = c.acc_rows if to_acc else c.spad_rows
+    local_addr = rng.randint(0, depth - rows)
+    return golden.DmaCommand(addr, stride, rows, row_bytes, local_addr, to_acc,
+                             to_acc and rng.random() < 0.5, rng.choice([1, 1, -1, 3, -7, 300]))
+
+
+@cocotb.test()
+async def dma_job(dut):
+    from cocotbext.axi import AxiBus, AxiRam
+
+    config = TesseraConfig.from_json(os.environ["TESSERA_CONFIG"])
+    job = json.loads(open(os.environ["TESSERA_JOB"]).read())
+    h = Harness(dut, config, job)
+    rng = random.Random(job["seed"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for name in ("i_load", "i_store", "dbg_spad__req", "dbg_acc__req"):
+        getattr(dut, f"{name}__valid").value = 0
+    for name in ("o_load_done", "o_store_done"):
+        getattr(dut, f"{name}__ready").value = 0
+    dut.window_base.value = h.base
+    dut.window_size.value = h.size
+
+    bad_lo = h.base + h.size - BAD_SIZE  # the last BAD_SIZE bytes answer SLVERR
+
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=h.base + h.size)
+    inject_errors(ram, bad_lo, h.base + h.size)
+    for log in (ram.write_if.log, ram.read_if.log):
+        log.setLevel(logging.WARNING)  # a line per burst would dominate the run time
+    pause = job["pause"]
+    if pause:
+        for i, ch in enumerate((ram.write_if.aw_channel, ram.write_if.w_channel,
+                                ram.write_if.b_channel, ram.read_if.ar_channel,
+                                ram.read_if.r_channel)):
+            prng = random.Random(job["seed"] * 10 + i)
+            ch.set_pause_generator(iter(lambda r=prng: r.random() < pause, None))
+    init = np.frombuffer(rng.randbytes(h.size), dtype=np.uint8).copy()
+    ram.write(h.base, init.tobytes())
+    h.mem[:] = init
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await h.step()
+
+    counts = {"loads": 0, "stores": 0, "errors": {}, "bytes": 0}
+
+    async def check_local(cmd):
+        which = "acc" if cmd.to_acc else "spad"
+        model = h.acc if cmd.to_acc else h.spad
+        for r in range(cmd.local_addr, cmd.local_addr + cmd.rows):
+            got = await h.local(which, r)
+            assert (got == model[r]).all(), \
+                f"{which} row {r} after {cmd}: got {got.tolist()}, want {model[r].tolist()}"
+
+    for n in range(job["transfers"]):
+        load = rng.random() < 0.5
+        cmd = random_command(rng, h, load)
+        kind = rng.random()
+        if kind < job.get("error_rate", 0.0) / 2:
+            # Outside the window: refused before any bus traffic.
+            cmd = golden.DmaCommand(h.base + h.size - 2, 4, 1, 4, 0)
+        elif kind < job.get("error_rate", 0.0):
+            rb = rng.randint(1, config.spad_row_bytes)
+            cmd = golden.DmaCommand(bad_lo - rb, rb, rng.randint(2, 8), rb, 0)
+        expect = golden.check_command(cmd, config, h.base, h.size, load)
+        touches_bad = expect == "NONE" and \
+            (golden.block_offsets(cmd, h.base).max() + h.base >= bad_lo)
+        payload = h.cmd_layout.const(cmd.as_payload()).as_value().value
+        if load:
+            await h.send("i_load", payload)
+            err, addr = h.done(await h.recv("o_load_done"))
+        else:
+            await h.send("i_store", payload)
+            err, addr = h.done(await h.recv("o_store_done"))
+        if touches_bad:
+            assert err == "SLVERR", f"transfer {n} {cmd}: expected SLVERR, got {err}"
+            assert addr >= bad_lo - config.bus_bytes * 256, (hex(addr), hex(bad_lo))
+        else:
+            assert err == expect, f"transfer {n} {cmd}: expected {expect}, got {err}"
+        counts["errors"][err] = counts["errors"].get(err, 0) + 1
+        if err != "NONE":
+            if not load and err == "SLVERR":
+                # Bytes before the failing burst may have been written; re-read the block.
+                idx = golden.block_offsets(cmd, h.base)
+                h.mem[idx] = np.frombuffer(ram.read(h.base, h.size), dtype=np.uint8)[idx]
+            continue
+        if load:
+            golden.load(h.mem, cmd, config, h.acc if cmd.to_acc else h.spad, h.base)
+            await check_local(cmd)
+            counts["loads"] += 1
+        else:
+            golden.store(h.mem, cmd, h.spad[cmd.local_addr:cmd.local_addr + cmd.rows], h.base)
+            counts["stores"] += 1
+            now = np.frombuffer(ram.read(h.base, h.size), dtype=np.uint8)
+            diff = np.flatnonzero(now != h.mem)
+            assert diff.size == 0, \
+                f"store {n} {cmd}: main memory differs at {diff.size} bytes, first at " \
+                f"{hex(h.base + diff[0])}: got {now[diff[0]]}, want {h.mem[diff[0]]}"
+        counts["bytes"] += cmd.rows * cmd.row_bytes
+    # Nothing outside the checked blocks ever changed.
+    now = np.frombuffer(ram.read(h.base, h.size), dtype=np.uint8)
+    assert (now == h.mem).all(), "main memory differs from the model at the end"
+    with open(os.environ["TESSERA_RESULT"], "w") as f:
+        json.dump(counts, f)
