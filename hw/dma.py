@@ -261,7 +261,7 @@ class DmaReader(wiring.Component):
         cap = bb + rb_max  # realignment buffer, bytes
 
         m.submodules.split = split = BurstSplitter(c)
-        m.submodules.info = info = fifo.SyncFIFOBuffered(
+        m.submodules.info = info = fifo.SyncFIFO(
             width=_burst_layout(c).size, depth=c.max_reads)
 
         cmd = Signal(command_layout(c))
@@ -298,7 +298,8 @@ class DmaReader(wiring.Component):
         m.d.comb += [
             self.arid.eq(0), self.araddr.eq(burst.addr), self.arlen.eq(burst.len),
             self.arsize.eq((bb - 1).bit_length()), self.arburst.eq(BURST_INCR),
-            self.arvalid.eq(split.o_burst.valid & (outstanding < c.max_reads) & ~failed),
+            self.arvalid.eq(split.o_burst.valid & (outstanding < c.max_reads) & info.w_rdy
+                            & ~failed),
             ar_fire.eq(self.arvalid & self.arready),
             split.o_burst.ready.eq(ar_fire),
             info.w_data.eq(burst.as_value()), info.w_en.eq(ar_fire),
@@ -416,9 +417,9 @@ class DmaWriter(wiring.Component):
         cap = bb + rb_max
 
         m.submodules.split = split = BurstSplitter(c)
-        m.submodules.winfo = winfo = fifo.SyncFIFOBuffered(
+        m.submodules.winfo = winfo = fifo.SyncFIFO(
             width=_burst_layout(c).size, depth=c.max_writes)
-        m.submodules.baddr = baddr = fifo.SyncFIFOBuffered(width=c.addr_bits, depth=c.max_writes)
+        m.submodules.baddr = baddr = fifo.SyncFIFO(width=c.addr_bits, depth=c.max_writes)
 
         cmd = Signal(command_layout(c))
         running = Signal()
@@ -450,7 +451,8 @@ class DmaWriter(wiring.Component):
         m.d.comb += [
             self.awid.eq(0), self.awaddr.eq(burst.addr), self.awlen.eq(burst.len),
             self.awsize.eq((bb - 1).bit_length()), self.awburst.eq(BURST_INCR),
-            self.awvalid.eq(split.o_burst.valid & (outstanding < c.max_writes) & ~failed),
+            self.awvalid.eq(split.o_burst.valid & (outstanding < c.max_writes) & winfo.w_rdy
+                            & baddr.w_rdy & ~failed),
             aw_fire.eq(self.awvalid & self.awready),
             split.o_burst.ready.eq(aw_fire),
             winfo.w_data.eq(burst.as_value()), winfo.w_en.eq(aw_fire),

@@ -1,16 +1,19 @@
 """Build the generated Verilog once per configuration, top level and simulator, and run
 cocotb test modules against the build.
 
-Builds live in ``<build root>/<top>-<config hash>/<simulator>/`` (the build root is
-``$TESSERA_BUILD_DIR`` or ``./build``) and are reused while the Verilog is unchanged, so
-every test on one configuration shares one simulator build. A file lock makes concurrent
+Builds live in ``<build root>/<module>-<config hash>-<source digest>/<simulator>/`` (the
+build root is ``$TESSERA_BUILD_DIR`` or ``./build``; the source digest changes with the
+gateware's code) and are reused while both are unchanged, so every test on one
+configuration shares one simulator build. A file lock makes concurrent
 builders wait for each other instead of racing.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import inspect
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hw as hw_package
 from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
@@ -65,13 +69,26 @@ def _runner(sim: str):
     return get_runner(sim)
 
 
+@functools.cache
+def _source_digest(extra: str) -> str:
+    """A digest of the gateware's source (every module of ``tessera.hw``, and the file that
+    defines a top level kept elsewhere): a change to the generator invalidates the cached
+    Verilog and simulator builds."""
+    files = sorted(Path(hw_package.__file__).parent.glob("*.py")) + [Path(extra)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Build:
     """Generate the Verilog of ``top`` (a name in ``hw.generate.TOPS``, or a :class:`Top`)
     for ``config`` and build it for ``sim`` (cached)."""
     require(sim)
     spec = top_spec(top)
     module = spec.module
-    base = build_root() / f"{module}-{config.hash}"
+    source = inspect.getsourcefile(spec.component)
+    base = build_root() / f"{module}-{config.hash}-{_source_digest(source)}"
     vfile = base / f"{module}.v"
     sim_dir = base / sim
     with _locked(base / ".lock"):
@@ -127,12 +144,25 @@ def run(b: Build, test_module: str, *, testcase: str | None = None,
                     test_dir=test_dir, testcase=testcase, extra_env=extra, seed=seed,
                     results_xml=str(results), timescale=TIMESCALE, log_file=log)
     except (SystemExit, RuntimeError) as e:
+        _keep_log(b, log)
         raise SimulationFailed(f"{b.sim} failed ({e}); log: {log}") from None
     finally:
         if saved is not None:
             os.environ["PYTEST_CURRENT_TEST"] = saved
-    _check_results(results, log)
+    try:
+        _check_results(results, log)
+    except SimulationFailed:
+        _keep_log(b, log)
+        raise
     return results
+
+
+def _keep_log(b: Build, log: Path) -> None:
+    """Keep a failed run's log beside the build (its test folder may be temporary)."""
+    if log.exists():
+        kept = b.directory / "last-failure.log"
+        kept.write_text(log.read_text())
+        raise SimulationFailed(f"{b.sim} run of {b.module} failed; its log: {kept}")
 
 
 def _check_results(results: Path, log: Path) -> None:
