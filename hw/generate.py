@@ -9,6 +9,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from .config import TesseraConfig
+from .dma import DmaEngine
 from .matrix_unit import MatrixUnit
 
 __all__ = ["TOPS", "Top", "top_spec", "build_top", "verilog_text", "write_outputs",
@@ -30,6 +31,7 @@ class Top:
 TOPS: dict[str, Top] = {
     "matrix_unit": Top(MatrixUnit, "tessera_matrix_unit",
                        "the systolic matrix unit with its stream ports"),
+    "dma": Top(DmaEngine, "tessera_dma", "the AXI4 DMA engine with its command streams"),
 }
 
 

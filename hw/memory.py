@@ -74,12 +74,16 @@ class BankedMemory(wiring.Component):
 
     def __init__(self, depth: int, banks: int, row_shape: data.ArrayLayout, ports: int,
                  accumulate: bool = False):
+        error = None
         if banks <= 0 or banks & (banks - 1):
-            raise ValueError(f"banks must be a power of two, not {banks}")
-        if depth <= 0 or depth % banks:
-            raise ValueError(f"depth must be a positive multiple of banks ({banks}), not {depth}")
-        if ports < 1:
-            raise ValueError(f"ports must be at least 1, not {ports}")
+            error = f"banks must be a power of two, not {banks}"
+        elif depth <= 0 or depth % banks:
+            error = f"depth must be a positive multiple of banks ({banks}), not {depth}"
+        elif ports < 1:
+            error = f"ports must be at least 1, not {ports}"
+        if error:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise ValueError(error)
         self.depth = depth
         self.banks = banks
         self.rows_per_bank = depth // banks

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hw as hw_package
 from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
@@ -69,15 +68,29 @@ def _runner(sim: str):
     return get_runner(sim)
 
 
+def _gateware_modules(root) -> list:
+    """The project modules ``root`` depends on, following the names each module holds
+    (imported modules, classes, functions), leaving out the generator's own registry."""
+    seen, stack = {root}, [root]
+    while stack:
+        for value in list(vars(stack.pop()).values()):
+            mod = value if inspect.ismodule(value) else inspect.getmodule(value)
+            if mod is None or mod in seen or not mod.__name__.startswith("tessera."):
+                continue
+            if mod.__name__ in ("tessera.hw.generate",) or not hasattr(mod, "__file__"):
+                continue
+            seen.add(mod)
+            stack.append(mod)
+    return sorted(seen, key=lambda m: m.__name__)
+
+
 @functools.cache
-def _source_digest(extra: str) -> str:
-    """A digest of the gateware's source (every module of ``tessera.hw``, and the file that
-    defines a top level kept elsewhere): a change to the generator invalidates the cached
-    Verilog and simulator builds."""
-    files = sorted(Path(hw_package.__file__).parent.glob("*.py")) + [Path(extra)]
+def _source_digest(component: type) -> str:
+    """A digest of the source of every project module the top level is built from: a change
+    to that code invalidates the cached Verilog and simulator builds."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + f.read_bytes())
+    for mod in _gateware_modules(inspect.getmodule(component)):
+        h.update(mod.__name__.encode() + Path(mod.__file__).read_bytes())
     return h.hexdigest()[:10]
 
 
@@ -87,8 +100,7 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
     require(sim)
     spec = top_spec(top)
     module = spec.module
-    source = inspect.getsourcefile(spec.component)
-    base = build_root() / f"{module}-{config.hash}-{_source_digest(source)}"
+    base = build_root() / f"{module}-{config.hash}-{_source_digest(spec.component)}"
     vfile = base / f"{module}.v"
     sim_dir = base / sim
     with _locked(base / ".lock"):

@@ -124,3 +124,50 @@ def matmul_on_rtl(config: TesseraConfig, sim: str, a: np.ndarray, b: np.ndarray,
         "array_busy": beats / cycles,
         "sim_cycles_per_s": run.cycles / run.wall_s if run.wall_s else 0.0,
     }
+
+
+def bench_dma(config: TesseraConfig, sim: str, *, latency_cycles: int = 100,
+              rows: int | None = None, seed: int = 1, progress=None) -> dict:
+    """DMA bandwidth on one long read and one long write of contiguous scratchpad rows,
+    against a main memory that answers ``latency_cycles`` after each address.
+
+    Returns
+    -------
+    dict
+        ``read_bytes_per_cycle``, ``write_bytes_per_cycle`` (bytes over the cycles from
+        the command to its completion), ``bus_bytes_per_cycle`` (the peak),
+        ``latency_cycles``, the fractions of the peak, and the run's parameters.
+    """
+    from ..sim.dma_rtl import run_job
+    from ..sim.dma_system import DMA_SYSTEM
+
+    rows = rows or min(config.spad_rows, 8192)
+    if not 1 <= rows <= config.spad_rows:
+        raise ValueError(f"rows must be between 1 and the scratchpad's {config.spad_rows}, "
+                         f"not {rows}")
+    nbytes = rows * config.spad_row_bytes
+    mem_size = 1 << max(16, (2 * nbytes + 4096 - 1).bit_length())
+    _log(progress, f"building the DMA system of {config.describe()} for {sim}...")
+    t = time.perf_counter()
+    runner.build(config, sim, DMA_SYSTEM)
+    build_s = time.perf_counter() - t
+    _log(progress, f"reading and writing {nbytes} bytes with {latency_cycles}-cycle memory "
+                   f"latency on {sim}...")
+    fig = run_job(config, sim, testcase="dma_bandwidth", seed=seed, mem_size=mem_size,
+                  extra={"rows": rows, "latency_cycles": latency_cycles})
+    peak = config.bus_bytes
+    return {
+        "simulator": sim,
+        "config_hash": config.hash,
+        "bytes": nbytes,
+        "read_bytes_per_cycle": fig["read_bytes_per_cycle"],
+        "write_bytes_per_cycle": fig["write_bytes_per_cycle"],
+        "bus_bytes_per_cycle": peak,
+        "read_fraction_of_peak": fig["read_bytes_per_cycle"] / peak,
+        "write_fraction_of_peak": fig["write_bytes_per_cycle"] / peak,
+        "latency_cycles": latency_cycles,
+        "read_cycles": fig["read_cycles"],
+        "write_cycles": fig["write_cycles"],
+        "sim_cycles_per_s": fig["sim_cycles"] / fig["sim_wall_s"],
+        "build_s": build_s,
+    }

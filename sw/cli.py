@@ -101,11 +101,33 @@ def _print_figures(fig: dict, keys) -> None:
 
 
 def cmd_bench(args) -> int:
+    cfg = _config(args)
+    benches = {"array": _bench_array, "dma": _bench_dma}
+    if args.target not in benches:
+        raise UsageError(f"unknown benchmark {args.target!r}; available: "
+                         f"{', '.join(benches)}")
+    return benches[args.target](cfg, args)
+
+
+def _bench_dma(cfg, args) -> int:
+    from .bench import bench_dma
+
+    results = {}
+    for sim in args.sim.split(","):
+        fig = bench_dma(cfg, sim, latency_cycles=args.latency, progress=_progress)
+        results[sim] = fig
+        print(f"DMA benchmark on {sim}: {cfg.describe()}, {fig['bytes']} bytes each way, "
+              f"{fig['latency_cycles']}-cycle memory latency, data checked")
+        _print_figures(fig, ["read_bytes_per_cycle", "write_bytes_per_cycle",
+                             "bus_bytes_per_cycle", "read_fraction_of_peak",
+                             "write_fraction_of_peak", "sim_cycles_per_s"])
+    _write_json(args.json, results[args.sim.split(",")[0]])
+    return 0
+
+
+def _bench_array(cfg, args) -> int:
     from .bench import bench_array
 
-    cfg = _config(args)
-    if args.target != "array":
-        raise UsageError(f"unknown benchmark {args.target!r}; available: array")
     results = {}
     for sim in args.sim.split(","):
         tiles = args.tiles if args.tiles else (32 if sim == "verilator" else 4)
@@ -175,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
-    p.add_argument("target", metavar="TARGET", help="what to measure: array")
+    p.add_argument("target", metavar="TARGET", help="what to measure: array, dma")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")
@@ -183,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", type=int, default=0,
                    help="tiles to stream (default: 32 on Verilator, 4 on Icarus)")
     p.add_argument("--rows", type=int, default=256, help="rows (WS) or steps (OS) per tile")
+    p.add_argument("--latency", type=int, default=100,
+                   help="dma: main-memory latency in cycles (default: 100)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench)
 

@@ -40,3 +40,15 @@ def test_reset_in_the_middle_of_transfers(sim):
     counts = run_job(CONFIGS["tiny"], sim, testcase="dma_reset_midway", transfers=40,
                      pause=0.2, seed=7)
     assert counts["loads"] + counts["stores"] > 20
+
+
+def test_latency_is_hidden_and_decode_errors_reported():
+    # A memory with 100 cycles of latency: with bursts in flight the long transfers take
+    # about one cycle per beat plus one latency, not a latency per burst.
+    cfg = CONFIGS["rows16-bus128"]
+    rows = 600
+    fig = run_job(cfg, "verilator", testcase="dma_bandwidth", mem_size=1 << 16,
+                  extra={"rows": rows, "latency_cycles": 100})
+    beats = rows * cfg.spad_row_bytes // cfg.bus_bytes
+    for direction in ("read", "write"):
+        assert beats < fig[f"{direction}_cycles"] < beats + 100 + 60, fig
