@@ -332,7 +332,8 @@ class DmaReader(wiring.Component):
             info.r_en.eq(r_fire & self.rlast),
         ]
         beat_bytes = Signal(bb * 8)
-        m.d.comb += beat_bytes.eq((self.rdata >> (lo * 8)) & ((Const(1, bb * 8 + 1) << (n * 8)) - 1))
+        keep = (Const(1, bb * 8 + 1) << (n * 8)) - 1  # the n valid bytes
+        m.d.comb += beat_bytes.eq((self.rdata >> (lo * 8)) & keep)
         shifted = Signal(cap * 8)
         m.d.comb += shifted.eq(Mux(emit, buf >> (rb * 8), buf))
         with m.If(r_fire):
