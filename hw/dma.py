@@ -225,6 +225,91 @@ def _bus_members(config: TesseraConfig, names) -> dict:
     return {n: full[n] for n in names}
 
 
+class _Transfer:
+    """What the reader and the writer share: a command checked and accepted, its burst
+    splitter, the address channel (``ar`` or ``aw``), the per-beat byte accounting of the
+    data channel and the completion stream. ``unit`` is the component, ``prefix`` its
+    address channel's prefix, ``info`` the FIFO that remembers each burst in flight."""
+
+    def __init__(self, m: Module, unit, prefix: str, max_bursts: int, is_load: bool):
+        c = unit._config
+        self.m, self.unit, self.c = m, unit, c
+        bb = c.bus_bytes
+        m.submodules.split = self.split = split = BurstSplitter(c)
+        m.submodules.info = self.info = info = fifo.SyncFIFO(
+            width=_burst_layout(c).size, depth=max_bursts)
+        self.cmd = cmd = Signal(command_layout(c))
+        self.running = running = Signal()
+        self.err = err = Signal(DmaError)
+        self.err_addr = Signal(c.addr_bits)
+        self.outstanding = Signal(range(max_bursts + 1))
+        self.done_pending = done_pending = Signal()
+        self.failed = err != DmaError.NONE
+
+        # Command: check it, then start the splitter (a refused command only reports).
+        p = unit.i_cmd.payload
+        code = _check_command(m, c, p, unit.window_base, unit.window_size, is_load)
+        accept = unit.i_cmd.valid & unit.i_cmd.ready
+        m.d.comb += [
+            unit.i_cmd.ready.eq(~running & ~done_pending & ~split.busy),
+            split.i_cmd.payload.addr.eq(p.dram_addr),
+            split.i_cmd.payload.stride.eq(p.stride),
+            split.i_cmd.payload.rows.eq(p.rows),
+            split.i_cmd.payload.row_bytes.eq(p.row_bytes),
+            split.i_cmd.valid.eq(accept & (code == DmaError.NONE)),
+            split.abort.eq(running & self.failed),
+        ]
+        with m.If(accept):
+            m.d.sync += [cmd.eq(p), running.eq(1), err.eq(code),
+                         self.err_addr.eq(Mux(code == DmaError.NONE, 0, p.dram_addr))]
+
+        # Address channel: a burst goes out while fewer than max_bursts are in flight.
+        burst = split.o_burst.payload
+        self.addr_fire = fire = Signal()
+        valid = getattr(unit, f"{prefix}valid")
+        m.d.comb += [
+            getattr(unit, f"{prefix}id").eq(0),
+            getattr(unit, f"{prefix}addr").eq(burst.addr),
+            getattr(unit, f"{prefix}len").eq(burst.len),
+            getattr(unit, f"{prefix}size").eq((bb - 1).bit_length()),
+            getattr(unit, f"{prefix}burst").eq(BURST_INCR),
+            valid.eq(split.o_burst.valid & (self.outstanding < max_bursts) & info.w_rdy
+                     & ~self.failed),
+            fire.eq(valid & getattr(unit, f"{prefix}ready")),
+            split.o_burst.ready.eq(fire),
+            info.w_data.eq(burst.as_value()),
+            info.w_en.eq(fire),
+        ]
+
+        # Data channel: the valid bytes [lo, lo + n) of the current beat of the oldest burst.
+        self.head = head = Signal(_burst_layout(c))
+        m.d.comb += head.eq(info.r_data)
+        self.first_beat = Signal(init=1)
+        self.rem = Signal.like(head.bytes)
+        self.cur_rem = Mux(self.first_beat, head.bytes, self.rem)
+        self.lo = Mux(self.first_beat, head.first, 0)
+        self.n = Signal(range(bb + 1))
+        m.d.comb += self.n.eq(Mux(self.cur_rem < bb - self.lo, self.cur_rem, bb - self.lo))
+
+    def beat_taken(self, fire, last) -> None:
+        """Account for a data beat (``last``: the final beat of the oldest burst)."""
+        m = self.m
+        with m.If(fire):
+            m.d.sync += [self.first_beat.eq(last), self.rem.eq(self.cur_rem - self.n)]
+
+    def complete(self, finished, buffers) -> None:
+        """Report the command once ``finished``; clear ``buffers`` for the next one."""
+        m, unit = self.m, self.unit
+        with m.If(finished):
+            m.d.sync += [self.running.eq(0), self.done_pending.eq(1),
+                         self.first_beat.eq(1)] + [b.eq(0) for b in buffers]
+        m.d.comb += [unit.o_done.valid.eq(self.done_pending),
+                     unit.o_done.payload.error.eq(self.err),
+                     unit.o_done.payload.addr.eq(self.err_addr)]
+        with m.If(unit.o_done.valid & unit.o_done.ready):
+            m.d.sync += self.done_pending.eq(0)
+
+
 class DmaReader(wiring.Component):
     """Loads: main memory to scratchpad or accumulator (see the module docstring).
 
@@ -259,93 +344,44 @@ class DmaReader(wiring.Component):
         bb = c.bus_bytes
         rb_max = max_row_bytes(c)
         cap = bb + rb_max  # realignment buffer, bytes
-
-        m.submodules.split = split = BurstSplitter(c)
-        m.submodules.info = info = fifo.SyncFIFO(
-            width=_burst_layout(c).size, depth=c.max_reads)
-
-        cmd = Signal(command_layout(c))
-        running = Signal()
-        err = Signal(DmaError)
-        err_addr = Signal(c.addr_bits)
-        outstanding = Signal(range(c.max_reads + 1))
+        t = _Transfer(m, self, "ar", c.max_reads, is_load=True)
+        cmd, failed, info = t.cmd, t.failed, t.info
         rows_done = Signal(ROWS_BITS)
-        done_pending = Signal()
-
-        # --- Command: check, then start the burst splitter. ------------------------------
-        code = _check_command(m, c, self.i_cmd.payload, self.window_base, self.window_size,
-                              is_load=True)
-        m.d.comb += self.i_cmd.ready.eq(~running & ~done_pending & ~split.busy)
-        m.d.comb += [split.i_cmd.payload.addr.eq(self.i_cmd.payload.dram_addr),
-                     split.i_cmd.payload.stride.eq(self.i_cmd.payload.stride),
-                     split.i_cmd.payload.rows.eq(self.i_cmd.payload.rows),
-                     split.i_cmd.payload.row_bytes.eq(self.i_cmd.payload.row_bytes),
-                     split.i_cmd.valid.eq(self.i_cmd.valid & self.i_cmd.ready
-                                          & (code == DmaError.NONE))]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [cmd.eq(self.i_cmd.payload), rows_done.eq(0), err_addr.eq(0)]
-            with m.If(code == DmaError.NONE):
-                m.d.sync += [running.eq(1), err.eq(DmaError.NONE)]
-            with m.Else():
-                m.d.sync += [done_pending.eq(1), err.eq(code),
-                             err_addr.eq(self.i_cmd.payload.dram_addr)]
-
-        # --- AR: issue bursts while fewer than max_reads are in flight. ------------------
-        failed = err != DmaError.NONE
-        m.d.comb += split.abort.eq(running & failed)
-        burst = split.o_burst.payload
-        ar_fire = Signal()
-        m.d.comb += [
-            self.arid.eq(0), self.araddr.eq(burst.addr), self.arlen.eq(burst.len),
-            self.arsize.eq((bb - 1).bit_length()), self.arburst.eq(BURST_INCR),
-            self.arvalid.eq(split.o_burst.valid & (outstanding < c.max_reads) & info.w_rdy
-                            & ~failed),
-            ar_fire.eq(self.arvalid & self.arready),
-            split.o_burst.ready.eq(ar_fire),
-            info.w_data.eq(burst.as_value()), info.w_en.eq(ar_fire),
-        ]
+            m.d.sync += rows_done.eq(0)
 
         # --- R: take the valid bytes of each beat into the realignment buffer. -----------
-        head = Signal(_burst_layout(c))
-        m.d.comb += head.eq(info.r_data)
-        first_beat = Signal(init=1)
-        rem = Signal.like(head.bytes)
-        cur_rem = Mux(first_beat, head.bytes, rem)
-        lo = Mux(first_beat, head.first, 0)
-        n = Signal(range(bb + 1))
-        m.d.comb += n.eq(Mux(cur_rem < bb - lo, cur_rem, bb - lo))
-
         buf = Signal(cap * 8)
         fill = Signal(range(cap + 1))
         rb = cmd.row_bytes
         port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
-        row_ready = running & ~failed & (fill >= rb)
+        row_ready = t.running & ~failed & (fill >= rb)
         emit = Signal()
         m.d.comb += emit.eq(row_ready & port_ready)
         fill_after = Signal(range(cap + 1))
         m.d.comb += fill_after.eq(fill - Mux(emit, rb, 0))
-        take_beat = running & ~failed & (fill_after < rb)
+        take_beat = t.running & ~failed & (fill_after < rb)
         r_fire = Signal()
         m.d.comb += [
+            # After an error the beats of the bursts in flight are drained and dropped.
             self.rready.eq(info.r_rdy & (take_beat | failed)),
             r_fire.eq(self.rvalid & self.rready),
             info.r_en.eq(r_fire & self.rlast),
         ]
+        t.beat_taken(r_fire, self.rlast)
+        with m.If(r_fire & self.rresp[1] & ~failed):  # SLVERR or DECERR
+            m.d.sync += [t.err.eq(_resp_error(self.rresp)), t.err_addr.eq(t.head.start)]
         beat_bytes = Signal(bb * 8)
-        keep = (Const(1, bb * 8 + 1) << (n * 8)) - 1  # the n valid bytes
-        m.d.comb += beat_bytes.eq((self.rdata >> (lo * 8)) & keep)
+        keep = (Const(1, bb * 8 + 1) << (t.n * 8)) - 1  # the n valid bytes
+        m.d.comb += beat_bytes.eq((self.rdata >> (t.lo * 8)) & keep)
         shifted = Signal(cap * 8)
         m.d.comb += shifted.eq(Mux(emit, buf >> (rb * 8), buf))
-        with m.If(r_fire):
-            m.d.sync += [first_beat.eq(self.rlast), rem.eq(cur_rem - n)]
-            with m.If(self.rresp[1] & ~failed):  # SLVERR or DECERR
-                m.d.sync += [err.eq(_resp_error(self.rresp)), err_addr.eq(head.start)]
         with m.If(r_fire & ~failed):
             m.d.sync += [buf.eq(shifted | (beat_bytes << (fill_after * 8))),
-                         fill.eq(fill_after + n)]
+                         fill.eq(fill_after + t.n)]
         with m.Elif(emit):
             m.d.sync += [buf.eq(shifted), fill.eq(fill_after)]
-        m.d.sync += outstanding.eq(outstanding + ar_fire - (r_fire & self.rlast))
+        m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
 
         # --- Local writes: one row per cycle, padded with zeros past row_bytes. ----------
         row = Signal(data.ArrayLayout(signed(8), rb_max))
@@ -368,17 +404,8 @@ class DmaReader(wiring.Component):
         with m.If(emit):
             m.d.sync += rows_done.eq(rows_done + 1)
 
-        # --- Completion. ----------------------------------------------------------------
-        finished = running & (outstanding == 0) & ~split.busy & \
-            (failed | ((rows_done == cmd.rows) & ~emit))
-        with m.If(finished):
-            m.d.sync += [running.eq(0), done_pending.eq(1), fill.eq(0), buf.eq(0),
-                         first_beat.eq(1)]
-        m.d.comb += [self.o_done.valid.eq(done_pending),
-                     self.o_done.payload.error.eq(err),
-                     self.o_done.payload.addr.eq(err_addr)]
-        with m.If(self.o_done.valid & self.o_done.ready):
-            m.d.sync += done_pending.eq(0)
+        t.complete(t.running & (t.outstanding == 0) & ~t.split.busy
+                   & (failed | ((rows_done == cmd.rows) & ~emit)), [fill, buf])
         return m
 
 
@@ -415,90 +442,46 @@ class DmaWriter(wiring.Component):
         m = Module()
         bb = c.bus_bytes
         rb_max = max_row_bytes(c)
-        cap = bb + rb_max
-
-        m.submodules.split = split = BurstSplitter(c)
-        m.submodules.winfo = winfo = fifo.SyncFIFO(
-            width=_burst_layout(c).size, depth=c.max_writes)
+        cap = bb + rb_max  # realignment buffer, bytes
+        t = _Transfer(m, self, "aw", c.max_writes, is_load=False)
+        cmd, failed, winfo = t.cmd, t.failed, t.info
+        # The start address of each burst in flight, to report a failing one.
         m.submodules.baddr = baddr = fifo.SyncFIFO(width=c.addr_bits, depth=c.max_writes)
-
-        cmd = Signal(command_layout(c))
-        running = Signal()
-        err = Signal(DmaError)
-        err_addr = Signal(c.addr_bits)
-        outstanding = Signal(range(c.max_writes + 1))
+        m.d.comb += [baddr.w_data.eq(t.split.o_burst.payload.start), baddr.w_en.eq(t.addr_fire)]
         rows_taken = Signal(ROWS_BITS)
-        done_pending = Signal()
-        failed = err != DmaError.NONE
-
-        code = _check_command(m, c, self.i_cmd.payload, self.window_base, self.window_size,
-                              is_load=False)
-        m.d.comb += self.i_cmd.ready.eq(~running & ~done_pending & ~split.busy)
-        m.d.comb += [split.i_cmd.payload.addr.eq(self.i_cmd.payload.dram_addr),
-                     split.i_cmd.payload.stride.eq(self.i_cmd.payload.stride),
-                     split.i_cmd.payload.rows.eq(self.i_cmd.payload.rows),
-                     split.i_cmd.payload.row_bytes.eq(self.i_cmd.payload.row_bytes),
-                     split.i_cmd.valid.eq(self.i_cmd.valid & self.i_cmd.ready
-                                          & (code == DmaError.NONE))]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [cmd.eq(self.i_cmd.payload), rows_taken.eq(0), running.eq(1),
-                         err.eq(code), err_addr.eq(Mux(code == DmaError.NONE, 0,
-                                                       self.i_cmd.payload.dram_addr))]
-
-        # --- AW. -------------------------------------------------------------------------
-        m.d.comb += split.abort.eq(running & failed)
-        burst = split.o_burst.payload
-        aw_fire = Signal()
-        m.d.comb += [
-            self.awid.eq(0), self.awaddr.eq(burst.addr), self.awlen.eq(burst.len),
-            self.awsize.eq((bb - 1).bit_length()), self.awburst.eq(BURST_INCR),
-            self.awvalid.eq(split.o_burst.valid & (outstanding < c.max_writes) & winfo.w_rdy
-                            & baddr.w_rdy & ~failed),
-            aw_fire.eq(self.awvalid & self.awready),
-            split.o_burst.ready.eq(aw_fire),
-            winfo.w_data.eq(burst.as_value()), winfo.w_en.eq(aw_fire),
-            baddr.w_data.eq(burst.start), baddr.w_en.eq(aw_fire),
-        ]
+            m.d.sync += rows_taken.eq(0)
 
         # --- W: beats from the realignment buffer, strobes on the block's bytes only. ----
-        head = Signal(_burst_layout(c))
-        m.d.comb += head.eq(winfo.r_data)
-        first_beat = Signal(init=1)
-        rem = Signal.like(head.bytes)
-        cur_rem = Mux(first_beat, head.bytes, rem)
-        lo = Mux(first_beat, head.first, 0)
-        n = Signal(range(bb + 1))
-        m.d.comb += n.eq(Mux(cur_rem < bb - lo, cur_rem, bb - lo))
         buf = Signal(cap * 8)
         fill = Signal(range(cap + 1))
         w_fire = Signal()
         strobe = Signal(bb)
-        m.d.comb += strobe.eq(((Const(1, bb + 1) << n) - 1) << lo)
+        m.d.comb += strobe.eq(((Const(1, bb + 1) << t.n) - 1) << t.lo)
         m.d.comb += [
-            self.wvalid.eq(winfo.r_rdy & (fill >= n)),
-            self.wdata.eq(buf << (lo * 8)),
+            self.wvalid.eq(winfo.r_rdy & (fill >= t.n)),
+            self.wdata.eq(buf << (t.lo * 8)),
             self.wstrb.eq(Mux(failed, 0, strobe)),
-            self.wlast.eq(cur_rem == n),
+            self.wlast.eq(t.cur_rem == t.n),
             w_fire.eq(self.wvalid & self.wready),
             winfo.r_en.eq(w_fire & self.wlast),
         ]
-        with m.If(w_fire):
-            m.d.sync += [first_beat.eq(self.wlast), rem.eq(cur_rem - n)]
+        t.beat_taken(w_fire, self.wlast)
 
         # --- Rows in. Once a failed store owes no more beats, its remaining rows are
         # taken and dropped, so the row source never waits on a dead transfer.
         rb = cmd.row_bytes
         fill_after = Signal(range(cap + 1))
-        m.d.comb += fill_after.eq(fill - Mux(w_fire, n, 0))
-        discard = failed & ~split.busy & ~winfo.r_rdy
-        want_row = running & (rows_taken != cmd.rows)
+        m.d.comb += fill_after.eq(fill - Mux(w_fire, t.n, 0))
+        discard = failed & ~t.split.busy & ~winfo.r_rdy
+        want_row = t.running & (rows_taken != cmd.rows)
         m.d.comb += self.i_row.ready.eq(want_row & (discard | (fill_after + rb <= cap)))
         row_fire = self.i_row.valid & self.i_row.ready
         row_bytes = Signal(rb_max * 8)
         for i in range(rb_max):
             m.d.comb += row_bytes[i * 8:(i + 1) * 8].eq(Mux(i < rb, self.i_row.payload[i], 0))
         shifted = Signal(cap * 8)
-        m.d.comb += shifted.eq(Mux(w_fire, buf >> (n * 8), buf))
+        m.d.comb += shifted.eq(Mux(w_fire, buf >> (t.n * 8), buf))
         with m.If(row_fire & ~discard):
             m.d.sync += [buf.eq(shifted | (row_bytes << (fill_after * 8))),
                          fill.eq(fill_after + rb)]
@@ -512,19 +495,11 @@ class DmaWriter(wiring.Component):
         m.d.comb += [self.bready.eq(baddr.r_rdy), b_fire.eq(self.bvalid & self.bready),
                      baddr.r_en.eq(b_fire)]
         with m.If(b_fire & self.bresp[1] & ~failed):
-            m.d.sync += [err.eq(_resp_error(self.bresp)), err_addr.eq(baddr.r_data)]
-        m.d.sync += outstanding.eq(outstanding + aw_fire - b_fire)
+            m.d.sync += [t.err.eq(_resp_error(self.bresp)), t.err_addr.eq(baddr.r_data)]
+        m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - b_fire)
 
-        finished = running & (outstanding == 0) & ~split.busy & ~winfo.r_rdy & \
-            (rows_taken == cmd.rows) & ~aw_fire
-        with m.If(finished):
-            m.d.sync += [running.eq(0), done_pending.eq(1), fill.eq(0), buf.eq(0),
-                         first_beat.eq(1)]
-        m.d.comb += [self.o_done.valid.eq(done_pending),
-                     self.o_done.payload.error.eq(err),
-                     self.o_done.payload.addr.eq(err_addr)]
-        with m.If(self.o_done.valid & self.o_done.ready):
-            m.d.sync += done_pending.eq(0)
+        t.complete(t.running & (t.outstanding == 0) & ~t.split.busy & ~winfo.r_rdy
+                   & (rows_taken == cmd.rows) & ~t.addr_fire, [fill, buf])
         return m
 
 

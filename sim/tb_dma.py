@@ -136,6 +136,18 @@ def random_command(rng: random.Random, h: Harness, load: bool) -> golden.DmaComm
                              to_acc and rng.random() < 0.5, rng.choice([1, 1, -1, 3, -7, 300]))
 
 
+def start_in_reset(dut, window_base: int, window_size: int) -> None:
+    """Start the clock, hold reset, idle every stream and set the main-memory window."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for name in ("i_load", "i_store", "dbg_spad__req", "dbg_acc__req"):
+        getattr(dut, f"{name}__valid").value = 0
+    for name in ("o_load_done", "o_store_done"):
+        getattr(dut, f"{name}__ready").value = 0
+    dut.window_base.value = window_base
+    dut.window_size.value = window_size
+
+
 async def setup(dut):
     """Clock, reset, main memory (``AxiRam`` with pauses and injected errors) and the
     golden model, all initialised from the job."""
@@ -145,14 +157,7 @@ async def setup(dut):
     job = json.loads(open(os.environ["TESSERA_JOB"]).read())
     h = Harness(dut, config, job)
     rng = random.Random(job["seed"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for name in ("i_load", "i_store", "dbg_spad__req", "dbg_acc__req"):
-        getattr(dut, f"{name}__valid").value = 0
-    for name in ("o_load_done", "o_store_done"):
-        getattr(dut, f"{name}__ready").value = 0
-    dut.window_base.value = h.base
-    dut.window_size.value = h.size
+    start_in_reset(dut, h.base, h.size)
     h.bad_lo = h.base + h.size - BAD_SIZE
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=h.base + h.size)
     inject_errors(ram, h.bad_lo, h.base + h.size)
@@ -295,14 +300,7 @@ async def dma_bandwidth(dut):
     ram = LatencyAxiRam(dut, "m_axi_", base, size, job["latency_cycles"], decerr=bad)
     rng = np.random.default_rng(job["seed"])
     ram.mem[:] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for name in ("i_load", "i_store", "dbg_spad__req", "dbg_acc__req"):
-        getattr(dut, f"{name}__valid").value = 0
-    for name in ("o_load_done", "o_store_done"):
-        getattr(dut, f"{name}__ready").value = 0
-    dut.window_base.value = base
-    dut.window_size.value = size
+    start_in_reset(dut, base, size)
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
 
