@@ -54,11 +54,15 @@ test-fast: install
 bench: install
 	@mkdir -p build
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench array --preset $(PRESET) --sim verilator --json build/bench-array.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench dma --preset $(PRESET) --sim verilator --json build/bench-dma.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench nonlinear --preset $(PRESET) --sim verilator --json build/bench-nonlinear.json
 
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET)
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top dma
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top output_path
 
 clean:
 	rm -rf build out .pytest_cache

@@ -11,6 +11,7 @@ from amaranth.back import verilog
 from .config import TesseraConfig
 from .dma import DmaEngine
 from .matrix_unit import MatrixUnit
+from .output_path import OutputPath
 
 __all__ = ["TOPS", "Top", "top_spec", "build_top", "verilog_text", "write_outputs",
            "LINT_WAIVERS"]
@@ -32,6 +33,9 @@ TOPS: dict[str, Top] = {
     "matrix_unit": Top(MatrixUnit, "tessera_matrix_unit",
                        "the systolic matrix unit with its stream ports"),
     "dma": Top(DmaEngine, "tessera_dma", "the AXI4 DMA engine with its command streams"),
+    "output_path": Top(OutputPath, "tessera_output_path",
+                       "the output path (requantization, ReLU, i-GELU, i-Softmax, i-LayerNorm) "
+                       "with its stream ports"),
 }
 
 

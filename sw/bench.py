@@ -13,7 +13,7 @@ from ..hw.config import TesseraConfig
 from ..sim import matrix_rtl, runner
 from .golden import matmul as golden
 
-__all__ = ["bench_array", "matmul_on_rtl"]
+__all__ = ["bench_array", "matmul_on_rtl", "bench_nonlinear"]
 
 
 def _log(progress, msg: str) -> None:
@@ -171,3 +171,94 @@ def bench_dma(config: TesseraConfig, sim: str, *, latency_cycles: int = 100,
         "sim_cycles_per_s": fig["sim_cycles"] / fig["sim_wall_s"],
         "build_s": build_s,
     }
+
+
+def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = None,
+                    rows: int = 4, seed: int = 1, accuracy: bool = True,
+                    progress=None) -> dict:
+    """Throughput of every output-path operation on the generated Verilog, and the accuracy
+    of the integer operations against float references.
+
+    One command per operation (``rows`` rows of ``row_len`` elements; by default the smaller
+    of 512 and ``max_row_len``), back to back, with no idle input cycles and no
+    backpressure. Every result is checked against the golden model.
+
+    Returns
+    -------
+    dict
+        ``ops``: one entry per operation with ``passes``, ``elements_per_cycle`` (end to end:
+        the command's elements over the cycles from its first input chunk to its last
+        output chunk), ``pass_elements_per_cycle`` (the rate within a pass),
+        ``steady_elements_per_cycle`` (a row's elements over the cycles between consecutive
+        rows' first chunks: what a long command sustains), ``row_cycles`` (measured) and
+        ``model_row_cycles`` (``hw.output_path.row_cycles``), ``latency_cycles``,
+        ``gap_cycles``; ``accuracy``: the rows of ``golden.accuracy.accuracy_table()``;
+        and the run's parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``row_len`` or ``rows`` is out of range.
+    AssertionError
+        If a result differs from the golden model.
+    """
+    from ..hw import output_path as op_
+    from ..sim import output_path_rtl
+    from ..sim.output_path_jobs import random_job
+    from .golden.accuracy import accuracy_table
+
+    L = row_len or min(512, config.max_row_len)
+    if not 1 <= L <= config.max_row_len:
+        raise ValueError(f"row_len must be between 1 and max_row_len ({config.max_row_len}), "
+                         f"not {L}")
+    if rows < 2:
+        raise ValueError(f"rows must be at least 2 (the steady rate is measured between "
+                         f"rows), not {rows}")
+    rng = np.random.default_rng(seed)
+    jobs = [random_job(config, op, rows, L, rng) for op in op_.OutputOp]
+    _log(progress, f"building the output path of {config.describe()} for {sim} "
+                   f"(cached per configuration)...")
+    t = time.perf_counter()
+    runner.build(config, sim, "output_path")
+    build_s = time.perf_counter() - t
+    _log(progress, f"streaming {len(jobs)} commands of {rows} rows of {L} elements on {sim}...")
+    run = output_path_rtl.run_jobs(config, sim, jobs, seed=seed)
+    run.check()
+    chunks = -(-L // config.cols)
+    out_job = np.array([w[0] for w in run.out_where])
+    ops = []
+    for i, (job, starts) in enumerate(zip(jobs, run.pass_starts, strict=True)):
+        rc = run.row_cycles
+        outs = np.flatnonzero(out_job == i)
+        cycles = int(run.out_cycles[outs[-1]] - rc[starts[0]] + 1)
+        spans = [int(rc[s + chunks - 1] - rc[s] + 1) for s in starts]
+        row_cycles = (rc[starts[-job.passes]] - rc[starts[0]]) / (rows - 1)
+        ops.append({
+            "op": job.op.name,
+            "passes": job.passes,
+            "elements": rows * L,
+            "cycles": cycles,
+            "elements_per_cycle": rows * L / cycles,
+            "pass_elements_per_cycle": L / float(np.mean(spans)),
+            "steady_elements_per_cycle": L / row_cycles,
+            "row_cycles": float(row_cycles),
+            "model_row_cycles": op_.row_cycles(job.op, L, config.cols),
+            "latency_cycles": int(run.out_cycles[outs[0]] - rc[starts[job.passes - 1]]),
+            "gap_cycles": list(op_.gap_cycles(job.op)),
+        })
+    fig = {
+        "simulator": sim,
+        "config_hash": config.hash,
+        "cols": config.cols,
+        "row_len": L,
+        "rows": rows,
+        "ops": ops,
+        "checked_chunks": len(run.data),
+        "sim_cycles": run.cycles,
+        "sim_cycles_per_s": run.cycles / run.wall_s if run.wall_s else 0.0,
+        "build_s": build_s,
+    }
+    if accuracy:
+        _log(progress, "measuring the golden model against float64 references...")
+        fig["accuracy"] = accuracy_table(seed=0)
+    return fig

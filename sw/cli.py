@@ -102,7 +102,7 @@ def _print_figures(fig: dict, keys) -> None:
 
 def cmd_bench(args) -> int:
     cfg = _config(args)
-    benches = {"array": _bench_array, "dma": _bench_dma}
+    benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear}
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
@@ -122,6 +122,31 @@ def _bench_dma(cfg, args) -> int:
                              "bus_bytes_per_cycle", "read_fraction_of_peak",
                              "write_fraction_of_peak", "sim_cycles_per_s"])
     _write_json(args.json, results[args.sim.split(",")[0]])
+    return 0
+
+
+def _bench_nonlinear(cfg, args) -> int:
+    from .bench import bench_nonlinear
+    from .golden.accuracy import render_markdown
+
+    results = {}
+    for sim in args.sim.split(","):
+        fig = bench_nonlinear(cfg, sim, accuracy=not results, progress=_progress)
+        results[sim] = fig
+        print(f"output-path benchmark on {sim}: {cfg.describe()}, {fig['rows']} rows of "
+              f"{fig['row_len']} elements per operation, all results checked against the "
+              f"golden model")
+        print(f"  {'op':10} {'passes':>6} {'per pass':>9} {'steady':>8} {'end to end':>11} "
+              f"{'row cycles':>11} {'latency':>8}   (elements per cycle; {cfg.cols} lanes)")
+        for r in fig["ops"]:
+            print(f"  {r['op']:10} {r['passes']:6d} {r['pass_elements_per_cycle']:9.2f} "
+                  f"{r['steady_elements_per_cycle']:8.2f} {r['elements_per_cycle']:11.2f} "
+                  f"{r['row_cycles']:11.1f} {r['latency_cycles']:8d}")
+        _print_figures(fig, ["sim_cycles_per_s"])
+    first = results[args.sim.split(",")[0]]
+    print("\naccuracy of the integer operations (golden model against float64):")
+    print(render_markdown(first["accuracy"]), end="")
+    _write_json(args.json, first)
     return 0
 
 
@@ -197,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
-    p.add_argument("target", metavar="TARGET", help="what to measure: array, dma")
+    p.add_argument("target", metavar="TARGET", help="what to measure: array, dma, nonlinear")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")

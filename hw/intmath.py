@@ -1,0 +1,298 @@
+"""Integer building blocks of the output path: lock-step pipeline registers, lane reductions,
+rounding shifts, saturation, and the iterative square root and reciprocal.
+
+The arithmetic mirrors ``tessera.sw.golden.intmath`` (the bit-exact specification); this
+module never imports it (``hw`` does not depend on ``sw``), the tests compare the two.
+
+Iterative units (:class:`IntSqrt`, :class:`Reciprocal`) run once per row, between the passes
+of Softmax and LayerNorm, so they trade area for a fixed, documented latency: they take a
+request on a valid/ready stream and answer exactly :attr:`latency_cycles` cycles later,
+whatever the operand (there is no data-dependent early exit, so the worst case is every
+case).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "stage",
+    "chunk_tag_layout",
+    "reduce_tree",
+    "shift_right_half_away",
+    "saturate",
+    "bit_length",
+    "IntSqrt",
+    "Reciprocal",
+    "sqrt_latency_cycles",
+    "reciprocal_latency_cycles",
+    "STEPS_PER_CYCLE",
+]
+
+#: Result bits per cycle of the iterative units in the output path. Four chained
+#: subtract-and-compare steps of at most 45 bits are about as deep as one of the lanes'
+#: 32 x 31-bit multipliers, so this does not lengthen the critical path, and it keeps
+#: the per-row square root and reciprocals short (7, 10 and 9 cycles).
+STEPS_PER_CYCLE = 4
+
+
+def stage(m: Module, en, value, name: str):
+    """A pipeline register: ``value`` one enabled cycle later.
+
+    The output path advances all its pipelines in lock step: every register loads on the
+    cycles in which ``en`` is high and holds otherwise, so a stalled consumer freezes the
+    datapath instead of losing data.
+    """
+    reg = Signal.like(value, name=name)
+    with m.If(en):
+        m.d.sync += reg.eq(value)
+    return reg
+
+
+def reduce_tree(values, op):
+    """Combine ``values`` pairwise in a balanced tree (depth ``ceil(log2(len(values)))``)."""
+    values = list(values)
+    if not values:
+        raise ValueError("reduce_tree needs at least one value")
+    while len(values) > 1:
+        nxt = [op(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
+
+
+def shift_right_half_away(x, s, half):
+    """``x / 2**s`` rounded half away from zero: ``(x + 2**(s-1) - (x < 0)) >> s``.
+
+    ``half`` must be ``2**(s-1)``, and ``s`` must be positive (with ``s = 0`` nothing is
+    rounded, but this expression would subtract 1 from negative values). ``x`` must have a
+    bit of headroom for the addition (the callers size it).
+    """
+    neg = Mux(x < 0, 1, 0)
+    return (x + half - neg) >> s
+
+
+def saturate(x, bits: int):
+    """Clip a signed value to ``[-2**(bits-1), 2**(bits-1) - 1]`` (a ``signed(bits)`` value)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(x > hi, Const(hi, signed(bits)),
+               Mux(x < lo, Const(lo, signed(bits)), x[:bits].as_signed()))
+
+
+def bit_length(x):
+    """Number of bits of an unsigned value (0 for 0): a priority encoder."""
+    width = len(x)
+    result = Const(0, range(width + 1))
+    for i in range(width):  # the highest set bit wins: it is assigned last
+        result = Mux(x[i], i + 1, result)
+    return result
+
+
+def sqrt_latency_cycles(in_bits: int, steps_per_cycle: int) -> int:
+    """:attr:`IntSqrt.latency_cycles` without building the unit."""
+    root_bits = (in_bits + 1) // 2
+    return math.ceil(root_bits / min(steps_per_cycle, root_bits)) + 1
+
+
+def reciprocal_latency_cycles(k: int, steps_per_cycle: int) -> int:
+    """:attr:`Reciprocal.latency_cycles` without building the unit."""
+    return math.ceil((k + 1) / min(steps_per_cycle, k + 1)) + 1
+
+
+class IntSqrt(wiring.Component):
+    """``floor(sqrt(n))`` by the restoring (digit-by-digit) square root.
+
+    The golden model (``intmath.isqrt``) computes the same ``floor(sqrt(n))`` by I-BERT's
+    Newton iteration; the two agree for every input (the tests check the edges and random
+    values against it). The hardware uses the digit recurrence instead because each Newton
+    pass needs a full division: six of them (the worst case below ``2**43``,
+    ``ISQRT_MAX_PASSES``) would cost six dividers' worth of cycles, while the recurrence
+    finds one root bit per step with one subtraction, in a latency that does not depend
+    on ``n``.
+
+    Each step: ``rem = 4 rem + next two bits of n``; if ``rem >= 4 root + 1`` then
+    ``rem -= 4 root + 1`` and the next root bit is 1, else 0.
+
+    Parameters
+    ----------
+    in_bits : int
+        Width of ``n`` (unsigned), 1 to 64.
+    steps_per_cycle : int
+        Root bits found per clock cycle (the recurrence is unrolled that many times).
+
+    Members
+    -------
+    req : In(stream.Signature(unsigned(in_bits)))
+        The operand ``n``. Accepted only when the unit is idle.
+    resp : Out(stream.Signature(unsigned(root_bits)))
+        ``floor(sqrt(n))``, held until taken; the earliest response handshake
+        comes exactly :attr:`latency_cycles` clock edges after the request's.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range.
+    """
+
+    def __init__(self, in_bits: int, steps_per_cycle: int = STEPS_PER_CYCLE):
+        if not isinstance(in_bits, int) or not 1 <= in_bits <= 64:
+            raise ValueError(f"in_bits must be an integer from 1 to 64, not {in_bits!r}")
+        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
+            raise ValueError(f"steps_per_cycle must be a positive integer, not "
+                             f"{steps_per_cycle!r}")
+        self.in_bits = in_bits
+        self.root_bits = (in_bits + 1) // 2
+        self.steps_per_cycle = min(steps_per_cycle, self.root_bits)
+        super().__init__({
+            "req": In(stream.Signature(unsigned(in_bits))),
+            "resp": Out(stream.Signature(unsigned(self.root_bits))),
+        })
+
+    @property
+    def latency_cycles(self) -> int:
+        """Clock edges from the request's handshake to the earliest response handshake."""
+        return sqrt_latency_cycles(self.in_bits, self.steps_per_cycle)
+
+    @property
+    def _iterations(self) -> int:
+        return self.latency_cycles - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        iters = self._iterations
+        # The recurrence runs iters * steps_per_cycle steps; the operand is padded with zero
+        # bit pairs at the top so that the extra leading steps find root bits of 0.
+        R = iters * self.steps_per_cycle
+        n = Signal(2 * R)
+        rem = Signal(R + 2)
+        root = Signal(R)
+        count = Signal(range(iters + 1))
+        busy = Signal()
+
+        m.d.comb += self.req.ready.eq(~busy & ~self.resp.valid)
+        m.d.comb += self.resp.payload.eq(root[:self.root_bits])
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += self.resp.valid.eq(0)
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [n.eq(self.req.payload), rem.eq(0), root.eq(0), count.eq(0),
+                         busy.eq(1)]
+        with m.Elif(busy):
+            r_n, r_rem, r_root = n, rem, root
+            for j in range(self.steps_per_cycle):
+                cur = Signal(R + 4, name=f"cur{j}")
+                m.d.comb += cur.eq((r_rem << 2) | r_n[2 * R - 2:])
+                trial = (r_root << 2) | 1
+                fits = cur >= trial
+                r_rem = Mux(fits, cur - trial, cur)[:R + 2]
+                r_root = ((r_root << 1) | fits)[:R]
+                r_n = (r_n << 2)[:2 * R]
+            m.d.sync += [n.eq(r_n), rem.eq(r_rem), root.eq(r_root), count.eq(count + 1)]
+            with m.If(count == iters - 1):
+                m.d.sync += [busy.eq(0), self.resp.valid.eq(1)]
+        return m
+
+
+class Reciprocal(wiring.Component):
+    """``floor(2**k / d)`` by restoring division, as ``intmath.reciprocal`` defines it.
+
+    The dividend ``2**k`` has ``k + 1`` bits, so the quotient does too; ``d = 0`` makes every
+    trial subtraction succeed and gives ``2**(k + 1) - 1`` (all ones), exactly as the golden
+    model specifies.
+
+    Parameters
+    ----------
+    k : int
+        Dividend exponent, 0 to 62.
+    d_bits : int
+        Width of the unsigned divisor, 1 to 63.
+    steps_per_cycle : int
+        Quotient bits found per clock cycle.
+
+    Members
+    -------
+    req : In(stream.Signature(unsigned(d_bits)))
+        The divisor ``d``. Accepted only when the unit is idle.
+    resp : Out(stream.Signature(unsigned(k + 1)))
+        ``floor(2**k / d)``, held until taken; the earliest response handshake comes
+        exactly :attr:`latency_cycles` clock edges after the request's.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range.
+    """
+
+    def __init__(self, k: int, d_bits: int, steps_per_cycle: int = STEPS_PER_CYCLE):
+        if not isinstance(k, int) or not 0 <= k <= 62:
+            raise ValueError(f"k must be an integer from 0 to 62, not {k!r}")
+        if not isinstance(d_bits, int) or not 1 <= d_bits <= 63:
+            raise ValueError(f"d_bits must be an integer from 1 to 63, not {d_bits!r}")
+        if not isinstance(steps_per_cycle, int) or steps_per_cycle < 1:
+            raise ValueError(f"steps_per_cycle must be a positive integer, not "
+                             f"{steps_per_cycle!r}")
+        self.k = k
+        self.d_bits = d_bits
+        self.steps_per_cycle = min(steps_per_cycle, k + 1)
+        super().__init__({
+            "req": In(stream.Signature(unsigned(d_bits))),
+            "resp": Out(stream.Signature(unsigned(k + 1))),
+        })
+
+    @property
+    def latency_cycles(self) -> int:
+        """Clock edges from the request's handshake to the earliest response handshake."""
+        return reciprocal_latency_cycles(self.k, self.steps_per_cycle)
+
+    @property
+    def _iterations(self) -> int:
+        return self.latency_cycles - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        Q = self.k + 1
+        iters = self._iterations
+        steps = iters * self.steps_per_cycle
+        # The dividend 2**k padded with zeros at the top to `steps` bits: its one bit comes
+        # at step `pad`. The leading steps give quotient bits that fall off the top.
+        pad = steps - Q
+        d = Signal(self.d_bits)
+        rem = Signal(self.d_bits + 1)
+        quot = Signal(Q)
+        step = Signal(range(steps + 1))
+        busy = Signal()
+
+        m.d.comb += self.req.ready.eq(~busy & ~self.resp.valid)
+        m.d.comb += self.resp.payload.eq(quot)
+        with m.If(self.resp.valid & self.resp.ready):
+            m.d.sync += self.resp.valid.eq(0)
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [d.eq(self.req.payload), rem.eq(0), quot.eq(0), step.eq(0),
+                         busy.eq(1)]
+        with m.Elif(busy):
+            r_rem, r_quot = rem, quot
+            for j in range(self.steps_per_cycle):
+                cur = Signal(self.d_bits + 2, name=f"cur{j}")
+                m.d.comb += cur.eq((r_rem << 1) | ((step + j) == pad))
+                fits = cur >= d
+                r_rem = Mux(fits, cur - d, cur)[:self.d_bits + 1]
+                r_quot = ((r_quot << 1) | fits)[:Q]
+            m.d.sync += [rem.eq(r_rem), quot.eq(r_quot), step.eq(step + self.steps_per_cycle)]
+            with m.If(step == steps - self.steps_per_cycle):
+                m.d.sync += [busy.eq(0), self.resp.valid.eq(1)]
+        return m
+
+
+def chunk_tag_layout(cols: int) -> data.StructLayout:
+    """What travels beside each chunk down the output path's pipelines.
+
+    ``mask`` (bit ``j``: lane ``j`` is inside the row), ``pass_index`` (0-based pass of a
+    multi-pass operation), ``first`` / ``end`` (first / final chunk of its row in this
+    pass), ``last`` (final chunk of the row in the write-out pass: ``o_row.last``).
+    """
+    return data.StructLayout({"mask": unsigned(cols), "pass_index": unsigned(2), "first": 1,
+                              "end": 1, "last": 1})

@@ -1,0 +1,388 @@
+"""The output path: requantization, ReLU, i-GELU, i-Softmax and i-LayerNorm on accumulator
+rows, ``cols`` elements per cycle.
+
+A self-contained stream component: a command processor gives it one operation descriptor
+on ``i_cmd`` and a feeder (the accumulator's read port) streams the rows on ``i_row``; the
+results leave on ``o_row``, to the DMA or back into the scratchpad.
+
+Streams
+-------
+``i_cmd`` (:func:`descriptor_layout`)
+    ``op`` (:class:`OutputOp`), ``length`` (the logical row length ``L``,
+    ``1 .. config.max_row_len``), ``rows`` (0 is a command that does nothing), the
+    requantization ``m`` / ``e``, and ``consts``, a union of the i-GELU constants (``gelu``:
+    ``golden.gelu.GeluConstants``' integers) and the i-exp constants (``exp``:
+    ``golden.softmax.ExpConstants``' integers). A descriptor is taken once the previous
+    command's chunks have left the pipelines (it changes their constants). A descriptor
+    with an unknown ``op`` or a length outside ``1 .. max_row_len`` is dropped and sets
+    ``error``.
+``i_row`` (:func:`row_layout`)
+    ``data`` (``cols`` accumulator values) and ``last``. A logical row of ``L`` elements is
+    ``ceil(L / cols)`` chunks; lanes of the final chunk beyond ``L`` are ignored. The unit
+    counts chunks from ``L``; ``last`` must mark each row's final chunk (in every pass), and
+    a chunk whose ``last`` disagrees sets ``error`` (the count still rules).
+    Multi-pass operations take each row once per pass, back to back: pass 0, pass 1, ...
+    of row 0, then row 1, and so on (:data:`PASSES`):
+
+    ========================  ======  ============================================
+    op                        passes  per pass
+    ========================  ======  ============================================
+    NONE, REQUANT, RELU, GELU 1       write-out
+    SOFTMAX                   3       maximum; sum of exp; write-out
+    LAYERNORM                 3       sum, min, max; sum of squares; write-out
+    ========================  ======  ============================================
+``i_param`` (:func:`param_layout`)
+    LAYERNORM's per-channel ``gamma`` (int16, ``golden.layernorm`` ``gamma_q``) and ``beta``
+    (signed 46 bits, ``beta_q``), one beat with each chunk of the write-out pass, lane for
+    lane, for every row (the feeder repeats them per row). A write-out chunk is taken only
+    together with its ``i_param`` beat (both in the same cycle): offer both, do not wait for
+    one to be taken before offering the other.
+``o_row`` (:func:`out_layout`)
+    ``data`` (``cols`` bytes) and ``last``: one chunk per chunk of the write-out pass,
+    ``last`` on each row's final chunk. Lanes beyond ``L`` are 0. Bytes are int8, except
+    for SOFTMAX, whose bytes are unsigned probability codes 0..255 at scale ``2**-8`` in the
+    same bits (read the lane as ``uint8``).
+
+Operations (the golden model in ``tessera.sw.golden`` is the bit-exact specification):
+
+* NONE: ``saturate(x, 8)`` (requantization with ``m = 1``, ``e = 0``).
+* REQUANT: ``requant.requantize(x, m, e, 8)``. RELU: ``requant.relu`` of that.
+* GELU: ``requantize(gelu.i_gelu(x, consts.gelu), m, e, 8)``.
+* SOFTMAX: ``softmax.i_softmax(x, consts.exp)``.
+* LAYERNORM: ``layernorm.i_layernorm`` with its ``m, e`` in the descriptor and its
+  ``gamma_q`` / ``beta_q`` on ``i_param``.
+
+Timing: every pass takes one chunk per cycle while the streams flow. Between passes the
+input waits for the pass's statistic (:func:`gap_cycles`); after a command's last chunk
+the next descriptor waits for the pipelines to drain (:func:`command_gap_cycles`). Latency
+from a chunk's handshake to its output chunk's: :func:`latency_cycles`. The whole
+datapath advances in lock step whenever the two-entry output FIFO has room, so
+``o_row.ready`` never reaches the inputs combinationally and backpressure freezes the
+pipelines instead of dropping data.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import TesseraConfig
+from .gelu import GELU_CONSTS, GeluLanes
+from .gelu import LATENCY as GELU_LATENCY
+from .intmath import STEPS_PER_CYCLE, chunk_tag_layout
+from .layernorm import BETA_BITS, GAMMA_BITS, LENGTH_BITS, LayerNormUnit
+from .layernorm import LATENCY as LN_LATENCY
+from .layernorm import gap_cycles as ln_gap_cycles
+from .requant import LATENCY as RQ_LATENCY
+from .requant import MULTIPLIER_BITS, SHIFT_BITS, RequantLanes
+from .softmax import EXP_CONSTS, SoftmaxUnit
+from .softmax import LATENCY as SM_LATENCY
+from .softmax import gap_cycles as sm_gap_cycles
+
+__all__ = ["OutputOp", "OutputPath", "PASSES", "MAX_ROW_LEN", "ROWS_BITS", "STEPS_PER_CYCLE",
+           "descriptor_layout", "row_layout", "param_layout", "out_layout", "latency_cycles",
+           "gap_cycles", "command_gap_cycles", "row_cycles"]
+
+#: Longest row the datapath widths allow (the golden model's ``MAX_ROW_LEN``).
+MAX_ROW_LEN = 1 << (LENGTH_BITS - 1)
+#: Width of the descriptor's row count.
+ROWS_BITS = 16
+#: Cycles between loading a descriptor and taking its first chunk: the units register
+#: their per-command constants from it.
+SETUP_CYCLES = 1
+
+
+class OutputOp(enum.Enum, shape=3):
+    """The operation of an output-path command."""
+
+    NONE = 0
+    REQUANT = 1
+    RELU = 2
+    GELU = 3
+    SOFTMAX = 4
+    LAYERNORM = 5
+
+
+#: Passes over each row, per operation.
+PASSES = {OutputOp.NONE: 1, OutputOp.REQUANT: 1, OutputOp.RELU: 1, OutputOp.GELU: 1,
+          OutputOp.SOFTMAX: 3, OutputOp.LAYERNORM: 3}
+
+
+def _length_bits(config: TesseraConfig) -> int:
+    return config.max_row_len.bit_length()
+
+
+def descriptor_layout(config: TesseraConfig) -> data.StructLayout:
+    """The layout of an ``i_cmd`` descriptor for ``config``."""
+    return data.StructLayout({
+        "op": OutputOp,
+        "length": unsigned(_length_bits(config)),
+        "rows": unsigned(ROWS_BITS),
+        "m": unsigned(MULTIPLIER_BITS),
+        "e": unsigned(SHIFT_BITS),
+        "consts": data.UnionLayout({"gelu": GELU_CONSTS, "exp": EXP_CONSTS}),
+    })
+
+
+def row_layout(config: TesseraConfig) -> data.StructLayout:
+    """The layout of an ``i_row`` chunk: ``cols`` accumulator values and ``last``."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(config.acc_bits), config.cols),
+                              "last": 1})
+
+
+def param_layout(config: TesseraConfig) -> data.StructLayout:
+    """The layout of an ``i_param`` beat: LayerNorm's ``gamma`` and ``beta`` lanes."""
+    return data.StructLayout({"gamma": data.ArrayLayout(signed(GAMMA_BITS), config.cols),
+                              "beta": data.ArrayLayout(signed(BETA_BITS), config.cols)})
+
+
+def out_layout(config: TesseraConfig) -> data.StructLayout:
+    """The layout of an ``o_row`` chunk: ``cols`` bytes and ``last``."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), config.cols), "last": 1})
+
+
+def latency_cycles(op: OutputOp) -> int:
+    """Clock edges from a write-out chunk's ``i_row`` handshake to the earliest handshake of
+    its ``o_row`` chunk: the pipeline stages (the unit's, then requantization's), plus one
+    for the output FIFO."""
+    op = OutputOp(op)
+    stages = {OutputOp.GELU: GELU_LATENCY + RQ_LATENCY,
+              OutputOp.SOFTMAX: SM_LATENCY,
+              OutputOp.LAYERNORM: LN_LATENCY + RQ_LATENCY}.get(op, RQ_LATENCY)
+    return stages + 1
+
+
+def gap_cycles(op: OutputOp, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, ...]:
+    """Idle ``i_row`` cycles after the last chunk of each statistics pass of a row (one entry
+    per pass but the last) while the streams flow: the time to finish the pass's per-row
+    value (``softmax.gap_cycles``, ``layernorm.gap_cycles``)."""
+    op = OutputOp(op)
+    if op == OutputOp.SOFTMAX:
+        return sm_gap_cycles(steps_per_cycle)
+    if op == OutputOp.LAYERNORM:
+        return ln_gap_cycles(steps_per_cycle)
+    return ()
+
+
+def command_gap_cycles(op: OutputOp) -> int:
+    """Idle ``i_row`` cycles between the last chunk of a command and the first chunk of the
+    next, while the streams flow: the pipelines drain, then the descriptor is taken and set
+    up."""
+    op = OutputOp(op)
+    stages = {OutputOp.GELU: GELU_LATENCY + RQ_LATENCY,
+              OutputOp.SOFTMAX: SM_LATENCY,
+              OutputOp.LAYERNORM: LN_LATENCY + RQ_LATENCY}.get(op, RQ_LATENCY)
+    return stages + 1 + SETUP_CYCLES
+
+
+def row_cycles(op: OutputOp, length: int, cols: int,
+               steps_per_cycle: int = STEPS_PER_CYCLE) -> int:
+    """Input cycles per row of ``length`` elements in a long command whose streams flow:
+    one per chunk in every pass, plus the gaps between passes."""
+    op = OutputOp(op)
+    chunks = -(-length // cols)
+    return PASSES[op] * chunks + sum(gap_cycles(op, steps_per_cycle))
+
+
+class _State(enum.Enum, shape=2):
+    IDLE = 0
+    SETUP = 1
+    RUN = 2
+
+
+class OutputPath(wiring.Component):
+    """The output path's non-linear units behind one set of streams (see the module doc).
+
+    Parameters
+    ----------
+    config : TesseraConfig
+        ``cols`` (lanes), ``acc_bits`` (input width, at most 32) and ``max_row_len`` (at most
+        4096, the widths of the golden model).
+    steps_per_cycle : int
+        Bits per cycle of the iterative square root and reciprocal.
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(descriptor_layout(config)))
+    i_row : In(stream.Signature(row_layout(config)))
+    i_param : In(stream.Signature(param_layout(config)))
+    o_row : Out(stream.Signature(out_layout(config)))
+    idle : Out(1)
+        No command running, nothing in flight, nothing waiting in the output FIFO.
+    error : Out(1)
+        Sticky: a descriptor was dropped, or a chunk's ``last`` disagreed with the length.
+    error_clear : In(1)
+        Clears ``error``.
+
+    Raises
+    ------
+    ValueError
+        If ``acc_bits`` exceeds 32 or ``max_row_len`` exceeds 4096.
+    """
+
+    def __init__(self, config: TesseraConfig, steps_per_cycle: int = STEPS_PER_CYCLE):
+        if config.acc_bits > 32:
+            raise ValueError(f"the output path takes accumulators of at most 32 bits (the "
+                             f"golden model's int32), not acc_bits = {config.acc_bits}")
+        if config.max_row_len > MAX_ROW_LEN:
+            raise ValueError(f"the output path normalises rows of at most {MAX_ROW_LEN} "
+                             f"elements, not max_row_len = {config.max_row_len}")
+        self._config = config
+        self.steps_per_cycle = steps_per_cycle
+        self.cmd_layout = descriptor_layout(config)
+        self.row_layout = row_layout(config)
+        self.param_layout = param_layout(config)
+        self.out_layout = out_layout(config)
+        super().__init__({
+            "i_cmd": In(stream.Signature(self.cmd_layout)),
+            "i_row": In(stream.Signature(self.row_layout)),
+            "i_param": In(stream.Signature(self.param_layout)),
+            "o_row": Out(stream.Signature(self.out_layout)),
+            "idle": Out(1),
+            "error": Out(1),
+            "error_clear": In(1),
+        })
+
+    @property
+    def config(self) -> TesseraConfig:
+        return self._config
+
+    def latency_cycles(self, op: OutputOp) -> int:
+        """See :func:`latency_cycles`."""
+        return latency_cycles(op)
+
+    def gap_cycles(self, op: OutputOp) -> tuple[int, ...]:
+        """See :func:`gap_cycles`."""
+        return gap_cycles(op, self.steps_per_cycle)
+
+    def elaborate(self, platform):
+        c = self._config
+        C = c.cols
+        m = Module()
+        m.submodules.gelu = gelu = GeluLanes(C)
+        m.submodules.softmax = sm = SoftmaxUnit(C, self.steps_per_cycle)
+        m.submodules.layernorm = ln = LayerNormUnit(C, self.steps_per_cycle)
+        m.submodules.requant = rq = RequantLanes(C)
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
+
+        advance = Signal()
+        m.d.comb += advance.eq(out_fifo.w_rdy)
+        for unit in (gelu, sm, ln, rq):
+            m.d.comb += unit.en.eq(advance)
+
+        # --- Command ---------------------------------------------------------------------
+        cmd = Signal(self.cmd_layout)
+        state = Signal(_State)
+        op = cmd.op
+        length = Signal(range(c.max_row_len + 1))
+        m.d.comb += length.eq(cmd.length)
+        pipe_busy = gelu.busy | sm.busy | ln.busy | rq.busy
+        m.d.comb += self.i_cmd.ready.eq((state == _State.IDLE) & ~pipe_busy)
+
+        pass_index = Signal(2)
+        remaining = Signal(range(c.max_row_len + 1))  # elements of the row not yet taken
+        first = Signal()
+        rows_left = Signal(ROWS_BITS)
+        multi = (op == OutputOp.SOFTMAX) | (op == OutputOp.LAYERNORM)
+        final_pass = Mux(multi, pass_index == 2, 1)
+
+        with m.If(self.error_clear):
+            m.d.sync += self.error.eq(0)
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            new = self.i_cmd.payload
+            known_op = new.op.as_value() <= OutputOp.LAYERNORM.value
+            good_len = (new.length >= 1) & (new.length <= c.max_row_len)
+            m.d.sync += [cmd.eq(new), pass_index.eq(0), remaining.eq(new.length), first.eq(1),
+                         rows_left.eq(new.rows)]
+            with m.If(~known_op | ~good_len):
+                m.d.sync += self.error.eq(1)
+            with m.Elif(new.rows != 0):
+                m.d.sync += state.eq(_State.SETUP)
+        with m.If(state == _State.SETUP):
+            m.d.sync += state.eq(_State.RUN)
+
+        # --- Chunks in -------------------------------------------------------------------
+        unit_accept = Mux(op == OutputOp.SOFTMAX, sm.accept,
+                          Mux(op == OutputOp.LAYERNORM, ln.accept, 1))
+        need_param = (op == OutputOp.LAYERNORM) & (pass_index == 2)
+        can_take = advance & (state == _State.RUN) & unit_accept
+        m.d.comb += [
+            self.i_row.ready.eq(can_take & (~need_param | self.i_param.valid)),
+            self.i_param.ready.eq(can_take & need_param & self.i_row.valid),
+        ]
+        fire = Signal()
+        m.d.comb += fire.eq(self.i_row.valid & self.i_row.ready)
+
+        end = remaining <= C
+        tag = Signal(chunk_tag_layout(C))
+        m.d.comb += [
+            tag.mask.eq(Cat([remaining > j for j in range(C)])),
+            tag.pass_index.eq(pass_index),
+            tag.first.eq(first),
+            tag.end.eq(end),
+            tag.last.eq(end & final_pass),
+        ]
+        with m.If(fire):
+            with m.If(self.i_row.payload.last != end):
+                m.d.sync += self.error.eq(1)
+            m.d.sync += first.eq(end)
+            with m.If(end):
+                m.d.sync += remaining.eq(length)
+                with m.If(final_pass):
+                    m.d.sync += [pass_index.eq(0), rows_left.eq(rows_left - 1)]
+                    with m.If(rows_left == 1):
+                        m.d.sync += state.eq(_State.IDLE)
+                with m.Else():
+                    m.d.sync += pass_index.eq(pass_index + 1)
+            with m.Else():
+                m.d.sync += remaining.eq(remaining - C)
+
+        lanes = Signal(data.ArrayLayout(signed(32), C))
+        m.d.comb += [lanes[j].eq(self.i_row.payload.data[j]) for j in range(C)]
+
+        # --- The units -------------------------------------------------------------------
+        m.d.comb += [
+            gelu.i_valid.eq(fire & (op == OutputOp.GELU)),
+            gelu.i_data.eq(lanes), gelu.i_tag.eq(tag), gelu.consts.eq(cmd.consts.gelu),
+            sm.i_valid.eq(fire & (op == OutputOp.SOFTMAX)),
+            sm.i_data.eq(lanes), sm.i_tag.eq(tag), sm.consts.eq(cmd.consts.exp),
+            ln.i_valid.eq(fire & (op == OutputOp.LAYERNORM)),
+            ln.i_data.eq(lanes), ln.i_tag.eq(tag), ln.length.eq(length),
+            ln.i_gamma.eq(self.i_param.payload.gamma), ln.i_beta.eq(self.i_param.payload.beta),
+        ]
+        direct = (op == OutputOp.NONE) | (op == OutputOp.REQUANT) | (op == OutputOp.RELU)
+        with m.Switch(op):
+            with m.Case(OutputOp.GELU):
+                m.d.comb += [rq.i_valid.eq(gelu.o_valid), rq.i_data.eq(gelu.o_data),
+                             rq.i_tag.eq(gelu.o_tag)]
+            with m.Case(OutputOp.LAYERNORM):
+                m.d.comb += [rq.i_valid.eq(ln.o_valid), rq.i_data.eq(ln.o_data),
+                             rq.i_tag.eq(ln.o_tag)]
+            with m.Default():
+                m.d.comb += [rq.i_valid.eq(fire & direct), rq.i_data.eq(lanes),
+                             rq.i_tag.eq(tag)]
+        m.d.comb += [
+            rq.m.eq(Mux(op == OutputOp.NONE, 1, cmd.m)),
+            rq.e.eq(Mux(op == OutputOp.NONE, 0, cmd.e)),
+            rq.relu.eq(op == OutputOp.RELU),
+        ]
+
+        # --- Chunks out: lanes beyond the row are 0 ----------------------------------------
+        result = Signal(self.out_layout)
+        out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
+        out_tag = chunk_tag_layout(C)(out_tag)
+        for j in range(C):
+            byte = Mux(sm.o_valid, sm.o_data[j], rq.o_data[j].as_unsigned())
+            m.d.comb += result.data[j].eq(Mux(out_tag.mask[j], byte, 0))
+        m.d.comb += [
+            result.last.eq(out_tag.last),
+            out_fifo.w_data.eq(result.as_value()),
+            out_fifo.w_en.eq(advance & (sm.o_valid | rq.o_valid)),
+            self.o_row.payload.eq(out_fifo.r_data),
+            self.o_row.valid.eq(out_fifo.r_rdy),
+            out_fifo.r_en.eq(self.o_row.ready),
+        ]
+        m.d.comb += self.idle.eq((state == _State.IDLE) & ~pipe_busy & ~out_fifo.r_rdy)
+        return m
+
