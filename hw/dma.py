@@ -33,8 +33,8 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Res
 from .config import TesseraConfig
 from .memory import acc_port_signature, spad_port_signature
 
-__all__ = ["DmaError", "command_layout", "done_layout", "BurstSplitter", "DmaReader",
-           "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS"]
+__all__ = ["DmaError", "command_layout", "block_layout", "done_layout", "BurstSplitter",
+           "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS"]
 
 ROWS_BITS = 16
 SCALE_BITS = 16
@@ -66,6 +66,16 @@ def command_layout(config: TesseraConfig) -> data.StructLayout:
         "to_acc": 1,        # loads: into the accumulator (widened) instead of the scratchpad
         "accumulate": 1,    # loads into the accumulator: add to the rows instead of replacing
         "scale": signed(SCALE_BITS),  # loads into the accumulator: multiply each int8 by this
+    })
+
+
+def block_layout(config: TesseraConfig) -> data.StructLayout:
+    """A store command: the block in main memory (the rows come on a stream)."""
+    return data.StructLayout({
+        "dram_addr": config.addr_bits,
+        "stride": config.addr_bits,
+        "rows": ROWS_BITS,
+        "row_bytes": range(max_row_bytes(config) + 1),
     })
 
 
@@ -188,14 +198,13 @@ def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_
     m.d.comb += end.eq(p.dram_addr + (p.rows - 1) * p.stride + p.row_bytes)
     window_end = Signal(a + 1)
     m.d.comb += window_end.eq(window_base + window_size)
-    local_end = Signal(ROWS_BITS + 1 + len(p.local_addr))
-    m.d.comb += local_end.eq(p.local_addr + p.rows)
     code = Signal(DmaError)
     bad_shape = (p.rows == 0) | (p.row_bytes == 0) | (p.row_bytes > max_row_bytes(c))
     if is_load:
         bad_shape = bad_shape | (p.to_acc & (p.row_bytes > c.cols))
-        depth = Mux(p.to_acc, c.acc_rows, c.spad_rows)
-        bad_local = local_end > depth
+        local_end = Signal(ROWS_BITS + 1 + len(p.local_addr))
+        m.d.comb += local_end.eq(p.local_addr + p.rows)
+        bad_local = local_end > Mux(p.to_acc, c.acc_rows, c.spad_rows)
     else:
         bad_local = Const(0)
     with m.If(bad_shape):
@@ -238,7 +247,7 @@ class _Transfer:
         m.submodules.split = self.split = split = BurstSplitter(c)
         m.submodules.info = self.info = info = fifo.SyncFIFO(
             width=_burst_layout(c).size, depth=max_bursts)
-        self.cmd = cmd = Signal(command_layout(c))
+        self.cmd = cmd = Signal(unit.i_cmd.payload.shape())
         self.running = running = Signal()
         self.err = err = Signal(DmaError)
         self.err_addr = Signal(c.addr_bits)
@@ -414,10 +423,9 @@ class DmaWriter(wiring.Component):
 
     Members
     -------
-    i_cmd : In(stream(command_layout))
-        ``local_addr``, ``to_acc``, ``accumulate`` and ``scale`` are ignored: the rows come
-        from ``i_row``, exactly ``rows`` of them per command, the first ``row_bytes`` bytes
-        of each written.
+    i_cmd : In(stream(block_layout))
+        The block in main memory; the rows come from ``i_row``, exactly ``rows`` of them
+        per command, the first ``row_bytes`` bytes of each written.
     i_row : In(stream(ArrayLayout(signed(8), spad_row_bytes)))
     o_done : Out(stream(done_layout))
     window_base, window_size : In
@@ -429,7 +437,7 @@ class DmaWriter(wiring.Component):
         c = config
         self.row_layout = data.ArrayLayout(signed(8), max_row_bytes(c))
         super().__init__({
-            "i_cmd": In(stream.Signature(command_layout(c))),
+            "i_cmd": In(stream.Signature(block_layout(c))),
             "i_row": In(stream.Signature(self.row_layout)),
             "o_done": Out(stream.Signature(done_layout(c))),
             "window_base": In(c.addr_bits),
@@ -524,7 +532,7 @@ class DmaEngine(wiring.Component):
             "bus": Out(Axi4Signature(c.addr_bits, c.bus_bits)),
             "i_load": In(stream.Signature(command_layout(c))),
             "o_load_done": Out(stream.Signature(done_layout(c))),
-            "i_store": In(stream.Signature(command_layout(c))),
+            "i_store": In(stream.Signature(block_layout(c))),
             "i_store_row": In(stream.Signature(data.ArrayLayout(signed(8), max_row_bytes(c)))),
             "o_store_done": Out(stream.Signature(done_layout(c))),
             "spad": Out(spad_port_signature(c)),

@@ -12,6 +12,7 @@ from .config import TesseraConfig
 from .dma import DmaEngine
 from .matrix_unit import MatrixUnit
 from .output_path import OutputPath
+from .store_unit import StoreUnit
 
 __all__ = ["TOPS", "Top", "top_spec", "build_top", "verilog_text", "write_outputs",
            "LINT_WAIVERS"]
@@ -36,6 +37,8 @@ TOPS: dict[str, Top] = {
     "output_path": Top(OutputPath, "tessera_output_path",
                        "the output path (requantization, ReLU, i-GELU, i-Softmax, i-LayerNorm) "
                        "with its stream ports"),
+    "store_unit": Top(StoreUnit, "tessera_store_unit",
+                      "the store unit: accumulator through the output path to DMA or scratchpad"),
 }
 
 

@@ -70,7 +70,10 @@ class DmaSystem(wiring.Component):
         left = Signal.like(self.i_store.payload.rows)
         in_flight = Signal(range(depth + 1))
         m.d.comb += [
-            dma.i_store.payload.eq(self.i_store.payload),
+            dma.i_store.payload.dram_addr.eq(self.i_store.payload.dram_addr),
+            dma.i_store.payload.stride.eq(self.i_store.payload.stride),
+            dma.i_store.payload.rows.eq(self.i_store.payload.rows),
+            dma.i_store.payload.row_bytes.eq(self.i_store.payload.row_bytes),
             dma.i_store.valid.eq(self.i_store.valid & ~reading),
             self.i_store.ready.eq(dma.i_store.ready & ~reading),
         ]

@@ -70,7 +70,7 @@ def test_config_shows_derived_values(capsys):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("top", ["matrix_unit", "dma"])
+@pytest.mark.parametrize("top", ["matrix_unit", "dma", "output_path", "store_unit"])
 def test_lint_is_clean_with_the_documented_waivers(top, capsys):
     assert main(["lint", "--preset", "tiny", "--top", top]) == 0
     assert "lint clean" in capsys.readouterr().out
@@ -96,3 +96,4 @@ def test_demo_on_icarus(tmp_path, capsys):
     assert main(["demo", "--preset", "tiny", "--sim", "icarus", "-o", str(tmp_path),
                  "--m", "9", "--k", "10", "--n", "7"]) == 0
     assert "all 63 results equal the golden model bit for bit" in capsys.readouterr().out
+

@@ -1,0 +1,254 @@
+"""The store unit: accumulator rows through the output path, to main memory (through the
+DMA) or straight back into the scratchpad.
+
+One command moves ``desc.rows`` logical rows of ``desc.length`` elements. Logical row ``r``
+occupies ``chunks = ceil(length / cols)`` consecutive accumulator rows from
+``acc_addr + r * chunks``. The unit reads each logical row once per pass of the operation
+(:data:`~tessera.hw.output_path.PASSES`), in row order, and routes the output chunks:
+
+* ``to_spad``: chunk ``k`` of row ``r`` to scratchpad row ``spad_addr + r * chunks + k``
+  (bytes past the row are 0), one per cycle: attention and FFN chains stay on chip.
+* otherwise: row ``r``'s ``length`` bytes to main memory at ``dram_addr + r * stride``,
+  as one DMA store of the whole chunks and, when ``length`` is not a multiple of ``cols``,
+  one of the tail.
+
+Errors: an unknown operation or a length outside ``1 .. max_row_len`` (``SHAPE``) and
+accumulator or scratchpad rows out of range (``LOCAL``) are refused before any work; a DMA
+error (``WINDOW``, ``SLVERR``, ``DECERR``) is reported with its address once the command
+has finished (the DMA still takes the rows it is owed, so nothing hangs).
+LayerNorm's per-channel parameters reach the output path on its own ``i_param`` stream.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import TesseraConfig
+from .dma import ROWS_BITS, DmaError, block_layout, done_layout
+from .memory import acc_port_signature, spad_port_signature
+from .output_path import PASSES, OutputOp, descriptor_layout, out_layout, row_layout
+
+__all__ = ["StoreUnit", "store_command_layout"]
+
+
+def store_command_layout(config: TesseraConfig) -> data.StructLayout:
+    """A store command: the output-path descriptor and where the rows come from and go."""
+    return data.StructLayout({
+        "desc": descriptor_layout(config),
+        "acc_addr": range(config.acc_rows),
+        "to_spad": 1,
+        "spad_addr": range(config.spad_rows),
+        "dram_addr": config.addr_bits,
+        "stride": config.addr_bits,
+    })
+
+
+class StoreUnit(wiring.Component):
+    """Sequences one store command at a time (see the module docstring).
+
+    Members
+    -------
+    i_cmd : In(stream(store_command_layout))
+    o_done : Out(stream(done_layout))
+        One completion per command: ``NONE``, ``LOCAL``, or the first DMA error.
+    acc : Out(acc_port_signature)
+        Reads of the accumulator.
+    spad : Out(spad_port_signature)
+        Writes of results into the scratchpad.
+    op_cmd, op_row : Out(stream)
+        Descriptor and chunks to the output path; ``op_out`` : In(stream), its results.
+    dma_cmd, dma_row : Out(stream)
+        Stores and their rows to the DMA; ``dma_done`` : In(stream), its completions.
+    """
+
+    def __init__(self, config: TesseraConfig):
+        if config.cols > config.spad_row_bytes:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise ValueError(f"a result chunk of {config.cols} bytes does not fit a "
+                             f"{config.spad_row_bytes}-byte scratchpad row")
+        self._config = config
+        c = config
+        self.cmd_layout = store_command_layout(c)
+        super().__init__({
+            "i_cmd": In(stream.Signature(self.cmd_layout)),
+            "o_done": Out(stream.Signature(done_layout(c))),
+            "acc": Out(acc_port_signature(c)),
+            "spad": Out(spad_port_signature(c)),
+            "op_cmd": Out(stream.Signature(descriptor_layout(c))),
+            "op_row": Out(stream.Signature(row_layout(c))),
+            "op_out": In(stream.Signature(out_layout(c))),
+            "dma_cmd": Out(stream.Signature(block_layout(c))),
+            "dma_row": Out(stream.Signature(data.ArrayLayout(signed(8), c.spad_row_bytes))),
+            "dma_done": In(stream.Signature(done_layout(c))),
+        })
+
+    def elaborate(self, platform):
+        c = self._config
+        C = c.cols
+        m = Module()
+        cmd = Signal(self.cmd_layout)
+        desc = cmd.desc
+        rows = desc.rows
+        length = desc.length
+
+        full = Signal(range(c.max_row_len // C + 1))    # whole chunks in a row
+        tail = Signal(range(C))                          # elements in the partial chunk
+        chunks = Signal(range(c.max_row_len // C + 2))
+        m.d.comb += [full.eq(length // C), tail.eq(length % C),
+                     chunks.eq(full + (tail != 0))]
+        passes = Signal(range(4))
+        with m.Switch(desc.op):
+            for op, n in PASSES.items():
+                with m.Case(op):
+                    m.d.comb += passes.eq(n)
+            with m.Default():
+                m.d.comb += passes.eq(1)
+
+        reading = Signal()
+        writing = Signal()
+        err = Signal(DmaError)
+        err_addr = Signal(c.addr_bits)
+        done_pending = Signal()
+        desc_pending = Signal()
+        busy_prev = Signal()
+        m.d.sync += busy_prev.eq(reading | writing)
+
+        # --- Command: check the local ranges, hand the descriptor to the output path. ----
+        p = self.i_cmd.payload
+        p_len = p.desc.length
+        p_chunks = Signal(range(c.max_row_len // C + 2))
+        m.d.comb += p_chunks.eq((p_len + C - 1) // C)
+        span = Signal(ROWS_BITS + p_chunks.shape().width)
+        m.d.comb += span.eq(p.desc.rows * p_chunks)
+        bad_local = (p.acc_addr + span > c.acc_rows) | \
+            (p.to_spad & (p.spad_addr + span > c.spad_rows))
+        bad_shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
+            (p_len > c.max_row_len)
+        idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev
+        m.d.comb += self.i_cmd.ready.eq(idle)
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [cmd.eq(p), err_addr.eq(0)]
+            with m.If(bad_shape):
+                m.d.sync += [err.eq(DmaError.SHAPE), done_pending.eq(1)]
+            with m.Elif(bad_local):
+                m.d.sync += [err.eq(DmaError.LOCAL), done_pending.eq(1)]
+            with m.Elif(p.desc.rows == 0):
+                m.d.sync += [err.eq(DmaError.NONE), done_pending.eq(1)]
+            with m.Else():
+                m.d.sync += [err.eq(DmaError.NONE), desc_pending.eq(1), reading.eq(1),
+                             writing.eq(1)]
+        m.d.comb += [self.op_cmd.valid.eq(desc_pending), self.op_cmd.payload.eq(desc)]
+        with m.If(self.op_cmd.valid & self.op_cmd.ready):
+            m.d.sync += desc_pending.eq(0)
+
+        # --- Read side: every row once per pass, through a small credit-checked FIFO. ----
+        depth = 4
+        m.submodules.chunks = q = fifo.SyncFIFO(width=row_layout(c).size, depth=depth)
+        in_flight = Signal(range(depth + 1))
+        rd_row = Signal(ROWS_BITS)
+        rd_pass = Signal(range(4))
+        rd_base = Signal(range(c.max_row_len + C))       # first element of the chunk
+        rd_ptr = Signal(range(c.acc_rows))
+        rd_row_start = Signal(range(c.acc_rows))
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0),
+                         rd_ptr.eq(p.acc_addr), rd_row_start.eq(p.acc_addr)]
+        rd_last = rd_base + C >= length
+        req = self.acc.req
+        m.d.comb += [req.valid.eq(reading & ~desc_pending & (q.level + in_flight < depth)),
+                     req.payload.addr.eq(rd_ptr), req.payload.write.eq(0)]
+        issued = req.valid & req.ready
+        resp_last = Signal()
+        with m.If(issued):
+            m.d.sync += resp_last.eq(rd_last)
+            with m.If(~rd_last):
+                m.d.sync += [rd_base.eq(rd_base + C), rd_ptr.eq(rd_ptr + 1)]
+            with m.Elif(rd_pass + 1 < passes):
+                m.d.sync += [rd_base.eq(0), rd_pass.eq(rd_pass + 1), rd_ptr.eq(rd_row_start)]
+            with m.Else():
+                m.d.sync += [rd_base.eq(0), rd_pass.eq(0), rd_row.eq(rd_row + 1),
+                             rd_ptr.eq(rd_ptr + 1), rd_row_start.eq(rd_ptr + 1)]
+                with m.If(rd_row + 1 == rows):
+                    m.d.sync += reading.eq(0)
+        m.d.sync += in_flight.eq(in_flight + issued - self.acc.resp.valid)
+        chunk = Signal(row_layout(c))
+        m.d.comb += [chunk.data.eq(self.acc.resp.data), chunk.last.eq(resp_last),
+                     q.w_data.eq(chunk), q.w_en.eq(self.acc.resp.valid),
+                     self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(q.r_data),
+                     q.r_en.eq(self.op_row.ready)]
+
+        # --- Write side. -------------------------------------------------------------------
+        out = self.op_out
+        padded = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
+        for i in range(C):
+            m.d.comb += padded[i].eq(out.payload.data[i])
+        wr_row = Signal(ROWS_BITS)
+        wr_spad = Signal(range(c.spad_rows))
+        row_addr = Signal(c.addr_bits)
+        seg_left = Signal(range(c.max_row_len // C + 2))  # chunks still owed to the DMA
+        in_tail = Signal()                                 # the segment is the tail chunk
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), row_addr.eq(p.dram_addr)]
+
+        with m.If(cmd.to_spad):
+            m.d.comb += [self.spad.req.valid.eq(writing & out.valid),
+                         self.spad.req.payload.addr.eq(wr_spad),
+                         self.spad.req.payload.write.eq(1),
+                         self.spad.req.payload.data.eq(padded),
+                         out.ready.eq(writing & self.spad.req.ready)]
+            with m.If(out.valid & out.ready):
+                m.d.sync += wr_spad.eq(wr_spad + 1)
+                with m.If(out.payload.last):
+                    m.d.sync += wr_row.eq(wr_row + 1)
+                    with m.If(wr_row + 1 == rows):
+                        m.d.sync += writing.eq(0)
+        with m.Else():
+            dc = self.dma_cmd.payload
+            # Per segment: ISSUE its DMA store, pass it its chunks (DATA), WAIT for the DMA.
+            issue, data_, wait = 0, 1, 2
+            state = Signal(range(3))
+            with m.If(state == issue):
+                m.d.comb += [self.dma_cmd.valid.eq(writing & (in_tail | (full != 0))),
+                             dc.dram_addr.eq(Mux(in_tail, row_addr + full * C, row_addr)),
+                             dc.stride.eq(C),
+                             dc.rows.eq(Mux(in_tail, 1, full)),
+                             dc.row_bytes.eq(Mux(in_tail, tail, C))]
+                with m.If(writing & (full == 0) & ~in_tail):
+                    m.d.sync += in_tail.eq(1)   # a row shorter than a chunk: tail only
+                with m.Elif(self.dma_cmd.valid & self.dma_cmd.ready):
+                    m.d.sync += [seg_left.eq(Mux(in_tail, 1, full)), state.eq(data_)]
+            with m.Elif(state == data_):
+                m.d.comb += [self.dma_row.valid.eq(out.valid),
+                             self.dma_row.payload.eq(padded),
+                             out.ready.eq(self.dma_row.ready)]
+                with m.If(out.valid & out.ready):
+                    m.d.sync += seg_left.eq(seg_left - 1)
+                    with m.If(seg_left == 1):
+                        m.d.sync += state.eq(wait)
+            with m.Else():
+                m.d.comb += self.dma_done.ready.eq(1)
+                with m.If(self.dma_done.valid):
+                    with m.If((self.dma_done.payload.error != DmaError.NONE)
+                              & (err == DmaError.NONE)):
+                        m.d.sync += [err.eq(self.dma_done.payload.error),
+                                     err_addr.eq(self.dma_done.payload.addr)]
+                    m.d.sync += state.eq(issue)
+                    with m.If(~in_tail & (tail != 0)):
+                        m.d.sync += in_tail.eq(1)
+                    with m.Else():
+                        m.d.sync += [in_tail.eq(0), row_addr.eq(row_addr + cmd.stride),
+                                     wr_row.eq(wr_row + 1)]
+                        with m.If(wr_row + 1 == rows):
+                            m.d.sync += writing.eq(0)
+
+        # Completion: once both sides are done.
+        with m.If(busy_prev & ~reading & ~writing):
+            m.d.sync += done_pending.eq(1)
+        m.d.comb += [self.o_done.valid.eq(done_pending),
+                     self.o_done.payload.error.eq(err),
+                     self.o_done.payload.addr.eq(err_addr)]
+        with m.If(self.o_done.valid & self.o_done.ready):
+            m.d.sync += done_pending.eq(0)
+        return m
