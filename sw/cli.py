@@ -200,6 +200,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_isa(args) -> int:
+    from ..hw.isa import isa_markdown
+
+    text = isa_markdown(_config(args))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    from ..hw.isa import command_bits, disassemble
+
+    cfg = _config(args)
+    raw = Path(args.file).read_bytes() if Path(args.file).is_file() else None
+    if raw is None:
+        raise UsageError(f"command buffer {args.file!r} does not exist")
+    size = command_bits(cfg) // 8
+    if len(raw) % size:
+        raise UsageError(f"{args.file} holds {len(raw)} bytes, not a whole number of "
+                         f"{size}-byte commands")
+    words = [int.from_bytes(raw[i:i + size], "little") for i in range(0, len(raw), size)]
+    print("\n".join(disassemble(cfg, words)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tessera", description="Tessera: a generator of transformer-inference accelerators.")
@@ -209,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print it as JSON (with its hash)")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("isa", help="the command format, as Markdown (docs/isa.md)")
+    _add_config_args(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
+    p.set_defaults(func=cmd_isa)
+
+    p = sub.add_parser("disasm", help="disassemble a command buffer (a binary file)")
+    _add_config_args(p)
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_disasm)
 
     p = sub.add_parser("generate", help="write the Verilog of a configuration")
     _add_config_args(p, default=None)

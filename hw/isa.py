@@ -1,0 +1,297 @@
+"""The command set: the one definition of the accelerator's command format.
+
+The hardware's decoder, the driver's encoder and the disassembler all use the layouts here;
+``docs/isa.md`` is generated from them (``tessera isa``). A command is one fixed-width word
+(:func:`command_bits`, a multiple of 64): a header and the arguments of its opcode, which
+reuse the layouts of the unit that carries it out (a LOAD's arguments are the DMA's load
+command, a STORE's the store unit's command), so no field is described twice.
+
+Queues and dependency tokens (after TVM's VTA). The dispatcher routes each command to the
+queue of its opcode; the three queues run concurrently. Each command may, before it runs,
+wait for a token from its previous or next queue in the chain LOAD -> EXECUTE -> STORE, and
+after it finishes, signal a token to either neighbour. The driver uses them to let loads of
+the next tile overlap the compute of this one (double buffering) and stores overlap both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Shape
+from amaranth.lib import data, enum
+
+from .config import TesseraConfig
+from .dma import ROWS_BITS
+from .dma import command_layout as dma_load_layout
+from .output_path import OutputOp
+from .store_unit import store_command_layout
+
+__all__ = ["Opcode", "Queue", "QUEUE_OF", "header_layout", "args_layouts", "command_layout_for",
+           "command_bits", "Command", "encode", "decode", "disassemble", "isa_markdown"]
+
+
+class Opcode(enum.Enum, shape=4):
+    """What a command does."""
+
+    CONFIG = 0    # execute queue: the matrix unit's dataflow for the commands that follow
+    LOAD = 1      # load queue: a DMA load (main memory to scratchpad or accumulator)
+    STORE = 2     # store queue: accumulator rows through the output path, to main memory
+    #               or back into the scratchpad
+    PRELOAD = 3   # execute queue: a weight tile (``rows`` scratchpad rows) into the array
+    COMPUTE = 4   # execute queue: stream rows through the array into the accumulator
+    FENCE = 5     # dispatcher: wait until every queue is idle
+    FINISH = 6    # dispatcher: wait until every queue is idle, then report completion
+
+
+class Queue(enum.Enum, shape=2):
+    LOAD = 0
+    EXECUTE = 1
+    STORE = 2
+    DISPATCH = 3
+
+
+QUEUE_OF = {
+    Opcode.CONFIG: Queue.EXECUTE, Opcode.LOAD: Queue.LOAD, Opcode.STORE: Queue.STORE,
+    Opcode.PRELOAD: Queue.EXECUTE, Opcode.COMPUTE: Queue.EXECUTE,
+    Opcode.FENCE: Queue.DISPATCH, Opcode.FINISH: Queue.DISPATCH,
+}
+
+#: The neighbours of each queue in the token chain LOAD -> EXECUTE -> STORE.
+_PREV = {Queue.LOAD: None, Queue.EXECUTE: Queue.LOAD, Queue.STORE: Queue.EXECUTE}
+_NEXT = {Queue.LOAD: Queue.EXECUTE, Queue.EXECUTE: Queue.STORE, Queue.STORE: None}
+_TOKENS = ("wait_prev", "wait_next", "signal_prev", "signal_next")
+
+
+def header_layout() -> data.StructLayout:
+    return data.StructLayout({"opcode": Opcode, **{name: 1 for name in _TOKENS}})
+
+
+def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None]:
+    """The arguments of each opcode (None: it has none)."""
+    spad, acc = range(config.spad_rows), range(config.acc_rows)
+    return {
+        Opcode.CONFIG: data.StructLayout({"os": 1}),
+        Opcode.LOAD: dma_load_layout(config),
+        Opcode.STORE: store_command_layout(config),
+        Opcode.PRELOAD: data.StructLayout({"spad_addr": spad}),
+        Opcode.COMPUTE: data.StructLayout({
+            "a_addr": spad,         # WS: activation rows; OS: columns of A, one per step
+            "b_addr": spad,         # OS: rows of B, one per step (WS: unused)
+            "rows": ROWS_BITS,      # WS: rows streamed; OS: reduction steps
+            "acc_addr": acc,        # first accumulator row of the results
+            "accumulate": 1,        # add the results to the rows instead of replacing them
+        }),
+        Opcode.FENCE: None,
+        Opcode.FINISH: None,
+    }
+
+
+def _args_union(config: TesseraConfig) -> data.UnionLayout:
+    return data.UnionLayout({op.name.lower(): layout
+                             for op, layout in args_layouts(config).items() if layout})
+
+
+def command_bits(config: TesseraConfig) -> int:
+    """Width of a command word: the header and the widest arguments, rounded up to 64."""
+    used = header_layout().size + _args_union(config).size
+    return -(-used // 64) * 64
+
+
+def command_layout_for(config: TesseraConfig) -> data.StructLayout:
+    """The layout of a whole command word."""
+    header, args = header_layout(), _args_union(config)
+    pad = command_bits(config) - header.size - args.size
+    fields = {"header": header, "args": args}
+    if pad:
+        fields["reserved"] = pad
+    return data.StructLayout(fields)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A decoded command: its opcode, dependency tokens and arguments."""
+
+    opcode: Opcode
+    args: dict
+    wait_prev: bool = False
+    wait_next: bool = False
+    signal_prev: bool = False
+    signal_next: bool = False
+
+    @property
+    def queue(self) -> Queue:
+        return QUEUE_OF[self.opcode]
+
+
+def _check_tokens(cmd: Command) -> None:
+    q = cmd.queue
+    for name in _TOKENS:
+        if not getattr(cmd, name):
+            continue
+        if q == Queue.DISPATCH:
+            raise ValueError(f"{cmd.opcode.name} runs in the dispatcher, which has no "
+                             f"neighbour queues: {name} is not allowed")
+        neighbour = _PREV[q] if name.endswith("prev") else _NEXT[q]
+        if neighbour is None:
+            side = "previous" if name.endswith("prev") else "next"
+            raise ValueError(f"{cmd.opcode.name} runs in the {q.name} queue, which has no "
+                             f"{side} queue: {name} is not allowed")
+
+
+def encode(config: TesseraConfig, cmd: Command) -> int:
+    """The command word of ``cmd``.
+
+    Raises
+    ------
+    ValueError
+        On a token to a queue that does not exist, arguments that do not match the opcode,
+        or a value that does not fit its field.
+    """
+    _check_tokens(cmd)
+    layouts = args_layouts(config)
+    layout = layouts[cmd.opcode]
+    if layout is None and cmd.args:
+        raise ValueError(f"{cmd.opcode.name} takes no arguments, not {sorted(cmd.args)}")
+    if layout is not None:
+        unknown = set(cmd.args) - set(name for name, _ in layout)
+        if unknown:
+            raise ValueError(f"{cmd.opcode.name} has no argument(s) {', '.join(sorted(unknown))}; "
+                             f"its arguments: {', '.join(name for name, _ in layout)}")
+    fields = {"header": {"opcode": cmd.opcode, **{t: int(getattr(cmd, t)) for t in _TOKENS}}}
+    if layout is not None:
+        _check_ranges(layout, cmd.args, cmd.opcode.name)
+        fields["args"] = {cmd.opcode.name.lower(): cmd.args}
+    return command_layout_for(config).const(fields).as_bits()
+
+
+def _check_ranges(layout: data.StructLayout, args: dict, where: str) -> None:
+    """Values out of their field's range are errors, not silently truncated bits."""
+    for name, field in layout:
+        value = args.get(name)
+        if value is None or isinstance(value, enum.Enum):
+            continue
+        if isinstance(field.shape, data.Layout):
+            if isinstance(field.shape, data.StructLayout) and isinstance(value, dict):
+                _check_ranges(field.shape, value, f"{where}.{name}")
+            continue
+        s = Shape.cast(field.shape)
+        lo = -(1 << (s.width - 1)) if s.signed else 0
+        hi = (1 << (s.width - 1)) - 1 if s.signed else (1 << s.width) - 1
+        if isinstance(field.shape, range):
+            lo, hi = field.shape.start, field.shape.stop - 1
+        if not lo <= int(value) <= hi:
+            raise ValueError(f"{where}: {name} must be between {lo} and {hi}, not {value}")
+
+
+def decode(config: TesseraConfig, word: int) -> Command:
+    """The command in a word.
+
+    Raises
+    ------
+    ValueError
+        On an opcode that does not exist.
+    """
+    layout = command_layout_for(config)
+    if not 0 <= word < 1 << layout.size:
+        raise ValueError(f"a command word is {layout.size} bits, not {word.bit_length()}")
+    field = header_layout()["opcode"]
+    raw = (word >> (layout["header"].offset + field.offset)) & ((1 << field.width) - 1)
+    try:
+        opcode = Opcode(raw)
+    except ValueError:
+        raise ValueError(f"illegal opcode {raw} in command word {word:#x}") from None
+    view = data.Const(layout, word)
+    args_layout = args_layouts(config)[opcode]
+    args = {}
+    if args_layout is not None:
+        sub = getattr(view.args, opcode.name.lower())
+        args = _to_dict(sub, args_layout)
+        if opcode == Opcode.STORE:
+            _select_constants(args["desc"])
+    tokens = {t: bool(getattr(view.header, t)) for t in _TOKENS}
+    return Command(opcode, args, **tokens)
+
+
+def _select_constants(desc: dict) -> None:
+    """Keep the alternative of the descriptor's constants union that its operation reads."""
+    chosen = {OutputOp.GELU: "gelu", OutputOp.SOFTMAX: "exp"}.get(desc["op"])
+    consts = desc.pop("consts")
+    if chosen:
+        desc["consts"] = {chosen: consts[chosen]}
+
+
+def _to_dict(view, layout) -> dict:
+    out = {}
+    for name, field in layout:
+        value = getattr(view, name)
+        if isinstance(field.shape, data.Layout):
+            out[name] = _to_dict(value, field.shape)
+        else:
+            out[name] = value if isinstance(value, enum.Enum) else int(value)
+    return out
+
+
+def disassemble(config: TesseraConfig, words) -> list[str]:
+    """One line of text per command word."""
+    lines = []
+    for i, word in enumerate(words):
+        try:
+            cmd = decode(config, word)
+        except ValueError as e:
+            lines.append(f"{i:5d}  <{e}>")
+            continue
+        tokens = " ".join(t for t in _TOKENS if getattr(cmd, t))
+        args = ", ".join(f"{k}={_fmt(v)}" for k, v in cmd.args.items())
+        lines.append(f"{i:5d}  {cmd.queue.name:8} {cmd.opcode.name:8} {args}"
+                     + (f"  [{tokens}]" if tokens else ""))
+    return lines
+
+
+def _fmt(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, enum.Enum):
+        return value.name
+    return hex(value) if value > 4096 else str(value)
+
+
+def isa_markdown(config: TesseraConfig) -> str:
+    """``docs/isa.md``: the command format, generated from the layouts."""
+    out = ["# Command set", "",
+           "Generated from `hw/isa.py` by `tessera isa` for the default configuration; do not "
+           "edit.", "", f"A command is one {command_bits(config)}-bit word, little-endian "
+           "(bit 0 is the least significant bit of the first byte).", "",
+           "## Header", "", "| bits | field | meaning |", "|---|---|---|"]
+    meanings = {"opcode": "the operation", "wait_prev": "wait for a token from the previous queue",
+                "wait_next": "wait for a token from the next queue",
+                "signal_prev": "after finishing, signal the previous queue",
+                "signal_next": "after finishing, signal the next queue"}
+    h = header_layout()
+    for name, field in h:
+        out.append(f"| {field.offset}..{field.offset + field.width - 1} | `{name}` | "
+                   f"{meanings[name]} |")
+    args_at = command_layout_for(config)["args"].offset
+    out += ["", "## Opcodes", "", "| code | opcode | queue |", "|---|---|---|"]
+    for op in Opcode:
+        out.append(f"| {op.value} | `{op.name}` | {QUEUE_OF[op].name} |")
+    out += ["", f"## Arguments (from bit {args_at})"]
+    for op, layout in args_layouts(config).items():
+        out += ["", f"### {op.name}", ""]
+        if layout is None:
+            out.append("No arguments.")
+            continue
+        out += ["| bits | field | width |", "|---|---|---|"]
+        out += _field_rows(layout, args_at, "")
+    return "\n".join(out) + "\n"
+
+
+def _field_rows(layout, base: int, prefix: str) -> list[str]:
+    rows = []
+    for name, field in layout:
+        start = base + field.offset
+        if isinstance(field.shape, data.StructLayout | data.UnionLayout):
+            rows += _field_rows(field.shape, start, f"{prefix}{name}.")
+        else:
+            rows.append(f"| {start}..{start + field.width - 1} | `{prefix}{name}` | "
+                        f"{field.width} |")
+    return rows
