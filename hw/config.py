@@ -196,11 +196,15 @@ class TesseraConfig:
 
     @property
     def spad_rows(self) -> int:
-        return self.spad_kib * 1024 // self.spad_row_bytes
+        """Scratchpad rows: as many as fit, a whole number in each bank."""
+        per_bank = self.spad_kib * 1024 // self.spad_row_bytes // self.spad_banks
+        return per_bank * self.spad_banks
 
     @property
     def acc_rows(self) -> int:
-        return self.acc_kib * 1024 // self.acc_row_bytes
+        """Accumulator rows: as many as fit, a whole number in each bank."""
+        per_bank = self.acc_kib * 1024 // self.acc_row_bytes // self.acc_banks
+        return per_bank * self.acc_banks
 
     # Identity and serialisation ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ from amaranth.back import verilog
 
 from .config import TesseraConfig
 from .dma import DmaEngine
+from .execute_unit import ExecuteUnit
 from .matrix_unit import MatrixUnit
 from .output_path import OutputPath
 from .store_unit import StoreUnit
@@ -37,6 +38,8 @@ TOPS: dict[str, Top] = {
     "output_path": Top(OutputPath, "tessera_output_path",
                        "the output path (requantization, ReLU, i-GELU, i-Softmax, i-LayerNorm) "
                        "with its stream ports"),
+    "execute_unit": Top(ExecuteUnit, "tessera_execute_unit",
+                        "the execute unit: scratchpad through the matrix unit to the accumulator"),
     "store_unit": Top(StoreUnit, "tessera_store_unit",
                       "the store unit: accumulator through the output path to DMA or scratchpad"),
 }

@@ -155,7 +155,8 @@ class MatrixUnit(wiring.Component):
 
         with m.If(d_fire):
             m.d.sync += d_started.eq(~self.i_data.payload.last)
-            with m.If(self.i_data.payload.last):
+            # Only weight-stationary tiles consume a weight tile.
+            with m.If(self.i_data.payload.last & ~is_os):
                 m.d.sync += dj.eq(dj + 1)
         with m.If(w_fire):
             with m.If(w_row == R - 1):

@@ -64,16 +64,18 @@ class Harness:
         await FallingEdge(self.dut.clk)
         self.cycle += 1
 
-    async def send(self, name: str, payload: int):
+    async def send(self, name: str, payload: int, timeout: int = 200_000):
         valid, ready = getattr(self.dut, f"{name}__valid"), getattr(self.dut, f"{name}__ready")
         getattr(self.dut, f"{name}__payload").value = payload
         valid.value = 1
-        while True:
+        for _ in range(timeout):
             await ReadOnly()
             fired = int(ready.value)
             await self.step()
             if fired:
                 break
+        else:
+            raise TimeoutError(f"{name} not ready within {timeout} cycles (a hang)")
         valid.value = 0
 
     async def recv(self, name: str, timeout: int = 200_000, what: str = "") -> int:

@@ -78,6 +78,19 @@ def test_back_to_back_os_tiles_have_no_bubble():
     assert cycles[-1] - cycles[0] + 1 == len(rows)
 
 
+def test_switch_back_to_ws_after_any_number_of_os_tiles():
+    # OS tiles must not count as weight tiles: after 1, 2 or 3 of them (not a multiple of
+    # the tile counters' modulus) the unit still becomes idle and switches back.
+    cfg = CONFIGS["tiny-both"]
+    a, b = operands(cfg, 5, 6, 3, 4)
+    for count in (1, 2, 3):
+        os_part = g.os_tiles(np.tile(a, (count, 1))[:4 * count], b, cfg)[:count]
+        segments = [os_part, g.ws_tiles(a, b, cfg, m_tile=5)]
+        (rows, _), _ = run_segments(cfg, segments)
+        want = np.concatenate([r for s in segments for r in g.unit_results(s, cfg)])
+        assert (rows == want).all(), count
+
+
 def test_dataflow_switches_at_run_time():
     cfg = CONFIGS["tiny-both"]
     a, b = operands(cfg, 6, 9, 5, 2)

@@ -55,7 +55,7 @@ class Machine:
         self.spad = np.zeros((config.spad_rows, config.spad_row_bytes), dtype=np.int64)
         self.acc = np.zeros((config.acc_rows, config.cols), dtype=np.int64)
         self.weights = None
-        self.os = False
+        self.os = config.dataflow == "os"   # the dataflow until a CONFIG changes it
         self.macs = 0
 
     # --- running ---------------------------------------------------------------------

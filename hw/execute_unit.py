@@ -1,0 +1,218 @@
+"""The execute unit: CONFIG, PRELOAD and COMPUTE commands, from the scratchpad through the
+matrix unit into the accumulator.
+
+Commands arrive as whole command words (``hw/isa.py``), one at a time, in order.
+
+* CONFIG sets the dataflow of the COMPUTE commands that follow (the matrix unit switches
+  once idle). It is taken once the data of earlier commands has entered the array.
+* PRELOAD records where the weight tile is (``rows`` scratchpad rows, weights in their
+  first ``cols`` bytes); every weight-stationary COMPUTE streams that tile into the array's
+  shadow buffers, overlapped with the previous tile, so one PRELOAD serves many COMPUTEs.
+* COMPUTE (WS) streams scratchpad rows ``a_addr ..`` (activations in their first ``rows``
+  bytes) and writes ``rows`` result rows to the accumulator from ``acc_addr``, replacing
+  or adding. COMPUTE (OS) streams ``rows`` reduction steps, A's column ``k`` from
+  ``a_addr + k`` and B's row ``k`` from ``b_addr + k``, and writes ``rows`` (the array's)
+  result rows.
+
+Two scratchpad read ports keep the array fed: one for activations, one for weights (WS)
+or B (OS). ``o_done`` reports every command's completion in order: a COMPUTE once its last
+result row is written.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import TesseraConfig
+from .dma import ROWS_BITS
+from .isa import Opcode, command_layout_for
+from .matrix_unit import MODE_OS, MODE_WS, MatrixUnit
+from .memory import acc_port_signature, spad_port_signature
+
+__all__ = ["ExecuteUnit", "EXEC_DONE_LAYOUT"]
+
+#: A completion on ``o_done``: the opcode of the command that finished.
+EXEC_DONE_LAYOUT = data.StructLayout({"opcode": Opcode})
+
+
+class _RowReader(wiring.Component):
+    """Reads ``count`` consecutive scratchpad rows from ``addr`` into a small FIFO, issuing
+    a read only while the FIFO has room for its answer; ``last`` marks the final row."""
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        self.row_shape = data.ArrayLayout(signed(8), config.spad_row_bytes)
+        self.out_layout = data.StructLayout({"row": self.row_shape, "last": 1})
+        super().__init__({
+            "start": In(1),
+            "addr": In(range(config.spad_rows)),
+            "count": In(ROWS_BITS),
+            "busy": Out(1),
+            "port": Out(spad_port_signature(config)),
+            "o_row": Out(stream.Signature(self.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = 4
+        m.submodules.q = q = fifo.SyncFIFO(width=self.out_layout.size, depth=depth)
+        addr = Signal.like(self.addr)
+        left = Signal(ROWS_BITS)
+        in_flight = Signal(range(depth + 1))
+        with m.If(self.start):
+            m.d.sync += [addr.eq(self.addr), left.eq(self.count)]
+        req = self.port.req
+        m.d.comb += [req.valid.eq((left != 0) & (q.level + in_flight < depth)),
+                     req.payload.addr.eq(addr), req.payload.write.eq(0),
+                     self.busy.eq(left != 0)]
+        issued = req.valid & req.ready
+        last = Signal()
+        with m.If(issued):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 1)]
+        m.d.sync += in_flight.eq(in_flight + issued - self.port.resp.valid)
+        entry = Signal(self.out_layout)
+        m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(last),
+                     q.w_data.eq(entry), q.w_en.eq(self.port.resp.valid),
+                     self.o_row.valid.eq(q.r_rdy), self.o_row.payload.eq(q.r_data),
+                     q.r_en.eq(self.o_row.ready)]
+        return m
+
+
+class ExecuteUnit(wiring.Component):
+    """See the module docstring.
+
+    Members
+    -------
+    i_cmd : In(stream(command word))
+        CONFIG, PRELOAD and COMPUTE commands (others are completed without effect).
+    o_done : Out(stream(opcode))
+        One beat per command, in order, when it has finished.
+    spad_a, spad_b : Out(spad_port_signature)
+        Scratchpad reads: activations; weights (WS) or B (OS).
+    acc : Out(acc_port_signature)
+        Accumulator writes of the results.
+    """
+
+    def __init__(self, config: TesseraConfig):
+        if config.input_bits != 8 or config.weight_bits != 8:
+            self._MustUse__silence = True  # never built
+            raise ValueError("the execute unit reads int8 operands from the scratchpad; "
+                             f"input_bits and weight_bits must be 8, not {config.input_bits} "
+                             f"and {config.weight_bits}")
+        self._config = config
+        self.cmd_layout = command_layout_for(config)
+        super().__init__({
+            "i_cmd": In(stream.Signature(self.cmd_layout)),
+            "o_done": Out(stream.Signature(EXEC_DONE_LAYOUT)),
+            "spad_a": Out(spad_port_signature(config)),
+            "spad_b": Out(spad_port_signature(config)),
+            "acc": Out(acc_port_signature(config)),
+        })
+
+    def elaborate(self, platform):
+        c = self._config
+        R, C = c.rows, c.cols
+        m = Module()
+        m.submodules.mxu = mxu = MatrixUnit(c)
+        m.submodules.read_a = ra = _RowReader(c)
+        m.submodules.read_b = rb = _RowReader(c)
+        wiring.connect(m, ra.port, wiring.flipped(self.spad_a))
+        wiring.connect(m, rb.port, wiring.flipped(self.spad_b))
+
+        os_mode = Signal(init=int(c.dataflow == "os"))
+        if c.dataflow == "both":
+            m.d.comb += mxu.mode.eq(Mux(os_mode, MODE_OS, MODE_WS))
+        weights_at = Signal(range(c.spad_rows))
+
+        # Completion records, in command order: opcode, result rows, where they go.
+        rec_layout = data.StructLayout({"opcode": Opcode, "rows": ROWS_BITS,
+                                        "acc_addr": range(c.acc_rows), "accumulate": 1})
+        m.submodules.recs = recs = fifo.SyncFIFO(width=rec_layout.size, depth=4)
+
+        # --- Command intake. ---------------------------------------------------------------
+        cmd = self.i_cmd.payload
+        op = cmd.header.opcode
+        args = cmd.args
+        readers_idle = ~ra.busy & ~rb.busy & ~ra.o_row.valid & ~rb.o_row.valid
+        take = Signal()
+        # A CONFIG waits until earlier data has entered the array; the rest until the
+        # readers have issued the previous command's rows.
+        m.d.comb += [
+            self.i_cmd.ready.eq(recs.w_rdy & ~ra.busy & ~rb.busy
+                                & Mux(op == Opcode.CONFIG, readers_idle, 1)),
+            take.eq(self.i_cmd.valid & self.i_cmd.ready),
+        ]
+        rec = Signal(rec_layout)
+        is_compute = op == Opcode.COMPUTE
+        out_rows = Mux(os_mode, R, args.compute.rows)
+        has_rows = is_compute & (args.compute.rows != 0)
+        m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
+                     rec.acc_addr.eq(args.compute.acc_addr),
+                     rec.accumulate.eq(args.compute.accumulate),
+                     recs.w_data.eq(rec), recs.w_en.eq(take)]
+        with m.If(take & (op == Opcode.CONFIG)):
+            if c.dataflow == "both":
+                m.d.sync += os_mode.eq(args.config.os)
+        with m.If(take & (op == Opcode.PRELOAD)):
+            m.d.sync += weights_at.eq(args.preload.spad_addr)
+        compute_go = take & has_rows
+        m.d.comb += [
+            ra.start.eq(compute_go), ra.addr.eq(args.compute.a_addr),
+            ra.count.eq(args.compute.rows),
+            rb.start.eq(compute_go),
+            rb.addr.eq(Mux(os_mode, args.compute.b_addr, weights_at)),
+            rb.count.eq(Mux(os_mode, args.compute.rows, R)),
+        ]
+
+        # --- Rows into the matrix unit. -----------------------------------------------------
+        d = mxu.i_data.payload
+        for k in range(R):
+            m.d.comb += d.a[k].eq(ra.o_row.payload.row[k])
+        if c.has_os:
+            for j in range(C):
+                m.d.comb += d.b[j].eq(rb.o_row.payload.row[j])
+        m.d.comb += d.last.eq(ra.o_row.payload.last)
+        if c.has_ws:
+            for j in range(C):
+                m.d.comb += mxu.i_weight.payload[j].eq(rb.o_row.payload.row[j])
+        with m.If(os_mode):
+            # OS: one beat takes a row from each reader.
+            m.d.comb += [mxu.i_data.valid.eq(ra.o_row.valid & rb.o_row.valid),
+                         ra.o_row.ready.eq(mxu.i_data.ready & rb.o_row.valid),
+                         rb.o_row.ready.eq(mxu.i_data.ready & ra.o_row.valid)]
+        with m.Else():
+            m.d.comb += [mxu.i_data.valid.eq(ra.o_row.valid),
+                         ra.o_row.ready.eq(mxu.i_data.ready)]
+            if c.has_ws:
+                m.d.comb += [mxu.i_weight.valid.eq(rb.o_row.valid),
+                             rb.o_row.ready.eq(mxu.i_weight.ready)]
+
+        # --- Results into the accumulator; completions in order. --------------------------
+        head = Signal(rec_layout)
+        m.d.comb += head.eq(recs.r_data)
+        m.submodules.done_q = done_q = fifo.SyncFIFO(width=Opcode.as_shape().width, depth=2)
+        written = Signal(ROWS_BITS)
+        last_row = written + 1 == head.rows
+        req = self.acc.req
+        writing = mxu.o_result.valid & recs.r_rdy & (head.rows != 0)
+        # The last row of a command is written only when its completion can be queued.
+        m.d.comb += [req.valid.eq(writing & (~last_row | done_q.w_rdy)),
+                     req.payload.addr.eq(head.acc_addr + written),
+                     req.payload.write.eq(1),
+                     req.payload.accumulate.eq(head.accumulate),
+                     req.payload.data.eq(mxu.o_result.payload.data),
+                     mxu.o_result.ready.eq(req.valid & req.ready)]
+        row_done = req.valid & req.ready
+        finished = recs.r_rdy & done_q.w_rdy & ((head.rows == 0) | (row_done & last_row))
+        m.d.comb += [done_q.w_en.eq(finished), done_q.w_data.eq(head.opcode),
+                     recs.r_en.eq(finished),
+                     self.o_done.valid.eq(done_q.r_rdy),
+                     self.o_done.payload.opcode.eq(done_q.r_data),
+                     done_q.r_en.eq(self.o_done.ready)]
+        with m.If(row_done):
+            m.d.sync += written.eq(written + 1)
+        with m.If(finished):
+            m.d.sync += written.eq(0)
+        return m
