@@ -31,12 +31,11 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Resp
 from .config import TesseraConfig
-from .memory import acc_port_signature, spad_port_signature
+from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 
 __all__ = ["DmaError", "command_layout", "block_layout", "done_layout", "BurstSplitter",
            "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS"]
 
-ROWS_BITS = 16
 SCALE_BITS = 16
 
 

@@ -21,7 +21,7 @@ result row is written.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,55 +29,12 @@ from .config import TesseraConfig
 from .dma import ROWS_BITS
 from .isa import Opcode, command_layout_for
 from .matrix_unit import MODE_OS, MODE_WS, MatrixUnit
-from .memory import acc_port_signature, spad_port_signature
+from .memory import RowReader, acc_port_signature, spad_port_signature
 
 __all__ = ["ExecuteUnit", "EXEC_DONE_LAYOUT"]
 
 #: A completion on ``o_done``: the opcode of the command that finished.
 EXEC_DONE_LAYOUT = data.StructLayout({"opcode": Opcode})
-
-
-class _RowReader(wiring.Component):
-    """Reads ``count`` consecutive scratchpad rows from ``addr`` into a small FIFO, issuing
-    a read only while the FIFO has room for its answer; ``last`` marks the final row."""
-
-    def __init__(self, config: TesseraConfig):
-        self._config = config
-        self.row_shape = data.ArrayLayout(signed(8), config.spad_row_bytes)
-        self.out_layout = data.StructLayout({"row": self.row_shape, "last": 1})
-        super().__init__({
-            "start": In(1),
-            "addr": In(range(config.spad_rows)),
-            "count": In(ROWS_BITS),
-            "busy": Out(1),
-            "port": Out(spad_port_signature(config)),
-            "o_row": Out(stream.Signature(self.out_layout)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = 4
-        m.submodules.q = q = fifo.SyncFIFO(width=self.out_layout.size, depth=depth)
-        addr = Signal.like(self.addr)
-        left = Signal(ROWS_BITS)
-        in_flight = Signal(range(depth + 1))
-        with m.If(self.start):
-            m.d.sync += [addr.eq(self.addr), left.eq(self.count)]
-        req = self.port.req
-        m.d.comb += [req.valid.eq((left != 0) & (q.level + in_flight < depth)),
-                     req.payload.addr.eq(addr), req.payload.write.eq(0),
-                     self.busy.eq(left != 0)]
-        issued = req.valid & req.ready
-        last = Signal()
-        with m.If(issued):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 1)]
-        m.d.sync += in_flight.eq(in_flight + issued - self.port.resp.valid)
-        entry = Signal(self.out_layout)
-        m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(last),
-                     q.w_data.eq(entry), q.w_en.eq(self.port.resp.valid),
-                     self.o_row.valid.eq(q.r_rdy), self.o_row.payload.eq(q.r_data),
-                     q.r_en.eq(self.o_row.ready)]
-        return m
 
 
 class ExecuteUnit(wiring.Component):
@@ -116,8 +73,8 @@ class ExecuteUnit(wiring.Component):
         R, C = c.rows, c.cols
         m = Module()
         m.submodules.mxu = mxu = MatrixUnit(c)
-        m.submodules.read_a = ra = _RowReader(c)
-        m.submodules.read_b = rb = _RowReader(c)
+        m.submodules.read_a = ra = RowReader(c)
+        m.submodules.read_b = rb = RowReader(c)
         wiring.connect(m, ra.port, wiring.flipped(self.spad_a))
         wiring.connect(m, rb.port, wiring.flipped(self.spad_b))
 

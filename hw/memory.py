@@ -18,16 +18,19 @@ same two cycles: the row read in cycle ``t`` plus the request's data is written 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 
 __all__ = ["MemoryPortSignature", "BankedMemory", "Scratchpad", "Accumulator",
-           "READ_LATENCY_CYCLES", "spad_port_signature", "acc_port_signature"]
+           "READ_LATENCY_CYCLES", "spad_port_signature", "acc_port_signature", "RowReader",
+           "ROWS_BITS"]
 
 #: Cycles from an accepted read request to its data.
 READ_LATENCY_CYCLES = 1
+#: Width of a row count in commands (up to 65,535 rows).
+ROWS_BITS = 16
 
 
 def _req_layout(depth: int, row_shape, accumulate: bool) -> data.StructLayout:
@@ -211,3 +214,47 @@ class Accumulator(BankedMemory):
         super().__init__(config.acc_rows, config.acc_banks,
                          data.ArrayLayout(signed(config.acc_bits), config.cols), ports,
                          accumulate=True)
+
+
+class RowReader(wiring.Component):
+    """Reads ``count`` consecutive scratchpad rows from ``addr`` (on ``start``) into a small
+    FIFO, issuing a read only while the FIFO has room for its answer (read responses have
+    no backpressure); ``last`` marks the final row. ``busy`` while reads remain to issue."""
+
+    def __init__(self, config: TesseraConfig):
+        self._config = config
+        self.row_shape = data.ArrayLayout(signed(8), config.spad_row_bytes)
+        self.out_layout = data.StructLayout({"row": self.row_shape, "last": 1})
+        super().__init__({
+            "start": In(1),
+            "addr": In(range(config.spad_rows)),
+            "count": In(ROWS_BITS),
+            "busy": Out(1),
+            "port": Out(spad_port_signature(config)),
+            "o_row": Out(stream.Signature(self.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = 4
+        m.submodules.q = q = fifo.SyncFIFO(width=self.out_layout.size, depth=depth)
+        addr = Signal.like(self.addr)
+        left = Signal(ROWS_BITS)
+        in_flight = Signal(range(depth + 1))
+        with m.If(self.start):
+            m.d.sync += [addr.eq(self.addr), left.eq(self.count)]
+        req = self.port.req
+        m.d.comb += [req.valid.eq((left != 0) & (q.level + in_flight < depth)),
+                     req.payload.addr.eq(addr), req.payload.write.eq(0),
+                     self.busy.eq(left != 0)]
+        issued = req.valid & req.ready
+        last = Signal()
+        with m.If(issued):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 1)]
+        m.d.sync += in_flight.eq(in_flight + issued - self.port.resp.valid)
+        entry = Signal(self.out_layout)
+        m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(last),
+                     q.w_data.eq(entry), q.w_en.eq(self.port.resp.valid),
+                     self.o_row.valid.eq(q.r_rdy), self.o_row.payload.eq(q.r_data),
+                     q.r_en.eq(self.o_row.ready)]
+        return m

@@ -4,14 +4,20 @@ reader that feeds stores, and back-door ports into both memories for the testben
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hw.axi import Axi4Signature
 from ..hw.config import TesseraConfig
 from ..hw.dma import DmaEngine, command_layout, done_layout
 from ..hw.generate import Top
-from ..hw.memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
+from ..hw.memory import (
+    Accumulator,
+    RowReader,
+    Scratchpad,
+    acc_port_signature,
+    spad_port_signature,
+)
 
 __all__ = ["DmaSystem", "DMA_SYSTEM"]
 
@@ -60,41 +66,26 @@ class DmaSystem(wiring.Component):
         wiring.connect(m, wiring.flipped(self.dbg_acc), acc.port1)
         m.d.comb += [dma.window_base.eq(self.window_base), dma.window_size.eq(self.window_size)]
 
-        # Store feeder: forward the command, then read its rows from the scratchpad into a
-        # FIFO that feeds the DMA (reads are issued only while the FIFO has room for them).
-        depth = 4
-        m.submodules.rows = rows = fifo.SyncFIFOBuffered(
-            width=len(spad.port1.resp.data.as_value()), depth=depth)
+        # Store feeder: forward the block to the DMA and read its rows from the scratchpad.
+        m.submodules.rows = rows = RowReader(c)
+        wiring.connect(m, rows.port, spad.port1)
         reading = Signal()
-        addr = Signal.like(self.i_store.payload.local_addr)
-        left = Signal.like(self.i_store.payload.rows)
-        in_flight = Signal(range(depth + 1))
+        for name in ("dram_addr", "stride", "rows", "row_bytes"):
+            m.d.comb += getattr(dma.i_store.payload, name).eq(getattr(self.i_store.payload, name))
         m.d.comb += [
-            dma.i_store.payload.dram_addr.eq(self.i_store.payload.dram_addr),
-            dma.i_store.payload.stride.eq(self.i_store.payload.stride),
-            dma.i_store.payload.rows.eq(self.i_store.payload.rows),
-            dma.i_store.payload.row_bytes.eq(self.i_store.payload.row_bytes),
             dma.i_store.valid.eq(self.i_store.valid & ~reading),
             self.i_store.ready.eq(dma.i_store.ready & ~reading),
+            rows.start.eq(self.i_store.valid & self.i_store.ready),
+            rows.addr.eq(self.i_store.payload.local_addr),
+            rows.count.eq(self.i_store.payload.rows),
+            dma.i_store_row.valid.eq(rows.o_row.valid),
+            dma.i_store_row.payload.eq(rows.o_row.payload.row),
+            rows.o_row.ready.eq(dma.i_store_row.ready),
         ]
-        with m.If(self.i_store.valid & self.i_store.ready):
-            m.d.sync += [reading.eq(1), addr.eq(self.i_store.payload.local_addr),
-                         left.eq(self.i_store.payload.rows)]
-        room = (rows.level + in_flight) < depth
-        req = spad.port1.req
-        m.d.comb += [req.valid.eq(reading & (left != 0) & room),
-                     req.payload.addr.eq(addr), req.payload.write.eq(0)]
-        issued = req.valid & req.ready
-        with m.If(issued):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-        with m.If(reading & (left == 0) & (in_flight == 0)):
+        with m.If(rows.start):
+            m.d.sync += reading.eq(1)
+        with m.Elif(~rows.busy & ~rows.o_row.valid):
             m.d.sync += reading.eq(0)
-        m.d.sync += in_flight.eq(in_flight + issued - spad.port1.resp.valid)
-        m.d.comb += [rows.w_en.eq(spad.port1.resp.valid),
-                     rows.w_data.eq(spad.port1.resp.data),
-                     dma.i_store_row.valid.eq(rows.r_rdy),
-                     dma.i_store_row.payload.eq(rows.r_data),
-                     rows.r_en.eq(dma.i_store_row.ready)]
         return m
 
 
