@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .intmath import check_int, check_int_array, shift_right
+from .intmath import MAX_SCALE, MIN_SCALE, check_int, check_int_array, check_scale, shift_right
 
 __all__ = [
     "ERF_A",
@@ -82,19 +82,6 @@ ERF_ONE_BITS = 16
 #: ``out = round(q * G / 2**GELU_OUT_SHIFT)``.
 GELU_OUT_SHIFT = 17
 #: Accepted input scales (they keep the input shift ``t`` within ``[-13, 31]``).
-MIN_SCALE = 2.0 ** -40
-MAX_SCALE = 1.0
-
-
-def _check_scale(scale, name: str = "in_scale") -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, not {scale!r}")
-    scale = float(scale)
-    if not math.isfinite(scale) or scale <= 0.0:
-        raise ValueError(f"{name} must be a positive finite number, not {scale!r}")
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise ValueError(f"{name} must lie in [2**-40, 1], not {scale!r}")
-    return scale
 
 
 @dataclass(frozen=True)
@@ -160,7 +147,7 @@ def gelu_constants(in_scale: float) -> GeluConstants:
     ValueError
         If ``in_scale`` is not a positive finite number in ``[2**-40, 1]``.
     """
-    scale = _check_scale(in_scale)
+    scale = check_scale(in_scale)
     t = -13
 
     def erf_scale(t: int) -> float:

@@ -17,9 +17,14 @@ Shifts inside a datapath that the I-BERT reference code writes as ``floor`` stay
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
+    "MIN_SCALE",
+    "MAX_SCALE",
+    "check_scale",
     "INT64_MAX",
     "ROUNDING_MODES",
     "ISQRT_MAX_PASSES",
@@ -316,3 +321,27 @@ def saturate(x: np.ndarray, bits: int) -> np.ndarray:
     bits = check_int(bits, "bits", 2, 64)
     check_int_array(x, "x", np.int64)
     return np.clip(x, -(1 << (bits - 1)), (1 << (bits - 1)) - 1).astype(np.int64)
+
+
+#: The input scales the driver-side constant functions accept.
+MIN_SCALE = 2.0 ** -40
+MAX_SCALE = 1.0
+
+
+def check_scale(scale, name: str = "in_scale") -> float:
+    """``scale`` as a float after checking it is a finite number in
+    [``MIN_SCALE``, ``MAX_SCALE``] (driver side: the datapaths never see floats).
+
+    Raises
+    ------
+    ValueError
+        If it is not a number, not positive and finite, or out of that range.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, not {scale!r}")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0.0:
+        raise ValueError(f"{name} must be a positive finite number, not {scale!r}")
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise ValueError(f"{name} must lie in [2**-40, 1], not {scale!r}")
+    return scale

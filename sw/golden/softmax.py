@@ -58,7 +58,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .intmath import check_int, check_int_array, reciprocal, shift_right
+from .intmath import (
+    MAX_SCALE,
+    MIN_SCALE,
+    check_int,
+    check_int_array,
+    check_scale,
+    reciprocal,
+    shift_right,
+)
 
 __all__ = [
     "EXP_COEFFS",
@@ -99,24 +107,11 @@ SOFTMAX_OUT_MAX = 255
 #: Scale of the probability codes.
 SOFTMAX_OUT_SCALE = 2.0 ** -8
 #: Accepted input scales (they keep the input shift ``t`` within ``[-16, 31]``).
-MIN_SCALE = 2.0 ** -40
-MAX_SCALE = 1.0
 
 _LN2 = math.log(2.0)
 _B_OVER_A = EXP_COEFFS[1] / EXP_COEFFS[0]  # I-BERT's coef[1] /= coef[0]
 _C_OVER_A = EXP_COEFFS[2] / EXP_COEFFS[0]  # I-BERT's coef[2] /= coef[0]
 _A_MAX = (1 << 32) - 1  # largest xm - x for int32 inputs
-
-
-def _check_scale(scale, name: str = "in_scale") -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, not {scale!r}")
-    scale = float(scale)
-    if not math.isfinite(scale) or scale <= 0.0:
-        raise ValueError(f"{name} must be a positive finite number, not {scale!r}")
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise ValueError(f"{name} must lie in [2**-40, 1], not {scale!r}")
-    return scale
 
 
 @dataclass(frozen=True)
@@ -187,7 +182,7 @@ def exp_constants(in_scale: float) -> ExpConstants:
     ValueError
         If ``in_scale`` is not a positive finite number in ``[2**-40, 1]``.
     """
-    scale = _check_scale(in_scale)
+    scale = check_scale(in_scale)
     t = -16
     while math.ceil(_LN2 / math.ldexp(scale, t)) > 1 << LN2_BITS:
         t += 1
