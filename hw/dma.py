@@ -51,7 +51,13 @@ class DmaError(enum.Enum, shape=3):
 
 
 def max_row_bytes(config: TesseraConfig) -> int:
+    """The widest row of a store, or of a load into the scratchpad."""
     return config.spad_row_bytes
+
+
+def max_load_row_bytes(config: TesseraConfig) -> int:
+    """The widest row of a load: a whole accumulator row for wide loads."""
+    return max(config.spad_row_bytes, config.acc_row_bytes)
 
 
 def command_layout(config: TesseraConfig) -> data.StructLayout:
@@ -60,11 +66,13 @@ def command_layout(config: TesseraConfig) -> data.StructLayout:
         "dram_addr": config.addr_bits,
         "stride": config.addr_bits,
         "rows": ROWS_BITS,
-        "row_bytes": range(max_row_bytes(config) + 1),
+        "row_bytes": range(max_load_row_bytes(config) + 1),
         "local_addr": range(max(config.spad_rows, config.acc_rows)),
         "to_acc": 1,        # loads: into the accumulator (widened) instead of the scratchpad
         "accumulate": 1,    # loads into the accumulator: add to the rows instead of replacing
         "scale": signed(SCALE_BITS),  # loads into the accumulator: multiply each int8 by this
+        "wide": 1,          # loads into the accumulator: rows of whole acc_bits lanes
+        #                     (little-endian, acc_bits / 8 bytes each), stored as they are
     })
 
 

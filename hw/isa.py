@@ -26,8 +26,8 @@ from .dma import command_layout as dma_load_layout
 from .output_path import OutputOp
 from .store_unit import store_command_layout
 
-__all__ = ["Opcode", "Queue", "QUEUE_OF", "header_layout", "args_layouts", "command_layout_for",
-           "command_bits", "Command", "encode", "decode", "disassemble", "isa_markdown"]
+__all__ = ["Opcode", "ErrorCode", "Queue", "QUEUE_OF", "header_layout", "args_layouts", "command_layout_for",
+           "command_bits", "Command", "check_tokens", "encode", "decode", "disassemble", "isa_markdown"]
 
 
 class Opcode(enum.Enum, shape=4):
@@ -41,6 +41,25 @@ class Opcode(enum.Enum, shape=4):
     COMPUTE = 4   # execute queue: stream rows through the array into the accumulator
     FENCE = 5     # dispatcher: wait until every queue is idle
     FINISH = 6    # dispatcher: wait until every queue is idle, then report completion
+    NOP = 7       # the queue in its argument: nothing but its tokens (a token relay, e.g.
+    #               to let a load wait until a store has freed accumulator rows)
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """Why the accelerator stopped (the status register's error field). The first five are
+    the DMA's own codes (:class:`~tessera.hw.dma.DmaError`), with the same numbers."""
+
+    NONE = 0
+    SLVERR = 1          # a subordinate error response to a load or store
+    DECERR = 2          # a decode error response (no memory there)
+    WINDOW = 3          # a load or store outside the main-memory window
+    LOCAL = 4           # scratchpad or accumulator rows out of range
+    SHAPE = 5           # a load or store of an impossible shape
+    ILLEGAL_OPCODE = 8  # a command word with an opcode that does not exist
+    ILLEGAL_TOKEN = 9   # a token to a queue that does not exist
+    ILLEGAL_FIELD = 10  # a field the machine cannot honour (dataflow, no weights, ...)
+    DEADLOCK = 11       # every queue waits for a token that can never come
+    FETCH = 12          # the command buffer could not be read (bus error or window)
 
 
 class Queue(enum.Enum, shape=2):
@@ -53,7 +72,7 @@ class Queue(enum.Enum, shape=2):
 QUEUE_OF = {
     Opcode.CONFIG: Queue.EXECUTE, Opcode.LOAD: Queue.LOAD, Opcode.STORE: Queue.STORE,
     Opcode.PRELOAD: Queue.EXECUTE, Opcode.COMPUTE: Queue.EXECUTE,
-    Opcode.FENCE: Queue.DISPATCH, Opcode.FINISH: Queue.DISPATCH,
+    Opcode.FENCE: Queue.DISPATCH, Opcode.FINISH: Queue.DISPATCH, Opcode.NOP: None,
 }
 
 #: The neighbours of each queue in the token chain LOAD -> EXECUTE -> STORE.
@@ -83,6 +102,7 @@ def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None
         }),
         Opcode.FENCE: None,
         Opcode.FINISH: None,
+        Opcode.NOP: data.StructLayout({"queue": Queue}),
     }
 
 
@@ -120,10 +140,16 @@ class Command:
 
     @property
     def queue(self) -> Queue:
+        """The queue that runs it (a NOP: the queue its argument names)."""
+        if self.opcode == Opcode.NOP:
+            return Queue(self.args.get("queue", Queue.DISPATCH))
         return QUEUE_OF[self.opcode]
 
 
-def _check_tokens(cmd: Command) -> None:
+def check_tokens(cmd: Command) -> None:
+    """Raise ValueError if ``cmd`` waits for or signals a queue that does not exist."""
+    if cmd.opcode == Opcode.NOP and cmd.queue == Queue.DISPATCH:
+        raise ValueError("a NOP runs in the LOAD, EXECUTE or STORE queue, not DISPATCH")
     q = cmd.queue
     for name in _TOKENS:
         if not getattr(cmd, name):
@@ -147,7 +173,7 @@ def encode(config: TesseraConfig, cmd: Command) -> int:
         On a token to a queue that does not exist, arguments that do not match the opcode,
         or a value that does not fit its field.
     """
-    _check_tokens(cmd)
+    check_tokens(cmd)
     layouts = args_layouts(config)
     layout = layouts[cmd.opcode]
     if layout is None and cmd.args:
@@ -273,7 +299,8 @@ def isa_markdown(config: TesseraConfig) -> str:
     args_at = command_layout_for(config)["args"].offset
     out += ["", "## Opcodes", "", "| code | opcode | queue |", "|---|---|---|"]
     for op in Opcode:
-        out.append(f"| {op.value} | `{op.name}` | {QUEUE_OF[op].name} |")
+        queue = QUEUE_OF[op].name if QUEUE_OF[op] else "its `queue` argument"
+        out.append(f"| {op.value} | `{op.name}` | {queue} |")
     out += ["", f"## Arguments (from bit {args_at})"]
     for op, layout in args_layouts(config).items():
         out += ["", f"### {op.name}", ""]

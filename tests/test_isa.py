@@ -26,7 +26,8 @@ CFG = preset("default")
 EXAMPLES = [
     Command(Opcode.CONFIG, {"os": 1}),
     Command(Opcode.LOAD, {"dram_addr": 0x8000_1234, "stride": 768, "rows": 64, "row_bytes": 16,
-                          "local_addr": 4096, "to_acc": 1, "accumulate": 1, "scale": -7},
+                          "local_addr": 4096, "to_acc": 1, "accumulate": 1, "scale": -7,
+                          "wide": 0},
             signal_next=True),
     Command(Opcode.STORE, {"desc": {"op": OutputOp.SOFTMAX, "length": 128, "rows": 16,
                                     "m": 12345, "e": 40,
@@ -41,6 +42,7 @@ EXAMPLES = [
                              "accumulate": 1}, signal_prev=True, signal_next=True),
     Command(Opcode.FENCE, {}),
     Command(Opcode.FINISH, {}),
+    Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_next=True, signal_prev=True),
 ]
 
 
@@ -53,6 +55,7 @@ def test_round_trip(cmd):
 
 def test_every_opcode_has_a_queue_and_widths_are_whole_words():
     assert set(QUEUE_OF) == set(Opcode)
+    assert QUEUE_OF[Opcode.NOP] is None  # a NOP runs in the queue its argument names
     for cfg in PRESETS.values():
         bits = command_bits(cfg)
         assert bits % 64 == 0 and command_layout_for(cfg).size == bits
@@ -91,8 +94,8 @@ def test_disassembler():
     assert lines[1].endswith("[signal_next]")
     assert "op=SOFTMAX" in lines[2] and "[wait_prev signal_prev]" in lines[2]
     assert lines[-1].strip().endswith("<illegal opcode 15 in command word 0xf>")
-    assert all(QUEUE_OF[c.opcode].name in line for c, line in zip(EXAMPLES, lines, strict=False))
-    assert Queue.DISPATCH.name in lines[-2]
+    assert all(c.queue.name in line for c, line in zip(EXAMPLES, lines, strict=False))
+    assert Queue.DISPATCH.name in lines[-3] and lines[-2].split()[1:3] == ["EXECUTE", "NOP"]
 
 
 def test_docs_are_generated_from_the_module():

@@ -14,7 +14,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from .matmul import wrap
 
-__all__ = ["DmaCommand", "ERRORS", "check_command", "block_offsets", "load", "store"]
+__all__ = ["DmaCommand", "ERRORS", "check_command", "lane_bytes", "block_offsets", "load", "store"]
 
 #: Completion codes, as the hardware's ``DmaError`` numbers them.
 ERRORS = {"NONE": 0, "SLVERR": 1, "DECERR": 2, "WINDOW": 3, "LOCAL": 4, "SHAPE": 5}
@@ -30,20 +30,26 @@ class DmaCommand:
     to_acc: bool = False
     accumulate: bool = False
     scale: int = 1
+    wide: bool = False
 
     def as_payload(self) -> dict:
         return {"dram_addr": self.dram_addr, "stride": self.stride, "rows": self.rows,
                 "row_bytes": self.row_bytes, "local_addr": self.local_addr,
                 "to_acc": int(self.to_acc), "accumulate": int(self.accumulate),
-                "scale": self.scale}
+                "scale": self.scale, "wide": int(self.wide)}
 
 
 def check_command(cmd: DmaCommand, config: TesseraConfig, window_base: int, window_size: int,
                   load: bool) -> str:
     """The error the engine reports before any bus traffic, or ``"NONE"``."""
-    width = config.spad_row_bytes
-    if cmd.rows == 0 or cmd.row_bytes == 0 or cmd.row_bytes > width or \
-            (load and cmd.to_acc and cmd.row_bytes > config.cols):
+    if load and cmd.to_acc and cmd.wide:
+        width, unit = config.acc_row_bytes, lane_bytes(config)
+    elif load and cmd.to_acc:
+        width, unit = config.cols, 1
+    else:
+        width, unit = config.spad_row_bytes, 1
+    if cmd.rows == 0 or cmd.row_bytes == 0 or cmd.row_bytes > width or cmd.row_bytes % unit \
+            or (cmd.wide and not (load and cmd.to_acc and config.acc_bits % 8 == 0)):
         return "SHAPE"
     end = cmd.dram_addr + (cmd.rows - 1) * cmd.stride + cmd.row_bytes
     if cmd.dram_addr < window_base or end > window_base + window_size:
@@ -51,6 +57,11 @@ def check_command(cmd: DmaCommand, config: TesseraConfig, window_base: int, wind
     if load and cmd.local_addr + cmd.rows > (config.acc_rows if cmd.to_acc else config.spad_rows):
         return "LOCAL"
     return "NONE"
+
+
+def lane_bytes(config: TesseraConfig) -> int:
+    """Bytes of one accumulator lane in main memory, for wide loads (little-endian)."""
+    return config.acc_bits // 8
 
 
 def block_offsets(cmd: DmaCommand, base: int = 0) -> np.ndarray:
@@ -68,7 +79,14 @@ def load(mem: np.ndarray, cmd: DmaCommand, config: TesseraConfig, local: np.ndar
     rows = slice(cmd.local_addr, cmd.local_addr + cmd.rows)
     if cmd.to_acc:
         lanes = np.zeros((cmd.rows, config.cols), dtype=np.int64)
-        lanes[:, :cmd.row_bytes] = signed_bytes * cmd.scale
+        if cmd.wide:
+            lb = lane_bytes(config)
+            n = cmd.row_bytes // lb
+            weights = 1 << (8 * np.arange(lb, dtype=np.int64))
+            values = (raw.reshape(cmd.rows, n, lb) * weights).sum(axis=2)
+            lanes[:, :n] = wrap(values, config.acc_bits)
+        else:
+            lanes[:, :cmd.row_bytes] = signed_bytes * cmd.scale
         new = local[rows] + lanes if cmd.accumulate else lanes
         local[rows] = wrap(new, config.acc_bits)
     else:

@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 
 from ...hw.config import TesseraConfig
-from ...hw.isa import Command, Queue, decode
+from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode
 from ...hw.output_path import OutputOp
 from . import dma as gdma
 from . import gelu as ggelu
@@ -34,7 +34,27 @@ _CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
 
 
 class ExecutionError(RuntimeError):
-    """A command the machine would refuse, or a deadlock; the message names the command."""
+    """A command the machine would refuse, or a deadlock; the message names the command.
+
+    Members
+    -------
+    code : ErrorCode
+        What the hardware's status register reports for it.
+    index : int or None
+        The command's position in the program (None for a deadlock).
+    """
+
+    def __init__(self, message: str, code: ErrorCode, index: int | None = None):
+        super().__init__(message)
+        self.code, self.index = code, index
+
+
+class _Refused(ValueError):
+    """A command's own error, with the code the hardware reports."""
+
+    def __init__(self, message: str, code: ErrorCode):
+        super().__init__(message)
+        self.code = code
 
 
 class Machine:
@@ -46,6 +66,8 @@ class Machine:
         The memories (bytes; int8 rows; ``acc_bits`` rows), readable and writable.
     macs : int
         Multiply-accumulates done by COMPUTE commands (padding included).
+    bytes_loaded, bytes_stored : int
+        Bytes of main memory read by LOADs and written by STOREs.
     """
 
     def __init__(self, config: TesseraConfig, mem_size: int, mem_base: int = 0):
@@ -57,39 +79,97 @@ class Machine:
         self.weights = None
         self.os = config.dataflow == "os"   # the dataflow until a CONFIG changes it
         self.macs = 0
+        self.bytes_loaded = 0   # useful bytes moved by LOADs and STOREs to main memory
+        self.bytes_stored = 0
 
     # --- running ---------------------------------------------------------------------
 
     def run(self, program) -> None:
         """Run a program: command words or :class:`Command` objects.
 
+        The on-chip state (scratchpad, accumulator, dataflow, preloaded weights) carries
+        over from earlier runs; main memory is :attr:`mem`.
+
         Raises
         ------
         ExecutionError
-            On an illegal command (with its index) or a deadlock.
+            On an illegal command (with its index and error code) or a deadlock. A command
+            refused when dispatched (an illegal opcode, token or field) stops the dispatch;
+            the commands dispatched before it still run, as on the hardware.
         """
-        cmds = [decode(self.config, c) if isinstance(c, int) else c for c in program]
         queues = {q: deque() for q in _CHAIN}
         tokens = {(a, b): 0 for a in _CHAIN for b in _CHAIN if abs(_CHAIN.index(a)
                                                                    - _CHAIN.index(b)) == 1}
-        for index, cmd in enumerate(cmds):
+        os_mode, weights = self.os, self.weights is not None
+        for index, word in enumerate(program):
+            cmd = None
+            try:
+                cmd = decode(self.config, word) if isinstance(word, int) else word
+                check_tokens(cmd)
+                os_mode, weights = self._check_dispatch(cmd, os_mode, weights)
+            except ValueError as e:
+                code = getattr(e, "code", None) or (
+                    ErrorCode.ILLEGAL_OPCODE if "opcode" in str(e) else ErrorCode.ILLEGAL_TOKEN)
+                self._drain(queues, tokens, stopping=True)
+                what = f"command {index}" + (f" ({cmd.opcode.name})" if cmd else "")
+                raise ExecutionError(f"{what}: {e}", code, index) from None
             if cmd.queue == Queue.DISPATCH:
                 # FENCE and FINISH: everything before them finishes first.
                 self._drain(queues, tokens)
+                if cmd.opcode == Opcode.FINISH:
+                    return
                 continue
             queues[cmd.queue].append((index, cmd))
         self._drain(queues, tokens)
 
-    def _drain(self, queues, tokens) -> None:
+    def _check_dispatch(self, cmd: Command, os_mode: bool, weights: bool):
+        """The checks the dispatcher makes of an execute or store command before queueing
+        it; returns the dataflow and whether weights are preloaded after it."""
+        c, op, a = self.config, cmd.opcode, cmd.args
+
+        def refuse(message, code=ErrorCode.ILLEGAL_FIELD):
+            raise _Refused(message, code)
+
+        def within(start, count, total, what):
+            if start + count > total:
+                refuse(f"{what} rows {start}..{start + count - 1} are outside the {total} "
+                       f"rows there are", ErrorCode.LOCAL)
+
+        if op == Opcode.NOP and cmd.queue == Queue.DISPATCH:
+            refuse("a NOP runs in the LOAD, EXECUTE or STORE queue, not DISPATCH")
+        if op == Opcode.CONFIG:
+            if a["os"] and not c.has_os or not a["os"] and not c.has_ws:
+                refuse(f"the array's dataflow is {c.dataflow!r}")
+            return bool(a["os"]), weights
+        if op == Opcode.PRELOAD:
+            within(a["spad_addr"], c.rows, c.spad_rows, "weight")
+            return os_mode, True
+        if op == Opcode.COMPUTE and a["rows"]:
+            within(a["a_addr"], a["rows"], c.spad_rows, "activation")
+            if os_mode:
+                within(a["b_addr"], a["rows"], c.spad_rows, "B")
+                within(a["acc_addr"], c.rows, c.acc_rows, "accumulator")
+            else:
+                if not weights:
+                    refuse("no weights were preloaded")
+                within(a["acc_addr"], a["rows"], c.acc_rows, "accumulator")
+        if op == Opcode.STORE and OutputOp(a["desc"]["op"]) == OutputOp.LAYERNORM:
+            refuse("LAYERNORM stores need gamma and beta, whose place on chip the command "
+                   "set does not define yet")
+        return os_mode, weights
+
+    def _drain(self, queues, tokens, stopping: bool = False) -> None:
         while any(queues.values()):
             ready = [(queues[q][0], q) for q in _CHAIN
                      if queues[q] and self._can_run(q, queues[q][0][1], tokens)]
             if not ready:
+                if stopping:
+                    return
                 stuck = "; ".join(f"{q.name}: command {queues[q][0][0]} "
                                   f"({queues[q][0][1].opcode.name}) waits for "
                                   f"{self._missing(q, queues[q][0][1], tokens)}"
                                   for q in _CHAIN if queues[q])
-                raise ExecutionError(f"deadlock: no queue can run; {stuck}")
+                raise ExecutionError(f"deadlock: no queue can run; {stuck}", ErrorCode.DEADLOCK)
             (index, cmd), q = min(ready, key=lambda r: r[0][0])
             queues[q].popleft()
             for side in ("prev", "next"):
@@ -97,8 +177,9 @@ class Machine:
                     tokens[(self._neighbour(q, side), q)] -= 1
             try:
                 self._execute(cmd)
-            except (ValueError, IndexError) as e:
-                raise ExecutionError(f"command {index} ({cmd.opcode.name}): {e}") from None
+            except _Refused as e:
+                raise ExecutionError(f"command {index} ({cmd.opcode.name}): {e}", e.code,
+                                     index) from None
             for side in ("prev", "next"):
                 if getattr(cmd, f"signal_{side}"):
                     tokens[(q, self._neighbour(q, side))] += 1
@@ -122,22 +203,21 @@ class Machine:
         getattr(self, f"_{cmd.opcode.name.lower()}")(**cmd.args)
 
     def _config(self, os):
-        if os and not self.config.has_os or not os and not self.config.has_ws:
-            raise ValueError(f"the array's dataflow is {self.config.dataflow!r}")
         self.os = bool(os)
 
     def _load(self, **args):
         cmd = gdma.DmaCommand(**args)
         error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size, load=True)
         if error != "NONE":
-            raise ValueError(f"the DMA refuses it ({error})")
+            raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error])
+        self.bytes_loaded += cmd.rows * cmd.row_bytes
         gdma.load(self.mem, cmd, self.config, self.acc if cmd.to_acc else self.spad,
                   self.mem_base)
 
     def _rows(self, memory, start: int, count: int, what: str) -> np.ndarray:
         if not (0 <= start and start + count <= len(memory)):
-            raise ValueError(f"{what} rows {start}..{start + count - 1} are outside the "
-                             f"{len(memory)} rows there are")
+            raise _Refused(f"{what} rows {start}..{start + count - 1} are outside the "
+                             f"{len(memory)} rows there are", ErrorCode.LOCAL)
         return memory[start:start + count]
 
     def _preload(self, spad_addr):
@@ -151,8 +231,6 @@ class Machine:
             b = self._rows(self.spad, b_addr, rows, "weight")[:, :c.cols]
             out_rows = c.rows
         else:
-            if self.weights is None:
-                raise ValueError("no weights were preloaded")
             a = self._rows(self.spad, a_addr, rows, "activation")[:, :c.rows]
             b = self.weights
             out_rows = rows
@@ -166,9 +244,15 @@ class Machine:
 
     _finish = _fence
 
+    def _nop(self, queue):
+        pass  # only its tokens
     def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride):
         c = self.config
         op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
+        if not 1 <= length <= c.max_row_len:
+            raise _Refused(f"a row of {length} elements (1 .. {c.max_row_len})", ErrorCode.SHAPE)
+        if nrows == 0:
+            return
         chunks = -(-length // c.cols)
         x = self._rows(self.acc, acc_addr, nrows * chunks, "accumulator")
         x = x.reshape(nrows, chunks * c.cols)[:, :length]
@@ -184,9 +268,11 @@ class Machine:
                 cmd = gdma.DmaCommand(dram_addr + r * stride, length, 1, length)
                 end = cmd.dram_addr + length
                 if cmd.dram_addr < self.mem_base or end > self.mem_base + self.mem_size:
-                    raise ValueError(f"row {r} at {cmd.dram_addr:#x} is outside main memory")
+                    raise _Refused(f"row {r} at {cmd.dram_addr:#x} is outside main memory",
+                                   ErrorCode.WINDOW)
                 off = cmd.dram_addr - self.mem_base
                 self.mem[off:off + length] = (y[r] & 0xFF).astype(np.uint8)
+            self.bytes_stored += nrows * length
 
     @staticmethod
     def _output(op: OutputOp, x: np.ndarray, desc: dict) -> np.ndarray:
