@@ -50,6 +50,9 @@ class ExecuteUnit(wiring.Component):
         Scratchpad reads: activations; weights (WS) or B (OS).
     acc : Out(acc_port_signature)
         Accumulator writes of the results.
+    beat : Out(1)
+        A row of data entered the array this cycle (``rows x cols`` multiply-accumulates):
+        for the performance counters.
     """
 
     def __init__(self, config: TesseraConfig):
@@ -66,6 +69,7 @@ class ExecuteUnit(wiring.Component):
             "spad_a": Out(spad_port_signature(config)),
             "spad_b": Out(spad_port_signature(config)),
             "acc": Out(acc_port_signature(config)),
+            "beat": Out(1),
         })
 
     def elaborate(self, platform):
@@ -145,6 +149,8 @@ class ExecuteUnit(wiring.Component):
             if c.has_ws:
                 m.d.comb += [mxu.i_weight.valid.eq(rb.o_row.valid),
                              rb.o_row.ready.eq(mxu.i_weight.ready)]
+
+        m.d.comb += self.beat.eq(mxu.i_data.valid & mxu.i_data.ready)
 
         # --- Results into the accumulator; completions in order. --------------------------
         head = Signal(rec_layout)

@@ -15,6 +15,7 @@ the next tile overlap the compute of this one (double buffering) and stores over
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from amaranth.hdl import Shape
@@ -81,10 +82,12 @@ _NEXT = {Queue.LOAD: Queue.EXECUTE, Queue.EXECUTE: Queue.STORE, Queue.STORE: Non
 _TOKENS = ("wait_prev", "wait_next", "signal_prev", "signal_next")
 
 
+@functools.cache
 def header_layout() -> data.StructLayout:
     return data.StructLayout({"opcode": Opcode, **{name: 1 for name in _TOKENS}})
 
 
+@functools.cache
 def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None]:
     """The arguments of each opcode (None: it has none)."""
     spad, acc = range(config.spad_rows), range(config.acc_rows)
@@ -106,17 +109,22 @@ def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None
     }
 
 
+@functools.cache
 def _args_union(config: TesseraConfig) -> data.UnionLayout:
     return data.UnionLayout({op.name.lower(): layout
                              for op, layout in args_layouts(config).items() if layout})
 
 
+@functools.cache
 def command_bits(config: TesseraConfig) -> int:
-    """Width of a command word: the header and the widest arguments, rounded up to 64."""
+    """Width of a command word: the header and the widest arguments, rounded up to a whole
+    number of bus beats (and of 64 bits), so the command fetcher assembles whole words."""
     used = header_layout().size + _args_union(config).size
-    return -(-used // 64) * 64
+    unit = max(64, config.bus_bits)
+    return -(-used // unit) * unit
 
 
+@functools.cache
 def command_layout_for(config: TesseraConfig) -> data.StructLayout:
     """The layout of a whole command word."""
     header, args = header_layout(), _args_union(config)
@@ -164,8 +172,48 @@ def check_tokens(cmd: Command) -> None:
                              f"{side} queue: {name} is not allowed")
 
 
+@dataclass(frozen=True)
+class _Field:
+    """A leaf field of a command word: where it is and what it may hold."""
+
+    offset: int
+    width: int
+    lo: int
+    hi: int
+    enum: type | None
+
+
+@functools.cache
+def _tree(config: TesseraConfig, opcode: Opcode):
+    """The argument fields of ``opcode`` as nested dicts of :class:`_Field` (union
+    alternatives side by side), with offsets in the whole command word; cached, so encoding
+    and decoding do not rebuild layouts."""
+    layout = args_layouts(config)[opcode]
+    if layout is None:
+        return None
+    base = command_layout_for(config)["args"].offset
+
+    def walk(layout, off):
+        out = {}
+        for name, field in layout:
+            shape = field.shape
+            if isinstance(shape, data.StructLayout | data.UnionLayout):
+                out[name] = walk(shape, off + field.offset)
+                continue
+            s = Shape.cast(shape)
+            lo = -(1 << (s.width - 1)) if s.signed else 0
+            hi = (1 << (s.width - 1)) - 1 if s.signed else (1 << s.width) - 1
+            if isinstance(shape, range):
+                lo, hi = shape.start, shape.stop - 1
+            is_enum = isinstance(shape, type) and issubclass(shape, enum.Enum)
+            out[name] = _Field(off + field.offset, s.width, lo, hi, shape if is_enum else None)
+        return out
+
+    return walk(layout, base)
+
+
 def encode(config: TesseraConfig, cmd: Command) -> int:
-    """The command word of ``cmd``.
+    """The command word of ``cmd`` (arguments not given are 0).
 
     Raises
     ------
@@ -174,39 +222,41 @@ def encode(config: TesseraConfig, cmd: Command) -> int:
         or a value that does not fit its field.
     """
     check_tokens(cmd)
-    layouts = args_layouts(config)
-    layout = layouts[cmd.opcode]
-    if layout is None and cmd.args:
+    tree = _tree(config, cmd.opcode)
+    if tree is None and cmd.args:
         raise ValueError(f"{cmd.opcode.name} takes no arguments, not {sorted(cmd.args)}")
-    if layout is not None:
-        unknown = set(cmd.args) - set(name for name, _ in layout)
-        if unknown:
-            raise ValueError(f"{cmd.opcode.name} has no argument(s) {', '.join(sorted(unknown))}; "
-                             f"its arguments: {', '.join(name for name, _ in layout)}")
-    fields = {"header": {"opcode": cmd.opcode, **{t: int(getattr(cmd, t)) for t in _TOKENS}}}
-    if layout is not None:
-        _check_ranges(layout, cmd.args, cmd.opcode.name)
-        fields["args"] = {cmd.opcode.name.lower(): cmd.args}
-    return command_layout_for(config).const(fields).as_bits()
+    h = header_layout()
+    hbase = command_layout_for(config)["header"].offset
+    word = cmd.opcode.value << (hbase + h["opcode"].offset)
+    for t in _TOKENS:
+        word |= int(bool(getattr(cmd, t))) << (hbase + h[t].offset)
+    if tree is not None:
+        word |= _encode_args(tree, cmd.args, cmd.opcode.name, top=True)
+    return word
 
 
-def _check_ranges(layout: data.StructLayout, args: dict, where: str) -> None:
-    """Values out of their field's range are errors, not silently truncated bits."""
-    for name, field in layout:
-        value = args.get(name)
-        if value is None or isinstance(value, enum.Enum):
+def _encode_args(tree: dict, args: dict, where: str, top: bool = False) -> int:
+    unknown = set(args) - set(tree)
+    if unknown:
+        what = "argument(s)" if top else "field(s)"
+        raise ValueError(f"{where} has no {what} {', '.join(sorted(unknown))}; "
+                         f"its {'arguments' if top else 'fields'}: {', '.join(tree)}")
+    word = 0
+    for name, value in args.items():
+        field = tree[name]
+        if isinstance(field, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {name} must be a dict of its fields")
+            word |= _encode_args(field, value, f"{where}.{name}")
             continue
-        if isinstance(field.shape, data.Layout):
-            if isinstance(field.shape, data.StructLayout) and isinstance(value, dict):
-                _check_ranges(field.shape, value, f"{where}.{name}")
-            continue
-        s = Shape.cast(field.shape)
-        lo = -(1 << (s.width - 1)) if s.signed else 0
-        hi = (1 << (s.width - 1)) - 1 if s.signed else (1 << s.width) - 1
-        if isinstance(field.shape, range):
-            lo, hi = field.shape.start, field.shape.stop - 1
-        if not lo <= int(value) <= hi:
-            raise ValueError(f"{where}: {name} must be between {lo} and {hi}, not {value}")
+        if isinstance(value, enum.Enum):
+            value = value.value
+        value = int(value)
+        if not field.lo <= value <= field.hi:
+            raise ValueError(f"{where}: {name} must be between {field.lo} and {field.hi}, "
+                             f"not {value}")
+        word |= (value & ((1 << field.width) - 1)) << field.offset
+    return word
 
 
 def decode(config: TesseraConfig, word: int) -> Command:
@@ -217,25 +267,43 @@ def decode(config: TesseraConfig, word: int) -> Command:
     ValueError
         On an opcode that does not exist.
     """
-    layout = command_layout_for(config)
-    if not 0 <= word < 1 << layout.size:
-        raise ValueError(f"a command word is {layout.size} bits, not {word.bit_length()}")
-    field = header_layout()["opcode"]
-    raw = (word >> (layout["header"].offset + field.offset)) & ((1 << field.width) - 1)
+    bits = command_bits(config)
+    if not 0 <= word < 1 << bits:
+        raise ValueError(f"a command word is {bits} bits, not {word.bit_length()}")
+    h = header_layout()
+    hbase = command_layout_for(config)["header"].offset
+    field = h["opcode"]
+    raw = (word >> (hbase + field.offset)) & ((1 << field.width) - 1)
     try:
         opcode = Opcode(raw)
     except ValueError:
         raise ValueError(f"illegal opcode {raw} in command word {word:#x}") from None
-    view = data.Const(layout, word)
-    args_layout = args_layouts(config)[opcode]
+    tree = _tree(config, opcode)
     args = {}
-    if args_layout is not None:
-        sub = getattr(view.args, opcode.name.lower())
-        args = _to_dict(sub, args_layout)
+    if tree is not None:
+        args = _decode_args(tree, word)
         if opcode == Opcode.STORE:
             _select_constants(args["desc"])
-    tokens = {t: bool(getattr(view.header, t)) for t in _TOKENS}
+    tokens = {t: bool((word >> (hbase + h[t].offset)) & 1) for t in _TOKENS}
     return Command(opcode, args, **tokens)
+
+
+def _decode_args(tree: dict, word: int) -> dict:
+    out = {}
+    for name, field in tree.items():
+        if isinstance(field, dict):
+            out[name] = _decode_args(field, word)
+            continue
+        value = (word >> field.offset) & ((1 << field.width) - 1)
+        if field.lo < 0 and value >> (field.width - 1):
+            value -= 1 << field.width
+        if field.enum is not None:
+            try:
+                value = field.enum(value)
+            except ValueError:
+                pass
+        out[name] = value
+    return out
 
 
 def _select_constants(desc: dict) -> None:
@@ -244,17 +312,6 @@ def _select_constants(desc: dict) -> None:
     consts = desc.pop("consts")
     if chosen:
         desc["consts"] = {chosen: consts[chosen]}
-
-
-def _to_dict(view, layout) -> dict:
-    out = {}
-    for name, field in layout:
-        value = getattr(view, name)
-        if isinstance(field.shape, data.Layout):
-            out[name] = _to_dict(value, field.shape)
-        else:
-            out[name] = value if isinstance(value, enum.Enum) else int(value)
-    return out
 
 
 def disassemble(config: TesseraConfig, words) -> list[str]:

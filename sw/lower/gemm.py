@@ -1,0 +1,456 @@
+"""Lowering of matrix products to command streams:
+``C = act(requantize(A @ B + bias))`` for any ``M x K`` A and ``K x N`` B (int8), an
+optional int32 bias per column, and an optional ReLU or i-GELU.
+
+The plan (:func:`plan_gemm`) picks, from the configuration, the output tile (``mt`` rows,
+``nt`` column blocks; twice that fits the accumulator, so stores of one tile overlap the
+computing of the next), the reduction step (``kt`` blocks of K per load), the loop order
+(the operand that is reused stays on chip: ``"mn"`` keeps an A row-tile across the N
+tiles, ``"nm"`` a B column-tile across the M tiles) and whether each operand needs two
+scratchpad slots (double buffering) or one (loaded once). It scores every candidate with a
+cost model of the machine (compute, main-memory traffic and per-command latency, the
+exposed first load and last store) and takes the cheapest.
+
+The emitter (:func:`lower_gemm`) writes the three command streams with dependency tokens
+(VTA-style): a step's loads signal EXECUTE once, and the step's first command waits for
+them; a load into a slot still in use waits for the execute command that last reads it;
+a tile's last COMPUTE signals STORE; a STORE signals EXECUTE when its accumulator half is
+free again. A bias is loaded straight into the accumulator (a wide load replicated over
+the tile's rows); the load waits for a NOP in the execute queue that relays the STORE's
+token, placed halfway through the previous tile so the load overlaps computing.
+
+Matrices are in the blocked layout of :mod:`tessera.sw.lower.layout`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from ...hw.config import TesseraConfig
+from ...hw.isa import Command, Opcode, Queue
+from ...hw.output_path import OutputOp
+from ..golden.dma import lane_bytes
+from .layout import Blocked
+
+__all__ = ["GemmShape", "GemmPlan", "OutputSpec", "plan_gemm", "lower_gemm", "GemmBuffers",
+           "LoweringError", "LATENCY_CYCLES"]
+
+#: The memory latency the cost model assumes (cycles), as in the benchmarks.
+LATENCY_CYCLES = 100
+
+
+class LoweringError(ValueError):
+    """A product the configuration cannot run, with the reason."""
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    M: int
+    K: int
+    N: int
+
+    def __post_init__(self):
+        for name in ("M", "K", "N"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise LoweringError(f"{name} must be a positive integer, not {v!r}")
+
+    @property
+    def macs(self) -> int:
+        return self.M * self.K * self.N
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the store does to the int32 results: the output path's operation and its
+    constants (``m``, ``e``: the dyadic requantization; ``gelu``: i-GELU's integers)."""
+
+    op: OutputOp = OutputOp.REQUANT
+    m: int = 1
+    e: int = 0
+    gelu: dict | None = None
+
+    def descriptor(self, length: int, rows: int) -> dict:
+        desc = {"op": self.op, "length": length, "rows": rows, "m": self.m, "e": self.e}
+        if self.op == OutputOp.GELU:
+            if self.gelu is None:
+                raise LoweringError("a GELU output needs its constants (gelu=...)")
+            desc["consts"] = {"gelu": dict(self.gelu)}
+        elif self.op not in (OutputOp.NONE, OutputOp.REQUANT, OutputOp.RELU):
+            raise LoweringError(f"a matrix product's output cannot be {self.op.name}")
+        return desc
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """Tile sizes, loop order and buffers of one product, with the cost model's figures."""
+
+    shape: GemmShape
+    dim: int
+    mt: int                 # rows of A (and C) per tile: the rows of each COMPUTE
+    nt: int                 # column blocks of B (and C) per tile
+    kt: int                 # blocks of K per step (one load of A and of B)
+    order: str              # "mn": M tiles outer (A stays); "nm": N tiles outer (B stays)
+    a_slots: int
+    b_slots: int
+    est_cycles: int = 0
+    est_read_bytes: int = 0
+    est: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def m_tiles(self) -> int:
+        return -(-self.shape.M // self.mt)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.n_blocks // self.nt)
+
+    @property
+    def k_steps(self) -> int:
+        return -(-self.k_blocks // self.kt)
+
+    @property
+    def k_blocks(self) -> int:
+        return -(-self.shape.K // self.dim)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.shape.N // self.dim)
+
+    @property
+    def est_utilization(self) -> float:
+        return self.shape.macs / (self.est_cycles * self.dim * self.dim) if self.est_cycles \
+            else 0.0
+
+    def describe(self) -> str:
+        d = self.dim
+        return (f"tiles {self.mt} x {self.nt * d} (K step {self.kt * d}), order "
+                f"{'M outer' if self.order == 'mn' else 'N outer'}, slots A {self.a_slots} "
+                f"B {self.b_slots}; model: {self.est_cycles} cycles, utilization "
+                f"{self.est_utilization:.3f}, {self.est_read_bytes} bytes read")
+
+
+def _loads(m_tiles, n_tiles, k_steps, order):
+    """How many times A tiles and B tiles are loaded."""
+    if k_steps == 1:
+        a = m_tiles if order == "mn" else m_tiles * n_tiles
+        b = n_tiles if order == "nm" else m_tiles * n_tiles
+        if order == "mn" and n_tiles == 1:
+            b = 1
+        if order == "nm" and m_tiles == 1:
+            a = 1
+    else:
+        a = b = m_tiles * n_tiles * k_steps
+    return a, b
+
+
+def _candidates(limit: int, dim: int, whole: int):
+    values = {whole} if whole <= limit else set()
+    v = dim
+    while v <= min(limit, whole):
+        values.add(v)
+        v *= 2
+    for mult in (3, 6, 12, 24, 48):
+        if mult * dim <= min(limit, whole):
+            values.add(mult * dim)
+    return sorted(values)
+
+
+def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
+              latency: int = LATENCY_CYCLES) -> GemmPlan:
+    """The cheapest plan for ``shape`` on ``config`` by the cost model.
+
+    Raises
+    ------
+    LoweringError
+        If the configuration cannot run it (no weight-stationary dataflow, a non-square
+        array, int8 operands only, or memories too small for the smallest tile).
+    """
+    c = config
+    if not c.has_ws:
+        raise LoweringError("the lowering uses the weight-stationary dataflow; this "
+                            f"configuration's dataflow is {c.dataflow!r}")
+    if c.rows != c.cols:
+        raise LoweringError(f"the lowering needs a square array, not {c.rows} x {c.cols}")
+    if c.input_bits != 8 or c.weight_bits != 8:
+        raise LoweringError("the lowering moves int8 operands; input_bits and weight_bits "
+                            "must be 8")
+    if bias and c.acc_bits % 8:
+        raise LoweringError(f"a bias is loaded as whole {c.acc_bits}-bit lanes, which needs "
+                            "acc_bits to be a multiple of 8")
+    d = c.rows
+    M = shape.M
+    kb, nb = -(-shape.K // d), -(-shape.N // d)
+    acc_half = c.acc_rows // 2
+    best = None
+    for mt in _candidates(min(acc_half, 1 << 15), d, M):
+        for nt in range(1, nb + 1):
+            if mt * nt > acc_half:
+                break
+            for kt in sorted({kb} | {k for k in (1, 2, 4, 8, 16, 32, 64) if k < kb}):
+                a_rows, b_rows = mt * kt, kt * d * nt
+                if kt * d > 65535 or a_rows > 65535:
+                    continue
+                m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
+                for order in ("mn", "nm"):
+                    a_loads, b_loads = _loads(m_tiles, n_tiles, k_steps, order)
+                    a_slots = 2 if a_loads > 1 else 1
+                    b_slots = 2 if b_loads > 1 else 1
+                    if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
+                        continue
+                    plan = _score(c, shape, mt, nt, kt, order, a_slots, b_slots,
+                                  a_loads, b_loads, bias, latency)
+                    key = (plan.est_cycles, plan.est["commands"])
+                    if best is None or key < best[0]:
+                        best = (key, plan)
+    if best is None:
+        raise LoweringError(f"no tile of a {M} x {shape.K} x {shape.N} product fits the "
+                            f"scratchpad ({c.spad_rows} rows) and accumulator "
+                            f"({c.acc_rows} rows)")
+    return best[1]
+
+
+def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency):
+    d = c.rows
+    M = shape.M
+    kb, nb = -(-shape.K // d), -(-shape.N // d)
+    m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
+    bb = c.bus_bytes
+    # Compute: one cycle per row streamed; a weight tile takes d cycles to load, hidden
+    # behind a COMPUTE of at least d rows; a few cycles per command.
+    per_compute = max(mt, d) + 2
+    computes = m_tiles * n_tiles * kb * nt
+    compute = computes * per_compute
+    # Main memory: each LOAD pays about a latency (the DMA takes one command at a time).
+    a_bytes = a_loads * mt * kt * d
+    b_bytes = b_loads * kt * d * nt * d
+    a_cmds, b_cmds = a_loads * kt, b_loads * nt
+    bias_cmds = m_tiles * n_tiles * nt if bias else 0
+    bias_cycles = bias_cmds * max(mt * 4 * d // bb, mt * latency // max(c.max_reads, 1))
+    # Plans that would run at the bus's edge are penalised: the DMA reaches about 85% of
+    # the bus on realistic blocks, and every command costs a round trip and a little more.
+    load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * (latency + 20) + bias_cycles
+    store_cmds = m_tiles * n_tiles * nt
+    store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
+    # Exposed: the first step's loads and the last tile's store.
+    first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
+    last = nt * (latency + mt * d // bb + 20)
+    cycles = int(max(compute, load, store) + first + last)
+    commands = a_cmds + b_cmds + bias_cmds + store_cmds + 2 * computes
+    return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, cycles,
+                    a_bytes + b_bytes, {"compute": compute, "load": int(load),
+                                        "store": int(store), "commands": commands})
+
+
+@dataclass(frozen=True)
+class GemmBuffers:
+    """Where the operands are in main memory (byte addresses; blocked layouts)."""
+
+    a: int
+    b: int
+    c: int
+    bias: int | None = None
+
+
+@dataclass
+class _Load:
+    cmd: dict
+    need: int        # the execute command (index) that must have finished first; -1: none
+    signal: bool = False
+
+
+def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
+               output: OutputSpec, finish: bool = True) -> list[Command]:
+    """The command stream of the product ``plan`` describes (see the module docstring)."""
+    c = config
+    d = plan.dim
+    M, K, N = plan.shape.M, plan.shape.K, plan.shape.N
+    kb, nb = plan.k_blocks, plan.n_blocks
+    A = Blocked(M, K, d)
+    B = Blocked(K, N, d, row_multiple=d)
+    C = Blocked(M, N, d)
+    has_bias = buffers.bias is not None
+    acc_half = c.acc_rows // 2
+    a_rows, b_rows = plan.mt * plan.kt, plan.kt * d * plan.nt
+
+    # Scratchpad slots: each in its own bank when they fit, else packed.
+    bank = c.spad_rows // c.spad_banks
+    sizes = [a_rows] * plan.a_slots + [b_rows] * plan.b_slots
+    if c.spad_banks >= len(sizes) and max(sizes) <= bank:
+        bases = [i * bank for i in range(len(sizes))]
+    else:
+        bases = list(itertools.accumulate([0] + sizes[:-1]))
+    a_base, b_base = bases[:plan.a_slots], bases[plan.a_slots:]
+
+    loads: list[_Load] = []
+    execs: list[Command] = []
+    exec_wait_prev: set[int] = set()
+    exec_wait_next: set[int] = set()
+    exec_signal_next: set[int] = set()
+    stores: list[Command] = []
+    store_waits: set[int] = set()
+    store_signals: set[int] = set()
+
+    a_key = [None] * plan.a_slots
+    b_key = [None] * plan.b_slots
+    a_last = [-1] * plan.a_slots
+    b_last = [-1] * plan.b_slots
+    a_next = b_next = 0
+    relay_of_tile: dict[int, int] = {}
+
+    if plan.order == "mn":
+        tiles = [(mi, ni) for mi in range(plan.m_tiles) for ni in range(plan.n_tiles)]
+    else:
+        tiles = [(mi, ni) for ni in range(plan.n_tiles) for mi in range(plan.m_tiles)]
+    n_tiles = len(tiles)
+
+    for t, (mi, ni) in enumerate(tiles):
+        m0 = mi * plan.mt
+        mt = min(plan.mt, M - m0)
+        n0b = ni * plan.nt
+        ntb = min(plan.nt, nb - n0b)
+        acc0 = (t % 2) * acc_half
+        tile_execs_start = len(execs)
+        tile_cmds = plan.k_steps * sum(min(plan.kt, kb - ks * plan.kt) for ks in
+                                       range(plan.k_steps)) * ntb * 2
+        for ks in range(plan.k_steps):
+            k0b = ks * plan.kt
+            ktb = min(plan.kt, kb - k0b)
+            step_loads: list[_Load] = []
+            # Bias of the tile, with its first step's loads.
+            if ks == 0 and has_bias:
+                need = relay_of_tile.get(t, -1)
+                lb = lane_bytes(c)
+                for j in range(ntb):
+                    step_loads.append(_Load(dict(
+                        dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=mt,
+                        row_bytes=d * lb, local_addr=acc0 + j * mt, to_acc=1, accumulate=0,
+                        scale=1, wide=1), need))
+            # A (mi, ks).
+            key = (mi, ks)
+            if key in a_key:
+                a_slot = a_key.index(key)
+            else:
+                a_slot = a_next
+                a_next = (a_next + 1) % plan.a_slots
+                for j in range(ktb):
+                    step_loads.append(_Load(dict(
+                        dram_addr=buffers.a + A.offset(m0, k0b + j), stride=d, rows=mt,
+                        row_bytes=d, local_addr=a_base[a_slot] + j * mt, to_acc=0,
+                        accumulate=0, scale=1, wide=0), a_last[a_slot]))
+                a_key[a_slot] = key
+            # B (ks, ni).
+            key = (ks, ni)
+            if key in b_key:
+                b_slot = b_key.index(key)
+            else:
+                b_slot = b_next
+                b_next = (b_next + 1) % plan.b_slots
+                for j in range(ntb):
+                    step_loads.append(_Load(dict(
+                        dram_addr=buffers.b + B.offset(k0b * d, n0b + j), stride=d,
+                        rows=ktb * d, row_bytes=d, local_addr=b_base[b_slot] + j * plan.kt * d,
+                        to_acc=0, accumulate=0, scale=1, wide=0), b_last[b_slot]))
+                b_key[b_slot] = key
+            if step_loads:
+                step_loads[-1].signal = True
+                loads.extend(step_loads)
+            first_exec = len(execs)
+            if step_loads:
+                exec_wait_prev.add(first_exec)
+            if ks == 0 and t >= 2 and not has_bias:
+                exec_wait_next.add(first_exec)   # the store freed this accumulator half
+            # Computes.
+            for j in range(ktb):
+                kglob = k0b + j
+                for n in range(ntb):
+                    execs.append(Command(Opcode.PRELOAD, {
+                        "spad_addr": b_base[b_slot] + n * plan.kt * d + j * d}))
+                    execs.append(Command(Opcode.COMPUTE, {
+                        "a_addr": a_base[a_slot] + j * mt, "b_addr": 0, "rows": mt,
+                        "acc_addr": acc0 + n * mt,
+                        "accumulate": int(has_bias or kglob > 0)}))
+                    # Halfway through the tile: the relay for the tile after next's bias.
+                    if has_bias and t + 1 < n_tiles and t + 1 >= 2 and \
+                            len(execs) - tile_execs_start >= tile_cmds // 2 and \
+                            t + 1 not in relay_of_tile:
+                        relay_of_tile[t + 1] = len(execs)
+                        execs.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}))
+                        exec_wait_next.add(len(execs) - 1)
+            last_exec = len(execs) - 1
+            a_last[a_slot] = last_exec
+            b_last[b_slot] = last_exec
+        exec_signal_next.add(len(execs) - 1 if execs[-1].opcode == Opcode.COMPUTE
+                             else len(execs) - 2)
+        # Store of the tile.
+        first_store = len(stores)
+        for n in range(ntb):
+            stores.append(Command(Opcode.STORE, {
+                "desc": output.descriptor(d, mt), "acc_addr": acc0 + n * mt, "to_spad": 0,
+                "spad_addr": 0, "dram_addr": buffers.c + C.offset(m0, n0b + n), "stride": d}))
+        store_waits.add(first_store)
+        if t + 2 < n_tiles:
+            store_signals.add(len(stores) - 1)
+
+    # Loads: wait for the latest execute command they need, in order (a wait covers every
+    # later load too); each distinct awaited command signals once.
+    exec_signal_prev: set[int] = set()
+    waited = -1
+    load_cmds, load_after = [], []
+    for ld in loads:
+        wait = ld.need > waited
+        if wait:
+            waited = ld.need
+            exec_signal_prev.add(ld.need)
+        load_cmds.append(Command(Opcode.LOAD, ld.cmd, wait_next=wait, signal_next=ld.signal))
+        load_after.append(waited)
+
+    def flags(i):
+        return dict(wait_prev=i in exec_wait_prev, wait_next=i in exec_wait_next,
+                    signal_prev=i in exec_signal_prev, signal_next=i in exec_signal_next)
+
+    exec_cmds = [Command(cmd.opcode, cmd.args, **flags(i)) for i, cmd in enumerate(execs)]
+    store_cmds = [Command(cmd.opcode, cmd.args, wait_prev=i in store_waits,
+                          signal_prev=i in store_signals) for i, cmd in enumerate(stores)]
+    return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish)
+
+
+def _interleave(loads, load_after, execs, stores, finish):
+    """One program from the three streams. Each queue sees its commands in order; the
+    order across queues is a topological order of the tokens (every command comes after
+    the commands whose tokens it waits for), so the dispatcher, blocked on a full queue,
+    never waits for a command behind it: a legal stream cannot deadlock. Within that, loads
+    run one step ahead of the computes that need them, and a tile's stores follow its last
+    compute."""
+    out = []
+    li = si = 0
+    groups_out = 0          # load groups dispatched (each ends with a signalling load)
+    groups_needed = 0
+    for ei, cmd in enumerate(execs):
+        if cmd.wait_prev:
+            groups_needed += 1
+        # Loads whose awaited execute command is already out, up to one group ahead.
+        while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
+            out.append(loads[li])
+            groups_out += loads[li].signal_next
+            li += 1
+        if groups_out < groups_needed:
+            raise AssertionError("a compute would precede the loads it waits for")
+        out.append(cmd)
+        if cmd.signal_next:
+            while si < len(stores):
+                out.append(stores[si])
+                si += 1
+                if si < len(stores) and stores[si].wait_prev:
+                    break
+    out.extend(loads[li:])
+    out.extend(stores[si:])
+    if finish:
+        out.append(Command(Opcode.FINISH, {}))
+    return out
+
+
+def estimate_note(plan: GemmPlan) -> str:
+    return f"{plan.describe()} ({math.ceil(plan.est_utilization * 100)}%)"
