@@ -10,9 +10,11 @@ from amaranth.back import verilog
 
 from .config import TesseraConfig
 from .dma import DmaEngine
+from .accelerator import Accelerator
 from .execute_unit import ExecuteUnit
 from .matrix_unit import MatrixUnit
 from .output_path import OutputPath
+from .registers import register_map_json
 from .store_unit import StoreUnit
 
 __all__ = ["TOPS", "Top", "top_spec", "build_top", "verilog_text", "write_outputs",
@@ -29,9 +31,13 @@ class Top:
     component: type
     module: str
     description: str
+    sources: tuple = ()      # hand-written Verilog the top instantiates (simulation models)
 
 
 TOPS: dict[str, Top] = {
+    "accelerator": Top(Accelerator, "tessera_accelerator",
+                       "the accelerator: AXI4-Lite registers, AXI4 master, command fetch, "
+                       "queues, matrix unit, DMA, output path, memories"),
     "matrix_unit": Top(MatrixUnit, "tessera_matrix_unit",
                        "the systolic matrix unit with its stream ports"),
     "dma": Top(DmaEngine, "tessera_dma", "the AXI4 DMA engine with its command streams"),
@@ -89,4 +95,7 @@ def write_outputs(config: TesseraConfig, out_dir: Path, top: str = "matrix_unit"
     paths["verilog"].write_text(verilog_text(config, top))
     paths["config"].write_text(config.to_json() + "\n")
     shutil.copyfile(LINT_WAIVERS, paths["lint"])
+    if spec.component is Accelerator:
+        paths["registers"] = out_dir / "registers.json"
+        paths["registers"].write_text(register_map_json(config))
     return paths

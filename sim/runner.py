@@ -110,7 +110,10 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
             tmp = vfile.with_suffix(".tmp")
             tmp.write_text(verilog_text(config, spec))
             tmp.replace(vfile)
-        digest = hashlib.sha256(vfile.read_bytes()).hexdigest()
+        h = hashlib.sha256(vfile.read_bytes())
+        for extra in spec.sources:
+            h.update(Path(extra).read_bytes())
+        digest = h.hexdigest()
         stamp = sim_dir / "built.sha256"
         if not (stamp.exists() and stamp.read_text() == digest):
             runner = _runner(sim)
@@ -122,7 +125,7 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
             sim_dir.mkdir(parents=True, exist_ok=True)
             log = sim_dir / "build.log"
             try:
-                runner.build(sources=[vfile], hdl_toplevel=module, build_dir=sim_dir,
+                runner.build(sources=[vfile, *spec.sources], hdl_toplevel=module, build_dir=sim_dir,
                              build_args=args, timescale=TIMESCALE, always=True, log_file=log)
             except (SystemExit, RuntimeError) as e:
                 raise SimulationFailed(f"building {vfile.name} for {sim} failed ({e}); "

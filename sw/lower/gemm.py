@@ -237,7 +237,8 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     # Exposed: the first step's loads and the last tile's store.
     first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
     last = nt * (latency + mt * d // bb + 20)
-    cycles = int(max(compute, load, store) + first + last)
+    # Loads and stores share the bus and wait on tokens: keep them well below the compute.
+    cycles = int(max(compute, 1.25 * load, 1.25 * store) + first + last)
     commands = a_cmds + b_cmds + bias_cmds + store_cmds + 2 * computes
     return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, cycles,
                     a_bytes + b_bytes, {"compute": compute, "load": int(load),

@@ -1,0 +1,185 @@
+"""cocotb testbench of the whole accelerator on the main-memory model
+(:class:`~tessera.sim.accel_system.AccelSystem`): one job per simulation.
+
+The job (``$TESSERA_JOB``, JSON, written by ``tessera.sw.runtime``'s RTL backend) names a
+memory image (``.npy`` bytes from ``MEM_BASE``), the command buffer, a timeout and what to
+read back. The testbench loads the image through the model's back door, programs the
+registers over AXI4-Lite, starts the run and waits for the interrupt without touching a
+signal per cycle (it wakes every ``progress_cycles`` to read the cycle and command
+counters into ``progress.json``), then reads STATUS and the counters, dumps main memory
+and, on request, the scratchpad and accumulator through the debug ports. The result goes
+to ``$TESSERA_RESULT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, RisingEdge, Timer
+
+from tessera.hw.config import TesseraConfig
+from tessera.hw.registers import COUNTER_BASE, COUNTERS, REG
+from tessera.sim.memimage import backdoor_dump, backdoor_load
+from tessera.sim.tb_dma import Harness
+
+CLOCK_NS = 10
+
+
+class Lite:
+    """An AXI4-Lite manager on the ``s_axil`` port (a few transactions per run)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def _sig(self, name):
+        return getattr(self.dut, f"s_axil__{name}")
+
+    async def write(self, addr: int, value: int) -> None:
+        s = self._sig
+        await FallingEdge(self.dut.clk)
+        s("awaddr").value, s("wdata").value, s("wstrb").value = addr, value & 0xFFFFFFFF, 0xF
+        s("awvalid").value = s("wvalid").value = 1
+        s("bready").value = 1
+        for _ in range(100):
+            await ReadOnly()
+            taken = int(s("awready").value)
+            await FallingEdge(self.dut.clk)
+            if taken:
+                break
+        else:
+            raise TimeoutError(f"register write at {addr:#x} not taken")
+        s("awvalid").value = s("wvalid").value = 0
+        for _ in range(100):
+            await ReadOnly()
+            if int(s("bvalid").value):
+                resp = int(s("bresp").value)
+                await FallingEdge(self.dut.clk)
+                s("bready").value = 0
+                if resp:
+                    raise RuntimeError(f"register write at {addr:#x} answered {resp}")
+                return
+            await FallingEdge(self.dut.clk)
+        raise TimeoutError(f"no write response at {addr:#x}")
+
+    async def read(self, addr: int) -> int:
+        s = self._sig
+        await FallingEdge(self.dut.clk)
+        s("araddr").value = addr
+        s("arvalid").value = 1
+        s("rready").value = 1
+        for _ in range(100):
+            await ReadOnly()
+            taken = int(s("arready").value)
+            await FallingEdge(self.dut.clk)
+            if taken:
+                break
+        else:
+            raise TimeoutError(f"register read at {addr:#x} not taken")
+        s("arvalid").value = 0
+        for _ in range(100):
+            await ReadOnly()
+            if int(s("rvalid").value):
+                value, resp = int(s("rdata").value), int(s("rresp").value)
+                await FallingEdge(self.dut.clk)
+                s("rready").value = 0
+                if resp:
+                    raise RuntimeError(f"register read at {addr:#x} answered {resp}")
+                return value
+            await FallingEdge(self.dut.clk)
+        raise TimeoutError(f"no read response at {addr:#x}")
+
+    async def read64(self, addr: int) -> int:
+        return await self.read(addr) | (await self.read(addr + 4)) << 32
+
+    async def write64(self, lo_name: str, value: int) -> None:
+        await self.write(REG[lo_name], value & 0xFFFFFFFF)
+        await self.write(REG[lo_name] + 4, value >> 32)
+
+
+async def counters(lite: Lite) -> dict:
+    return {name: await lite.read64(COUNTER_BASE + 8 * i)
+            for i, (name, _) in enumerate(COUNTERS)}
+
+
+@cocotb.test()
+async def run_job(dut):
+    config = TesseraConfig.from_json(os.environ["TESSERA_CONFIG"])
+    job = json.loads(Path(os.environ["TESSERA_JOB"]).read_text())
+    result_path = Path(os.environ["TESSERA_RESULT"])
+    progress_path = result_path.with_name("progress.json")
+    bus_bits = config.bus_bits
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    for name in ("s_axil__awvalid", "s_axil__wvalid", "s_axil__bready", "s_axil__arvalid",
+                 "s_axil__rready", "dbg_spad__req__valid", "dbg_acc__req__valid", "bd_load",
+                 "bd_dump"):
+        getattr(dut, name).value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+    image = np.load(job["image"])
+    await backdoor_load(dut.clk, dut.bd_load, image, bus_bits, job["image_word"])
+    lite = Lite(dut)
+    ident = await lite.read(REG["ID"])
+    chash = await lite.read(REG["CONFIG_HASH"])
+    if chash != config.hash32:
+        raise AssertionError(f"the simulated hardware has configuration hash {chash:#x}, "
+                             f"the job expects {config.hash32:#x}")
+    await lite.write64("CMD_ADDR_LO", job["cmd_addr"])
+    await lite.write(REG["CMD_COUNT"], job["cmd_count"])
+    await lite.write64("WINDOW_BASE_LO", job["window_base"])
+    await lite.write64("WINDOW_SIZE_LO", job["window_size"])
+    await lite.write(REG["CONTROL"], 0b11)          # IRQ_ENABLE | START
+    started = time.time()
+
+    timeout = job["timeout_cycles"]
+    every = job.get("progress_cycles", 1 << 20)
+    waited = 0
+    finished = False
+    while waited < timeout:
+        chunk = min(every, timeout - waited)
+        if int(dut.irq.value):
+            finished = True
+            break
+        trigger = await First(RisingEdge(dut.irq), Timer(chunk * CLOCK_NS, unit="ns"))
+        waited += chunk
+        if int(dut.irq.value) or isinstance(trigger, RisingEdge):
+            finished = True
+            break
+        c = await counters(lite)
+        progress_path.write_text(json.dumps({"cycles": c["cycles"], "commands": c["commands"],
+                                             "wall_seconds": time.time() - started}))
+    wall = time.time() - started
+    status = await lite.read(REG["STATUS"])
+    result = {
+        "id": ident,
+        "finished": finished,
+        "status": status,
+        "error_code": (status >> 8) & 0xF,
+        "error_index": await lite.read(REG["ERROR_INDEX"]),
+        "error_addr": await lite.read64(REG["ERROR_ADDR_LO"]),
+        "counters": await counters(lite),
+        "wall_seconds": wall,
+    }
+    if finished:
+        await lite.write(REG["STATUS"], 0b10)       # clear DONE and the interrupt
+        await RisingEdge(dut.clk)
+        result["irq_after_clear"] = int(dut.irq.value)
+    first, words = job["dump_word"], job["dump_words"]
+    if words:
+        dump = await backdoor_dump(dut.clk, dut.bd_dump, dut.bd_dump_first, dut.bd_dump_last,
+                                   first, words, bus_bits)
+        np.save(result_path.with_name("dump.npy"), dump)
+    if job.get("onchip"):
+        h = Harness(dut, config, {"mem_base": 0, "mem_size": 16})
+        for which, rows in (("spad", config.spad_rows), ("acc", config.acc_rows)):
+            data = [await h.local(which, r) for r in range(rows)]
+            np.save(result_path.with_name(f"{which}.npy"), np.array(data, dtype=np.int64))
+    result_path.write_text(json.dumps(result))
