@@ -3,10 +3,10 @@ tokens, the units, the memories, an AXI4-Lite register file and performance coun
 
 Structure (see ``docs/architecture.md``)::
 
-    AXI4-Lite --> registers --START--> fetcher --words--> dispatcher --+--> LOAD queue  --> DMA reader
-                                          ^                            +--> EXEC queue  --> execute unit
-    AXI4 master <-- read arbiter <--------+----- DMA reader            +--> STORE queue --> store unit
-                <-- write channels <---------- DMA writer <-- output path <-- store unit
+    AXI4-Lite -> registers -START-> fetcher -> dispatcher -+-> LOAD queue  -> DMA reader
+                                      |                    +-> EXEC queue  -> execute unit
+    AXI4 master <- read arbiter <-----+---- DMA reader     +-> STORE queue -> store unit
+                <- write channels <------ DMA writer <- output path <- store unit
 
 * The **fetcher** reads the command buffer (``CMD_ADDR``, ``CMD_COUNT`` words) in bursts
   into a FIFO, sharing the AXI4 read channels with the DMA reader through an in-order

@@ -27,8 +27,9 @@ from .dma import command_layout as dma_load_layout
 from .output_path import OutputOp
 from .store_unit import store_command_layout
 
-__all__ = ["Opcode", "ErrorCode", "Queue", "QUEUE_OF", "header_layout", "args_layouts", "command_layout_for",
-           "command_bits", "Command", "check_tokens", "encode", "decode", "disassemble", "isa_markdown"]
+__all__ = ["Opcode", "ErrorCode", "Queue", "QUEUE_OF", "header_layout", "args_layouts",
+           "command_layout_for", "command_bits", "Command", "check_tokens", "encode", "decode",
+           "disassemble", "isa_markdown"]
 
 
 class Opcode(enum.Enum, shape=4):

@@ -216,7 +216,7 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
-    m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
+    m_tiles, n_tiles = -(-M // mt), -(-nb // nt)
     bb = c.bus_bytes
     # Compute: one cycle per row streamed; a weight tile takes d cycles to load, hidden
     # behind a COMPUTE of at least d rows; a few cycles per command.

@@ -91,16 +91,21 @@ class Runtime:
     mem_size, mem_base : int
         Main memory; for the RTL backends they must be (and default to) the simulated
         system's.
+    machine : type
+        The golden backend's executor (a :class:`Machine` subclass, e.g. a model with a
+        deliberate fault to test the differential check).
     """
 
     def __init__(self, config: TesseraConfig, backend: str = "golden",
-                 mem_size: int | None = None, mem_base: int | None = None):
+                 mem_size: int | None = None, mem_base: int | None = None,
+                 machine: type = Machine):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         from ...sim.accel_system import MEM_BASE, mem_bytes
 
         self.config = config
         self.backend = backend
+        self.machine = machine
         sys_size, sys_base = mem_bytes(config), MEM_BASE
         if backend != "golden" and (mem_size not in (None, sys_size)
                                     or mem_base not in (None, sys_base)):
@@ -184,7 +189,7 @@ class Runtime:
         return result
 
     def _run_golden(self, words, onchip) -> RunResult:
-        m = Machine(self.config, self.mem_size, self.mem_base)
+        m = self.machine(self.config, self.mem_size, self.mem_base)
         m.mem = self.image
         t = time.time()
         result = RunResult("golden")

@@ -1,0 +1,215 @@
+"""Matrix-product lowering and the runtime on the golden backend: blocked layouts, plans,
+tiled products of any shape against the golden matmul, token discipline, prefixes and the
+differential check."""
+
+import numpy as np
+import pytest
+
+from tessera.hw.config import preset
+from tessera.hw.isa import Command, ErrorCode, Opcode, Queue
+from tessera.hw.output_path import OutputOp
+from tessera.sw.golden import gelu as ggelu
+from tessera.sw.golden import matmul as gmm
+from tessera.sw.golden import requant as grq
+from tessera.sw.golden.executor import Machine
+from tessera.sw.lower.gemm import (
+    GemmBuffers,
+    GemmShape,
+    LoweringError,
+    OutputSpec,
+    lower_gemm,
+    plan_gemm,
+)
+from tessera.sw.lower.layout import Blocked, bias_bytes, from_blocked, to_blocked
+from tessera.sw.runtime import Runtime
+from tessera.sw.runtime.diff import differential_check, prefix_program
+
+TINY = preset("tiny")
+
+
+def test_blocked_layout_round_trip_and_padding():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (5, 7))
+    shape = Blocked(5, 7, 4, row_multiple=4)
+    raw = to_blocked(x, shape)
+    assert raw.size == shape.nbytes == 2 * 8 * 4
+    assert (from_blocked(raw, shape) == x).all()
+    # Block 1, row 2 holds columns 4..6 of row 2 and a zero.
+    off = shape.offset(2, 1)
+    assert raw[off:off + 4].view(np.int8).tolist() == x[2, 4:].tolist() + [0]
+    assert raw[shape.offset(5, 0):shape.offset(8, 0)].sum() == 0   # padding rows
+    with pytest.raises(ValueError, match="outside int8"):
+        to_blocked(x * 100, shape)
+    assert bias_bytes(np.array([1, -2]), 4).view("<i4").tolist() == [1, -2, 0, 0]
+
+
+def gemm_on(rt, a, b, bias, output, plan=None):
+    cfg = rt.config
+    d = cfg.rows
+    (M, K), N = a.shape, b.shape[1]
+    A, B, C = Blocked(M, K, d), Blocked(K, N, d, d), Blocked(M, N, d)
+    pa, pb, pc = rt.alloc(A.nbytes), rt.alloc(B.nbytes), rt.alloc(C.nbytes)
+    rt.write(pa, to_blocked(a, A))
+    rt.write(pb, to_blocked(b, B))
+    pbias = None
+    if bias is not None:
+        pbias = rt.alloc(-(-N // d) * d * 4)
+        rt.write(pbias, bias_bytes(bias, d))
+    plan = plan or plan_gemm(cfg, GemmShape(M, K, N), bias=bias is not None)
+    prog = lower_gemm(cfg, plan, GemmBuffers(pa, pb, pc, pbias), output)
+    result = rt.run(prog, check=True)
+    return from_blocked(rt.read(pc, C.nbytes), C), prog, result
+
+
+def expected(a, b, bias, output, cfg):
+    acc = gmm.matmul(a, b, cfg) + (0 if bias is None else bias)
+    acc = acc.astype(np.int32)
+    if output.op == OutputOp.GELU:
+        consts = ggelu.GeluConstants(**output.gelu, out_scale=1.0)
+        acc = ggelu.i_gelu(acc, consts)[0]
+    y = grq.requantize(acc, output.m, output.e, 8)
+    return grq.relu(y) if output.op == OutputOp.RELU else y
+
+
+def output_spec(kind: str) -> OutputSpec:
+    m, e = grq.dyadic_multiplier(1 / 2500)
+    if kind == "gelu":
+        g = ggelu.gelu_constants(1 / 2000)
+        consts = {k: getattr(g, k) for k in ("shift", "q_b", "q_c", "poly_shift")}
+        m, e = grq.dyadic_multiplier(g.out_scale / 0.05)
+        return OutputSpec(OutputOp.GELU, m, e, consts)
+    return OutputSpec(OutputOp[kind.upper()], m, e)
+
+
+@pytest.mark.parametrize("shape, bias, kind", [
+    ((1, 1, 1), False, "requant"),
+    ((4, 4, 4), True, "relu"),
+    ((10, 13, 9), True, "requant"),
+    ((37, 50, 21), False, "gelu"),
+    ((64, 8, 70), True, "gelu"),
+    ((3, 200, 5), True, "requant"),
+])
+def test_tiled_products_of_any_shape_match_the_golden_matmul(shape, bias, kind):
+    rng = np.random.default_rng(sum(shape))
+    M, K, N = shape
+    a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+    bv = rng.integers(-2**20, 2**20, N) if bias else None
+    out = output_spec(kind)
+    got, prog, result = gemm_on(Runtime(TINY, "golden"), a, b, bv, out)
+    assert (got == expected(a, b, bv, out, TINY)).all()
+    assert result.counters["macs"] >= M * K * N
+
+
+@pytest.mark.parametrize("mt, nt, kt, order", [(4, 1, 1, "mn"), (8, 2, 2, "nm"),
+                                               (12, 3, 1, "nm"), (4, 2, 4, "mn")])
+def test_every_tiling_and_loop_order_is_correct(mt, nt, kt, order):
+    """Plans the cost model would not pick still compute the same product."""
+    rng = np.random.default_rng(mt * nt * kt)
+    M, K, N = 22, 19, 17
+    a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+    bv = rng.integers(-5000, 5000, N)
+    best = plan_gemm(TINY, GemmShape(M, K, N), bias=True)
+    from dataclasses import replace
+    plan = replace(best, mt=mt, nt=nt, kt=kt, order=order, a_slots=2, b_slots=2)
+    out = output_spec("requant")
+    got, prog, _ = gemm_on(Runtime(TINY, "golden"), a, b, bv, out, plan)
+    assert (got == expected(a, b, bv, out, TINY)).all()
+
+
+def test_stream_is_topologically_ordered_and_tokens_balance():
+    """Every wait's token comes from a command earlier in the stream (so the dispatcher can
+    never block behind a missing producer), and every signal is taken."""
+    cfg = preset("default")
+    plan = plan_gemm(cfg, GemmShape(300, 200, 100), bias=True)
+    prog = lower_gemm(cfg, plan, GemmBuffers(0, 1 << 20, 2 << 20, 3 << 20), OutputSpec())
+    chain = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
+    produced, consumed = {}, {}
+    for cmd in prog:
+        q = cmd.queue
+        if q not in chain:
+            continue
+        i = chain.index(q)
+        for side, d in (("prev", -1), ("next", 1)):
+            if getattr(cmd, f"wait_{side}"):
+                key = (chain[i + d], q)
+                consumed[key] = consumed.get(key, 0) + 1
+                assert consumed[key] <= produced.get(key, 0), f"wait before its signal: {cmd}"
+            if getattr(cmd, f"signal_{side}"):
+                key = (q, chain[i + d])
+                produced[key] = produced.get(key, 0) + 1
+    assert produced == consumed
+    assert prog[-1].opcode == Opcode.FINISH
+
+
+def test_plans_fit_the_memories_and_refuse_what_cannot_run():
+    cfg = preset("default")
+    plan = plan_gemm(cfg, GemmShape(512, 512, 512))
+    assert plan.mt * plan.nt <= cfg.acc_rows // 2
+    assert plan.a_slots * plan.mt * plan.kt + plan.b_slots * plan.kt * 16 * plan.nt \
+        <= cfg.spad_rows
+    assert plan.est_utilization > 0.9
+    with pytest.raises(LoweringError, match="weight-stationary"):
+        plan_gemm(cfg.replace(dataflow="os"), GemmShape(8, 8, 8))
+    with pytest.raises(LoweringError, match="square"):
+        plan_gemm(cfg.replace(cols=8), GemmShape(8, 8, 8))
+    with pytest.raises(LoweringError, match="positive"):
+        GemmShape(0, 8, 8)
+
+
+def test_runtime_memory_errors():
+    rt = Runtime(TINY, "golden", mem_size=4096)
+    rt.alloc(4000)
+    with pytest.raises(MemoryError, match="main memory is full"):
+        rt.alloc(200)
+    with pytest.raises(ValueError, match="outside main memory"):
+        rt.write(rt.mem_base + 4090, b"\0" * 10)
+    with pytest.raises(ValueError, match="unknown backend"):
+        Runtime(TINY, "modelsim")
+
+
+def test_runtime_reports_the_failing_command():
+    rt = Runtime(TINY, "golden", mem_size=4096)
+    prog = [Command(Opcode.CONFIG, {"os": 0}),
+            Command(Opcode.LOAD, dict(dram_addr=rt.mem_base + 4000, stride=64, rows=4,
+                                      row_bytes=4))]
+    result = rt.run(prog)
+    assert result.error == ErrorCode.WINDOW and result.error_index == 1
+    assert "WINDOW at command 1" in result.describe()
+
+
+def test_prefix_leaves_out_commands_waiting_for_later_ones():
+    load = Command(Opcode.LOAD, dict(rows=1, row_bytes=4), signal_next=True)
+    compute = Command(Opcode.PRELOAD, {"spad_addr": 0}, wait_prev=True)
+    late = Command(Opcode.LOAD, dict(rows=1, row_bytes=4), wait_next=True)
+    free = Command(Opcode.NOP, {"queue": Queue.EXECUTE}, signal_prev=True)
+    prog = [load, compute, late, Command(Opcode.LOAD, dict(rows=1, row_bytes=4)), free]
+    # The first four: the third waits for the NOP after them, and the fourth is behind it.
+    assert [c.opcode for c in prefix_program(prog, 4)] == [Opcode.LOAD, Opcode.PRELOAD,
+                                                           Opcode.FINISH]
+    assert len(prefix_program(prog, 5)) == 6
+
+
+def test_differential_check_names_the_first_differing_command():
+    """A golden model with one wrong COMPUTE (it forgets to accumulate into row 0 of the
+    second accumulator half) stands in for faulty hardware."""
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-128, 128, (9, 10)), rng.integers(-128, 128, (10, 12))
+    good = Runtime(TINY, "golden")
+    _, prog, _ = gemm_on(good, a, b, None, output_spec("requant"))
+    half = TINY.acc_rows // 2
+
+    class Faulty(Machine):
+        def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate):
+            super()._compute(a_addr, b_addr, rows, acc_addr,
+                             0 if acc_addr == half else accumulate)
+
+    bad = Runtime(TINY, "golden", machine=Faulty)
+    bad.image[:] = good.image
+    bad._top = good._top
+    culprit = next(i for i, c in enumerate(prog) if c.opcode == Opcode.COMPUTE
+                   and c.args["acc_addr"] == half and c.args["accumulate"])
+    good.image[:] = bad.image
+    diff = differential_check(bad, good, prog)
+    assert diff.index == culprit, diff.describe()
+    assert "accumulator rows differ" in diff.what
+    assert differential_check(good, good, prog).agree
