@@ -7,10 +7,6 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.hw.isa import Command, ErrorCode, Opcode, Queue
-from tessera.hw.output_path import OutputOp
-from tessera.sw.golden import gelu as ggelu
-from tessera.sw.golden import matmul as gmm
-from tessera.sw.golden import requant as grq
 from tessera.sw.golden.executor import Machine
 from tessera.sw.lower.gemm import (
     GemmBuffers,
@@ -19,6 +15,8 @@ from tessera.sw.lower.gemm import (
     OutputSpec,
     lower_gemm,
     plan_gemm,
+    reference_gemm,
+    run_gemm,
 )
 from tessera.sw.lower.layout import Blocked, bias_bytes, from_blocked, to_blocked
 from tessera.sw.runtime import Runtime
@@ -44,41 +42,18 @@ def test_blocked_layout_round_trip_and_padding():
 
 
 def gemm_on(rt, a, b, bias, output, plan=None):
-    cfg = rt.config
-    d = cfg.rows
-    (M, K), N = a.shape, b.shape[1]
-    A, B, C = Blocked(M, K, d), Blocked(K, N, d, d), Blocked(M, N, d)
-    pa, pb, pc = rt.alloc(A.nbytes), rt.alloc(B.nbytes), rt.alloc(C.nbytes)
-    rt.write(pa, to_blocked(a, A))
-    rt.write(pb, to_blocked(b, B))
-    pbias = None
-    if bias is not None:
-        pbias = rt.alloc(-(-N // d) * d * 4)
-        rt.write(pbias, bias_bytes(bias, d))
-    plan = plan or plan_gemm(cfg, GemmShape(M, K, N), bias=bias is not None)
-    prog = lower_gemm(cfg, plan, GemmBuffers(pa, pb, pc, pbias), output)
-    result = rt.run(prog, check=True)
-    return from_blocked(rt.read(pc, C.nbytes), C), prog, result
+    got, prog, result, _ = run_gemm(rt, a, b, bias, output, plan, check=True)
+    return got, prog, result
 
 
 def expected(a, b, bias, output, cfg):
-    acc = gmm.matmul(a, b, cfg) + (0 if bias is None else bias)
-    acc = acc.astype(np.int32)
-    if output.op == OutputOp.GELU:
-        consts = ggelu.GeluConstants(**output.gelu, out_scale=1.0)
-        acc = ggelu.i_gelu(acc, consts)[0]
-    y = grq.requantize(acc, output.m, output.e, 8)
-    return grq.relu(y) if output.op == OutputOp.RELU else y
+    return reference_gemm(cfg, a, b, bias, output)
 
 
 def output_spec(kind: str) -> OutputSpec:
-    m, e = grq.dyadic_multiplier(1 / 2500)
     if kind == "gelu":
-        g = ggelu.gelu_constants(1 / 2000)
-        consts = {k: getattr(g, k) for k in ("shift", "q_b", "q_c", "poly_shift")}
-        m, e = grq.dyadic_multiplier(g.out_scale / 0.05)
-        return OutputSpec(OutputOp.GELU, m, e, consts)
-    return OutputSpec(OutputOp[kind.upper()], m, e)
+        return OutputSpec.gelu_of(1 / 2000, 0.05)
+    return OutputSpec.requant(1 / 2500, relu=kind == "relu")
 
 
 @pytest.mark.parametrize("shape, bias, kind", [

@@ -104,12 +104,13 @@ class Machine:
         for index, word in enumerate(program):
             cmd = None
             try:
-                cmd = decode(self.config, word) if isinstance(word, int) else word
-                check_tokens(cmd)
+                try:
+                    cmd = decode(self.config, word) if isinstance(word, int) else word
+                except ValueError as e:
+                    raise _Refused(str(e), ErrorCode.ILLEGAL_OPCODE) from None
                 os_mode, weights = self._check_dispatch(cmd, os_mode, weights)
-            except ValueError as e:
-                code = getattr(e, "code", None) or (
-                    ErrorCode.ILLEGAL_OPCODE if "opcode" in str(e) else ErrorCode.ILLEGAL_TOKEN)
+            except _Refused as e:
+                code = e.code
                 self._drain(queues, tokens, stopping=True)
                 what = f"command {index}" + (f" ({cmd.opcode.name})" if cmd else "")
                 raise ExecutionError(f"{what}: {e}", code, index) from None
@@ -137,6 +138,10 @@ class Machine:
 
         if op == Opcode.NOP and cmd.queue == Queue.DISPATCH:
             refuse("a NOP runs in the LOAD, EXECUTE or STORE queue, not DISPATCH")
+        try:
+            check_tokens(cmd)
+        except ValueError as e:
+            refuse(str(e), ErrorCode.ILLEGAL_TOKEN)
         if op == Opcode.CONFIG:
             if a["os"] and not c.has_os or not a["os"] and not c.has_ws:
                 refuse(f"the array's dataflow is {c.dataflow!r}")

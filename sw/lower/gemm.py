@@ -25,17 +25,22 @@ Matrices are in the blocked layout of :mod:`tessera.sw.lower.layout`.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from ..golden.dma import lane_bytes
-from .layout import Blocked
+from ..golden.gelu import GeluConstants, gelu_constants, i_gelu
+from ..golden.intmath import saturate
+from ..golden.matmul import matmul
+from ..golden.requant import dyadic_multiplier, relu, requantize
+from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 
 __all__ = ["GemmShape", "GemmPlan", "OutputSpec", "plan_gemm", "lower_gemm", "GemmBuffers",
-           "LoweringError", "LATENCY_CYCLES"]
+           "LoweringError", "LATENCY_CYCLES", "run_gemm", "reference_gemm"]
 
 #: The memory latency the cost model assumes (cycles), as in the benchmarks.
 LATENCY_CYCLES = 100
@@ -71,6 +76,30 @@ class OutputSpec:
     m: int = 1
     e: int = 0
     gelu: dict | None = None
+
+    @classmethod
+    def requant(cls, ratio: float, relu: bool = False) -> OutputSpec:
+        """Requantize by ``ratio`` (the accumulator's scale over the output's), then ReLU."""
+        m, e = dyadic_multiplier(ratio)
+        return cls(OutputOp.RELU if relu else OutputOp.REQUANT, m, e)
+
+    @classmethod
+    def gelu_of(cls, acc_scale: float, out_scale: float) -> OutputSpec:
+        """i-GELU of the accumulator (at ``acc_scale``), requantized to ``out_scale``."""
+        g = gelu_constants(acc_scale)
+        m, e = dyadic_multiplier(g.out_scale / out_scale)
+        consts = {k: getattr(g, k) for k in ("shift", "q_b", "q_c", "poly_shift")}
+        return cls(OutputOp.GELU, m, e, consts)
+
+    def reference(self, acc: np.ndarray) -> np.ndarray:
+        """The golden model of this output on int32 accumulator values."""
+        acc = np.asarray(acc).astype(np.int32)
+        if self.op == OutputOp.GELU:
+            acc = i_gelu(acc, GeluConstants(**self.gelu, out_scale=1.0))[0]
+        if self.op == OutputOp.NONE:
+            return saturate(acc.astype(np.int64), 8).astype(np.int8)
+        y = requantize(acc, self.m, self.e, 8)
+        return relu(y) if self.op == OutputOp.RELU else y
 
     def descriptor(self, length: int, rows: int) -> dict:
         desc = {"op": self.op, "length": length, "rows": rows, "m": self.m, "e": self.e}
@@ -453,5 +482,39 @@ def _interleave(loads, load_after, execs, stores, finish):
     return out
 
 
-def estimate_note(plan: GemmPlan) -> str:
-    return f"{plan.describe()} ({math.ceil(plan.est_utilization * 100)}%)"
+def reference_gemm(config: TesseraConfig, a, b, bias, output: OutputSpec) -> np.ndarray:
+    """The golden model of the whole product (what :func:`run_gemm` must return)."""
+    acc = matmul(a, b, config) + (0 if bias is None else np.asarray(bias))
+    return output.reference(acc)
+
+
+def run_gemm(rt, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None,
+             output: OutputSpec | None = None, plan: GemmPlan | None = None, **run_args):
+    """Place ``a``, ``b`` (and ``bias``) in ``rt``'s main memory, lower the product, run it.
+
+    Returns
+    -------
+    (C, program, result, plan)
+        The int8 result, the command stream, the :class:`~tessera.sw.runtime.RunResult`
+        and the plan.
+    """
+    cfg = rt.config
+    d = cfg.rows
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise LoweringError(f"cannot multiply {a.shape} by {b.shape}")
+    (M, K), N = a.shape, b.shape[1]
+    output = output or OutputSpec()
+    plan = plan or plan_gemm(cfg, GemmShape(M, K, N), bias=bias is not None)
+    A, B, C = Blocked(M, K, d), Blocked(K, N, d, d), Blocked(M, N, d)
+    pa, pb, pc = rt.alloc(A.nbytes), rt.alloc(B.nbytes), rt.alloc(C.nbytes)
+    rt.write(pa, to_blocked(a, A))
+    rt.write(pb, to_blocked(b, B))
+    pbias = None
+    if bias is not None:
+        raw = bias_bytes(bias, d)
+        pbias = rt.alloc(raw.size)
+        rt.write(pbias, raw)
+    prog = lower_gemm(cfg, plan, GemmBuffers(pa, pb, pc, pbias), output)
+    result = rt.run(prog, **run_args)
+    return from_blocked(rt.read(pc, C.nbytes), C), prog, result, plan
