@@ -92,22 +92,27 @@ CASES = {
 
 
 def _words(rt, prog):
+    """Command words; the commands the encoder refuses are built by hand, as a faulty
+    driver would."""
+    from dataclasses import replace
+
+    from tessera.hw.isa import _tree, command_layout_for, header_layout
+
+    hbase = command_layout_for(TINY)["header"].offset
     out = []
     for c in prog:
         if isinstance(c, int):
             out.append(c)
         elif c.opcode == Opcode.NOP and c.args["queue"] == Queue.DISPATCH:
-            # The encoder refuses it; build the word by hand as a faulty driver would.
+            offset = _tree(TINY, Opcode.NOP)["queue"].offset
             out.append(encode(TINY, Command(Opcode.NOP, {"queue": Queue.LOAD}))
-                       | (Queue.DISPATCH.value << _nop_queue_offset()))
+                       | Queue.DISPATCH.value << offset)
+        elif c.opcode == Opcode.STORE and c.signal_next:
+            word = encode(TINY, replace(c, signal_next=False))
+            out.append(word | 1 << (hbase + header_layout()["signal_next"].offset))
         else:
             out.append(encode(TINY, c))
     return out
-
-
-def _nop_queue_offset():
-    from tessera.hw.isa import _tree
-    return _tree(TINY, Opcode.NOP)["queue"].offset
 
 
 def test_illegal_commands_stop_cleanly_with_their_index():
