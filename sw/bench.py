@@ -262,3 +262,96 @@ def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = No
         _log(progress, "measuring the golden model against float64 references...")
         fig["accuracy"] = accuracy_table(seed=0)
     return fig
+
+
+def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
+               bias: bool = False, activation: str = "none", seed: int = 1,
+               progress=None) -> dict:
+    """``C = act(requantize(A x B + bias))`` through the whole accelerator: lowered to a
+    command stream, run on ``backend`` (``verilator``, ``icarus`` or ``golden``), checked
+    bit for bit against the golden model. Returns the figures: the hardware counters,
+    ``utilization`` (useful multiply-accumulates over cycles x peak), the plan.
+
+    Raises
+    ------
+    RuntimeError
+        If the result differs from the golden model or the machine stopped with an error.
+    """
+    from .lower.gemm import OutputSpec, reference_gemm, run_gemm
+    from .runtime import Runtime
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (M, K))
+    b = rng.integers(-128, 128, (K, N))
+    bv = rng.integers(-(1 << 20), 1 << 20, N) if bias else None
+    ratio = 1 / (128 * 128 * max(1, int(np.sqrt(K))))   # keeps outputs off saturation
+    if activation == "gelu":
+        out = OutputSpec.gelu_of(1 / 4096, 1 / 16)
+    else:
+        out = OutputSpec.requant(ratio * 64, relu=activation == "relu")
+    rt = Runtime(config, backend)
+
+    def report(p):
+        if progress:
+            progress(f"{p['cycles']:,} cycles, {p['commands']:,} commands dispatched, "
+                     f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
+
+    if progress:
+        progress(f"{M} x {K} x {N} on {backend}: building (cached) and running...")
+    t = time.time()
+    got, prog, result, plan = run_gemm(rt, a, b, bv, out, progress=report)
+    wall = time.time() - t
+    if not result.ok:
+        raise RuntimeError(f"the accelerator stopped: {result.describe()}")
+    want = reference_gemm(config, a, b, bv, out)
+    bad = int((got != want).sum())
+    if bad:
+        raise RuntimeError(f"{bad} of {want.size} results differ from the golden model")
+    fig = {"m": M, "k": K, "n": N, "backend": backend, "config": config.hash,
+           "plan": plan.describe(), "commands": len(prog), "checked": True,
+           "macs": M * K * N, "wall_seconds": round(wall, 2)}
+    fig.update(summarize(config, result.counters, M * K * N))
+    if fig.get("cycles") and result.wall_seconds:
+        fig["sim_cycles_per_s"] = round(fig["cycles"] / result.wall_seconds)
+    return fig
+
+
+def summarize(config: TesseraConfig, counters: dict, useful_macs: int) -> dict:
+    """Derived figures from the hardware counters (when the backend has cycles)."""
+    out = {"counters": dict(counters)}
+    cycles = counters.get("cycles")
+    if not cycles:
+        return out
+    peak = config.rows * config.cols
+    bus = config.bus_bytes
+    out.update({
+        "cycles": cycles,
+        "utilization": useful_macs / (cycles * peak),
+        "array_utilization": counters["macs"] / (cycles * peak),
+        "bytes_read": counters["bytes_read"],
+        "bytes_written": counters["bytes_written"],
+        "bus_utilization": (counters["bytes_read"] + counters["bytes_written"])
+        / (cycles * bus),
+        **{k: counters[k] for k in counters if k.endswith("_wait") or k.endswith("_busy")},
+    })
+    return out
+
+
+def format_counters(config: TesseraConfig, fig: dict) -> str:
+    """The counters as a table a person can read: totals, then per queue."""
+    c = fig["counters"]
+    cyc = c.get("cycles")
+    if not cyc:
+        return "\n".join(f"  {k:18} {v:,}" for k, v in c.items())
+    lines = [f"  cycles             {cyc:,}",
+             f"  MACs               {fig['macs']:,} useful, {c['macs']:,} issued "
+             f"(padding included)",
+             f"  utilization        {fig['utilization']:.4f} of {config.rows * config.cols} "
+             f"MACs/cycle (array busy {c['array_busy'] / cyc:.4f})",
+             f"  bus                {c['bytes_read']:,} bytes read, {c['bytes_written']:,} "
+             f"written ({fig['bus_utilization']:.3f} of {config.bus_bytes} bytes/cycle)",
+             "  queue     busy   token wait   memory wait   (fractions of the cycles)"]
+    for q in ("load", "exec", "store"):
+        lines.append(f"  {q:7} {c[q + '_busy'] / cyc:6.3f} {c[q + '_token_wait'] / cyc:12.3f} "
+                     f"{c[q + '_mem_wait'] / cyc:13.3f}")
+    return "\n".join(lines)

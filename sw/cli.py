@@ -1,4 +1,4 @@
-"""The ``tessera`` command line: generate, lint, bench, demo, config."""
+"""The ``tessera`` command line: generate, lint, bench, demo, config, isa, disasm."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def cmd_generate(args) -> int:
     _progress(f"generating {args.top} for {cfg.describe()}...")
     paths = write_outputs(cfg, Path(args.output), args.top)
     size = paths["verilog"].stat().st_size
+    extra = f", {paths['registers']}" if "registers" in paths else ""
     print(f"wrote {paths['verilog']} ({size / 1e6:.1f} MB, module {TOPS[args.top].module}), "
-          f"{paths['config']} (hash {cfg.hash}) and {paths['lint']}")
+          f"{paths['config']} (hash {cfg.hash}){extra} and {paths['lint']}")
     return 0
 
 
@@ -102,7 +103,8 @@ def _print_figures(fig: dict, keys) -> None:
 
 def cmd_bench(args) -> int:
     cfg = _config(args)
-    benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear}
+    benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear,
+               "gemm": _bench_gemm}
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
@@ -150,6 +152,26 @@ def _bench_nonlinear(cfg, args) -> int:
     return 0
 
 
+def _bench_gemm(cfg, args) -> int:
+    from .bench import bench_gemm, format_counters
+
+    sims = args.sim.split(",")
+    results = {}
+    for sim in sims:
+        fig = bench_gemm(cfg, sim, args.m, args.k, args.n, bias=args.bias,
+                         activation=args.act, seed=args.seed, progress=_progress)
+        results[sim] = fig
+        print(f"matrix product {args.m} x {args.k} x {args.n} on {sim}: {cfg.describe()}; "
+              f"{fig['commands']} commands; result checked against the golden model")
+        print(f"  plan: {fig['plan']}")
+        print(format_counters(cfg, fig))
+        if fig.get("sim_cycles_per_s"):
+            print(f"  simulated {fig['sim_cycles_per_s']:,} cycles/s "
+                  f"({fig['wall_seconds']} s in all)")
+    _write_json(args.json, results[sims[0]])
+    return 0
+
+
 def _bench_array(cfg, args) -> int:
     from .bench import bench_array
 
@@ -171,32 +193,21 @@ def _bench_array(cfg, args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import numpy as np
-
-    from .bench import matmul_on_rtl
-    from .golden import matmul as golden
+    from .bench import bench_gemm, format_counters
 
     cfg = _config(args)
     out = Path(args.output)
-    _progress(f"generating the matrix unit for {cfg.describe()} into {out}/...")
-    paths = write_outputs(cfg, out, "matrix_unit")
+    _progress(f"generating the accelerator for {cfg.describe()} into {out}/...")
+    paths = write_outputs(cfg, out, "accelerator")
     print(f"Verilog: {paths['verilog']} ({paths['verilog'].stat().st_size / 1e6:.1f} MB), "
-          f"configuration hash {cfg.hash}")
-    rng = np.random.default_rng(args.seed)
-    m, k, n = args.m, args.k, args.n
-    a = rng.integers(-128, 128, (m, k)).clip(-(1 << (cfg.input_bits - 1)),
-                                             (1 << (cfg.input_bits - 1)) - 1)
-    b = rng.integers(-128, 128, (k, n)).clip(-(1 << (cfg.weight_bits - 1)),
-                                             (1 << (cfg.weight_bits - 1)) - 1)
-    product, fig = matmul_on_rtl(cfg, args.sim, a, b, progress=_progress)
-    want = golden.matmul(a, b, cfg)
-    bad = int((product != want).sum())
-    print(f"C = A x B with A {m}x{k}, B {k}x{n} ({fig['tiles']} weight tiles) on {args.sim}:")
-    _print_figures(fig, ["cycles", "macs", "utilization", "array_busy", "sim_cycles_per_s"])
-    if bad:
-        print(f"MISMATCH: {bad} of {want.size} results differ from the golden model")
-        return 1
-    print(f"all {want.size} results equal the golden model bit for bit")
+          f"register map {paths['registers']}, configuration hash {cfg.hash}")
+    fig = bench_gemm(cfg, args.sim, args.m, args.k, args.n, bias=True, activation="gelu",
+                     seed=args.seed, progress=_progress)
+    print(f"C = GELU(requantize(A x B + bias)), A {args.m}x{args.k}, B {args.k}x{args.n}, "
+          f"through the whole accelerator on {args.sim} ({fig['commands']} commands):")
+    print(f"  plan: {fig['plan']}")
+    print(format_counters(cfg, fig))
+    print(f"all {args.m * args.n} results equal the golden model bit for bit")
     return 0
 
 
@@ -251,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="write the Verilog of a configuration")
     _add_config_args(p, default=None)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--top", default="matrix_unit", choices=list(TOPS), help="top level")
+    p.add_argument("--top", default="accelerator", choices=list(TOPS), help="top level")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("lint", help="generate and lint with verilator -Wall")
@@ -260,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lint)
 
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
-    p.add_argument("target", metavar="TARGET", help="what to measure: array, dma, nonlinear")
+    p.add_argument("target", metavar="TARGET",
+                   help="what to measure: gemm (the whole accelerator), array, dma, nonlinear")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")
@@ -270,10 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=256, help="rows (WS) or steps (OS) per tile")
     p.add_argument("--latency", type=int, default=100,
                    help="dma: main-memory latency in cycles (default: 100)")
+    p.add_argument("--m", type=int, default=512, help="gemm: rows of A (default: 512)")
+    p.add_argument("--k", type=int, default=512, help="gemm: columns of A (default: 512)")
+    p.add_argument("--n", type=int, default=512, help="gemm: columns of B (default: 512)")
+    p.add_argument("--bias", action="store_true", help="gemm: add an int32 bias per column")
+    p.add_argument("--act", default="none", choices=["none", "relu", "gelu"],
+                   help="gemm: activation after requantization")
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="generate, run a tiled matrix product on RTL, check it")
+    p = sub.add_parser("demo", help="generate the accelerator, run a tiled matrix product "
+                                    "through it on RTL, check it, print the counters")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator", choices=["icarus", "verilator"])
     p.add_argument("-o", "--output", default="out/demo", metavar="DIR")

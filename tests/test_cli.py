@@ -10,8 +10,14 @@ from tessera.sw.cli import main
 
 def test_generate_writes_verilog_config_and_waivers(tmp_path, capsys):
     assert main(["generate", "--preset", "tiny", "-o", str(tmp_path)]) == 0
-    v = (tmp_path / "tessera_matrix_unit.v").read_text()
-    assert "module tessera_matrix_unit(" in v
+    v = (tmp_path / "tessera_accelerator.v").read_text()
+    assert "module tessera_accelerator(" in v
+    regs = json.loads((tmp_path / "registers.json").read_text())
+    assert regs["config_hash32"] == preset("tiny").hash32
+    names = {r["name"]: r["offset"] for r in regs["registers"]}
+    assert names["STATUS"] == 0x10 and names["CYCLES_LO"] == 0x40
+    assert {c["name"] for c in regs["counters"]} >= {"cycles", "macs", "bytes_read",
+                                                     "load_token_wait", "store_mem_wait"}
     assert f"Configuration {preset('tiny').hash}" in v
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["hash"] == preset("tiny").hash
