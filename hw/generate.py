@@ -8,9 +8,9 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from .accelerator import Accelerator
 from .config import TesseraConfig
 from .dma import DmaEngine
-from .accelerator import Accelerator
 from .execute_unit import ExecuteUnit
 from .matrix_unit import MatrixUnit
 from .output_path import OutputPath
