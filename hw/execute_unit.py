@@ -15,7 +15,10 @@ Commands arrive as whole command words (``hw/isa.py``), one at a time, in order.
   result rows.
 
 Two scratchpad read ports keep the array fed: one for activations, one for weights (WS)
-or B (OS). ``o_done`` reports every command's completion in order: a COMPUTE once its last
+or B (OS). In weight-stationary mode the weight reader starts a COMPUTE's weight tile as
+soon as it is free, while the previous tile's activations still stream (the array buffers
+one tile of weights ahead), and up to two COMPUTEs' activations wait for their reader, so
+back-to-back COMPUTEs stream with no bubble. ``o_done`` reports every command's completion in order: a COMPUTE once its last
 result row is written.
 """
 
@@ -90,25 +93,33 @@ class ExecuteUnit(wiring.Component):
         # Completion records, in command order: opcode, result rows, where they go.
         rec_layout = data.StructLayout({"opcode": Opcode, "rows": ROWS_BITS,
                                         "acc_addr": range(c.acc_rows), "accumulate": 1})
-        m.submodules.recs = recs = fifo.SyncFIFO(width=rec_layout.size, depth=4)
+        m.submodules.recs = recs = fifo.SyncFIFO(width=rec_layout.size, depth=8)
+        # Weight-stationary COMPUTEs: the weight reader starts as soon as it is free (the
+        # array takes the next tile's weights while the current tile streams), and the
+        # activation rows wait here for the activation reader.
+        pend_layout = data.StructLayout({"addr": range(c.spad_rows), "rows": ROWS_BITS})
+        m.submodules.pend_a = pend = fifo.SyncFIFO(width=pend_layout.size, depth=2)
 
         # --- Command intake. ---------------------------------------------------------------
         cmd = self.i_cmd.payload
         op = cmd.header.opcode
         args = cmd.args
-        readers_idle = ~ra.busy & ~rb.busy & ~ra.o_row.valid & ~rb.o_row.valid
+        readers_idle = ~ra.busy & ~rb.busy & ~ra.o_row.valid & ~rb.o_row.valid & ~pend.r_rdy
         take = Signal()
-        # A CONFIG waits until earlier data has entered the array; the rest until the
-        # readers have issued the previous command's rows.
+        is_compute = op == Opcode.COMPUTE
+        has_rows = is_compute & (args.compute.rows != 0)
+        # A CONFIG waits until earlier data has entered the array; an OS COMPUTE until both
+        # readers are free (they run in step); a WS COMPUTE until the weight reader is free
+        # and there is room to queue its activations.
+        ready = Mux(has_rows,
+                    Mux(os_mode, ~ra.busy & ~rb.busy & ~pend.r_rdy, ~rb.busy & pend.w_rdy),
+                    Mux(op == Opcode.CONFIG, readers_idle, 1))
         m.d.comb += [
-            self.i_cmd.ready.eq(recs.w_rdy & ~ra.busy & ~rb.busy
-                                & Mux(op == Opcode.CONFIG, readers_idle, 1)),
+            self.i_cmd.ready.eq(recs.w_rdy & ready),
             take.eq(self.i_cmd.valid & self.i_cmd.ready),
         ]
         rec = Signal(rec_layout)
-        is_compute = op == Opcode.COMPUTE
         out_rows = Mux(os_mode, R, args.compute.rows)
-        has_rows = is_compute & (args.compute.rows != 0)
         m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
                      rec.acc_addr.eq(args.compute.acc_addr),
                      rec.accumulate.eq(args.compute.accumulate),
@@ -119,9 +130,16 @@ class ExecuteUnit(wiring.Component):
         with m.If(take & (op == Opcode.PRELOAD)):
             m.d.sync += weights_at.eq(args.preload.spad_addr)
         compute_go = take & has_rows
+        queued, queueing = Signal(pend_layout), Signal(pend_layout)
+        m.d.comb += [queued.eq(pend.r_data),
+                     queueing.addr.eq(args.compute.a_addr), queueing.rows.eq(args.compute.rows),
+                     pend.w_data.eq(queueing),
+                     pend.w_en.eq(compute_go & ~os_mode),
+                     pend.r_en.eq(pend.r_rdy & ~ra.busy)]
         m.d.comb += [
-            ra.start.eq(compute_go), ra.addr.eq(args.compute.a_addr),
-            ra.count.eq(args.compute.rows),
+            ra.start.eq((compute_go & os_mode) | pend.r_en),
+            ra.addr.eq(Mux(pend.r_en, queued.addr, args.compute.a_addr)),
+            ra.count.eq(Mux(pend.r_en, queued.rows, args.compute.rows)),
             rb.start.eq(compute_go),
             rb.addr.eq(Mux(os_mode, args.compute.b_addr, weights_at)),
             rb.count.eq(Mux(os_mode, args.compute.rows, R)),

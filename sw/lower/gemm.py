@@ -461,8 +461,15 @@ def _interleave(loads, load_after, execs, stores, finish):
     for ei, cmd in enumerate(execs):
         if cmd.wait_prev:
             groups_needed += 1
-        # Loads whose awaited execute command is already out, up to one group ahead.
+        # The loads this command waits for must be out; beyond them, loads of the next
+        # group trickle out one per execute command, so the dispatcher never stalls on a
+        # full load queue while the execute queue runs dry.
+        spare = 1
         while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
+            if groups_out == groups_needed:
+                if not spare:
+                    break
+                spare -= 1
             out.append(loads[li])
             groups_out += loads[li].signal_next
             li += 1
