@@ -21,78 +21,44 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from tessera.hw.config import TesseraConfig
+from tessera.hw.memory import acc_port_signature, spad_port_signature
 from tessera.hw.registers import COUNTER_BASE, COUNTERS, REG
 from tessera.sim.memimage import backdoor_dump, backdoor_load
-from tessera.sim.tb_dma import Harness
+from tessera.sim.packing import unpack_lanes
 
 CLOCK_NS = 10
 
 
 class Lite:
-    """An AXI4-Lite manager on the ``s_axil`` port (a few transactions per run)."""
+    """Register accesses through the harness's flopped host port (a few per run)."""
 
     def __init__(self, dut):
         self.dut = dut
 
-    def _sig(self, name):
-        return getattr(self.dut, f"s_axil__{name}")
+    async def _access(self, addr: int, write: bool, value: int = 0) -> int:
+        d = self.dut
+        await FallingEdge(d.clk)
+        d.host_addr.value, d.host_write.value = addr, int(write)
+        d.host_wdata.value = value & 0xFFFFFFFF
+        ack = int(d.host_ack.value)
+        d.host_req.value = 1 - int(d.host_req.value)
+        for _ in range(200):
+            await FallingEdge(d.clk)
+            if int(d.host_ack.value) != ack:
+                if int(d.host_resp.value):
+                    raise RuntimeError(f"register {'write' if write else 'read'} at "
+                                       f"{addr:#x} answered {int(d.host_resp.value)}")
+                return int(d.host_rdata.value)
+        raise TimeoutError(f"register access at {addr:#x} not answered")
 
     async def write(self, addr: int, value: int) -> None:
-        s = self._sig
-        await FallingEdge(self.dut.clk)
-        s("awaddr").value, s("wdata").value, s("wstrb").value = addr, value & 0xFFFFFFFF, 0xF
-        s("awvalid").value = s("wvalid").value = 1
-        s("bready").value = 1
-        for _ in range(100):
-            await ReadOnly()
-            taken = int(s("awready").value)
-            await FallingEdge(self.dut.clk)
-            if taken:
-                break
-        else:
-            raise TimeoutError(f"register write at {addr:#x} not taken")
-        s("awvalid").value = s("wvalid").value = 0
-        for _ in range(100):
-            await ReadOnly()
-            if int(s("bvalid").value):
-                resp = int(s("bresp").value)
-                await FallingEdge(self.dut.clk)
-                s("bready").value = 0
-                if resp:
-                    raise RuntimeError(f"register write at {addr:#x} answered {resp}")
-                return
-            await FallingEdge(self.dut.clk)
-        raise TimeoutError(f"no write response at {addr:#x}")
+        await self._access(addr, True, value)
 
     async def read(self, addr: int) -> int:
-        s = self._sig
-        await FallingEdge(self.dut.clk)
-        s("araddr").value = addr
-        s("arvalid").value = 1
-        s("rready").value = 1
-        for _ in range(100):
-            await ReadOnly()
-            taken = int(s("arready").value)
-            await FallingEdge(self.dut.clk)
-            if taken:
-                break
-        else:
-            raise TimeoutError(f"register read at {addr:#x} not taken")
-        s("arvalid").value = 0
-        for _ in range(100):
-            await ReadOnly()
-            if int(s("rvalid").value):
-                value, resp = int(s("rdata").value), int(s("rresp").value)
-                await FallingEdge(self.dut.clk)
-                s("rready").value = 0
-                if resp:
-                    raise RuntimeError(f"register read at {addr:#x} answered {resp}")
-                return value
-            await FallingEdge(self.dut.clk)
-        raise TimeoutError(f"no read response at {addr:#x}")
+        return await self._access(addr, False)
 
     async def read64(self, addr: int) -> int:
         return await self.read(addr) | (await self.read(addr + 4)) << 32
@@ -100,6 +66,26 @@ class Lite:
     async def write64(self, lo_name: str, value: int) -> None:
         await self.write(REG[lo_name], value & 0xFFFFFFFF)
         await self.write(REG[lo_name] + 4, value >> 32)
+
+
+async def read_rows(dut, config: TesseraConfig, acc: bool, rows: int) -> np.ndarray:
+    """Rows of the scratchpad or accumulator, through the harness's debug port."""
+    shape = (acc_port_signature(config) if acc else spad_port_signature(config)).row_shape
+    words = []
+    dut.dbg_acc.value = int(acc)
+    for r in range(rows):
+        await FallingEdge(dut.clk)
+        dut.dbg_addr.value = r
+        ack = int(dut.dbg_ack.value)
+        dut.dbg_req.value = 1 - int(dut.dbg_req.value)
+        for _ in range(100):
+            await FallingEdge(dut.clk)
+            if int(dut.dbg_ack.value) != ack:
+                break
+        else:
+            raise TimeoutError(f"debug read of row {r} not answered")
+        words.append(int(dut.dbg_data.value) & ((1 << shape.size) - 1))
+    return np.array(unpack_lanes(words, shape), dtype=np.int64)
 
 
 async def counters(lite: Lite) -> dict:
@@ -115,9 +101,8 @@ async def run_job(dut):
     progress_path = result_path.with_name("progress.json")
     bus_bits = config.bus_bits
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    for name in ("s_axil__awvalid", "s_axil__wvalid", "s_axil__bready", "s_axil__arvalid",
-                 "s_axil__rready", "dbg_spad__req__valid", "dbg_acc__req__valid", "bd_load",
-                 "bd_dump"):
+    for name in ("host_req", "host_write", "host_addr", "host_wdata", "dbg_req", "dbg_acc",
+                 "dbg_addr", "bd_load", "bd_dump"):
         getattr(dut, name).value = 0
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
@@ -178,8 +163,7 @@ async def run_job(dut):
                                    first, words, bus_bits)
         np.save(result_path.with_name("dump.npy"), dump)
     if job.get("onchip"):
-        h = Harness(dut, config, {"mem_base": 0, "mem_size": 16})
         for which, rows in (("spad", config.spad_rows), ("acc", config.acc_rows)):
-            data = [await h.local(which, r) for r in range(rows)]
-            np.save(result_path.with_name(f"{which}.npy"), np.array(data, dtype=np.int64))
+            data = await read_rows(dut, config, which == "acc", rows)
+            np.save(result_path.with_name(f"{which}.npy"), data)
     result_path.write_text(json.dumps(result))
