@@ -32,6 +32,7 @@ class Top:
     module: str
     description: str
     sources: tuple = ()      # hand-written Verilog the top instantiates (simulation models)
+    ports_only: bool = False  # testbenches touch only its ports (faster Verilator builds)
 
 
 TOPS: dict[str, Top] = {

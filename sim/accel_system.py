@@ -158,4 +158,4 @@ class AccelSystem(wiring.Component):
 
 ACCEL_SYSTEM = Top(AccelSystem, "tessera_accel_system",
                    "the accelerator on a main-memory model (simulation harness)",
-                   sources=(MEM_MODEL,))
+                   sources=(MEM_MODEL,), ports_only=True)

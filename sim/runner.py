@@ -62,10 +62,26 @@ class Build:
         return self.top.module
 
 
-def _runner(sim: str):
+def _runner(sim: str, ports_only: bool = False):
+    """cocotb's runner for ``sim``. ``ports_only`` (Verilator): the testbench touches only
+    the top level's ports, so only they are made visible to VPI (``--public-depth 1``)
+    instead of every signal (cocotb's ``--public-flat-rw``, which keeps Verilator from
+    optimising the design and costs most of the simulation speed)."""
     from cocotb_tools.runner import get_runner
 
-    return get_runner(sim)
+    runner = get_runner(sim)
+    if sim != "verilator" or not ports_only:
+        return runner
+    base = type(runner)
+
+    class PortsOnly(base):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            cmds[0][1:1] = ["--public-depth", "1"]
+            return cmds
+
+    return PortsOnly()
 
 
 def _gateware_modules(root) -> list:
@@ -113,10 +129,11 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
         h = hashlib.sha256(vfile.read_bytes())
         for extra in spec.sources:
             h.update(Path(extra).read_bytes())
+        h.update(f"ports_only={spec.ports_only}".encode())   # build options that change
         digest = h.hexdigest()
         stamp = sim_dir / "built.sha256"
         if not (stamp.exists() and stamp.read_text() == digest):
-            runner = _runner(sim)
+            runner = _runner(sim, spec.ports_only)
             if sim == "icarus":
                 args = ["-g2005"]
             else:
