@@ -20,7 +20,7 @@ export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 .PHONY: install demo test test-fast bench lint clean help
 
 help:
-	@echo "make demo    generate the $(PRESET) configuration, run a tiled matrix product on Verilator, check it"
+	@echo "make demo    generate the $(PRESET) accelerator, run a tiled matrix product through it on Verilator, check it, print the counters"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
@@ -53,14 +53,17 @@ test-fast: install
 
 bench: install
 	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench gemm --m 512 --k 512 --n 512 --preset $(PRESET) --sim verilator --json build/bench-gemm-512.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench gemm --m 128 --k 768 --n 3072 --preset $(PRESET) --sim verilator --json build/bench-gemm-ffn.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench array --preset $(PRESET) --sim verilator --json build/bench-array.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench dma --preset $(PRESET) --sim verilator --json build/bench-dma.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench nonlinear --preset $(PRESET) --sim verilator --json build/bench-nonlinear.json
 
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET)
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny --top accelerator
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top accelerator
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top matrix_unit
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top dma
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top output_path
 
