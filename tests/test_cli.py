@@ -76,7 +76,7 @@ def test_config_shows_derived_values(capsys):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("top", ["matrix_unit", "dma", "output_path", "store_unit",
+@pytest.mark.parametrize("top", ["accelerator", "matrix_unit", "dma", "output_path", "store_unit",
                                  "execute_unit"])
 def test_lint_is_clean_with_the_documented_waivers(top, capsys):
     assert main(["lint", "--preset", "tiny", "--top", top]) == 0
