@@ -11,16 +11,21 @@ block row, zero-padded to the local row's width). Any byte address and length is
   All bursts use ID 0, so responses return in order and match their requests by order.
 * Loads realign the bytes of each beat into local rows; loads into the accumulator widen
   each int8 to an ``acc_bits`` lane, multiplied by the command's signed ``scale``, and
-  replace or add to the row. Stores take rows from ``i_row`` (the output path, or a
-  scratchpad reader), realign them to the bus and write them with byte strobes, so partial
-  beats touch only the block's bytes.
+  replace or add to the row. *Wide* loads into the accumulator (``wide``) instead read
+  rows of whole little-endian ``acc_bits`` lanes (``acc_bits / 8`` bytes each, up to a
+  whole accumulator row) and store them as they are, unscaled: biases, or partial sums
+  saved earlier. With ``stride`` 0 one such row fills many accumulator rows.
+* Stores take rows from ``i_row`` (the output path, or a scratchpad reader), realign them
+  to the bus and write them with byte strobes, so partial beats touch only the block's
+  bytes.
 
 Errors stop the transfer and are reported in the command's completion (``o_done``): a
-block outside the main-memory window (``window_base``, ``window_size``) or local rows out of
-range are refused before any bus traffic; an SLVERR or DECERR response stops issuing
-bursts, drains the responses of the bursts in flight (their data is dropped; write beats
-still owed go out with no strobes) and reports the first failing burst's address. The
-engine is then ready for the next command; it never waits on anything but the bus.
+bad shape (see :class:`DmaError`), a block outside the main-memory window (``window_base``,
+``window_size``) or local rows out of range are refused before any bus traffic; an SLVERR
+or DECERR response stops issuing bursts, drains the responses of the bursts in flight
+(their data is dropped; write beats still owed go out with no strobes) and reports the
+first failing burst's address. The engine is then ready for the next command; it never
+waits on anything but the bus.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Res
 from .config import TesseraConfig
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 
-__all__ = ["DmaError", "command_layout", "block_layout", "done_layout", "BurstSplitter",
-           "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS"]
+__all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "command_layout", "block_layout",
+           "done_layout", "BurstSplitter", "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS",
+           "SCALE_BITS"]
 
 SCALE_BITS = 16
 
@@ -47,7 +53,9 @@ class DmaError(enum.Enum, shape=3):
     DECERR = 2     # a decode error response (no memory there)
     WINDOW = 3     # the block is not inside the main-memory window
     LOCAL = 4      # the local rows are not inside the scratchpad or accumulator
-    SHAPE = 5      # rows or row_bytes is 0, or row_bytes is wider than a local row
+    SHAPE = 5      # rows or row_bytes is 0; row_bytes is wider than a local row (a scratchpad
+    #                row; cols bytes for loads into the accumulator; acc_row_bytes for wide
+    #                loads, which must also be whole lanes); wide but not into the accumulator
 
 
 def max_row_bytes(config: TesseraConfig) -> int:
@@ -103,6 +111,12 @@ def _burst_layout(config: TesseraConfig) -> data.StructLayout:
 class BurstSplitter(wiring.Component):
     """Cuts a 2-D block into AXI INCR bursts, one per cycle.
 
+    Parameters
+    ----------
+    config : TesseraConfig
+    row_bytes_limit : int
+        The widest row a command may have.
+
     Members
     -------
     i_cmd : In(stream)
@@ -115,11 +129,12 @@ class BurstSplitter(wiring.Component):
     busy : Out(1)
     """
 
-    def __init__(self, config: TesseraConfig):
+    def __init__(self, config: TesseraConfig, row_bytes_limit: int):
         self._config = config
+        self._row_bytes_limit = row_bytes_limit
         a = config.addr_bits
         self.cmd_layout = data.StructLayout({"addr": a, "stride": a, "rows": ROWS_BITS,
-                                             "row_bytes": range(max_row_bytes(config) + 1)})
+                                             "row_bytes": range(row_bytes_limit + 1)})
         super().__init__({
             "i_cmd": In(stream.Signature(self.cmd_layout)),
             "o_burst": Out(stream.Signature(_burst_layout(config))),
@@ -133,7 +148,7 @@ class BurstSplitter(wiring.Component):
         bb = c.bus_bytes
         bb_bits = (bb - 1).bit_length()
         a = c.addr_bits
-        range_bits = ROWS_BITS + max_row_bytes(c).bit_length()
+        range_bits = ROWS_BITS + self._row_bytes_limit.bit_length()
 
         active = Signal()
         range_addr = Signal(a)
@@ -200,19 +215,25 @@ class BurstSplitter(wiring.Component):
 def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_load: bool):
     """The error code a command gets before any bus traffic (``DmaError.NONE`` if fine)."""
     a = c.addr_bits
-    wide = a + ROWS_BITS + 2
-    end = Signal(wide)
+    end = Signal(a + ROWS_BITS + 2)
     m.d.comb += end.eq(p.dram_addr + (p.rows - 1) * p.stride + p.row_bytes)
     window_end = Signal(a + 1)
     m.d.comb += window_end.eq(window_base + window_size)
     code = Signal(DmaError)
-    bad_shape = (p.rows == 0) | (p.row_bytes == 0) | (p.row_bytes > max_row_bytes(c))
+    rb = p.row_bytes
+    bad_shape = (p.rows == 0) | (rb == 0)
     if is_load:
-        bad_shape = bad_shape | (p.to_acc & (p.row_bytes > c.cols))
+        if c.acc_bits % 8 == 0:
+            bad_wide = ~p.to_acc | (rb > c.acc_row_bytes) | (rb % (c.acc_bits // 8) != 0)
+        else:
+            bad_wide = Const(1)  # lanes are not whole bytes in main memory
+        bad_narrow = Mux(p.to_acc, rb > c.cols, rb > c.spad_row_bytes)
+        bad_shape = bad_shape | Mux(p.wide, bad_wide, bad_narrow)
         local_end = Signal(ROWS_BITS + 1 + len(p.local_addr))
         m.d.comb += local_end.eq(p.local_addr + p.rows)
         bad_local = local_end > Mux(p.to_acc, c.acc_rows, c.spad_rows)
     else:
+        bad_shape = bad_shape | (rb > max_row_bytes(c))
         bad_local = Const(0)
     with m.If(bad_shape):
         m.d.comb += code.eq(DmaError.SHAPE)
@@ -251,7 +272,8 @@ class _Transfer:
         c = unit._config
         self.m, self.unit, self.c = m, unit, c
         bb = c.bus_bytes
-        m.submodules.split = self.split = split = BurstSplitter(c)
+        m.submodules.split = self.split = split = BurstSplitter(
+            c, max_load_row_bytes(c) if is_load else max_row_bytes(c))
         m.submodules.info = self.info = info = fifo.SyncFIFO(
             width=_burst_layout(c).size, depth=max_bursts)
         self.cmd = cmd = Signal(unit.i_cmd.payload.shape())
@@ -329,6 +351,9 @@ class _Transfer:
 class DmaReader(wiring.Component):
     """Loads: main memory to scratchpad or accumulator (see the module docstring).
 
+    The realignment buffer holds ``bus_bytes + max_load_row_bytes`` bytes: a beat beside
+    the widest row, which is a whole accumulator row for wide loads.
+
     Members
     -------
     i_cmd : In(stream(command_layout))
@@ -358,7 +383,7 @@ class DmaReader(wiring.Component):
         c = self._config
         m = Module()
         bb = c.bus_bytes
-        rb_max = max_row_bytes(c)
+        rb_max = max_load_row_bytes(c)
         cap = bb + rb_max  # realignment buffer, bytes
         t = _Transfer(m, self, "ar", c.max_reads, is_load=True)
         cmd, failed, info = t.cmd, t.failed, t.info
@@ -408,15 +433,20 @@ class DmaReader(wiring.Component):
             self.spad.req.valid.eq(row_ready & ~cmd.to_acc),
             self.spad.req.payload.addr.eq(addr),
             self.spad.req.payload.write.eq(1),
-            self.spad.req.payload.data.eq(row),
+            self.spad.req.payload.data.eq(row.as_value()[:c.spad_row_bytes * 8]),
             self.acc.req.valid.eq(row_ready & cmd.to_acc),
             self.acc.req.payload.addr.eq(addr),
             self.acc.req.payload.write.eq(1),
             self.acc.req.payload.accumulate.eq(cmd.accumulate),
         ]
         for i in range(c.cols):
-            lane = row[i] if i < rb_max else 0
-            m.d.comb += self.acc.req.payload.data[i].eq(lane * cmd.scale)
+            lane = row[i] * cmd.scale   # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8
+            if c.acc_bits % 8 == 0:
+                # A wide row holds the lanes in order, each little-endian, so lane i is
+                # the row's bits i * acc_bits and up; past row_bytes (whole lanes) it is 0.
+                wide_lane = row.as_value()[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
+                lane = Mux(cmd.wide, wide_lane, lane)
+            m.d.comb += self.acc.req.payload.data[i].eq(lane)
         with m.If(emit):
             m.d.sync += rows_done.eq(rows_done + 1)
 

@@ -8,14 +8,20 @@ occupies ``chunks = ceil(length / cols)`` consecutive accumulator rows from
 
 * ``to_spad``: chunk ``k`` of row ``r`` to scratchpad row ``spad_addr + r * chunks + k``
   (bytes past the row are 0), one per cycle: attention and FFN chains stay on chip.
-* otherwise: row ``r``'s ``length`` bytes to main memory at ``dram_addr + r * stride``,
-  as one DMA store of the whole chunks and, when ``length`` is not a multiple of ``cols``,
-  one of the tail.
+* otherwise: row ``r``'s ``length`` bytes to main memory at ``dram_addr + r * stride``.
+  When the rows are whole chunks and follow each other (``length`` a multiple of ``cols``
+  and ``stride == length``, as in blocked layouts), the whole command is one DMA store of
+  ``rows * chunks`` rows of ``cols`` bytes: one memory round trip instead of one per row.
+  Otherwise each row is one DMA store of its whole chunks and, when ``length`` is not a
+  multiple of ``cols``, one of the tail.
 
 Errors: an unknown operation or a length outside ``1 .. max_row_len`` (``SHAPE``) and
 accumulator or scratchpad rows out of range (``LOCAL``) are refused before any work; a DMA
 error (``WINDOW``, ``SLVERR``, ``DECERR``) is reported with its address once the command
-has finished (the DMA still takes the rows it is owed, so nothing hangs).
+has finished (the DMA still takes the rows it is owed, so nothing hangs). The address is
+the DMA's, so it names the failing store: a ``WINDOW`` error names ``dram_addr`` when the
+command went as one store (and nothing was written), the first row outside the window
+otherwise (and the rows before it were written).
 LayerNorm's per-channel parameters reach the output path on its own ``i_param`` stream.
 """
 
@@ -187,8 +193,18 @@ class StoreUnit(wiring.Component):
         wr_row = Signal(ROWS_BITS)
         wr_spad = Signal(range(c.spad_rows))
         row_addr = Signal(c.addr_bits)
-        seg_left = Signal(range(c.max_row_len // C + 2))  # chunks still owed to the DMA
+        # Chunks still owed to the DMA: a row's, or the whole command's (at most acc_rows,
+        # as the command's accumulator rows were checked).
+        seg_left = Signal(range(max(c.acc_rows, c.max_row_len // C + 1) + 1))
         in_tail = Signal()                                 # the segment is the tail chunk
+        # Rows of whole chunks, one after the other: the command is one DMA store.
+        total = Signal(range(c.acc_rows + 1))
+        contiguous = Signal()
+        whole_rows = (tail == 0) & (cmd.stride == length)
+        if c.acc_rows >= 1 << ROWS_BITS:
+            # More rows than one DMA store can carry go row by row.
+            whole_rows = whole_rows & (total < 1 << ROWS_BITS)
+        m.d.comb += [total.eq(rows * full), contiguous.eq(whole_rows)]
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), row_addr.eq(p.dram_addr)]
 
@@ -206,19 +222,22 @@ class StoreUnit(wiring.Component):
                         m.d.sync += writing.eq(0)
         with m.Else():
             dc = self.dma_cmd.payload
-            # Per segment: ISSUE its DMA store, pass it its chunks (DATA), WAIT for the DMA.
+            # Per segment (the whole command, or a row's whole chunks, or its tail): ISSUE
+            # its DMA store, pass it its chunks (DATA), WAIT for the DMA.
             issue, data_, wait = 0, 1, 2
             state = Signal(range(3))
+            seg_rows = Signal.like(seg_left)
+            m.d.comb += seg_rows.eq(Mux(contiguous, total, Mux(in_tail, 1, full)))
             with m.If(state == issue):
                 m.d.comb += [self.dma_cmd.valid.eq(writing & (in_tail | (full != 0))),
                              dc.dram_addr.eq(Mux(in_tail, row_addr + full * C, row_addr)),
                              dc.stride.eq(C),
-                             dc.rows.eq(Mux(in_tail, 1, full)),
+                             dc.rows.eq(seg_rows),
                              dc.row_bytes.eq(Mux(in_tail, tail, C))]
                 with m.If(writing & (full == 0) & ~in_tail):
                     m.d.sync += in_tail.eq(1)   # a row shorter than a chunk: tail only
                 with m.Elif(self.dma_cmd.valid & self.dma_cmd.ready):
-                    m.d.sync += [seg_left.eq(Mux(in_tail, 1, full)), state.eq(data_)]
+                    m.d.sync += [seg_left.eq(seg_rows), state.eq(data_)]
             with m.Elif(state == data_):
                 m.d.comb += [self.dma_row.valid.eq(out.valid),
                              self.dma_row.payload.eq(padded),
@@ -240,7 +259,7 @@ class StoreUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [in_tail.eq(0), row_addr.eq(row_addr + cmd.stride),
                                      wr_row.eq(wr_row + 1)]
-                        with m.If(wr_row + 1 == rows):
+                        with m.If(contiguous | (wr_row + 1 == rows)):
                             m.d.sync += writing.eq(0)
 
         # Completion: once both sides are done.

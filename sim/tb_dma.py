@@ -118,12 +118,26 @@ class Harness:
 
 
 def random_command(rng: random.Random, h: Harness, load: bool) -> golden.DmaCommand:
+    """A random transfer inside the good part of memory. Loads go to the scratchpad, or
+    into the accumulator as int8 times a scale or as whole lanes (wide, a quarter of them
+    with stride 0: one row, a bias, into many accumulator rows); a few have a bad shape."""
     c = h.config
-    rb_max = c.cols if (load and rng.random() < 0.3) else c.spad_row_bytes
-    to_acc = load and rb_max == c.cols
-    row_bytes = rng.randint(1, rb_max)
+    if load and rng.random() < 0.05:
+        return bad_shape_command(rng, h)
+    kind = rng.random() if load else 1.0
+    wide = kind < 0.25 and c.acc_bits % 8 == 0
+    to_acc = kind < 0.45
+    if wide:
+        row_bytes = golden.lane_bytes(c) * rng.randint(1, c.cols)
+    else:
+        row_bytes = rng.randint(1, c.cols if to_acc else c.spad_row_bytes)
     rows = rng.randint(1, 12)
-    stride = row_bytes if rng.random() < 0.4 else row_bytes + rng.randint(0, 3 * c.bus_bytes)
+    if load and rng.random() < (0.25 if wide else 0.1):
+        stride = 0
+    elif rng.random() < 0.4:
+        stride = row_bytes
+    else:
+        stride = row_bytes + rng.randint(0, 3 * c.bus_bytes)
     extent = (rows - 1) * stride + row_bytes
     lo = h.base
     # Mostly inside the good part of memory; sometimes near 4 KiB boundaries.
@@ -135,7 +149,32 @@ def random_command(rng: random.Random, h: Harness, load: bool) -> golden.DmaComm
     depth = c.acc_rows if to_acc else c.spad_rows
     local_addr = rng.randint(0, depth - rows)
     return golden.DmaCommand(addr, stride, rows, row_bytes, local_addr, to_acc,
-                             to_acc and rng.random() < 0.5, rng.choice([1, 1, -1, 3, -7, 300]))
+                             to_acc and rng.random() < 0.5, rng.choice([1, 1, -1, 3, -7, 300]),
+                             wide)
+
+
+def bad_shape_command(rng: random.Random, h: Harness) -> golden.DmaCommand:
+    """A load the engine must refuse with SHAPE: empty, wider than its kind of local row,
+    wide but not into the accumulator, or wide but not whole lanes."""
+    c = h.config
+    # Any row_bytes the command's field can hold, not only the allowed ones.
+    field_max = (1 << h.cmd_layout["row_bytes"].width) - 1
+    lb = golden.lane_bytes(c)
+    choices = [
+        (1, 0, True, False), (0, 4, False, False),               # no bytes; no rows
+        (2, rng.randint(1, c.spad_row_bytes), False, True),      # wide into the scratchpad
+    ]
+    if c.cols < field_max:                                       # narrow into the acc
+        choices.append((2, rng.randint(c.cols + 1, field_max), True, False))
+    if c.spad_row_bytes < field_max:
+        choices.append((2, rng.randint(c.spad_row_bytes + 1, field_max), False, False))
+    if c.acc_row_bytes < field_max:
+        choices.append((2, rng.randint(c.acc_row_bytes + 1, field_max), True, True))
+    if lb > 1:
+        choices.append((2, lb * rng.randint(0, c.cols - 1) + rng.randint(1, lb - 1), True, True))
+    rows, row_bytes, to_acc, wide = rng.choice(choices)
+    return golden.DmaCommand(h.base + rng.randint(0, 64), row_bytes, rows, row_bytes,
+                             rng.randint(0, 8), to_acc, rng.random() < 0.5, 1, wide)
 
 
 def start_in_reset(dut, window_base: int, window_size: int) -> None:
@@ -198,7 +237,8 @@ async def run_transfers(h: Harness, ram, rng: random.Random, count: int) -> dict
     """``count`` random loads and stores (some refused, some hitting injected errors),
     each checked against the golden model on both sides."""
     config = h.config
-    counts = {"loads": 0, "stores": 0, "errors": {}, "bytes": 0}
+    counts = {"loads": 0, "stores": 0, "wide_loads": 0, "wide_stride0": 0, "errors": {},
+              "bytes": 0}
     error_rate = h.job.get("error_rate", 0.0)
     for n in range(count):
         load = rng.random() < 0.5
@@ -237,6 +277,9 @@ async def run_transfers(h: Harness, ram, rng: random.Random, count: int) -> dict
             golden.load(h.mem, cmd, config, h.acc if cmd.to_acc else h.spad, h.base)
             await check_local(h, cmd)
             counts["loads"] += 1
+            if cmd.wide:
+                counts["wide_loads"] += 1
+                counts["wide_stride0"] += int(cmd.stride == 0 and cmd.rows > 1)
         else:
             golden.store(h.mem, cmd, h.spad[cmd.local_addr:cmd.local_addr + cmd.rows], h.base)
             counts["stores"] += 1

@@ -2,6 +2,12 @@
 accumulator rows through the output path to main memory or back into the scratchpad,
 checked against the golden model bit for bit, with pauses on every AXI channel.
 
+Random commands of every operation go to both destinations; then commands whose rows are
+whole chunks one after the other in main memory (blocked layouts), which the store unit
+sends as one DMA store (the bursts on the bus are counted to check that); then DMA errors
+on both paths (a block outside the window, an SLVERR), each followed by a command that
+must work.
+
 The job comes as JSON in ``$TESSERA_JOB``; counts go to ``$TESSERA_RESULT``.
 """
 
@@ -13,13 +19,13 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from tessera.hw.config import TesseraConfig
 from tessera.hw.output_path import OutputOp
 from tessera.hw.store_unit import store_command_layout
 from tessera.sim import output_path_jobs as jobs
-from tessera.sim.tb_dma import Harness
+from tessera.sim.tb_dma import Harness, inject_errors
 
 
 @cocotb.test()
@@ -30,8 +36,6 @@ async def store_jobs(dut):
     job = json.loads(open(os.environ["TESSERA_JOB"]).read())
     h = Harness(dut, config, job)
     C = config.cols
-    rng = np.random.default_rng(job["seed"])
-    prng = random.Random(job["seed"])
     start_in_reset_store(dut, h.base, h.size)
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=h.base + h.size)
     for log in (ram.write_if.log, ram.read_if.log):
@@ -44,14 +48,84 @@ async def store_jobs(dut):
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await h.step()
-    layout = store_command_layout(config)
-    counts = {"spad": 0, "dram": 0, "refused": 0}
+    bench = StoreBench(dut, h, ram, job["seed"])
+    prng = bench.prng
 
-    for n in range(job["commands"]):
-        op = OutputOp(prng.randrange(len(OutputOp)))
-        rows = prng.randint(1, 3)
+    for _ in range(job["commands"]):
         length = prng.choice([1, 3, C, 2 * C + 1, 5 * C])
-        jb = jobs.random_job(config, op, rows, length, rng, prng.choice(jobs.ROW_KINDS))
+        stride = length if prng.random() < 0.3 else length + prng.randrange(0, 3 * C)
+        await bench.run(OutputOp(prng.randrange(len(OutputOp))), prng.randint(1, 3), length,
+                        to_spad=prng.random() < 0.5, stride=stride)
+
+    # Whole chunks one after the other: one DMA store per command, checked bit for bit.
+    for op, rows, chunks in ((OutputOp.NONE, 8, 1), (OutputOp.RELU, 5, 1),
+                             (OutputOp.REQUANT, 4, 3), (OutputOp.SOFTMAX, 3, 2),
+                             (OutputOp.GELU, 6, 1), (OutputOp.LAYERNORM, 3, 4),
+                             (OutputOp.NONE, 1, 5), (OutputOp.SOFTMAX, 12, 1),
+                             (OutputOp.REQUANT, 16, 8)):
+        await bench.run(op, rows, chunks * C, to_spad=False, stride=chunks * C)
+    # ... across a 4 KiB boundary: two bursts.
+    await bench.run(OutputOp.RELU, 6, 2 * C, to_spad=False, stride=2 * C,
+                    dram_addr=h.base + 4096 - 3 * C - 5)
+
+    # DMA errors on both paths; each failed command still hands the DMA all its rows, so
+    # the command after it runs.
+    end = h.base + h.size
+    for stride in (2 * C, 3 * C):    # one store; row by row
+        await bench.run(OutputOp.NONE, 4, 2 * C, to_spad=False, stride=stride,
+                        dram_addr=end - 2 * stride - C, expect="WINDOW")
+        await bench.run(OutputOp.RELU, 3, C, to_spad=False, stride=C, dram_addr=h.base)
+    bad_lo = h.base + h.size // 2
+    inject_errors(ram, bad_lo, bad_lo + 64)
+    for stride in (C, C + 1):
+        await bench.run(OutputOp.NONE, 5, C, to_spad=False, stride=stride,
+                        dram_addr=bad_lo - 2 * stride, expect="SLVERR")
+        await bench.run(OutputOp.REQUANT, 4, 2 * C, to_spad=False, stride=2 * C,
+                        dram_addr=h.base + 64)
+
+    # Refused: accumulator rows out of range, and an unknown operation.
+    bad = {"desc": {"op": 0, "length": 4, "rows": 2, "m": 1, "e": 0},
+           "acc_addr": config.acc_rows - 1, "to_spad": 1, "spad_addr": 0,
+           "dram_addr": h.base, "stride": 4}
+    await h.send("i_store", bench.layout.const(bad).as_value().value)
+    assert h.done(await h.recv("o_store_done"))[0] == "LOCAL"
+    bench.counts["refused"] += 1
+    with open(os.environ["TESSERA_RESULT"], "w") as f:
+        json.dump(bench.counts, f)
+
+
+class StoreBench:
+    """Runs store commands on :class:`~tessera.sim.store_system.StoreSystem` and checks
+    them: the accumulator is loaded through the back door with a random output-path job,
+    the results are compared with the golden model in the scratchpad or main memory, and
+    the write bursts on the bus are counted."""
+
+    def __init__(self, dut, h: Harness, ram, seed: int):
+        self.dut, self.h, self.ram = dut, h, ram
+        self.config = h.config
+        self.layout = store_command_layout(h.config)
+        self.rng = np.random.default_rng(seed)
+        self.prng = random.Random(seed)
+        self.n = 0
+        self.bursts = 0
+        self.counts = {"spad": 0, "dram": 0, "contiguous": 0, "dma_errors": 0, "refused": 0}
+        cocotb.start_soon(self._count_bursts())
+
+    async def _count_bursts(self):
+        valid, ready = self.dut.m_axi__awvalid, self.dut.m_axi__awready
+        while True:
+            await FallingEdge(self.dut.clk)
+            await ReadOnly()
+            self.bursts += int(valid.value) & int(ready.value)
+
+    async def run(self, op: OutputOp, rows: int, length: int, *, to_spad: bool, stride: int,
+                  dram_addr: int | None = None, expect: str = "NONE") -> None:
+        """One command of ``rows`` random rows of ``length`` elements; it must finish with
+        ``expect``."""
+        h, config, prng = self.h, self.config, self.prng
+        C = config.cols
+        n, self.n = self.n, self.n + 1
+        jb = jobs.random_job(config, op, rows, length, self.rng, prng.choice(jobs.ROW_KINDS))
         b = jobs.beats(config, [jb], seed=n)
         chunks = -(-length // C)
         acc_addr = prng.randrange(0, config.acc_rows - rows * chunks + 1)
@@ -62,19 +136,21 @@ async def store_jobs(dut):
             for k in range(chunks):
                 await h.local("acc", acc_addr + r * chunks + k, write=True,
                               row=b.row_data[r * per_row + k])
-        to_spad = prng.random() < 0.5
         spad_addr = prng.randrange(0, config.spad_rows - rows * chunks + 1)
-        stride = length + prng.randrange(0, 3 * C)
-        dram_addr = h.base + prng.randrange(0, h.size - rows * stride - 1)
+        if dram_addr is None:
+            dram_addr = h.base + prng.randrange(0, h.size - rows * stride - 1)
         fields = {"desc": jb.descriptor(), "acc_addr": acc_addr, "to_spad": int(to_spad),
                   "spad_addr": spad_addr, "dram_addr": dram_addr, "stride": stride}
+        what = f"command {n} ({op.name}, {rows}x{length}, stride {stride})"
         if op == OutputOp.LAYERNORM:
             words = jobs.encode_params(config, b.gamma, b.beta)
             params = cocotb.start_soon(send_all(h, "i_param", words))
-        await h.send("i_store", layout.const(fields).as_value().value)
-        err, _ = h.done(await h.recv("o_store_done", what=f"for {op.name} {fields}"))
-        assert err == "NONE", f"command {n} ({op.name}): {err}"
-        assert not int(dut.op_error.value), f"command {n}: the output path flagged an error"
+        bursts = self.bursts
+        await h.send("i_store", self.layout.const(fields).as_value().value)
+        err, addr = h.done(await h.recv("o_store_done", what=f"for {what}"))
+        bursts = self.bursts - bursts
+        assert err == expect, f"{what}: {err}, expected {expect}"
+        assert not int(self.dut.op_error.value), f"{what}: the output path flagged an error"
         if op == OutputOp.LAYERNORM:
             await params
         want = b.out_data.reshape(rows, chunks, C)
@@ -83,29 +159,57 @@ async def store_jobs(dut):
                 for k in range(chunks):
                     got = await h.local("spad", spad_addr + r * chunks + k)
                     assert (got[:C] == want[r, k]).all(), \
-                        f"command {n} ({op.name}) row {r} chunk {k}: {got[:C]} != {want[r, k]}"
-            counts["spad"] += 1
-        else:
-            flat = want.reshape(rows, -1)[:, :length]
+                        f"{what} row {r} chunk {k}: {got[:C]} != {want[r, k]}"
+            self.counts["spad"] += 1
+            return
+        one_store = length % C == 0 and stride == length
+        flat = want.reshape(rows, -1)[:, :length]
+        now = np.frombuffer(self.ram.read(h.base, h.size), dtype=np.uint8)
+        if err == "SLVERR":
+            # Bursts before the failing one were written: take the block from memory.
+            assert dram_addr <= addr < dram_addr + (rows - 1) * stride + length, hex(addr)
             for r in range(rows):
                 off = dram_addr - h.base + r * stride
+                h.mem[off:off + length] = now[off:off + length]
+        else:
+            written = rows
+            if err == "WINDOW":
+                # One store is refused whole; row by row, the rows before the first one
+                # outside the window are written.
+                inside = [dram_addr + r * stride + length <= h.base + h.size
+                          for r in range(rows)]
+                first_out = inside.index(False)
+                assert addr == (dram_addr if one_store else dram_addr + first_out * stride), \
+                    f"{what}: WINDOW reported at {addr:#x}"
+                written = 0 if one_store else first_out
+            for r in range(written):
+                off = dram_addr - h.base + r * stride
                 h.mem[off:off + length] = (flat[r] & 0xFF).astype(np.uint8)
-            now = np.frombuffer(ram.read(h.base, h.size), dtype=np.uint8)
-            diff = np.flatnonzero(now != h.mem)
-            assert diff.size == 0, \
-                f"command {n} ({op.name}, {rows}x{length}): main memory differs at " \
-                f"{diff.size} bytes, first at offset {diff[0]}"
-            counts["dram"] += 1
+        diff = np.flatnonzero(now != h.mem)
+        assert diff.size == 0, \
+            f"{what}: main memory differs at {diff.size} bytes, first at offset {diff[0]}"
+        if err != "NONE":
+            self.counts["dma_errors"] += 1
+            return
+        self.counts["dram"] += 1
+        if one_store:
+            # One DMA store: as many bursts as the DMA cuts the whole block into.
+            want_bursts = _bursts(dram_addr, rows * length, config.bus_bytes)
+            assert bursts == want_bursts, f"{what}: {bursts} bursts, not {want_bursts}"
+            self.counts["contiguous"] += 1
+        else:
+            assert bursts >= rows, f"{what}: {bursts} bursts for {rows} rows"
 
-    # Refused: accumulator rows out of range, and an unknown operation.
-    bad = {"desc": {"op": 0, "length": 4, "rows": 2, "m": 1, "e": 0},
-           "acc_addr": config.acc_rows - 1, "to_spad": 1, "spad_addr": 0,
-           "dram_addr": h.base, "stride": 4}
-    await h.send("i_store", layout.const(bad).as_value().value)
-    assert h.done(await h.recv("o_store_done"))[0] == "LOCAL"
-    counts["refused"] += 1
-    with open(os.environ["TESSERA_RESULT"], "w") as f:
-        json.dump(counts, f)
+
+def _bursts(addr: int, nbytes: int, bus_bytes: int) -> int:
+    """The INCR bursts the DMA cuts one contiguous range into (see ``BurstSplitter``)."""
+    count = 0
+    while nbytes:
+        aligned = addr - addr % bus_bytes
+        room = min(4096 - aligned % 4096, 256 * bus_bytes) - (addr - aligned)
+        take = min(nbytes, room)
+        addr, nbytes, count = addr + take, nbytes - take, count + 1
+    return count
 
 
 async def send_all(h: Harness, name: str, words: list[int]) -> None:

@@ -1,5 +1,6 @@
 """The DMA engine's generated Verilog against the golden memory model, on both simulators:
-random 2-D transfers with pauses on every AXI channel, injected errors, reset mid-way."""
+random 2-D transfers (wide accumulator loads and stride 0 among them) with pauses on every
+AXI channel, injected errors, refused shapes, reset mid-way."""
 
 import pytest
 
@@ -29,6 +30,7 @@ def test_random_transfers_icarus(name, pause):
     transfers = 60 if name == "rows32-bus256" else 150  # wide rows simulate slowly on Icarus
     counts = run_job(CONFIGS[name], "icarus", transfers=transfers, pause=pause, seed=3)
     assert counts["loads"] > transfers // 5 and counts["stores"] > transfers // 5
+    assert counts["wide_loads"] > 0
     assert counts["errors"].get("SLVERR", 0) > 0 and counts["errors"].get("WINDOW", 0) > 0
 
 
@@ -36,7 +38,8 @@ def test_random_transfers_icarus(name, pause):
 def test_thousands_of_transfers_verilator(name):
     counts = run_job(CONFIGS[name], "verilator", transfers=1500, pause=0.3, seed=5)
     assert counts["loads"] + counts["stores"] > 1000
-    assert counts["errors"].get("SLVERR", 0) > 0
+    assert counts["wide_loads"] > 100 and counts["wide_stride0"] > 10
+    assert counts["errors"].get("SLVERR", 0) > 0 and counts["errors"].get("SHAPE", 0) > 0
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])

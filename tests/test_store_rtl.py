@@ -1,6 +1,7 @@
 """The store path on the generated Verilog: accumulator rows through the output path to
 main memory (through the DMA) or back into the scratchpad, every operation, against the
-golden model bit for bit, with pauses on the AXI write channels."""
+golden model bit for bit, with pauses on the AXI write channels; rows one after the other
+in main memory as one DMA store; DMA errors on both paths."""
 
 import pytest
 
@@ -16,6 +17,8 @@ def test_store_path(sim, pause):
     commands = 60 if sim == "icarus" else 150
     counts = run_store_job(preset("tiny"), sim, commands=commands, pause=pause,
                            seed=2 + int(pause * 10))
-    # Both destinations used; the out-of-range command refused.
+    # Both destinations used; 14 directed commands (and some random ones) as one DMA
+    # store; the four DMA errors reported; the out-of-range command refused.
     assert counts["spad"] > commands // 5 and counts["dram"] > commands // 5
-    assert counts["refused"] == 1
+    assert counts["contiguous"] > 14
+    assert counts["dma_errors"] == 4 and counts["refused"] == 1
