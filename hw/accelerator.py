@@ -37,7 +37,7 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature, Re
 from .config import TesseraConfig
 from .dma import DmaEngine, DmaError
 from .execute_unit import ExecuteUnit
-from .isa import ErrorCode, Opcode, OutputOp, Queue, command_bits, command_layout_for
+from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for
 from .memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
 from .output_path import OutputPath
 from .registers import (
@@ -335,7 +335,8 @@ class Accelerator(wiring.Component):
         wiring.connect(m, st.dma_cmd, dma.i_store)
         wiring.connect(m, st.dma_row, dma.i_store_row)
         wiring.connect(m, dma.o_store_done, st.dma_done)
-        m.d.comb += [out.i_param.valid.eq(0), out.error_clear.eq(start),
+        wiring.connect(m, st.op_param, out.i_param)
+        m.d.comb += [out.error_clear.eq(start),
                      dma.window_base.eq(window_base[:a]), dma.window_size.eq(window_size[:a]),
                      fetch.window_base.eq(window_base[:a]),
                      fetch.window_size.eq(window_size[:a]),
@@ -487,8 +488,6 @@ class Accelerator(wiring.Component):
                 m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
             with m.Elif(acc_ws_out):
                 m.d.comb += code.eq(ErrorCode.LOCAL)
-        with m.Elif((op == Opcode.STORE) & (w.args.store.desc.op == OutputOp.LAYERNORM)):
-            m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
 
         queues_idle = Signal()
         m.d.comb += queues_idle.eq(

@@ -18,8 +18,8 @@ Two scratchpad read ports keep the array fed: one for activations, one for weigh
 or B (OS). In weight-stationary mode the weight reader starts a COMPUTE's weight tile as
 soon as it is free, while the previous tile's activations still stream (the array buffers
 one tile of weights ahead), and up to two COMPUTEs' activations wait for their reader, so
-back-to-back COMPUTEs stream with no bubble. ``o_done`` reports every command's completion in order: a COMPUTE once its last
-result row is written.
+back-to-back COMPUTEs stream with no bubble. ``o_done`` reports every command's completion
+in order: a COMPUTE once its last result row is written.
 """
 
 from __future__ import annotations

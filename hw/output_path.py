@@ -48,7 +48,8 @@ Operations (the golden model in ``tessera.sw.golden`` is the bit-exact specifica
 * NONE: ``saturate(x, 8)`` (requantization with ``m = 1``, ``e = 0``).
 * REQUANT: ``requant.requantize(x, m, e, 8)``. RELU: ``requant.relu`` of that.
 * GELU: ``requantize(gelu.i_gelu(x, consts.gelu), m, e, 8)``.
-* SOFTMAX: ``softmax.i_softmax(x, consts.exp)``.
+* SOFTMAX: ``softmax.i_softmax(x, consts.exp) >> e`` (``e`` = 0: codes 0..255 at
+  ``2**-8``; ``e`` = 1: 0..127 at ``2**-7``, which the array can multiply as int8).
 * LAYERNORM: ``layernorm.i_layernorm`` with its ``m, e`` in the descriptor and its
   ``gamma_q`` / ``beta_q`` on ``i_param``.
 
@@ -373,7 +374,9 @@ class OutputPath(wiring.Component):
         out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
         out_tag = chunk_tag_layout(C)(out_tag)
         for j in range(C):
-            byte = Mux(sm.o_valid, sm.o_data[j], rq.o_data[j].as_unsigned())
+            # SOFTMAX: the probability code shifted right by ``e`` (e = 1: 7-bit codes at
+            # 2**-7, non-negative as int8, for the array's signed operands).
+            byte = Mux(sm.o_valid, sm.o_data[j] >> cmd.e, rq.o_data[j].as_unsigned())
             m.d.comb += result.data[j].eq(Mux(out_tag.mask[j], byte, 0))
         m.d.comb += [
             result.last.eq(out_tag.last),

@@ -27,16 +27,29 @@ LayerNorm's per-channel parameters reach the output path on its own ``i_param`` 
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import ROWS_BITS, DmaError, block_layout, done_layout
 from .memory import acc_port_signature, spad_port_signature
-from .output_path import PASSES, OutputOp, descriptor_layout, out_layout, row_layout
+from .output_path import (
+    PASSES,
+    OutputOp,
+    descriptor_layout,
+    out_layout,
+    param_layout,
+    row_layout,
+)
 
-__all__ = ["StoreUnit", "store_command_layout"]
+__all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
+
+#: Accumulator rows of LayerNorm's table per chunk of a row: gamma (int16 in each lane),
+#: beta's low 32 bits, beta's high bits (``beta = high * 2**32 + (low mod 2**32)``).
+PARAM_ROWS = 3
+#: The table's lanes are 32 bits: LAYERNORM stores need ``acc_bits == 32``.
+PARAM_LANE_BITS = 32
 
 
 def store_command_layout(config: TesseraConfig) -> data.StructLayout:
@@ -48,6 +61,9 @@ def store_command_layout(config: TesseraConfig) -> data.StructLayout:
         "spad_addr": range(config.spad_rows),
         "dram_addr": config.addr_bits,
         "stride": config.addr_bits,
+        "transpose": 1,      # to_spad, rows of at most cols elements: write cols x cols
+        #                      blocks transposed (weight tiles of the results' transpose)
+        "param_addr": range(config.acc_rows),  # LAYERNORM: its gamma / beta table
     })
 
 
@@ -67,6 +83,9 @@ class StoreUnit(wiring.Component):
         Descriptor and chunks to the output path; ``op_out`` : In(stream), its results.
     dma_cmd, dma_row : Out(stream)
         Stores and their rows to the DMA; ``dma_done`` : In(stream), its completions.
+    op_param : Out(stream)
+        LayerNorm's gamma and beta for each write-out chunk, read from the accumulator,
+        offered together with the chunk on ``op_row``.
     """
 
     def __init__(self, config: TesseraConfig):
@@ -88,6 +107,7 @@ class StoreUnit(wiring.Component):
             "dma_cmd": Out(stream.Signature(block_layout(c))),
             "dma_row": Out(stream.Signature(data.ArrayLayout(signed(8), c.spad_row_bytes))),
             "dma_done": In(stream.Signature(done_layout(c))),
+            "op_param": Out(stream.Signature(param_layout(c))),
         })
 
     def elaborate(self, platform):
@@ -128,10 +148,17 @@ class StoreUnit(wiring.Component):
         m.d.comb += p_chunks.eq((p_len + C - 1) // C)
         span = Signal(ROWS_BITS + p_chunks.shape().width)
         m.d.comb += span.eq(p.desc.rows * p_chunks)
+        p_ln = p.desc.op == OutputOp.LAYERNORM
+        groups = Signal(ROWS_BITS + 1)        # transposed blocks of cols rows
+        m.d.comb += groups.eq((p.desc.rows + C - 1) // C)
+        spad_span = Mux(p.transpose, groups * C, span)
         bad_local = (p.acc_addr + span > c.acc_rows) | \
-            (p.to_spad & (p.spad_addr + span > c.spad_rows))
+            (p.to_spad & (p.spad_addr + spad_span > c.spad_rows)) | \
+            (p_ln & (p.param_addr + p_chunks * PARAM_ROWS > c.acc_rows))
         bad_shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
-            (p_len > c.max_row_len)
+            (p_len > c.max_row_len) | (p.transpose & (~p.to_spad | (p_len > C)))
+        if c.acc_bits != PARAM_LANE_BITS:
+            bad_shape = bad_shape | p_ln     # the gamma / beta table needs 32-bit lanes
         idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev
         m.d.comb += self.i_cmd.ready.eq(idle)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
@@ -150,25 +177,47 @@ class StoreUnit(wiring.Component):
             m.d.sync += desc_pending.eq(0)
 
         # --- Read side: every row once per pass, through a small credit-checked FIFO. ----
+        # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
+        # beta-high rows from the table at param_addr; they travel with the chunk.
         depth = 4
-        m.submodules.chunks = q = fifo.SyncFIFO(width=row_layout(c).size, depth=depth)
+        entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
+                                          "param": param_layout(c)})
+        m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
+        rd_pass = Signal(range(4))
+        ln_out = Signal()
+        m.d.comb += ln_out.eq((desc.op == OutputOp.LAYERNORM) & (rd_pass == 2))
+        sub = Signal(2)                                   # 0..2: a table row; then the chunk
+        rd_chunk = Signal(range(c.max_row_len // C + 1))
+        doing_param = Signal()
+        m.d.comb += doing_param.eq(ln_out & (sub != PARAM_ROWS))
         in_flight = Signal(range(depth + 1))
         rd_row = Signal(ROWS_BITS)
-        rd_pass = Signal(range(4))
         rd_base = Signal(range(c.max_row_len + C))       # first element of the chunk
         rd_ptr = Signal(range(c.acc_rows))
         rd_row_start = Signal(range(c.acc_rows))
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0),
+            m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0), sub.eq(0), rd_chunk.eq(0),
                          rd_ptr.eq(p.acc_addr), rd_row_start.eq(p.acc_addr)]
         rd_last = rd_base + C >= length
         req = self.acc.req
-        m.d.comb += [req.valid.eq(reading & ~desc_pending & (q.level + in_flight < depth)),
-                     req.payload.addr.eq(rd_ptr), req.payload.write.eq(0)]
+        param_ptr = Signal(range(c.acc_rows + 3 * (c.max_row_len // C + 1)))
+        m.d.comb += param_ptr.eq(cmd.param_addr + rd_chunk * PARAM_ROWS + sub)
+        m.d.comb += [req.valid.eq(reading & ~desc_pending
+                                  & (doing_param | (q.level + in_flight < depth))),
+                     req.payload.addr.eq(Mux(doing_param, param_ptr, rd_ptr)),
+                     req.payload.write.eq(0)]
         issued = req.valid & req.ready
         resp_last = Signal()
+        resp_kind = Signal(2)
+        resp_param = Signal()
         with m.If(issued):
-            m.d.sync += resp_last.eq(rd_last)
+            m.d.sync += [resp_kind.eq(Mux(doing_param, sub, PARAM_ROWS)),
+                         resp_param.eq(ln_out)]
+        with m.If(issued & doing_param):
+            m.d.sync += sub.eq(sub + 1)
+        with m.If(issued & ~doing_param):
+            m.d.sync += [resp_last.eq(rd_last), sub.eq(0),
+                         rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1))]
             with m.If(~rd_last):
                 m.d.sync += [rd_base.eq(rd_base + C), rd_ptr.eq(rd_ptr + 1)]
             with m.Elif(rd_pass + 1 < passes):
@@ -178,11 +227,24 @@ class StoreUnit(wiring.Component):
                              rd_ptr.eq(rd_ptr + 1), rd_row_start.eq(rd_ptr + 1)]
                 with m.If(rd_row + 1 == rows):
                     m.d.sync += reading.eq(0)
-        m.d.sync += in_flight.eq(in_flight + issued - self.acc.resp.valid)
-        chunk = Signal(row_layout(c))
-        m.d.comb += [chunk.data.eq(self.acc.resp.data), chunk.last.eq(resp_last),
-                     q.w_data.eq(chunk), q.w_en.eq(self.acc.resp.valid),
-                     self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(q.r_data),
+        resp_data = self.acc.resp.valid & (resp_kind == PARAM_ROWS)
+        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - resp_data)
+        table = [Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C), name=f"ln_{n}")
+                 for n in ("gamma", "beta_lo", "beta_hi")]
+        for kind, reg in enumerate(table):
+            with m.If(self.acc.resp.valid & (resp_kind == kind)):
+                m.d.sync += reg.eq(self.acc.resp.data)
+        entry = Signal(entry_layout)
+        m.d.comb += [entry.chunk.data.eq(self.acc.resp.data), entry.chunk.last.eq(resp_last),
+                     entry.has_param.eq(resp_param)]
+        for i in range(C):
+            m.d.comb += [entry.param.gamma[i].eq(table[0][i]),
+                         entry.param.beta[i].eq(Cat(table[1][i], table[2][i]))]
+        head = Signal(entry_layout)
+        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(resp_data), head.eq(q.r_data),
+                     self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(head.chunk),
+                     self.op_param.valid.eq(q.r_rdy & head.has_param),
+                     self.op_param.payload.eq(head.param),
                      q.r_en.eq(self.op_row.ready)]
 
         # --- Write side. -------------------------------------------------------------------
@@ -208,7 +270,37 @@ class StoreUnit(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), row_addr.eq(p.dram_addr)]
 
-        with m.If(cmd.to_spad):
+        # Transposed: collect a block of cols chunks (rows), then write its cols columns
+        # as rows; rows past the command's last are 0.
+        tbuf = [Signal(data.ArrayLayout(signed(8), C), name=f"tbuf{i}") for i in range(C)]
+        t_count = Signal(range(C + 1))
+        flushing = Signal()
+        fl_row = Signal(range(C))
+        t_row = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
+        for i in range(C):
+            m.d.comb += t_row[i].eq(Mux(i < t_count, tbuf[i].as_value().word_select(fl_row, 8),
+                                        0))
+        with m.If(cmd.to_spad & cmd.transpose):
+            m.d.comb += [self.spad.req.valid.eq(writing & flushing),
+                         self.spad.req.payload.addr.eq(wr_spad),
+                         self.spad.req.payload.write.eq(1),
+                         self.spad.req.payload.data.eq(t_row),
+                         out.ready.eq(writing & ~flushing)]
+            with m.If(out.valid & out.ready):
+                with m.Switch(t_count):
+                    for i in range(C):
+                        with m.Case(i):
+                            m.d.sync += tbuf[i].eq(out.payload.data)
+                m.d.sync += [t_count.eq(t_count + 1), wr_row.eq(wr_row + 1)]
+                with m.If((t_count == C - 1) | (wr_row + 1 == rows)):
+                    m.d.sync += [flushing.eq(1), fl_row.eq(0)]
+            with m.If(self.spad.req.valid & self.spad.req.ready):
+                m.d.sync += [wr_spad.eq(wr_spad + 1), fl_row.eq(fl_row + 1)]
+                with m.If(fl_row == C - 1):
+                    m.d.sync += [flushing.eq(0), t_count.eq(0)]
+                    with m.If(wr_row == rows):
+                        m.d.sync += writing.eq(0)
+        with m.Elif(cmd.to_spad):
             m.d.comb += [self.spad.req.valid.eq(writing & out.valid),
                          self.spad.req.payload.addr.eq(wr_spad),
                          self.spad.req.payload.write.eq(1),

@@ -187,7 +187,7 @@ def _golden(job: OutputJob) -> np.ndarray:
     elif job.op == OutputOp.GELU:
         y = grq.requantize(ggelu.i_gelu(x, job.gelu)[0], job.m, job.e, 8)
     elif job.op == OutputOp.SOFTMAX:
-        y = gsm.i_softmax(x, job.exp).view(np.int8)
+        y = (gsm.i_softmax(x, job.exp) >> np.uint8(min(job.e, 8))).view(np.int8)
     else:
         y = gln.i_layernorm(x, job.ln)
     return np.asarray(y).astype(np.int64)
@@ -335,7 +335,9 @@ def random_job(config: TesseraConfig, op: OutputOp, rows: int, length: int, rng,
         m, e = grq.dyadic_multiplier(g.out_scale / (scale * 2.0 ** rng.uniform(0, 12)))
         return OutputJob(op, x, m=m, e=e, gelu=g)
     if op == OutputOp.SOFTMAX:
-        return OutputJob(op, x, exp=gsm.exp_constants(2.0 ** rng.uniform(-24, -2)))
+        # e shifts the probability codes right: 0 (8-bit codes) or 1 (7-bit, for P x V).
+        return OutputJob(op, x, e=int(rng.integers(0, 2)),
+                         exp=gsm.exp_constants(2.0 ** rng.uniform(-24, -2)))
     if op == OutputOp.LAYERNORM:
         gamma = rng.normal(1.0, 0.3, length)
         beta = rng.normal(0.0, 0.5, length)

@@ -14,7 +14,7 @@ from ..hw.config import TesseraConfig
 from ..hw.dma import DmaEngine, done_layout
 from ..hw.generate import Top
 from ..hw.memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
-from ..hw.output_path import OutputPath, param_layout
+from ..hw.output_path import OutputPath
 from ..hw.store_unit import StoreUnit, store_command_layout
 
 __all__ = ["StoreSystem", "STORE_SYSTEM"]
@@ -27,8 +27,6 @@ class StoreSystem(wiring.Component):
     -------
     m_axi : Out(Axi4Signature)
     i_store, o_store_done : streams of the store unit
-    i_param : In(stream)
-        LayerNorm's gamma and beta, to the output path.
     dbg_spad, dbg_acc : In(MemoryPortSignature)
     window_base, window_size : In
     op_error : Out(1)
@@ -42,7 +40,6 @@ class StoreSystem(wiring.Component):
             "m_axi": Out(Axi4Signature(c.addr_bits, c.bus_bits)),
             "i_store": In(stream.Signature(store_command_layout(c))),
             "o_store_done": Out(stream.Signature(done_layout(c))),
-            "i_param": In(stream.Signature(param_layout(c))),
             "dbg_spad": In(spad_port_signature(c)),
             "dbg_acc": In(acc_port_signature(c)),
             "window_base": In(c.addr_bits),
@@ -70,7 +67,7 @@ class StoreSystem(wiring.Component):
         wiring.connect(m, st.op_cmd, out.i_cmd)
         wiring.connect(m, st.op_row, out.i_row)
         wiring.connect(m, out.o_row, st.op_out)
-        wiring.connect(m, wiring.flipped(self.i_param), out.i_param)
+        wiring.connect(m, st.op_param, out.i_param)
         wiring.connect(m, st.dma_cmd, dma.i_store)
         wiring.connect(m, st.dma_row, dma.i_store_row)
         wiring.connect(m, dma.o_store_done, st.dma_done)

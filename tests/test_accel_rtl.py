@@ -129,3 +129,82 @@ def test_illegal_commands_stop_cleanly_with_their_index():
             assert g.error == ErrorCode.DEADLOCK
         if code == ErrorCode.WINDOW:
             assert r.error_addr == rtl.mem_base + rtl.mem_size - 2
+
+
+def store_program(rt):
+    """Accumulator rows and a LayerNorm table loaded by wide DMA loads, then stores of
+    every operation: LayerNorm (gamma / beta from the table) to main memory and to the
+    scratchpad, Softmax with 7-bit codes, a transposed store, GELU, requantization."""
+    from tessera.sw.golden import gelu as ggelu
+    from tessera.sw.golden import layernorm as gln
+    from tessera.sw.golden import softmax as gsm
+    from tessera.sw.golden.requant import dyadic_multiplier
+
+    c = TINY
+    C = c.cols
+    rng = np.random.default_rng(7)
+    L, rows = 2 * C + 1, 3
+    chunks = -(-L // C)
+    x = rng.integers(-(1 << 20), 1 << 20, (rows * chunks + 8, C)).astype("<i4")
+    ln = gln.layernorm_constants(rng.normal(1, 0.3, L), rng.normal(0, 0.5, L), 2.0 ** -5)
+    table = np.zeros((chunks * 3, C), dtype=np.int64)
+    g = np.zeros(chunks * C, np.int64)
+    b = np.zeros(chunks * C, np.int64)
+    g[:L], b[:L] = ln.gamma_q, ln.beta_q
+    table[0::3] = g.reshape(chunks, C)
+    low = b & 0xFFFFFFFF
+    table[1::3] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(chunks, C)
+    table[2::3] = (b >> 32).reshape(chunks, C)
+    xa, ta = rt.alloc(x.nbytes), rt.alloc(table.size * 4)
+    rt.write(xa, x)
+    rt.write(ta, table.astype("<i4"))
+    out = rt.alloc(1024)
+    lb = 4 * C
+
+    def load(addr, n, local, signal):
+        return Command(Opcode.LOAD, dict(dram_addr=addr, stride=lb, rows=n, row_bytes=lb,
+                                         local_addr=local, to_acc=1, wide=1),
+                       signal_next=signal)
+
+    def store(op, length, nrows, acc_addr, wait=True, **kw):
+        desc = dict(op=op, length=length, rows=nrows, m=kw.pop("m", 0), e=kw.pop("e", 0))
+        if "consts" in kw:
+            desc["consts"] = kw.pop("consts")
+        return Command(Opcode.STORE, dict(desc=desc, acc_addr=acc_addr, **kw), wait_prev=wait)
+
+    exp = gsm.exp_constants(2.0 ** -17)
+    exp_c = {k: getattr(exp, k) for k in ("shift", "ln2_q", "q_b", "q_c", "out_shift")}
+    gel = ggelu.gelu_constants(2.0 ** -14)
+    gel_c = {k: getattr(gel, k) for k in ("shift", "q_b", "q_c", "poly_shift")}
+    m, e = dyadic_multiplier(2.0 ** -13)
+    relay = Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True, signal_next=True)
+    return [
+        # The loads finish in order: the second one's token says both are done.
+        load(xa, len(x), 0, False), load(ta, len(table), 100, True), relay,
+        store(OutputOp.LAYERNORM, L, rows, 0, m=ln.m, e=ln.e, param_addr=100,
+              dram_addr=out, stride=L + 3),
+        store(OutputOp.LAYERNORM, L, rows, 0, wait=False, m=ln.m, e=ln.e, param_addr=100,
+              to_spad=1, spad_addr=40),
+        store(OutputOp.SOFTMAX, L, 2, 0, wait=False, e=1, consts={"exp": exp_c},
+              to_spad=1, spad_addr=60),
+        store(OutputOp.SOFTMAX, C, 2, 3, wait=False, consts={"exp": exp_c},
+              dram_addr=out + 200, stride=C),
+        store(OutputOp.REQUANT, C, 5, 2, wait=False, m=m, e=e, to_spad=1, transpose=1,
+              spad_addr=80),
+        store(OutputOp.GELU, 2 * C, 2, 4, wait=False, m=m, e=e, consts={"gelu": gel_c},
+              dram_addr=out + 300, stride=2 * C),
+    ]
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_store_operations_match_the_golden_executor(sim):
+    setup = Runtime(TINY, "golden")
+    prog = store_program(setup)
+    rtl, gold = Runtime(TINY, sim), Runtime(TINY, "golden")
+    for rt in (rtl, gold):
+        rt.image[:] = setup.image
+        rt._top = setup._top
+    assert gold.run(prog).ok
+    gold.image[:] = setup.image
+    diff = differential_check(rtl, gold, prog)
+    assert diff.agree, diff.describe()

@@ -21,8 +21,10 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode
 from ...hw.output_path import OutputOp
+from ...hw.store_unit import PARAM_LANE_BITS, PARAM_ROWS
 from . import dma as gdma
 from . import gelu as ggelu
+from . import layernorm as gln
 from . import requant as grq
 from . import softmax as gsm
 from .intmath import saturate
@@ -158,9 +160,6 @@ class Machine:
                 if not weights:
                     refuse("no weights were preloaded")
                 within(a["acc_addr"], a["rows"], c.acc_rows, "accumulator")
-        if op == Opcode.STORE and OutputOp(a["desc"]["op"]) == OutputOp.LAYERNORM:
-            refuse("LAYERNORM stores need gamma and beta, whose place on chip the command "
-                   "set does not define yet")
         return os_mode, weights
 
     def _drain(self, queues, tokens, stopping: bool = False) -> None:
@@ -251,23 +250,54 @@ class Machine:
 
     def _nop(self, queue):
         pass  # only its tokens
-    def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride):
+    def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
+               param_addr=0):
         c = self.config
+        C = c.cols
         op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
+        # The store unit's checks, in its order: the shape, then the local rows.
         if not 1 <= length <= c.max_row_len:
             raise _Refused(f"a row of {length} elements (1 .. {c.max_row_len})", ErrorCode.SHAPE)
+        if transpose and (not to_spad or length > C):
+            raise _Refused(f"a transposed store goes to the scratchpad with rows of at most "
+                           f"{C} elements, not {length}", ErrorCode.SHAPE)
+        if op == OutputOp.LAYERNORM and c.acc_bits != PARAM_LANE_BITS:
+            raise _Refused(f"LayerNorm's gamma / beta table needs {PARAM_LANE_BITS}-bit "
+                           f"accumulator lanes, not {c.acc_bits}", ErrorCode.SHAPE)
+        chunks = -(-length // C)
+        spad_rows = -(-nrows // C) * C if transpose else nrows * chunks
+        if acc_addr + nrows * chunks > c.acc_rows or \
+                to_spad and spad_addr + spad_rows > c.spad_rows or \
+                op == OutputOp.LAYERNORM and param_addr + chunks * PARAM_ROWS > c.acc_rows:
+            raise _Refused("accumulator, scratchpad or parameter rows out of range",
+                           ErrorCode.LOCAL)
         if nrows == 0:
             return
-        chunks = -(-length // c.cols)
-        x = self._rows(self.acc, acc_addr, nrows * chunks, "accumulator")
-        x = x.reshape(nrows, chunks * c.cols)[:, :length]
-        y = self._output(op, x, desc)
-        if to_spad:
-            dest = self._rows(self.spad, spad_addr, nrows * chunks, "scratchpad")
-            padded = np.zeros((nrows, chunks * c.cols), dtype=np.int64)
+        x = self.acc[acc_addr:acc_addr + nrows * chunks]
+        x = x.reshape(nrows, chunks * C)[:, :length]
+        params = None
+        if op == OutputOp.LAYERNORM:
+            table = self.acc[param_addr:param_addr + chunks * PARAM_ROWS]
+            table = table.reshape(chunks, PARAM_ROWS, C)
+            gamma = table[:, 0].reshape(-1)[:length]
+            low = table[:, 1].reshape(-1)[:length] & 0xFFFFFFFF
+            beta = table[:, 2].reshape(-1)[:length] * (1 << 32) + low
+            params = (wrap(gamma, 16), wrap(beta, 46))
+        y = self._output(op, x, desc, params)
+        if to_spad and transpose:
+            for g in range(0, nrows, C):
+                block = np.zeros((C, C), dtype=np.int64)
+                part = y[g:g + C]
+                block[:len(part), :length] = part
+                dest = self.spad[spad_addr + g:spad_addr + g + C]
+                dest[:] = 0
+                dest[:, :C] = block.T
+        elif to_spad:
+            dest = self.spad[spad_addr:spad_addr + nrows * chunks]
+            padded = np.zeros((nrows, chunks * C), dtype=np.int64)
             padded[:, :length] = y
             dest[:] = 0
-            dest[:, :c.cols] = padded.reshape(-1, c.cols)
+            dest[:, :C] = padded.reshape(-1, C)
         else:
             for r in range(nrows):
                 cmd = gdma.DmaCommand(dram_addr + r * stride, length, 1, length)
@@ -280,8 +310,9 @@ class Machine:
             self.bytes_stored += nrows * length
 
     @staticmethod
-    def _output(op: OutputOp, x: np.ndarray, desc: dict) -> np.ndarray:
-        """The output path's operation on int32 rows, as int8 bit patterns."""
+    def _output(op: OutputOp, x: np.ndarray, desc: dict, params=None) -> np.ndarray:
+        """The output path's operation on int32 rows, as int8 bit patterns (``params``:
+        LayerNorm's gamma and beta)."""
         m, e = desc["m"], desc["e"]
         x = x.astype(np.int32)
         if op == OutputOp.NONE:
@@ -298,6 +329,9 @@ class Machine:
         if op == OutputOp.SOFTMAX:
             s = desc["consts"]["exp"]
             consts = gsm.ExpConstants(**s, out_scale=1.0)
-            return gsm.i_softmax(x, consts).view(np.int8).astype(np.int64)
-        raise ValueError("LAYERNORM stores need gamma and beta, whose place on chip the "
-                         "command set does not define yet")
+            probs = gsm.i_softmax(x, consts) >> np.uint8(min(e, 8))
+            return probs.view(np.int8).astype(np.int64)
+        gamma, beta = params
+        consts = gln.LayerNormConstants(gamma.astype(np.int16), beta.astype(np.int64), m, e,
+                                        gamma_scale=1.0, out_scale=1.0)
+        return gln.i_layernorm(x, consts).astype(np.int64)
