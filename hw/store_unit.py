@@ -8,6 +8,11 @@ occupies ``chunks = ceil(length / cols)`` consecutive accumulator rows from
 
 * ``to_spad``: chunk ``k`` of row ``r`` to scratchpad row ``spad_addr + r * chunks + k``
   (bytes past the row are 0), one per cycle: attention and FFN chains stay on chip.
+* ``blocked``: chunks are column blocks of ``rows`` rows instead: chunk ``k`` of row ``r``
+  is accumulator row ``acc_addr + k * rows + r`` (as weight-stationary COMPUTEs write a
+  tile's column blocks), goes to scratchpad row ``spad_addr + k * rows + r`` (as COMPUTE
+  reads activations) or to ``dram_addr + k * stride + r * cols`` in main memory (the
+  blocked layout, ``stride`` the block's size; one DMA store per row).
 * otherwise: row ``r``'s ``length`` bytes to main memory at ``dram_addr + r * stride``.
   When the rows are whole chunks and follow each other (``length`` a multiple of ``cols``
   and ``stride == length``, as in blocked layouts), the whole command is one DMA store of
@@ -61,6 +66,8 @@ def store_command_layout(config: TesseraConfig) -> data.StructLayout:
         "spad_addr": range(config.spad_rows),
         "dram_addr": config.addr_bits,
         "stride": config.addr_bits,
+        "blocked": 1,        # chunk k of row r at acc_addr + k * rows + r (and the same in the
+        #                      scratchpad; in main memory at dram_addr + k * stride + r * cols)
         "transpose": 1,      # to_spad, rows of at most cols elements: write cols x cols
         #                      blocks transposed (weight tiles of the results' transpose)
         "param_addr": range(config.acc_rows),  # LAYERNORM: its gamma / beta table
@@ -218,13 +225,15 @@ class StoreUnit(wiring.Component):
         with m.If(issued & ~doing_param):
             m.d.sync += [resp_last.eq(rd_last), sub.eq(0),
                          rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1))]
+            next_row = Mux(cmd.blocked, rd_row_start + 1, rd_ptr + 1)
             with m.If(~rd_last):
-                m.d.sync += [rd_base.eq(rd_base + C), rd_ptr.eq(rd_ptr + 1)]
+                m.d.sync += [rd_base.eq(rd_base + C),
+                             rd_ptr.eq(rd_ptr + Mux(cmd.blocked, rows, 1))]
             with m.Elif(rd_pass + 1 < passes):
                 m.d.sync += [rd_base.eq(0), rd_pass.eq(rd_pass + 1), rd_ptr.eq(rd_row_start)]
             with m.Else():
                 m.d.sync += [rd_base.eq(0), rd_pass.eq(0), rd_row.eq(rd_row + 1),
-                             rd_ptr.eq(rd_ptr + 1), rd_row_start.eq(rd_ptr + 1)]
+                             rd_ptr.eq(next_row), rd_row_start.eq(next_row)]
                 with m.If(rd_row + 1 == rows):
                     m.d.sync += reading.eq(0)
         resp_data = self.acc.resp.valid & (resp_kind == PARAM_ROWS)
@@ -267,8 +276,10 @@ class StoreUnit(wiring.Component):
             # More rows than one DMA store can carry go row by row.
             whole_rows = whole_rows & (total < 1 << ROWS_BITS)
         m.d.comb += [total.eq(rows * full), contiguous.eq(whole_rows)]
+        wr_spad_row = Signal(range(c.spad_rows))          # blocked: the row's first chunk
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), row_addr.eq(p.dram_addr)]
+            m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), wr_spad_row.eq(p.spad_addr),
+                         row_addr.eq(p.dram_addr)]
 
         # Transposed: collect a block of cols chunks (rows), then write its cols columns
         # as rows; rows past the command's last are 0.
@@ -307,9 +318,11 @@ class StoreUnit(wiring.Component):
                          self.spad.req.payload.data.eq(padded),
                          out.ready.eq(writing & self.spad.req.ready)]
             with m.If(out.valid & out.ready):
-                m.d.sync += wr_spad.eq(wr_spad + 1)
+                m.d.sync += wr_spad.eq(wr_spad + Mux(cmd.blocked, rows, 1))
                 with m.If(out.payload.last):
                     m.d.sync += wr_row.eq(wr_row + 1)
+                    with m.If(cmd.blocked):
+                        m.d.sync += [wr_spad.eq(wr_spad_row + 1), wr_spad_row.eq(wr_spad_row + 1)]
                     with m.If(wr_row + 1 == rows):
                         m.d.sync += writing.eq(0)
         with m.Else():
@@ -319,14 +332,18 @@ class StoreUnit(wiring.Component):
             issue, data_, wait = 0, 1, 2
             state = Signal(range(3))
             seg_rows = Signal.like(seg_left)
-            m.d.comb += seg_rows.eq(Mux(contiguous, total, Mux(in_tail, 1, full)))
+            # Blocked: a row is one DMA store of its chunks, a block stride apart (the tail
+            # chunk whole: its lanes past the row are 0).
+            m.d.comb += seg_rows.eq(Mux(cmd.blocked, chunks,
+                                        Mux(contiguous, total, Mux(in_tail, 1, full))))
             with m.If(state == issue):
-                m.d.comb += [self.dma_cmd.valid.eq(writing & (in_tail | (full != 0))),
+                m.d.comb += [self.dma_cmd.valid.eq(writing & (cmd.blocked | in_tail
+                                                              | (full != 0))),
                              dc.dram_addr.eq(Mux(in_tail, row_addr + full * C, row_addr)),
-                             dc.stride.eq(C),
+                             dc.stride.eq(Mux(cmd.blocked, cmd.stride, C)),
                              dc.rows.eq(seg_rows),
                              dc.row_bytes.eq(Mux(in_tail, tail, C))]
-                with m.If(writing & (full == 0) & ~in_tail):
+                with m.If(writing & (full == 0) & ~in_tail & ~cmd.blocked):
                     m.d.sync += in_tail.eq(1)   # a row shorter than a chunk: tail only
                 with m.Elif(self.dma_cmd.valid & self.dma_cmd.ready):
                     m.d.sync += [seg_left.eq(seg_rows), state.eq(data_)]
@@ -346,12 +363,13 @@ class StoreUnit(wiring.Component):
                         m.d.sync += [err.eq(self.dma_done.payload.error),
                                      err_addr.eq(self.dma_done.payload.addr)]
                     m.d.sync += state.eq(issue)
-                    with m.If(~in_tail & (tail != 0)):
+                    with m.If(~in_tail & (tail != 0) & ~cmd.blocked):
                         m.d.sync += in_tail.eq(1)
                     with m.Else():
-                        m.d.sync += [in_tail.eq(0), row_addr.eq(row_addr + cmd.stride),
+                        m.d.sync += [in_tail.eq(0),
+                                     row_addr.eq(row_addr + Mux(cmd.blocked, C, cmd.stride)),
                                      wr_row.eq(wr_row + 1)]
-                        with m.If(contiguous | (wr_row + 1 == rows)):
+                        with m.If((contiguous & ~cmd.blocked) | (wr_row + 1 == rows)):
                             m.d.sync += writing.eq(0)
 
         # Completion: once both sides are done.

@@ -193,6 +193,14 @@ def store_program(rt):
               spad_addr=80),
         store(OutputOp.GELU, 2 * C, 2, 4, wait=False, m=m, e=e, consts={"gelu": gel_c},
               dram_addr=out + 300, stride=2 * C),
+        # Blocked: chunk k of row r at acc row k * rows + r; to the scratchpad in the same
+        # order, and to main memory as column blocks of a 5-row matrix.
+        store(OutputOp.SOFTMAX, L, 3, 0, wait=False, e=1, consts={"exp": exp_c},
+              to_spad=1, spad_addr=120, blocked=1),
+        store(OutputOp.LAYERNORM, L, 3, 0, wait=False, m=ln.m, e=ln.e, param_addr=100,
+              dram_addr=out + 400, stride=5 * C, blocked=1),
+        store(OutputOp.REQUANT, 2 * C + 3, 2, 1, wait=False, m=m, e=e,
+              dram_addr=out + 600, stride=5 * C, blocked=1),
     ]
 
 

@@ -251,7 +251,7 @@ class Machine:
     def _nop(self, queue):
         pass  # only its tokens
     def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
-               param_addr=0):
+               param_addr=0, blocked=0):
         c = self.config
         C = c.cols
         op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
@@ -274,6 +274,8 @@ class Machine:
         if nrows == 0:
             return
         x = self.acc[acc_addr:acc_addr + nrows * chunks]
+        if blocked:     # chunk k of row r at acc_addr + k * rows + r
+            x = x.reshape(chunks, nrows, C).transpose(1, 0, 2)
         x = x.reshape(nrows, chunks * C)[:, :length]
         params = None
         if op == OutputOp.LAYERNORM:
@@ -294,10 +296,25 @@ class Machine:
                 dest[:, :C] = block.T
         elif to_spad:
             dest = self.spad[spad_addr:spad_addr + nrows * chunks]
-            padded = np.zeros((nrows, chunks * C), dtype=np.int64)
-            padded[:, :length] = y
+            padded = np.zeros((nrows, chunks, C), dtype=np.int64)
+            padded.reshape(nrows, -1)[:, :length] = y
+            if blocked:
+                padded = padded.transpose(1, 0, 2)
             dest[:] = 0
             dest[:, :C] = padded.reshape(-1, C)
+        elif blocked:
+            padded = np.zeros((nrows, chunks * C), dtype=np.int64)
+            padded[:, :length] = y
+            for r in range(nrows):
+                for k in range(chunks):
+                    addr = dram_addr + k * stride + r * C
+                    if addr < self.mem_base or addr + C > self.mem_base + self.mem_size:
+                        raise _Refused(f"row {r} chunk {k} at {addr:#x} is outside main "
+                                       f"memory", ErrorCode.WINDOW)
+                    off = addr - self.mem_base
+                    self.mem[off:off + C] = (padded[r, k * C:(k + 1) * C] & 0xFF).astype(
+                        np.uint8)
+            self.bytes_stored += nrows * chunks * C
         else:
             for r in range(nrows):
                 cmd = gdma.DmaCommand(dram_addr + r * stride, length, 1, length)
