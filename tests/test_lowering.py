@@ -188,3 +188,67 @@ def test_differential_check_names_the_first_differing_command():
     assert diff.index == culprit, diff.describe()
     assert "accumulator rows differ" in diff.what
     assert differential_check(good, good, prog).agree
+
+
+def _residual_case(rng, cfg, M, K, N):
+    d = cfg.rows
+    a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+    bias = rng.integers(-5000, 5000, N)
+    res = rng.integers(-128, 128, (M, N))
+    nb = -(-N // d)
+    scales = [int(s) for s in rng.integers(1, 300, nb)]
+    rt = Runtime(cfg, "golden")
+    A, B, C = Blocked(M, K, d), Blocked(K, N, d, d), Blocked(M, N, d)
+    at = {n: rt.alloc(s.nbytes) for n, s in (("a", A), ("b", B), ("c", C), ("r", C))}
+    rt.write(at["a"], to_blocked(a, A))
+    rt.write(at["b"], to_blocked(b, B))
+    rt.write(at["r"], to_blocked(res, C))
+    raw = bias_bytes(bias, d)
+    at["bias"] = rt.alloc(raw.size)
+    rt.write(at["bias"], raw)
+    per_col = np.repeat(scales, d)[:N]
+    acc = gmm_matmul(a, b, cfg) + bias + res * per_col
+    buffers = GemmBuffers(at["a"], at["b"], at["c"], at["bias"], at["r"], tuple(scales))
+    return rt, acc, buffers, C
+
+
+def gmm_matmul(a, b, cfg):
+    from tessera.sw.golden.matmul import matmul
+    return matmul(a, b, cfg)
+
+
+def test_residual_bias_and_per_block_requantization():
+    cfg = TINY
+    rng = np.random.default_rng(21)
+    M, K, N = 19, 12, 14
+    rt, acc, buffers, C = _residual_case(rng, cfg, M, K, N)
+    nb = -(-N // cfg.rows)
+    outs = [OutputSpec.requant(1 / (3000 + 500 * j), relu=j % 2 == 1) for j in range(nb)]
+    plan = plan_gemm(cfg, GemmShape(M, K, N), bias=True)
+    rt.run(lower_gemm(cfg, plan, buffers, outs), check=True)
+    got = from_blocked(rt.read(buffers.c, C.nbytes), C)
+    for j, o in enumerate(outs):
+        cols = slice(j * cfg.rows, (j + 1) * cfg.rows)
+        assert (got[:, cols] == o.reference(acc[:, cols])).all()
+
+
+@pytest.mark.parametrize("cfg_name, M, K, N", [("tiny", 13, 10, 22), ("default", 40, 48, 96)])
+def test_layernorm_output_over_whole_rows(cfg_name, M, K, N):
+    from tessera.sw.golden import layernorm as gln
+    from tessera.sw.lower.gemm import LayerNormOutput, layernorm_rows, layernorm_table
+
+    cfg = preset(cfg_name)
+    rng = np.random.default_rng(M)
+    rt, acc, buffers, C = _residual_case(rng, cfg, M, K, N)
+    ln = gln.layernorm_constants(rng.normal(1, 0.2, N), rng.normal(0, 0.3, N), 2.0 ** -5)
+    raw = layernorm_table(ln.gamma_q, ln.beta_q, cfg.cols)
+    table = rt.alloc(raw.size)
+    rt.write(table, raw)
+    plan = plan_gemm(cfg, GemmShape(M, K, N), bias=True, full_rows=True,
+                     reserve=layernorm_rows(cfg, N))
+    assert plan.nt == plan.n_blocks
+    prog = lower_gemm(cfg, plan, buffers, OutputSpec(), layernorm=LayerNormOutput(
+        table, ln.m, ln.e))
+    rt.run(prog, check=True)
+    got = from_blocked(rt.read(buffers.c, C.nbytes), C)
+    assert (got == gln.i_layernorm(acc.astype(np.int32), ln)).all()

@@ -32,6 +32,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
+from ...hw.store_unit import PARAM_ROWS
 from ..golden.dma import lane_bytes
 from ..golden.gelu import GeluConstants, gelu_constants, i_gelu
 from ..golden.intmath import saturate
@@ -40,7 +41,8 @@ from ..golden.requant import dyadic_multiplier, relu, requantize
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 
 __all__ = ["GemmShape", "GemmPlan", "OutputSpec", "plan_gemm", "lower_gemm", "GemmBuffers",
-           "LoweringError", "LATENCY_CYCLES", "run_gemm", "reference_gemm"]
+           "LoweringError", "LATENCY_CYCLES", "run_gemm", "reference_gemm", "LayerNormOutput",
+           "layernorm_rows", "layernorm_table"]
 
 #: The memory latency the cost model assumes (cycles), as in the benchmarks.
 LATENCY_CYCLES = 100
@@ -188,8 +190,13 @@ def _candidates(limit: int, dim: int, whole: int):
 
 
 def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
-              latency: int = LATENCY_CYCLES) -> GemmPlan:
+              latency: int = LATENCY_CYCLES, *, full_rows: bool = False,
+              reserve: int = 0) -> GemmPlan:
     """The cheapest plan for ``shape`` on ``config`` by the cost model.
+
+    ``full_rows``: every tile spans all of N (a LayerNorm over the output rows needs whole
+    rows in the accumulator). ``reserve``: accumulator rows kept out of the tiles (at the
+    top; a LayerNorm table).
 
     Raises
     ------
@@ -212,10 +219,10 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
-    acc_half = c.acc_rows // 2
+    acc_half = (c.acc_rows - reserve) // 2
     best = None
     for mt in _candidates(min(acc_half, 1 << 15), d, M):
-        for nt in range(1, nb + 1):
+        for nt in (range(nb, nb + 1) if full_rows else range(1, nb + 1)):
             if mt * nt > acc_half:
                 break
             for kt in sorted({kb} | {k for k in (1, 2, 4, 8, 16, 32, 64) if k < kb}):
@@ -234,6 +241,10 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                     key = (plan.est_cycles, plan.est["commands"])
                     if best is None or key < best[0]:
                         best = (key, plan)
+    if best is None and full_rows:
+        raise LoweringError(f"a whole output row of {shape.N} columns ({nb} accumulator "
+                            f"rows) does not fit half the accumulator ({acc_half} rows "
+                            f"after {reserve} reserved)")
     if best is None:
         raise LoweringError(f"no tile of a {M} x {shape.K} x {shape.N} product fits the "
                             f"scratchpad ({c.spad_rows} rows) and accumulator "
@@ -282,6 +293,19 @@ class GemmBuffers:
     b: int
     c: int
     bias: int | None = None
+    residual: int | None = None      # an int8 M x N matrix added in the accumulator,
+    residual_scale: int | tuple = 1  # times this integer (one per column block, or one)
+
+
+@dataclass(frozen=True)
+class LayerNormOutput:
+    """The output rows go through i-LayerNorm: ``table`` is the main-memory address of its
+    int32 table (``PARAM_ROWS`` rows of ``D`` lanes per column block: gamma, beta's low
+    and high words), ``m``, ``e`` its output requantization."""
+
+    table: int
+    m: int
+    e: int
 
 
 @dataclass
@@ -292,17 +316,36 @@ class _Load:
 
 
 def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
-               output: OutputSpec, finish: bool = True) -> list[Command]:
-    """The command stream of the product ``plan`` describes (see the module docstring)."""
+               output: OutputSpec | list, finish: bool = True,
+               layernorm: LayerNormOutput | None = None) -> list[Command]:
+    """The command stream of the product ``plan`` describes (see the module docstring).
+
+    ``output`` is one :class:`OutputSpec`, or one per column block of N (per-group
+    requantization). With ``layernorm`` the tiles must span whole rows (a plan made with
+    ``full_rows`` and ``reserve=layernorm_rows(config, N)``), and each tile is stored
+    through i-LayerNorm instead.
+    """
     c = config
     d = plan.dim
     M, K, N = plan.shape.M, plan.shape.K, plan.shape.N
     kb, nb = plan.k_blocks, plan.n_blocks
+    outputs = list(output) if isinstance(output, list | tuple) else [output] * nb
+    if len(outputs) != nb:
+        raise LoweringError(f"{len(outputs)} output specs for {nb} column blocks")
+    table_rows = layernorm_rows(c, N) if layernorm else 0
+    if layernorm and plan.nt != nb:
+        raise LoweringError("a LayerNorm output needs tiles of whole rows (plan_gemm with "
+                            "full_rows=True)")
+    scales = buffers.residual_scale
+    scales = list(scales) if isinstance(scales, list | tuple) else [scales] * nb
     A = Blocked(M, K, d)
     B = Blocked(K, N, d, row_multiple=d)
     C = Blocked(M, N, d)
     has_bias = buffers.bias is not None
-    acc_half = c.acc_rows // 2
+    has_res = buffers.residual is not None
+    has_init = has_bias or has_res         # the accumulator is loaded before computing
+    acc_half = (c.acc_rows - table_rows) // 2
+    table_at = c.acc_rows - table_rows
     a_rows, b_rows = plan.mt * plan.kt, plan.kt * d * plan.nt
 
     # Scratchpad slots: each in its own bank when they fit, else packed.
@@ -343,21 +386,34 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         ntb = min(plan.nt, nb - n0b)
         acc0 = (t % 2) * acc_half
         tile_execs_start = len(execs)
-        tile_cmds = plan.k_steps * sum(min(plan.kt, kb - ks * plan.kt) for ks in
-                                       range(plan.k_steps)) * ntb * 2
+        tile_cmds = sum(min(plan.kt, kb - ks * plan.kt) for ks in range(plan.k_steps)) \
+            * ntb * 2
         for ks in range(plan.k_steps):
             k0b = ks * plan.kt
             ktb = min(plan.kt, kb - k0b)
             step_loads: list[_Load] = []
-            # Bias of the tile, with its first step's loads.
+            if t == 0 and ks == 0 and layernorm:
+                lb = lane_bytes(c)
+                step_loads.append(_Load(dict(
+                    dram_addr=layernorm.table, stride=d * lb, rows=table_rows,
+                    row_bytes=d * lb, local_addr=table_at, to_acc=1, accumulate=0, scale=1,
+                    wide=1), -1))
+            # Bias and residual of the tile, with its first step's loads.
+            need = relay_of_tile.get(t, -1)
             if ks == 0 and has_bias:
-                need = relay_of_tile.get(t, -1)
                 lb = lane_bytes(c)
                 for j in range(ntb):
                     step_loads.append(_Load(dict(
                         dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=mt,
                         row_bytes=d * lb, local_addr=acc0 + j * mt, to_acc=1, accumulate=0,
                         scale=1, wide=1), need))
+            if ks == 0 and has_res:
+                R = Blocked(M, N, d)
+                for j in range(ntb):
+                    step_loads.append(_Load(dict(
+                        dram_addr=buffers.residual + R.offset(m0, n0b + j), stride=d,
+                        rows=mt, row_bytes=d, local_addr=acc0 + j * mt, to_acc=1,
+                        accumulate=int(has_bias), scale=scales[n0b + j], wide=0), need))
             # A (mi, ks).
             key = (mi, ks)
             if key in a_key:
@@ -390,7 +446,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
             first_exec = len(execs)
             if step_loads:
                 exec_wait_prev.add(first_exec)
-            if ks == 0 and t >= 2 and not has_bias:
+            if ks == 0 and t >= 2 and not has_init:
                 exec_wait_next.add(first_exec)   # the store freed this accumulator half
             # Computes.
             for j in range(ktb):
@@ -401,9 +457,9 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                     execs.append(Command(Opcode.COMPUTE, {
                         "a_addr": a_base[a_slot] + j * mt, "b_addr": 0, "rows": mt,
                         "acc_addr": acc0 + n * mt,
-                        "accumulate": int(has_bias or kglob > 0)}))
+                        "accumulate": int(has_init or kglob > 0)}))
                     # Halfway through the tile: the relay for the tile after next's bias.
-                    if has_bias and t + 1 < n_tiles and t + 1 >= 2 and \
+                    if has_init and t + 1 < n_tiles and t + 1 >= 2 and \
                             len(execs) - tile_execs_start >= tile_cmds // 2 and \
                             t + 1 not in relay_of_tile:
                         relay_of_tile[t + 1] = len(execs)
@@ -416,10 +472,18 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                              else len(execs) - 2)
         # Store of the tile.
         first_store = len(stores)
-        for n in range(ntb):
+        if layernorm:
+            # Whole rows: one store through i-LayerNorm, in the blocked chunk order.
             stores.append(Command(Opcode.STORE, {
-                "desc": output.descriptor(d, mt), "acc_addr": acc0 + n * mt, "to_spad": 0,
-                "spad_addr": 0, "dram_addr": buffers.c + C.offset(m0, n0b + n), "stride": d}))
+                "desc": {"op": OutputOp.LAYERNORM, "length": N, "rows": mt,
+                         "m": layernorm.m, "e": layernorm.e},
+                "acc_addr": acc0, "to_spad": 0, "blocked": 1, "param_addr": table_at,
+                "dram_addr": buffers.c + C.offset(m0, 0), "stride": C.block_bytes}))
+        for n in range(ntb if not layernorm else 0):
+            stores.append(Command(Opcode.STORE, {
+                "desc": outputs[n0b + n].descriptor(d, mt), "acc_addr": acc0 + n * mt,
+                "to_spad": 0, "spad_addr": 0, "dram_addr": buffers.c + C.offset(m0, n0b + n),
+                "stride": d}))
         store_waits.add(first_store)
         if t + 2 < n_tiles:
             store_signals.add(len(stores) - 1)
@@ -487,6 +551,27 @@ def _interleave(loads, load_after, execs, stores, finish):
     if finish:
         out.append(Command(Opcode.FINISH, {}))
     return out
+
+
+def layernorm_rows(config: TesseraConfig, n: int) -> int:
+    """Accumulator rows of a LayerNorm table for rows of ``n`` elements."""
+    return -(-n // config.cols) * PARAM_ROWS
+
+
+def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int) -> np.ndarray:
+    """The bytes of a LayerNorm table (int32 rows, ``PARAM_ROWS`` per block of ``block``
+    elements: gamma, beta's low 32 bits, beta's high bits), as the store unit reads it."""
+    n = len(gamma_q)
+    nb = -(-n // block)
+    g = np.zeros(nb * block, np.int64)
+    b = np.zeros(nb * block, np.int64)
+    g[:n], b[:n] = gamma_q, beta_q
+    low = b & 0xFFFFFFFF
+    table = np.zeros((nb, PARAM_ROWS, block), np.int64)
+    table[:, 0] = g.reshape(nb, block)
+    table[:, 1] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(nb, block)
+    table[:, 2] = (b >> 32).reshape(nb, block)
+    return table.reshape(-1).astype("<i4").view(np.uint8)
 
 
 def reference_gemm(config: TesseraConfig, a, b, bias, output: OutputSpec) -> np.ndarray:
