@@ -297,9 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--sim", default="verilator", choices=["icarus", "verilator"])
     p.add_argument("-o", "--output", default="out/demo", metavar="DIR")
-    p.add_argument("--m", type=int, default=200)
-    p.add_argument("--k", type=int, default=120)
-    p.add_argument("--n", type=int, default=72)
+    p.add_argument("--m", type=int, default=256)
+    p.add_argument("--k", type=int, default=512)
+    p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
     return parser
