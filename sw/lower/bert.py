@@ -1,0 +1,198 @@
+"""Lowering of a quantized BERT encoder layer (post-LayerNorm) to one command stream that
+reproduces :func:`tessera.sw.models.quantize.integer_bert_layer` bit for bit.
+
+Phases, each a lowering of its own, separated by FENCEs (every phase uses the whole
+scratchpad and accumulator; overlapping phases is future work):
+
+1. ``QKV = x Wqkv + bqkv``: one product over the three matrices side by side, each
+   column block requantized by its group's multiplier (``q``, ``k``, ``v``);
+2. per head, :func:`~tessera.sw.lower.attention.lower_attention_head` on the head's
+   blocks of Q, K and V (the mask preloaded into the scores), writing its blocks of the
+   context;
+3. ``h1 = LayerNorm(ctx Wo + bo + x r1)``: tiles of whole rows, the residual and bias
+   loaded into the accumulator first, the rows stored through i-LayerNorm;
+4. ``f = requantize(GELU(h1 W1 + b1))`` per column block with its group's constants;
+5. ``out = LayerNorm(f W2 + b2 + h1 r2)``.
+
+Everything lives in main memory between phases, in the blocked layout. The base dataflow
+only: the extended one (``ln_prescale``) needs a per-block multiplier in front of the
+LayerNorm that the hardware does not have yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...hw.config import TesseraConfig
+from ...hw.isa import Command, Opcode
+from ...hw.output_path import OutputOp
+from .attention import AttentionHead, lower_attention_head
+from .gemm import (
+    GemmBuffers,
+    GemmShape,
+    LayerNormOutput,
+    LoweringError,
+    OutputSpec,
+    layernorm_rows,
+    layernorm_table,
+    lower_gemm,
+    plan_gemm,
+)
+from .layout import Blocked, bias_bytes, from_blocked, to_blocked
+
+__all__ = ["BertPlacement", "place_bert_layer", "lower_bert_layer", "run_bert_layer",
+           "PHASES"]
+
+#: The phases, in order, as the per-operation report names them.
+PHASES = ("qkv", "attention", "out_proj_ln1", "ffn1_gelu", "ffn2_ln2")
+
+
+@dataclass
+class BertPlacement:
+    """Main-memory addresses of one layer's tensors (blocked layouts)."""
+
+    seq: int
+    x: int
+    wqkv: int
+    bqkv: int
+    qkv: int
+    mask: int | None
+    ctx: int
+    wo: int
+    bo: int
+    ln1: int
+    h1: int
+    w1: int
+    b1: int
+    f: int
+    w2: int
+    b2: int
+    ln2: int
+    out: int
+
+
+def _group_of_block(lin, block: int, d: int) -> int:
+    """The scale group (of the QuantizedLinear ``lin``) of column block ``block``."""
+    return block * d // lin.group
+
+
+def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
+    """Write the layer's weights, tables and input into ``rt``'s main memory."""
+    c = rt.config
+    d = c.rows
+    if ql.ln1_prescale is not None or ql.ln2_prescale is not None:
+        raise LoweringError("the extended dataflow (ln_prescale) needs a per-block "
+                            "multiplier before LayerNorm, which the hardware lacks")
+    for lin in (ql.wq, ql.wk, ql.wv, ql.wo, ql.w1, ql.w2):
+        if lin.group % d and lin.group != lin.out_features:
+            raise LoweringError(f"scale groups of {lin.group} columns must be whole blocks "
+                                f"of {d}")
+    S, H = x_q.shape
+    F = ql.ffn
+
+    def put(raw) -> int:
+        raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+        at = rt.alloc(max(raw.size, 1))
+        rt.write(at, raw)
+        return at
+
+    def weights(w):
+        return put(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
+
+    def space(rows, cols):
+        return rt.alloc(Blocked(rows, cols, d).nbytes)
+
+    wqkv = np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)
+    bqkv = np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias])
+    p = BertPlacement(
+        seq=S, x=put(to_blocked(x_q, Blocked(S, H, d))), wqkv=weights(wqkv),
+        bqkv=put(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
+        wo=weights(ql.wo.weight), bo=put(bias_bytes(ql.wo.bias, d)),
+        ln1=put(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d)), h1=space(S, H),
+        w1=weights(ql.w1.weight), b1=put(bias_bytes(ql.w1.bias, d)), f=space(S, F),
+        w2=weights(ql.w2.weight), b2=put(bias_bytes(ql.w2.bias, d)),
+        ln2=put(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d)), out=space(S, H))
+    if mask is not None:
+        keep = np.asarray(mask, dtype=bool).reshape(-1)
+        if keep.shape != (S,):
+            raise LoweringError(f"the mask must hold {S} keys, not {keep.shape}")
+        s_pad = -(-S // d) * d
+        bias = np.zeros(s_pad, dtype="<i4")
+        bias[:S][~keep] = ql.mask_bias
+        p.mask = put(bias)
+    return p
+
+
+def _requant_specs(lin, requants: tuple, d: int) -> list[OutputSpec]:
+    return [OutputSpec(OutputOp.REQUANT, *requants[_group_of_block(lin, j, d)])
+            for j in range(-(-lin.out_features // d))]
+
+
+def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, list[Command]]:
+    """The layer's command streams, one per phase (:data:`PHASES`); concatenated with
+    FENCEs between them they are the layer."""
+    c = config
+    d = c.rows
+    S, H, F, heads, dh = p.seq, ql.hidden, ql.ffn, ql.heads, ql.head_dim
+    nbh = -(-H // d)
+    phases = {}
+
+    qkv_out = (_requant_specs(ql.wq, ql.q_requant, d) + _requant_specs(ql.wk, ql.k_requant, d)
+               + _requant_specs(ql.wv, ql.v_requant, d))
+    plan = plan_gemm(c, GemmShape(S, H, 3 * H), bias=True)
+    phases["qkv"] = lower_gemm(c, plan, GemmBuffers(p.x, p.wqkv, p.qkv, p.bqkv), qkv_out,
+                               finish=False)
+
+    blk = S * d                                 # bytes between column blocks (S rows)
+    exp = {f: getattr(ql.softmax, f) for f in ("shift", "ln2_q", "q_b", "q_c", "out_shift")}
+    att = []
+    for h in range(heads):
+        b0 = h * dh // d
+        head = AttentionHead(S, dh, p.qkv + b0 * blk, p.qkv + (nbh + b0) * blk,
+                             p.qkv + (2 * nbh + b0) * blk, p.ctx + b0 * blk, blk, exp,
+                             *ql.ctx_requant, p.mask)
+        att += lower_attention_head(c, head, finish=False)
+        att.append(Command(Opcode.FENCE, {}))   # heads share the on-chip buffers
+    phases["attention"] = att[:-1]
+
+    def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in):
+        plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,
+                         reserve=layernorm_rows(c, H))
+        per_block = tuple(int(lin.residual[_group_of_block(lin, j, d)]) for j in range(nbh))
+        return lower_gemm(c, plan, GemmBuffers(a, w, out, bias, residual, per_block),
+                          OutputSpec(), finish=False,
+                          layernorm=LayerNormOutput(table, ln.m, ln.e))
+
+    phases["out_proj_ln1"] = ln_gemm(p.ctx, p.wo, p.bo, p.x, ql.wo, p.ln1, ql.ln1, p.h1, H)
+    gelu_out = []
+    for j in range(-(-F // d)):
+        g = _group_of_block(ql.w1, j, d)
+        gc = ql.gelu[g]
+        gelu_out.append(OutputSpec(OutputOp.GELU, *ql.f_requant[g], {
+            "shift": gc.shift, "q_b": gc.q_b, "q_c": gc.q_c, "poly_shift": gc.poly_shift}))
+    plan = plan_gemm(c, GemmShape(S, H, F), bias=True)
+    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1), gelu_out,
+                                     finish=False)
+    phases["ffn2_ln2"] = ln_gemm(p.f, p.w2, p.b2, p.h1, ql.w2, p.ln2, ql.ln2, p.out, F)
+    return phases
+
+
+def program_of(phases: dict[str, list[Command]]) -> list[Command]:
+    """The phases as one stream: FENCEs between them, FINISH at the end."""
+    prog = []
+    for name in PHASES:
+        prog += phases[name] + [Command(Opcode.FENCE, {})]
+    prog[-1] = Command(Opcode.FINISH, {})
+    return prog
+
+
+def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, **run_args):
+    """Place, lower and run one layer on ``rt``; returns ``(out_q, result, phases)``."""
+    p = place_bert_layer(rt, ql, x_q, mask)
+    phases = lower_bert_layer(rt.config, ql, p)
+    result = rt.run(program_of(phases), **run_args)
+    S, H = x_q.shape
+    shape = Blocked(S, H, rt.config.rows)
+    return from_blocked(rt.read(p.out, shape.nbytes), shape), result, phases
