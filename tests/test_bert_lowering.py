@@ -34,8 +34,8 @@ def small_layer(S=12, H=32, heads=2, F=64, seed=0, **options):
 def test_layer_equals_the_integer_model(cfg_name, shape):
     w, ql, x, mask = small_layer(*shape)
     xq = quantize_activation(x, ql.in_scale)
-    got, result, phases = run_bert_layer(Runtime(preset(cfg_name), "golden"), ql, xq, mask,
-                                         check=True)
+    got, results, phases = run_bert_layer(Runtime(preset(cfg_name), "golden"), ql, xq, mask,
+                                          check=True)
     assert list(phases) == list(PHASES)
     assert (got == integer_bert_layer(xq, ql, mask)).all()
     ref = bert_layer(x, w, mask=mask)

@@ -188,11 +188,29 @@ def program_of(phases: dict[str, list[Command]]) -> list[Command]:
     return prog
 
 
-def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, **run_args):
-    """Place, lower and run one layer on ``rt``; returns ``(out_q, result, phases)``."""
+def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, *, per_phase: bool = False,
+                   **run_args):
+    """Place, lower and run one layer on ``rt``.
+
+    With ``per_phase`` each phase runs on its own (main memory carries the tensors from
+    one to the next), so each has its own counters.
+
+    Returns
+    -------
+    (out_q, results, phases)
+        The int8 output, the run result (one per phase, by name, with ``per_phase``; else
+        one under ``"layer"``), and the phases' command streams.
+    """
     p = place_bert_layer(rt, ql, x_q, mask)
     phases = lower_bert_layer(rt.config, ql, p)
-    result = rt.run(program_of(phases), **run_args)
+    results = {}
+    if per_phase:
+        for name in PHASES:
+            results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
+            if not results[name].ok:
+                break
+    else:
+        results["layer"] = rt.run(program_of(phases), **run_args)
     S, H = x_q.shape
     shape = Blocked(S, H, rt.config.rows)
-    return from_blocked(rt.read(p.out, shape.nbytes), shape), result, phases
+    return from_blocked(rt.read(p.out, shape.nbytes), shape), results, phases
