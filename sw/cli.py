@@ -211,6 +211,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .run import format_report, run_bert
+
+    cfg = _config(args)
+    if args.layer != "bert-layer":
+        raise UsageError(f"{args.layer} is not built yet; available: bert-layer")
+    model_layer = None
+    if args.model:
+        name, _, layer = args.model.partition(":")
+        if name != "minilm":
+            raise UsageError(f"unknown model {name!r}; available: minilm[:LAYER]")
+        model_layer = int(layer or 0)
+        if not 0 <= model_layer < 6:
+            raise UsageError(f"all-MiniLM-L6-v2 has layers 0 to 5, not {model_layer}")
+    fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
+                   ffn=args.ffn, model_layer=model_layer, seed=args.seed, progress=_progress)
+    print(format_report(fig))
+    _write_json(args.json, fig)
+    ok = fig["bit_exact_with_integer_model"] and fig.get("bit_exact_with_golden", True)
+    return 0 if ok else 1
+
+
 def cmd_isa(args) -> int:
     from ..hw.isa import isa_markdown
 
@@ -292,6 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("run", help="run a transformer layer on a backend and report it")
+    p.add_argument("layer", metavar="LAYER", help="bert-layer (gpt2-layer, gpt2-decode: "
+                                                  "not built yet)")
+    _add_config_args(p)
+    p.add_argument("--backend", default="golden", choices=["golden", "icarus", "verilator"])
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--ffn", type=int, default=3072)
+    p.add_argument("--model", metavar="NAME[:LAYER]",
+                   help="real weights: minilm[:LAYER] (all-MiniLM-L6-v2, real sentences)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("demo", help="generate the accelerator, run a tiled matrix product "
                                     "through it on RTL, check it, print the counters")
     _add_config_args(p)
@@ -311,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..sim.runner import SimulationFailed
     from ..sim.toolchain import SimulatorMissing
 
-    for name in ("tiles", "rows", "m", "k", "n"):
+    for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "tiles" else 1):
             parser.error(f"--{name} must be a positive integer, not {value}")

@@ -104,3 +104,17 @@ def test_demo_on_icarus(tmp_path, capsys):
                  "--m", "9", "--k", "10", "--n", "7"]) == 0
     assert "all 63 results equal the golden model bit for bit" in capsys.readouterr().out
 
+
+
+def test_run_bert_layer_reports_every_operation(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["run", "bert-layer", "--preset", "tiny", "--seq", "10", "--hidden", "32",
+                 "--heads", "2", "--ffn", "64", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert [op["op"] for op in fig["ops"]] == ["qkv", "attention", "out_proj_ln1",
+                                               "ffn1_gelu", "ffn2_ln2"]
+    assert fig["macs"] == sum(op["macs"] for op in fig["ops"]) > 0
+    assert fig["bit_exact_with_integer_model"] and fig["accuracy"]["cosine"] > 0.99
+    text = capsys.readouterr().out
+    assert "FFN 1 + i-GELU" in text and "equals the integer model bit for bit: yes" in text
+    assert main(["run", "gpt2-decode", "--preset", "tiny"]) == 2
