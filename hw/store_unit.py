@@ -32,12 +32,13 @@ LayerNorm's per-channel parameters reach the output path on its own ``i_param`` 
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import ROWS_BITS, DmaError, block_layout, done_layout
+from .intmath import saturate
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -47,6 +48,7 @@ from .output_path import (
     param_layout,
     row_layout,
 )
+from .requant import MULTIPLIER_BITS, SHIFT_BITS
 
 __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 
@@ -55,6 +57,8 @@ __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 PARAM_ROWS = 3
 #: The table's lanes are 32 bits: LAYERNORM stores need ``acc_bits == 32``.
 PARAM_LANE_BITS = 32
+#: With ``prescale``, a fourth row per chunk holds the chunk's ``(m, e)`` in lanes 0, 1.
+PRESCALE_BITS = 31 + 6
 
 
 def store_command_layout(config: TesseraConfig) -> data.StructLayout:
@@ -71,6 +75,8 @@ def store_command_layout(config: TesseraConfig) -> data.StructLayout:
         "transpose": 1,      # to_spad, rows of at most cols elements: write cols x cols
         #                      blocks transposed (weight tiles of the results' transpose)
         "param_addr": range(config.acc_rows),  # LAYERNORM: its gamma / beta table
+        "prescale": 1,       # LAYERNORM: the table has a fourth row per chunk, (m, e) in
+        #                      lanes 0 and 1: each chunk is first requantize(x, m, e, 32)
     })
 
 
@@ -161,9 +167,11 @@ class StoreUnit(wiring.Component):
         spad_span = Mux(p.transpose, groups * C, span)
         bad_local = (p.acc_addr + span > c.acc_rows) | \
             (p.to_spad & (p.spad_addr + spad_span > c.spad_rows)) | \
-            (p_ln & (p.param_addr + p_chunks * PARAM_ROWS > c.acc_rows))
+            (p_ln & (p.param_addr + p_chunks * Mux(p.prescale, PARAM_ROWS + 1, PARAM_ROWS)
+                     > c.acc_rows))
         bad_shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
-            (p_len > c.max_row_len) | (p.transpose & (~p.to_spad | (p_len > C)))
+            (p_len > c.max_row_len) | (p.transpose & (~p.to_spad | (p_len > C))) | \
+            (p.prescale & ~p_ln)
         if c.acc_bits != PARAM_LANE_BITS:
             bad_shape = bad_shape | p_ln     # the gamma / beta table needs 32-bit lanes
         idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev
@@ -205,24 +213,53 @@ class StoreUnit(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0), sub.eq(0), rd_chunk.eq(0),
                          rd_ptr.eq(p.acc_addr), rd_row_start.eq(p.acc_addr)]
+        # LayerNorm's prescale: first read every chunk's (m, e) from the table into a
+        # small memory, then look each chunk's up as its data is read.
+        n_chunks = c.max_row_len // C + 1
+        m.submodules.prescales = ps = memory.Memory(shape=unsigned(PRESCALE_BITS),
+                                                    depth=n_chunks, init=[])
+        ps_w, ps_r = ps.write_port(), ps.read_port()
+        pre = Signal()                      # reading the (m, e) rows
+        pre_gap = Signal()                  # one cycle for the last one to be written
+        pre_k = Signal(range(n_chunks + 1))
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [pre.eq(p_ln & p.prescale & ~bad_shape & ~bad_local
+                                & (p.desc.rows != 0)), pre_k.eq(0)]
+        m.d.sync += pre_gap.eq(0)
         rd_last = rd_base + C >= length
         req = self.acc.req
-        param_ptr = Signal(range(c.acc_rows + 3 * (c.max_row_len // C + 1)))
-        m.d.comb += param_ptr.eq(cmd.param_addr + rd_chunk * PARAM_ROWS + sub)
-        m.d.comb += [req.valid.eq(reading & ~desc_pending
-                                  & (doing_param | (q.level + in_flight < depth))),
-                     req.payload.addr.eq(Mux(doing_param, param_ptr, rd_ptr)),
+        table_stride = Mux(cmd.prescale, PARAM_ROWS + 1, PARAM_ROWS)
+        param_ptr = Signal(range(c.acc_rows + (PARAM_ROWS + 1) * n_chunks))
+        m.d.comb += param_ptr.eq(cmd.param_addr + rd_chunk * table_stride + sub)
+        pre_ptr = Signal(range(c.acc_rows + (PARAM_ROWS + 1) * n_chunks))
+        m.d.comb += pre_ptr.eq(cmd.param_addr + pre_k * (PARAM_ROWS + 1) + PARAM_ROWS)
+        main = reading & ~desc_pending & ~pre & ~pre_gap
+        m.d.comb += [req.valid.eq((reading & pre)
+                                  | (main & (doing_param | (q.level + in_flight < depth)))),
+                     req.payload.addr.eq(Mux(pre, pre_ptr,
+                                             Mux(doing_param, param_ptr, rd_ptr))),
                      req.payload.write.eq(0)]
         issued = req.valid & req.ready
         resp_last = Signal()
         resp_kind = Signal(2)
         resp_param = Signal()
+        resp_pre = Signal()
+        resp_pre_k = Signal.like(pre_k)
+        m.d.sync += resp_pre.eq(issued & pre)
         with m.If(issued):
             m.d.sync += [resp_kind.eq(Mux(doing_param, sub, PARAM_ROWS)),
-                         resp_param.eq(ln_out)]
-        with m.If(issued & doing_param):
+                         resp_param.eq(ln_out), resp_pre_k.eq(pre_k)]
+        with m.If(issued & pre):
+            m.d.sync += pre_k.eq(pre_k + 1)
+            with m.If(pre_k + 1 == chunks):
+                m.d.sync += [pre.eq(0), pre_gap.eq(1)]
+        with m.If(issued & ~pre & doing_param):
             m.d.sync += sub.eq(sub + 1)
-        with m.If(issued & ~doing_param):
+        m.d.comb += [ps_r.addr.eq(rd_chunk), ps_r.en.eq(issued & ~pre & ~doing_param),
+                     ps_w.addr.eq(resp_pre_k), ps_w.en.eq(self.acc.resp.valid & resp_pre),
+                     ps_w.data.eq(Cat(self.acc.resp.data[0][:MULTIPLIER_BITS],
+                                      self.acc.resp.data[1][:SHIFT_BITS]))]
+        with m.If(issued & ~pre & ~doing_param):
             m.d.sync += [resp_last.eq(rd_last), sub.eq(0),
                          rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1))]
             next_row = Mux(cmd.blocked, rd_row_start + 1, rd_ptr + 1)
@@ -236,16 +273,28 @@ class StoreUnit(wiring.Component):
                              rd_ptr.eq(next_row), rd_row_start.eq(next_row)]
                 with m.If(rd_row + 1 == rows):
                     m.d.sync += reading.eq(0)
-        resp_data = self.acc.resp.valid & (resp_kind == PARAM_ROWS)
+        resp_data = self.acc.resp.valid & ~resp_pre & (resp_kind == PARAM_ROWS)
         m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - resp_data)
         table = [Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C), name=f"ln_{n}")
                  for n in ("gamma", "beta_lo", "beta_hi")]
         for kind, reg in enumerate(table):
-            with m.If(self.acc.resp.valid & (resp_kind == kind)):
+            with m.If(self.acc.resp.valid & ~resp_pre & (resp_kind == kind)):
                 m.d.sync += reg.eq(self.acc.resp.data)
+        # The chunk, prescaled: requantize(x, m, e, 32), rounding half away from zero.
+        ps_m, ps_e = ps_r.data[:MULTIPLIER_BITS], ps_r.data[MULTIPLIER_BITS:]
+        half = Signal(unsigned(64))
+        m.d.comb += half.eq((Const(1, 65) << ps_e) >> 1)
+        scaled = Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C))
+        for i in range(C):
+            prod = Signal(signed(64), name=f"ps_prod{i}")
+            rounded = Signal(signed(65), name=f"ps_round{i}")
+            m.d.comb += [prod.eq(self.acc.resp.data[i] * ps_m),
+                         rounded.eq(prod + half - ((ps_e != 0) & (prod < 0))),
+                         scaled[i].eq(saturate(rounded >> ps_e, PARAM_LANE_BITS))]
         entry = Signal(entry_layout)
-        m.d.comb += [entry.chunk.data.eq(self.acc.resp.data), entry.chunk.last.eq(resp_last),
-                     entry.has_param.eq(resp_param)]
+        m.d.comb += [entry.chunk.data.eq(Mux(cmd.prescale, scaled.as_value(),
+                                             self.acc.resp.data.as_value())),
+                     entry.chunk.last.eq(resp_last), entry.has_param.eq(resp_param)]
         for i in range(C):
             m.d.comb += [entry.param.gamma[i].eq(table[0][i]),
                          entry.param.beta[i].eq(Cat(table[1][i], table[2][i]))]

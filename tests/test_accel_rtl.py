@@ -81,8 +81,12 @@ CASES = {
                                ErrorCode.LOCAL, 0),
     "store of a bad length": (lambda rt: [Command(Opcode.STORE, dict(
         desc=dict(op=OutputOp.NONE, length=0, rows=1)))], ErrorCode.SHAPE, 0),
-    "layernorm store": (lambda rt: [Command(Opcode.STORE, dict(
-        desc=dict(op=OutputOp.LAYERNORM, length=4, rows=1)))], ErrorCode.ILLEGAL_FIELD, 0),
+    "layernorm table out of range": (lambda rt: [Command(Opcode.STORE, dict(
+        desc=dict(op=OutputOp.LAYERNORM, length=8, rows=1), to_spad=1,
+        param_addr=TINY.acc_rows - 5))], ErrorCode.LOCAL, 0),
+    "prescale without layernorm": (lambda rt: [Command(Opcode.STORE, dict(
+        desc=dict(op=OutputOp.NONE, length=4, rows=1), to_spad=1, prescale=1))],
+        ErrorCode.SHAPE, 0),
     "nop in the dispatcher": (lambda rt: [Command(Opcode.NOP, {"queue": Queue.LOAD}),
                                           Command(Opcode.NOP, {"queue": Queue.DISPATCH})],
                               ErrorCode.ILLEGAL_FIELD, 1),
@@ -243,11 +247,12 @@ def test_attention_head_matches_the_golden_executor(sim):
     assert (from_blocked(rtl.read(head.ctx, shape.nbytes), shape) == want).all()
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_bert_layer_equals_the_integer_model(sim):
+@pytest.mark.parametrize("sim, extended", [("icarus", False), ("verilator", True)])
+def test_bert_layer_equals_the_integer_model(sim, extended):
     """A small quantized BERT layer (QKV, two masked heads, output projection with the
     residual and LayerNorm, FFN with i-GELU, residual and LayerNorm) on the generated
-    Verilog equals the integer model bit for bit."""
+    Verilog equals the integer model bit for bit; the extended dataflow's LayerNorms
+    prescale each column block."""
     from tessera.sw.lower.bert import run_bert_layer
     from tessera.sw.models.quantize import (
         integer_bert_layer,
@@ -257,9 +262,13 @@ def test_bert_layer_equals_the_integer_model(sim):
     from tessera.sw.models.reference import random_bert_weights
 
     rng = np.random.default_rng(4)
-    S, H, heads, F = 10, 16, 2, 32
+    S, H, heads, F = 10, 32, 2, 32
     w = random_bert_weights(H, heads, F, rng)
-    ql = quantize_bert_layer(w, [rng.normal(0, 1, (S, H)) for _ in range(2)])
+    from tessera.sw.models.quantize import EXTENDED
+
+    ql = quantize_bert_layer(w, [rng.normal(0, 1, (S, H)) for _ in range(2)],
+                             **(EXTENDED if extended else {}))
+    assert (ql.ln1_prescale is not None) == extended
     xq = quantize_activation(rng.normal(0, 1, (S, H)), ql.in_scale)
     mask = np.ones(S, bool)
     mask[-3:] = False

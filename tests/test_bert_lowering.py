@@ -6,7 +6,6 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.sw.lower.bert import PHASES, run_bert_layer
-from tessera.sw.lower.gemm import LoweringError
 from tessera.sw.models.quantize import (
     EXTENDED,
     cosine,
@@ -42,8 +41,11 @@ def test_layer_equals_the_integer_model(cfg_name, shape):
     assert cosine(dequantize(got, ql.out_scale)[mask], ref[mask]) > 0.995
 
 
-def test_the_extended_dataflow_is_refused_until_the_hardware_has_it():
-    _, ql, x, mask = small_layer(**EXTENDED)
-    with pytest.raises(LoweringError, match="ln_prescale"):
-        run_bert_layer(Runtime(preset("tiny"), "golden"), ql,
-                       quantize_activation(x, ql.in_scale), mask)
+def test_the_extended_dataflow_equals_its_integer_model():
+    """ln_prescale: per-group Wo / W2 scales and residual multipliers, each column block
+    of the LayerNorm input brought to one scale by the store unit."""
+    w, ql, x, mask = small_layer(**EXTENDED)
+    assert ql.ln1_prescale is not None
+    xq = quantize_activation(x, ql.in_scale)
+    got, _, _ = run_bert_layer(Runtime(preset("tiny"), "golden"), ql, xq, mask, check=True)
+    assert (got == integer_bert_layer(xq, ql, mask)).all()

@@ -36,7 +36,7 @@ EXAMPLES = [
                                                        "out_shift": 9}}},
                            "acc_addr": 17, "to_spad": 1, "spad_addr": 300,
                            "dram_addr": 0, "stride": 0, "transpose": 1, "param_addr": 9,
-                           "blocked": 1},
+                           "blocked": 1, "prescale": 1},
             wait_prev=True, signal_prev=True),
     Command(Opcode.PRELOAD, {"spad_addr": 16383}, wait_prev=True, wait_next=True),
     Command(Opcode.COMPUTE, {"a_addr": 1, "b_addr": 2, "rows": 65535, "acc_addr": 1023,

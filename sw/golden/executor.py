@@ -251,7 +251,7 @@ class Machine:
     def _nop(self, queue):
         pass  # only its tokens
     def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
-               param_addr=0, blocked=0):
+               param_addr=0, blocked=0, prescale=0):
         c = self.config
         C = c.cols
         op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
@@ -261,6 +261,8 @@ class Machine:
         if transpose and (not to_spad or length > C):
             raise _Refused(f"a transposed store goes to the scratchpad with rows of at most "
                            f"{C} elements, not {length}", ErrorCode.SHAPE)
+        if prescale and op != OutputOp.LAYERNORM:
+            raise _Refused("a prescale belongs to a LAYERNORM store", ErrorCode.SHAPE)
         if op == OutputOp.LAYERNORM and c.acc_bits != PARAM_LANE_BITS:
             raise _Refused(f"LayerNorm's gamma / beta table needs {PARAM_LANE_BITS}-bit "
                            f"accumulator lanes, not {c.acc_bits}", ErrorCode.SHAPE)
@@ -268,7 +270,8 @@ class Machine:
         spad_rows = -(-nrows // C) * C if transpose else nrows * chunks
         if acc_addr + nrows * chunks > c.acc_rows or \
                 to_spad and spad_addr + spad_rows > c.spad_rows or \
-                op == OutputOp.LAYERNORM and param_addr + chunks * PARAM_ROWS > c.acc_rows:
+                op == OutputOp.LAYERNORM and \
+                param_addr + chunks * (PARAM_ROWS + bool(prescale)) > c.acc_rows:
             raise _Refused("accumulator, scratchpad or parameter rows out of range",
                            ErrorCode.LOCAL)
         if nrows == 0:
@@ -279,8 +282,19 @@ class Machine:
         x = x.reshape(nrows, chunks * C)[:, :length]
         params = None
         if op == OutputOp.LAYERNORM:
-            table = self.acc[param_addr:param_addr + chunks * PARAM_ROWS]
-            table = table.reshape(chunks, PARAM_ROWS, C)
+            rows_per_chunk = PARAM_ROWS + bool(prescale)
+            table = self.acc[param_addr:param_addr + chunks * rows_per_chunk]
+            table = table.reshape(chunks, rows_per_chunk, C)
+            if prescale:
+                # Each chunk brought to the row's scale first: requantize(x, m, e, 32).
+                x = np.concatenate([x, np.zeros((nrows, chunks * C - length), np.int64)], 1)
+                for k in range(chunks):
+                    mk = int(table[k, PARAM_ROWS, 0]) & ((1 << 31) - 1)
+                    ek = int(table[k, PARAM_ROWS, 1]) & 63
+                    cols = slice(k * C, (k + 1) * C)
+                    x[:, cols] = grq.requantize(wrap(x[:, cols], 32).astype(np.int32), mk,
+                                                ek, 32)
+                x = x[:, :length]
             gamma = table[:, 0].reshape(-1)[:length]
             low = table[:, 1].reshape(-1)[:length] & 0xFFFFFFFF
             beta = table[:, 2].reshape(-1)[:length] * (1 << 32) + low

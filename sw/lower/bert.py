@@ -14,9 +14,9 @@ scratchpad and accumulator; overlapping phases is future work):
 4. ``f = requantize(GELU(h1 W1 + b1))`` per column block with its group's constants;
 5. ``out = LayerNorm(f W2 + b2 + h1 r2)``.
 
-Everything lives in main memory between phases, in the blocked layout. The base dataflow
-only: the extended one (``ln_prescale``) needs a per-block multiplier in front of the
-LayerNorm that the hardware does not have yet.
+Everything lives in main memory between phases, in the blocked layout. Both dataflows of
+the integer model: with ``ln_prescale`` the LayerNorm tables carry each column block's
+``(m, e)``, and the store unit brings every chunk to the row's scale before LayerNorm.
 """
 
 from __future__ import annotations
@@ -82,9 +82,6 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
     """Write the layer's weights, tables and input into ``rt``'s main memory."""
     c = rt.config
     d = c.rows
-    if ql.ln1_prescale is not None or ql.ln2_prescale is not None:
-        raise LoweringError("the extended dataflow (ln_prescale) needs a per-block "
-                            "multiplier before LayerNorm, which the hardware lacks")
     for lin in (ql.wq, ql.wk, ql.wv, ql.wo, ql.w1, ql.w2):
         if lin.group % d and lin.group != lin.out_features:
             raise LoweringError(f"scale groups of {lin.group} columns must be whole blocks "
@@ -110,10 +107,12 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
         seq=S, x=put(to_blocked(x_q, Blocked(S, H, d))), wqkv=weights(wqkv),
         bqkv=put(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
         wo=weights(ql.wo.weight), bo=put(bias_bytes(ql.wo.bias, d)),
-        ln1=put(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d)), h1=space(S, H),
+        ln1=put(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
+                                _per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
         w1=weights(ql.w1.weight), b1=put(bias_bytes(ql.w1.bias, d)), f=space(S, F),
         w2=weights(ql.w2.weight), b2=put(bias_bytes(ql.w2.bias, d)),
-        ln2=put(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d)), out=space(S, H))
+        ln2=put(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
+                                _per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H))
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
         if keep.shape != (S,):
@@ -123,6 +122,13 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
         bias[:S][~keep] = ql.mask_bias
         p.mask = put(bias)
     return p
+
+
+def _per_block(lin, per_group, d: int):
+    """Per-group values (or None) as one per column block."""
+    if per_group is None:
+        return None
+    return [per_group[_group_of_block(lin, j, d)] for j in range(-(-lin.out_features // d))]
 
 
 def _requant_specs(lin, requants: tuple, d: int) -> list[OutputSpec]:
@@ -157,15 +163,16 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
         att.append(Command(Opcode.FENCE, {}))   # heads share the on-chip buffers
     phases["attention"] = att[:-1]
 
-    def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in):
+    def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale):
         plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,
-                         reserve=layernorm_rows(c, H))
+                         reserve=layernorm_rows(c, H, prescale))
         per_block = tuple(int(lin.residual[_group_of_block(lin, j, d)]) for j in range(nbh))
         return lower_gemm(c, plan, GemmBuffers(a, w, out, bias, residual, per_block),
                           OutputSpec(), finish=False,
-                          layernorm=LayerNormOutput(table, ln.m, ln.e))
+                          layernorm=LayerNormOutput(table, ln.m, ln.e, prescale))
 
-    phases["out_proj_ln1"] = ln_gemm(p.ctx, p.wo, p.bo, p.x, ql.wo, p.ln1, ql.ln1, p.h1, H)
+    phases["out_proj_ln1"] = ln_gemm(p.ctx, p.wo, p.bo, p.x, ql.wo, p.ln1, ql.ln1, p.h1, H,
+                                     ql.ln1_prescale is not None)
     gelu_out = []
     for j in range(-(-F // d)):
         g = _group_of_block(ql.w1, j, d)
@@ -175,7 +182,8 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     plan = plan_gemm(c, GemmShape(S, H, F), bias=True)
     phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1), gelu_out,
                                      finish=False)
-    phases["ffn2_ln2"] = ln_gemm(p.f, p.w2, p.b2, p.h1, ql.w2, p.ln2, ql.ln2, p.out, F)
+    phases["ffn2_ln2"] = ln_gemm(p.f, p.w2, p.b2, p.h1, ql.w2, p.ln2, ql.ln2, p.out, F,
+                                 ql.ln2_prescale is not None)
     return phases
 
 

@@ -309,6 +309,7 @@ class LayerNormOutput:
     table: int
     m: int
     e: int
+    prescale: bool = False   # the table carries a per-block (m, e) for the LayerNorm input
 
 
 @dataclass
@@ -335,7 +336,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     outputs = list(output) if isinstance(output, list | tuple) else [output] * nb
     if len(outputs) != nb:
         raise LoweringError(f"{len(outputs)} output specs for {nb} column blocks")
-    table_rows = layernorm_rows(c, N) if layernorm else 0
+    table_rows = layernorm_rows(c, N, layernorm.prescale) if layernorm else 0
     if layernorm and plan.nt != nb:
         raise LoweringError("a LayerNorm output needs tiles of whole rows (plan_gemm with "
                             "full_rows=True)")
@@ -481,6 +482,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                 "desc": {"op": OutputOp.LAYERNORM, "length": N, "rows": mt,
                          "m": layernorm.m, "e": layernorm.e},
                 "acc_addr": acc0, "to_spad": 0, "blocked": 1, "param_addr": table_at,
+                "prescale": int(layernorm.prescale),
                 "dram_addr": buffers.c + C.offset(m0, 0), "stride": C.block_bytes}))
         for n in range(ntb if not layernorm else 0):
             stores.append(Command(Opcode.STORE, {
@@ -556,24 +558,31 @@ def _interleave(loads, load_after, execs, stores, finish):
     return out
 
 
-def layernorm_rows(config: TesseraConfig, n: int) -> int:
+def layernorm_rows(config: TesseraConfig, n: int, prescale: bool = False) -> int:
     """Accumulator rows of a LayerNorm table for rows of ``n`` elements."""
-    return -(-n // config.cols) * PARAM_ROWS
+    return -(-n // config.cols) * (PARAM_ROWS + prescale)
 
 
-def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int) -> np.ndarray:
+def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int,
+                    prescale=None) -> np.ndarray:
     """The bytes of a LayerNorm table (int32 rows, ``PARAM_ROWS`` per block of ``block``
-    elements: gamma, beta's low 32 bits, beta's high bits), as the store unit reads it."""
+    elements: gamma, beta's low 32 bits, beta's high bits; with ``prescale``, one
+    ``(m, e)`` per block, a fourth row with them in lanes 0 and 1), as the store unit
+    reads it."""
     n = len(gamma_q)
     nb = -(-n // block)
     g = np.zeros(nb * block, np.int64)
     b = np.zeros(nb * block, np.int64)
     g[:n], b[:n] = gamma_q, beta_q
     low = b & 0xFFFFFFFF
-    table = np.zeros((nb, PARAM_ROWS, block), np.int64)
+    table = np.zeros((nb, PARAM_ROWS + (prescale is not None), block), np.int64)
     table[:, 0] = g.reshape(nb, block)
     table[:, 1] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(nb, block)
     table[:, 2] = (b >> 32).reshape(nb, block)
+    if prescale is not None:
+        if len(prescale) != nb:
+            raise LoweringError(f"{len(prescale)} prescales for {nb} blocks")
+        table[:, PARAM_ROWS, :2] = np.array(prescale, dtype=np.int64).reshape(nb, 2)
     return table.reshape(-1).astype("<i4").view(np.uint8)
 
 
