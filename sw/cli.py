@@ -226,7 +226,8 @@ def cmd_run(args) -> int:
         if not 0 <= model_layer < 6:
             raise UsageError(f"all-MiniLM-L6-v2 has layers 0 to 5, not {model_layer}")
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
-                   ffn=args.ffn, model_layer=model_layer, seed=args.seed, progress=_progress)
+                   ffn=args.ffn, model_layer=model_layer, seed=args.seed,
+                   dataflow=args.dataflow, progress=_progress)
     print(format_report(fig))
     _write_json(args.json, fig)
     ok = fig["bit_exact_with_integer_model"] and fig.get("bit_exact_with_golden", True)
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn", type=int, default=3072)
     p.add_argument("--model", metavar="NAME[:LAYER]",
                    help="real weights: minilm[:LAYER] (all-MiniLM-L6-v2, real sentences)")
+    p.add_argument("--dataflow", default="extended", choices=["extended", "base"],
+                   help="quantization dataflow (extended: per-group scales everywhere and "
+                        "prescaled LayerNorm inputs; base: per-tensor Wo, W2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_run)

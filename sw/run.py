@@ -16,6 +16,7 @@ import numpy as np
 from ..hw.config import TesseraConfig
 from .lower.bert import PHASES, run_bert_layer
 from .models.quantize import (
+    EXTENDED,
     cosine,
     dequantize,
     integer_bert_layer,
@@ -64,11 +65,16 @@ def _bert_inputs(seq, hidden, heads, ffn, model_layer, seed, progress):
 
 def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int = 768,
              heads: int = 12, ffn: int = 3072, model_layer: int | None = None,
-             seed: int = 1, progress=None) -> dict:
-    """One BERT layer on ``backend``; the figures as a dict (see :func:`format_report`)."""
+             seed: int = 1, dataflow: str = "extended", progress=None) -> dict:
+    """One BERT layer on ``backend``; the figures as a dict (see :func:`format_report`).
+
+    ``dataflow``: ``"extended"`` (per-group scales of every matrix, LayerNorm inputs
+    prescaled per column block: the accurate one) or ``"base"``."""
     w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, seed,
                                          progress)
-    ql = quantize_bert_layer(w, cal)
+    if dataflow not in ("base", "extended"):
+        raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
+    ql = quantize_bert_layer(w, cal, **(EXTENDED if dataflow == "extended" else {}))
     xq = quantize_activation(x, ql.in_scale)
     S, H = xq.shape
     if progress:
@@ -89,7 +95,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     ref = bert_layer(x, w, mask=keep)
     y = dequantize(got, ql.out_scale)
     fig = {
-        "layer": what, "backend": backend, "config": config.hash,
+        "layer": what, "backend": backend, "config": config.hash, "dataflow": dataflow,
         "seq": S, "hidden": H, "heads": ql.heads, "ffn": ql.ffn,
         "commands": sum(len(p) for p in phases.values()),
         "bit_exact_with_integer_model": bool((got == want).all()),
@@ -128,7 +134,8 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
 
 def format_report(fig: dict) -> str:
     lines = [f"{fig['layer']} on {fig['backend']}: seq {fig['seq']}, hidden {fig['hidden']}, "
-             f"{fig['heads']} heads, FFN {fig['ffn']}, {fig['commands']:,} commands",
+             f"{fig['heads']} heads, FFN {fig['ffn']}, {fig['dataflow']} dataflow, "
+             f"{fig['commands']:,} commands",
              f"  {'operation':44} {'cycles':>12} {'MACs':>14} {'util':>6} {'share':>6}"]
     for op in fig["ops"]:
         cyc = f"{op['cycles']:,}" if op["cycles"] else "-"

@@ -118,3 +118,17 @@ def test_run_bert_layer_reports_every_operation(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FFN 1 + i-GELU" in text and "equals the integer model bit for bit: yes" in text
     assert main(["run", "gpt2-decode", "--preset", "tiny"]) == 2
+
+
+def test_run_minilm_layer_on_the_golden_accelerator(capsys):
+    """all-MiniLM-L6-v2's first layer on a real sentence, lowered and run on the golden
+    model of the accelerator: cosine with the float layer at least 0.99."""
+    from tessera.sw.models import minilm
+
+    if not minilm.is_installed():
+        pytest.skip(f"all-MiniLM-L6-v2 is not installed: {minilm.INSTALL_COMMAND}")
+    from tessera.sw.run import run_bert
+
+    fig = run_bert(preset("default"), "golden", seq=32, model_layer=0)
+    assert fig["bit_exact_with_integer_model"]
+    assert fig["accuracy"]["cosine"] >= 0.99, fig["accuracy"]
