@@ -345,7 +345,7 @@ class Accelerator(wiring.Component):
 
         # --- AXI4 read arbiter: fetch and DMA reader, in order, one owner per burst. ---------
         bus = self.m_axi
-        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=c.max_reads + FETCH_DEPTH)
+        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=2 * c.max_reads + FETCH_DEPTH)
         dbus = dma.bus
         # The fetcher first (its bursts are short); a request on the bus is held until taken.
         hold, held_fetch = Signal(), Signal()

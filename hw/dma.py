@@ -363,6 +363,10 @@ class DmaReader(wiring.Component):
         Write ports into the scratchpad and the accumulator.
     window_base, window_size : In
         The main-memory window the block must lie in.
+    may_write : In(1)
+        Local writes are allowed (another reader's older command has finished).
+    issuing : Out(1)
+        Bursts of the current command remain to be issued.
     ar*, r* : the AXI4 read channels.
     """
 
@@ -376,6 +380,8 @@ class DmaReader(wiring.Component):
             "acc": Out(acc_port_signature(c)),
             "window_base": In(c.addr_bits),
             "window_size": In(c.addr_bits),
+            "may_write": In(1, init=1),
+            "issuing": Out(1),
             **_bus_members(c, _READ_MEMBERS),
         })
 
@@ -396,7 +402,9 @@ class DmaReader(wiring.Component):
         fill = Signal(range(cap + 1))
         rb = cmd.row_bytes
         port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
-        row_ready = t.running & ~failed & (fill >= rb)
+        # may_write: an older command's reader has finished writing (see DmaEngine).
+        row_ready = t.running & ~failed & (fill >= rb) & self.may_write
+        m.d.comb += self.issuing.eq(t.split.busy)
         emit = Signal()
         m.d.comb += emit.eq(row_ready & port_ready)
         fill_after = Signal(range(cap + 1))
@@ -552,6 +560,14 @@ class DmaEngine(wiring.Component):
     """Loads and stores on one AXI4 master; they run concurrently on the read and write
     channels.
 
+    Loads alternate between two readers, so that one command's bursts go out while the
+    previous command's data is still arriving: back-to-back loads pay the memory latency
+    once, not once per command. Order is kept: a reader issues its bursts only after the
+    older command's are all out (responses then come back in command order), writes the
+    local memories only once the older command has finished writing (so overlapping rows,
+    a bias then a residual into the same accumulator rows, land in order), and
+    completions are reported in command order.
+
     Members
     -------
     bus : Out(Axi4Signature)
@@ -561,6 +577,8 @@ class DmaEngine(wiring.Component):
         The loads' write ports.
     window_base, window_size : In
     """
+
+    READERS = 2
 
     def __init__(self, config: TesseraConfig):
         self._config = config
@@ -579,24 +597,82 @@ class DmaEngine(wiring.Component):
         })
 
     def elaborate(self, platform):
+        c = self._config
         m = Module()
-        m.submodules.reader = rd = DmaReader(self._config)
-        m.submodules.writer = wr = DmaWriter(self._config)
-        wiring.connect(m, wiring.flipped(self.i_load), rd.i_cmd)
-        wiring.connect(m, rd.o_done, wiring.flipped(self.o_load_done))
-        wiring.connect(m, rd.spad, wiring.flipped(self.spad))
-        wiring.connect(m, rd.acc, wiring.flipped(self.acc))
+        rds = [DmaReader(c) for _ in range(self.READERS)]
+        for i, rd in enumerate(rds):
+            m.submodules[f"reader{i}"] = rd
+        m.submodules.writer = wr = DmaWriter(c)
         wiring.connect(m, wiring.flipped(self.i_store), wr.i_cmd)
         wiring.connect(m, wiring.flipped(self.i_store_row), wr.i_row)
         wiring.connect(m, wr.o_done, wiring.flipped(self.o_store_done))
-        for unit in (rd, wr):
+        for unit in (*rds, wr):
             m.d.comb += [unit.window_base.eq(self.window_base),
                          unit.window_size.eq(self.window_size)]
-        for unit, names in ((rd, _READ_MEMBERS), (wr, _WRITE_MEMBERS)):
-            for name in names:
-                ours, theirs = getattr(self.bus, name), getattr(unit, name)
-                if self.bus.signature.members[name].flow == Out:
-                    m.d.comb += ours.eq(theirs)
-                else:
-                    m.d.comb += theirs.eq(ours)
+        for name in _WRITE_MEMBERS:
+            ours, theirs = getattr(self.bus, name), getattr(wr, name)
+            if self.bus.signature.members[name].flow == Out:
+                m.d.comb += ours.eq(theirs)
+            else:
+                m.d.comb += theirs.eq(ours)
+
+        # Commands alternate between the readers; ``order`` holds, oldest first, which
+        # reader has each command not yet completed.
+        m.submodules.order = order = fifo.SyncFIFO(width=1, depth=self.READERS)
+        nxt = Signal()
+        head = order.r_data[0]
+        for i, rd in enumerate(rds):
+            m.d.comb += [rd.i_cmd.payload.eq(self.i_load.payload),
+                         rd.i_cmd.valid.eq(self.i_load.valid & (nxt == i) & order.w_rdy)]
+        m.d.comb += [self.i_load.ready.eq(Mux(nxt, rds[1].i_cmd.ready, rds[0].i_cmd.ready)
+                                          & order.w_rdy),
+                     order.w_data.eq(nxt), order.w_en.eq(self.i_load.valid
+                                                         & self.i_load.ready)]
+        with m.If(self.i_load.valid & self.i_load.ready):
+            m.d.sync += nxt.eq(~nxt)
+        # Completions in order; only the oldest command's reader writes.
+        for i, rd in enumerate(rds):
+            is_head = order.r_rdy & (head == i)
+            m.d.comb += [rd.may_write.eq(is_head),
+                         rd.o_done.ready.eq(is_head & self.o_load_done.ready)]
+        m.d.comb += [
+            self.o_load_done.valid.eq(order.r_rdy & Mux(head, rds[1].o_done.valid,
+                                                         rds[0].o_done.valid)),
+            self.o_load_done.payload.eq(Mux(head, rds[1].o_done.payload.as_value(),
+                                            rds[0].o_done.payload.as_value())),
+            order.r_en.eq(self.o_load_done.valid & self.o_load_done.ready),
+        ]
+        for port in ("spad", "acc"):
+            ours = getattr(self, port).req
+            a, b = getattr(rds[0], port).req, getattr(rds[1], port).req
+            m.d.comb += [ours.valid.eq(a.valid | b.valid),
+                         ours.payload.eq(Mux(b.valid, b.payload.as_value(),
+                                             a.payload.as_value())),
+                         a.ready.eq(ours.ready & a.valid), b.ready.eq(ours.ready & b.valid)]
+
+        # AR in command order: the younger reader goes once the older one's bursts are out.
+        # R beats go to the reader of their burst (one bit per burst in flight).
+        bus = self.bus
+        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=self.READERS * c.max_reads)
+        older = Signal()      # the reader allowed to issue
+        m.d.comb += older.eq(Mux(order.r_rdy & Mux(head, rds[1].issuing, rds[0].issuing),
+                                 head, Mux(order.r_rdy, ~head, nxt)))
+        # A request on the bus is held until taken (the choice is then kept).
+        hold, held = Signal(), Signal()
+        pick = Signal()
+        m.d.comb += pick.eq(Mux(hold, held, older))
+        m.d.sync += [hold.eq(bus.arvalid & ~bus.arready), held.eq(pick)]
+        for name in ("arid", "araddr", "arlen", "arsize", "arburst"):
+            m.d.comb += getattr(bus, name).eq(Mux(pick, getattr(rds[1], name),
+                                                  getattr(rds[0], name)))
+        m.d.comb += [bus.arvalid.eq(owner.w_rdy & Mux(pick, rds[1].arvalid, rds[0].arvalid)),
+                     owner.w_en.eq(bus.arvalid & bus.arready), owner.w_data.eq(pick)]
+        to = owner.r_data[0]
+        for i, rd in enumerate(rds):
+            m.d.comb += [rd.arready.eq(owner.w_rdy & bus.arready & (pick == i)),
+                         rd.rdata.eq(bus.rdata), rd.rresp.eq(bus.rresp),
+                         rd.rlast.eq(bus.rlast), rd.rid.eq(bus.rid),
+                         rd.rvalid.eq(bus.rvalid & owner.r_rdy & (to == i))]
+        m.d.comb += [bus.rready.eq(owner.r_rdy & Mux(to, rds[1].rready, rds[0].rready)),
+                     owner.r_en.eq(bus.rvalid & bus.rready & bus.rlast)]
         return m
