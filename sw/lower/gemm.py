@@ -222,7 +222,7 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     acc_half = (c.acc_rows - reserve) // 2
     best = None
     mts = _candidates(min(acc_half, 1 << 15), d, M)
-    if full_rows and 1 <= acc_half // nb < d:
+    if full_rows and acc_half // nb >= 1:
         mts = sorted(set(mts) | {min(M, acc_half // nb)})   # whole rows: as many as fit
     for mt in mts:
         for nt in (range(nb, nb + 1) if full_rows else range(1, nb + 1)):
