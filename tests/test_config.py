@@ -50,7 +50,7 @@ def test_derived_values():
     assert c.macs_per_cycle == 256
     assert c.bus_bytes == 16
     assert c.spad_row_bytes == 16 and c.spad_rows == 256 * 1024 // 16
-    assert c.acc_row_bytes == 64 and c.acc_rows == 1024
+    assert c.acc_row_bytes == 64 and c.acc_rows == 4096
     assert c.has_ws and c.has_os
     ws = c.replace(dataflow="ws")
     assert ws.has_ws and not ws.has_os
