@@ -561,6 +561,8 @@ class Accelerator(wiring.Component):
             "store_mem_wait": sq.busy & ((bus.awvalid & ~bus.awready)
                                          | (bus.wvalid & ~bus.wready)
                                          | (~bus.wvalid & (aw_out != 0))),
+            "nonlinear_busy": st.nonlinear,
+            "nonlinear_exposed": st.nonlinear & ~exe.beat,
         }
         assert list(events) == [name for name, _ in COUNTERS]
         counters = {}

@@ -54,6 +54,9 @@ COUNTERS = [
     ("load_mem_wait", "cycles with a LOAD in flight and no read beat arriving for it"),
     ("exec_mem_wait", "cycles with execute work in flight and no row entering the array"),
     ("store_mem_wait", "cycles with a STORE in flight stalled on the write channels"),
+    ("nonlinear_busy", "cycles with a GELU, Softmax or LayerNorm store in progress"),
+    ("nonlinear_exposed", "of those, cycles in which no row entered the array (non-linear "
+                          "work not overlapped by matrix work)"),
 ]
 
 _BASE = [

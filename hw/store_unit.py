@@ -99,6 +99,8 @@ class StoreUnit(wiring.Component):
     op_param : Out(stream)
         LayerNorm's gamma and beta for each write-out chunk, read from the accumulator,
         offered together with the chunk on ``op_row``.
+    nonlinear : Out(1)
+        A GELU, Softmax or LayerNorm command is in progress (for the counters).
     """
 
     def __init__(self, config: TesseraConfig):
@@ -121,6 +123,7 @@ class StoreUnit(wiring.Component):
             "dma_row": Out(stream.Signature(data.ArrayLayout(signed(8), c.spad_row_bytes))),
             "dma_done": In(stream.Signature(done_layout(c))),
             "op_param": Out(stream.Signature(param_layout(c))),
+            "nonlinear": Out(1),
         })
 
     def elaborate(self, platform):
@@ -153,6 +156,9 @@ class StoreUnit(wiring.Component):
         desc_pending = Signal()
         busy_prev = Signal()
         m.d.sync += busy_prev.eq(reading | writing)
+        m.d.comb += self.nonlinear.eq((reading | writing)
+                                      & ((desc.op == OutputOp.GELU) | (desc.op == OutputOp.SOFTMAX)
+                                         | (desc.op == OutputOp.LAYERNORM)))
 
         # --- Command: check the local ranges, hand the descriptor to the output path. ----
         p = self.i_cmd.payload

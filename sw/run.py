@@ -106,7 +106,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     }
     peak = config.rows * config.cols
     ops, total_cycles, total_macs = [], 0, 0
-    bus = 0
+    bus = exposed = 0
     for name in PHASES:
         c = results[name].counters
         cycles = c.get("cycles")
@@ -116,6 +116,8 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         total_cycles += cycles or 0
         total_macs += c["macs"]
         bus += c.get("bytes_read", 0) + c.get("bytes_written", 0)
+        exposed += c.get("nonlinear_exposed", 0)
+        ops[-1]["nonlinear_exposed_cycles"] = c.get("nonlinear_exposed")
     for op in ops:
         op["share"] = op["cycles"] / total_cycles if total_cycles else None
     fig["ops"] = ops
@@ -124,6 +126,8 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         fig.update({"cycles": total_cycles,
                     "utilization": total_macs / (total_cycles * peak),
                     "bus_utilization": bus / (total_cycles * config.bus_bytes),
+                    "nonlinear_exposed_cycles": exposed,
+                    "nonlinear_exposed_share": exposed / total_cycles,
                     "sim_cycles_per_s": round(total_cycles / max(wall, 1e-9))})
     if backend != "golden":
         # The golden executor on the same layer: the RTL must equal it bit for bit.
@@ -145,6 +149,9 @@ def format_report(fig: dict) -> str:
     if fig.get("cycles"):
         lines.append(f"  {'layer':44} {fig['cycles']:>12,} {fig['macs']:>14,} "
                      f"{fig['utilization']:>6.3f} {'100%':>6}")
+        lines.append(f"  non-linear work not overlapped by matrix work: "
+                     f"{fig['nonlinear_exposed_cycles']:,} cycles "
+                     f"({fig['nonlinear_exposed_share']:.1%} of the layer)")
         lines.append(f"  bus: {fig['bus_utilization']:.3f} of its peak; simulated "
                      f"{fig['sim_cycles_per_s']:,} cycles/s ({fig['wall_seconds']} s)")
     a = fig["accuracy"]

@@ -274,4 +274,7 @@ def test_bert_layer_equals_the_integer_model(sim, extended):
     mask[-3:] = False
     got, results, _ = run_bert_layer(Runtime(TINY, sim), ql, xq, mask, check=True)
     assert (got == integer_bert_layer(xq, ql, mask)).all()
-    assert results["layer"].counters["cycles"] > 0
+    c = results["layer"].counters
+    assert c["cycles"] > 0
+    # Softmax, GELU and LayerNorm stores ran; some of their cycles had no matrix work.
+    assert 0 < c["nonlinear_exposed"] <= c["nonlinear_busy"] < c["cycles"]
