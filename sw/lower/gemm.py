@@ -319,6 +319,16 @@ class _Load:
     signal: bool = False
 
 
+def _take_slot(keys: list, key, nxt: int) -> tuple[int, bool, int]:
+    """The scratchpad slot for operand tile ``key``: the one holding it already, or the
+    next one in turn (then marked as holding it). Returns ``(slot, fresh, next)``; a fresh
+    slot must be loaded."""
+    if key in keys:
+        return keys.index(key), False, nxt
+    keys[nxt] = key
+    return nxt, True, (nxt + 1) % len(keys)
+
+
 def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                output: OutputSpec | list, finish: bool = True,
                layernorm: LayerNormOutput | None = None) -> list[Command]:
@@ -411,39 +421,28 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                         dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=mt,
                         row_bytes=d * lb, local_addr=acc0 + j * mt, to_acc=1, accumulate=0,
                         scale=1, wide=1), need))
-            if ks == 0 and has_res:
-                R = Blocked(M, N, d)
+            if ks == 0 and has_res:      # the residual has the output's shape and layout
                 for j in range(ntb):
                     step_loads.append(_Load(dict(
-                        dram_addr=buffers.residual + R.offset(m0, n0b + j), stride=d,
+                        dram_addr=buffers.residual + C.offset(m0, n0b + j), stride=d,
                         rows=mt, row_bytes=d, local_addr=acc0 + j * mt, to_acc=1,
                         accumulate=int(has_bias), scale=scales[n0b + j], wide=0), need))
             # A (mi, ks).
-            key = (mi, ks)
-            if key in a_key:
-                a_slot = a_key.index(key)
-            else:
-                a_slot = a_next
-                a_next = (a_next + 1) % plan.a_slots
+            a_slot, fresh, a_next = _take_slot(a_key, (mi, ks), a_next)
+            if fresh:
                 for j in range(ktb):
                     step_loads.append(_Load(dict(
                         dram_addr=buffers.a + A.offset(m0, k0b + j), stride=d, rows=mt,
                         row_bytes=d, local_addr=a_base[a_slot] + j * mt, to_acc=0,
                         accumulate=0, scale=1, wide=0), a_last[a_slot]))
-                a_key[a_slot] = key
             # B (ks, ni).
-            key = (ks, ni)
-            if key in b_key:
-                b_slot = b_key.index(key)
-            else:
-                b_slot = b_next
-                b_next = (b_next + 1) % plan.b_slots
+            b_slot, fresh, b_next = _take_slot(b_key, (ks, ni), b_next)
+            if fresh:
                 for j in range(ntb):
                     step_loads.append(_Load(dict(
                         dram_addr=buffers.b + B.offset(k0b * d, n0b + j), stride=d,
                         rows=ktb * d, row_bytes=d, local_addr=b_base[b_slot] + j * plan.kt * d,
                         to_acc=0, accumulate=0, scale=1, wide=0), b_last[b_slot]))
-                b_key[b_slot] = key
             if step_loads:
                 step_loads[-1].signal = True
                 loads.extend(step_loads)
