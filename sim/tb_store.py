@@ -26,6 +26,7 @@ from tessera.hw.output_path import OutputOp
 from tessera.hw.store_unit import store_command_layout
 from tessera.sim import output_path_jobs as jobs
 from tessera.sim.tb_dma import Harness, inject_errors
+from tessera.sw.lower.gemm import layernorm_table
 
 
 @cocotb.test()
@@ -94,17 +95,6 @@ async def store_jobs(dut):
         json.dump(bench.counts, f)
 
 
-def ln_table(gamma: np.ndarray, beta: np.ndarray) -> list[np.ndarray]:
-    """LayerNorm's table rows for the store unit (``PARAM_ROWS`` per chunk): gamma, beta's
-    low 32 bits as a signed lane, beta's high bits."""
-    rows = []
-    for g, bt in zip(gamma, beta, strict=True):
-        low = (bt & 0xFFFFFFFF).astype(np.int64)
-        rows += [g.astype(np.int64), np.where(low >= 1 << 31, low - (1 << 32), low),
-                 bt >> 32]
-    return rows
-
-
 class StoreBench:
     """Runs store commands on :class:`~tessera.sim.store_system.StoreSystem` and checks
     them: the accumulator is loaded through the back door with a random output-path job,
@@ -155,7 +145,8 @@ class StoreBench:
         what = f"command {n} ({op.name}, {rows}x{length}, stride {stride})"
         if op == OutputOp.LAYERNORM:
             # The gamma / beta table in the accumulator, clear of the rows being stored.
-            table = ln_table(b.gamma[:chunks], b.beta[:chunks])
+            table = layernorm_table(b.gamma[:chunks].reshape(-1), b.beta[:chunks].reshape(-1),
+                                    C).view("<i4").reshape(-1, C).astype(np.int64)
             param_addr = acc_addr + rows * chunks
             if param_addr + len(table) > config.acc_rows:
                 param_addr = acc_addr - len(table)

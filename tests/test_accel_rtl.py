@@ -6,23 +6,16 @@ the command's index; a deadlock is reported instead of hanging; the registers.""
 import numpy as np
 import pytest
 
+# pytest puts this folder on the path: the helpers of the golden-model tests serve here too.
+from test_attention import place_head
+from test_lowering import gemm_on, output_spec
+
 from tessera.hw.config import preset
 from tessera.hw.isa import Command, ErrorCode, Opcode, Queue, encode
 from tessera.hw.output_path import OutputOp
-from tessera.sw.lower.gemm import OutputSpec, reference_gemm, run_gemm
+from tessera.sw.lower.gemm import layernorm_table, reference_gemm
 from tessera.sw.runtime import Runtime
 from tessera.sw.runtime.diff import differential_check
-
-
-def gemm_on(rt, a, b, bias, output):
-    got, prog, result, _ = run_gemm(rt, a, b, bias, output, check=True)
-    return got, prog, result
-
-
-def output_spec(kind: str) -> OutputSpec:
-    if kind == "gelu":
-        return OutputSpec.gelu_of(1 / 2000, 0.05)
-    return OutputSpec.requant(1 / 2500, relu=kind == "relu")
 
 pytestmark = pytest.mark.rtl
 TINY = preset("tiny")
@@ -151,17 +144,10 @@ def store_program(rt):
     chunks = -(-L // C)
     x = rng.integers(-(1 << 20), 1 << 20, (rows * chunks + 8, C)).astype("<i4")
     ln = gln.layernorm_constants(rng.normal(1, 0.3, L), rng.normal(0, 0.5, L), 2.0 ** -5)
-    table = np.zeros((chunks * 3, C), dtype=np.int64)
-    g = np.zeros(chunks * C, np.int64)
-    b = np.zeros(chunks * C, np.int64)
-    g[:L], b[:L] = ln.gamma_q, ln.beta_q
-    table[0::3] = g.reshape(chunks, C)
-    low = b & 0xFFFFFFFF
-    table[1::3] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(chunks, C)
-    table[2::3] = (b >> 32).reshape(chunks, C)
-    xa, ta = rt.alloc(x.nbytes), rt.alloc(table.size * 4)
+    table = layernorm_table(ln.gamma_q, ln.beta_q, C)     # int32 rows, 3 per chunk
+    xa, ta = rt.alloc(x.nbytes), rt.alloc(table.size)
     rt.write(xa, x)
-    rt.write(ta, table.astype("<i4"))
+    rt.write(ta, table)
     out = rt.alloc(1024)
     lb = 4 * C
 
@@ -184,7 +170,7 @@ def store_program(rt):
     relay = Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True, signal_next=True)
     return [
         # The loads finish in order: the second one's token says both are done.
-        load(xa, len(x), 0, False), load(ta, len(table), 100, True), relay,
+        load(xa, len(x), 0, False), load(ta, table.size // lb, 100, True), relay,
         store(OutputOp.LAYERNORM, L, rows, 0, m=ln.m, e=ln.e, param_addr=100,
               dram_addr=out, stride=L + 3),
         store(OutputOp.LAYERNORM, L, rows, 0, wait=False, m=ln.m, e=ln.e, param_addr=100,
@@ -226,14 +212,8 @@ def test_store_operations_match_the_golden_executor(sim):
 def test_attention_head_matches_the_golden_executor(sim):
     """One head (two query chunks, a padding mask): K transposed on chip, Softmax into the
     scratchpad as P, P x V, the context stored; every byte and row against golden."""
-    import sys
-    from pathlib import Path
-
     from tessera.sw.lower.attention import lower_attention_head
     from tessera.sw.lower.layout import from_blocked
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_attention import place_head
 
     setup = Runtime(TINY, "golden")
     head, shape, want = place_head(setup, 37, 8, True, 5)
