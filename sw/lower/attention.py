@@ -67,8 +67,8 @@ class AttentionHead:
 
 
 def _chunk_rows(config: TesseraConfig, head: AttentionHead) -> int:
-    """Query rows per chunk: the scores (``Mq x S``) and context fit half the
-    accumulator each... both at once: scores in one half, the context in the other."""
+    """Query rows per chunk: the scores (``Mq x S``) fill at most one half of the
+    accumulator and the context (``Mq x dh``) the other half."""
     d = config.rows
     half = config.acc_rows // 2
     key_blocks = -(-head.seq // d)
