@@ -29,12 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from .gemm import LoweringError
 
-__all__ = ["AttentionHead", "lower_attention_head", "MASK_NEG"]
+__all__ = ["AttentionHead", "lower_attention_head", "causal_mask_bytes", "MASK_NEG"]
 
 #: The additive mask of a masked key: far below any score, so its exp is 0, and far
 #: enough from the int32 limit that adding a score cannot wrap.
@@ -45,12 +47,20 @@ MASK_NEG = -(1 << 30)
 class AttentionHead:
     """Where one head's operands are and how to scale them.
 
-    Q, K, V and the context are blocked ``S x dh`` matrices in main memory at ``q``, ``k``,
-    ``v``, ``ctx``; their blocks are ``block_stride`` bytes apart (``rows_total * D`` for
-    a head inside a wider blocked matrix, e.g. the Q of all heads). ``mask`` is the address
-    of ``S`` int32 values (0 or :data:`MASK_NEG`), or None. ``exp`` holds i-exp's integer
-    constants (``shift``, ``ln2_q``, ``q_b``, ``q_c``, ``out_shift``) for the scores'
-    scale; ``m``, ``e`` requantize the context.
+    Q and the context are blocked ``seq x dh`` matrices in main memory at ``q`` and
+    ``ctx``, K and V blocked ``keys x dh`` ones at ``k`` and ``v`` (``keys`` defaults to
+    ``seq``). Column blocks are ``block_stride`` bytes apart in Q and the context (``rows_total
+    * D`` for a head inside a wider blocked matrix, e.g. the Q of all heads) and
+    ``kv_stride`` apart in K and V (default ``block_stride``; a KV cache of more rows).
+    ``mask`` is the address of ``keys`` int32 values (0 or :data:`MASK_NEG`), or None.
+    ``exp`` holds i-exp's integer constants (``shift``, ``ln2_q``, ``q_b``, ``q_c``,
+    ``out_shift``) for the scores' scale; ``m``, ``e`` requantize the context.
+
+    Causal attention: ``causal`` is the position of query 0 (the keys before it are a
+    cache), so query ``i`` sees keys ``0 .. causal + i``; ``causal_mask`` is the address of
+    the bias of the future keys (:func:`causal_mask_bytes`). Each query chunk's score rows
+    end after the last key its last query sees, and only the key blocks that some of its
+    queries may not see get the bias.
     """
 
     seq: int
@@ -64,6 +74,27 @@ class AttentionHead:
     m: int
     e: int
     mask: int | None = None
+    keys: int | None = None
+    kv_stride: int | None = None
+    causal: int | None = None
+    causal_mask: int | None = None
+
+    @property
+    def n_keys(self) -> int:
+        return self.seq if self.keys is None else self.keys
+
+
+def causal_mask_bytes(queries: int, offset: int, keys: int, block: int,
+                      bias: int = MASK_NEG) -> np.ndarray:
+    """The bias of future keys for ``queries`` queries at positions ``offset ..``: int32,
+    ``bias`` where key ``j > offset + i``, else 0; key block after key block (block ``j``:
+    ``queries`` rows of ``block`` lanes), as a wide load reads it into score rows."""
+    kb = -(-keys // block)
+    j = np.arange(kb * block)[None, :]
+    i = np.arange(queries)[:, None]
+    m = np.where(j > offset + i, bias, 0).astype("<i4")
+    return np.ascontiguousarray(m.reshape(queries, kb, block).transpose(1, 0, 2)).view(
+        np.uint8).reshape(-1)
 
 
 def _chunk_rows(config: TesseraConfig, head: AttentionHead) -> int:
@@ -71,10 +102,10 @@ def _chunk_rows(config: TesseraConfig, head: AttentionHead) -> int:
     accumulator and the context (``Mq x dh``) the other half."""
     d = config.rows
     half = config.acc_rows // 2
-    key_blocks = -(-head.seq // d)
+    key_blocks = -(-head.n_keys // d)
     mq = min(head.seq, half // key_blocks, half // (head.dh // d))
     if mq < 1:
-        raise LoweringError(f"a score row of {head.seq} keys ({key_blocks} accumulator "
+        raise LoweringError(f"a score row of {head.n_keys} keys ({key_blocks} accumulator "
                             f"rows) does not fit half the accumulator ({half} rows)")
     return mq
 
@@ -91,8 +122,16 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
         raise LoweringError(f"the head dimension ({dh}) must be a multiple of {d}")
     if c.acc_bits != 32:
         raise LoweringError("the mask and Softmax need 32-bit accumulator lanes")
+    T = head.n_keys
+    if head.mask is not None and head.causal is not None:
+        raise LoweringError("a head takes a key mask or a causal mask, not both")
+    if head.causal is not None and head.causal_mask is None and S > 1:
+        raise LoweringError("causal attention over several queries needs causal_mask")
+    if head.causal is not None and head.causal + S > T:
+        raise LoweringError(f"{S} queries from position {head.causal} need {head.causal + S} "
+                            f"keys; there are {T}")
     kb_n = dh // d                     # blocks of the head dimension
-    sb_n = -(-S // d)                  # blocks of keys
+    sb_n = -(-T // d)                  # blocks of keys
     s_pad = sb_n * d
     mq = _chunk_rows(c, head)
     half = c.acc_rows // 2
@@ -103,10 +142,12 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
     v_at = kt_at + kb_n * s_pad
     p_at = v_at + kb_n * s_pad
     if p_at + sb_n * mq > c.spad_rows:
-        raise LoweringError(f"a head of {S} x {dh} needs {p_at + sb_n * mq - spad_base} "
-                            f"scratchpad rows; there are {c.spad_rows - spad_base}")
+        raise LoweringError(f"a head of {S} queries, {T} keys and {dh} dimensions needs "
+                            f"{p_at + sb_n * mq - spad_base} scratchpad rows; there are "
+                            f"{c.spad_rows - spad_base}")
     acc_s, acc_c = 0, half             # scores, context
     blk = head.block_stride
+    kv_blk = blk if head.kv_stride is None else head.kv_stride
     prog: list[Command] = []
 
     def load(**kw):
@@ -118,14 +159,15 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
     loads = []
     for kb in range(kb_n):
         loads.append(load(dram_addr=head.q + kb * blk, rows=S, local_addr=q_at + kb * S))
-        loads.append(load(dram_addr=head.v + kb * blk, rows=S, local_addr=v_at + kb * s_pad))
+        loads.append(load(dram_addr=head.v + kb * kv_blk, rows=T,
+                          local_addr=v_at + kb * s_pad))
         # K goes into the context's half: the first context is written only after the
         # first scores, which wait for the transposed K.
-        loads.append(load(dram_addr=head.k + kb * blk, rows=S, local_addr=acc_c + kb * S,
+        loads.append(load(dram_addr=head.k + kb * kv_blk, rows=T, local_addr=acc_c + kb * T,
                           to_acc=1))
-    if kb_n * S > half:
-        raise LoweringError(f"K ({S} x {dh}) does not fit half the accumulator")
-    # V's padding rows (keys past S) must be zero: they meet P's zero columns anyway, but
+    if kb_n * T > half:
+        raise LoweringError(f"K ({T} x {dh}) does not fit half the accumulator")
+    # V's padding rows (keys past T) must be zero: they meet P's zero columns anyway, but
     # the scratchpad may hold anything there; P's padding lanes are 0, so they add 0.
     for i, args in enumerate(loads):
         prog.append(Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1))
@@ -134,60 +176,74 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
                         signal_next=True))
     for kb in range(kb_n):
         prog.append(Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.NONE, "length": d, "rows": S},
-            "acc_addr": acc_c + kb * S, "to_spad": 1, "transpose": 1,
+            "desc": {"op": OutputOp.NONE, "length": d, "rows": T},
+            "acc_addr": acc_c + kb * T, "to_spad": 1, "transpose": 1,
             "spad_addr": kt_at + kb * s_pad}, wait_prev=kb == 0,
             signal_prev=kb == kb_n - 1))
 
     # --- 2. Query chunks. ------------------------------------------------------------------
-    first = True
-    for q0 in range(0, S, mq):
+    def chunk(q0):
+        """The chunk's keys (its Softmax length), key blocks, and the key blocks that get
+        a mask (the padding mask: all; causal: those holding a key some query may not
+        see)."""
         rows = min(mq, S - q0)
-        mask_loaded = head.mask is not None
-        if mask_loaded:
-            # The mask over the chunk's score rows: key block j's d values in every row.
-            for j in range(sb_n):
-                prog.append(Command(Opcode.LOAD, dict(
-                    dram_addr=head.mask + j * d * 4, stride=0, rows=rows, row_bytes=d * 4,
-                    local_addr=acc_s + j * rows, to_acc=1, accumulate=0, scale=1, wide=1),
-                    wait_next=not first and j == 0, signal_next=j == sb_n - 1))
-        # Scores: the first compute waits for K^T (first chunk) and for the previous
-        # chunk's P x V to be stored... the accumulator halves are reused in order.
-        for j in range(sb_n):
+        if head.causal is None:
+            keys = T
+            masked = range(sb_n) if head.mask is not None else range(0)
+        else:
+            keys = head.causal + q0 + rows
+            first_hidden = head.causal + q0 + 1      # query q0's first future key
+            masked = range(first_hidden // d, -(-keys // d)) if rows > 1 else range(0)
+        return rows, keys, -(-keys // d), masked
+
+    chunks = [chunk(q0) for q0 in range(0, S, mq)]
+    for ci, q0 in enumerate(range(0, S, mq)):
+        rows, keys, kbs, masked = chunks[ci]
+        nxt_masked = ci + 1 < len(chunks) and len(chunks[ci + 1][3]) > 0
+        for i, j in enumerate(masked):
+            if head.causal is None:   # the key mask's block j in every row
+                src, stride = head.mask + j * d * 4, 0
+            else:                     # the causal bias of the chunk's rows, block j
+                src, stride = head.causal_mask + (j * S + q0) * d * 4, d * 4
+            prog.append(Command(Opcode.LOAD, dict(
+                dram_addr=src, stride=stride, rows=rows, row_bytes=d * 4,
+                local_addr=acc_s + j * rows, to_acc=1, accumulate=0, scale=1, wide=1),
+                wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
+        # Scores: the first compute waits for K^T (first chunk) and for the chunk's mask.
+        # The previous chunk's P x V frees the scores' half before this chunk's mask loads.
+        for j in range(kbs):
             for kb in range(kb_n):
                 prog.append(Command(Opcode.PRELOAD, {"spad_addr": kt_at + kb * s_pad + j * d},
-                                    wait_next=first and j == 0 and kb == 0,
-                                    wait_prev=mask_loaded and j == 0 and kb == 0))
+                                    wait_next=ci == 0 and j == 0 and kb == 0,
+                                    wait_prev=len(masked) > 0 and j == 0 and kb == 0))
                 prog.append(Command(Opcode.COMPUTE, {
                     "a_addr": q_at + kb * S + q0, "b_addr": 0, "rows": rows,
-                    "acc_addr": acc_s + j * rows, "accumulate": int(mask_loaded or kb > 0)},
-                    signal_next=j == sb_n - 1 and kb == kb_n - 1))
+                    "acc_addr": acc_s + j * rows, "accumulate": int(j in masked or kb > 0)},
+                    signal_next=j == kbs - 1 and kb == kb_n - 1))
         # P = Softmax(scores) >> 1, blocked into the scratchpad.
         prog.append(Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.SOFTMAX, "length": S, "rows": rows, "e": 1,
+            "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": rows, "e": 1,
                      "consts": {"exp": dict(head.exp)}},
             "acc_addr": acc_s, "to_spad": 1, "spad_addr": p_at, "blocked": 1},
             wait_prev=True, signal_prev=True))
         # P x V.
         for n in range(kb_n):
-            for j in range(sb_n):
+            for j in range(kbs):
                 # The first waits for P (and so for everything the store queue did before
                 # it); it then frees the scores' half for the next chunk's mask.
                 prog.append(Command(Opcode.PRELOAD, {"spad_addr": v_at + n * s_pad + j * d},
                                     wait_next=n == 0 and j == 0,
-                                    signal_prev=mask_loaded and q0 + mq < S and n == 0
-                                    and j == 0))
+                                    signal_prev=nxt_masked and n == 0 and j == 0))
                 prog.append(Command(Opcode.COMPUTE, {
                     "a_addr": p_at + j * rows, "b_addr": 0, "rows": rows,
                     "acc_addr": acc_c + n * rows, "accumulate": int(j > 0)},
-                    signal_next=n == kb_n - 1 and j == sb_n - 1))
+                    signal_next=n == kb_n - 1 and j == kbs - 1))
         prog.append(Command(Opcode.STORE, {
             "desc": {"op": OutputOp.REQUANT, "length": dh, "rows": rows, "m": head.m,
                      "e": head.e},
             "acc_addr": acc_c, "to_spad": 0, "dram_addr": head.ctx + q0 * d,
             "stride": blk, "blocked": 1},
             wait_prev=True))
-        first = False
     if finish:
         prog.append(Command(Opcode.FINISH, {}))
     return prog

@@ -43,7 +43,7 @@ from .gemm import (
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 
 __all__ = ["BertPlacement", "place_bert_layer", "lower_bert_layer", "run_bert_layer",
-           "PHASES"]
+           "PHASES", "group_of_block", "per_block", "requant_specs"]
 
 #: The phases, in order, as the per-operation report names them.
 PHASES = ("qkv", "attention", "out_proj_ln1", "ffn1_gelu", "ffn2_ln2")
@@ -73,8 +73,9 @@ class BertPlacement:
     out: int
 
 
-def _group_of_block(lin, block: int, d: int) -> int:
-    """The scale group (of the QuantizedLinear ``lin``) of column block ``block``."""
+def group_of_block(lin, block: int, d: int) -> int:
+    """The scale group (of the QuantizedLinear ``lin``) of column block ``block`` of ``d``
+    columns."""
     return block * d // lin.group
 
 
@@ -108,11 +109,11 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
         bqkv=put(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
         wo=weights(ql.wo.weight), bo=put(bias_bytes(ql.wo.bias, d)),
         ln1=put(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
-                                _per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
+                                per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
         w1=weights(ql.w1.weight), b1=put(bias_bytes(ql.w1.bias, d)), f=space(S, F),
         w2=weights(ql.w2.weight), b2=put(bias_bytes(ql.w2.bias, d)),
         ln2=put(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
-                                _per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H))
+                                per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H))
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
         if keep.shape != (S,):
@@ -124,15 +125,15 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
     return p
 
 
-def _per_block(lin, per_group, d: int):
+def per_block(lin, per_group, d: int):
     """Per-group values (or None) as one per column block."""
     if per_group is None:
         return None
-    return [per_group[_group_of_block(lin, j, d)] for j in range(-(-lin.out_features // d))]
+    return [per_group[group_of_block(lin, j, d)] for j in range(-(-lin.out_features // d))]
 
 
-def _requant_specs(lin, requants: tuple, d: int) -> list[OutputSpec]:
-    return [OutputSpec(OutputOp.REQUANT, *requants[_group_of_block(lin, j, d)])
+def requant_specs(lin, requants: tuple, d: int) -> list[OutputSpec]:
+    return [OutputSpec(OutputOp.REQUANT, *requants[group_of_block(lin, j, d)])
             for j in range(-(-lin.out_features // d))]
 
 
@@ -145,8 +146,8 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     nbh = -(-H // d)
     phases = {}
 
-    qkv_out = (_requant_specs(ql.wq, ql.q_requant, d) + _requant_specs(ql.wk, ql.k_requant, d)
-               + _requant_specs(ql.wv, ql.v_requant, d))
+    qkv_out = (requant_specs(ql.wq, ql.q_requant, d) + requant_specs(ql.wk, ql.k_requant, d)
+               + requant_specs(ql.wv, ql.v_requant, d))
     plan = plan_gemm(c, GemmShape(S, H, 3 * H), bias=True)
     phases["qkv"] = lower_gemm(c, plan, GemmBuffers(p.x, p.wqkv, p.qkv, p.bqkv), qkv_out,
                                finish=False)
@@ -166,7 +167,7 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale):
         plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,
                          reserve=layernorm_rows(c, H, prescale))
-        per_block = tuple(int(lin.residual[_group_of_block(lin, j, d)]) for j in range(nbh))
+        per_block = tuple(int(lin.residual[group_of_block(lin, j, d)]) for j in range(nbh))
         return lower_gemm(c, plan, GemmBuffers(a, w, out, bias, residual, per_block),
                           OutputSpec(), finish=False,
                           layernorm=LayerNormOutput(table, ln.m, ln.e, prescale))
@@ -175,7 +176,7 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
                                      ql.ln1_prescale is not None)
     gelu_out = []
     for j in range(-(-F // d)):
-        g = _group_of_block(ql.w1, j, d)
+        g = group_of_block(ql.w1, j, d)
         gc = ql.gelu[g]
         gelu_out.append(OutputSpec(OutputOp.GELU, *ql.f_requant[g], {
             "shift": gc.shift, "q_b": gc.q_b, "q_c": gc.q_c, "poly_shift": gc.poly_shift}))

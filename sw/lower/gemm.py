@@ -298,6 +298,10 @@ class GemmBuffers:
     bias: int | None = None
     residual: int | None = None      # an int8 M x N matrix added in the accumulator,
     residual_scale: int | tuple = 1  # times this integer (one per column block, or one)
+    #: Where each column block of C goes, when not all at ``c`` in C's own blocked layout:
+    #: block ``j``'s row 0 is at ``c_blocks[j]``, its rows ``D`` bytes apart (e.g. K and V
+    #: written into a KV cache of more rows).
+    c_blocks: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,17 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     A = Blocked(M, K, d)
     B = Blocked(K, N, d, row_multiple=d)
     C = Blocked(M, N, d)
+    if buffers.c_blocks is not None:
+        if len(buffers.c_blocks) != nb:
+            raise LoweringError(f"{len(buffers.c_blocks)} output block addresses for {nb} "
+                                "column blocks")
+        if layernorm:
+            raise LoweringError("a LayerNorm output is stored in C's own blocked layout")
+
+    def c_at(row: int, block: int) -> int:
+        if buffers.c_blocks is None:
+            return buffers.c + C.offset(row, block)
+        return buffers.c_blocks[block] + row * d
     has_bias = buffers.bias is not None
     has_res = buffers.residual is not None
     has_init = has_bias or has_res         # the accumulator is loaded before computing
@@ -486,7 +501,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         for n in range(ntb if not layernorm else 0):
             stores.append(Command(Opcode.STORE, {
                 "desc": outputs[n0b + n].descriptor(d, mt), "acc_addr": acc0 + n * mt,
-                "to_spad": 0, "spad_addr": 0, "dram_addr": buffers.c + C.offset(m0, n0b + n),
+                "to_spad": 0, "spad_addr": 0, "dram_addr": c_at(m0, n0b + n),
                 "stride": d}))
         store_waits.add(first_store)
         if t + 2 < n_tiles:
