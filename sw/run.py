@@ -1,8 +1,9 @@
 """``tessera run``: a transformer layer on the accelerator, explained.
 
 ``bert-layer`` quantizes a BERT encoder layer (random weights of a given shape, or a layer
-of all-MiniLM-L6-v2 on real sentences), lowers it, runs it phase by phase on a backend and
-reports, from the hardware counters, each operation's cycles, MACs, utilization and share
+of all-MiniLM-L6-v2 on real sentences); ``gpt2-layer`` and ``gpt2-decode`` a GPT-2 block
+(a causal prefill, or decode steps after a KV cache). Each is lowered, run phase by phase
+on a backend, and reported: from the hardware counters, each operation's cycles, MACs, utilization and share
 of the layer; the error against the float reference; and, on RTL, the bit-for-bit
 comparison with the golden model.
 """
@@ -14,6 +15,7 @@ import time
 import numpy as np
 
 from ..hw.config import TesseraConfig
+from ..hw.isa import command_bits
 from .lower.bert import PHASES, run_bert_layer
 from .models.quantize import (
     EXTENDED,
@@ -23,10 +25,12 @@ from .models.quantize import (
     quantize_activation,
     quantize_bert_layer,
 )
-from .models.reference import bert_layer, random_bert_weights
+from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
+from .models import gpt2_quantize as G
+from .models.reference import bert_layer, gpt2_layer, random_bert_weights, random_gpt2_weights
 from .runtime import Runtime
 
-__all__ = ["run_bert", "format_report"]
+__all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures"]
 
 #: What each phase does, for the report.
 PHASE_TITLES = {
@@ -104,31 +108,9 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
                      "float_range": float(np.abs(ref[keep]).max())},
         "wall_seconds": round(wall, 1),
     }
-    peak = config.rows * config.cols
-    ops, total_cycles, total_macs = [], 0, 0
-    bus = exposed = 0
-    for name in PHASES:
-        c = results[name].counters
-        cycles = c.get("cycles")
-        ops.append({"op": name, "title": PHASE_TITLES[name], "commands": len(phases[name]),
-                    "macs": c["macs"], "cycles": cycles,
-                    "utilization": c["macs"] / (cycles * peak) if cycles else None})
-        total_cycles += cycles or 0
-        total_macs += c["macs"]
-        bus += c.get("bytes_read", 0) + c.get("bytes_written", 0)
-        exposed += c.get("nonlinear_exposed", 0)
-        ops[-1]["nonlinear_exposed_cycles"] = c.get("nonlinear_exposed")
-    for op in ops:
-        op["share"] = op["cycles"] / total_cycles if total_cycles else None
-    fig["ops"] = ops
-    fig["macs"] = total_macs
-    if total_cycles:
-        fig.update({"cycles": total_cycles,
-                    "utilization": total_macs / (total_cycles * peak),
-                    "bus_utilization": bus / (total_cycles * config.bus_bytes),
-                    "nonlinear_exposed_cycles": exposed,
-                    "nonlinear_exposed_share": exposed / total_cycles,
-                    "sim_cycles_per_s": round(total_cycles / max(wall, 1e-9))})
+    fig.update(layer_figures(config, [results], phases, PHASES, PHASE_TITLES))
+    if fig.get("cycles"):
+        fig["sim_cycles_per_s"] = round(fig["cycles"] / max(wall, 1e-9))
     if backend != "golden":
         # The golden executor on the same layer: the RTL must equal it bit for bit.
         gold, _, _ = run_bert_layer(Runtime(config, "golden"), ql, xq, keep, check=True)
@@ -136,24 +118,160 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     return fig
 
 
+GPT2_TITLES = {
+    "ln1": "LayerNorm 1 (int8 residual stream)",
+    "qkv": "Q, K, V projections (K, V into the cache)",
+    "attention": "causal attention (QK^T, i-Softmax, PV)",
+    "out_proj": "output projection + residual",
+    "ln2": "LayerNorm 2",
+    "ffn1_gelu": "FFN 1 + i-GELU",
+    "ffn2": "FFN 2 + residual",
+}
+
+
+def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: int = 128,
+             hidden: int = 768, heads: int = 12, ffn: int = 3072, steps: int = 1,
+             seed: int = 1, dataflow: str = "base", progress=None) -> dict:
+    """A GPT-2 block (random weights of the given shape) on ``backend``: a causal prefill of
+    ``seq`` tokens, or with ``decode`` ``steps`` decode steps after a KV cache of ``seq``
+    tokens (the integer model's, written into main memory). The figures as a dict (see
+    :func:`format_report`); the counters of several steps add up.
+
+    ``dataflow``: ``"base"`` (one scale for the residual stream) or ``"extended"`` (one per
+    group of 16 columns, for residual outliers; the LayerNorm inputs are prescaled)."""
+    if dataflow not in ("base", "extended"):
+        raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
+    if decode and steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    rng = np.random.default_rng(seed)
+    w = random_gpt2_weights(hidden, heads, ffn, rng)
+    total = seq + (steps if decode else 0)
+    x = rng.normal(0, 1, (total, hidden))
+    cal = [rng.normal(0, 1, (total, hidden)) for _ in range(2)]
+    ql = G.quantize_gpt2_layer(w, cal, **({"smooth": G.RESIDUAL_PER_GROUP}
+                                          if dataflow == "extended" else {}))
+    xq = quantize_activation(x, ql.in_scale)
+    what = f"random GPT-2 block (seed {seed})"
+    mode = (f"{steps} decode step{'s' * (steps > 1)} after a KV cache of {seq} tokens"
+            if decode else f"prefill of {seq} tokens")
+    if progress:
+        progress(f"{what}: {mode}, hidden {hidden}, {heads} heads, FFN {ql.ffn}; running "
+                 f"on {backend}, phase by phase")
+
+    def report(p):
+        if progress:
+            progress(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
+                     f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
+
+    def on(rt_backend, extra):
+        rt = Runtime(config, rt_backend)
+        p = place_gpt2_layer(rt, ql, total)
+        if not decode:
+            got, results, phases = run_gpt2_step(rt, ql, p, xq, 0, check=True,
+                                                 per_phase=True, **extra)
+            return got, [results], phases
+        cache = G.Int8KVCache.for_layer(ql)
+        G.integer_gpt2_decode_step(xq[:seq], ql, cache)
+        write_kv_cache(rt, ql, p, cache)
+        outs, runs = [], []
+        for t in range(seq, total):
+            if progress and rt_backend == backend:
+                progress(f" step {t - seq + 1} of {steps} (position {t})")
+            got, results, phases = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True,
+                                                 per_phase=True, **extra)
+            outs.append(got)
+            runs.append(results)
+        return np.concatenate(outs), runs, phases
+
+    t = time.time()
+    got, runs, phases = on(backend, {"progress": report} if backend != "golden" else {})
+    wall = time.time() - t
+    first = seq if decode else 0
+    want = G.integer_gpt2_layer(xq, ql)[first:]
+    ref = gpt2_layer(x, w)[first:]
+    y = dequantize(got, ql.out_scale)
+    fig = {
+        "layer": f"{what}, {mode}", "backend": backend, "config": config.hash,
+        "dataflow": dataflow, "seq": seq, "hidden": hidden, "heads": ql.heads, "ffn": ql.ffn,
+        "mode": "decode" if decode else "prefill", "steps": steps if decode else None,
+        "commands": sum(len(p) for p in phases.values()) * len(runs),
+        "bit_exact_with_integer_model": bool((got == want).all()),
+        "accuracy": {"cosine": cosine(y, ref), "max_abs_error": float(np.abs(y - ref).max()),
+                     "float_range": float(np.abs(ref).max())},
+        "wall_seconds": round(wall, 1),
+    }
+    fig.update(layer_figures(config, runs, phases, GPT2_PHASES, GPT2_TITLES))
+    if fig.get("cycles"):
+        fig["sim_cycles_per_s"] = round(fig["cycles"] / max(wall, 1e-9))
+    if backend != "golden":
+        gold, _, _ = on("golden", {})
+        fig["bit_exact_with_golden"] = bool((got == gold).all())
+    return fig
+
+
+def layer_figures(config: TesseraConfig, runs: list[dict], phases: dict, names,
+                  titles: dict) -> dict:
+    """Per-operation and whole-layer figures from the hardware counters of ``runs`` (each
+    ``{phase: RunResult}``; several runs, e.g. decode steps, add up)."""
+    peak = config.rows * config.cols
+    cmd_bytes = command_bits(config) // 8
+    ops, total_cycles, total_macs = [], 0, 0
+    bus = tensor = exposed = 0
+    for name in names:
+        counters = [run[name].counters for run in runs]
+        cycles = sum(c.get("cycles", 0) for c in counters)
+        macs = sum(c["macs"] for c in counters)
+        moved = sum(c.get("bytes_read", 0) + c.get("bytes_written", 0) for c in counters)
+        fetched = sum(c.get("commands", 0) for c in counters) * cmd_bytes
+        ops.append({"op": name, "title": titles[name], "commands": len(phases[name]),
+                    "macs": macs, "cycles": cycles or None,
+                    "utilization": macs / (cycles * peak) if cycles else None,
+                    "bus_utilization": moved / (cycles * config.bus_bytes) if cycles
+                    else None,
+                    "nonlinear_exposed_cycles": sum(c.get("nonlinear_exposed", 0)
+                                                    for c in counters) if cycles else None})
+        total_cycles += cycles
+        total_macs += macs
+        bus += moved
+        tensor += moved - fetched
+        exposed += ops[-1]["nonlinear_exposed_cycles"] or 0
+    for op in ops:
+        op["share"] = op["cycles"] / total_cycles if total_cycles else None
+    fig = {"ops": ops, "macs": total_macs}
+    if total_cycles:
+        fig.update({"cycles": total_cycles,
+                    "utilization": total_macs / (total_cycles * peak),
+                    "bus_utilization": bus / (total_cycles * config.bus_bytes),
+                    "tensor_bus_utilization": tensor / (total_cycles * config.bus_bytes),
+                    "nonlinear_exposed_cycles": exposed,
+                    "nonlinear_exposed_share": exposed / total_cycles})
+    return fig
+
+
 def format_report(fig: dict) -> str:
-    lines = [f"{fig['layer']} on {fig['backend']}: seq {fig['seq']}, hidden {fig['hidden']}, "
+    seq = "" if fig.get("mode") else f"seq {fig['seq']}, "
+    lines = [f"{fig['layer']} on {fig['backend']}: {seq}hidden {fig['hidden']}, "
              f"{fig['heads']} heads, FFN {fig['ffn']}, {fig['dataflow']} dataflow, "
              f"{fig['commands']:,} commands",
-             f"  {'operation':44} {'cycles':>12} {'MACs':>14} {'util':>6} {'share':>6}"]
+             f"  {'operation':44} {'cycles':>12} {'MACs':>14} {'util':>6} {'bus':>6} "
+             f"{'share':>6}"]
     for op in fig["ops"]:
         cyc = f"{op['cycles']:,}" if op["cycles"] else "-"
         util = f"{op['utilization']:.3f}" if op["utilization"] is not None else "-"
         share = f"{op['share']:.1%}" if op["share"] is not None else "-"
-        lines.append(f"  {op['title']:44} {cyc:>12} {op['macs']:>14,} {util:>6} {share:>6}")
+        bus = f"{op['bus_utilization']:.3f}" if op.get("bus_utilization") is not None else "-"
+        lines.append(f"  {op['title']:44} {cyc:>12} {op['macs']:>14,} {util:>6} {bus:>6} "
+                     f"{share:>6}")
     if fig.get("cycles"):
         lines.append(f"  {'layer':44} {fig['cycles']:>12,} {fig['macs']:>14,} "
-                     f"{fig['utilization']:>6.3f} {'100%':>6}")
+                     f"{fig['utilization']:>6.3f} {fig['bus_utilization']:>6.3f} {'100%':>6}")
         lines.append(f"  non-linear work not overlapped by matrix work: "
                      f"{fig['nonlinear_exposed_cycles']:,} cycles "
                      f"({fig['nonlinear_exposed_share']:.1%} of the layer)")
-        lines.append(f"  bus: {fig['bus_utilization']:.3f} of its peak; simulated "
-                     f"{fig['sim_cycles_per_s']:,} cycles/s ({fig['wall_seconds']} s)")
+        lines.append(f"  bus: {fig['bus_utilization']:.3f} of its peak "
+                     f"({fig['tensor_bus_utilization']:.3f} without command fetch); "
+                     f"simulated {fig['sim_cycles_per_s']:,} cycles/s "
+                     f"({fig['wall_seconds']} s)")
     a = fig["accuracy"]
     lines.append(f"  against the float layer: cosine {a['cosine']:.5f}, max abs error "
                  f"{a['max_abs_error']:.3f} (values up to {a['float_range']:.2f})")
