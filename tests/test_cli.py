@@ -117,7 +117,27 @@ def test_run_bert_layer_reports_every_operation(tmp_path, capsys):
     assert fig["bit_exact_with_integer_model"] and fig["accuracy"]["cosine"] > 0.99
     text = capsys.readouterr().out
     assert "FFN 1 + i-GELU" in text and "equals the integer model bit for bit: yes" in text
-    assert main(["run", "gpt2-decode", "--preset", "tiny"]) == 2
+    assert main(["run", "bert-layer", "--preset", "tiny"]) == 2   # BERT-base: no room
+    assert "main memory is full" in capsys.readouterr().err
+
+
+def test_run_gpt2_prefill_and_decode(tmp_path, capsys):
+    small = ["--preset", "tiny", "--seq", "9", "--hidden", "32", "--heads", "2", "--ffn", "64"]
+    out = tmp_path / "gpt2.json"
+    assert main(["run", "gpt2-layer", *small, "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["mode"] == "prefill" and [op["op"] for op in fig["ops"]] == [
+        "ln1", "qkv", "attention", "out_proj", "ln2", "ffn1_gelu", "ffn2"]
+    assert fig["bit_exact_with_integer_model"] and fig["accuracy"]["cosine"] > 0.99
+    assert main(["run", "gpt2-decode", *small, "--steps", "2", "--dataflow", "extended",
+                 "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["mode"] == "decode" and fig["steps"] == 2 and fig["dataflow"] == "extended"
+    assert fig["bit_exact_with_integer_model"] and fig["accuracy"]["cosine"] > 0.99
+    text = capsys.readouterr().out
+    assert "2 decode steps after a KV cache of 9 tokens" in text
+    assert main(["run", "gpt2-decode", *small, "--model", "minilm"]) == 2
+    assert main(["run", "gpt2-decode", *small, "--steps", "0"]) == 2
 
 
 def test_run_minilm_layer_on_the_golden_accelerator(capsys):

@@ -224,6 +224,9 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     mts = _candidates(min(acc_half, 1 << 15), d, M)
     if full_rows and acc_half // nb >= 1:
         mts = sorted(set(mts) | {min(M, acc_half // nb)})   # whole rows: as many as fit
+    # Each also balanced: the same number of tiles, all of (nearly) the same height, so
+    # that no short last tile leaves the weight loads exposed.
+    mts = sorted(set(mts) | {-(-M // -(-M // mt)) for mt in mts})
     for mt in mts:
         for nt in (range(nb, nb + 1) if full_rows else range(1, nb + 1)):
             if mt * nt > acc_half:
@@ -255,6 +258,18 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     return best[1]
 
 
+def _slot_bases(c: TesseraConfig, sizes: list[int]) -> tuple[list[int], bool]:
+    """Scratchpad rows of the operand slots: each on banks of its own when they fit (the
+    array reads an activation and a weight tile while the DMA fills the other slots, each
+    bank serving one of them per cycle), else packed one after the other. Returns the
+    bases and whether the slots have their own banks."""
+    bank = c.spad_rows // c.spad_banks
+    spans = [-(-rows // bank) for rows in sizes]
+    if sum(spans) <= c.spad_banks:
+        return [bank * b for b in itertools.accumulate([0] + spans[:-1])], True
+    return list(itertools.accumulate([0] + sizes[:-1])), False
+
+
 def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency):
     d = c.rows
     M = shape.M
@@ -262,11 +277,16 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     m_tiles, n_tiles = -(-M // mt), -(-nb // nt)
     bb = c.bus_bytes
     # Compute: one cycle per row streamed; a weight tile takes d cycles to load, hidden
-    # behind a COMPUTE of at least d rows; a few cycles per command.
-    per_compute = max(mt, d) + 2
+    # behind a COMPUTE of at least d rows when it comes from another bank than the
+    # activations (else the two share the bank's port); a few cycles per command.
+    _, own_banks = _slot_bases(c, [mt * kt] * a_slots + [kt * d * nt] * b_slots)
+    heights = [min(mt, M - m0) for m0 in range(0, M, mt)]
     computes = m_tiles * n_tiles * kb * nt
-    compute = computes * per_compute
-    # Main memory: each LOAD pays about a latency (the DMA takes one command at a time).
+    compute = n_tiles * kb * nt * sum((max(h, d) if own_banks else h + d) + 2
+                                      for h in heights)
+    # Main memory: the two DMA readers overlap one command's latency with the other's
+    # data, so a LOAD costs its bytes and about 30 cycles of its own (measured on 1 KiB
+    # loads at a latency of 100).
     a_bytes = a_loads * mt * kt * d
     b_bytes = b_loads * kt * d * nt * d
     a_cmds, b_cmds = a_loads * kt, b_loads * nt
@@ -274,7 +294,7 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     bias_cycles = bias_cmds * max(mt * 4 * d // bb, mt * latency // max(c.max_reads, 1))
     # Plans that would run at the bus's edge are penalised: the DMA reaches about 85% of
     # the bus on realistic blocks, and every command costs a round trip and a little more.
-    load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * (latency + 20) + bias_cycles
+    load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * 30 + bias_cycles
     store_cmds = m_tiles * n_tiles * nt
     store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
     # Exposed: the first step's loads and the last tile's store.
@@ -377,13 +397,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     table_at = c.acc_rows - table_rows
     a_rows, b_rows = plan.mt * plan.kt, plan.kt * d * plan.nt
 
-    # Scratchpad slots: each in its own bank when they fit, else packed.
-    bank = c.spad_rows // c.spad_banks
-    sizes = [a_rows] * plan.a_slots + [b_rows] * plan.b_slots
-    if c.spad_banks >= len(sizes) and max(sizes) <= bank:
-        bases = [i * bank for i in range(len(sizes))]
-    else:
-        bases = list(itertools.accumulate([0] + sizes[:-1]))
+    bases, _ = _slot_bases(c, [a_rows] * plan.a_slots + [b_rows] * plan.b_slots)
     a_base, b_base = bases[:plan.a_slots], bases[plan.a_slots:]
 
     loads: list[_Load] = []
@@ -530,31 +544,54 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish)
 
 
+#: Loads of the next step are spread over this fraction of the current step's execute
+#: commands, so the last of them still has time to arrive.
+LOAD_PACING = 0.75
+
+
 def _interleave(loads, load_after, execs, stores, finish):
     """One program from the three streams. Each queue sees its commands in order; the
     order across queues is a topological order of the tokens (every command comes after
     the commands whose tokens it waits for), so the dispatcher, blocked on a full queue,
     never waits for a command behind it: a legal stream cannot deadlock. Within that, loads
     run one step ahead of the computes that need them, and a tile's stores follow its last
-    compute."""
+    compute.
+
+    The next step's loads are paced evenly over the current step's execute commands. The
+    dispatcher issues in program order, so a burst of loads would fill the load queue and
+    block it while the execute queue runs dry (a step of short computes has dozens of
+    loads); spread out, each load finds room and the execute queue stays fed."""
+    consumers = [i for i, cmd in enumerate(execs) if cmd.wait_prev]
+    sizes, n = [], 0
+    for ld in loads:
+        n += 1
+        if ld.signal_next:
+            sizes.append(n)
+            n = 0
     out = []
     li = si = 0
     groups_out = 0          # load groups dispatched (each ends with a signalling load)
     groups_needed = 0
+    in_group = 0            # loads of the group being dispatched that are out
     for ei, cmd in enumerate(execs):
         if cmd.wait_prev:
             groups_needed += 1
-        # The loads this command waits for must be out; beyond them, loads of the next
-        # group trickle out one per execute command, so the dispatcher never stalls on a
-        # full load queue while the execute queue runs dry.
-        spare = 1
+        quota = 0           # loads of a future group allowed out by now
+        g = groups_out
+        if g == groups_needed and g < len(sizes) and 0 < g <= len(consumers):
+            start = consumers[g - 1]
+            end = consumers[g] if g < len(consumers) else len(execs)
+            span = max(1.0, LOAD_PACING * (end - start))
+            quota = -(-sizes[g] * min(ei - start + 1, span) // span)
         while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
-            if groups_out == groups_needed:
-                if not spare:
-                    break
-                spare -= 1
+            if groups_out == groups_needed and in_group >= max(quota, 1 if in_group == 0
+                                                               else 0):
+                break
             out.append(loads[li])
-            groups_out += loads[li].signal_next
+            in_group += 1
+            if loads[li].signal_next:
+                groups_out += 1
+                in_group = 0
             li += 1
         if groups_out < groups_needed:
             raise AssertionError("a compute would precede the loads it waits for")

@@ -35,9 +35,14 @@ from ...hw.config import TesseraConfig
 from ...hw.isa import Command, ErrorCode, command_bits, encode
 from ..golden.executor import ExecutionError, Machine
 
-__all__ = ["Runtime", "RunResult", "RunError", "BACKENDS"]
+__all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS"]
 
 BACKENDS = ("golden", "icarus", "verilator")
+
+
+class MainMemoryFull(MemoryError, ValueError):
+    """The tensors asked for do not fit the runtime's main memory (a bad size of input,
+    not an exhausted host: callers may report it like any other bad value)."""
 
 
 class RunError(RuntimeError):
@@ -124,13 +129,14 @@ class Runtime:
 
         Raises
         ------
-        MemoryError
+        MainMemoryFull
             If main memory is full.
         """
         start = -(-self._top // align) * align
         if start + nbytes > self.mem_size:
-            raise MemoryError(f"main memory is full: {nbytes} bytes asked, "
-                              f"{self.mem_size - start} left of {self.mem_size}")
+            raise MainMemoryFull(f"main memory is full: {nbytes} bytes asked, "
+                                 f"{self.mem_size - start} left of {self.mem_size} (the "
+                                 f"simulated system of this configuration)")
         self._top = start + nbytes
         self._used = max(self._used, self._top)
         return self.mem_base + start
