@@ -46,6 +46,8 @@ __all__ = ["GemmShape", "GemmPlan", "OutputSpec", "plan_gemm", "lower_gemm", "Ge
 
 #: The memory latency the cost model assumes (cycles), as in the benchmarks.
 LATENCY_CYCLES = 100
+#: Rows per load of a tile's bias or residual (they go out a piece per step).
+INIT_ROWS = 32
 
 
 class LoweringError(ValueError):
@@ -422,6 +424,36 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         tiles = [(mi, ni) for ni in range(plan.n_tiles) for mi in range(plan.m_tiles)]
     n_tiles = len(tiles)
 
+    def init_loads(t: int) -> list[_Load]:
+        """Tile ``t``'s bias and residual, into its accumulator rows; they wait for the
+        relay of the store that frees those rows."""
+        mi, ni = tiles[t]
+        m0, n0b = mi * plan.mt, ni * plan.nt
+        mt, ntb = min(plan.mt, M - m0), min(plan.nt, nb - n0b)
+        acc0 = (t % 2) * acc_half
+        need = relay_of_tile.get(t, -1)
+        out = []
+        # In pieces of at most INIT_ROWS rows, so that they spread thinly over the steps.
+        pieces = [(r0, min(INIT_ROWS, mt - r0)) for r0 in range(0, mt, INIT_ROWS)]
+        if has_bias:
+            lb = lane_bytes(c)
+            for j in range(ntb):
+                for r0, n in pieces:
+                    out.append(_Load(dict(
+                        dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=n,
+                        row_bytes=d * lb, local_addr=acc0 + j * mt + r0, to_acc=1,
+                        accumulate=0, scale=1, wide=1), need))
+        if has_res:      # the residual has the output's shape and layout
+            for j in range(ntb):
+                for r0, n in pieces:
+                    out.append(_Load(dict(
+                        dram_addr=buffers.residual + C.offset(m0 + r0, n0b + j), stride=d,
+                        rows=n, row_bytes=d, local_addr=acc0 + j * mt + r0, to_acc=1,
+                        accumulate=int(has_bias), scale=scales[n0b + j], wide=0), need))
+        return out
+
+    init_made: set[int] = set()       # tiles whose bias and residual loads are placed
+    pending_init: list[_Load] = []
     for t, (mi, ni) in enumerate(tiles):
         m0 = mi * plan.mt
         mt = min(plan.mt, M - m0)
@@ -441,21 +473,21 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                     dram_addr=layernorm.table, stride=d * lb, rows=table_rows,
                     row_bytes=d * lb, local_addr=table_at, to_acc=1, accumulate=0, scale=1,
                     wide=1), -1))
-            # Bias and residual of the tile, with its first step's loads.
-            need = relay_of_tile.get(t, -1)
-            if ks == 0 and has_bias:
-                lb = lane_bytes(c)
-                for j in range(ntb):
-                    step_loads.append(_Load(dict(
-                        dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=mt,
-                        row_bytes=d * lb, local_addr=acc0 + j * mt, to_acc=1, accumulate=0,
-                        scale=1, wide=1), need))
-            if ks == 0 and has_res:      # the residual has the output's shape and layout
-                for j in range(ntb):
-                    step_loads.append(_Load(dict(
-                        dram_addr=buffers.residual + C.offset(m0, n0b + j), stride=d,
-                        rows=mt, row_bytes=d, local_addr=acc0 + j * mt, to_acc=1,
-                        accumulate=int(has_bias), scale=scales[n0b + j], wide=0), need))
+            # The tile's bias and residual (what is left of them: most go out with the
+            # previous tile's later steps), and a share of the next tile's.
+            if ks == 0 and has_init:
+                if t not in init_made:
+                    pending_init = init_loads(t)
+                    init_made.add(t)
+                step_loads += pending_init
+                pending_init = []
+            elif has_init and t + 1 < n_tiles and (t + 1 < 2 or t + 1 in relay_of_tile):
+                if t + 1 not in init_made:
+                    pending_init = init_loads(t + 1)
+                    init_made.add(t + 1)
+                share = -(-len(pending_init) // (plan.k_steps - ks))
+                step_loads += pending_init[:share]
+                pending_init = pending_init[share:]
             # A (mi, ks).
             a_slot, fresh, a_next = _take_slot(a_key, (mi, ks), a_next)
             if fresh:
@@ -490,9 +522,10 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                         "a_addr": a_base[a_slot] + j * mt, "b_addr": 0, "rows": mt,
                         "acc_addr": acc0 + n * mt,
                         "accumulate": int(has_init or kglob > 0)}))
-                    # Halfway through the tile: the relay for the tile after next's bias.
+                    # A quarter into the tile (the previous tile's store has had time to
+                    # finish): the relay that lets the next tile's bias into its rows.
                     if has_init and t + 1 < n_tiles and t + 1 >= 2 and \
-                            len(execs) - tile_execs_start >= tile_cmds // 2 and \
+                            len(execs) - tile_execs_start >= tile_cmds // 4 and \
                             t + 1 not in relay_of_tile:
                         relay_of_tile[t + 1] = len(execs)
                         execs.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}))
