@@ -16,8 +16,8 @@ Steps (``Mq`` query rows at a time, as many as the accumulator holds):
 2. Per query chunk: the mask row replicated over the chunk's rows into the accumulator
    (a wide load, stride 0), the scores ``Q K^T`` on top (weight-stationary, column block
    by column block), a blocked Softmax store into the scratchpad (``P``, 7-bit codes, laid
-   out as the next product's activations), ``P V`` into the accumulator, and a blocked
-   requantizing store of the context rows to main memory.
+   out as the next product's activations), ``P V`` into the accumulator, and requantizing
+   stores of the context, one per column block (each one contiguous DMA transfer).
 
 Tokens order it: loads before computes (LOAD -> EXECUTE), the transposed K before the
 scores (EXECUTE relays to STORE, STORE back to EXECUTE), scores before their Softmax
@@ -238,12 +238,16 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
                     "a_addr": p_at + j * rows, "b_addr": 0, "rows": rows,
                     "acc_addr": acc_c + n * rows, "accumulate": int(j > 0)},
                     signal_next=n == kb_n - 1 and j == kbs - 1))
-        prog.append(Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.REQUANT, "length": dh, "rows": rows, "m": head.m,
-                     "e": head.e},
-            "acc_addr": acc_c, "to_spad": 0, "dram_addr": head.ctx + q0 * d,
-            "stride": blk, "blocked": 1},
-            wait_prev=True))
+        # The context, a column block per store: each block's rows are contiguous in
+        # main memory, so each store is one DMA transfer (a blocked store of whole rows
+        # would write every row's blocks apart, one bus write per block).
+        for n in range(kb_n):
+            prog.append(Command(Opcode.STORE, {
+                "desc": {"op": OutputOp.REQUANT, "length": d, "rows": rows, "m": head.m,
+                         "e": head.e},
+                "acc_addr": acc_c + n * rows, "to_spad": 0,
+                "dram_addr": head.ctx + n * blk + q0 * d, "stride": d},
+                wait_prev=n == 0))
     if finish:
         prog.append(Command(Opcode.FINISH, {}))
     return prog

@@ -118,6 +118,8 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
         if keep.shape != (S,):
             raise LoweringError(f"the mask must hold {S} keys, not {keep.shape}")
+        if keep.all():          # adding zeros changes nothing: no mask to load
+            return p
         s_pad = -(-S // d) * d
         bias = np.zeros(s_pad, dtype="<i4")
         bias[:S][~keep] = ql.mask_bias
