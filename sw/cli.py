@@ -212,7 +212,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .run import format_report, run_bert, run_gpt2
+    from .run import run_bert, run_gpt2
 
     cfg = _config(args)
     layers = ("bert-layer", "gpt2-layer", "gpt2-decode")

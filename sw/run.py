@@ -3,9 +3,9 @@
 ``bert-layer`` quantizes a BERT encoder layer (random weights of a given shape, or a layer
 of all-MiniLM-L6-v2 on real sentences); ``gpt2-layer`` and ``gpt2-decode`` a GPT-2 block
 (a causal prefill, or decode steps after a KV cache). Each is lowered, run phase by phase
-on a backend, and reported: from the hardware counters, each operation's cycles, MACs, utilization and share
-of the layer; the error against the float reference; and, on RTL, the bit-for-bit
-comparison with the golden model.
+on a backend, and reported: from the hardware counters, each operation's cycles, MACs,
+utilization, bus utilization and share of the layer; the error against the float
+reference; and, on RTL, the bit-for-bit comparison with the golden model.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 from ..hw.config import TesseraConfig
 from ..hw.isa import command_bits
 from .lower.bert import PHASES, run_bert_layer
+from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
+from .models import gpt2_quantize as G
 from .models.quantize import (
     EXTENDED,
     cosine,
@@ -25,8 +27,6 @@ from .models.quantize import (
     quantize_activation,
     quantize_bert_layer,
 )
-from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
-from .models import gpt2_quantize as G
 from .models.reference import bert_layer, gpt2_layer, random_bert_weights, random_gpt2_weights
 from .runtime import Runtime
 

@@ -36,7 +36,8 @@ from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from .gemm import LoweringError
 
-__all__ = ["AttentionHead", "lower_attention_head", "causal_mask_bytes", "MASK_NEG"]
+__all__ = ["AttentionHead", "lower_attention", "lower_attention_head", "causal_mask_bytes",
+           "MASK_NEG"]
 
 #: The additive mask of a masked key: far below any score, so its exp is 0, and far
 #: enough from the int32 limit that adding a score cannot wrap.
@@ -97,32 +98,29 @@ def causal_mask_bytes(queries: int, offset: int, keys: int, block: int,
         np.uint8).reshape(-1)
 
 
-def _chunk_rows(config: TesseraConfig, head: AttentionHead) -> int:
-    """Query rows per chunk: the scores (``Mq x S``) fill at most one half of the
-    accumulator and the context (``Mq x dh``) the other half."""
+#: Most heads interleaved in one group.
+MAX_GROUP = 4
+
+
+def _chunk_rows(config: TesseraConfig, head: AttentionHead, group: int = 1) -> int:
+    """Query rows per chunk when ``group`` heads share the accumulator: each head's scores
+    (``Mq x keys``) fill at most one half of its share and its context (``Mq x dh``) the
+    other half."""
     d = config.rows
-    half = config.acc_rows // 2
+    half = config.acc_rows // group // 2
     key_blocks = -(-head.n_keys // d)
-    mq = min(head.seq, half // key_blocks, half // (head.dh // d))
-    if mq < 1:
-        raise LoweringError(f"a score row of {head.n_keys} keys ({key_blocks} accumulator "
-                            f"rows) does not fit half the accumulator ({half} rows)")
-    return mq
+    return min(head.seq, half // key_blocks, half // (head.dh // d))
 
 
-def lower_attention_head(config: TesseraConfig, head: AttentionHead,
-                         spad_base: int = 0, finish: bool = True) -> list[Command]:
-    """The command stream of one head (see the module docstring)."""
-    c = config
+def _check_head(c: TesseraConfig, head: AttentionHead) -> None:
     d = c.rows
-    S, dh = head.seq, head.dh
     if c.rows != c.cols or not c.has_ws:
         raise LoweringError("attention needs a square, weight-stationary array")
-    if dh % d:
-        raise LoweringError(f"the head dimension ({dh}) must be a multiple of {d}")
+    if head.dh % d:
+        raise LoweringError(f"the head dimension ({head.dh}) must be a multiple of {d}")
     if c.acc_bits != 32:
         raise LoweringError("the mask and Softmax need 32-bit accumulator lanes")
-    T = head.n_keys
+    S, T = head.seq, head.n_keys
     if head.mask is not None and head.causal is not None:
         raise LoweringError("a head takes a key mask or a causal mask, not both")
     if head.causal is not None and head.causal_mask is None and S > 1:
@@ -130,124 +128,213 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
     if head.causal is not None and head.causal + S > T:
         raise LoweringError(f"{S} queries from position {head.causal} need {head.causal + S} "
                             f"keys; there are {T}")
+
+
+def _spad_rows(c: TesseraConfig, head: AttentionHead, mq: int) -> int:
+    """Scratchpad rows of one head: Q (kb_n blocks of S rows), K^T tiles (kb_n x sb_n
+    tiles), V (kb_n blocks of s_pad rows: weight tiles of d keys), P (sb_n blocks of mq
+    rows)."""
+    d = c.rows
+    kb_n, sb_n = head.dh // d, -(-head.n_keys // d)
+    return kb_n * head.seq + 2 * kb_n * sb_n * d + sb_n * mq
+
+
+def _group_size(c: TesseraConfig, head: AttentionHead, spad_base: int, most: int) -> int:
+    """How many heads to interleave: as many as fit side by side (up to ``most``) without
+    shortening the query chunks."""
+    d = c.rows
+    mq1 = _chunk_rows(c, head)
+    best = 1
+    for g in range(2, min(most, MAX_GROUP) + 1):
+        mq = _chunk_rows(c, head, g)
+        k_rows = head.dh // d * head.n_keys
+        if mq < mq1 or k_rows > c.acc_rows // g // 2 or \
+                spad_base + g * _spad_rows(c, head, mq) > c.spad_rows:
+            break
+        best = g
+    return best
+
+
+def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base: int = 0,
+                    finish: bool = True) -> list[Command]:
+    """The command stream of several heads of the same shape: groups of heads
+    interleaved stage by stage (see :func:`lower_attention_head`), separated by FENCEs.
+
+    While the store unit runs one head's Softmax, the array computes the next head's
+    scores; while it computes one head's ``P V``, the store unit runs the next Softmax and
+    the DMA loads; a group's heads use their own scratchpad and accumulator regions."""
+    if not heads:
+        return [Command(Opcode.FINISH, {})] if finish else []
+    g = _group_size(config, heads[0], spad_base, len(heads))
+    prog: list[Command] = []
+    for i in range(0, len(heads), g):
+        if prog:
+            prog.append(Command(Opcode.FENCE, {}))   # the groups share the on-chip buffers
+        prog += _lower_group(config, heads[i:i + g], spad_base)
+    if finish:
+        prog.append(Command(Opcode.FINISH, {}))
+    return prog
+
+
+def lower_attention_head(config: TesseraConfig, head: AttentionHead,
+                         spad_base: int = 0, finish: bool = True) -> list[Command]:
+    """The command stream of one head (see the module docstring)."""
+    prog = _lower_group(config, [head], spad_base)
+    if finish:
+        prog.append(Command(Opcode.FINISH, {}))
+    return prog
+
+
+def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
+                 spad_base: int) -> list[Command]:
+    """Heads of one shape, each in its own share of the scratchpad and accumulator, their
+    commands interleaved stage by stage: all loads, all K^T relays, all transposed
+    stores, then per query chunk all masks, all scores, all Softmax stores, all ``P V``,
+    all context stores. Every token channel then carries the heads' tokens in the same
+    order on both sides, and the stream stays in a topological order of its tokens."""
+    c = config
+    d = c.rows
+    first = heads[0]
+    for head in heads:
+        _check_head(c, head)
+        if (head.seq, head.dh, head.n_keys, head.causal, head.mask is None) != (
+                first.seq, first.dh, first.n_keys, first.causal, first.mask is None):
+            raise LoweringError("heads lowered together must have the same shape and mask")
+    g = len(heads)
+    S, dh, T = first.seq, first.dh, first.n_keys
     kb_n = dh // d                     # blocks of the head dimension
     sb_n = -(-T // d)                  # blocks of keys
     s_pad = sb_n * d
-    mq = _chunk_rows(c, head)
-    half = c.acc_rows // 2
-    # Scratchpad: Q (kb_n blocks of S rows), K^T tiles (kb_n x sb_n tiles), V (kb_n blocks
-    # of s_pad rows: weight tiles of d keys), P (sb_n blocks of mq rows).
-    q_at = spad_base
-    kt_at = q_at + kb_n * S
-    v_at = kt_at + kb_n * s_pad
-    p_at = v_at + kb_n * s_pad
-    if p_at + sb_n * mq > c.spad_rows:
+    mq = _chunk_rows(c, first, g)
+    share = c.acc_rows // g            # accumulator rows of each head
+    half = share // 2
+    if mq < 1:
+        raise LoweringError(f"a score row of {T} keys ({sb_n} accumulator rows) does not "
+                            f"fit half the accumulator ({half} rows)")
+    if kb_n * T > half:
+        raise LoweringError(f"K ({T} x {dh}) does not fit half the accumulator")
+    rows = _spad_rows(c, first, mq)
+    if spad_base + g * rows > c.spad_rows:
         raise LoweringError(f"a head of {S} queries, {T} keys and {dh} dimensions needs "
-                            f"{p_at + sb_n * mq - spad_base} scratchpad rows; there are "
-                            f"{c.spad_rows - spad_base}")
-    acc_s, acc_c = 0, half             # scores, context
-    blk = head.block_stride
-    kv_blk = blk if head.kv_stride is None else head.kv_stride
-    prog: list[Command] = []
+                            f"{rows} scratchpad rows; there are {c.spad_rows - spad_base}")
+
+    def layout(i):
+        q_at = spad_base + i * rows
+        kt_at = q_at + kb_n * S
+        v_at = kt_at + kb_n * s_pad
+        return dict(q_at=q_at, kt_at=kt_at, v_at=v_at, p_at=v_at + kb_n * s_pad,
+                    acc_s=i * share, acc_c=i * share + half)
 
     def load(**kw):
         args = dict(stride=d, row_bytes=d, to_acc=0, accumulate=0, scale=1, wide=0)
         args.update(kw)
         return args
 
-    # --- 1. Operands. ----------------------------------------------------------------------
-    loads = []
-    for kb in range(kb_n):
-        loads.append(load(dram_addr=head.q + kb * blk, rows=S, local_addr=q_at + kb * S))
-        loads.append(load(dram_addr=head.v + kb * kv_blk, rows=T,
-                          local_addr=v_at + kb * s_pad))
-        # K goes into the context's half: the first context is written only after the
-        # first scores, which wait for the transposed K.
-        loads.append(load(dram_addr=head.k + kb * kv_blk, rows=T, local_addr=acc_c + kb * T,
-                          to_acc=1))
-    if kb_n * T > half:
-        raise LoweringError(f"K ({T} x {dh}) does not fit half the accumulator")
-    # V's padding rows (keys past T) must be zero: they meet P's zero columns anyway, but
-    # the scratchpad may hold anything there; P's padding lanes are 0, so they add 0.
-    for i, args in enumerate(loads):
-        prog.append(Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1))
-    # K^T: the relay lets the store wait for the loads; the store signals back.
-    prog.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
-                        signal_next=True))
-    for kb in range(kb_n):
-        prog.append(Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.NONE, "length": d, "rows": T},
-            "acc_addr": acc_c + kb * T, "to_spad": 1, "transpose": 1,
-            "spad_addr": kt_at + kb * s_pad}, wait_prev=kb == 0,
-            signal_prev=kb == kb_n - 1))
-
-    # --- 2. Query chunks. ------------------------------------------------------------------
-    def chunk(q0):
-        """The chunk's keys (its Softmax length), key blocks, and the key blocks that get
-        a mask (the padding mask: all; causal: those holding a key some query may not
-        see)."""
-        rows = min(mq, S - q0)
+    def chunk(head, q0):
+        """The chunk's rows, keys (its Softmax length) and key blocks, and the key blocks
+        that get a mask (the padding mask: all; causal: those holding a key some query may
+        not see)."""
+        n = min(mq, S - q0)
         if head.causal is None:
             keys = T
             masked = range(sb_n) if head.mask is not None else range(0)
         else:
-            keys = head.causal + q0 + rows
+            keys = head.causal + q0 + n
             first_hidden = head.causal + q0 + 1      # query q0's first future key
-            masked = range(first_hidden // d, -(-keys // d)) if rows > 1 else range(0)
-        return rows, keys, -(-keys // d), masked
+            masked = range(first_hidden // d, -(-keys // d)) if n > 1 else range(0)
+        return n, keys, -(-keys // d), masked
 
-    chunks = [chunk(q0) for q0 in range(0, S, mq)]
-    for ci, q0 in enumerate(range(0, S, mq)):
-        rows, keys, kbs, masked = chunks[ci]
-        nxt_masked = ci + 1 < len(chunks) and len(chunks[ci + 1][3]) > 0
-        for i, j in enumerate(masked):
-            if head.causal is None:   # the key mask's block j in every row
-                src, stride = head.mask + j * d * 4, 0
-            else:                     # the causal bias of the chunk's rows, block j
-                src, stride = head.causal_mask + (j * S + q0) * d * 4, d * 4
-            prog.append(Command(Opcode.LOAD, dict(
-                dram_addr=src, stride=stride, rows=rows, row_bytes=d * 4,
-                local_addr=acc_s + j * rows, to_acc=1, accumulate=0, scale=1, wide=1),
-                wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
-        # Scores: the first compute waits for K^T (first chunk) and for the chunk's mask.
-        # The previous chunk's P x V frees the scores' half before this chunk's mask loads.
-        for j in range(kbs):
-            for kb in range(kb_n):
-                prog.append(Command(Opcode.PRELOAD, {"spad_addr": kt_at + kb * s_pad + j * d},
-                                    wait_next=ci == 0 and j == 0 and kb == 0,
-                                    wait_prev=len(masked) > 0 and j == 0 and kb == 0))
-                prog.append(Command(Opcode.COMPUTE, {
-                    "a_addr": q_at + kb * S + q0, "b_addr": 0, "rows": rows,
-                    "acc_addr": acc_s + j * rows, "accumulate": int(j in masked or kb > 0)},
-                    signal_next=j == kbs - 1 and kb == kb_n - 1))
-        # P = Softmax(scores) >> 1, blocked into the scratchpad.
-        prog.append(Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": rows, "e": 1,
-                     "consts": {"exp": dict(head.exp)}},
-            "acc_addr": acc_s, "to_spad": 1, "spad_addr": p_at, "blocked": 1},
-            wait_prev=True, signal_prev=True))
-        # P x V.
-        for n in range(kb_n):
+    stages: dict[str, list[list[Command]]] = {}
+
+    def emit(stage, cmds):
+        stages.setdefault(stage, []).append(cmds)
+
+    chunks = [chunk(first, q0) for q0 in range(0, S, mq)]
+    for head, L in zip(heads, map(layout, range(g)), strict=True):
+        blk = head.block_stride
+        kv_blk = blk if head.kv_stride is None else head.kv_stride
+        # --- 1. Operands. ------------------------------------------------------------------
+        loads = []
+        for kb in range(kb_n):
+            loads.append(load(dram_addr=head.q + kb * blk, rows=S,
+                              local_addr=L["q_at"] + kb * S))
+            loads.append(load(dram_addr=head.v + kb * kv_blk, rows=T,
+                              local_addr=L["v_at"] + kb * s_pad))
+            # K goes into the context's half: the first context is written only after the
+            # first scores, which wait for the transposed K.
+            loads.append(load(dram_addr=head.k + kb * kv_blk, rows=T,
+                              local_addr=L["acc_c"] + kb * T, to_acc=1))
+        # V's padding rows (keys past T) may hold anything: they meet P's zero columns.
+        emit("load", [Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1)
+                      for i, args in enumerate(loads)])
+        # K^T: the relay lets the store wait for the loads; the store signals back.
+        emit("relay", [Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
+                               signal_next=True)])
+        emit("kt", [Command(Opcode.STORE, {
+            "desc": {"op": OutputOp.NONE, "length": d, "rows": T},
+            "acc_addr": L["acc_c"] + kb * T, "to_spad": 1, "transpose": 1,
+            "spad_addr": L["kt_at"] + kb * s_pad}, wait_prev=kb == 0,
+            signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
+
+        # --- 2. Query chunks. --------------------------------------------------------------
+        for ci, q0 in enumerate(range(0, S, mq)):
+            n, keys, kbs, masked = chunks[ci]
+            nxt_masked = ci + 1 < len(chunks) and len(chunks[ci + 1][3]) > 0
+            masks = []
+            for i, j in enumerate(masked):
+                if head.causal is None:   # the key mask's block j in every row
+                    src, stride = head.mask + j * d * 4, 0
+                else:                     # the causal bias of the chunk's rows, block j
+                    src, stride = head.causal_mask + (j * S + q0) * d * 4, d * 4
+                masks.append(Command(Opcode.LOAD, dict(
+                    dram_addr=src, stride=stride, rows=n, row_bytes=d * 4,
+                    local_addr=L["acc_s"] + j * n, to_acc=1, accumulate=0, scale=1, wide=1),
+                    wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
+            emit(f"mask{ci}", masks)
+            # Scores: the first compute waits for K^T (first chunk) and for the chunk's
+            # mask. The previous chunk's P x V frees the scores before this chunk's mask.
+            scores = []
             for j in range(kbs):
-                # The first waits for P (and so for everything the store queue did before
-                # it); it then frees the scores' half for the next chunk's mask.
-                prog.append(Command(Opcode.PRELOAD, {"spad_addr": v_at + n * s_pad + j * d},
-                                    wait_next=n == 0 and j == 0,
-                                    signal_prev=nxt_masked and n == 0 and j == 0))
-                prog.append(Command(Opcode.COMPUTE, {
-                    "a_addr": p_at + j * rows, "b_addr": 0, "rows": rows,
-                    "acc_addr": acc_c + n * rows, "accumulate": int(j > 0)},
-                    signal_next=n == kb_n - 1 and j == kbs - 1))
-        # The context, a column block per store: each block's rows are contiguous in
-        # main memory, so each store is one DMA transfer (a blocked store of whole rows
-        # would write every row's blocks apart, one bus write per block).
-        for n in range(kb_n):
-            prog.append(Command(Opcode.STORE, {
-                "desc": {"op": OutputOp.REQUANT, "length": d, "rows": rows, "m": head.m,
+                for kb in range(kb_n):
+                    scores.append(Command(Opcode.PRELOAD, {
+                        "spad_addr": L["kt_at"] + kb * s_pad + j * d},
+                        wait_next=ci == 0 and j == 0 and kb == 0,
+                        wait_prev=len(masked) > 0 and j == 0 and kb == 0))
+                    scores.append(Command(Opcode.COMPUTE, {
+                        "a_addr": L["q_at"] + kb * S + q0, "b_addr": 0, "rows": n,
+                        "acc_addr": L["acc_s"] + j * n,
+                        "accumulate": int(j in masked or kb > 0)},
+                        signal_next=j == kbs - 1 and kb == kb_n - 1))
+            emit(f"scores{ci}", scores)
+            # P = Softmax(scores) >> 1, blocked into the scratchpad.
+            emit(f"softmax{ci}", [Command(Opcode.STORE, {
+                "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": n, "e": 1,
+                         "consts": {"exp": dict(head.exp)}},
+                "acc_addr": L["acc_s"], "to_spad": 1, "spad_addr": L["p_at"], "blocked": 1},
+                wait_prev=True, signal_prev=True)])
+            # P x V: the first waits for P; it then frees the scores for the next mask.
+            pv = []
+            for m in range(kb_n):
+                for j in range(kbs):
+                    pv.append(Command(Opcode.PRELOAD, {
+                        "spad_addr": L["v_at"] + m * s_pad + j * d},
+                        wait_next=m == 0 and j == 0,
+                        signal_prev=nxt_masked and m == 0 and j == 0))
+                    pv.append(Command(Opcode.COMPUTE, {
+                        "a_addr": L["p_at"] + j * n, "b_addr": 0, "rows": n,
+                        "acc_addr": L["acc_c"] + m * n, "accumulate": int(j > 0)},
+                        signal_next=m == kb_n - 1 and j == kbs - 1))
+            emit(f"pv{ci}", pv)
+            # The context, a column block per store: each block's rows are contiguous in
+            # main memory, so each store is one DMA transfer (a blocked store of whole
+            # rows would write every row's blocks apart, one bus write per block).
+            emit(f"ctx{ci}", [Command(Opcode.STORE, {
+                "desc": {"op": OutputOp.REQUANT, "length": d, "rows": n, "m": head.m,
                          "e": head.e},
-                "acc_addr": acc_c + n * rows, "to_spad": 0,
-                "dram_addr": head.ctx + n * blk + q0 * d, "stride": d},
-                wait_prev=n == 0))
-    if finish:
-        prog.append(Command(Opcode.FINISH, {}))
-    return prog
+                "acc_addr": L["acc_c"] + m * n, "to_spad": 0,
+                "dram_addr": head.ctx + m * blk + q0 * d, "stride": d},
+                wait_prev=m == 0) for m in range(kb_n)])
+
+    order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(len(chunks))
+                                       for stage in ("mask", "scores", "softmax", "pv", "ctx")]
+    return [cmd for stage in order for cmds in stages[stage] for cmd in cmds]

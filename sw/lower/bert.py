@@ -6,9 +6,9 @@ scratchpad and accumulator; overlapping phases is future work):
 
 1. ``QKV = x Wqkv + bqkv``: one product over the three matrices side by side, each
    column block requantized by its group's multiplier (``q``, ``k``, ``v``);
-2. per head, :func:`~tessera.sw.lower.attention.lower_attention_head` on the head's
-   blocks of Q, K and V (the mask preloaded into the scores), writing its blocks of the
-   context;
+2. the heads, :func:`~tessera.sw.lower.attention.lower_attention` on their blocks of
+   Q, K and V (the mask preloaded into the scores), in groups interleaved stage by stage,
+   writing their blocks of the context;
 3. ``h1 = LayerNorm(ctx Wo + bo + x r1)``: tiles of whole rows, the residual and bias
    loaded into the accumulator first, the rows stored through i-LayerNorm;
 4. ``f = requantize(GELU(h1 W1 + b1))`` per column block with its group's constants;
@@ -28,7 +28,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
 from ...hw.output_path import OutputOp
-from .attention import AttentionHead, lower_attention_head
+from .attention import AttentionHead, lower_attention
 from .gemm import (
     GemmBuffers,
     GemmShape,
@@ -159,12 +159,10 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     att = []
     for h in range(heads):
         b0 = h * dh // d
-        head = AttentionHead(S, dh, p.qkv + b0 * blk, p.qkv + (nbh + b0) * blk,
-                             p.qkv + (2 * nbh + b0) * blk, p.ctx + b0 * blk, blk, exp,
-                             *ql.ctx_requant, p.mask)
-        att += lower_attention_head(c, head, finish=False)
-        att.append(Command(Opcode.FENCE, {}))   # heads share the on-chip buffers
-    phases["attention"] = att[:-1]
+        att.append(AttentionHead(S, dh, p.qkv + b0 * blk, p.qkv + (nbh + b0) * blk,
+                                 p.qkv + (2 * nbh + b0) * blk, p.ctx + b0 * blk, blk, exp,
+                                 *ql.ctx_requant, p.mask))
+    phases["attention"] = lower_attention(c, att, finish=False)
 
     def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale):
         plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,

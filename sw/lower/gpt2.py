@@ -16,10 +16,10 @@ model's steps):
    (:func:`~tessera.sw.lower.norm.lower_layernorm`; per-group prescale from the table);
 2. ``qkv``: one product ``a [Wq Wk Wv] + b``, each column block requantized by its
    group's multiplier, Q to its buffer, K and V into the cache;
-3. ``attention``: per head, :func:`~tessera.sw.lower.attention.lower_attention_head`
-   over the ``T = offset + n`` cached keys, causal: a query chunk's scores end after the
-   last key its last query may see, and only the key blocks holding some query's future
-   keys get the causal bias (a single new token needs none);
+3. ``attention``: the heads, :func:`~tessera.sw.lower.attention.lower_attention`
+   (groups interleaved stage by stage) over the ``T = offset + n`` cached keys, causal: a
+   query chunk's scores end after the last key its last query may see, and only the key
+   blocks holding some query's future keys get the causal bias (one new token needs none);
 5. ``out_proj``: ``x1 = requantize(ctx Wo + bo + x r1)`` per group, the residual loaded
    into the accumulator with its integer multiplier;
 6. ``ln2``: ``h = LayerNorm(x1)``;
@@ -39,7 +39,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
 from ...hw.output_path import OutputOp
-from .attention import AttentionHead, causal_mask_bytes, lower_attention_head
+from .attention import AttentionHead, causal_mask_bytes, lower_attention
 from .bert import group_of_block, requant_specs
 from .gemm import (
     GemmBuffers,
@@ -209,13 +209,11 @@ def lower_gpt2_step(config: TesseraConfig, ql, p: Gpt2Placement,
     att = []
     for h in range(heads):
         b0 = h * dh // d
-        head = AttentionHead(n, dh, s.q + b0 * blk, p.k_cache + b0 * cblk,
-                             p.v_cache + b0 * cblk, s.ctx + b0 * blk, blk, exp,
-                             *ql.ctx_requant, keys=T, kv_stride=cblk, causal=o,
-                             causal_mask=s.mask)
-        att += lower_attention_head(c, head, finish=False)
-        att.append(Command(Opcode.FENCE, {}))   # heads share the on-chip buffers
-    phases["attention"] = att[:-1]
+        att.append(AttentionHead(n, dh, s.q + b0 * blk, p.k_cache + b0 * cblk,
+                                 p.v_cache + b0 * cblk, s.ctx + b0 * blk, blk, exp,
+                                 *ql.ctx_requant, keys=T, kv_stride=cblk, causal=o,
+                                 causal_mask=s.mask))
+    phases["attention"] = lower_attention(c, att, finish=False)
 
     def residual_gemm(a, w, bias, residual, lin, requants, dst, k):
         plan = plan_gemm(c, GemmShape(n, k, H), bias=True)
