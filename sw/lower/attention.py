@@ -98,18 +98,22 @@ def causal_mask_bytes(queries: int, offset: int, keys: int, block: int,
         np.uint8).reshape(-1)
 
 
-#: Most heads interleaved in one group.
-MAX_GROUP = 4
-
-
-def _chunk_rows(config: TesseraConfig, head: AttentionHead, group: int = 1) -> int:
-    """Query rows per chunk when ``group`` heads share the accumulator: each head's scores
-    (``Mq x keys``) fill at most one half of its share and its context (``Mq x dh``) the
-    other half."""
+def _chunk_rows(config: TesseraConfig, head: AttentionHead) -> int:
+    """Query rows per chunk: the scores (``Mq x keys``) fill at most one half of the
+    accumulator and the context (``Mq x dh``) the other half."""
     d = config.rows
-    half = config.acc_rows // group // 2
+    half = config.acc_rows // 2
     key_blocks = -(-head.n_keys // d)
     return min(head.seq, half // key_blocks, half // (head.dh // d))
+
+
+def _acc_rows(c: TesseraConfig, head: AttentionHead, mq: int) -> tuple[int, int]:
+    """Accumulator rows of one head: its scores (``Mq`` rows per key block), then its
+    context (``Mq`` rows per block of the head dimension), where K is staged first (``T``
+    rows per block) for the transposed store."""
+    d = c.rows
+    kb_n, sb_n = head.dh // d, -(-head.n_keys // d)
+    return sb_n * mq, kb_n * max(head.n_keys, mq)
 
 
 def _check_head(c: TesseraConfig, head: AttentionHead) -> None:
@@ -140,19 +144,14 @@ def _spad_rows(c: TesseraConfig, head: AttentionHead, mq: int) -> int:
 
 
 def _group_size(c: TesseraConfig, head: AttentionHead, spad_base: int, most: int) -> int:
-    """How many heads to interleave: as many as fit side by side (up to ``most``) without
-    shortening the query chunks."""
-    d = c.rows
-    mq1 = _chunk_rows(c, head)
-    best = 1
-    for g in range(2, min(most, MAX_GROUP) + 1):
-        mq = _chunk_rows(c, head, g)
-        k_rows = head.dh // d * head.n_keys
-        if mq < mq1 or k_rows > c.acc_rows // g // 2 or \
-                spad_base + g * _spad_rows(c, head, mq) > c.spad_rows:
-            break
-        best = g
-    return best
+    """How many heads to interleave: as many as fit side by side (up to ``most``) in the
+    scratchpad and the accumulator, with the query chunks of a head alone."""
+    mq = _chunk_rows(c, head)
+    if mq < 1:
+        return 1                     # _lower_group reports why
+    acc = sum(_acc_rows(c, head, mq))
+    spad = _spad_rows(c, head, mq)
+    return max(1, min(most, c.acc_rows // acc, (c.spad_rows - spad_base) // spad))
 
 
 def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base: int = 0,
@@ -188,10 +187,9 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
 def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
                  spad_base: int) -> list[Command]:
     """Heads of one shape, each in its own share of the scratchpad and accumulator, their
-    commands interleaved stage by stage: all loads, all K^T relays, all transposed
-    stores, then per query chunk all masks, all scores, all Softmax stores, all ``P V``,
-    all context stores. Every token channel then carries the heads' tokens in the same
-    order on both sides, and the stream stays in a topological order of its tokens."""
+    commands software-pipelined (below). Every token channel carries the heads' tokens in
+    the same order on both sides, and the stream stays in a topological order of its
+    tokens."""
     c = config
     d = c.rows
     first = heads[0]
@@ -205,25 +203,28 @@ def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
     kb_n = dh // d                     # blocks of the head dimension
     sb_n = -(-T // d)                  # blocks of keys
     s_pad = sb_n * d
-    mq = _chunk_rows(c, first, g)
-    share = c.acc_rows // g            # accumulator rows of each head
-    half = share // 2
+    mq = _chunk_rows(c, first)
     if mq < 1:
         raise LoweringError(f"a score row of {T} keys ({sb_n} accumulator rows) does not "
-                            f"fit half the accumulator ({half} rows)")
-    if kb_n * T > half:
-        raise LoweringError(f"K ({T} x {dh}) does not fit half the accumulator")
+                            f"fit half the accumulator ({c.acc_rows // 2} rows)")
+    scores_rows, ctx_rows = _acc_rows(c, first, mq)
+    if g * (scores_rows + ctx_rows) > c.acc_rows:
+        raise LoweringError(f"{g} heads of {T} keys x {dh} (K staged for its transpose) need "
+                            f"{g * (scores_rows + ctx_rows)} accumulator rows; there are "
+                            f"{c.acc_rows}")
     rows = _spad_rows(c, first, mq)
     if spad_base + g * rows > c.spad_rows:
-        raise LoweringError(f"a head of {S} queries, {T} keys and {dh} dimensions needs "
-                            f"{rows} scratchpad rows; there are {c.spad_rows - spad_base}")
+        raise LoweringError(f"{g} heads of {S} queries, {T} keys and {dh} dimensions need "
+                            f"{g * rows} scratchpad rows; there are "
+                            f"{c.spad_rows - spad_base}")
 
     def layout(i):
         q_at = spad_base + i * rows
         kt_at = q_at + kb_n * S
         v_at = kt_at + kb_n * s_pad
+        acc_s = i * (scores_rows + ctx_rows)
         return dict(q_at=q_at, kt_at=kt_at, v_at=v_at, p_at=v_at + kb_n * s_pad,
-                    acc_s=i * share, acc_c=i * share + half)
+                    acc_s=acc_s, acc_c=acc_s + scores_rows)
 
     def load(**kw):
         args = dict(stride=d, row_bytes=d, to_acc=0, accumulate=0, scale=1, wide=0)
@@ -335,6 +336,22 @@ def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
                 "dram_addr": head.ctx + m * blk + q0 * d, "stride": d},
                 wait_prev=m == 0) for m in range(kb_n)])
 
-    order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(len(chunks))
-                                       for stage in ("mask", "scores", "softmax", "pv", "ctx")]
-    return [cmd for stage in order for cmds in stages[stage] for cmd in cmds]
+    def get(stage, i):
+        return stages[stage][i] if 0 <= i < g else []
+
+    if len(chunks) > 1:     # one head (a group's heads fit whole): chunk after chunk
+        order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(len(chunks))
+                                           for stage in ("mask", "scores", "softmax", "pv",
+                                                         "ctx")]
+        return [cmd for stage in order for cmds in stages[stage] for cmd in cmds]
+    # Software-pipelined: in step i the array computes head i's scores and head i-1's
+    # P V, while the store unit transposes head i+1's K, runs head i's Softmax and stores
+    # head i-1's context, and the DMA loads head i+2. Each channel's tokens pair up in
+    # order: EXECUTE signals STORE for K^T i+1, Softmax i, context i-1 and STORE waits in
+    # that order; STORE signals K^T i+1 then Softmax i, which scores i+1 and P V i await.
+    prog = get("load", 0) + get("load", 1) + get("mask0", 0) + get("relay", 0) + get("kt", 0)
+    for i in range(g):
+        prog += get("load", i + 2) + get("mask0", i + 1)
+        prog += get("relay", i + 1) + get("scores0", i) + get("pv0", i - 1)
+        prog += get("kt", i + 1) + get("softmax0", i) + get("ctx0", i - 1)
+    return prog + get("pv0", g - 1) + get("ctx0", g - 1)
