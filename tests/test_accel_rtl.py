@@ -24,7 +24,10 @@ TINY = preset("tiny")
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_products_match_the_golden_executor(sim):
     rng = np.random.default_rng(11)
-    for (M, K, N), bias, kind in [((10, 13, 9), True, "relu"), ((21, 8, 30), False, "gelu")]:
+    # (Lowered products run their K tiles as COMPUTE runs; the one-row product, a decode
+    # step, streams one activation row per weight tile.)
+    for (M, K, N), bias, kind in [((10, 13, 9), True, "relu"), ((21, 8, 30), False, "gelu"),
+                                  ((1, 40, 23), True, "requant")]:
         a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
         bv = rng.integers(-2**18, 2**18, N) if bias else None
         out = output_spec(kind)
@@ -65,6 +68,13 @@ CASES = {
         ErrorCode.ILLEGAL_TOKEN, 1),
     "compute without weights": (lambda rt: [Command(Opcode.COMPUTE, dict(rows=2))],
                                 ErrorCode.ILLEGAL_FIELD, 0),
+    "run in the output-stationary dataflow": (lambda rt: [
+        Command(Opcode.CONFIG, {"os": 1}), Command(Opcode.COMPUTE, dict(rows=2, count=2))],
+        ErrorCode.ILLEGAL_FIELD, 1),
+    "run's weights out of range": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        b_addr=TINY.spad_rows - 2 * TINY.rows, rows=1, count=3))], ErrorCode.LOCAL, 0),
+    "run's activations out of range": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        a_addr=TINY.spad_rows - 10, a_stride=5, rows=1, count=3))], ErrorCode.LOCAL, 0),
     "preload out of range": (lambda rt: [Command(Opcode.PRELOAD, dict(
         spad_addr=TINY.spad_rows - 2))], ErrorCode.LOCAL, 0),
     "load outside memory": (lambda rt: [_load(rt), _load(rt, dram_addr=rt.mem_base

@@ -174,15 +174,17 @@ def test_differential_check_names_the_first_differing_command():
     half = TINY.acc_rows // 2
 
     class Faulty(Machine):
-        def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate):
+        def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, **run):
+            # (A run's tiles come back here one by one, without ``count``.)
             super()._compute(a_addr, b_addr, rows, acc_addr,
-                             0 if acc_addr == half else accumulate)
+                             0 if acc_addr == half else accumulate, **run)
 
     bad = Runtime(TINY, "golden", machine=Faulty)
     bad.image[:] = good.image
     bad._top = good._top
     culprit = next(i for i, c in enumerate(prog) if c.opcode == Opcode.COMPUTE
-                   and c.args["acc_addr"] == half and c.args["accumulate"])
+                   and c.args["acc_addr"] == half
+                   and (c.args["accumulate"] or c.args["count"] > 1))
     good.image[:] = bad.image
     diff = differential_check(bad, good, prog)
     assert diff.index == culprit, diff.describe()

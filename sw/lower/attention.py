@@ -168,19 +168,17 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
                      "consts": {"exp": dict(head.exp)}},
             "acc_addr": acc_s, "to_spad": 1, "spad_addr": p_at, "blocked": 1},
             wait_prev=True, signal_prev=True))
-        # P x V.
+        # P x V: per block of the context, one run over the key blocks (V's weight tiles
+        # are consecutive rows, P's blocks ``rows`` apart). The first waits for P (and so
+        # for everything the store queue did before it); it then frees the scores' half
+        # for the next chunk's mask.
         for n in range(kb_n):
-            for j in range(sb_n):
-                # The first waits for P (and so for everything the store queue did before
-                # it); it then frees the scores' half for the next chunk's mask.
-                prog.append(Command(Opcode.PRELOAD, {"spad_addr": v_at + n * s_pad + j * d},
-                                    wait_next=n == 0 and j == 0,
-                                    signal_prev=mask_loaded and q0 + mq < S and n == 0
-                                    and j == 0))
-                prog.append(Command(Opcode.COMPUTE, {
-                    "a_addr": p_at + j * rows, "b_addr": 0, "rows": rows,
-                    "acc_addr": acc_c + n * rows, "accumulate": int(j > 0)},
-                    signal_next=n == kb_n - 1 and j == sb_n - 1))
+            prog.append(Command(Opcode.COMPUTE, {
+                "a_addr": p_at, "b_addr": v_at + n * s_pad, "rows": rows,
+                "acc_addr": acc_c + n * rows, "accumulate": 0, "count": sb_n,
+                "a_stride": rows},
+                wait_next=n == 0, signal_prev=mask_loaded and q0 + mq < S and n == 0,
+                signal_next=n == kb_n - 1))
         prog.append(Command(Opcode.STORE, {
             "desc": {"op": OutputOp.REQUANT, "length": dh, "rows": rows, "m": head.m,
                      "e": head.e},

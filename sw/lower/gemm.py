@@ -12,7 +12,9 @@ cost model of the machine (compute, main-memory traffic and per-command latency,
 exposed first load and last store) and takes the cheapest.
 
 The emitter (:func:`lower_gemm`) writes the three command streams with dependency tokens
-(VTA-style): a step's loads signal EXECUTE once, and the step's first command waits for
+(VTA-style). Each column block of a step is one COMPUTE running over the step's K tiles
+(``count``, ``hw/isa.py``), so commands cost a few bytes of fetch per step, not 64 bytes
+per weight tile. A step's loads signal EXECUTE once, and the step's first command waits for
 them; a load into a slot still in use waits for the execute command that last reads it;
 a tile's last COMPUTE signals STORE; a STORE signals EXECUTE when its accumulator half is
 free again. A bias is loaded straight into the accumulator (a wide load replicated over
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...hw.config import TesseraConfig
+from ...hw.dma import ROWS_BITS
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from ...hw.store_unit import PARAM_ROWS
@@ -319,6 +322,27 @@ class _Load:
     signal: bool = False
 
 
+def _merge_loads(loads: list[_Load]) -> list[_Load]:
+    """``loads`` with each run of scratchpad loads that continue one another (the next
+    block's bytes follow the previous block's in main memory and its rows in the scratchpad,
+    as A's column blocks do when a tile spans all of M, and B's when a step spans all of K)
+    made one LOAD: the same bytes to the same rows, one command and one round trip."""
+    out: list[_Load] = []
+    for ld in loads:
+        prev = out[-1].cmd if out else None
+        cmd = ld.cmd
+        if prev is not None and out[-1].need == ld.need and not out[-1].signal and \
+                not (prev["to_acc"] or cmd["to_acc"]) and \
+                prev["stride"] == prev["row_bytes"] == cmd["stride"] == cmd["row_bytes"] and \
+                cmd["dram_addr"] == prev["dram_addr"] + prev["rows"] * prev["stride"] and \
+                cmd["local_addr"] == prev["local_addr"] + prev["rows"] and \
+                prev["rows"] + cmd["rows"] < 1 << ROWS_BITS:
+            out[-1] = _Load(dict(prev, rows=prev["rows"] + cmd["rows"]), ld.need, ld.signal)
+            continue
+        out.append(_Load(dict(cmd), ld.need, ld.signal))
+    return out
+
+
 def _take_slot(keys: list, key, nxt: int) -> tuple[int, bool, int]:
     """The scratchpad slot for operand tile ``key``: the one holding it already, or the
     next one in turn (then marked as holding it). Returns ``(slot, fresh, next)``; a fresh
@@ -399,9 +423,11 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         n0b = ni * plan.nt
         ntb = min(plan.nt, nb - n0b)
         acc0 = (t % 2) * acc_half
-        tile_execs_start = len(execs)
-        tile_cmds = sum(min(plan.kt, kb - ks * plan.kt) for ks in range(plan.k_steps)) \
-            * ntb * 2
+        # The relay for the tile after next's bias goes once half the tile's K tiles are
+        # computed (splitting the run it falls in).
+        relay_due = has_init and t + 1 < n_tiles and t + 1 >= 2
+        half = -(-kb * ntb // 2)
+        computed = 0
         for ks in range(plan.k_steps):
             k0b = ks * plan.kt
             ktb = min(plan.kt, kb - k0b)
@@ -444,6 +470,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                         rows=ktb * d, row_bytes=d, local_addr=b_base[b_slot] + j * plan.kt * d,
                         to_acc=0, accumulate=0, scale=1, wide=0), b_last[b_slot]))
             if step_loads:
+                step_loads = _merge_loads(step_loads)
                 step_loads[-1].signal = True
                 loads.extend(step_loads)
             first_exec = len(execs)
@@ -451,20 +478,24 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                 exec_wait_prev.add(first_exec)
             if ks == 0 and t >= 2 and not has_init:
                 exec_wait_next.add(first_exec)   # the store freed this accumulator half
-            # Computes.
-            for j in range(ktb):
-                kglob = k0b + j
-                for n in range(ntb):
-                    execs.append(Command(Opcode.PRELOAD, {
-                        "spad_addr": b_base[b_slot] + n * plan.kt * d + j * d}))
+            # Computes: per column block, one run over the step's K tiles (their weight
+            # tiles are consecutive in the B slot; A's blocks are mt rows apart).
+            for n in range(ntb):
+                j = 0
+                while j < ktb:
+                    count = ktb - j
+                    if relay_due and t + 1 not in relay_of_tile:
+                        count = max(1, min(count, half - computed))
                     execs.append(Command(Opcode.COMPUTE, {
-                        "a_addr": a_base[a_slot] + j * mt, "b_addr": 0, "rows": mt,
+                        "a_addr": a_base[a_slot] + j * mt,
+                        "b_addr": b_base[b_slot] + n * plan.kt * d + j * d, "rows": mt,
                         "acc_addr": acc0 + n * mt,
-                        "accumulate": int(has_init or kglob > 0)}))
+                        "accumulate": int(has_init or k0b + j > 0),
+                        "count": count, "a_stride": mt}))
+                    j += count
+                    computed += count
                     # Halfway through the tile: the relay for the tile after next's bias.
-                    if has_init and t + 1 < n_tiles and t + 1 >= 2 and \
-                            len(execs) - tile_execs_start >= tile_cmds // 2 and \
-                            t + 1 not in relay_of_tile:
+                    if relay_due and computed >= half and t + 1 not in relay_of_tile:
                         relay_of_tile[t + 1] = len(execs)
                         execs.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}))
                         exec_wait_next.add(len(execs) - 1)
