@@ -11,9 +11,10 @@ Commands arrive as whole command words (``hw/isa.py``), one at a time, in order.
 * COMPUTE (WS) streams scratchpad rows ``a_addr ..`` (activations in their first ``rows``
   bytes) and writes ``rows`` result rows to the accumulator from ``acc_addr``, replacing
   or adding. A WS COMPUTE with ``count`` = n >= 1 is a run of n weight tiles (``hw/isa.py``):
-  the weight reader streams the n tiles ``b_addr ..`` as one block, and a sequencer queues
-  the n activation blocks (``a_addr + i * a_stride``) with their completion records, all
-  but the first accumulating; only the last record reports the command done.
+  the weight reader streams the n tiles ``b_addr ..`` as one block, and the n activation
+  blocks (``a_addr + i * a_stride``) are queued with their completion records (the first
+  as the command is taken, the others by a sequencer), all but the first accumulating;
+  only the last record reports the command done.
   COMPUTE (OS) streams ``rows`` reduction steps, A's column ``k`` from ``a_addr + k`` and
   B's row ``k`` from ``b_addr + k``, and writes ``rows`` (the array's) result rows.
 
@@ -126,11 +127,11 @@ class ExecuteUnit(wiring.Component):
         is_run = has_rows & ~os_mode & (comp.count != 0)
         # A CONFIG waits until earlier data has entered the array; an OS COMPUTE until both
         # readers are free (they run in step); a WS COMPUTE until the weight reader is free
-        # and there is room to queue its activations (a run queues them afterwards). Nothing
-        # is taken while a run's tiles are still being queued: completions stay in order.
+        # and there is room to queue its activations (a run's first tile's; the sequencer
+        # queues the others). Nothing is taken while a run's tiles are still being queued:
+        # completions stay in order.
         ready = Mux(has_rows,
-                    Mux(os_mode, ~ra.busy & ~rb.busy & ~pend.r_rdy,
-                        ~rb.busy & (pend.w_rdy | is_run)),
+                    Mux(os_mode, ~ra.busy & ~rb.busy & ~pend.r_rdy, ~rb.busy & pend.w_rdy),
                     Mux(op == Opcode.CONFIG, readers_idle, 1))
         m.d.comb += [
             self.i_cmd.ready.eq(recs.w_rdy & ready & ~running),
@@ -147,17 +148,18 @@ class ExecuteUnit(wiring.Component):
         with m.Else():
             m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
                          rec.acc_addr.eq(comp.acc_addr), rec.accumulate.eq(comp.accumulate),
-                         rec.report.eq(1)]
-        m.d.comb += [recs.w_data.eq(rec), recs.w_en.eq((take & ~is_run) | run_go)]
+                         rec.report.eq(~is_run | (comp.count == 1))]
+        m.d.comb += [recs.w_data.eq(rec), recs.w_en.eq(take | run_go)]
         with m.If(take & (op == Opcode.CONFIG)):
             if c.dataflow == "both":
                 m.d.sync += os_mode.eq(args.config.os)
         with m.If(take & (op == Opcode.PRELOAD)):
             m.d.sync += weights_at.eq(args.preload.spad_addr)
+        # A run's first tile is queued as it is taken, the others by the sequencer.
         with m.If(take & is_run):
-            m.d.sync += [run_left.eq(comp.count), run_a.eq(comp.a_addr),
+            m.d.sync += [run_left.eq(comp.count - 1), run_a.eq(comp.a_addr + comp.a_stride),
                          run_stride.eq(comp.a_stride), run_rows.eq(comp.rows),
-                         run_acc.eq(comp.acc_addr), run_accumulate.eq(comp.accumulate)]
+                         run_acc.eq(comp.acc_addr), run_accumulate.eq(1)]
         with m.If(run_go):
             m.d.sync += [run_left.eq(run_left - 1), run_a.eq(run_a + run_stride),
                          run_accumulate.eq(1)]
@@ -167,7 +169,7 @@ class ExecuteUnit(wiring.Component):
                      queueing.addr.eq(Mux(running, run_a, comp.a_addr)),
                      queueing.rows.eq(Mux(running, run_rows, comp.rows)),
                      pend.w_data.eq(queueing),
-                     pend.w_en.eq((compute_go & ~os_mode & ~is_run) | run_go),
+                     pend.w_en.eq((compute_go & ~os_mode) | run_go),
                      pend.r_en.eq(pend.r_rdy & ~ra.busy)]
         # A run's weight tiles are consecutive rows: the weight reader streams them as one
         # block, with no gap between tiles (the array counts the rows of each tile).

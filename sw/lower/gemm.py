@@ -561,9 +561,9 @@ def _interleave(loads, load_after, execs, stores, finish):
         if cmd.wait_prev:
             groups_needed += 1
         # The loads this command waits for must be out; beyond them, loads of the next
-        # group trickle out one per execute command, so the dispatcher never stalls on a
-        # full load queue while the execute queue runs dry.
-        spare = 1
+        # group trickle out two per weight tile computed (a run counts its tiles), so the
+        # dispatcher never stalls on a full load queue while the execute queue runs dry.
+        spare = 2 * max(1, cmd.args.get("count", 0)) if cmd.opcode == Opcode.COMPUTE else 1
         while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
             if groups_out == groups_needed:
                 if not spare:
