@@ -6,10 +6,12 @@ The plan (:func:`plan_gemm`) picks, from the configuration, the output tile (``m
 ``nt`` column blocks; twice that fits the accumulator, so stores of one tile overlap the
 computing of the next), the reduction step (``kt`` blocks of K per load), the loop order
 (the operand that is reused stays on chip: ``"mn"`` keeps an A row-tile across the N
-tiles, ``"nm"`` a B column-tile across the M tiles) and whether each operand needs two
-scratchpad slots (double buffering) or one (loaded once). It scores every candidate with a
-cost model of the machine (compute, main-memory traffic and per-command latency, the
-exposed first load and last store) and takes the cheapest.
+tiles, ``"nm"`` a B column-tile across the M tiles) and how many scratchpad slots each
+operand has: one (loaded once), two (double buffering) or three (loads two steps ahead,
+which memory-bound products such as decode steps need to keep the bus streaming). It
+scores every candidate with a cost model of the machine (compute, main-memory traffic, the
+pipeline of loads and computes, the exposed first load and last store) and takes the
+cheapest.
 
 The emitter (:func:`lower_gemm`) writes the three command streams with dependency tokens
 (VTA-style). Each column block of a step is one COMPUTE running over the step's K tiles
@@ -238,15 +240,18 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                 m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
                 for order in ("mn", "nm"):
                     a_loads, b_loads = _loads(m_tiles, n_tiles, k_steps, order)
-                    a_slots = 2 if a_loads > 1 else 1
-                    b_slots = 2 if b_loads > 1 else 1
-                    if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
-                        continue
-                    plan = _score(c, shape, mt, nt, kt, order, a_slots, b_slots,
-                                  a_loads, b_loads, bias, latency)
-                    key = (plan.est_cycles, plan.est["commands"])
-                    if best is None or key < best[0]:
-                        best = (key, plan)
+                    # An operand loaded once has one slot; one loaded again and again two
+                    # (double buffering) or three, so that loads run two steps ahead.
+                    for a_slots, b_slots in itertools.product(
+                            (1,) if a_loads == 1 else (2, 3),
+                            (1,) if b_loads == 1 else (2, 3)):
+                        if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
+                            continue
+                        plan = _score(c, shape, mt, nt, kt, order, a_slots, b_slots,
+                                      a_loads, b_loads, bias, latency)
+                        key = (plan.est["key"], plan.est["commands"], a_slots + b_slots)
+                        if best is None or key < best[0]:
+                            best = (key, plan)
     if best is None and full_rows:
         raise LoweringError(f"a whole output row of {shape.N} columns ({nb} accumulator "
                             f"rows) does not fit half the accumulator ({acc_half} rows "
@@ -258,21 +263,29 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     return best[1]
 
 
+#: Cycles the execute unit spends per COMPUTE run beyond its tiles, and per step (a group
+#: of loads) beyond its bytes: the token round trips, the DMA's command handling.
+RUN_CYCLES = 4
+STEP_CYCLES = 30
+
+
 def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency):
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
-    m_tiles, n_tiles = -(-M // mt), -(-nb // nt)
+    m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
     bb = c.bus_bytes
-    # Compute: one cycle per row streamed; a weight tile takes d cycles to load, hidden
-    # behind a COMPUTE of at least d rows; a few cycles per command.
-    per_compute = max(mt, d) + 2
-    computes = m_tiles * n_tiles * kb * nt
-    compute = computes * per_compute
-    # Main memory: each LOAD pays about a latency (the DMA takes one command at a time).
+    # Compute: one cycle per row streamed, and at least d per weight tile (the cycles it
+    # takes to stream into the array, hidden behind d rows or more); a few per run (one
+    # COMPUTE per column block and K step).
+    runs = m_tiles * n_tiles * k_steps * nt
+    compute = m_tiles * n_tiles * nt * kb * max(mt, d) + runs * RUN_CYCLES
+    # Main memory. A's column blocks are one contiguous range when a tile spans all of M,
+    # B's when a step spans all of K (the emitter merges such loads).
     a_bytes = a_loads * mt * kt * d
     b_bytes = b_loads * kt * d * nt * d
-    a_cmds, b_cmds = a_loads * kt, b_loads * nt
+    a_cmds = a_loads * (1 if mt == M else kt)
+    b_cmds = b_loads * (1 if k_steps == 1 else nt)
     bias_cmds = m_tiles * n_tiles * nt if bias else 0
     bias_cycles = bias_cmds * max(mt * 4 * d // bb, mt * latency // max(c.max_reads, 1))
     # Plans that would run at the bus's edge are penalised: the DMA reaches about 85% of
@@ -280,15 +293,49 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * (latency + 20) + bias_cycles
     store_cmds = m_tiles * n_tiles * nt
     store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
-    # Exposed: the first step's loads and the last tile's store.
-    first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
-    last = nt * (latency + mt * d // bb + 20)
-    # Loads and stores share the bus and wait on tokens: keep them well below the compute.
-    cycles = int(max(compute, 1.25 * load, 1.25 * store) + first + last)
-    commands = a_cmds + b_cmds + bias_cmds + store_cmds + 2 * computes
+    # Exposed: the first step's loads (its commands follow one another, two readers
+    # overlapping their round trips) and the last tile's stores.
+    first = (mt * kt * d + kt * d * nt * d) / bb + latency + STEP_CYCLES
+    last = latency + nt * (mt * d // bb + 20)
+    # The pipeline of steps (measured to within a few percent on decode-sized products):
+    # a step's computes wait for its loads, and the loads into a slot wait for the computes
+    # of the step that last read it, ``slots`` steps back; so ``slots`` steps take at least
+    # one step's compute plus one step's loads with their round trip. The bus streams the
+    # loads back to back.
+    steps = m_tiles * n_tiles * k_steps
+    slots = min([s for s, n in ((a_slots, a_loads), (b_slots, b_loads)) if n > 1] or [0])
+    step_compute = compute / steps
+    step_bus = (a_bytes + b_bytes) / steps / bb + bias_cycles / steps
+    step_load = step_bus + latency + STEP_CYCLES
+    pipeline = steps * max(step_compute, step_bus, (step_compute + step_load) / slots) \
+        if slots else 0
+    bus = (a_bytes + b_bytes + M * nb * d) / bb + bias_cycles
+    # Slots that do not each have a bank of their own share banks with the loads filling
+    # the others: every row the DMA writes there takes a cycle from the array's readers.
+    bank = c.spad_rows // c.spad_banks
+    sizes = [mt * kt] * a_slots + [kt * d * nt] * b_slots
+    if c.spad_banks < len(sizes) or max(sizes) > bank:
+        compute += (a_bytes + b_bytes) // c.spad_row_bytes
+    # The estimate. A product whose operands and result, moved once, take most of its
+    # compute time on the bus (a decode step's) is planned by it; one clearly bound by the
+    # compute as before runs (a per-tile cost and margins that keep loads and stores, which
+    # share the bus and wait on tokens, well below the compute: the plans it chose were
+    # measured at 0.97-0.98 of the array's peak; re-tuning it for runs is left open).
+    core = max(compute, pipeline, bus, store)
+    cycles = int(core + first + last)
+    key = cycles
+    once = (M * kb * d + kb * d * nb * d + M * nb * d) / bb
+    if 1.25 * once < compute:
+        old_compute = m_tiles * n_tiles * kb * nt * (max(mt, d) + 2)
+        old_load = load + (a_loads * kt - a_cmds + b_loads * nt - b_cmds) * (latency + 20)
+        old_first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
+        old_last = nt * (latency + mt * d // bb + 20)
+        key = int(max(old_compute, 1.25 * old_load, 1.25 * store) + old_first + old_last)
+    commands = a_cmds + b_cmds + bias_cmds + store_cmds + runs
     return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, cycles,
                     a_bytes + b_bytes, {"compute": compute, "load": int(load),
-                                        "store": int(store), "commands": commands})
+                                        "store": int(store), "pipeline": int(pipeline),
+                                        "commands": commands, "key": key})
 
 
 @dataclass(frozen=True)
@@ -543,16 +590,17 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     exec_cmds = [Command(cmd.opcode, cmd.args, **flags(i)) for i, cmd in enumerate(execs)]
     store_cmds = [Command(cmd.opcode, cmd.args, wait_prev=i in store_waits,
                           signal_prev=i in store_signals) for i, cmd in enumerate(stores)]
-    return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish)
+    return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish,
+                       max(plan.a_slots, plan.b_slots, 2) - 1)
 
 
-def _interleave(loads, load_after, execs, stores, finish):
+def _interleave(loads, load_after, execs, stores, finish, ahead=1):
     """One program from the three streams. Each queue sees its commands in order; the
     order across queues is a topological order of the tokens (every command comes after
     the commands whose tokens it waits for), so the dispatcher, blocked on a full queue,
     never waits for a command behind it: a legal stream cannot deadlock. Within that, loads
-    run one step ahead of the computes that need them, and a tile's stores follow its last
-    compute."""
+    run up to ``ahead`` steps ahead of the computes that need them (the slots of an operand
+    less one), and a tile's stores follow its last compute."""
     out = []
     li = si = 0
     groups_out = 0          # load groups dispatched (each ends with a signalling load)
@@ -564,8 +612,9 @@ def _interleave(loads, load_after, execs, stores, finish):
         # group trickle out two per weight tile computed (a run counts its tiles), so the
         # dispatcher never stalls on a full load queue while the execute queue runs dry.
         spare = 2 * max(1, cmd.args.get("count", 0)) if cmd.opcode == Opcode.COMPUTE else 1
-        while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
-            if groups_out == groups_needed:
+        while li < len(loads) and load_after[li] < ei and \
+                groups_out < groups_needed + ahead:
+            if groups_out >= groups_needed:
                 if not spare:
                     break
                 spare -= 1
