@@ -45,17 +45,18 @@ def test_products_match_the_golden_executor(sim):
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_triple_buffered_products_match_the_golden_executor(sim):
     """Three scratchpad slots per operand (loads two steps ahead, as decode steps are
-    planned on the default configuration), with a bias and without."""
+    planned on the default configuration), with a bias (one-row tiles of two blocks: one
+    merged bias load per tile) and without."""
     from dataclasses import replace
 
     from tessera.sw.lower.gemm import GemmShape, plan_gemm
 
     rng = np.random.default_rng(12)
-    for (M, K, N), bias in [((1, 24, 30), False), ((6, 21, 14), True)]:
+    for (M, K, N), bias, nt in [((1, 24, 30), True, 2), ((6, 21, 14), False, 1)]:
         a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
         bv = rng.integers(-2**18, 2**18, N) if bias else None
         out = output_spec("requant")
-        plan = replace(plan_gemm(TINY, GemmShape(M, K, N), bias=bias), mt=M, nt=1, kt=2,
+        plan = replace(plan_gemm(TINY, GemmShape(M, K, N), bias=bias), mt=M, nt=nt, kt=2,
                        a_slots=3, b_slots=3)
         rtl, gold = Runtime(TINY, sim), Runtime(TINY, "golden")
         got, _, _ = gemm_on(rtl, a, b, bv, out, plan)

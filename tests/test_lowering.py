@@ -63,6 +63,7 @@ def output_spec(kind: str) -> OutputSpec:
     ((37, 50, 21), False, "gelu"),
     ((64, 8, 70), True, "gelu"),
     ((3, 200, 5), True, "requant"),
+    ((1, 70, 45), True, "requant"),
 ])
 def test_tiled_products_of_any_shape_match_the_golden_matmul(shape, bias, kind):
     rng = np.random.default_rng(sum(shape))

@@ -305,7 +305,10 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     steps = m_tiles * n_tiles * k_steps
     slots = min([s for s, n in ((a_slots, a_loads), (b_slots, b_loads)) if n > 1] or [0])
     step_compute = compute / steps
-    step_bus = (a_bytes + b_bytes) / steps / bb + bias_cycles / steps
+    # A bias load between the operands' loads leaves the bus idle for about a round trip
+    # (the DMA holds two loads at a time); one-row tiles' biases are one load per tile.
+    bias_gaps = m_tiles * n_tiles * (1 if mt == 1 else nt) * latency if bias else 0
+    step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps
     step_load = step_bus + latency + STEP_CYCLES
     pipeline = steps * max(step_compute, step_bus, (step_compute + step_load) / slots) \
         if slots else 0
@@ -370,21 +373,27 @@ class _Load:
 
 
 def _merge_loads(loads: list[_Load]) -> list[_Load]:
-    """``loads`` with each run of scratchpad loads that continue one another (the next
-    block's bytes follow the previous block's in main memory and its rows in the scratchpad,
-    as A's column blocks do when a tile spans all of M, and B's when a step spans all of K)
-    made one LOAD: the same bytes to the same rows, one command and one round trip."""
+    """``loads`` with each run of loads that continue one another (the same kind of load;
+    the next block's bytes follow the previous block's in main memory and its rows follow in
+    the scratchpad or accumulator, as A's column blocks do when a tile spans all of M, B's
+    when a step spans all of K, and one-row tiles' biases) made one LOAD: the same bytes to
+    the same rows, one command and one round trip."""
+    def contiguous(cmd):    # a block's rows follow one another in main memory
+        return cmd["rows"] == 1 or cmd["stride"] == cmd["row_bytes"]
+
+    same = ("to_acc", "accumulate", "scale", "wide", "row_bytes")
     out: list[_Load] = []
     for ld in loads:
         prev = out[-1].cmd if out else None
         cmd = ld.cmd
         if prev is not None and out[-1].need == ld.need and not out[-1].signal and \
-                not (prev["to_acc"] or cmd["to_acc"]) and \
-                prev["stride"] == prev["row_bytes"] == cmd["stride"] == cmd["row_bytes"] and \
-                cmd["dram_addr"] == prev["dram_addr"] + prev["rows"] * prev["stride"] and \
+                all(prev.get(k, 0) == cmd.get(k, 0) for k in same) and \
+                contiguous(prev) and contiguous(cmd) and \
+                cmd["dram_addr"] == prev["dram_addr"] + prev["rows"] * prev["row_bytes"] and \
                 cmd["local_addr"] == prev["local_addr"] + prev["rows"] and \
                 prev["rows"] + cmd["rows"] < 1 << ROWS_BITS:
-            out[-1] = _Load(dict(prev, rows=prev["rows"] + cmd["rows"]), ld.need, ld.signal)
+            out[-1] = _Load(dict(prev, rows=prev["rows"] + cmd["rows"],
+                                 stride=prev["row_bytes"]), ld.need, ld.signal)
             continue
         out.append(_Load(dict(cmd), ld.need, ld.signal))
     return out
@@ -485,18 +494,21 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                     dram_addr=layernorm.table, stride=d * lb, rows=table_rows,
                     row_bytes=d * lb, local_addr=table_at, to_acc=1, accumulate=0, scale=1,
                     wide=1), -1))
-            # Bias and residual of the tile, with its first step's loads.
+            # Bias and residual of the tile, with its first step's loads: after the operands,
+            # since they wait for the relay of the store that frees their accumulator rows,
+            # and the loads queue in order (the operands' loads may run ahead of it).
             need = relay_of_tile.get(t, -1)
+            init_loads: list[_Load] = []
             if ks == 0 and has_bias:
                 lb = lane_bytes(c)
                 for j in range(ntb):
-                    step_loads.append(_Load(dict(
+                    init_loads.append(_Load(dict(
                         dram_addr=buffers.bias + (n0b + j) * d * lb, stride=0, rows=mt,
                         row_bytes=d * lb, local_addr=acc0 + j * mt, to_acc=1, accumulate=0,
                         scale=1, wide=1), need))
             if ks == 0 and has_res:      # the residual has the output's shape and layout
                 for j in range(ntb):
-                    step_loads.append(_Load(dict(
+                    init_loads.append(_Load(dict(
                         dram_addr=buffers.residual + C.offset(m0, n0b + j), stride=d,
                         rows=mt, row_bytes=d, local_addr=acc0 + j * mt, to_acc=1,
                         accumulate=int(has_bias), scale=scales[n0b + j], wide=0), need))
@@ -516,6 +528,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                         dram_addr=buffers.b + B.offset(k0b * d, n0b + j), stride=d,
                         rows=ktb * d, row_bytes=d, local_addr=b_base[b_slot] + j * plan.kt * d,
                         to_acc=0, accumulate=0, scale=1, wide=0), b_last[b_slot]))
+            step_loads += init_loads
             if step_loads:
                 step_loads = _merge_loads(step_loads)
                 step_loads[-1].signal = True
