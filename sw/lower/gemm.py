@@ -21,7 +21,10 @@ them; a load into a slot still in use waits for the execute command that last re
 a tile's last COMPUTE signals STORE; a STORE signals EXECUTE when its accumulator half is
 free again. A bias is loaded straight into the accumulator (a wide load replicated over
 the tile's rows); the load waits for a NOP in the execute queue that relays the STORE's
-token, placed halfway through the previous tile so the load overlaps computing.
+token, placed halfway through the previous tile so the load overlaps computing, and it
+comes after the step's operand loads, which the in-order load queue would otherwise hold
+behind it. Loads that continue one another (A's blocks when a tile spans all of M, B's
+when a step spans all of K, one-row tiles' biases) are merged into one.
 
 Matrices are in the blocked layout of :mod:`tessera.sw.lower.layout`.
 """
