@@ -37,7 +37,7 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature, Re
 from .config import TesseraConfig
 from .dma import DmaEngine, DmaError
 from .execute_unit import ExecuteUnit
-from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for
+from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for, run_count_shape
 from .memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
 from .output_path import OutputPath
 from .registers import (
@@ -490,6 +490,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
                 with m.Elif(b_out | acc_os_out):
                     m.d.comb += code.eq(ErrorCode.LOCAL)
+            with m.Elif(comp.count > run_count_shape(c).stop - 1):
+                m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
             with m.Elif(is_run & (run_w_out | run_a_out)):
                 m.d.comb += code.eq(ErrorCode.LOCAL)
             with m.Elif(~weights & ~is_run):

@@ -99,10 +99,11 @@ or adds by `accumulate`, every later tile adds. It is the same as n pairs PRELOA
 command, with no PRELOAD needed before it; the weights of the last PRELOAD stay in force
 for later COMPUTEs with `count` = 0. A run completes once its last result row is written.
 
-Illegal: `count` != 0 in the output-stationary dataflow (ILLEGAL_FIELD); weights
-`b_addr .. b_addr + n * R - 1` or activations up to `a_addr + (n - 1) * a_stride + rows - 1`
-outside the scratchpad (LOCAL). `a_stride` is unused when `count` <= 1; a COMPUTE of 0
-rows does nothing, whatever its `count`.
+Illegal: `count` != 0 in the output-stationary dataflow, or a `count` beyond the tiles the
+scratchpad holds (`spad_rows // R`, and at most `65535 // R`; the field is wider)
+(ILLEGAL_FIELD); weights `b_addr .. b_addr + n * R - 1` or activations up to
+`a_addr + (n - 1) * a_stride + rows - 1` outside the scratchpad (LOCAL). `a_stride` is
+unused when `count` <= 1; a COMPUTE of 0 rows does nothing, whatever its `count`.
 """
 
 

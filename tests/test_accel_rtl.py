@@ -98,6 +98,8 @@ CASES = {
         b_addr=TINY.spad_rows - 2 * TINY.rows, rows=1, count=3))], ErrorCode.LOCAL, 0),
     "run's activations out of range": (lambda rt: [Command(Opcode.COMPUTE, dict(
         a_addr=TINY.spad_rows - 10, a_stride=5, rows=1, count=3))], ErrorCode.LOCAL, 0),
+    "run longer than the scratchpad holds": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        rows=1, count=TINY.spad_rows // TINY.rows + 1))], ErrorCode.ILLEGAL_FIELD, 0),
     "preload out of range": (lambda rt: [Command(Opcode.PRELOAD, dict(
         spad_addr=TINY.spad_rows - 2))], ErrorCode.LOCAL, 0),
     "load outside memory": (lambda rt: [_load(rt), _load(rt, dram_addr=rt.mem_base
@@ -137,6 +139,10 @@ def _words(rt, prog):
             offset = _tree(TINY, Opcode.NOP)["queue"].offset
             out.append(encode(TINY, Command(Opcode.NOP, {"queue": Queue.LOAD}))
                        | Queue.DISPATCH.value << offset)
+        elif c.opcode == Opcode.COMPUTE and c.args.get("count", 0) > TINY.spad_rows // TINY.rows:
+            field = _tree(TINY, Opcode.COMPUTE)["count"]
+            out.append(encode(TINY, replace(c, args=dict(c.args, count=0)))
+                       | c.args["count"] << field.offset)
         elif c.opcode == Opcode.STORE and c.signal_next:
             word = encode(TINY, replace(c, signal_next=False))
             out.append(word | 1 << (hbase + header_layout()["signal_next"].offset))

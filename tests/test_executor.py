@@ -178,6 +178,20 @@ def test_illegal_compute_runs(cmds, code, message):
     assert e.value.code.name == code
 
 
+def test_a_run_longer_than_the_scratchpad_holds_is_refused():
+    """The count field is wider than its range: a driver that writes the word by hand
+    gets ILLEGAL_FIELD."""
+    from tessera.hw.isa import _tree
+
+    most = CFG.spad_rows // R
+    word = encode(CFG, Command(Opcode.COMPUTE, dict(rows=1)))
+    word |= (most + 1) << _tree(CFG, Opcode.COMPUTE)["count"].offset
+    with pytest.raises(ExecutionError, match=rf"command 0 \(COMPUTE\): a run of {most + 1} "
+                                             rf"weight tiles \(count\); at most {most}") as e:
+        Machine(CFG, 4096).run([word])
+    assert e.value.code.name == "ILLEGAL_FIELD"
+
+
 def test_compute_run_count_must_fit_its_field():
     too_many = CFG.spad_rows // R + 1
     with pytest.raises(ValueError, match=rf"COMPUTE: count must be between 0 and "

@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 
 from ...hw.config import TesseraConfig
-from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode
+from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode, run_count_shape
 from ...hw.output_path import OutputOp
 from ...hw.store_unit import PARAM_LANE_BITS, PARAM_ROWS
 from . import dma as gdma
@@ -161,6 +161,9 @@ class Machine:
                 within(a["b_addr"], a["rows"], c.spad_rows, "B")
                 within(a["acc_addr"], c.rows, c.acc_rows, "accumulator")
             else:
+                most = run_count_shape(c).stop - 1
+                if count > most:
+                    refuse(f"a run of {count} weight tiles (count); at most {most}")
                 if count:
                     within(a["b_addr"], count * c.rows, c.spad_rows, "weight")
                     within(a["a_addr"] + (count - 1) * a.get("a_stride", 0), a["rows"],
