@@ -37,7 +37,7 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature, Re
 from .config import TesseraConfig
 from .dma import DmaEngine, DmaError
 from .execute_unit import ExecuteUnit
-from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for
+from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for, run_count_shape
 from .memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
 from .output_path import OutputPath
 from .registers import (
@@ -468,6 +468,10 @@ class Accelerator(wiring.Component):
         b_out = past(comp.b_addr, comp.rows, c.spad_rows)
         acc_os_out = past(comp.acc_addr, R, c.acc_rows)
         acc_ws_out = past(comp.acc_addr, comp.rows, c.acc_rows)
+        # A run (count != 0): its weight tiles, and its last tile's activations.
+        is_run = comp.count != 0
+        run_w_out = past(comp.b_addr, comp.count * R, c.spad_rows)
+        run_a_out = past(comp.a_addr + (comp.count - 1) * comp.a_stride, comp.rows, c.spad_rows)
         with m.If(raw_op > max(o.value for o in Opcode)):
             m.d.comb += code.eq(ErrorCode.ILLEGAL_OPCODE)
         with m.Elif(is_nop & (nop_q == Queue.DISPATCH)):
@@ -482,9 +486,15 @@ class Accelerator(wiring.Component):
             with m.If(a_out):
                 m.d.comb += code.eq(ErrorCode.LOCAL)
             with m.Elif(os_mode):
-                with m.If(b_out | acc_os_out):
+                with m.If(is_run):
+                    m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
+                with m.Elif(b_out | acc_os_out):
                     m.d.comb += code.eq(ErrorCode.LOCAL)
-            with m.Elif(~weights):
+            with m.Elif(comp.count > run_count_shape(c).stop - 1):
+                m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
+            with m.Elif(is_run & (run_w_out | run_a_out)):
+                m.d.comb += code.eq(ErrorCode.LOCAL)
+            with m.Elif(~weights & ~is_run):
                 m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
             with m.Elif(acc_ws_out):
                 m.d.comb += code.eq(ErrorCode.LOCAL)

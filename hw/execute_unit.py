@@ -10,9 +10,13 @@ Commands arrive as whole command words (``hw/isa.py``), one at a time, in order.
   shadow buffers, overlapped with the previous tile, so one PRELOAD serves many COMPUTEs.
 * COMPUTE (WS) streams scratchpad rows ``a_addr ..`` (activations in their first ``rows``
   bytes) and writes ``rows`` result rows to the accumulator from ``acc_addr``, replacing
-  or adding. COMPUTE (OS) streams ``rows`` reduction steps, A's column ``k`` from
-  ``a_addr + k`` and B's row ``k`` from ``b_addr + k``, and writes ``rows`` (the array's)
-  result rows.
+  or adding. A WS COMPUTE with ``count`` = n >= 1 is a run of n weight tiles (``hw/isa.py``):
+  the weight reader streams the n tiles ``b_addr ..`` as one block, and the n activation
+  blocks (``a_addr + i * a_stride``) are queued with their completion records (the first
+  as the command is taken, the others by a sequencer), all but the first accumulating;
+  only the last record reports the command done.
+  COMPUTE (OS) streams ``rows`` reduction steps, A's column ``k`` from ``a_addr + k`` and
+  B's row ``k`` from ``b_addr + k``, and writes ``rows`` (the array's) result rows.
 
 Two scratchpad read ports keep the array fed: one for activations, one for weights (WS)
 or B (OS). In weight-stationary mode the weight reader starts a COMPUTE's weight tile as
@@ -90,9 +94,11 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += mxu.mode.eq(Mux(os_mode, MODE_OS, MODE_WS))
         weights_at = Signal(range(c.spad_rows))
 
-        # Completion records, in command order: opcode, result rows, where they go.
+        # Completion records, in command order: opcode, result rows, where they go, and
+        # whether finishing reports the command done (not for a run's tiles but its last).
         rec_layout = data.StructLayout({"opcode": Opcode, "rows": ROWS_BITS,
-                                        "acc_addr": range(c.acc_rows), "accumulate": 1})
+                                        "acc_addr": range(c.acc_rows), "accumulate": 1,
+                                        "report": 1})
         m.submodules.recs = recs = fifo.SyncFIFO(width=rec_layout.size, depth=8)
         # Weight-stationary COMPUTEs: the weight reader starts as soon as it is free (the
         # array takes the next tile's weights while the current tile streams), and the
@@ -104,45 +110,76 @@ class ExecuteUnit(wiring.Component):
         cmd = self.i_cmd.payload
         op = cmd.header.opcode
         args = cmd.args
+        comp = args.compute
+        # A run being queued: tiles left, where the next one's activations are, and the
+        # fields all its tiles share.
+        run_left = Signal.like(comp.count)
+        run_a = Signal(range(c.spad_rows))
+        run_stride = Signal(range(c.spad_rows))
+        run_rows = Signal(ROWS_BITS)
+        run_acc = Signal(range(c.acc_rows))
+        run_accumulate = Signal()
+        running = run_left != 0
         readers_idle = ~ra.busy & ~rb.busy & ~ra.o_row.valid & ~rb.o_row.valid & ~pend.r_rdy
         take = Signal()
         is_compute = op == Opcode.COMPUTE
-        has_rows = is_compute & (args.compute.rows != 0)
+        has_rows = is_compute & (comp.rows != 0)
+        is_run = has_rows & ~os_mode & (comp.count != 0)
         # A CONFIG waits until earlier data has entered the array; an OS COMPUTE until both
         # readers are free (they run in step); a WS COMPUTE until the weight reader is free
-        # and there is room to queue its activations.
+        # and there is room to queue its activations (a run's first tile's; the sequencer
+        # queues the others). Nothing is taken while a run's tiles are still being queued:
+        # completions stay in order.
         ready = Mux(has_rows,
                     Mux(os_mode, ~ra.busy & ~rb.busy & ~pend.r_rdy, ~rb.busy & pend.w_rdy),
                     Mux(op == Opcode.CONFIG, readers_idle, 1))
         m.d.comb += [
-            self.i_cmd.ready.eq(recs.w_rdy & ready),
+            self.i_cmd.ready.eq(recs.w_rdy & ready & ~running),
             take.eq(self.i_cmd.valid & self.i_cmd.ready),
         ]
+        # A run's next tile is queued when there is room for its activations and record.
+        run_go = running & pend.w_rdy & recs.w_rdy
         rec = Signal(rec_layout)
-        out_rows = Mux(os_mode, R, args.compute.rows)
-        m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
-                     rec.acc_addr.eq(args.compute.acc_addr),
-                     rec.accumulate.eq(args.compute.accumulate),
-                     recs.w_data.eq(rec), recs.w_en.eq(take)]
+        out_rows = Mux(os_mode, R, comp.rows)
+        with m.If(run_go):
+            m.d.comb += [rec.opcode.eq(Opcode.COMPUTE), rec.rows.eq(run_rows),
+                         rec.acc_addr.eq(run_acc), rec.accumulate.eq(run_accumulate),
+                         rec.report.eq(run_left == 1)]
+        with m.Else():
+            m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
+                         rec.acc_addr.eq(comp.acc_addr), rec.accumulate.eq(comp.accumulate),
+                         rec.report.eq(~is_run | (comp.count == 1))]
+        m.d.comb += [recs.w_data.eq(rec), recs.w_en.eq(take | run_go)]
         with m.If(take & (op == Opcode.CONFIG)):
             if c.dataflow == "both":
                 m.d.sync += os_mode.eq(args.config.os)
         with m.If(take & (op == Opcode.PRELOAD)):
             m.d.sync += weights_at.eq(args.preload.spad_addr)
+        # A run's first tile is queued as it is taken, the others by the sequencer.
+        with m.If(take & is_run):
+            m.d.sync += [run_left.eq(comp.count - 1), run_a.eq(comp.a_addr + comp.a_stride),
+                         run_stride.eq(comp.a_stride), run_rows.eq(comp.rows),
+                         run_acc.eq(comp.acc_addr), run_accumulate.eq(1)]
+        with m.If(run_go):
+            m.d.sync += [run_left.eq(run_left - 1), run_a.eq(run_a + run_stride),
+                         run_accumulate.eq(1)]
         compute_go = take & has_rows
         queued, queueing = Signal(pend_layout), Signal(pend_layout)
         m.d.comb += [queued.eq(pend.r_data),
-                     queueing.addr.eq(args.compute.a_addr), queueing.rows.eq(args.compute.rows),
+                     queueing.addr.eq(Mux(running, run_a, comp.a_addr)),
+                     queueing.rows.eq(Mux(running, run_rows, comp.rows)),
                      pend.w_data.eq(queueing),
-                     pend.w_en.eq(compute_go & ~os_mode),
+                     pend.w_en.eq((compute_go & ~os_mode) | run_go),
                      pend.r_en.eq(pend.r_rdy & ~ra.busy)]
+        # A run's weight tiles are consecutive rows: the weight reader streams them as one
+        # block, with no gap between tiles (the array counts the rows of each tile).
         m.d.comb += [
             ra.start.eq((compute_go & os_mode) | pend.r_en),
-            ra.addr.eq(Mux(pend.r_en, queued.addr, args.compute.a_addr)),
-            ra.count.eq(Mux(pend.r_en, queued.rows, args.compute.rows)),
+            ra.addr.eq(Mux(pend.r_en, queued.addr, comp.a_addr)),
+            ra.count.eq(Mux(pend.r_en, queued.rows, comp.rows)),
             rb.start.eq(compute_go),
-            rb.addr.eq(Mux(os_mode, args.compute.b_addr, weights_at)),
-            rb.count.eq(Mux(os_mode, args.compute.rows, R)),
+            rb.addr.eq(Mux(os_mode | is_run, comp.b_addr, weights_at)),
+            rb.count.eq(Mux(os_mode, comp.rows, Mux(is_run, comp.count * R, R))),
         ]
 
         # --- Rows into the matrix unit. -----------------------------------------------------
@@ -178,16 +215,17 @@ class ExecuteUnit(wiring.Component):
         last_row = written + 1 == head.rows
         req = self.acc.req
         writing = mxu.o_result.valid & recs.r_rdy & (head.rows != 0)
+        can_report = done_q.w_rdy | ~head.report
         # The last row of a command is written only when its completion can be queued.
-        m.d.comb += [req.valid.eq(writing & (~last_row | done_q.w_rdy)),
+        m.d.comb += [req.valid.eq(writing & (~last_row | can_report)),
                      req.payload.addr.eq(head.acc_addr + written),
                      req.payload.write.eq(1),
                      req.payload.accumulate.eq(head.accumulate),
                      req.payload.data.eq(mxu.o_result.payload.data),
                      mxu.o_result.ready.eq(req.valid & req.ready)]
         row_done = req.valid & req.ready
-        finished = recs.r_rdy & done_q.w_rdy & ((head.rows == 0) | (row_done & last_row))
-        m.d.comb += [done_q.w_en.eq(finished), done_q.w_data.eq(head.opcode),
+        finished = recs.r_rdy & can_report & ((head.rows == 0) | (row_done & last_row))
+        m.d.comb += [done_q.w_en.eq(finished & head.report), done_q.w_data.eq(head.opcode),
                      recs.r_en.eq(finished),
                      self.o_done.valid.eq(done_q.r_rdy),
                      self.o_done.payload.opcode.eq(done_q.r_data),

@@ -28,8 +28,8 @@ from .output_path import OutputOp
 from .store_unit import store_command_layout
 
 __all__ = ["Opcode", "ErrorCode", "Queue", "QUEUE_OF", "header_layout", "args_layouts",
-           "command_layout_for", "command_bits", "Command", "check_tokens", "encode", "decode",
-           "disassemble", "isa_markdown"]
+           "COMPUTE_RUN_DOC", "run_count_shape", "command_layout_for", "command_bits",
+           "Command", "check_tokens", "encode", "decode", "disassemble", "isa_markdown"]
 
 
 class Opcode(enum.Enum, shape=4):
@@ -40,7 +40,8 @@ class Opcode(enum.Enum, shape=4):
     STORE = 2     # store queue: accumulator rows through the output path, to main memory
     #               or back into the scratchpad
     PRELOAD = 3   # execute queue: a weight tile (``rows`` scratchpad rows) into the array
-    COMPUTE = 4   # execute queue: stream rows through the array into the accumulator
+    COMPUTE = 4   # execute queue: stream rows through the array into the accumulator (with
+    #               ``count``: a run of weight tiles, see :data:`COMPUTE_RUN_DOC`)
     FENCE = 5     # dispatcher: wait until every queue is idle
     FINISH = 6    # dispatcher: wait until every queue is idle, then report completion
     NOP = 7       # the queue in its argument: nothing but its tokens (a token relay, e.g.
@@ -83,6 +84,35 @@ _NEXT = {Queue.LOAD: Queue.EXECUTE, Queue.EXECUTE: Queue.STORE, Queue.STORE: Non
 _TOKENS = ("wait_prev", "wait_next", "signal_prev", "signal_next")
 
 
+#: What a COMPUTE's ``count`` and ``a_stride`` mean (also in ``docs/isa.md``).
+COMPUTE_RUN_DOC = """\
+A weight-stationary COMPUTE with `count` = 0 streams `rows` activation rows from `a_addr`
+through the weight tile of the last PRELOAD into `acc_addr ..`, replacing the rows or, with
+`accumulate`, adding to them.
+
+With `count` = n >= 1 it is a *run* of n weight tiles (a dot product along K, after
+Gemmini's LOOP_WS): for i = 0 .. n-1, the weight tile is the `R` scratchpad rows at
+`b_addr + i * R` (`R` = the array's rows) and `rows` activation rows are streamed from
+`a_addr + i * a_stride`, all into the same accumulator rows `acc_addr ..`; tile 0 replaces
+or adds by `accumulate`, every later tile adds. It is the same as n pairs PRELOAD
+`b_addr + i * R`, COMPUTE `a_addr + i * a_stride` (accumulating after the first), in one
+command, with no PRELOAD needed before it; the weights of the last PRELOAD stay in force
+for later COMPUTEs with `count` = 0. A run completes once its last result row is written.
+
+Illegal: `count` != 0 in the output-stationary dataflow, or a `count` beyond the tiles the
+scratchpad holds (`spad_rows // R`, and at most `65535 // R`; the field is wider)
+(ILLEGAL_FIELD); weights `b_addr .. b_addr + n * R - 1` or activations up to
+`a_addr + (n - 1) * a_stride + rows - 1` outside the scratchpad (LOCAL). `a_stride` is
+unused when `count` <= 1; a COMPUTE of 0 rows does nothing, whatever its `count`.
+"""
+
+
+def run_count_shape(config: TesseraConfig) -> range:
+    """``count`` of a COMPUTE: up to as many weight tiles as the scratchpad holds (and a
+    run's weight rows, read as one block, stay a row count of ``ROWS_BITS``)."""
+    return range(min(config.spad_rows, (1 << ROWS_BITS) - 1) // config.rows + 1)
+
+
 @functools.cache
 def header_layout() -> data.StructLayout:
     return data.StructLayout({"opcode": Opcode, **{name: 1 for name in _TOKENS}})
@@ -99,10 +129,12 @@ def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None
         Opcode.PRELOAD: data.StructLayout({"spad_addr": spad}),
         Opcode.COMPUTE: data.StructLayout({
             "a_addr": spad,         # WS: activation rows; OS: columns of A, one per step
-            "b_addr": spad,         # OS: rows of B, one per step (WS: unused)
+            "b_addr": spad,         # OS: rows of B, one per step; WS run: the first weights
             "rows": ROWS_BITS,      # WS: rows streamed; OS: reduction steps
             "acc_addr": acc,        # first accumulator row of the results
             "accumulate": 1,        # add the results to the rows instead of replacing them
+            "count": run_count_shape(config),  # WS: weight tiles in a run (0: the preloaded)
+            "a_stride": spad,       # WS run: scratchpad rows from one tile's activations on
         }),
         Opcode.FENCE: None,
         Opcode.FINISH: None,
@@ -367,6 +399,8 @@ def isa_markdown(config: TesseraConfig) -> str:
             continue
         out += ["| bits | field | width |", "|---|---|---|"]
         out += _field_rows(layout, args_at, "")
+        if op == Opcode.COMPUTE:
+            out += ["", COMPUTE_RUN_DOC.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 

@@ -57,7 +57,8 @@ EXEC_SYSTEM = Top(ExecSystem, "tessera_exec_system",
 
 
 def random_program(cfg, rng: random.Random, n: int):
-    """CONFIG / PRELOAD / COMPUTE commands over random scratchpad and accumulator rows."""
+    """CONFIG / PRELOAD / COMPUTE commands (runs of weight tiles among them) over random
+    scratchpad and accumulator rows."""
     prog, os_mode, have_weights = [], not cfg.has_ws, False
     for _ in range(n):
         choice = rng.random()
@@ -67,6 +68,16 @@ def random_program(cfg, rng: random.Random, n: int):
         elif not os_mode and (choice < 0.35 or not have_weights):
             prog.append(Command(Opcode.PRELOAD, {"spad_addr": rng.randrange(0, 60)}))
             have_weights = True
+        elif not os_mode and choice < 0.55:
+            # A run of weight tiles (consecutive from b_addr), in the 64 rows tests fill.
+            count = rng.choice([1, 2, 3, 5, 8])
+            rows = rng.choice([1, 2, cfg.rows, 7])
+            stride = rng.randrange(0, 9)
+            prog.append(Command(Opcode.COMPUTE, {
+                "a_addr": rng.randrange(0, 64 - (count - 1) * stride - rows + 1),
+                "b_addr": rng.randrange(0, 64 - count * cfg.rows + 1), "rows": rows,
+                "acc_addr": rng.randrange(0, 40 - rows), "accumulate": int(rng.random() < 0.5),
+                "count": count, "a_stride": stride}))
         else:
             rows = rng.choice([1, 2, cfg.rows, cfg.rows + 3, 11])
             acc_rows = cfg.rows if os_mode else rows

@@ -24,7 +24,10 @@ TINY = preset("tiny")
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_products_match_the_golden_executor(sim):
     rng = np.random.default_rng(11)
-    for (M, K, N), bias, kind in [((10, 13, 9), True, "relu"), ((21, 8, 30), False, "gelu")]:
+    # (Lowered products run their K tiles as COMPUTE runs; the one-row product, a decode
+    # step, streams one activation row per weight tile.)
+    for (M, K, N), bias, kind in [((10, 13, 9), True, "relu"), ((21, 8, 30), False, "gelu"),
+                                  ((1, 40, 23), True, "requant")]:
         a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
         bv = rng.integers(-2**18, 2**18, N) if bias else None
         out = output_spec(kind)
@@ -37,6 +40,29 @@ def test_products_match_the_golden_executor(sim):
         assert c["macs"] == gresult.counters["macs"] and c["commands"] == len(prog)
         assert c["cycles"] > 0 and c["array_busy"] * TINY.rows * TINY.cols == c["macs"]
         assert c["bytes_read"] >= gresult.counters["bytes_loaded"]
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_triple_buffered_products_match_the_golden_executor(sim):
+    """Three scratchpad slots per operand (loads two steps ahead, as decode steps are
+    planned on the default configuration), with a bias (one-row tiles of two blocks: one
+    merged bias load per tile) and without."""
+    from dataclasses import replace
+
+    from tessera.sw.lower.gemm import GemmShape, plan_gemm
+
+    rng = np.random.default_rng(12)
+    for (M, K, N), bias, nt in [((1, 24, 30), True, 2), ((6, 21, 14), False, 1)]:
+        a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+        bv = rng.integers(-2**18, 2**18, N) if bias else None
+        out = output_spec("requant")
+        plan = replace(plan_gemm(TINY, GemmShape(M, K, N), bias=bias), mt=M, nt=nt, kt=2,
+                       a_slots=3, b_slots=3)
+        rtl, gold = Runtime(TINY, sim), Runtime(TINY, "golden")
+        got, _, _ = gemm_on(rtl, a, b, bv, out, plan)
+        gemm_on(gold, a, b, bv, out, plan)
+        assert (got == reference_gemm(TINY, a, b, bv, out)).all()
+        assert np.array_equal(rtl.image, gold.image)
 
 
 def test_differential_check_agrees_on_rtl():
@@ -65,6 +91,15 @@ CASES = {
         ErrorCode.ILLEGAL_TOKEN, 1),
     "compute without weights": (lambda rt: [Command(Opcode.COMPUTE, dict(rows=2))],
                                 ErrorCode.ILLEGAL_FIELD, 0),
+    "run in the output-stationary dataflow": (lambda rt: [
+        Command(Opcode.CONFIG, {"os": 1}), Command(Opcode.COMPUTE, dict(rows=2, count=2))],
+        ErrorCode.ILLEGAL_FIELD, 1),
+    "run's weights out of range": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        b_addr=TINY.spad_rows - 2 * TINY.rows, rows=1, count=3))], ErrorCode.LOCAL, 0),
+    "run's activations out of range": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        a_addr=TINY.spad_rows - 10, a_stride=5, rows=1, count=3))], ErrorCode.LOCAL, 0),
+    "run longer than the scratchpad holds": (lambda rt: [Command(Opcode.COMPUTE, dict(
+        rows=1, count=TINY.spad_rows // TINY.rows + 1))], ErrorCode.ILLEGAL_FIELD, 0),
     "preload out of range": (lambda rt: [Command(Opcode.PRELOAD, dict(
         spad_addr=TINY.spad_rows - 2))], ErrorCode.LOCAL, 0),
     "load outside memory": (lambda rt: [_load(rt), _load(rt, dram_addr=rt.mem_base
@@ -104,6 +139,10 @@ def _words(rt, prog):
             offset = _tree(TINY, Opcode.NOP)["queue"].offset
             out.append(encode(TINY, Command(Opcode.NOP, {"queue": Queue.LOAD}))
                        | Queue.DISPATCH.value << offset)
+        elif c.opcode == Opcode.COMPUTE and c.args.get("count", 0) > TINY.spad_rows // TINY.rows:
+            field = _tree(TINY, Opcode.COMPUTE)["count"]
+            out.append(encode(TINY, replace(c, args=dict(c.args, count=0)))
+                       | c.args["count"] << field.offset)
         elif c.opcode == Opcode.STORE and c.signal_next:
             word = encode(TINY, replace(c, signal_next=False))
             out.append(word | 1 << (hbase + header_layout()["signal_next"].offset))

@@ -107,6 +107,99 @@ def test_illegal_commands_name_the_command(cmd, message):
         Machine(CFG, 4096).run([cmd])
 
 
+def _run_operands(rng, count, rows, a_at, a_stride, b_at):
+    """Random activations and weights of a run in a fresh machine's scratchpad."""
+    mach = Machine(CFG, 4096)
+    a = rng.integers(-128, 128, (count, rows, R))
+    w = rng.integers(-128, 128, (count, R, C))
+    for i in range(count):
+        mach.spad[a_at + i * a_stride:a_at + i * a_stride + rows, :R] = a[i]
+        mach.spad[b_at + i * R:b_at + (i + 1) * R, :C] = w[i]
+    return mach, a, w
+
+
+@pytest.mark.parametrize("accumulate", [0, 1])
+def test_compute_run_equals_preload_compute_pairs(accumulate):
+    rng = np.random.default_rng(11)
+    count, rows, a_at, a_stride, b_at, acc_at = 5, 3, 40, 7, 300, 9
+    mach, a, w = _run_operands(rng, count, rows, a_at, a_stride, b_at)
+    start = rng.integers(-1000, 1000, (rows, C))
+    mach.acc[acc_at:acc_at + rows] = start
+    pairs = Machine(CFG, 4096)
+    pairs.spad[:], pairs.acc[:] = mach.spad, mach.acc
+    # The run leaves the preloaded weights alone: a later plain COMPUTE still uses them.
+    mach.spad[1000:1000 + R, :C] = pairs.spad[1000:1000 + R, :C] = np.eye(R, C)
+    after = Command(Opcode.COMPUTE, dict(a_addr=a_at, b_addr=0, rows=rows, acc_addr=100,
+                                         accumulate=0))
+    mach.run([encode(CFG, cmd) for cmd in [
+        Command(Opcode.PRELOAD, dict(spad_addr=1000)),
+        Command(Opcode.COMPUTE, dict(a_addr=a_at, b_addr=b_at, rows=rows, acc_addr=acc_at,
+                                     accumulate=accumulate, count=count, a_stride=a_stride)),
+        after]])
+    prog = []
+    for i in range(count):
+        prog += [Command(Opcode.PRELOAD, dict(spad_addr=b_at + i * R)),
+                 Command(Opcode.COMPUTE, dict(a_addr=a_at + i * a_stride, b_addr=0, rows=rows,
+                                              acc_addr=acc_at, accumulate=int(accumulate or i)))]
+    pairs.run(prog + [Command(Opcode.PRELOAD, dict(spad_addr=1000)), after])
+    assert (mach.acc == pairs.acc).all()
+    want = sum(a[i] @ w[i] for i in range(count)) + (start if accumulate else 0)
+    assert (mach.acc[acc_at:acc_at + rows] == want).all()
+    assert (mach.acc[100:100 + rows] == a[0]).all()
+    assert mach.macs == (count + 1) * rows * R * C
+
+
+def test_compute_run_needs_no_preload_and_one_tile_is_count_one():
+    rng = np.random.default_rng(12)
+    mach, a, w = _run_operands(rng, 1, 2, 8, 0, 64)
+    mach.run([Command(Opcode.COMPUTE, dict(a_addr=8, b_addr=64, rows=2, acc_addr=0,
+                                           accumulate=0, count=1))])
+    assert (mach.acc[:2] == a[0] @ w[0]).all()
+
+
+@pytest.mark.parametrize("cmds, code, message", [
+    # A run is weight-stationary only.
+    ([Command(Opcode.CONFIG, {"os": 1}),
+      Command(Opcode.COMPUTE, dict(a_addr=0, b_addr=0, rows=4, acc_addr=0, count=2))],
+     "ILLEGAL_FIELD", r"command 1 \(COMPUTE\): a run of 2 weight tiles \(count\) is "
+                      r"weight-stationary"),
+    # The last weight tile ends past the scratchpad.
+    ([Command(Opcode.COMPUTE, dict(a_addr=0, b_addr=CFG.spad_rows - 3 * R, rows=1, acc_addr=0,
+                                   count=4))],
+     "LOCAL", r"command 0 \(COMPUTE\): weight rows 4084..4099 are outside the 4096 rows"),
+    # The last tile's activations end past the scratchpad.
+    ([Command(Opcode.COMPUTE, dict(a_addr=4000, b_addr=0, rows=2, acc_addr=0, count=3,
+                                   a_stride=48))],
+     "LOCAL", r"command 0 \(COMPUTE\): activation rows 4096..4097 are outside"),
+])
+def test_illegal_compute_runs(cmds, code, message):
+    with pytest.raises(ExecutionError, match=message) as e:
+        Machine(CFG, 4096).run([encode(CFG, cmd) for cmd in cmds])
+    assert e.value.code.name == code
+
+
+def test_a_run_longer_than_the_scratchpad_holds_is_refused():
+    """The count field is wider than its range: a driver that writes the word by hand
+    gets ILLEGAL_FIELD."""
+    from tessera.hw.isa import _tree
+
+    most = CFG.spad_rows // R
+    word = encode(CFG, Command(Opcode.COMPUTE, dict(rows=1)))
+    word |= (most + 1) << _tree(CFG, Opcode.COMPUTE)["count"].offset
+    with pytest.raises(ExecutionError, match=rf"command 0 \(COMPUTE\): a run of {most + 1} "
+                                             rf"weight tiles \(count\); at most {most}") as e:
+        Machine(CFG, 4096).run([word])
+    assert e.value.code.name == "ILLEGAL_FIELD"
+
+
+def test_compute_run_count_must_fit_its_field():
+    too_many = CFG.spad_rows // R + 1
+    with pytest.raises(ValueError, match=rf"COMPUTE: count must be between 0 and "
+                                         rf"{too_many - 1}, not {too_many}"):
+        encode(CFG, Command(Opcode.COMPUTE, dict(a_addr=0, b_addr=0, rows=1, acc_addr=0,
+                                                 count=too_many)))
+
+
 def test_softmax_store_back_to_the_scratchpad_and_os_compute():
     mach = Machine(CFG, 4096)
     rng = np.random.default_rng(3)

@@ -63,6 +63,7 @@ def output_spec(kind: str) -> OutputSpec:
     ((37, 50, 21), False, "gelu"),
     ((64, 8, 70), True, "gelu"),
     ((3, 200, 5), True, "requant"),
+    ((1, 70, 45), True, "requant"),
 ])
 def test_tiled_products_of_any_shape_match_the_golden_matmul(shape, bias, kind):
     rng = np.random.default_rng(sum(shape))
@@ -75,17 +76,20 @@ def test_tiled_products_of_any_shape_match_the_golden_matmul(shape, bias, kind):
     assert result.counters["macs"] >= M * K * N
 
 
-@pytest.mark.parametrize("mt, nt, kt, order", [(4, 1, 1, "mn"), (8, 2, 2, "nm"),
-                                               (12, 3, 1, "nm"), (4, 2, 4, "mn")])
-def test_every_tiling_and_loop_order_is_correct(mt, nt, kt, order):
-    """Plans the cost model would not pick still compute the same product."""
+@pytest.mark.parametrize("mt, nt, kt, order, a_slots, b_slots", [
+    (4, 1, 1, "mn", 2, 2), (8, 2, 2, "nm", 2, 2), (12, 3, 1, "nm", 2, 2), (4, 2, 4, "mn", 2, 2),
+    (4, 1, 1, "mn", 3, 3), (8, 2, 2, "nm", 2, 3), (12, 3, 1, "nm", 3, 2)])
+def test_every_tiling_and_loop_order_is_correct(mt, nt, kt, order, a_slots, b_slots):
+    """Plans the cost model would not pick still compute the same product (with two or
+    three scratchpad slots per operand: loads one or two steps ahead)."""
     rng = np.random.default_rng(mt * nt * kt)
     M, K, N = 22, 19, 17
     a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
     bv = rng.integers(-5000, 5000, N)
     best = plan_gemm(TINY, GemmShape(M, K, N), bias=True)
     from dataclasses import replace
-    plan = replace(best, mt=mt, nt=nt, kt=kt, order=order, a_slots=2, b_slots=2)
+    plan = replace(best, mt=mt, nt=nt, kt=kt, order=order, a_slots=a_slots,
+                   b_slots=b_slots)
     out = output_spec("requant")
     got, prog, _ = gemm_on(Runtime(TINY, "golden"), a, b, bv, out, plan)
     assert (got == expected(a, b, bv, out, TINY)).all()
@@ -174,15 +178,17 @@ def test_differential_check_names_the_first_differing_command():
     half = TINY.acc_rows // 2
 
     class Faulty(Machine):
-        def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate):
+        def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, **run):
+            # (A run's tiles come back here one by one, without ``count``.)
             super()._compute(a_addr, b_addr, rows, acc_addr,
-                             0 if acc_addr == half else accumulate)
+                             0 if acc_addr == half else accumulate, **run)
 
     bad = Runtime(TINY, "golden", machine=Faulty)
     bad.image[:] = good.image
     bad._top = good._top
     culprit = next(i for i, c in enumerate(prog) if c.opcode == Opcode.COMPUTE
-                   and c.args["acc_addr"] == half and c.args["accumulate"])
+                   and c.args["acc_addr"] == half
+                   and (c.args["accumulate"] or c.args["count"] > 1))
     good.image[:] = bad.image
     diff = differential_check(bad, good, prog)
     assert diff.index == culprit, diff.describe()

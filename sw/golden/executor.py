@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 
 from ...hw.config import TesseraConfig
-from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode
+from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode, run_count_shape
 from ...hw.output_path import OutputOp
 from ...hw.store_unit import PARAM_LANE_BITS, PARAM_ROWS
 from . import dma as gdma
@@ -152,12 +152,23 @@ class Machine:
             within(a["spad_addr"], c.rows, c.spad_rows, "weight")
             return os_mode, True
         if op == Opcode.COMPUTE and a["rows"]:
+            count = a.get("count", 0)
             within(a["a_addr"], a["rows"], c.spad_rows, "activation")
             if os_mode:
+                if count:
+                    refuse(f"a run of {count} weight tiles (count) is weight-stationary; "
+                           "the array is in the output-stationary dataflow")
                 within(a["b_addr"], a["rows"], c.spad_rows, "B")
                 within(a["acc_addr"], c.rows, c.acc_rows, "accumulator")
             else:
-                if not weights:
+                most = run_count_shape(c).stop - 1
+                if count > most:
+                    refuse(f"a run of {count} weight tiles (count); at most {most}")
+                if count:
+                    within(a["b_addr"], count * c.rows, c.spad_rows, "weight")
+                    within(a["a_addr"] + (count - 1) * a.get("a_stride", 0), a["rows"],
+                           c.spad_rows, "activation")
+                elif not weights:
                     refuse("no weights were preloaded")
                 within(a["acc_addr"], a["rows"], c.acc_rows, "accumulator")
         return os_mode, weights
@@ -228,8 +239,20 @@ class Machine:
         c = self.config
         self.weights = self._rows(self.spad, spad_addr, c.rows, "weight")[:, :c.cols].copy()
 
-    def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate):
+    def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, count=0, a_stride=0):
         c = self.config
+        if count and rows and not self.os:
+            # A run: the same as ``count`` PRELOAD / COMPUTE pairs (hw/isa.py), the
+            # preloaded weights left as they are.
+            preloaded = self.weights
+            try:
+                for i in range(count):
+                    self._preload(b_addr + i * c.rows)
+                    self._compute(a_addr + i * a_stride, 0, rows, acc_addr,
+                                  accumulate or i > 0)
+            finally:
+                self.weights = preloaded
+            return
         if self.os:
             a = self._rows(self.spad, a_addr, rows, "activation")[:, :c.rows].T
             b = self._rows(self.spad, b_addr, rows, "weight")[:, :c.cols]

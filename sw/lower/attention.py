@@ -313,19 +313,15 @@ def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
                          "consts": {"exp": dict(head.exp)}},
                 "acc_addr": L["acc_s"], "to_spad": 1, "spad_addr": L["p_at"], "blocked": 1},
                 wait_prev=True, signal_prev=True)])
-            # P x V: the first waits for P; it then frees the scores for the next mask.
-            pv = []
-            for m in range(kb_n):
-                for j in range(kbs):
-                    pv.append(Command(Opcode.PRELOAD, {
-                        "spad_addr": L["v_at"] + m * s_pad + j * d},
-                        wait_next=m == 0 and j == 0,
-                        signal_prev=nxt_masked and m == 0 and j == 0))
-                    pv.append(Command(Opcode.COMPUTE, {
-                        "a_addr": L["p_at"] + j * n, "b_addr": 0, "rows": n,
-                        "acc_addr": L["acc_c"] + m * n, "accumulate": int(j > 0)},
-                        signal_next=m == kb_n - 1 and j == kbs - 1))
-            emit(f"pv{ci}", pv)
+            # P x V: per block of the context, one run over the key blocks (V's weight
+            # tiles are consecutive rows, P's blocks ``n`` rows apart). The first waits for
+            # P; it then frees the scores for the next chunk's mask.
+            emit(f"pv{ci}", [Command(Opcode.COMPUTE, {
+                "a_addr": L["p_at"], "b_addr": L["v_at"] + m * s_pad, "rows": n,
+                "acc_addr": L["acc_c"] + m * n, "accumulate": 0, "count": kbs,
+                "a_stride": n},
+                wait_next=m == 0, signal_prev=nxt_masked and m == 0,
+                signal_next=m == kb_n - 1) for m in range(kb_n)])
             # The context, a column block per store: each block's rows are contiguous in
             # main memory, so each store is one DMA transfer (a blocked store of whole
             # rows would write every row's blocks apart, one bus write per block).

@@ -6,18 +6,26 @@ The plan (:func:`plan_gemm`) picks, from the configuration, the output tile (``m
 ``nt`` column blocks; twice that fits the accumulator, so stores of one tile overlap the
 computing of the next), the reduction step (``kt`` blocks of K per load), the loop order
 (the operand that is reused stays on chip: ``"mn"`` keeps an A row-tile across the N
-tiles, ``"nm"`` a B column-tile across the M tiles) and whether each operand needs two
-scratchpad slots (double buffering) or one (loaded once). It scores every candidate with a
-cost model of the machine (compute, main-memory traffic and per-command latency, the
-exposed first load and last store) and takes the cheapest.
+tiles, ``"nm"`` a B column-tile across the M tiles) and how many scratchpad slots each
+operand has: one (loaded once), two (double buffering) or three (loads two steps ahead,
+which memory-bound products such as decode steps need to keep the bus streaming). It
+scores every candidate with a cost model of the machine (compute, main-memory traffic, the
+pipeline of loads and computes, the exposed first load and last store) and takes the
+cheapest.
 
 The emitter (:func:`lower_gemm`) writes the three command streams with dependency tokens
-(VTA-style): a step's loads signal EXECUTE once, and the step's first command waits for
+(VTA-style). Each column block of a step is one COMPUTE running over the step's K tiles
+(``count``, ``hw/isa.py``), so commands cost a few bytes of fetch per step, not 64 bytes
+per weight tile. A step's loads signal EXECUTE once, and the step's first command waits for
 them; a load into a slot still in use waits for the execute command that last reads it;
 a tile's last COMPUTE signals STORE; a STORE signals EXECUTE when its accumulator half is
 free again. A bias is loaded straight into the accumulator (a wide load replicated over
-the tile's rows); the load waits for a NOP in the execute queue that relays the STORE's
-token, placed halfway through the previous tile so the load overlaps computing.
+the tile's rows), in pieces of INIT_ROWS rows that join the load groups of the previous
+tile's later steps, after the step's operand loads (the in-order load queue would
+otherwise hold them behind it); they wait for a NOP in the execute queue, a quarter into
+the previous tile, that relays the STORE's token. Loads that continue one another (A's
+blocks when a tile spans all of M, B's when a step spans all of K, one-row tiles' biases)
+are merged into one, and loads are paced over the execute work (:func:`_interleave`).
 
 Matrices are in the blocked layout of :mod:`tessera.sw.lower.layout`.
 """
@@ -30,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...hw.config import TesseraConfig
+from ...hw.dma import ROWS_BITS
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from ...hw.store_unit import PARAM_ROWS
@@ -240,15 +249,18 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                 m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
                 for order in ("mn", "nm"):
                     a_loads, b_loads = _loads(m_tiles, n_tiles, k_steps, order)
-                    a_slots = 2 if a_loads > 1 else 1
-                    b_slots = 2 if b_loads > 1 else 1
-                    if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
-                        continue
-                    plan = _score(c, shape, mt, nt, kt, order, a_slots, b_slots,
-                                  a_loads, b_loads, bias, latency)
-                    key = (plan.est_cycles, plan.est["commands"])
-                    if best is None or key < best[0]:
-                        best = (key, plan)
+                    # An operand loaded once has one slot; one loaded again and again two
+                    # (double buffering) or three, so that loads run two steps ahead.
+                    for a_slots, b_slots in itertools.product(
+                            (1,) if a_loads == 1 else (2, 3),
+                            (1,) if b_loads == 1 else (2, 3)):
+                        if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
+                            continue
+                        plan = _score(c, shape, mt, nt, kt, order, a_slots, b_slots,
+                                      a_loads, b_loads, bias, latency)
+                        key = (plan.est["key"], plan.est["commands"], a_slots + b_slots)
+                        if best is None or key < best[0]:
+                            best = (key, plan)
     if best is None and full_rows:
         raise LoweringError(f"a whole output row of {shape.N} columns ({nb} accumulator "
                             f"rows) does not fit half the accumulator ({acc_half} rows "
@@ -258,6 +270,13 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                             f"scratchpad ({c.spad_rows} rows) and accumulator "
                             f"({c.acc_rows} rows)")
     return best[1]
+
+
+#: Cycles the execute unit spends per COMPUTE run beyond its tiles, and per step (a group
+#: of loads) beyond its bytes: the token round trips, the DMA's command handling.
+RUN_CYCLES = 4
+STEP_CYCLES = 30
+LOAD_CYCLES = 30
 
 
 def _slot_bases(c: TesseraConfig, sizes: list[int]) -> tuple[list[int], bool]:
@@ -276,38 +295,77 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
-    m_tiles, n_tiles = -(-M // mt), -(-nb // nt)
+    m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
     bb = c.bus_bytes
-    # Compute: one cycle per row streamed; a weight tile takes d cycles to load, hidden
-    # behind a COMPUTE of at least d rows when it comes from another bank than the
-    # activations (else the two share the bank's port); a few cycles per command.
-    _, own_banks = _slot_bases(c, [mt * kt] * a_slots + [kt * d * nt] * b_slots)
-    heights = [min(mt, M - m0) for m0 in range(0, M, mt)]
-    computes = m_tiles * n_tiles * kb * nt
-    compute = n_tiles * kb * nt * sum((max(h, d) if own_banks else h + d) + 2
-                                      for h in heights)
-    # Main memory: the two DMA readers overlap one command's latency with the other's
-    # data, so a LOAD costs its bytes and about 30 cycles of its own (measured on 1 KiB
-    # loads at a latency of 100).
+    # Compute: one cycle per row streamed, and at least d per weight tile (the cycles it
+    # takes to stream into the array, hidden behind d rows or more); a few per run (one
+    # COMPUTE per column block and K step).
+    runs = m_tiles * n_tiles * k_steps * nt
+    compute = m_tiles * n_tiles * nt * kb * max(mt, d) + runs * RUN_CYCLES
+    # Main memory. A's column blocks are one contiguous range when a tile spans all of M,
+    # B's when a step spans all of K (the emitter merges such loads).
     a_bytes = a_loads * mt * kt * d
     b_bytes = b_loads * kt * d * nt * d
-    a_cmds, b_cmds = a_loads * kt, b_loads * nt
+    a_cmds = a_loads * (1 if mt == M else kt)
+    b_cmds = b_loads * (1 if k_steps == 1 else nt)
     bias_cmds = m_tiles * n_tiles * nt if bias else 0
     bias_cycles = bias_cmds * max(mt * 4 * d // bb, mt * latency // max(c.max_reads, 1))
     # Plans that would run at the bus's edge are penalised: the DMA reaches about 85% of
-    # the bus on realistic blocks, and every command costs a round trip and a little more.
-    load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * 30 + bias_cycles
+    # the bus on realistic blocks; the two DMA readers overlap one command's latency with
+    # the other's data, so a LOAD costs about LOAD_CYCLES of its own (measured on 1 KiB
+    # loads at a latency of 100).
+    load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * LOAD_CYCLES + bias_cycles
     store_cmds = m_tiles * n_tiles * nt
     store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
-    # Exposed: the first step's loads and the last tile's store.
-    first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
-    last = nt * (latency + mt * d // bb + 20)
-    # Loads and stores share the bus and wait on tokens: keep them well below the compute.
-    cycles = int(max(compute, 1.25 * load, 1.25 * store) + first + last)
-    commands = a_cmds + b_cmds + bias_cmds + store_cmds + 2 * computes
+    # Exposed: the first step's loads (its commands follow one another, two readers
+    # overlapping their round trips) and the last tile's stores.
+    first = (mt * kt * d + kt * d * nt * d) / bb + latency + STEP_CYCLES
+    last = latency + nt * (mt * d // bb + 20)
+    # The pipeline of steps (measured to within a few percent on decode-sized products):
+    # a step's computes wait for its loads, and the loads into a slot wait for the computes
+    # of the step that last read it, ``slots`` steps back; so ``slots`` steps take at least
+    # one step's compute plus one step's loads with their round trip. The bus streams the
+    # loads back to back.
+    steps = m_tiles * n_tiles * k_steps
+    slots = min([s for s, n in ((a_slots, a_loads), (b_slots, b_loads)) if n > 1] or [0])
+    step_compute = compute / steps
+    # A bias load between the operands' loads leaves the bus idle for about a round trip
+    # (the DMA holds two loads at a time); one-row tiles' biases are one load per tile.
+    bias_gaps = m_tiles * n_tiles * (1 if mt == 1 else nt) * latency if bias else 0
+    step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps
+    step_load = step_bus + latency + STEP_CYCLES
+    pipeline = steps * max(step_compute, step_bus, (step_compute + step_load) / slots) \
+        if slots else 0
+    bus = (a_bytes + b_bytes + M * nb * d) / bb + bias_cycles
+    # Slots that do not each have a bank of their own share banks with the loads filling
+    # the others: every row the DMA writes there takes a cycle from the array's readers.
+    _, own_banks = _slot_bases(c, [mt * kt] * a_slots + [kt * d * nt] * b_slots)
+    if not own_banks:
+        compute += (a_bytes + b_bytes) // c.spad_row_bytes
+    # The estimate. A product whose operands and result, moved once, take most of its
+    # compute time on the bus (a decode step's) is planned by it; one clearly bound by the
+    # compute as before runs (a per-tile cost and margins that keep loads and stores, which
+    # share the bus and wait on tokens, well below the compute: the plans it chose were
+    # measured at 0.97-0.98 of the array's peak; re-tuning it for runs is left open).
+    core = max(compute, pipeline, bus, store)
+    cycles = int(core + first + last)
+    key = cycles
+    once = (M * kb * d + kb * d * nb * d + M * nb * d) / bb
+    if 1.25 * once < compute:
+        # A weight tile's preload hides behind a COMPUTE's rows only when its slot and the
+        # activations' sit on different banks; else they share a port: d cycles more.
+        heights = [min(mt, M - m0) for m0 in range(0, M, mt)]
+        old_compute = n_tiles * kb * nt * sum(
+            (max(h, d) if own_banks else h + d) + 2 for h in heights)
+        old_load = load + (a_loads * kt - a_cmds + b_loads * nt - b_cmds) * LOAD_CYCLES
+        old_first = (mt * kt * d + kt * d * nt * d) / bb + (kt + nt) * latency
+        old_last = nt * (latency + mt * d // bb + 20)
+        key = int(max(old_compute, 1.25 * old_load, 1.25 * store) + old_first + old_last)
+    commands = a_cmds + b_cmds + bias_cmds + store_cmds + runs
     return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, cycles,
                     a_bytes + b_bytes, {"compute": compute, "load": int(load),
-                                        "store": int(store), "commands": commands})
+                                        "store": int(store), "pipeline": int(pipeline),
+                                        "commands": commands, "key": key})
 
 
 @dataclass(frozen=True)
@@ -343,6 +401,33 @@ class _Load:
     cmd: dict
     need: int        # the execute command (index) that must have finished first; -1: none
     signal: bool = False
+
+
+def _merge_loads(loads: list[_Load]) -> list[_Load]:
+    """``loads`` with each run of loads that continue one another (the same kind of load;
+    the next block's bytes follow the previous block's in main memory and its rows follow in
+    the scratchpad or accumulator, as A's column blocks do when a tile spans all of M, B's
+    when a step spans all of K, and one-row tiles' biases) made one LOAD: the same bytes to
+    the same rows, one command and one round trip."""
+    def contiguous(cmd):    # a block's rows follow one another in main memory
+        return cmd["rows"] == 1 or cmd["stride"] == cmd["row_bytes"]
+
+    same = ("to_acc", "accumulate", "scale", "wide", "row_bytes")
+    out: list[_Load] = []
+    for ld in loads:
+        prev = out[-1].cmd if out else None
+        cmd = ld.cmd
+        if prev is not None and out[-1].need == ld.need and not out[-1].signal and \
+                all(prev.get(k, 0) == cmd.get(k, 0) for k in same) and \
+                contiguous(prev) and contiguous(cmd) and \
+                cmd["dram_addr"] == prev["dram_addr"] + prev["rows"] * prev["row_bytes"] and \
+                cmd["local_addr"] == prev["local_addr"] + prev["rows"] and \
+                prev["rows"] + cmd["rows"] < 1 << ROWS_BITS:
+            out[-1] = _Load(dict(prev, rows=prev["rows"] + cmd["rows"],
+                                 stride=prev["row_bytes"]), ld.need, ld.signal)
+            continue
+        out.append(_Load(dict(cmd), ld.need, ld.signal))
+    return out
 
 
 def _take_slot(keys: list, key, nxt: int) -> tuple[int, bool, int]:
@@ -392,6 +477,7 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         if buffers.c_blocks is None:
             return buffers.c + C.offset(row, block)
         return buffers.c_blocks[block] + row * d
+
     has_bias = buffers.bias is not None
     has_res = buffers.residual is not None
     has_init = has_bias or has_res         # the accumulator is loaded before computing
@@ -425,16 +511,16 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     n_tiles = len(tiles)
 
     def init_loads(t: int) -> list[_Load]:
-        """Tile ``t``'s bias and residual, into its accumulator rows; they wait for the
-        relay of the store that frees those rows."""
+        """Tile ``t``'s bias and residual, into its accumulator rows, in pieces of at most
+        INIT_ROWS rows (so that they spread thinly over the steps); they wait for the relay
+        of the store that frees those rows."""
         mi, ni = tiles[t]
         m0, n0b = mi * plan.mt, ni * plan.nt
         mt, ntb = min(plan.mt, M - m0), min(plan.nt, nb - n0b)
         acc0 = (t % 2) * acc_half
         need = relay_of_tile.get(t, -1)
-        out = []
-        # In pieces of at most INIT_ROWS rows, so that they spread thinly over the steps.
         pieces = [(r0, min(INIT_ROWS, mt - r0)) for r0 in range(0, mt, INIT_ROWS)]
+        out = []
         if has_bias:
             lb = lane_bytes(c)
             for j in range(ntb):
@@ -460,9 +546,12 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
         n0b = ni * plan.nt
         ntb = min(plan.nt, nb - n0b)
         acc0 = (t % 2) * acc_half
-        tile_execs_start = len(execs)
-        tile_cmds = sum(min(plan.kt, kb - ks * plan.kt) for ks in range(plan.k_steps)) \
-            * ntb * 2
+        # The relay that lets the next tile's bias into its rows goes once a quarter of the
+        # tile's K tiles are computed (the previous tile's store has had time to finish;
+        # it splits the run it falls in).
+        relay_due = has_init and t + 1 < n_tiles and t + 1 >= 2
+        quarter = -(-kb * ntb // 4)
+        computed = 0
         for ks in range(plan.k_steps):
             k0b = ks * plan.kt
             ktb = min(plan.kt, kb - k0b)
@@ -474,20 +563,21 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                     row_bytes=d * lb, local_addr=table_at, to_acc=1, accumulate=0, scale=1,
                     wide=1), -1))
             # The tile's bias and residual (what is left of them: most go out with the
-            # previous tile's later steps), and a share of the next tile's.
+            # previous tile's later steps), and a share of the next tile's; after the
+            # operands, since they wait for the relay of the store that frees their
+            # accumulator rows and the loads queue in order.
+            init: list[_Load] = []
             if ks == 0 and has_init:
                 if t not in init_made:
                     pending_init = init_loads(t)
                     init_made.add(t)
-                step_loads += pending_init
-                pending_init = []
+                init, pending_init = pending_init, []
             elif has_init and t + 1 < n_tiles and (t + 1 < 2 or t + 1 in relay_of_tile):
                 if t + 1 not in init_made:
                     pending_init = init_loads(t + 1)
                     init_made.add(t + 1)
                 share = -(-len(pending_init) // (plan.k_steps - ks))
-                step_loads += pending_init[:share]
-                pending_init = pending_init[share:]
+                init, pending_init = pending_init[:share], pending_init[share:]
             # A (mi, ks).
             a_slot, fresh, a_next = _take_slot(a_key, (mi, ks), a_next)
             if fresh:
@@ -504,7 +594,9 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                         dram_addr=buffers.b + B.offset(k0b * d, n0b + j), stride=d,
                         rows=ktb * d, row_bytes=d, local_addr=b_base[b_slot] + j * plan.kt * d,
                         to_acc=0, accumulate=0, scale=1, wide=0), b_last[b_slot]))
+            step_loads += init
             if step_loads:
+                step_loads = _merge_loads(step_loads)
                 step_loads[-1].signal = True
                 loads.extend(step_loads)
             first_exec = len(execs)
@@ -512,21 +604,24 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
                 exec_wait_prev.add(first_exec)
             if ks == 0 and t >= 2 and not has_init:
                 exec_wait_next.add(first_exec)   # the store freed this accumulator half
-            # Computes.
-            for j in range(ktb):
-                kglob = k0b + j
-                for n in range(ntb):
-                    execs.append(Command(Opcode.PRELOAD, {
-                        "spad_addr": b_base[b_slot] + n * plan.kt * d + j * d}))
+            # Computes: per column block, one run over the step's K tiles (their weight
+            # tiles are consecutive in the B slot; A's blocks are mt rows apart).
+            for n in range(ntb):
+                j = 0
+                while j < ktb:
+                    count = ktb - j
+                    if relay_due and t + 1 not in relay_of_tile:
+                        count = max(1, min(count, quarter - computed))
                     execs.append(Command(Opcode.COMPUTE, {
-                        "a_addr": a_base[a_slot] + j * mt, "b_addr": 0, "rows": mt,
+                        "a_addr": a_base[a_slot] + j * mt,
+                        "b_addr": b_base[b_slot] + n * plan.kt * d + j * d, "rows": mt,
                         "acc_addr": acc0 + n * mt,
-                        "accumulate": int(has_init or kglob > 0)}))
-                    # A quarter into the tile (the previous tile's store has had time to
-                    # finish): the relay that lets the next tile's bias into its rows.
-                    if has_init and t + 1 < n_tiles and t + 1 >= 2 and \
-                            len(execs) - tile_execs_start >= tile_cmds // 4 and \
-                            t + 1 not in relay_of_tile:
+                        "accumulate": int(has_init or k0b + j > 0),
+                        "count": count, "a_stride": mt}))
+                    j += count
+                    computed += count
+                    # A quarter into the tile: the relay for the next tile's bias.
+                    if relay_due and computed >= quarter and t + 1 not in relay_of_tile:
                         relay_of_tile[t + 1] = len(execs)
                         execs.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}))
                         exec_wait_next.add(len(execs) - 1)
@@ -574,26 +669,28 @@ def lower_gemm(config: TesseraConfig, plan: GemmPlan, buffers: GemmBuffers,
     exec_cmds = [Command(cmd.opcode, cmd.args, **flags(i)) for i, cmd in enumerate(execs)]
     store_cmds = [Command(cmd.opcode, cmd.args, wait_prev=i in store_waits,
                           signal_prev=i in store_signals) for i, cmd in enumerate(stores)]
-    return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish)
+    return _interleave(load_cmds, load_after, exec_cmds, store_cmds, finish,
+                       max(plan.a_slots, plan.b_slots, 2) - 1)
 
 
-#: Loads of the next step are spread over this fraction of the current step's execute
-#: commands, so the last of them still has time to arrive.
+#: The next steps' loads are spread over this fraction of the execute work before they
+#: are needed, so the last of them still has time to arrive.
 LOAD_PACING = 0.75
 
 
-def _interleave(loads, load_after, execs, stores, finish):
+def _interleave(loads, load_after, execs, stores, finish, ahead=1):
     """One program from the three streams. Each queue sees its commands in order; the
     order across queues is a topological order of the tokens (every command comes after
     the commands whose tokens it waits for), so the dispatcher, blocked on a full queue,
     never waits for a command behind it: a legal stream cannot deadlock. Within that, loads
-    run one step ahead of the computes that need them, and a tile's stores follow its last
-    compute.
+    run up to ``ahead`` steps ahead of the computes that need them (the slots of an operand
+    less one), and a tile's stores follow its last compute.
 
-    The next step's loads are paced evenly over the current step's execute commands. The
-    dispatcher issues in program order, so a burst of loads would fill the load queue and
-    block it while the execute queue runs dry (a step of short computes has dozens of
-    loads); spread out, each load finds room and the execute queue stays fed."""
+    The loads of a step yet to come are paced evenly over the execute work (weight tiles
+    times rows) from when they may go to when they are needed. The dispatcher issues in
+    program order, so a burst of loads would fill the load queue and block it while the
+    execute queue runs dry (a step of short computes has dozens of loads); spread out, each
+    load finds room and the execute queue stays fed."""
     consumers = [i for i, cmd in enumerate(execs) if cmd.wait_prev]
     sizes, n = [], 0
     for ld in loads:
@@ -601,6 +698,12 @@ def _interleave(loads, load_after, execs, stores, finish):
         if ld.signal_next:
             sizes.append(n)
             n = 0
+    work = [0]
+    for cmd in execs:
+        w = 0
+        if cmd.opcode == Opcode.COMPUTE:
+            w = max(1, cmd.args.get("count", 0)) * max(cmd.args["rows"], 16)
+        work.append(work[-1] + w)
     out = []
     li = si = 0
     groups_out = 0          # load groups dispatched (each ends with a signalling load)
@@ -609,17 +712,17 @@ def _interleave(loads, load_after, execs, stores, finish):
     for ei, cmd in enumerate(execs):
         if cmd.wait_prev:
             groups_needed += 1
-        quota = 0           # loads of a future group allowed out by now
-        g = groups_out
-        if g == groups_needed and g < len(sizes) and 0 < g <= len(consumers):
-            start = consumers[g - 1]
-            end = consumers[g] if g < len(consumers) else len(execs)
-            span = max(1.0, LOAD_PACING * (end - start))
-            quota = -(-sizes[g] * min(ei - start + 1, span) // span)
-        while li < len(loads) and load_after[li] < ei and groups_out <= groups_needed:
-            if groups_out == groups_needed and in_group >= max(quota, 1 if in_group == 0
-                                                               else 0):
-                break
+        while li < len(loads) and load_after[li] < ei and \
+                groups_out < groups_needed + ahead:
+            g = groups_out
+            if g >= groups_needed and g < len(sizes):      # not needed yet: paced
+                start = consumers[g - ahead] if g >= ahead else 0
+                end = consumers[g] if g < len(consumers) else len(execs)
+                span = LOAD_PACING * (work[end] - work[start])
+                done = work[ei + 1] - work[start]
+                quota = sizes[g] if span <= 0 else -(-sizes[g] * min(done, span) // span)
+                if in_group >= max(quota, 1):
+                    break
             out.append(loads[li])
             in_group += 1
             if loads[li].signal_next:
