@@ -332,7 +332,10 @@ def _score(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias
     # A bias load between the operands' loads leaves the bus idle for about a round trip
     # (the DMA holds two loads at a time); one-row tiles' biases are one load per tile.
     bias_gaps = m_tiles * n_tiles * (1 if mt == 1 else nt) * latency if bias else 0
-    step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps
+    # Each LOAD also costs the DMA about LOAD_CYCLES of command handling: many small loads
+    # (a K step of one block across many column blocks) are bound by it, not by bytes.
+    step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps \
+        + (a_cmds + b_cmds) / steps * LOAD_CYCLES
     step_load = step_bus + latency + STEP_CYCLES
     pipeline = steps * max(step_compute, step_bus, (step_compute + step_load) / slots) \
         if slots else 0
