@@ -59,6 +59,17 @@ def run_on_amaranth(cfg, spad_rows: np.ndarray, prog):
     return np.array(acc_out, dtype=np.int64)
 
 
+def assert_matches_golden(cfg, spad, prog):
+    """The execute unit on the Amaranth simulator leaves the accumulator as the golden
+    executor does."""
+    golden = Machine(cfg, 4096)
+    golden.spad[:64] = spad
+    golden.run(prog)
+    got = run_on_amaranth(cfg, spad, prog)
+    bad = np.flatnonzero((got != golden.acc[:40]).any(axis=1))
+    assert bad.size == 0, f"accumulator rows {bad.tolist()} differ from the golden executor"
+
+
 @pytest.mark.parametrize("cfg", [preset("tiny"),
                                  TesseraConfig(rows=3, cols=5, dataflow="ws", spad_kib=16,
                                                acc_kib=8, max_row_len=256),
@@ -70,12 +81,7 @@ def test_random_programs_match_the_golden_executor(cfg):
     nprng = np.random.default_rng(7)
     spad = nprng.integers(-128, 128, (64, cfg.spad_row_bytes))
     prog = random_program(cfg, rng, 40)
-    golden = Machine(cfg, 4096)
-    golden.spad[:64] = spad
-    golden.run(prog)
-    got = run_on_amaranth(cfg, spad, prog)
-    bad = np.flatnonzero((got != golden.acc[:40]).any(axis=1))
-    assert bad.size == 0, f"accumulator rows {bad.tolist()} differ from the golden executor"
+    assert_matches_golden(cfg, spad, prog)
 
 
 @pytest.mark.parametrize("rows", [1, 5])
@@ -92,12 +98,7 @@ def test_back_to_back_runs_match_the_golden_executor(rows):
             "accumulate": n % 2, "count": 8 - n, "a_stride": 7}))
     prog.append(Command(Opcode.COMPUTE, {"a_addr": 3, "b_addr": 0, "rows": rows,
                                          "acc_addr": 36, "accumulate": 0}))
-    golden = Machine(cfg, 4096)
-    golden.spad[:64] = spad
-    golden.run(prog)
-    got = run_on_amaranth(cfg, spad, prog)
-    bad = np.flatnonzero((got != golden.acc[:40]).any(axis=1))
-    assert bad.size == 0, f"accumulator rows {bad.tolist()} differ from the golden executor"
+    assert_matches_golden(cfg, spad, prog)
 
 
 def test_operands_must_be_int8():

@@ -43,7 +43,8 @@ from .gemm import (
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 
 __all__ = ["BertPlacement", "place_bert_layer", "lower_bert_layer", "run_bert_layer",
-           "PHASES", "group_of_block", "per_block", "requant_specs"]
+           "PHASES", "group_of_block", "per_block", "requant_specs", "gelu_specs",
+           "program_of", "run_phases"]
 
 #: The phases, in order, as the per-operation report names them.
 PHASES = ("qkv", "attention", "out_proj_ln1", "ffn1_gelu", "ffn2_ln2")
@@ -174,27 +175,46 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
 
     phases["out_proj_ln1"] = ln_gemm(p.ctx, p.wo, p.bo, p.x, ql.wo, p.ln1, ql.ln1, p.h1, H,
                                      ql.ln1_prescale is not None)
-    gelu_out = []
-    for j in range(-(-F // d)):
-        g = group_of_block(ql.w1, j, d)
-        gc = ql.gelu[g]
-        gelu_out.append(OutputSpec(OutputOp.GELU, *ql.f_requant[g], {
-            "shift": gc.shift, "q_b": gc.q_b, "q_c": gc.q_c, "poly_shift": gc.poly_shift}))
     plan = plan_gemm(c, GemmShape(S, H, F), bias=True)
-    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1), gelu_out,
-                                     finish=False)
+    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1),
+                                     gelu_specs(ql.w1, ql.gelu, ql.f_requant, d), finish=False)
     phases["ffn2_ln2"] = ln_gemm(p.f, p.w2, p.b2, p.h1, ql.w2, p.ln2, ql.ln2, p.out, F,
                                  ql.ln2_prescale is not None)
     return phases
 
 
-def program_of(phases: dict[str, list[Command]]) -> list[Command]:
+def gelu_specs(lin, gelu: tuple, requants: tuple, d: int) -> list[OutputSpec]:
+    """i-GELU then requantization per column block, with its scale group's constants."""
+    out = []
+    for j in range(-(-lin.out_features // d)):
+        g = group_of_block(lin, j, d)
+        gc = gelu[g]
+        out.append(OutputSpec(OutputOp.GELU, *requants[g], {
+            "shift": gc.shift, "q_b": gc.q_b, "q_c": gc.q_c, "poly_shift": gc.poly_shift}))
+    return out
+
+
+def program_of(phases: dict[str, list[Command]], names=PHASES) -> list[Command]:
     """The phases as one stream: FENCEs between them, FINISH at the end."""
     prog = []
-    for name in PHASES:
+    for name in names:
         prog += phases[name] + [Command(Opcode.FENCE, {})]
     prog[-1] = Command(Opcode.FINISH, {})
     return prog
+
+
+def run_phases(rt, phases: dict[str, list[Command]], names, per_phase: bool, **run_args):
+    """Run a layer's phases on ``rt``: each on its own (its own counters; main memory
+    carries the tensors from one to the next) with ``per_phase``, else as one stream.
+    The run results by phase name, or one under ``"layer"``."""
+    if not per_phase:
+        return {"layer": rt.run(program_of(phases, names), **run_args)}
+    results = {}
+    for name in names:
+        results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
+        if not results[name].ok:
+            break
+    return results
 
 
 def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, *, per_phase: bool = False,
@@ -212,14 +232,7 @@ def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, *, per_phase: bool = Fals
     """
     p = place_bert_layer(rt, ql, x_q, mask)
     phases = lower_bert_layer(rt.config, ql, p)
-    results = {}
-    if per_phase:
-        for name in PHASES:
-            results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
-            if not results[name].ok:
-                break
-    else:
-        results["layer"] = rt.run(program_of(phases), **run_args)
+    results = run_phases(rt, phases, PHASES, per_phase, **run_args)
     S, H = x_q.shape
     shape = Blocked(S, H, rt.config.rows)
     return from_blocked(rt.read(p.out, shape.nbytes), shape), results, phases

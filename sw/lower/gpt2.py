@@ -37,16 +37,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...hw.config import TesseraConfig
-from ...hw.isa import Command, Opcode
-from ...hw.output_path import OutputOp
+from ...hw.isa import Command
 from .attention import AttentionHead, causal_mask_bytes, lower_attention
-from .bert import group_of_block, requant_specs
+from .bert import gelu_specs, group_of_block, requant_specs, run_phases
 from .gemm import (
     GemmBuffers,
     GemmShape,
     LayerNormOutput,
     LoweringError,
-    OutputSpec,
     layernorm_table,
     lower_gemm,
     plan_gemm,
@@ -55,8 +53,7 @@ from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 from .norm import lower_layernorm
 
 __all__ = ["GPT2_PHASES", "Gpt2Placement", "Gpt2Step", "place_gpt2_layer", "place_gpt2_step",
-           "lower_gpt2_step", "run_gpt2_step", "write_kv_cache", "read_kv_cache",
-           "gpt2_program"]
+           "lower_gpt2_step", "run_gpt2_step", "write_kv_cache", "read_kv_cache"]
 
 #: The phases, in order, as the per-operation report names them.
 GPT2_PHASES = ("ln1", "qkv", "attention", "out_proj", "ln2", "ffn1_gelu", "ffn2")
@@ -223,26 +220,11 @@ def lower_gpt2_step(config: TesseraConfig, ql, p: Gpt2Placement,
 
     phases["out_proj"] = residual_gemm(s.ctx, p.wo, p.bo, s.x, ql.wo, ql.x1_requant, s.x1, H)
     phases["ln2"] = ln(s.x1, s.h, p.ln2, ql.ln2, ql.ln2_prescale)
-    gelu_out = []
-    for j in range(-(-F // d)):
-        g = group_of_block(ql.w1, j, d)
-        gc = ql.gelu[g]
-        gelu_out.append(OutputSpec(OutputOp.GELU, *ql.f_requant[g], {
-            "shift": gc.shift, "q_b": gc.q_b, "q_c": gc.q_c, "poly_shift": gc.poly_shift}))
     plan = plan_gemm(c, GemmShape(n, H, F), bias=True)
-    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(s.h, p.w1, s.f, p.b1), gelu_out,
-                                     finish=False)
+    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(s.h, p.w1, s.f, p.b1),
+                                     gelu_specs(ql.w1, ql.gelu, ql.f_requant, d), finish=False)
     phases["ffn2"] = residual_gemm(s.f, p.w2, p.b2, s.x1, ql.w2, ql.out_requant, s.out, F)
     return phases
-
-
-def gpt2_program(phases: dict[str, list[Command]]) -> list[Command]:
-    """The phases as one stream: FENCEs between them, FINISH at the end."""
-    prog = []
-    for name in GPT2_PHASES:
-        prog += phases[name] + [Command(Opcode.FENCE, {})]
-    prog[-1] = Command(Opcode.FINISH, {})
-    return prog
 
 
 def write_kv_cache(rt, ql, p: Gpt2Placement, cache) -> None:
@@ -283,13 +265,6 @@ def run_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray, offset: int, *,
     """
     s = place_gpt2_step(rt, ql, p, x_q, offset)
     phases = lower_gpt2_step(rt.config, ql, p, s)
-    results = {}
-    if per_phase:
-        for name in GPT2_PHASES:
-            results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
-            if not results[name].ok:
-                break
-    else:
-        results["layer"] = rt.run(gpt2_program(phases), **run_args)
+    results = run_phases(rt, phases, GPT2_PHASES, per_phase, **run_args)
     shape = Blocked(s.n, ql.hidden, rt.config.rows)
     return from_blocked(rt.read(s.out, shape.nbytes), shape), results, phases
