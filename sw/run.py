@@ -42,7 +42,7 @@ PHASE_TITLES = {
 }
 
 
-def _bert_inputs(seq, hidden, heads, ffn, model_layer, seed, progress):
+def _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir, seed, progress):
     """Float weights, input and key mask, and calibration data."""
     if model_layer is None:
         rng = np.random.default_rng(seed)
@@ -52,30 +52,31 @@ def _bert_inputs(seq, hidden, heads, ffn, model_layer, seed, progress):
         return w, x, np.ones(seq, bool), cal, f"random BERT layer (seed {seed})"
     from .models import minilm
 
-    model = minilm.load_minilm()
+    model = minilm.load_minilm(model_dir)
+    name = "all-MiniLM-L6-v2" if model_dir is None else str(model_dir)
     ids, mask = minilm.tokenize(minilm.EVALUATION_SENTENCES, seq, model)
     cids, cmask = minilm.tokenize(minilm.CALIBRATION_SENTENCES, seq, model)
     states = minilm.hidden_states(ids, mask, model)
     cal_states = minilm.hidden_states(cids, cmask, model)
     w = model.layers[model_layer]
     if progress:
-        progress(f"all-MiniLM-L6-v2 layer {model_layer}: {len(ids)} sentences of up to "
+        progress(f"{name} layer {model_layer}: {len(ids)} sentences of up to "
                  f"{ids.shape[1]} tokens")
     # One sentence runs on the accelerator; the calibration uses all of them.
     x, keep = states[model_layer][0], mask[0].astype(bool)
     cal = [(cal_states[model_layer][i], cmask[i]) for i in range(len(cids))]
-    return w, x, keep, cal, f"all-MiniLM-L6-v2 layer {model_layer}"
+    return w, x, keep, cal, f"{name} layer {model_layer}"
 
 
 def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int = 768,
              heads: int = 12, ffn: int = 3072, model_layer: int | None = None,
-             seed: int = 1, dataflow: str = "extended", progress=None) -> dict:
+             model_dir=None, seed: int = 1, dataflow: str = "extended", progress=None) -> dict:
     """One BERT layer on ``backend``; the figures as a dict (see :func:`format_report`).
 
     ``dataflow``: ``"extended"`` (per-group scales of every matrix, LayerNorm inputs
     prescaled per column block: the accurate one) or ``"base"``."""
-    w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, seed,
-                                         progress)
+    w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir,
+                                         seed, progress)
     if dataflow not in ("base", "extended"):
         raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
     ql = quantize_bert_layer(w, cal, **(EXTENDED if dataflow == "extended" else {}))

@@ -152,3 +152,19 @@ def test_run_minilm_layer_on_the_golden_accelerator(capsys):
     fig = run_bert(preset("default"), "golden", seq=32, model_layer=0)
     assert fig["bit_exact_with_integer_model"]
     assert fig["accuracy"]["cosine"] >= 0.99, fig["accuracy"]
+
+
+def test_run_a_bert_model_folder(tmp_path, capsys):
+    """--model takes a BERT model folder as well (here the installed MiniLM's own)."""
+    from tessera.sw.models import minilm
+
+    if not minilm.is_installed():
+        pytest.skip(f"all-MiniLM-L6-v2 is not installed: {minilm.INSTALL_COMMAND}")
+    out = tmp_path / "run.json"
+    assert main(["run", "bert-layer", "--model", f"{minilm.model_dir()}:5", "--seq", "16",
+                 "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["layer"].endswith("layer 5") and fig["accuracy"]["cosine"] >= 0.99
+    assert main(["run", "bert-layer", "--model", f"{minilm.model_dir()}:6"]) == 2
+    assert main(["run", "bert-layer", "--model", str(tmp_path)]) == 2
+    assert "a BERT model folder" in capsys.readouterr().err
