@@ -179,10 +179,14 @@ from .quantize import (
     _acc,
     _activation_scales,
     _check_scales,
+    _check_smooth,
     _compact,
     _layernorm,
+    _LayerShape,
     _linear,
     _per_group,
+    _percentiles,
+    _ranges,
     _requants,
     cosine,
     dequantize,
@@ -340,32 +344,14 @@ def calibrate_gpt2(w: dict, calibration_inputs, percentile: float | dict | None 
         For bad weights, inputs or percentiles, or a tensor that is 0 over all the data.
     """
     check_weights(w)
-    if percentile is None:
-        pct = {}
-    elif isinstance(percentile, dict):
-        pct = dict(percentile)
-    else:
-        pct = {name: percentile for name in GPT2_ACTIVATIONS if name != "x"}
-    for name, p in pct.items():
-        if name not in GPT2_ACTIVATIONS:
-            raise ValueError(f"percentile names must be among {', '.join(GPT2_ACTIVATIONS)}, "
-                             f"not {name!r}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
-            raise ValueError(f"a percentile must be a number in (0, 100], not {p!r}")
+    pct = _percentiles(percentile, GPT2_ACTIVATIONS)
     values = {name: [] for name in GPT2_ACTIVATIONS}
     for x in _calibration_items(calibration_inputs):
         trace = gpt2_layer_trace(x, w)
         for name in GPT2_ACTIVATIONS:
             t = np.abs(trace[name])
             values[name].append(t.reshape(-1, t.shape[-1]))
-    ranges = {}
-    for name in GPT2_ACTIVATIONS:
-        v = np.concatenate(values[name])
-        r = float(np.percentile(v, pct[name])) if name in pct else float(v.max(initial=0.0))
-        if not r > 0:
-            raise ValueError(f"the calibration data give {name} a range of 0")
-        ranges[name] = CalibratedRange(r, v.max(axis=0))
-    return ranges
+    return _ranges(values, pct)
 
 
 # --------------------------------------------------------------------------------------
@@ -373,7 +359,7 @@ def calibrate_gpt2(w: dict, calibration_inputs, percentile: float | dict | None 
 # --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class QuantizedGpt2Layer:
+class QuantizedGpt2Layer(_LayerShape):
     """Every integer constant (and, for reference, every scale) of a quantized GPT-2 block.
 
     Members
@@ -445,28 +431,6 @@ class QuantizedGpt2Layer:
     options: dict = field(default_factory=dict)
 
     @property
-    def hidden(self) -> int:
-        return int(self.wq.weight.shape[0])
-
-    @property
-    def ffn(self) -> int:
-        return self.w1.out_features
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def in_scale(self):
-        """Scale of the int8 input ``x_q``: a float, or (H,) per-column scales."""
-        return self.scales["x"]
-
-    @property
-    def out_scale(self):
-        """Scale of the int8 output (the next block's ``in_scale`` when chained)."""
-        return self.scales["out"]
-
-    @property
     def k_scale(self) -> float:
         """Scale of the int8 keys in the cache."""
         return self.scales["k"]
@@ -504,18 +468,6 @@ def _ln_prescale(s_in: np.ndarray, group: int) -> tuple[tuple | None, float]:
     return tuple(dyadic_multiplier(float(s) / LN_LOAD_SCALE / c_ref) for s in s_g), c_ref
 
 
-def _check_smooth(smooth) -> dict:
-    smooth = {} if smooth is None else dict(smooth)
-    for name, alpha in smooth.items():
-        if name not in _SMOOTHABLE:
-            raise ValueError(f"smooth names must be among {', '.join(_SMOOTHABLE)}, "
-                             f"not {name!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
-                or not 0 <= alpha <= 1:
-            raise ValueError(f"smooth[{name!r}] must be a number in [0, 1], not {alpha!r}")
-    return smooth
-
-
 def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_scale=None,
                         percentile: float | dict | None = None,
                         smooth: dict | None = None) -> QuantizedGpt2Layer:
@@ -551,7 +503,7 @@ def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_s
         a fixed-width constant cannot represent (the message names which).
     """
     hidden, heads, _ = check_weights(w)
-    smooth = _check_smooth(smooth)
+    smooth = _check_smooth(smooth, _SMOOTHABLE)
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ValueError(f"group must be a positive integer, not {group!r}")
     dh = hidden // heads

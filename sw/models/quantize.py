@@ -403,6 +403,37 @@ def _calibration_items(calibration_inputs):
 _CALIBRATED = (*ACTIVATIONS, "res1", "res2")
 
 
+def _percentiles(percentile, names) -> dict:
+    """``{name: p}`` from a calibration's ``percentile`` argument (None, a number for
+    every tensor of ``names`` but ``x``, or a dict), checked."""
+    if percentile is None:
+        pct = {}
+    elif isinstance(percentile, dict):
+        pct = dict(percentile)
+    else:
+        pct = {name: percentile for name in names if name != "x"}
+    for name, p in pct.items():
+        if name not in names:
+            raise ValueError(f"percentile names must be among {', '.join(names)}, "
+                             f"not {name!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+            raise ValueError(f"a percentile must be a number in (0, 100], not {p!r}")
+    return pct
+
+
+def _ranges(values: dict, pct: dict) -> dict[str, CalibratedRange]:
+    """The calibrated range of each tensor from its ``|t|`` rows (a list of ``(n, cols)``
+    arrays): ``max |t|``, or its percentile in ``pct``; never 0."""
+    ranges = {}
+    for name, rows in values.items():
+        v = np.concatenate(rows)
+        r = float(np.percentile(v, pct[name])) if name in pct else float(v.max(initial=0.0))
+        if not r > 0:
+            raise ValueError(f"the calibration data give {name} a range of 0")
+        ranges[name] = CalibratedRange(r, v.max(axis=0))
+    return ranges
+
+
 def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = None
               ) -> dict[str, CalibratedRange]:
     """Activation ranges of a BERT layer from its float reference.
@@ -432,18 +463,7 @@ def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = Non
         For bad inputs or percentiles, or a tensor that is 0 over all the data.
     """
     check_weights(w)
-    if percentile is None:
-        pct = {}
-    elif isinstance(percentile, dict):
-        pct = dict(percentile)
-    else:
-        pct = {name: percentile for name in ACTIVATIONS if name != "x"}
-    for name, p in pct.items():
-        if name not in ACTIVATIONS:
-            raise ValueError(f"percentile names must be among {', '.join(ACTIVATIONS)}, "
-                             f"not {name!r}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
-            raise ValueError(f"a percentile must be a number in (0, 100], not {p!r}")
+    pct = _percentiles(percentile, ACTIVATIONS)
     values = {name: [] for name in _CALIBRATED}
     for x, mask in _calibration_items(calibration_inputs):
         trace = bert_layer_trace(x, w, mask)
@@ -454,14 +474,7 @@ def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = Non
         for name in _CALIBRATED:
             t = np.abs(trace[name])
             values[name].append(t.reshape(-1, t.shape[-1]) if rows is None else t[rows])
-    ranges = {}
-    for name in _CALIBRATED:
-        v = np.concatenate(values[name])
-        r = float(np.percentile(v, pct[name])) if name in pct else float(v.max(initial=0.0))
-        if not r > 0:
-            raise ValueError(f"the calibration data give {name} a range of 0")
-        ranges[name] = CalibratedRange(r, v.max(axis=0))
-    return ranges
+    return _ranges(values, pct)
 
 
 def _activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.ndarray:
@@ -479,8 +492,35 @@ def _activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.nda
 # The quantized layer
 # --------------------------------------------------------------------------------------
 
+class _LayerShape:
+    """What a quantized transformer layer's shape and interface scales are, from its
+    matrices (``wq``, ``w1``), ``heads`` and ``scales``."""
+
+    @property
+    def hidden(self) -> int:
+        return int(self.wq.weight.shape[0])
+
+    @property
+    def ffn(self) -> int:
+        return self.w1.out_features
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def in_scale(self):
+        """Scale of the int8 input ``x_q``: a float, or (H,) per-column scales."""
+        return self.scales["x"]
+
+    @property
+    def out_scale(self):
+        """Scale of the int8 output (the next layer's ``in_scale`` when chained)."""
+        return self.scales["out"]
+
+
 @dataclass(frozen=True, eq=False)
-class QuantizedBertLayer:
+class QuantizedBertLayer(_LayerShape):
     """Every integer constant (and, for reference, every scale) of a quantized BERT layer.
 
     Members
@@ -548,28 +588,6 @@ class QuantizedBertLayer:
     options: dict = field(default_factory=dict)
 
     @property
-    def hidden(self) -> int:
-        return int(self.wq.weight.shape[0])
-
-    @property
-    def ffn(self) -> int:
-        return self.w1.out_features
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def in_scale(self):
-        """Scale of the int8 input ``x_q``: a float, or (H,) per-column scales."""
-        return self.scales["x"]
-
-    @property
-    def out_scale(self):
-        """Scale of the int8 output (the next layer's ``in_scale`` when chained)."""
-        return self.scales["out"]
-
-    @property
     def residual1(self) -> tuple[int, ...]:
         """``r1`` (one per group of ``wo``)."""
         return tuple(int(r) for r in self.wo.residual)
@@ -602,17 +620,24 @@ def _layernorm(gamma, beta, out_scales: np.ndarray) -> LayerNormConstants:
                                np.asarray(beta, dtype=np.float64) * k, s_ref)
 
 
-def _check_options(smooth, ln_prescale: bool) -> dict:
-    if not isinstance(ln_prescale, bool):
-        raise ValueError(f"ln_prescale must be a bool, not {ln_prescale!r}")
+def _check_smooth(smooth, names) -> dict:
+    """``smooth`` as a dict ``{name: alpha}``, its names among ``names``, checked."""
     smooth = {} if smooth is None else dict(smooth)
     for name, alpha in smooth.items():
-        if name not in _SMOOTHABLE:
-            raise ValueError(f"smooth names must be among {', '.join(_SMOOTHABLE)}, "
+        if name not in names:
+            raise ValueError(f"smooth names must be among {', '.join(names)}, "
                              f"not {name!r}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
                 or not 0 <= alpha <= 1:
             raise ValueError(f"smooth[{name!r}] must be a number in [0, 1], not {alpha!r}")
+    return smooth
+
+
+def _check_options(smooth, ln_prescale: bool) -> dict:
+    if not isinstance(ln_prescale, bool):
+        raise ValueError(f"ln_prescale must be a bool, not {ln_prescale!r}")
+    smooth = _check_smooth(smooth, _SMOOTHABLE)
+    for name, alpha in smooth.items():
         if alpha and name in _RESIDUAL_FED and not ln_prescale:
             raise ValueError(f"per-group scales for {name!r} need ln_prescale=True (it feeds "
                              f"a residual, whose multiplier is per tensor without it)")
