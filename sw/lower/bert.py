@@ -91,14 +91,8 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
     S, H = x_q.shape
     F = ql.ffn
 
-    def put(raw) -> int:
-        raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
-        at = rt.alloc(max(raw.size, 1))
-        rt.write(at, raw)
-        return at
-
     def weights(w):
-        return put(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
+        return rt.place(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
 
     def space(rows, cols):
         return rt.alloc(Blocked(rows, cols, d).nbytes)
@@ -106,14 +100,14 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
     wqkv = np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)
     bqkv = np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias])
     p = BertPlacement(
-        seq=S, x=put(to_blocked(x_q, Blocked(S, H, d))), wqkv=weights(wqkv),
-        bqkv=put(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
-        wo=weights(ql.wo.weight), bo=put(bias_bytes(ql.wo.bias, d)),
-        ln1=put(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
+        seq=S, x=rt.place(to_blocked(x_q, Blocked(S, H, d))), wqkv=weights(wqkv),
+        bqkv=rt.place(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
+        wo=weights(ql.wo.weight), bo=rt.place(bias_bytes(ql.wo.bias, d)),
+        ln1=rt.place(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
                                 per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
-        w1=weights(ql.w1.weight), b1=put(bias_bytes(ql.w1.bias, d)), f=space(S, F),
-        w2=weights(ql.w2.weight), b2=put(bias_bytes(ql.w2.bias, d)),
-        ln2=put(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
+        w1=weights(ql.w1.weight), b1=rt.place(bias_bytes(ql.w1.bias, d)), f=space(S, F),
+        w2=weights(ql.w2.weight), b2=rt.place(bias_bytes(ql.w2.bias, d)),
+        ln2=rt.place(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
                                 per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H))
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
@@ -124,7 +118,7 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
         s_pad = -(-S // d) * d
         bias = np.zeros(s_pad, dtype="<i4")
         bias[:S][~keep] = ql.mask_bias
-        p.mask = put(bias)
+        p.mask = rt.place(bias)
     return p
 
 

@@ -102,13 +102,6 @@ def _prescale_blocks(prescale, group: int, cols: int, d: int):
     return [prescale[j * d // group] for j in range(-(-cols // d))]
 
 
-def _put(rt, raw) -> int:
-    raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
-    at = rt.alloc(max(raw.size, 1))
-    rt.write(at, raw)
-    return at
-
-
 def place_gpt2_layer(rt, ql, capacity: int) -> Gpt2Placement:
     """Write the block's weights and LayerNorm tables into ``rt``'s main memory and reserve
     a KV cache of ``capacity`` positions."""
@@ -130,22 +123,22 @@ def place_gpt2_layer(rt, ql, capacity: int) -> Gpt2Placement:
                             f"{c.max_row_len} keys on this configuration")
 
     def weights(w):
-        return _put(rt, to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
+        return rt.place(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
 
     def ln_table(ln, prescale):
-        return _put(rt, layernorm_table(ln.gamma_q, ln.beta_q, d,
+        return rt.place(layernorm_table(ln.gamma_q, ln.beta_q, d,
                                         _prescale_blocks(prescale, ql.group, H, d)))
 
     cache = Blocked(capacity, H, d).nbytes
     return Gpt2Placement(
         capacity=capacity,
         wqkv=weights(np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)),
-        bqkv=_put(rt, bias_bytes(np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias]), d)),
+        bqkv=rt.place(bias_bytes(np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias]), d)),
         ln1=ln_table(ql.ln1, ql.ln1_prescale),
-        wo=weights(ql.wo.weight), bo=_put(rt, bias_bytes(ql.wo.bias, d)),
+        wo=weights(ql.wo.weight), bo=rt.place(bias_bytes(ql.wo.bias, d)),
         ln2=ln_table(ql.ln2, ql.ln2_prescale),
-        w1=weights(ql.w1.weight), b1=_put(rt, bias_bytes(ql.w1.bias, d)),
-        w2=weights(ql.w2.weight), b2=_put(rt, bias_bytes(ql.w2.bias, d)),
+        w1=weights(ql.w1.weight), b1=rt.place(bias_bytes(ql.w1.bias, d)),
+        w2=weights(ql.w2.weight), b2=rt.place(bias_bytes(ql.w2.bias, d)),
         k_cache=rt.alloc(cache), v_cache=rt.alloc(cache))
 
 
@@ -167,8 +160,8 @@ def place_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray, offset: int) -> G
 
     mask = None
     if n > 1:
-        mask = _put(rt, causal_mask_bytes(n, offset, offset + n, d, ql.mask_bias))
-    return Gpt2Step(n=n, offset=offset, x=_put(rt, to_blocked(x_q, Blocked(n, H, d))),
+        mask = rt.place(causal_mask_bytes(n, offset, offset + n, d, ql.mask_bias))
+    return Gpt2Step(n=n, offset=offset, x=rt.place(to_blocked(x_q, Blocked(n, H, d))),
                     a=space(H), q=space(H), ctx=space(H), x1=space(H), h=space(H),
                     f=space(F), out=space(H), mask=mask)
 

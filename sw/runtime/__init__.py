@@ -155,6 +155,14 @@ class Runtime:
         self.image[off:off + raw.size] = raw
         self._used = max(self._used, off + raw.size)
 
+    def place(self, data) -> int:
+        """Allocate room for ``data`` (an array's bytes, at least one) and write it there;
+        returns the address."""
+        raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        at = self.alloc(max(raw.size, 1))
+        self.write(at, raw)
+        return at
+
     def read(self, addr: int, nbytes: int) -> np.ndarray:
         off = self._offset(addr, nbytes)
         return self.image[off:off + nbytes].copy()
