@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,9 +46,11 @@ def mem_bytes(config: TesseraConfig) -> int:
 
 class AccelSystem(wiring.Component):
     """Accelerator + main-memory model, with a register-access port and a debug port that
-    are flopped at the boundary: no logic of the design depends combinationally on a
-    top-level input, so Verilator evaluates it once per clock edge instead of again for
-    every input change (this doubles the simulation speed of the default configuration).
+    are flopped at the boundary, and the reset flopped too: no logic of the design depends
+    combinationally on a top-level input. Verilator evaluates logic fed by a top-level
+    input on every call of its model, whatever changed; flopping the ports doubled the
+    simulation speed of the default configuration, and flopping the reset (which feeds the
+    next-state logic of every register) tripled it again.
 
     Members
     -------
@@ -53,6 +64,9 @@ class AccelSystem(wiring.Component):
     irq : Out(1)
     bd_load, bd_dump, bd_dump_first, bd_dump_last : In
         The memory model's back door (see its header).
+    mem_latency, mem_gap : In
+        The memory model's latency in cycles (0: :data:`MEM_LATENCY`) and its idle cycles
+        after each beat (0: a beat per cycle, the bus's full bandwidth); set before a run.
     """
 
     def __init__(self, config: TesseraConfig):
@@ -70,12 +84,22 @@ class AccelSystem(wiring.Component):
             "bd_dump": In(1),
             "bd_dump_first": In(32),
             "bd_dump_last": In(32),
+            "mem_latency": In(16),
+            "mem_gap": In(8),
         })
 
     def elaborate(self, platform):
         c = self._config
         m = Module()
-        m.submodules.accel = accel = Accelerator(c, debug_ports=True)
+        # Everything runs in a domain whose reset is the top-level reset flopped.
+        m.domains.accel = domain = ClockDomain("accel", local=True)
+        rst = Signal(init=1, reset_less=True)
+        latency, gap = Signal(16, reset_less=True), Signal(8, reset_less=True)
+        m.d.sync += [rst.eq(ResetSignal()), latency.eq(self.mem_latency),
+                     gap.eq(self.mem_gap)]
+        m.d.comb += [domain.clk.eq(ClockSignal()), domain.rst.eq(rst)]
+        accel = Accelerator(c, debug_ports=True)
+        m.submodules.accel = DomainRenamer("accel")(accel)
         m.d.comb += self.irq.eq(accel.irq)
         self._host(m, accel.s_axil)
         self._debug(m, accel)
@@ -89,7 +113,7 @@ class AccelSystem(wiring.Component):
             p_ADDR_BITS=c.addr_bits, p_DATA_BITS=c.bus_bits, p_ID_BITS=bus.signature.id_bits,
             p_BASE=MEM_BASE, p_WORDS=mem_bytes(c) // c.bus_bytes, p_LATENCY=MEM_LATENCY,
             p_MAX_BURSTS=32,
-            i_clk=ClockSignal(), i_rst=ResetSignal(),
+            i_clk=ClockSignal(), i_rst=rst, i_cfg_latency=latency, i_cfg_gap=gap,
             i_bd_load=self.bd_load, i_bd_dump=self.bd_dump,
             i_bd_dump_first=self.bd_dump_first, i_bd_dump_last=self.bd_dump_last, **ports)
         return m
@@ -99,32 +123,32 @@ class AccelSystem(wiring.Component):
         req, write = Signal(), Signal()
         addr, wdata = Signal(LITE_ADDR_BITS), Signal(32)
         seen = Signal()
-        m.d.sync += [req.eq(self.host_req), write.eq(self.host_write),
+        m.d.accel += [req.eq(self.host_req), write.eq(self.host_write),
                      addr.eq(self.host_addr), wdata.eq(self.host_wdata)]
         m.d.comb += [lite.awaddr.eq(addr), lite.araddr.eq(addr), lite.wdata.eq(wdata),
                      lite.wstrb.eq(0xF), lite.awprot.eq(0), lite.arprot.eq(0)]
-        with m.FSM():
+        with m.FSM(domain="accel"):
             with m.State("IDLE"):
                 with m.If(req != seen):
-                    m.d.sync += seen.eq(req)
+                    m.d.accel += seen.eq(req)
                     with m.If(write):
-                        m.d.sync += [lite.awvalid.eq(1), lite.wvalid.eq(1)]
+                        m.d.accel += [lite.awvalid.eq(1), lite.wvalid.eq(1)]
                         m.next = "WRITE"
                     with m.Else():
-                        m.d.sync += lite.arvalid.eq(1)
+                        m.d.accel += lite.arvalid.eq(1)
                         m.next = "READ"
             with m.State("WRITE"):
                 with m.If(lite.awready):
-                    m.d.sync += [lite.awvalid.eq(0), lite.wvalid.eq(0), lite.bready.eq(1)]
+                    m.d.accel += [lite.awvalid.eq(0), lite.wvalid.eq(0), lite.bready.eq(1)]
                 with m.If(lite.bvalid & lite.bready):
-                    m.d.sync += [lite.bready.eq(0), self.host_resp.eq(lite.bresp),
+                    m.d.accel += [lite.bready.eq(0), self.host_resp.eq(lite.bresp),
                                  self.host_ack.eq(~self.host_ack)]
                     m.next = "IDLE"
             with m.State("READ"):
                 with m.If(lite.arready):
-                    m.d.sync += [lite.arvalid.eq(0), lite.rready.eq(1)]
+                    m.d.accel += [lite.arvalid.eq(0), lite.rready.eq(1)]
                 with m.If(lite.rvalid & lite.rready):
-                    m.d.sync += [lite.rready.eq(0), self.host_resp.eq(lite.rresp),
+                    m.d.accel += [lite.rready.eq(0), self.host_resp.eq(lite.rresp),
                                  self.host_rdata.eq(lite.rdata),
                                  self.host_ack.eq(~self.host_ack)]
                     m.next = "IDLE"
@@ -132,25 +156,25 @@ class AccelSystem(wiring.Component):
     def _debug(self, m: Module, accel) -> None:
         """Row reads through the accelerator's debug ports, from flopped inputs."""
         req, which, addr, seen = Signal(), Signal(), Signal(16), Signal()
-        m.d.sync += [req.eq(self.dbg_req), which.eq(self.dbg_acc), addr.eq(self.dbg_addr)]
+        m.d.accel += [req.eq(self.dbg_req), which.eq(self.dbg_acc), addr.eq(self.dbg_addr)]
         sp, ac = accel.dbg_spad.req, accel.dbg_acc.req
         m.d.comb += [sp.payload.addr.eq(addr), ac.payload.addr.eq(addr),
                      sp.payload.write.eq(0), ac.payload.write.eq(0)]
-        with m.FSM():
+        with m.FSM(domain="accel"):
             with m.State("IDLE"):
                 with m.If(req != seen):
-                    m.d.sync += seen.eq(req)
+                    m.d.accel += seen.eq(req)
                     with m.If(which):
-                        m.d.sync += ac.valid.eq(1)
+                        m.d.accel += ac.valid.eq(1)
                     with m.Else():
-                        m.d.sync += sp.valid.eq(1)
+                        m.d.accel += sp.valid.eq(1)
                     m.next = "ASK"
             with m.State("ASK"):
                 with m.If((sp.valid & sp.ready) | (ac.valid & ac.ready)):
-                    m.d.sync += [sp.valid.eq(0), ac.valid.eq(0)]
+                    m.d.accel += [sp.valid.eq(0), ac.valid.eq(0)]
                     m.next = "ANSWER"
             with m.State("ANSWER"):
-                m.d.sync += [self.dbg_data.eq(Mux(which, accel.dbg_acc.resp.data.as_value(),
+                m.d.accel += [self.dbg_data.eq(Mux(which, accel.dbg_acc.resp.data.as_value(),
                                                   accel.dbg_spad.resp.data.as_value())),
                              self.dbg_ack.eq(~self.dbg_ack)]
                 m.next = "IDLE"

@@ -15,7 +15,10 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +28,9 @@ from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
 
-__all__ = ["Build", "build", "run", "build_root", "SimulationFailed"]
+__all__ = ["Build", "build", "run", "build_root", "generated_verilog", "simulation_netlist",
+           "locked",
+           "BuildProgress", "SimulationFailed"]
 
 TIMESCALE = ("1ns", "1ps")
 
@@ -39,7 +44,8 @@ def build_root() -> Path:
 
 
 @contextmanager
-def _locked(path: Path):
+def locked(path: Path):
+    """Hold an exclusive lock on ``path`` (created if needed) while the block runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -110,22 +116,179 @@ def _source_digest(component: type) -> str:
     return h.hexdigest()[:10]
 
 
+class BuildProgress:
+    """A progress line on standard error while a long build step runs: what is being
+    built, how long it has taken, and (``phase``, called now and then) what it is doing.
+    On a terminal the line is rewritten in place; elsewhere (logs, CI) a line is printed
+    every 20 seconds. Steps shorter than two seconds print nothing."""
+
+    FIRST_SECONDS = 2.0     # quiet before the first line
+    EVERY_SECONDS = 20.0    # between lines when standard error is not a terminal
+
+    def __init__(self, what: str, *, quiet: bool = False, phase=None):
+        self.what, self.quiet, self.phase = what, quiet, phase
+        self._stop = threading.Event()
+        self._thread = None
+        self._tty = sys.stderr.isatty()
+        self._printed = False
+
+    def _line(self, elapsed: float, final: str = "") -> str:
+        m, s = divmod(int(elapsed), 60)
+        took = f"{m} min {s:02d} s" if m else f"{s} s"
+        doing = final or (self.phase() if self.phase else "")
+        return f"building {self.what}: {took}" + (f" ({doing})" if doing else "")
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        every = 1.0 if self._tty else self.EVERY_SECONDS
+        if self._stop.wait(self.FIRST_SECONDS):
+            return
+        while True:
+            text = self._line(time.monotonic() - start)
+            if self._tty:
+                sys.stderr.write("\r\033[K" + text)
+            else:
+                sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            self._printed = True
+            if self._stop.wait(every):
+                return
+
+    def __enter__(self) -> BuildProgress:
+        self._start = time.monotonic()
+        if not self.quiet:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._printed:
+                end = "failed" if exc_type else "done"
+                text = self._line(time.monotonic() - self._start, end)
+                sys.stderr.write(("\r\033[K" if self._tty else "") + text + "\n")
+                sys.stderr.flush()
+
+
+_INIT_LINE = re.compile(r"^(\s+)(\\\S+ |[A-Za-z_][\w$]*)\[(\d+)\] = ([^;]+);$")
+
+
+def compact_memory_init(text: str, min_run: int = 8) -> str:
+    """The Verilog ``text`` with each run of memory-initialization statements that give
+    consecutive words one value (``mem[0] = 0; mem[1] = 0; ...``, one line per word as
+    Yosys writes a memory's initial contents) written as one ``for`` loop.
+
+    The design is the same; the simulators' work is not: a 16x16 accelerator's memories
+    are 21,000 such lines, which Verilator translates and compiles one statement at a time
+    (about a minute of its build) and Icarus interprets at start-up.
+    """
+    out: list[str] = []
+    run: list[tuple] = []      # (indent, name, index, value) of the current run
+    loops = 0
+
+    def flush():
+        nonlocal loops
+        if len(run) >= min_run:
+            indent, name, first, value = run[0]
+            var = f"tessera_init_{loops}"
+            loops += 1
+            # An integer declared in the initial block's module scope, just before it.
+            start = len(out) - 1
+            while not out[start].lstrip().startswith("initial"):
+                start -= 1
+            out.insert(start, f"{indent[:-2]}integer {var};")
+            out.append(f"{indent}for ({var} = {first}; {var} <= {run[-1][2]}; "
+                       f"{var} = {var} + 1)")
+            out.append(f"{indent}  {name}[{var}] = {value};")
+        else:
+            out.extend(f"{i}{n}[{k}] = {v};" for i, n, k, v in run)
+        run.clear()
+
+    for line in text.split("\n"):
+        m = _INIT_LINE.match(line)
+        if m:
+            indent, name, index, value = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+            if run and (name, value, indent) == (run[-1][1], run[-1][3], run[-1][0]) \
+                    and index == run[-1][2] + 1:
+                run.append((indent, name, index, value))
+                continue
+            flush()
+            run.append((indent, name, index, value))
+            continue
+        flush()
+        out.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def generated_verilog(config: TesseraConfig, top: str | Top, quiet: bool = False):
+    """The build folder of ``top`` for ``config`` and its generated Verilog file (memory
+    initialization compacted: :func:`compact_memory_init`), written on first use. Returns
+    ``(folder, verilog file)``."""
+    spec = top_spec(top)
+    module = spec.module
+    base = build_root() / f"{module}-{config.hash}-{_source_digest(spec.component)}"
+    vfile = base / f"{module}.v"
+    with locked(base / ".lock"):
+        if not vfile.exists():
+            (base / "config.json").parent.mkdir(parents=True, exist_ok=True)
+            (base / "config.json").write_text(config.to_json() + "\n")
+            tmp = vfile.with_suffix(".tmp")
+            with BuildProgress(f"the Verilog of {module} ({config.hash})", quiet=quiet,
+                               phase=lambda: "Amaranth and Yosys"):
+                tmp.write_text(compact_memory_init(verilog_text(config, spec)))
+            tmp.replace(vfile)
+    return base, vfile
+
+
+#: Yosys's script for the simulation netlist: processes into multiplexers and flip-flops,
+#: the hierarchy flattened, constants propagated through it, logic shared and narrowed,
+#: dead logic removed; memories stay arrays.
+NETLIST_SCRIPT = ("proc", "flatten", "opt -full", "wreduce", "opt_clean", "memory_collect")
+
+
+def simulation_netlist(config: TesseraConfig, top: str | Top, quiet: bool = False):
+    """The build folder of ``top`` for ``config`` and a flattened, optimised netlist of it
+    for Verilator's native builds (``<module>.netlist.v``), written on first use: Yosys
+    (:data:`NETLIST_SCRIPT`) on Amaranth's RTLIL. The same design as the generated
+    Verilog, which Verilator simulates about 1.6 times as fast (it cannot optimise across
+    Amaranth's module boundaries and process blocks as Yosys does); the tests compare the
+    two (``tests/test_native_sim.py``). Returns ``(folder, netlist file)``."""
+    from amaranth._toolchain.yosys import find_yosys
+    from amaranth.back import rtlil
+
+    spec = top_spec(top)
+    base, _ = generated_verilog(config, spec, quiet=quiet)
+    netlist = base / f"{spec.module}.netlist.v"
+    with locked(base / ".lock"):
+        if not netlist.exists():
+            with BuildProgress(f"the simulation netlist of {spec.module} ({config.hash})",
+                               quiet=quiet, phase=lambda: "Amaranth, then Yosys"):
+                text = rtlil.convert(spec.component(config), name=spec.module,
+                                     emit_src=False)
+                yosys = find_yosys(lambda ver: ver >= (0, 40))
+                script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *NETLIST_SCRIPT,
+                          "write_verilog -norename"]
+                body = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+            tmp = netlist.with_suffix(".tmp")
+            tmp.write_text(f"// Simulation netlist of {spec.module} for configuration "
+                           f"{config.hash} (Yosys: {'; '.join(NETLIST_SCRIPT)}).\n"
+                           + compact_memory_init(body))
+            tmp.replace(netlist)
+    return base, netlist
+
+
 def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Build:
     """Generate the Verilog of ``top`` (a name in ``hw.generate.TOPS``, or a :class:`Top`)
     for ``config`` and build it for ``sim`` (cached)."""
     require(sim)
     spec = top_spec(top)
     module = spec.module
-    base = build_root() / f"{module}-{config.hash}-{_source_digest(spec.component)}"
-    vfile = base / f"{module}.v"
+    base, vfile = generated_verilog(config, spec)
     sim_dir = base / sim
-    with _locked(base / ".lock"):
-        if not vfile.exists():
-            (base / "config.json").parent.mkdir(parents=True, exist_ok=True)
-            (base / "config.json").write_text(config.to_json() + "\n")
-            tmp = vfile.with_suffix(".tmp")
-            tmp.write_text(verilog_text(config, spec))
-            tmp.replace(vfile)
+    with locked(base / ".lock"):
         h = hashlib.sha256(vfile.read_bytes())
         for extra in spec.sources:
             h.update(Path(extra).read_bytes())
@@ -142,8 +305,10 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
             sim_dir.mkdir(parents=True, exist_ok=True)
             log = sim_dir / "build.log"
             try:
-                runner.build(sources=[vfile, *spec.sources], hdl_toplevel=module, build_dir=sim_dir,
-                             build_args=args, timescale=TIMESCALE, always=True, log_file=log)
+                with BuildProgress(f"{module} ({config.hash}) for {sim} under cocotb"):
+                    runner.build(sources=[vfile, *spec.sources], hdl_toplevel=module,
+                                 build_dir=sim_dir, build_args=args, timescale=TIMESCALE,
+                                 always=True, log_file=log)
             except (SystemExit, RuntimeError) as e:
                 raise SimulationFailed(f"building {vfile.name} for {sim} failed ({e}); "
                                        f"log: {log}") from None

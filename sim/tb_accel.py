@@ -104,6 +104,8 @@ async def run_job(dut):
     for name in ("host_req", "host_write", "host_addr", "host_wdata", "dbg_req", "dbg_acc",
                  "dbg_addr", "bd_load", "bd_dump"):
         getattr(dut, name).value = 0
+    dut.mem_latency.value = job.get("mem_latency", 0)
+    dut.mem_gap.value = job.get("mem_gap", 0)
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0

@@ -13,7 +13,7 @@ from ..hw.config import TesseraConfig
 from ..sim import matrix_rtl, runner
 from .golden import matmul as golden
 
-__all__ = ["bench_array", "matmul_on_rtl", "bench_nonlinear"]
+__all__ = ["bench_array", "matmul_on_rtl", "bench_nonlinear", "bench_gemm", "bench_sim"]
 
 
 def _log(progress, msg: str) -> None:
@@ -266,11 +266,13 @@ def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = No
 
 def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
                bias: bool = False, activation: str = "none", seed: int = 1,
-               progress=None) -> dict:
+               progress=None, runtime: dict | None = None) -> dict:
     """``C = act(requantize(A x B + bias))`` through the whole accelerator: lowered to a
     command stream, run on ``backend`` (``verilator``, ``icarus`` or ``golden``), checked
     bit for bit against the golden model. Returns the figures: the hardware counters,
     ``utilization`` (useful multiply-accumulates over cycles x peak), the plan.
+    ``runtime``: options of the RTL backend's :class:`Runtime` (memory timing, harness,
+    waveform trace).
 
     Raises
     ------
@@ -289,7 +291,7 @@ def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
         out = OutputSpec.gelu_of(1 / 4096, 1 / 16)
     else:
         out = OutputSpec.requant(ratio * 64, relu=activation == "relu")
-    rt = Runtime(config, backend)
+    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
 
     def report(p):
         if progress:
@@ -312,7 +314,12 @@ def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
            "macs": M * K * N, "wall_seconds": round(wall, 2)}
     fig.update(summarize(config, result.counters, M * K * N))
     if fig.get("cycles") and result.wall_seconds:
+        fig["sim_seconds"] = round(result.wall_seconds, 3)
         fig["sim_cycles_per_s"] = round(fig["cycles"] / result.wall_seconds)
+        fig["memory"] = result.memory
+        fig["harness"] = rt.harness
+        if rt.traced:
+            fig["traces"] = [str(p) for p in rt.traced]
     return fig
 
 
@@ -343,7 +350,10 @@ def format_counters(config: TesseraConfig, fig: dict) -> str:
     cyc = c.get("cycles")
     if not cyc:
         return "\n".join(f"  {k:18} {v:,}" for k, v in c.items())
-    lines = [f"  cycles             {cyc:,}",
+    mem = fig.get("memory")
+    lines = [f"  cycles             {cyc:,}" + (
+        f"   (main memory: {mem['latency_cycles']}-cycle latency, "
+        f"{mem['bytes_per_cycle']:g} bytes/cycle)" if mem else ""),
              f"  MACs               {fig['macs']:,} useful, {c['macs']:,} issued "
              f"(padding included)",
              f"  utilization        {fig['utilization']:.4f} of {config.rows * config.cols} "
@@ -355,3 +365,77 @@ def format_counters(config: TesseraConfig, fig: dict) -> str:
         lines.append(f"  {q:7} {c[q + '_busy'] / cyc:6.3f} {c[q + '_token_wait'] / cyc:12.3f} "
                      f"{c[q + '_mem_wait'] / cyc:13.3f}")
     return "\n".join(lines)
+
+
+def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512,
+              cocotb: bool = True, fresh: bool = False, seed: int = 1,
+              progress=None) -> dict:
+    """Simulation speed of the whole accelerator: one matrix product (``m x k x n`` with
+    bias and i-GELU, checked against the golden model) on Verilator through the native
+    harness and, with ``cocotb``, through the cocotb testbench, side by side.
+
+    ``sim_cycles_per_s`` counts the simulation alone (from START to the interrupt; builds
+    and Python's lowering excluded). ``build_s`` is the native simulator's first build:
+    measured now when it is not cached (or with ``fresh``, in a new build folder), else
+    the time recorded when it was built.
+    """
+    import os
+    import tempfile
+
+    from ..sim.native import build_native
+
+    old_root = os.environ.get("TESSERA_BUILD_DIR")
+    tmp = tempfile.mkdtemp(prefix="tessera-fresh-build-") if fresh else None
+    if tmp:
+        os.environ["TESSERA_BUILD_DIR"] = tmp
+    try:
+        t = time.perf_counter()
+        nb = build_native(config)
+        took = time.perf_counter() - t
+    finally:
+        if tmp:
+            if old_root is None:
+                os.environ.pop("TESSERA_BUILD_DIR", None)
+            else:
+                os.environ["TESSERA_BUILD_DIR"] = old_root
+    info = nb.info()
+    fig = {"config": config.hash, "workload": f"{m} x {k} x {n} product, bias, i-GELU",
+           "build_s": round(info.get("seconds", took), 1),
+           "build_cached": info.get("seconds") is not None and took < 0.5 * info["seconds"],
+           "build_compile_jobs": info.get("jobs")}
+    harnesses = ["native"] + (["cocotb"] if cocotb else [])
+    for h in harnesses:
+        _log(progress, f"{m} x {k} x {n} on Verilator, {h} harness...")
+        r = _gemm_once(config, h, m, k, n, seed)
+        fig[h] = r
+    fig["sim_cycles_per_s"] = fig["native"]["sim_cycles_per_s"]
+    if cocotb:
+        fig["cocotb_sim_cycles_per_s"] = fig["cocotb"]["sim_cycles_per_s"]
+        fig["speedup"] = round(fig["sim_cycles_per_s"] / fig["cocotb_sim_cycles_per_s"], 1)
+        fig["same_counters"] = fig["native"]["counters"] == fig["cocotb"]["counters"]
+    return fig
+
+
+def _gemm_once(config: TesseraConfig, harness: str, m: int, k: int, n: int,
+               seed: int) -> dict:
+    from .lower.gemm import OutputSpec, reference_gemm, run_gemm
+    from .runtime import Runtime
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, k))
+    b = rng.integers(-128, 128, (k, n))
+    bias = rng.integers(-(1 << 20), 1 << 20, n)
+    out = OutputSpec.gelu_of(1 / 4096, 1 / 16)
+    rt = Runtime(config, "verilator", harness=harness)
+    t = time.perf_counter()
+    got, _, result, _ = run_gemm(rt, a, b, bias, out)
+    wall = time.perf_counter() - t
+    if not result.ok:
+        raise RuntimeError(f"the accelerator stopped: {result.describe()}")
+    if not np.array_equal(got, reference_gemm(config, a, b, bias, out)):
+        raise RuntimeError(f"the {harness} run differs from the golden model")
+    cycles = result.counters["cycles"]
+    return {"cycles": cycles, "sim_seconds": round(result.wall_seconds, 3),
+            "sim_cycles_per_s": round(cycles / result.wall_seconds),
+            "wall_seconds": round(wall, 2), "counters": result.counters,
+            "memory": result.memory}

@@ -104,7 +104,7 @@ def _print_figures(fig: dict, keys) -> None:
 def cmd_bench(args) -> int:
     cfg = _config(args)
     benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear,
-               "gemm": _bench_gemm}
+               "gemm": _bench_gemm, "sim": _bench_sim}
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
@@ -152,6 +152,68 @@ def _bench_nonlinear(cfg, args) -> int:
     return 0
 
 
+def _runtime_options(args, backend: str) -> dict:
+    """The RTL runtime's options from the command line: the memory model's timing, and a
+    waveform window (Verilator only)."""
+    opts = {"mem_latency": args.mem_latency, "mem_gap": args.mem_gap}
+    if args.trace:
+        if backend != "verilator":
+            raise UsageError("--trace needs the verilator backend")
+        if not args.trace.endswith(".fst"):
+            raise UsageError(f"--trace writes FST: name a .fst file, not {args.trace!r}")
+        folder = Path(args.trace).resolve().parent
+        if not folder.is_dir():
+            raise UsageError(f"--trace: the folder {str(folder)!r} does not exist")
+        opts.update(trace=args.trace, trace_from=args.trace_from,
+                    trace_cycles=args.trace_cycles)
+    return opts
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("simulated system (RTL backends)")
+    g.add_argument("--mem-latency", type=int, default=100, metavar="CYCLES",
+                   help="main-memory latency in cycles (default: 100)")
+    g.add_argument("--mem-gap", type=int, default=0, metavar="CYCLES",
+                   help="idle cycles after each memory beat: 0 is the bus's full bandwidth, "
+                        "g is 1/(g+1) of it (default: 0)")
+    g.add_argument("--trace", metavar="FILE.fst",
+                   help="verilator: write an FST waveform of a window of cycles (a "
+                        "separate build with tracing; off by default)")
+    g.add_argument("--trace-from", type=int, default=0, metavar="CYCLE",
+                   help="first traced cycle, counted from the first START (default: 0)")
+    g.add_argument("--trace-cycles", type=int, default=10_000, metavar="N",
+                   help="cycles to trace (default: 10000)")
+
+
+def _bench_sim(cfg, args) -> int:
+    from .bench import bench_sim
+
+    if args.sim != "verilator":
+        raise UsageError("bench sim measures Verilator (native and cocotb harnesses); "
+                         "drop --sim")
+    fig = bench_sim(cfg, m=args.m, k=args.k, n=args.n, cocotb=not args.no_cocotb,
+                    fresh=args.fresh, seed=args.seed, progress=_progress)
+    nat = fig["native"]
+    print(f"simulation speed on Verilator: {cfg.describe()}; {fig['workload']}, "
+          f"{nat['cycles']:,} cycles, checked against the golden model")
+    print(f"  {'harness':10} {'cycles/s':>12} {'simulation s':>13} {'wall s':>8}")
+    for h in ("native", "cocotb"):
+        if h in fig:
+            r = fig[h]
+            print(f"  {h:10} {r['sim_cycles_per_s']:>12,} {r['sim_seconds']:>13.2f} "
+                  f"{r['wall_seconds']:>8.1f}")
+    if "speedup" in fig:
+        print(f"  native / cocotb: {fig['speedup']}x; same counters: "
+              f"{'yes' if fig['same_counters'] else 'NO'}")
+    mem = nat["memory"]
+    print(f"  main memory: {mem['latency_cycles']}-cycle latency, {mem['bytes_per_cycle']:g} "
+          f"bytes/cycle")
+    print(f"  native build: {fig['build_s']} s ({fig['build_compile_jobs']} compile jobs"
+          f"{'; cached, time of its first build' if fig['build_cached'] else ''})")
+    _write_json(args.json, fig)
+    return 0 if fig.get("same_counters", True) else 1
+
+
 def _bench_gemm(cfg, args) -> int:
     from .bench import bench_gemm, format_counters
 
@@ -159,7 +221,8 @@ def _bench_gemm(cfg, args) -> int:
     results = {}
     for sim in sims:
         fig = bench_gemm(cfg, sim, args.m, args.k, args.n, bias=args.bias,
-                         activation=args.act, seed=args.seed, progress=_progress)
+                         activation=args.act, seed=args.seed, progress=_progress,
+                         runtime=_runtime_options(args, sim))
         results[sim] = fig
         print(f"matrix product {args.m} x {args.k} x {args.n} on {sim}: {cfg.describe()}; "
               f"{fig['commands']} commands; result checked against the golden model")
@@ -167,7 +230,10 @@ def _bench_gemm(cfg, args) -> int:
         print(format_counters(cfg, fig))
         if fig.get("sim_cycles_per_s"):
             print(f"  simulated {fig['sim_cycles_per_s']:,} cycles/s "
-                  f"({fig['wall_seconds']} s in all)")
+                  f"({fig['sim_seconds']} s of simulation, {fig['harness']} harness; "
+                  f"{fig['wall_seconds']} s in all)")
+        for path in fig.get("traces", []):
+            print(f"  waveform: {path}")
     _write_json(args.json, results[sims[0]])
     return 0
 
@@ -224,7 +290,8 @@ def cmd_run(args) -> int:
                              "weights of the given shape")
         fig = run_gpt2(cfg, args.backend, decode=args.layer == "gpt2-decode", seq=args.seq,
                        hidden=args.hidden, heads=args.heads, ffn=args.ffn, steps=args.steps,
-                       seed=args.seed, dataflow=args.dataflow or "base", progress=_progress)
+                       seed=args.seed, dataflow=args.dataflow or "base", progress=_progress,
+                       runtime=_runtime_options(args, args.backend))
         return _report_run(fig, args)
     model_layer = model_dir = None
     if args.model:
@@ -254,7 +321,8 @@ def cmd_run(args) -> int:
             raise UsageError(f"{name} has layers 0 to {layers - 1}, not {model_layer}")
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
                    ffn=args.ffn, model_layer=model_layer, model_dir=model_dir,
-                   seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress)
+                   seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress,
+                   runtime=_runtime_options(args, args.backend))
     return _report_run(fig, args)
 
 
@@ -328,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
     p.add_argument("target", metavar="TARGET",
-                   help="what to measure: gemm (the whole accelerator), array, dma, nonlinear")
+                   help="what to measure: gemm (the whole accelerator), sim (simulation "
+                        "speed: native against cocotb), array, dma, nonlinear")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")
@@ -344,8 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias", action="store_true", help="gemm: add an int32 bias per column")
     p.add_argument("--act", default="none", choices=["none", "relu", "gelu"],
                    help="gemm: activation after requantization")
+    p.add_argument("--no-cocotb", action="store_true",
+                   help="sim: measure the native harness only")
+    p.add_argument("--fresh", action="store_true",
+                   help="sim: time a first build in a new build folder (minutes)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run a transformer layer on a backend and report it")
@@ -370,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one per 16 columns, for outliers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="generate the accelerator, run a tiled matrix product "
@@ -391,10 +466,18 @@ def main(argv: list[str] | None = None) -> int:
     from ..sim.runner import SimulationFailed
     from ..sim.toolchain import SimulatorMissing
 
-    for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn"):
+    for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn",
+                 "mem_latency", "trace_cycles"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "tiles" else 1):
-            parser.error(f"--{name} must be a positive integer, not {value}")
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {value}")
+    for name, top in (("mem_latency", 65535), ("mem_gap", 255)):
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= value <= top:
+            parser.error(f"--{name.replace('_', '-')} must be between "
+                         f"{1 if name == 'mem_latency' else 0} and {top}, not {value}")
+    if getattr(args, "trace_from", 0) < 0:
+        parser.error(f"--trace-from must be at least 0, not {args.trace_from}")
     try:
         return args.func(args)
     except (ConfigError, UsageError, ValueError) as e:

@@ -70,11 +70,13 @@ def _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir, seed, progress
 
 def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int = 768,
              heads: int = 12, ffn: int = 3072, model_layer: int | None = None,
-             model_dir=None, seed: int = 1, dataflow: str = "extended", progress=None) -> dict:
+             model_dir=None, seed: int = 1, dataflow: str = "extended", progress=None,
+             runtime: dict | None = None) -> dict:
     """One BERT layer on ``backend``; the figures as a dict (see :func:`format_report`).
 
     ``dataflow``: ``"extended"`` (per-group scales of every matrix, LayerNorm inputs
-    prescaled per column block: the accurate one) or ``"base"``."""
+    prescaled per column block: the accurate one) or ``"base"``. ``runtime``: options of
+    the RTL backend's :class:`Runtime` (memory timing, harness, waveform trace)."""
     w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir,
                                          seed, progress)
     if dataflow not in ("base", "extended"):
@@ -93,8 +95,9 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
 
     t = time.time()
     extra = {"progress": report} if backend != "golden" else {}
-    got, results, phases = run_bert_layer(Runtime(config, backend), ql, xq, keep, check=True,
-                                          per_phase=True, **extra)
+    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
+    got, results, phases = run_bert_layer(rt, ql, xq, keep, check=True, per_phase=True,
+                                          **extra)
     wall = time.time() - t
     want = integer_bert_layer(xq, ql, keep)
     ref = bert_layer(x, w, mask=keep)
@@ -110,8 +113,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         "wall_seconds": round(wall, 1),
     }
     fig.update(layer_figures(config, [results], phases, PHASES, PHASE_TITLES))
-    if fig.get("cycles"):
-        fig["sim_cycles_per_s"] = round(fig["cycles"] / max(wall, 1e-9))
+    _rtl_figures(fig, rt)
     if backend != "golden":
         # The golden executor on the same layer: the RTL must equal it bit for bit.
         gold, _, _ = run_bert_layer(Runtime(config, "golden"), ql, xq, keep, check=True)
@@ -132,14 +134,16 @@ GPT2_TITLES = {
 
 def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: int = 128,
              hidden: int = 768, heads: int = 12, ffn: int = 3072, steps: int = 1,
-             seed: int = 1, dataflow: str = "base", progress=None) -> dict:
+             seed: int = 1, dataflow: str = "base", progress=None,
+             runtime: dict | None = None) -> dict:
     """A GPT-2 block (random weights of the given shape) on ``backend``: a causal prefill of
     ``seq`` tokens, or with ``decode`` ``steps`` decode steps after a KV cache of ``seq``
     tokens (the integer model's, written into main memory). The figures as a dict (see
     :func:`format_report`); the counters of several steps add up.
 
     ``dataflow``: ``"base"`` (one scale for the residual stream) or ``"extended"`` (one per
-    group of 16 columns, for residual outliers; the LayerNorm inputs are prescaled)."""
+    group of 16 columns, for residual outliers; the LayerNorm inputs are prescaled).
+    ``runtime``: options of the RTL backend's :class:`Runtime`."""
     if dataflow not in ("base", "extended"):
         raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
     if decode and steps < 1:
@@ -164,8 +168,11 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
             progress(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
                      f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
 
+    runtimes = []
+
     def on(rt_backend, extra):
-        rt = Runtime(config, rt_backend)
+        rt = Runtime(config, rt_backend, **(runtime or {}) if rt_backend != "golden" else {})
+        runtimes.append(rt)
         p = place_gpt2_layer(rt, ql, total)
         if not decode:
             got, results, phases = run_gpt2_step(rt, ql, p, xq, 0, check=True,
@@ -202,12 +209,25 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
         "wall_seconds": round(wall, 1),
     }
     fig.update(layer_figures(config, runs, phases, GPT2_PHASES, GPT2_TITLES))
-    if fig.get("cycles"):
-        fig["sim_cycles_per_s"] = round(fig["cycles"] / max(wall, 1e-9))
+    _rtl_figures(fig, runtimes[0])
     if backend != "golden":
         gold, _, _ = on("golden", {})
         fig["bit_exact_with_golden"] = bool((got == gold).all())
     return fig
+
+
+def _rtl_figures(fig: dict, rt: Runtime) -> None:
+    """What an RTL run adds to the figures: the memory model's timing, the simulation's
+    own time (START to interrupt, summed over the runs) and its speed, waveform files."""
+    if rt.backend == "golden" or not fig.get("cycles"):
+        return
+    fig["memory"] = rt.memory_timing()
+    fig["harness"] = rt.harness
+    sim = fig.pop("_sim_seconds")
+    fig["sim_seconds"] = round(sim, 2)
+    fig["sim_cycles_per_s"] = round(fig["cycles"] / max(sim, 1e-9))
+    if rt.traced:
+        fig["traces"] = [str(p) for p in rt.traced]
 
 
 def layer_figures(config: TesseraConfig, runs: list[dict], phases: dict, names,
@@ -240,6 +260,7 @@ def layer_figures(config: TesseraConfig, runs: list[dict], phases: dict, names,
         op["share"] = op["cycles"] / total_cycles if total_cycles else None
     fig = {"ops": ops, "macs": total_macs}
     if total_cycles:
+        fig["_sim_seconds"] = sum(run[name].wall_seconds for run in runs for name in names)
         fig.update({"cycles": total_cycles,
                     "utilization": total_macs / (total_cycles * peak),
                     "bus_utilization": bus / (total_cycles * config.bus_bytes),
@@ -270,9 +291,16 @@ def format_report(fig: dict) -> str:
                      f"{fig['nonlinear_exposed_cycles']:,} cycles "
                      f"({fig['nonlinear_exposed_share']:.1%} of the layer)")
         lines.append(f"  bus: {fig['bus_utilization']:.3f} of its peak "
-                     f"({fig['tensor_bus_utilization']:.3f} without command fetch); "
-                     f"simulated {fig['sim_cycles_per_s']:,} cycles/s "
-                     f"({fig['wall_seconds']} s)")
+                     f"({fig['tensor_bus_utilization']:.3f} without command fetch)")
+        if fig.get("memory"):
+            mem = fig["memory"]
+            lines.append(f"  main memory: {mem['latency_cycles']}-cycle latency, "
+                         f"{mem['bytes_per_cycle']:g} bytes/cycle")
+            lines.append(f"  simulated {fig['sim_cycles_per_s']:,} cycles/s "
+                         f"({fig['sim_seconds']} s of simulation, {fig['harness']} harness; "
+                         f"{fig['wall_seconds']} s in all)")
+        for path in fig.get("traces", []):
+            lines.append(f"  waveform: {path}")
     a = fig["accuracy"]
     lines.append(f"  against the float layer: cosine {a['cosine']:.5f}, max abs error "
                  f"{a['max_abs_error']:.3f} (values up to {a['float_range']:.2f})")

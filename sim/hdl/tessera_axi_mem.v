@@ -9,14 +9,18 @@
 //     An unaligned start address is aligned down to the bus word.
 //   * Up to MAX_BURSTS read bursts and MAX_BURSTS write bursts in flight (from the
 //     address handshake to the last R beat / the B handshake); responses in order.
+//   * The latency L is the input cfg_latency, or the parameter LATENCY while that input
+//     is 0; the gap G is the input cfg_gap (0: full bandwidth). Both may change between
+//     runs without a rebuild (they are read when a burst is queued / a beat moves).
 //   * A read burst whose AR handshake is in cycle t has its first beat valid in cycle
-//     t + LATENCY (t + 2 when LATENCY is 1), then one beat per cycle while RREADY is
-//     high. The latency is pipelined: back-to-back bursts stream at one beat a cycle.
-//     The data is read when the beat is produced (LATENCY after the AR handshake).
-//   * W beats are taken one per cycle whenever the address of a burst is known (WREADY
-//     is high while a write burst's AW has been accepted and its data is not complete).
+//     t + L (t + 2 when L is 1), then one beat every G + 1 cycles while RREADY is high.
+//     The latency is pipelined: back-to-back bursts stream at that rate.
+//     The data is read when the beat is produced (L after the AR handshake).
+//   * W beats are taken one every G + 1 cycles whenever the address of a burst is known
+//     (WREADY is high while a write burst's AW has been accepted, its data is not
+//     complete and G cycles have passed since the last beat).
 //     Beats are written with their byte strobes when taken; the burst's B response is
-//     valid LATENCY cycles after its last beat (pipelined too). WLAST is not used to
+//     valid L cycles after its last beat (pipelined too). WLAST is not used to
 //     end a burst (AWLEN is); a WLAST in the wrong place is reported once.
 //   * A beat outside [BASE, BASE + WORDS * DATA_BITS/8) answers DECERR: a read beat
 //     returns zeros with RRESP = DECERR, a write beat is dropped and its burst's BRESP
@@ -32,6 +36,13 @@
 //   * bd_dump rising (sampled at clk):
 //     $writememh("tessera_mem_out.hex", mem, bd_dump_first, bd_dump_last), word indices.
 //   sim/memimage.py writes and reads these files from numpy byte images.
+//
+// Native storage (define TESSERA_NATIVE; Verilator with sim/native/harness.cpp)
+//   * The words live in the harness's memory (a block shared with the Python process),
+//     read and written through the DPI functions below: the back door is that shared
+//     block, so bd_load and bd_dump do nothing and no array is declared here. Reads and
+//     writes keep the same order within a cycle as the array (a beat read in the cycle a
+//     beat is written returns the old word).
 
 `default_nettype none
 // Widths are mixed on purpose (word addresses against 65-bit limits, counts against
@@ -51,6 +62,8 @@ module tessera_axi_mem #(
 ) (
     input  wire                   clk,
     input  wire                   rst,
+    input  wire [15:0]            cfg_latency,   // cycles; 0: the LATENCY parameter
+    input  wire [7:0]             cfg_gap,       // idle cycles after each R or W beat
 
     input  wire [ID_BITS-1:0]     s_axi__awid,
     input  wire [ADDR_BITS-1:0]   s_axi__awaddr,
@@ -124,6 +137,16 @@ module tessera_axi_mem #(
         end
     end
 
+`ifdef TESSERA_NATIVE
+    import "DPI-C" function void tessera_mem_attach(input longint words, input int bytes);
+    import "DPI-C" function void tessera_mem_read(input longint idx,
+                                                  output bit [DATA_BITS-1:0] data);
+    import "DPI-C" function void tessera_mem_write(input longint idx,
+                                                   input bit [DATA_BITS-1:0] data,
+                                                   input bit [DATA_BITS/8-1:0] strb);
+    reg [DATA_BITS-1:0] r_word;
+    initial tessera_mem_attach(WORDS, BYTES);
+`else
     reg [DATA_BITS-1:0] mem [0:WORDS-1];
 
     integer init_i;
@@ -131,10 +154,13 @@ module tessera_axi_mem #(
         for (init_i = 0; init_i < WORDS; init_i = init_i + 1)
             mem[init_i] = {DATA_BITS{1'b0}};
     end
+`endif
 
     // A free-running cycle count; a queued response is due once (cycle - due) >= 0,
     // compared as a wrapping difference.
     reg [31:0] cycle;
+    wire [31:0] latency = (cfg_latency != 16'd0) ? {16'd0, cfg_latency} : LATENCY;
+    reg [7:0] r_hold, w_hold;       // cycles left of the gap after an R / W beat
 
     // ---- read side --------------------------------------------------------------------
     reg [ID_BITS-1:0] arq_id  [0:MAX_BURSTS-1];
@@ -152,7 +178,7 @@ module tessera_axi_mem #(
 
     wire [31:0]        r_wait = cycle - arq_due[arq_rd];
     wire               r_due  = arq_count != 0 && !r_wait[31];
-    wire               r_load = r_due && (!s_axi__rvalid || s_axi__rready);
+    wire               r_load = r_due && r_hold == 8'd0 && (!s_axi__rvalid || s_axi__rready);
     wire [WA_BITS-1:0] r_wa   = arq_wa[arq_rd] + r_beat;
     wire               r_ok   = r_wa >= BASE_W && r_wa < LIMIT_W;
     wire [WA_BITS-1:0] r_off  = r_wa - BASE_W[WA_BITS-1:0];
@@ -176,7 +202,7 @@ module tessera_axi_mem #(
     reg [N_BITS-1:0]  bq_count;
 
     assign s_axi__awready = wr_inflight < MAX_BURSTS;
-    assign s_axi__wready  = awq_count != 0;
+    assign s_axi__wready  = awq_count != 0 && w_hold == 8'd0;
     wire aw_fire = s_axi__awvalid && s_axi__awready;
     wire w_fire  = s_axi__wvalid && s_axi__wready;
     wire b_fire  = s_axi__bvalid && s_axi__bready;
@@ -210,6 +236,7 @@ module tessera_axi_mem #(
     // Idle without a reset too (the queues' contents need none).
     initial begin
         cycle = 32'd0;
+        r_hold = 8'd0; w_hold = 8'd0;
         arq_wr = 0; arq_rd = 0; arq_count = 0; rd_inflight = 0; r_beat = 8'd0;
         awq_wr = 0; awq_rd = 0; awq_count = 0; wr_inflight = 0; w_beat = 8'd0; w_err = 1'b0;
         bq_wr = 0; bq_rd = 0; bq_count = 0;
@@ -230,12 +257,16 @@ module tessera_axi_mem #(
 
         bd_load_q <= bd_load;
         bd_dump_q <= bd_dump;
+`ifndef TESSERA_NATIVE
         if (bd_load && !bd_load_q)
             $readmemh("tessera_mem_in.hex", mem);
         if (bd_dump && !bd_dump_q)
             $writememh("tessera_mem_out.hex", mem, bd_dump_first, bd_dump_last);
+`endif
 
         if (rst) begin
+            r_hold <= 8'd0;
+            w_hold <= 8'd0;
             arq_wr <= 0;
             arq_rd <= 0;
             arq_count <= 0;
@@ -264,7 +295,7 @@ module tessera_axi_mem #(
                 arq_id[arq_wr]  <= s_axi__arid;
                 arq_wa[arq_wr]  <= {1'b0, s_axi__araddr[ADDR_BITS-1:SHIFT]};
                 arq_len[arq_wr] <= s_axi__arlen;
-                arq_due[arq_wr] <= cycle + (LATENCY - 1);
+                arq_due[arq_wr] <= cycle + (latency - 1);
                 arq_wr <= q_next(arq_wr);
                 if (!warned_ar && (s_axi__arburst != INCR || s_axi__arsize != SHIFT)) begin
                     $display("tessera_axi_mem: warning: AR with ARBURST=%0d ARSIZE=%0d served as INCR of full-width beats (reported once)",
@@ -276,10 +307,20 @@ module tessera_axi_mem #(
             rd_inflight <= rd_inflight + ar_fire - (r_fire && s_axi__rlast);
 
             // -- R --
+            if (r_load)
+                r_hold <= cfg_gap;
+            else if (r_hold != 8'd0)
+                r_hold <= r_hold - 8'd1;
             if (r_load) begin
                 s_axi__rvalid <= 1'b1;
                 s_axi__rid    <= arq_id[arq_rd];
+`ifdef TESSERA_NATIVE
+                if (r_ok)
+                    tessera_mem_read(r_off, r_word);
+                s_axi__rdata  <= r_ok ? r_word : {DATA_BITS{1'b0}};
+`else
                 s_axi__rdata  <= r_ok ? mem[r_idx] : {DATA_BITS{1'b0}};
+`endif
                 s_axi__rresp  <= r_ok ? OKAY : DECERR;
                 s_axi__rlast  <= r_end;
                 if (r_end) begin
@@ -308,9 +349,18 @@ module tessera_axi_mem #(
             wr_inflight <= wr_inflight + aw_fire - b_fire;
 
             // -- W --
+            if (w_fire)
+                w_hold <= cfg_gap;
+            else if (w_hold != 8'd0)
+                w_hold <= w_hold - 8'd1;
             if (w_fire) begin
+`ifdef TESSERA_NATIVE
+                if (w_ok)
+                    tessera_mem_write(w_off, s_axi__wdata, s_axi__wstrb);
+`else
                 if (w_ok)
                     mem[w_idx] <= (mem[w_idx] & ~w_mask) | (s_axi__wdata & w_mask);
+`endif
                 if (!warned_wlast && s_axi__wlast != w_end) begin
                     $display("tessera_axi_mem: warning: WLAST=%0d on beat %0d of a %0d-beat burst (AWLEN ends bursts; reported once)",
                              s_axi__wlast, w_beat, awq_len[awq_rd] + 1);
@@ -319,7 +369,7 @@ module tessera_axi_mem #(
                 if (w_end) begin
                     bq_id[bq_wr]   <= awq_id[awq_rd];
                     bq_resp[bq_wr] <= (w_err || !w_ok) ? DECERR : OKAY;
-                    bq_due[bq_wr]  <= cycle + (LATENCY - 1);
+                    bq_due[bq_wr]  <= cycle + (latency - 1);
                     bq_wr <= q_next(bq_wr);
                     awq_rd <= q_next(awq_rd);
                     w_beat <= 8'd0;

@@ -13,10 +13,13 @@ scratchpad and accumulator are zero and nothing carries over but main memory.
 
 * ``golden``: the golden executor (:class:`~tessera.sw.golden.executor.Machine`) runs the
   buffer's words; its counters are the ones it can know (commands, MACs, bytes moved).
-* ``icarus`` / ``verilator``: the generated Verilog of the accelerator on the Verilog
-  memory model (``sim/accel_system.py``), driven by ``sim/tb_accel.py``: the image and the
-  results cross through files, the testbench only programs the registers and waits for the
-  interrupt, so long runs cost no Python per cycle. The counters are the hardware's.
+* ``verilator``: the generated Verilog of the accelerator on the Verilog memory model
+  (``sim/accel_system.py``), compiled with a C++ harness (``sim/native.py``): main memory
+  is shared with the simulator process, Python programs the registers and waits; no
+  Python runs per cycle. The counters are the hardware's.
+* ``icarus`` (and ``verilator`` with ``harness="cocotb"``): the same system under cocotb,
+  driven by ``sim/tb_accel.py``: the image and the results cross through files, the
+  testbench only programs the registers and waits for the interrupt.
 """
 
 from __future__ import annotations
@@ -33,11 +36,23 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, ErrorCode, command_bits, encode
+from ...hw.memory import acc_port_signature, spad_port_signature
+from ...hw.registers import (
+    CONTROL_IRQ_ENABLE,
+    CONTROL_START,
+    COUNTER_BASE,
+    COUNTERS,
+    REG,
+    STATUS_CODE_SHIFT,
+    STATUS_DONE,
+)
+from ...sim.accel_system import MEM_BASE, MEM_LATENCY, mem_bytes
 from ..golden.executor import ExecutionError, Machine
 
-__all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS"]
+__all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES"]
 
 BACKENDS = ("golden", "icarus", "verilator")
+HARNESSES = ("native", "cocotb")
 
 
 class MainMemoryFull(MemoryError, ValueError):
@@ -66,6 +81,8 @@ class RunResult:
     wall_seconds: float = 0.0
     spad: np.ndarray | None = None   # on-chip memories after the run (when asked for)
     acc: np.ndarray | None = None
+
+    memory: dict = field(default_factory=dict)   # RTL: the memory model's timing
 
     @property
     def ok(self) -> bool:
@@ -99,14 +116,51 @@ class Runtime:
     machine : type
         The golden backend's executor (a :class:`Machine` subclass, e.g. a model with a
         deliberate fault to test the differential check).
+    harness : str
+        How the ``verilator`` backend runs: ``native`` (the default: a compiled harness,
+        no Python per cycle, main memory shared) or ``cocotb`` (the cocotb testbench,
+        as ``icarus`` always runs; kept to compare the two).
+    mem_latency, mem_gap : int
+        RTL backends: the main-memory model's latency in cycles (from an address to its
+        first data beat, and from a write's last beat to its response; default 100) and
+        its idle cycles after each beat (0: one beat per cycle, the bus's full bandwidth;
+        ``g``: ``1 / (g + 1)`` of it). Set per runtime, without a rebuild.
+    trace, trace_from, trace_cycles
+        ``verilator`` with the native harness: write an FST waveform of the cycles
+        ``trace_from`` .. ``trace_from + trace_cycles``, counted over all runs of this
+        runtime from the first START, to the file ``trace`` (a window that spans several
+        runs writes one file per run: ``name-1.fst``, ...; :attr:`traced` lists them).
+        Off by default, and then free: tracing is a separate build.
     """
 
     def __init__(self, config: TesseraConfig, backend: str = "golden",
                  mem_size: int | None = None, mem_base: int | None = None,
-                 machine: type = Machine):
+                 machine: type = Machine, *, harness: str = "native",
+                 mem_latency: int = MEM_LATENCY, mem_gap: int = 0,
+                 trace: str | Path | None = None, trace_from: int = 0,
+                 trace_cycles: int = 10_000):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        from ...sim.accel_system import MEM_BASE, mem_bytes
+        if not (isinstance(mem_latency, int) and 1 <= mem_latency < 1 << 16):
+            raise ValueError(f"mem_latency must be a whole number of cycles from 1 to 65535, "
+                             f"not {mem_latency!r}")
+        if not (isinstance(mem_gap, int) and 0 <= mem_gap < 256):
+            raise ValueError(f"mem_gap must be a whole number of cycles from 0 to 255, "
+                             f"not {mem_gap!r}")
+        if harness not in HARNESSES:
+            raise ValueError(f"unknown harness {harness!r}; choose one of "
+                             f"{', '.join(HARNESSES)}")
+        if backend == "icarus":
+            harness = "cocotb"
+        if trace is not None:
+            if backend != "verilator" or harness != "native":
+                raise ValueError("waveforms (trace) need the verilator backend with the native "
+                                 "harness")
+            if not str(trace).endswith(".fst"):
+                raise ValueError(f"the trace is written as FST: name a .fst file, not {trace}")
+            if trace_from < 0 or trace_cycles <= 0:
+                raise ValueError("the trace window needs trace_from >= 0 and trace_cycles > 0, "
+                                 f"not {trace_from} and {trace_cycles}")
 
         self.config = config
         self.backend = backend
@@ -118,7 +172,18 @@ class Runtime:
                              f"{sys_base:#x}; the {backend} backend cannot use others")
         self.mem_size = mem_size or sys_size
         self.mem_base = sys_base if mem_base is None else mem_base
-        self.image = np.zeros(self.mem_size, dtype=np.uint8)
+        self.harness = harness if backend != "golden" else None
+        self.mem_latency, self.mem_gap = mem_latency, mem_gap
+        self.trace, self.trace_from, self.trace_cycles = trace, trace_from, trace_cycles
+        self.traced: list[Path] = []
+        self._cycles_run = 0
+        if self.harness == "native":
+            from ...sim.native import SharedMemory
+
+            self._shared = SharedMemory(self.mem_size)
+            self.image = self._shared.array
+        else:
+            self.image = np.zeros(self.mem_size, dtype=np.uint8)
         self._top = 0            # allocation pointer (offset)
         self._used = 0           # highest byte offset written or allocated
 
@@ -219,21 +284,112 @@ class Runtime:
         return result
 
     def _run_rtl(self, cmd_addr, count, timeout, onchip, progress) -> RunResult:
+        job = {"cmd_addr": cmd_addr, "cmd_count": count, "window_base": self.mem_base,
+               "window_size": self.mem_size, "timeout_cycles": timeout, "onchip": onchip,
+               "mem_latency": self.mem_latency, "mem_gap": self.mem_gap}
+        out = (self._run_native(job, progress) if self.harness == "native"
+               else self._run_cocotb(job, progress))
+        result = RunResult(self.backend, counters=out["counters"],
+                           wall_seconds=out["wall_seconds"], memory=self.memory_timing())
+        if not out["finished"]:
+            result.error = ErrorCode.DEADLOCK
+            result.message = (f"no completion within {timeout} cycles (the hardware "
+                              f"hangs; status {out['status']:#x})")
+        elif out["error_code"]:
+            result.error = ErrorCode(out["error_code"])
+            result.error_index = out["error_index"]
+            result.error_addr = out["error_addr"]
+        if onchip:
+            result.spad, result.acc = out["spad"], out["acc"]
+        return result
+
+    def memory_timing(self) -> dict:
+        """The simulated main memory's timing, as every RTL figure reports it."""
+        if self.backend == "golden":
+            return {}
+        return {"latency_cycles": self.mem_latency,
+                "bytes_per_cycle": self.config.bus_bytes / (self.mem_gap + 1)}
+
+    def _run_native(self, job: dict, progress) -> dict:
+        """The run on the native harness (``sim/native.py``): the memory is shared, so
+        nothing is copied in or out."""
+        from ...sim.native import NativeSim
+        from ...sim.packing import unpack_lanes
+
+        c = self.config
+        trace = self._trace_window()
+        with NativeSim(c, self._shared, **trace) as sim:
+            sim.reset(4)
+            sim.memory_timing(job["mem_latency"], job["mem_gap"])
+            chash = sim.read(REG["CONFIG_HASH"])
+            if chash != c.hash32:
+                raise RuntimeError(f"the simulated hardware has configuration hash "
+                                   f"{chash:#x}, the runtime expects {c.hash32:#x}")
+            for name, value in (("CMD_ADDR_LO", job["cmd_addr"]),
+                                ("WINDOW_BASE_LO", job["window_base"]),
+                                ("WINDOW_SIZE_LO", job["window_size"])):
+                sim.write(REG[name], value & 0xFFFFFFFF)
+                sim.write(REG[name] + 4, value >> 32)
+            sim.write(REG["CMD_COUNT"], job["cmd_count"])
+            sim.write(REG["CONTROL"], CONTROL_IRQ_ENABLE | CONTROL_START)
+
+            def report(cycles, seconds, values):
+                progress({"cycles": values[0] | values[1] << 32, "commands": values[2],
+                          "wall_seconds": seconds})
+
+            watch = (REG["CYCLES_LO"], REG["CYCLES_HI"], REG["COMMANDS_LO"])
+            outcome = sim.run(job["timeout_cycles"], report if progress else None,
+                              every=1 << 20, watch=watch)
+            self._cycles_run += outcome.cycles
+            status = sim.read(REG["STATUS"])
+            out = {"finished": outcome.finished, "status": status,
+                   "error_code": (status >> STATUS_CODE_SHIFT) & 0xF,
+                   "error_index": sim.read(REG["ERROR_INDEX"]),
+                   "error_addr": sim.read64(REG["ERROR_ADDR_LO"]),
+                   "counters": {name: sim.read64(COUNTER_BASE + 8 * i)
+                                for i, (name, _) in enumerate(COUNTERS)},
+                   "wall_seconds": outcome.seconds}
+            if outcome.finished:
+                sim.write(REG["STATUS"], STATUS_DONE)      # clear DONE and the interrupt
+            if job["onchip"]:
+                for which, rows, sig in (("spad", c.spad_rows, spad_port_signature(c)),
+                                         ("acc", c.acc_rows, acc_port_signature(c))):
+                    words = sim.rows(which == "acc", 0, rows)
+                    mask = (1 << sig.row_shape.size) - 1
+                    out[which] = np.array(unpack_lanes([w & mask for w in words],
+                                                       sig.row_shape), dtype=np.int64)
+        return out
+
+    def _trace_window(self) -> dict:
+        """This run's part of the waveform window (counted over all runs of this
+        runtime): the file, and where in the run the window starts and how long it is."""
+        if self.trace is None:
+            return {}
+        start = self.trace_from - self._cycles_run
+        end = self.trace_from + self.trace_cycles - self._cycles_run
+        if end <= 0:
+            return {}
+        path = Path(self.trace)
+        if self.traced:
+            path = path.with_name(f"{path.stem}-{len(self.traced)}{path.suffix}")
+        self.traced.append(path)
+        return {"trace": path, "trace_from": max(start, 0),
+                "trace_cycles": end - max(start, 0)}
+
+    def _run_cocotb(self, job: dict, progress) -> dict:
+        """The run under cocotb (``sim/tb_accel.py``): the image and the results cross
+        through files."""
         from ...sim import runner
         from ...sim.accel_system import ACCEL_SYSTEM
 
-        c = self.config
-        bb = c.bus_bytes
+        bb = self.config.bus_bytes
         used_words = -(-self._used // bb)
-        b = runner.build(c, self.backend, ACCEL_SYSTEM)
+        b = runner.build(self.config, self.backend, ACCEL_SYSTEM)
         tmp = Path(tempfile.mkdtemp(prefix="tessera-run-"))
         try:
             np.save(tmp / "image.npy", self.image[:used_words * bb])
-            job = {"image": str(tmp / "image.npy"), "image_word": 0,
-                   "cmd_addr": cmd_addr, "cmd_count": count,
-                   "window_base": self.mem_base, "window_size": self.mem_size,
-                   "timeout_cycles": timeout, "progress_cycles": 1 << 19,
-                   "dump_word": 0, "dump_words": used_words, "onchip": onchip}
+            job = dict(job, image=str(tmp / "image.npy"), image_word=0,
+                       progress_cycles=1 << 19, dump_word=0, dump_words=used_words)
             (tmp / "job.json").write_text(json.dumps(job))
             stop = threading.Event()
             watcher = None
@@ -254,19 +410,9 @@ class Runtime:
             if dump.exists():
                 data = np.load(dump)
                 self.image[:data.size] = data
-            result = RunResult(self.backend, counters=out["counters"],
-                               wall_seconds=out["wall_seconds"])
-            if not out["finished"]:
-                result.error = ErrorCode.DEADLOCK
-                result.message = (f"no completion within {timeout} cycles (the hardware "
-                                  f"hangs; status {out['status']:#x})")
-            elif out["error_code"]:
-                result.error = ErrorCode(out["error_code"])
-                result.error_index = out["error_index"]
-                result.error_addr = out["error_addr"]
-            if onchip:
-                result.spad, result.acc = np.load(tmp / "spad.npy"), np.load(tmp / "acc.npy")
-            return result
+            if job["onchip"]:
+                out["spad"], out["acc"] = np.load(tmp / "spad.npy"), np.load(tmp / "acc.npy")
+            return out
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,0 +1,329 @@
+"""The native simulation path: the accelerator system compiled by Verilator with a C++
+harness (``sim/native/harness.cpp``), run as a child process that Python only talks to
+before and after a run.
+
+Main memory is an anonymous shared block (``memfd``) mapped both here, as a numpy array,
+and in the harness, where the Verilog memory model (``sim/hdl/tessera_axi_mem.v`` built
+with ``TESSERA_NATIVE``) reads and writes it through DPI. Inputs are placed and results
+read with plain numpy accesses: there is no image file and no copy.
+
+A build is cached per configuration, gateware source and harness source (see
+:func:`build_native`); a variant with FST tracing compiled in is built only when a trace
+is asked for, so the ordinary build pays nothing for it.
+
+>>> mem = SharedMemory(64 << 20)
+>>> with NativeSim(config, mem) as sim:
+...     sim.reset()
+...     sim.write(REG["CMD_COUNT"], 3)
+...     outcome = sim.run(max_cycles=10_000_000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import platform
+import subprocess
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import TesseraConfig
+from ..hw.generate import LINT_WAIVERS
+from .accel_system import ACCEL_SYSTEM, MEM_MODEL
+from .runner import (
+    BuildProgress,
+    SimulationFailed,
+    generated_verilog,
+    locked,
+    simulation_netlist,
+)
+from .toolchain import setup_verilator
+
+__all__ = ["SharedMemory", "NativeSim", "NativeBuild", "RunOutcome", "build_native",
+           "HARNESS", "VERILATOR_ARGS"]
+
+HARNESS = Path(__file__).with_name("native") / "harness.cpp"
+
+#: Verilator's options for the native build: ``-O3`` and fast X handling as for cocotb;
+#: no VPI, no public signals; functions and files of bounded size (the compiler's time
+#: grows faster than a function's size). Measured choices: docs/simulation.md.
+VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
+                  "--no-timing", "--output-split", "20000",
+                  "--output-split-cfuncs", "5000"]
+#: The C++ compiler's optimisation for the model's per-cycle code (``OPT_FAST``); its
+#: construction and initial blocks run once and are compiled without optimisation
+#: (``OPT_SLOW``), which halves the compile time. ``-march=native``: the build is cached
+#: per processor model (see :func:`_digest`).
+CXX_OPT = "-O3 -march=native"
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    config: TesseraConfig
+    directory: Path
+    executable: Path
+    trace: bool
+
+    def info(self) -> dict:
+        """What was recorded when it was built: ``seconds`` (wall time of the Verilator
+        build, Verilog generation excluded) and ``jobs``."""
+        try:
+            return json.loads((self.directory / "build-info.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def _cpu() -> str:
+    """The processor model (``-march=native`` code runs only on its kind)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _digest(vfile: Path, trace: bool) -> str:
+    h = hashlib.sha256(vfile.read_bytes())
+    for extra in (MEM_MODEL, HARNESS, LINT_WAIVERS):
+        h.update(Path(extra).read_bytes())
+    h.update(repr((VERILATOR_ARGS, CXX_OPT, trace, _cpu())).encode())
+    return h.hexdigest()
+
+
+def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = None,
+                 quiet: bool = False) -> NativeBuild:
+    """Build (or find cached) the native simulator of the accelerator system.
+
+    Parameters
+    ----------
+    trace : bool
+        Compile FST tracing in (a separate build: the ordinary one has none).
+    jobs : int, optional
+        Parallel compile jobs (default: the machine's cores).
+    quiet : bool
+        No progress line on standard error while building.
+
+    Raises
+    ------
+    SimulationFailed
+        If Verilator or the C++ compiler fails; the message names the log.
+    """
+    root = setup_verilator()
+    # The flattened netlist runs fastest; a traced build keeps Amaranth's hierarchy and
+    # names, so that the waveform reads like the design.
+    base, vfile = (generated_verilog if trace else simulation_netlist)(config, ACCEL_SYSTEM,
+                                                                      quiet=quiet)
+    out = base / ("native-trace" if trace else "native")
+    exe = out / "tessera_sim"
+    digest = _digest(vfile, trace)
+    stamp = out / "built.sha256"
+    with locked(base / ".native.lock"):
+        if stamp.exists() and stamp.read_text() == digest and exe.exists():
+            return NativeBuild(config, out, exe, trace)
+        out.mkdir(parents=True, exist_ok=True)
+        obj = out / "obj"
+        jobs = jobs or os.cpu_count() or 1
+        cflags = "-std=c++17" + (" -DTESSERA_TRACE" if trace else "")
+        cmd = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),
+               "--top-module", ACCEL_SYSTEM.module, "--prefix", "Vsystem",
+               "-DTESSERA_NATIVE", *VERILATOR_ARGS, *(["--trace-fst"] if trace else []),
+               "-CFLAGS", cflags, "-MAKEFLAGS",
+               f"OPT_FAST='{CXX_OPT}' OPT_SLOW=-O0 OPT_GLOBAL=-O2",
+               str(LINT_WAIVERS), str(vfile), str(MEM_MODEL), str(HARNESS),
+               "-o", str(exe), "--Mdir", str(obj)]
+        log = out / "build.log"
+        what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
+                + (" with tracing" if trace else ""))
+        started = time.monotonic()
+        with open(log, "w") as f, BuildProgress(what, quiet=quiet,
+                                                 phase=lambda: _phase(obj)):
+            f.write(" ".join(cmd) + "\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL).returncode
+        if rc != 0 or not exe.exists():
+            raise SimulationFailed(f"building the native simulator failed (exit {rc}); "
+                                   f"log: {log}")
+        (out / "build-info.json").write_text(json.dumps(
+            {"seconds": round(time.monotonic() - started, 1), "jobs": jobs}))
+        stamp.write_text(digest)
+    return NativeBuild(config, out, exe, trace)
+
+
+def _phase(obj: Path) -> str:
+    """What a native build is doing, from the files it has written so far: Verilator's
+    list of the objects to compile (its classes makefile) against the objects done."""
+    mk = obj / "Vsystem_classes.mk"
+    if not mk.exists():
+        return "Verilator is translating the Verilog"
+    units = [w for line in mk.read_text().splitlines()
+             if line.startswith("  ") for w in line.split() if w != "\\"]
+    total = len(units) + 1     # and the harness
+    done = len(list(obj.glob("*.o")))
+    if done >= total:
+        return "linking"
+    return f"compiling C++: {done} of {total} objects"
+
+
+class SharedMemory:
+    """Main memory shared with the native harness: an anonymous file (``memfd``) mapped
+    here as :attr:`array` (uint8) and passed to the harness by descriptor."""
+
+    def __init__(self, nbytes: int):
+        if nbytes <= 0:
+            raise ValueError(f"main memory must have a positive size, not {nbytes}")
+        self.nbytes = nbytes
+        self.fd = os.memfd_create("tessera-main-memory")
+        self._closed = weakref.finalize(self, os.close, self.fd)
+        os.ftruncate(self.fd, nbytes)
+        self.array = np.frombuffer(mmap.mmap(self.fd, nbytes), dtype=np.uint8)
+
+
+@dataclass
+class RunOutcome:
+    """How :meth:`NativeSim.run` ended: ``finished`` (the interrupt rose) or not, the
+    cycles simulated from START, and the wall time of the run alone."""
+
+    finished: bool
+    cycles: int
+    seconds: float
+
+
+class NativeSim:
+    """One native simulation process: a fresh accelerator (memories zero) on ``memory``.
+
+    Parameters
+    ----------
+    config : TesseraConfig
+    memory : SharedMemory
+        The system's main memory (its size must be the simulated system's).
+    trace : str or Path, optional
+        Write an FST waveform of the cycles ``trace_from`` .. ``trace_from +
+        trace_cycles`` (counted from the first :meth:`run`) to this file.
+    """
+
+    def __init__(self, config: TesseraConfig, memory: SharedMemory, *,
+                 trace: str | os.PathLike | None = None, trace_from: int = 0,
+                 trace_cycles: int = 10_000, quiet_build: bool = False):
+        self.config = config
+        self.build = build_native(config, trace=trace is not None, quiet=quiet_build)
+        cmd = [str(self.build.executable), "--mem-fd", str(memory.fd),
+               "--mem-bytes", str(memory.nbytes), "--bus-bytes", str(config.bus_bytes)]
+        if trace is not None:
+            if trace_from < 0 or trace_cycles <= 0:
+                raise ValueError("the trace window needs trace_from >= 0 and trace_cycles > 0, "
+                                 f"not {trace_from} and {trace_cycles}")
+            cmd += ["--trace", str(Path(trace).resolve()), "--trace-from", str(trace_from),
+                    "--trace-cycles", str(trace_cycles)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, pass_fds=(memory.fd,),
+                                      text=True, bufsize=1)
+        ready = self._line()
+        if not ready.startswith("ready "):
+            raise SimulationFailed(f"the native simulator did not start: {ready}")
+        self.row_bits = int(ready.split()[1])
+
+    # --- protocol ----------------------------------------------------------------------
+
+    def _line(self) -> str:
+        line = self._proc.stdout.readline()
+        if not line:
+            err = self._proc.stderr.read() if self._proc.poll() is not None else ""
+            raise SimulationFailed(f"the native simulator ended unexpectedly (exit "
+                                   f"{self._proc.poll()}): {err.strip() or 'no message'}")
+        line = line.strip()
+        if line.startswith("fatal "):
+            raise SimulationFailed(f"the native simulator stopped: {line[6:]}")
+        return line
+
+    def _ask(self, request: str) -> list[str]:
+        self._proc.stdin.write(request + "\n")
+        self._proc.stdin.flush()
+        answer = self._line()
+        if answer.startswith("error"):
+            raise SimulationFailed(f"native simulator: {answer[6:]} (request: {request})")
+        return answer.split()
+
+    # --- requests ----------------------------------------------------------------------
+
+    def reset(self, cycles: int = 4) -> None:
+        self._ask(f"reset {cycles}")
+
+    def memory_timing(self, latency: int, gap: int) -> None:
+        """The memory model's latency in cycles and idle cycles after each beat."""
+        self._ask(f"mem {latency} {gap}")
+
+    def write(self, addr: int, value: int) -> None:
+        _, resp = self._ask(f"w {addr:#x} {value & 0xFFFFFFFF}")
+        if int(resp):
+            raise SimulationFailed(f"register write at {addr:#x} answered {resp}")
+
+    def read(self, addr: int) -> int:
+        _, value, resp = self._ask(f"r {addr:#x}")
+        if int(resp):
+            raise SimulationFailed(f"register read at {addr:#x} answered {resp}")
+        return int(value)
+
+    def read64(self, addr: int) -> int:
+        return self.read(addr) | self.read(addr + 4) << 32
+
+    def run(self, max_cycles: int, progress=None, every: int = 1 << 20,
+            watch: tuple[int, ...] = ()) -> RunOutcome:
+        """Clock until the interrupt rises or ``max_cycles`` have passed. Every ``every``
+        cycles, ``progress(cycles, seconds, values)`` is called with the registers at
+        ``watch`` read (by the harness, through the host port)."""
+        every = every if progress is not None else 0
+        self._proc.stdin.write(f"run {max_cycles} {every} "
+                               + " ".join(f"{a:#x}" for a in watch) + "\n")
+        self._proc.stdin.flush()
+        while True:
+            answer = self._line()
+            word, *rest = answer.split()
+            if word == "progress":
+                progress(int(rest[0]), float(rest[1]), [int(v) for v in rest[2:]])
+            elif word in ("done", "timeout"):
+                return RunOutcome(word == "done", int(rest[0]), float(rest[1]))
+            else:
+                raise SimulationFailed(f"native simulator: {answer}")
+
+    def rows(self, acc: bool, first: int, count: int) -> list[int]:
+        """``count`` rows of the scratchpad or accumulator, as integers (the debug port's
+        width, lanes packed from bit 0)."""
+        self._proc.stdin.write(f"rows {int(acc)} {first} {count}\n")
+        self._proc.stdin.flush()
+        out = []
+        for _ in range(count):
+            line = self._line()
+            if line.startswith("error"):
+                raise SimulationFailed(f"native simulator: {line[6:]}")
+            out.append(int(line, 16))
+        tail = self._line()
+        if tail != "ok":
+            raise SimulationFailed(f"native simulator: {tail}")
+        return out
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write("quit\n")
+                self._proc.stdin.flush()
+                self._proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            stream.close()
+
+    def __enter__(self) -> NativeSim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
