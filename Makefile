@@ -29,13 +29,17 @@ help:
 
 install: $(STAMP)
 
+# System packages: Icarus Verilog, and the compression libraries Verilator's FST waveform
+# writer is built with (lz4, zlib headers).
+SYSTEM_PACKAGES := iverilog liblz4-dev zlib1g-dev
+
 $(STAMP): pyproject.toml
-	@command -v iverilog >/dev/null 2>&1 || { \
+	@{ command -v iverilog >/dev/null 2>&1 && [ -f /usr/include/lz4.h ] && [ -f /usr/include/zlib.h ]; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Icarus Verilog with apt-get..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	    echo "installing $(SYSTEM_PACKAGES) with apt-get..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	  else \
-	    echo "Icarus Verilog (iverilog, vvp) is missing: install it, e.g. 'sudo apt-get install iverilog', then run make again" >&2; \
+	    echo "missing system packages: install them, e.g. 'sudo apt-get install $(SYSTEM_PACKAGES)', then run make again" >&2; \
 	    exit 1; \
 	  fi; }
 	$(PYTHON) -m venv $(VENV)

@@ -43,7 +43,7 @@ from .runner import (
     locked,
     simulation_netlist,
 )
-from .toolchain import setup_verilator
+from .toolchain import SimulatorMissing, setup_verilator
 
 __all__ = ["SharedMemory", "NativeSim", "NativeBuild", "RunOutcome", "build_native",
            "HARNESS", "VERILATOR_ARGS"]
@@ -117,6 +117,10 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
         If Verilator or the C++ compiler fails; the message names the log.
     """
     root = setup_verilator()
+    if trace and not Path("/usr/include/lz4.h").exists():
+        raise SimulatorMissing("waveforms need the lz4 and zlib headers Verilator's FST "
+                               "writer is built with: run `make install` as root, or "
+                               "`apt-get install liblz4-dev zlib1g-dev`")
     # The flattened netlist runs fastest; a traced build keeps Amaranth's hierarchy and
     # names, so that the waveform reads like the design.
     base, vfile = (generated_verilog if trace else simulation_netlist)(config, ACCEL_SYSTEM,
@@ -226,9 +230,13 @@ class NativeSim:
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, pass_fds=(memory.fd,),
                                       text=True, bufsize=1)
-        ready = self._line()
-        if not ready.startswith("ready "):
-            raise SimulationFailed(f"the native simulator did not start: {ready}")
+        try:
+            ready = self._line()
+            if not ready.startswith("ready "):
+                raise SimulationFailed(f"the native simulator did not start: {ready}")
+        except BaseException:
+            self.close()
+            raise
         self.row_bits = int(ready.split()[1])
 
     # --- protocol ----------------------------------------------------------------------
@@ -311,16 +319,20 @@ class NativeSim:
         return out
 
     def close(self) -> None:
+        """End the process (asked to quit; killed if it does not)."""
         if self._proc.poll() is None:
             try:
                 self._proc.stdin.write("quit\n")
                 self._proc.stdin.flush()
                 self._proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self._proc.kill()
-                self._proc.wait()
+        self._proc.wait()
         for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            stream.close()
+            try:
+                stream.close()
+            except OSError:
+                pass
 
     def __enter__(self) -> NativeSim:
         return self

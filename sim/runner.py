@@ -223,18 +223,27 @@ def compact_memory_init(text: str, min_run: int = 8) -> str:
     return "\n".join(out)
 
 
+def _base(config: TesseraConfig, spec: Top) -> Path:
+    """The build folder of ``spec`` for ``config`` (created, with its ``config.json``)."""
+    base = build_root() / f"{spec.module}-{config.hash}-{_source_digest(spec.component)}"
+    if not (base / "config.json").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = base / f"config.json.{os.getpid()}"
+        tmp.write_text(config.to_json() + "\n")
+        tmp.replace(base / "config.json")
+    return base
+
+
 def generated_verilog(config: TesseraConfig, top: str | Top, quiet: bool = False):
     """The build folder of ``top`` for ``config`` and its generated Verilog file (memory
     initialization compacted: :func:`compact_memory_init`), written on first use. Returns
     ``(folder, verilog file)``."""
     spec = top_spec(top)
     module = spec.module
-    base = build_root() / f"{module}-{config.hash}-{_source_digest(spec.component)}"
+    base = _base(config, spec)
     vfile = base / f"{module}.v"
     with locked(base / ".lock"):
         if not vfile.exists():
-            (base / "config.json").parent.mkdir(parents=True, exist_ok=True)
-            (base / "config.json").write_text(config.to_json() + "\n")
             tmp = vfile.with_suffix(".tmp")
             with BuildProgress(f"the Verilog of {module} ({config.hash})", quiet=quiet,
                                phase=lambda: "Amaranth and Yosys"):
@@ -260,7 +269,7 @@ def simulation_netlist(config: TesseraConfig, top: str | Top, quiet: bool = Fals
     from amaranth.back import rtlil
 
     spec = top_spec(top)
-    base, _ = generated_verilog(config, spec, quiet=quiet)
+    base = _base(config, spec)
     netlist = base / f"{spec.module}.netlist.v"
     with locked(base / ".lock"):
         if not netlist.exists():

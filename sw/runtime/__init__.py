@@ -318,6 +318,8 @@ class Runtime:
 
         c = self.config
         trace = self._trace_window()
+        if trace:
+            trace["trace"].unlink(missing_ok=True)      # written anew, if the window is met
         with NativeSim(c, self._shared, **trace) as sim:
             sim.reset(4)
             sim.memory_timing(job["mem_latency"], job["mem_gap"])
@@ -341,6 +343,8 @@ class Runtime:
             outcome = sim.run(job["timeout_cycles"], report if progress else None,
                               every=1 << 20, watch=watch)
             self._cycles_run += outcome.cycles
+            if trace and Path(trace["trace"]).exists():
+                self.traced.append(Path(trace["trace"]))
             status = sim.read(REG["STATUS"])
             out = {"finished": outcome.finished, "status": status,
                    "error_code": (status >> STATUS_CODE_SHIFT) & 0xF,
@@ -372,7 +376,6 @@ class Runtime:
         path = Path(self.trace)
         if self.traced:
             path = path.with_name(f"{path.stem}-{len(self.traced)}{path.suffix}")
-        self.traced.append(path)
         return {"trace": path, "trace_from": max(start, 0),
                 "trace_cycles": end - max(start, 0)}
 
