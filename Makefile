@@ -63,6 +63,7 @@ test-fast: install
 
 bench: install
 	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench sim --preset $(PRESET) --json build/bench-sim.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench gemm --m 512 --k 512 --n 512 --preset $(PRESET) --sim verilator --json build/bench-gemm-512.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench gemm --m 128 --k 768 --n 3072 --preset $(PRESET) --sim verilator --json build/bench-gemm-ffn.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) bench array --preset $(PRESET) --sim verilator --json build/bench-array.json

@@ -26,6 +26,7 @@ import mmap
 import os
 import platform
 import subprocess
+import tempfile
 import time
 import weakref
 from dataclasses import dataclass
@@ -227,8 +228,11 @@ class NativeSim:
                                  f"not {trace_from} and {trace_cycles}")
             cmd += ["--trace", str(Path(trace).resolve()), "--trace-from", str(trace_from),
                     "--trace-cycles", str(trace_cycles)]
+        # What the model prints ($display) goes to a file: read after the run, never a
+        # pipe that could fill while nobody reads it.
+        self._log = tempfile.TemporaryFile("w+")
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, pass_fds=(memory.fd,),
+                                      stderr=self._log, pass_fds=(memory.fd,),
                                       text=True, bufsize=1)
         try:
             ready = self._line()
@@ -241,12 +245,19 @@ class NativeSim:
 
     # --- protocol ----------------------------------------------------------------------
 
+    def log(self) -> str:
+        """What the model and the harness printed so far (warnings of the memory model)."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
+
     def _line(self) -> str:
         line = self._proc.stdout.readline()
         if not line:
-            err = self._proc.stderr.read() if self._proc.poll() is not None else ""
+            self._proc.wait()
+            err = self.log().strip()[-2000:]
             raise SimulationFailed(f"the native simulator ended unexpectedly (exit "
-                                   f"{self._proc.poll()}): {err.strip() or 'no message'}")
+                                   f"{self._proc.returncode}): {err or 'no message'}")
         line = line.strip()
         if line.startswith("fatal "):
             raise SimulationFailed(f"the native simulator stopped: {line[6:]}")
@@ -328,7 +339,7 @@ class NativeSim:
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 self._proc.kill()
         self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+        for stream in (self._proc.stdin, self._proc.stdout, self._log):
             try:
                 stream.close()
             except OSError:

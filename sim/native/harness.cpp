@@ -40,6 +40,7 @@
 #include <memory>
 #include <string>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
 #include "Vsystem.h"
@@ -51,13 +52,14 @@
 
 namespace {
 
+FILE* g_out = stdout;       // the protocol's answers (the model's $display goes to stderr)
 uint8_t* g_mem = nullptr;
 uint64_t g_mem_bytes = 0;
 int g_bus_bytes = 0;
 
 [[noreturn]] void die(const char* what) {
-    std::fprintf(stdout, "fatal %s\n", what);
-    std::fflush(stdout);
+    std::fprintf(g_out, "fatal %s\n", what);
+    std::fflush(g_out);
     std::exit(3);
 }
 
@@ -205,6 +207,13 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // The answers keep the original standard output; what the model prints ($display)
+    // goes to standard error instead, so that it cannot interleave with them.
+    const int proto = dup(1);
+    if (proto < 0 || dup2(2, 1) < 0 || !(g_out = fdopen(proto, "w"))) {
+        std::fprintf(stderr, "tessera_sim: cannot set up its output\n");
+        return 3;
+    }
     long mem_fd = -1;
     uint64_t mem_bytes = 0;
     std::string trace_file;
@@ -242,8 +251,8 @@ int main(int argc, char** argv) {
     (void)trace_cycles;
 #endif
     const int row_bits = static_cast<int>(sizeof(sim.top->dbg_data) * 8);
-    std::printf("ready %d\n", row_bits);
-    std::fflush(stdout);
+    std::fprintf(g_out, "ready %d\n", row_bits);
+    std::fflush(g_out);
 
     char line[4096];
     while (std::fgets(line, sizeof line, stdin)) {
@@ -261,27 +270,27 @@ int main(int argc, char** argv) {
                 for (uint64_t i = 0; i < n; ++i) sim.cycle();
                 sim.top->rst = 0;
                 sim.cycle();
-                std::printf("ok\n");
+                std::fprintf(g_out, "ok\n");
             } else if (op == "mem" && f.size() == 3) {
                 sim.top->mem_latency = static_cast<uint32_t>(parse_number(f[1]));
                 sim.top->mem_gap = static_cast<uint32_t>(parse_number(f[2]));
                 sim.cycle();
-                std::printf("ok\n");
+                std::fprintf(g_out, "ok\n");
             } else if (op == "cycles" && f.size() == 2) {
                 const uint64_t n = parse_number(f[1]);
                 for (uint64_t i = 0; i < n; ++i) sim.cycle();
-                std::printf("ok\n");
+                std::fprintf(g_out, "ok\n");
             } else if ((op == "w" && f.size() == 3) || (op == "r" && f.size() == 2)) {
                 const bool write = op == "w";
                 uint32_t rdata = 0, resp = 0;
                 const uint32_t addr = static_cast<uint32_t>(parse_number(f[1]));
                 const uint32_t wdata = write ? static_cast<uint32_t>(parse_number(f[2])) : 0;
                 if (!sim.access(write, addr, wdata, &rdata, &resp))
-                    std::printf("error register access at 0x%x not answered\n", addr);
+                    std::fprintf(g_out, "error register access at 0x%x not answered\n", addr);
                 else if (write)
-                    std::printf("ok %u\n", resp);
+                    std::fprintf(g_out, "ok %u\n", resp);
                 else
-                    std::printf("ok %u %u\n", rdata, resp);
+                    std::fprintf(g_out, "ok %u %u\n", rdata, resp);
             } else if (op == "run" && f.size() >= 3) {
                 const uint64_t max = parse_number(f[1]);
                 const uint64_t every = parse_number(f[2]);
@@ -299,19 +308,19 @@ int main(int argc, char** argv) {
                     irq = sim.top->irq;
                     if (n >= next && !irq) {
                         next += every;
-                        std::printf("progress %" PRIu64 " %.3f", n, seconds_since(t0));
+                        std::fprintf(g_out, "progress %" PRIu64 " %.3f", n, seconds_since(t0));
                         for (uint32_t a : regs) {
                             uint32_t v = 0, resp = 0;
                             sim.access(false, a, 0, &v, &resp);
-                            std::printf(" %u", v);
+                            std::fprintf(g_out, " %u", v);
                         }
                         n = sim.run_cycles - start;   // the reads took cycles too
-                        std::printf("\n");
-                        std::fflush(stdout);
+                        std::fprintf(g_out, "\n");
+                        std::fflush(g_out);
                         irq = sim.top->irq;
                     }
                 }
-                std::printf("%s %" PRIu64 " %.6f\n", irq ? "done" : "timeout", n,
+                std::fprintf(g_out, "%s %" PRIu64 " %.6f\n", irq ? "done" : "timeout", n,
                             seconds_since(t0));
             } else if (op == "rows" && f.size() == 4) {
                 const bool acc = parse_number(f[1]) != 0;
@@ -331,19 +340,19 @@ int main(int argc, char** argv) {
                     }
                     out.clear();
                     put_hex(out, sim.top->dbg_data, row_bits);
-                    std::printf("%s\n", out.c_str());
+                    std::fprintf(g_out, "%s\n", out.c_str());
                 }
                 if (ok)
-                    std::printf("ok\n");
+                    std::fprintf(g_out, "ok\n");
                 else
-                    std::printf("error debug read not answered\n");
+                    std::fprintf(g_out, "error debug read not answered\n");
             } else {
-                std::printf("error unknown request: %s\n", op.c_str());
+                std::fprintf(g_out, "error unknown request: %s\n", op.c_str());
             }
         } catch (const std::exception& e) {
-            std::printf("error %s\n", e.what());
+            std::fprintf(g_out, "error %s\n", e.what());
         }
-        std::fflush(stdout);
+        std::fflush(g_out);
     }
     sim.finish();
     return 0;

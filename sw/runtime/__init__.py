@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,6 +356,10 @@ class Runtime:
                    "wall_seconds": outcome.seconds}
             if outcome.finished:
                 sim.write(REG["STATUS"], STATUS_DONE)      # clear DONE and the interrupt
+            printed = sim.log().strip()
+            if printed:
+                warnings.warn(f"the simulated system printed: {printed[:2000]}",
+                              RuntimeWarning, stacklevel=4)
             if job["onchip"]:
                 for which, rows, sig in (("spad", c.spad_rows, spad_port_signature(c)),
                                          ("acc", c.acc_rows, acc_port_signature(c))):
