@@ -73,7 +73,8 @@ class NativeBuild:
 
     def info(self) -> dict:
         """What was recorded when it was built: ``seconds`` (wall time of the Verilator
-        build, Verilog generation excluded) and ``jobs``."""
+        build), ``total_seconds`` (with the netlist, when it was made by the same call)
+        and ``jobs``."""
         try:
             return json.loads((self.directory / "build-info.json").read_text())
         except (OSError, ValueError):
@@ -117,6 +118,7 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
     SimulationFailed
         If Verilator or the C++ compiler fails; the message names the log.
     """
+    started = time.monotonic()
     root = setup_verilator()
     if trace and not Path("/usr/include/lz4.h").exists():
         raise SimulatorMissing("waveforms need the lz4 and zlib headers Verilator's FST "
@@ -147,7 +149,7 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
         log = out / "build.log"
         what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
                 + (" with tracing" if trace else ""))
-        started = time.monotonic()
+        compile_started = time.monotonic()
         with open(log, "w") as f, BuildProgress(what, quiet=quiet,
                                                  phase=lambda: _phase(obj)):
             f.write(" ".join(cmd) + "\n")
@@ -157,8 +159,10 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
         if rc != 0 or not exe.exists():
             raise SimulationFailed(f"building the native simulator failed (exit {rc}); "
                                    f"log: {log}")
+        now = time.monotonic()
         (out / "build-info.json").write_text(json.dumps(
-            {"seconds": round(time.monotonic() - started, 1), "jobs": jobs}))
+            {"seconds": round(now - compile_started, 1),
+             "total_seconds": round(now - started, 1), "jobs": jobs}))
         stamp.write_text(digest)
     return NativeBuild(config, out, exe, trace)
 

@@ -26,7 +26,7 @@ from tessera.hw.output_path import OutputOp
 from tessera.hw.store_unit import store_command_layout
 from tessera.sim import output_path_jobs as jobs
 from tessera.sim.tb_dma import Harness, inject_errors
-from tessera.sw.lower.gemm import layernorm_table
+from tessera.sw.golden.layernorm import layernorm_table
 
 
 @cocotb.test()

@@ -63,6 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...hw.store_unit import PARAM_ROWS
 from .intmath import bit_length, check_int, check_int_array, isqrt, reciprocal, shift_right
 from .requant import dyadic_multiplier, requantize
 
@@ -79,6 +80,7 @@ __all__ = [
     "layernorm_stats",
     "i_layernorm_normalize",
     "i_layernorm",
+    "layernorm_table",
 ]
 
 #: Longest row; every width above assumes it.
@@ -317,3 +319,26 @@ def i_layernorm(x: np.ndarray, consts: LayerNormConstants) -> np.ndarray:
     acc = y * consts.gamma_q.astype(np.int64) + consts.beta_q  # |acc| < 2**46
     acc32 = shift_right(acc, ACC_SHIFT, "half_away").astype(np.int32)  # |acc32| <= 2**30
     return requantize(acc32, consts.m, consts.e, 8)
+
+
+def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int,
+                    prescale=None) -> np.ndarray:
+    """The bytes of a LayerNorm table (int32 rows, ``PARAM_ROWS`` per block of ``block``
+    elements: gamma, beta's low 32 bits, beta's high bits; with ``prescale``, one
+    ``(m, e)`` per block, a fourth row with them in lanes 0 and 1), as the store unit
+    reads it (and the golden executor, ``executor.Machine``, parses it)."""
+    n = len(gamma_q)
+    nb = -(-n // block)
+    g = np.zeros(nb * block, np.int64)
+    b = np.zeros(nb * block, np.int64)
+    g[:n], b[:n] = gamma_q, beta_q
+    low = b & 0xFFFFFFFF
+    table = np.zeros((nb, PARAM_ROWS + (prescale is not None), block), np.int64)
+    table[:, 0] = g.reshape(nb, block)
+    table[:, 1] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(nb, block)
+    table[:, 2] = (b >> 32).reshape(nb, block)
+    if prescale is not None:
+        if len(prescale) != nb:
+            raise ValueError(f"{len(prescale)} prescales for {nb} blocks")
+        table[:, PARAM_ROWS, :2] = np.array(prescale, dtype=np.int64).reshape(nb, 2)
+    return table.reshape(-1).astype("<i4").view(np.uint8)

@@ -45,6 +45,7 @@ from ...hw.store_unit import PARAM_ROWS
 from ..golden.dma import lane_bytes
 from ..golden.gelu import GeluConstants, gelu_constants, i_gelu
 from ..golden.intmath import saturate
+from ..golden.layernorm import layernorm_table
 from ..golden.matmul import matmul
 from ..golden.requant import dyadic_multiplier, relu, requantize
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
@@ -751,29 +752,6 @@ def _interleave(loads, load_after, execs, stores, finish, ahead=1):
 def layernorm_rows(config: TesseraConfig, n: int, prescale: bool = False) -> int:
     """Accumulator rows of a LayerNorm table for rows of ``n`` elements."""
     return -(-n // config.cols) * (PARAM_ROWS + prescale)
-
-
-def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int,
-                    prescale=None) -> np.ndarray:
-    """The bytes of a LayerNorm table (int32 rows, ``PARAM_ROWS`` per block of ``block``
-    elements: gamma, beta's low 32 bits, beta's high bits; with ``prescale``, one
-    ``(m, e)`` per block, a fourth row with them in lanes 0 and 1), as the store unit
-    reads it."""
-    n = len(gamma_q)
-    nb = -(-n // block)
-    g = np.zeros(nb * block, np.int64)
-    b = np.zeros(nb * block, np.int64)
-    g[:n], b[:n] = gamma_q, beta_q
-    low = b & 0xFFFFFFFF
-    table = np.zeros((nb, PARAM_ROWS + (prescale is not None), block), np.int64)
-    table[:, 0] = g.reshape(nb, block)
-    table[:, 1] = np.where(low >= 1 << 31, low - (1 << 32), low).reshape(nb, block)
-    table[:, 2] = (b >> 32).reshape(nb, block)
-    if prescale is not None:
-        if len(prescale) != nb:
-            raise LoweringError(f"{len(prescale)} prescales for {nb} blocks")
-        table[:, PARAM_ROWS, :2] = np.array(prescale, dtype=np.int64).reshape(nb, 2)
-    return table.reshape(-1).astype("<i4").view(np.uint8)
 
 
 def reference_gemm(config: TesseraConfig, a, b, bias, output: OutputSpec) -> np.ndarray:
