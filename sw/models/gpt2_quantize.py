@@ -175,23 +175,23 @@ from .quantize import (
     MATMUL_CONFIG,
     PROB_SCALE,
     CalibratedRange,
+    LayerShape,
     QuantizedLinear,
-    _acc,
-    _activation_scales,
-    _check_scales,
-    _check_smooth,
-    _compact,
-    _layernorm,
-    _LayerShape,
-    _linear,
-    _per_group,
-    _percentiles,
-    _ranges,
-    _requants,
+    accumulate_int32,
+    activation_scales,
+    calibrated_ranges,
+    check_percentiles,
+    check_scales,
+    check_smooth,
+    compact_scale,
     cosine,
     dequantize,
+    group_requants,
+    integer_linear,
     quantize_activation,
     quantize_linear,
+    requantize_groups,
+    scaled_layernorm,
 )
 from .reference import (
     MASK_SCORE,
@@ -344,14 +344,14 @@ def calibrate_gpt2(w: dict, calibration_inputs, percentile: float | dict | None 
         For bad weights, inputs or percentiles, or a tensor that is 0 over all the data.
     """
     check_weights(w)
-    pct = _percentiles(percentile, GPT2_ACTIVATIONS)
+    pct = check_percentiles(percentile, GPT2_ACTIVATIONS)
     values = {name: [] for name in GPT2_ACTIVATIONS}
     for x in _calibration_items(calibration_inputs):
         trace = gpt2_layer_trace(x, w)
         for name in GPT2_ACTIVATIONS:
             t = np.abs(trace[name])
             values[name].append(t.reshape(-1, t.shape[-1]))
-    return _ranges(values, pct)
+    return calibrated_ranges(values, pct)
 
 
 # --------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def calibrate_gpt2(w: dict, calibration_inputs, percentile: float | dict | None 
 # --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class QuantizedGpt2Layer(_LayerShape):
+class QuantizedGpt2Layer(LayerShape):
     """Every integer constant (and, for reference, every scale) of a quantized GPT-2 block.
 
     Members
@@ -503,7 +503,7 @@ def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_s
         a fixed-width constant cannot represent (the message names which).
     """
     hidden, heads, _ = check_weights(w)
-    smooth = _check_smooth(smooth, _SMOOTHABLE)
+    smooth = check_smooth(smooth, _SMOOTHABLE)
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ValueError(f"group must be a positive integer, not {group!r}")
     dh = hidden // heads
@@ -511,10 +511,10 @@ def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_s
         raise ValueError(f"the head size must be at most {_MAX_HEAD_DIM} (so that masked "
                          f"scores stay within int32), not {dh}")
     ranges = calibrate_gpt2(w, calibration_inputs, percentile)
-    s = {name: _activation_scales(ranges[name], group, smooth.get(name, 0.0))
+    s = {name: activation_scales(ranges[name], group, smooth.get(name, 0.0))
          for name in GPT2_ACTIVATIONS}
     if in_scale is not None:
-        s["x"] = _check_scales(in_scale, "in_scale", hidden)
+        s["x"] = check_scales(in_scale, "in_scale", hidden)
         for k, cols in enumerate(_groups(hidden, group)):
             if np.any(s["x"][cols] != s["x"][cols.start]):
                 raise ValueError(f"in_scale must be uniform within each group of {group} "
@@ -523,7 +523,7 @@ def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_s
         s[name] = float(s[name][0])
 
     ln1_prescale, c_ln1 = _ln_prescale(s["x"], group)
-    ln1 = _layernorm(w["ln1_g"], w["ln1_b"], s["a"])
+    ln1 = scaled_layernorm(w["ln1_g"], w["ln1_b"], s["a"])
     wq, wk, wv = (quantize_linear(w[f"w{n}"], w[f"b{n}"], s["a"], group) for n in "qkv")
     score_scale = s["q"] * s["k"] / math.sqrt(dh)
     softmax_consts = exp_constants(score_scale)
@@ -532,25 +532,25 @@ def quantize_gpt2_layer(w: dict, calibration_inputs, *, group: int = GROUP, in_s
                          f"does not drive masked probabilities to 0")
     wo = quantize_linear(w["wo"], w["bo"], s["ctx"], group, residual_scale=s["x"])
     ln2_prescale, c_ln2 = _ln_prescale(s["x1"], group)
-    ln2 = _layernorm(w["ln2_g"], w["ln2_b"], s["h"])
+    ln2 = scaled_layernorm(w["ln2_g"], w["ln2_b"], s["h"])
     w1 = quantize_linear(w["w1"], w["b1"], s["h"], group)
     gelu = tuple(gelu_constants(float(c)) for c in w1.acc_scale)
     w2 = quantize_linear(w["w2"], w["b2"], s["f"], group, residual_scale=s["x1"])
     f_requant = tuple(dyadic_multiplier(g.out_scale / float(s["f"][cols.start]))
                       for g, cols in zip(gelu, w1.groups, strict=True))
-    scales = {name: _compact(v) for name, v in s.items()}
+    scales = {name: compact_scale(v) for name, v in s.items()}
     scales["ln1_in"] = c_ln1
     scales["ln2_in"] = c_ln2
     return QuantizedGpt2Layer(
         heads=heads, group=group, wq=wq, wk=wk, wv=wv, wo=wo, w1=w1, w2=w2,
         ln1_prescale=ln1_prescale, ln1=ln1,
-        q_requant=_requants(wq, np.full(hidden, s["q"])),
-        k_requant=_requants(wk, np.full(hidden, s["k"])),
-        v_requant=_requants(wv, np.full(hidden, s["v"])),
+        q_requant=group_requants(wq, np.full(hidden, s["q"])),
+        k_requant=group_requants(wk, np.full(hidden, s["k"])),
+        v_requant=group_requants(wv, np.full(hidden, s["v"])),
         softmax=softmax_consts, mask_bias=MASK_BIAS,
         ctx_requant=dyadic_multiplier(PROB_SCALE * s["v"] / s["ctx"]),
-        x1_requant=_requants(wo, s["x1"]), ln2_prescale=ln2_prescale, ln2=ln2,
-        gelu=gelu, f_requant=f_requant, out_requant=_requants(w2, s["out"]),
+        x1_requant=group_requants(wo, s["x1"]), ln2_prescale=ln2_prescale, ln2=ln2,
+        gelu=gelu, f_requant=f_requant, out_requant=group_requants(w2, s["out"]),
         scales=scales, ranges=ranges,
         options={"smooth": smooth, "percentile": percentile})
 
@@ -646,29 +646,29 @@ def _trace_one(x: np.ndarray, ql: QuantizedGpt2Layer, past_k: np.ndarray,
     t["a"] = i_layernorm(t["ln1_in"], ql.ln1)
     for name, lin, rq in (("q", ql.wq, ql.q_requant), ("k", ql.wk, ql.k_requant),
                           ("v", ql.wv, ql.v_requant)):
-        t[f"{name}_acc"] = _linear(t["a"], lin)
-        t[name] = _per_group(t[f"{name}_acc"], lin, rq, 8)
+        t[f"{name}_acc"] = integer_linear(t["a"], lin)
+        t[name] = requantize_groups(t[f"{name}_acc"], lin, rq, 8)
     keys = np.concatenate([past_k, t["k"].reshape(n, heads, dh).transpose(1, 0, 2)], axis=1)
     values = np.concatenate([past_v, t["v"].reshape(n, heads, dh).transpose(1, 0, 2)], axis=1)
     bias = _causal_bias(n, past_k.shape[1], ql.mask_bias)
     scores, probs, ctx_acc = [], [], []
     for h in range(heads):
         qk = matmul(t["q"][:, h * dh:(h + 1) * dh], keys[h].T, MATMUL_CONFIG)
-        s = _acc(qk) if bias is None else _acc(qk, bias)
+        s = accumulate_int32(qk) if bias is None else accumulate_int32(qk, bias)
         # i-Softmax gives unsigned 8-bit codes at 2**-8; the array takes signed int8.
         p = (i_softmax(s, ql.softmax) >> np.uint8(1)).astype(np.int8)
         scores.append(s)
         probs.append(p)
-        ctx_acc.append(_acc(matmul(p, values[h], MATMUL_CONFIG)))
+        ctx_acc.append(accumulate_int32(matmul(p, values[h], MATMUL_CONFIG)))
     t["scores"] = np.stack(scores)
     t["probs"] = np.stack(probs)
     t["ctx_acc"] = np.concatenate(ctx_acc, axis=-1)
     t["ctx"] = requantize(t["ctx_acc"], *ql.ctx_requant, 8)
-    t["res1"] = _linear(t["ctx"], ql.wo, x)
-    t["x1"] = _per_group(t["res1"], ql.wo, ql.x1_requant, 8)
+    t["res1"] = integer_linear(t["ctx"], ql.wo, x)
+    t["x1"] = requantize_groups(t["res1"], ql.wo, ql.x1_requant, 8)
     t["ln2_in"] = _ln_input(t["x1"], ql.ln2_prescale, ql.group)
     t["h"] = i_layernorm(t["ln2_in"], ql.ln2)
-    t["ffn_acc"] = _linear(t["h"], ql.w1)
+    t["ffn_acc"] = integer_linear(t["h"], ql.w1)
     gelu = np.empty(t["ffn_acc"].shape, dtype=np.int32)
     f = np.empty(t["ffn_acc"].shape, dtype=np.int8)
     for cols, consts, (m, e) in zip(ql.w1.groups, ql.gelu, ql.f_requant, strict=True):
@@ -676,8 +676,8 @@ def _trace_one(x: np.ndarray, ql: QuantizedGpt2Layer, past_k: np.ndarray,
         f[:, cols] = requantize(np.ascontiguousarray(gelu[:, cols]), m, e, 8)
     t["gelu"] = gelu
     t["f"] = f
-    t["res2"] = _linear(f, ql.w2, t["x1"])
-    t["out"] = _per_group(t["res2"], ql.w2, ql.out_requant, 8)
+    t["res2"] = integer_linear(f, ql.w2, t["x1"])
+    t["out"] = requantize_groups(t["res2"], ql.w2, ql.out_requant, 8)
     return t, keys, values
 
 
@@ -838,10 +838,10 @@ def gpt2_trace_scales(ql: QuantizedGpt2Layer) -> dict[str, float | np.ndarray]:
         "v_acc": ql.wv.acc_scales(), "v": s["v"],
         "scores": s["q"] * s["k"] / math.sqrt(ql.head_dim), "probs": PROB_SCALE,
         "ctx_acc": PROB_SCALE * s["v"], "ctx": s["ctx"],
-        "res1": _compact(ql.wo.acc_scales()), "x1": s["x1"], "ln2_in": s["ln2_in"],
+        "res1": compact_scale(ql.wo.acc_scales()), "x1": s["x1"], "ln2_in": s["ln2_in"],
         "h": s["h"], "ffn_acc": ql.w1.acc_scales(),
         "gelu": np.repeat([g.out_scale for g in ql.gelu], ql.w1.group)[: ql.ffn],
-        "f": s["f"], "res2": _compact(ql.w2.acc_scales()), "out": s["out"],
+        "f": s["f"], "res2": compact_scale(ql.w2.acc_scales()), "out": s["out"],
     }
 
 

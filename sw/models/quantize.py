@@ -124,6 +124,19 @@ from ..golden.softmax import ExpConstants, exp_constants, i_softmax
 from .reference import attention_keep, bert_layer_trace, check_weights
 
 __all__ = [
+    # helpers shared by the BERT and GPT-2 quantizers
+    "LayerShape",
+    "accumulate_int32",
+    "activation_scales",
+    "calibrated_ranges",
+    "check_percentiles",
+    "check_scales",
+    "check_smooth",
+    "compact_scale",
+    "group_requants",
+    "integer_linear",
+    "requantize_groups",
+    "scaled_layernorm",
     "GROUP",
     "PROB_BITS",
     "PROB_SCALE",
@@ -189,7 +202,7 @@ def _check_scale(scale, name: str) -> float:
     return float(scale)
 
 
-def _check_scales(scale, name: str, n: int) -> np.ndarray:
+def check_scales(scale, name: str, n: int) -> np.ndarray:
     """A scalar or (n,) array of positive finite scales, as an (n,) array."""
     if np.ndim(scale) == 0:
         return np.full(n, _check_scale(scale, name))
@@ -200,7 +213,7 @@ def _check_scales(scale, name: str, n: int) -> np.ndarray:
     return s
 
 
-def _compact(s: np.ndarray):
+def compact_scale(s: np.ndarray):
     """A float when every element is the same, else the array."""
     s = np.asarray(s, dtype=np.float64)
     if s.ndim == 0:
@@ -226,7 +239,7 @@ def quantize_activation(x, scale) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise ValueError(f"x must be a numeric array, not {x.dtype}")
     scale = (_check_scale(scale, "scale") if np.ndim(scale) == 0
-             else _check_scales(scale, "scale", x.shape[-1]))
+             else check_scales(scale, "scale", x.shape[-1]))
     return np.clip(_round(x.astype(np.float64) / scale), -128, 127).astype(np.int8)
 
 
@@ -341,7 +354,7 @@ def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = 
     if w.ndim != 2 or b.shape != (w.shape[1],):
         raise ValueError(f"w must be (in, out) and b (out,), not {w.shape} and {b.shape}")
     n_in, n = w.shape
-    s_in = _check_scales(in_scale, "in_scale", n_in)
+    s_in = check_scales(in_scale, "in_scale", n_in)
     if group is None:
         group = n
     if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 1:
@@ -355,7 +368,7 @@ def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = 
     acc = ranges / _INT8_MAX
     residual = None
     if residual_scale is not None:
-        s_res = _check_scales(residual_scale, "residual_scale", n)
+        s_res = check_scales(residual_scale, "residual_scale", n)
         s_res_g = np.array([s_res[c] for c in starts])
         for k, c in enumerate(starts):
             if np.any(s_res[c:c + group] != s_res_g[k]):
@@ -403,7 +416,7 @@ def _calibration_items(calibration_inputs):
 _CALIBRATED = (*ACTIVATIONS, "res1", "res2")
 
 
-def _percentiles(percentile, names) -> dict:
+def check_percentiles(percentile, names) -> dict:
     """``{name: p}`` from a calibration's ``percentile`` argument (None, a number for
     every tensor of ``names`` but ``x``, or a dict), checked."""
     if percentile is None:
@@ -421,7 +434,7 @@ def _percentiles(percentile, names) -> dict:
     return pct
 
 
-def _ranges(values: dict, pct: dict) -> dict[str, CalibratedRange]:
+def calibrated_ranges(values: dict, pct: dict) -> dict[str, CalibratedRange]:
     """The calibrated range of each tensor from its ``|t|`` rows (a list of ``(n, cols)``
     arrays): ``max |t|``, or its percentile in ``pct``; never 0."""
     ranges = {}
@@ -463,7 +476,7 @@ def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = Non
         For bad inputs or percentiles, or a tensor that is 0 over all the data.
     """
     check_weights(w)
-    pct = _percentiles(percentile, ACTIVATIONS)
+    pct = check_percentiles(percentile, ACTIVATIONS)
     values = {name: [] for name in _CALIBRATED}
     for x, mask in _calibration_items(calibration_inputs):
         trace = bert_layer_trace(x, w, mask)
@@ -474,10 +487,10 @@ def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = Non
         for name in _CALIBRATED:
             t = np.abs(trace[name])
             values[name].append(t.reshape(-1, t.shape[-1]) if rows is None else t[rows])
-    return _ranges(values, pct)
+    return calibrated_ranges(values, pct)
 
 
-def _activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.ndarray:
+def activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.ndarray:
     """Per-column int8 scales: ``range (r_g / r_max)**alpha / 127`` per group ``g``."""
     n = cal.columns.shape[0]
     if alpha == 0:
@@ -492,7 +505,7 @@ def _activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.nda
 # The quantized layer
 # --------------------------------------------------------------------------------------
 
-class _LayerShape:
+class LayerShape:
     """What a quantized transformer layer's shape and interface scales are, from its
     matrices (``wq``, ``w1``), ``heads`` and ``scales``."""
 
@@ -520,7 +533,7 @@ class _LayerShape:
 
 
 @dataclass(frozen=True, eq=False)
-class QuantizedBertLayer(_LayerShape):
+class QuantizedBertLayer(LayerShape):
     """Every integer constant (and, for reference, every scale) of a quantized BERT layer.
 
     Members
@@ -598,7 +611,7 @@ class QuantizedBertLayer(_LayerShape):
         return tuple(int(r) for r in self.w2.residual)
 
 
-def _requants(lin: QuantizedLinear, out_scale: np.ndarray) -> tuple:
+def group_requants(lin: QuantizedLinear, out_scale: np.ndarray) -> tuple:
     """Per group of ``lin``: ``dyadic_multiplier(c_g / out_scale[g])``."""
     return tuple(dyadic_multiplier(float(c / out_scale[cols.start]))
                  for c, cols in zip(lin.acc_scale, lin.groups, strict=True))
@@ -610,7 +623,7 @@ def _prescale(lin: QuantizedLinear, res_range: float) -> tuple[tuple, float]:
     return tuple(dyadic_multiplier(float(c / c_ref)) for c in lin.acc_scale), c_ref
 
 
-def _layernorm(gamma, beta, out_scales: np.ndarray) -> LayerNormConstants:
+def scaled_layernorm(gamma, beta, out_scales: np.ndarray) -> LayerNormConstants:
     """LayerNorm constants with output scale ``out_scales[j]`` for column ``j``: gamma and
     beta are divided by ``out_scales / s_ref`` (``s_ref`` the finest), so one output
     requantization to ``s_ref`` gives each column at its own scale."""
@@ -620,7 +633,7 @@ def _layernorm(gamma, beta, out_scales: np.ndarray) -> LayerNormConstants:
                                np.asarray(beta, dtype=np.float64) * k, s_ref)
 
 
-def _check_smooth(smooth, names) -> dict:
+def check_smooth(smooth, names) -> dict:
     """``smooth`` as a dict ``{name: alpha}``, its names among ``names``, checked."""
     smooth = {} if smooth is None else dict(smooth)
     for name, alpha in smooth.items():
@@ -636,7 +649,7 @@ def _check_smooth(smooth, names) -> dict:
 def _check_options(smooth, ln_prescale: bool) -> dict:
     if not isinstance(ln_prescale, bool):
         raise ValueError(f"ln_prescale must be a bool, not {ln_prescale!r}")
-    smooth = _check_smooth(smooth, _SMOOTHABLE)
+    smooth = check_smooth(smooth, _SMOOTHABLE)
     for name, alpha in smooth.items():
         if alpha and name in _RESIDUAL_FED and not ln_prescale:
             raise ValueError(f"per-group scales for {name!r} need ln_prescale=True (it feeds "
@@ -694,10 +707,10 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         raise ValueError(f"the head size must be at most {_MAX_HEAD_DIM} (so that masked "
                          f"scores stay within int32), not {dh}")
     ranges = calibrate(w, calibration_inputs, percentile)
-    s = {name: _activation_scales(ranges[name], group, smooth.get(name, 0.0))
+    s = {name: activation_scales(ranges[name], group, smooth.get(name, 0.0))
          for name in ACTIVATIONS}
     if in_scale is not None:
-        s["x"] = _check_scales(in_scale, "in_scale", hidden)
+        s["x"] = check_scales(in_scale, "in_scale", hidden)
         if not ln_prescale and np.any(s["x"] != s["x"][0]):
             raise ValueError("a per-column in_scale needs ln_prescale=True")
     for name in ("q", "k", "v", "ctx"):
@@ -712,22 +725,22 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     res_group = group if ln_prescale else None
     wo = quantize_linear(w["wo"], w["bo"], s["ctx"], res_group, residual_scale=s["x"])
     ln1_prescale, c1 = _prescale(wo, ranges["res1"].range) if ln_prescale else (None, None)
-    ln1 = _layernorm(w["ln1_g"], w["ln1_b"], s["h1"])
+    ln1 = scaled_layernorm(w["ln1_g"], w["ln1_b"], s["h1"])
     w1 = quantize_linear(w["w1"], w["b1"], s["h1"], group)
     gelu = tuple(gelu_constants(float(c)) for c in w1.acc_scale)
     w2 = quantize_linear(w["w2"], w["b2"], s["f"], res_group, residual_scale=s["h1"])
     ln2_prescale, c2 = _prescale(w2, ranges["res2"].range) if ln_prescale else (None, None)
-    ln2 = _layernorm(w["ln2_g"], w["ln2_b"], s["out"])
+    ln2 = scaled_layernorm(w["ln2_g"], w["ln2_b"], s["out"])
     f_requant = tuple(dyadic_multiplier(g.out_scale / float(s["f"][cols.start]))
                       for g, cols in zip(gelu, w1.groups, strict=True))
-    scales = {name: _compact(v) for name, v in s.items()}
+    scales = {name: compact_scale(v) for name, v in s.items()}
     scales["ln1_in"] = float(wo.acc_scale[0]) if c1 is None else c1
     scales["ln2_in"] = float(w2.acc_scale[0]) if c2 is None else c2
     return QuantizedBertLayer(
         heads=heads, group=group, wq=wq, wk=wk, wv=wv, wo=wo, w1=w1, w2=w2,
-        q_requant=_requants(wq, np.full(hidden, s["q"])),
-        k_requant=_requants(wk, np.full(hidden, s["k"])),
-        v_requant=_requants(wv, np.full(hidden, s["v"])),
+        q_requant=group_requants(wq, np.full(hidden, s["q"])),
+        k_requant=group_requants(wk, np.full(hidden, s["k"])),
+        v_requant=group_requants(wv, np.full(hidden, s["v"])),
         softmax=softmax, mask_bias=MASK_BIAS,
         ctx_requant=dyadic_multiplier(PROB_SCALE * s["v"] / s["ctx"]),
         ln1_prescale=ln1_prescale, ln2_prescale=ln2_prescale, ln1=ln1, ln2=ln2,
@@ -739,7 +752,7 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
 # The integer layer
 # --------------------------------------------------------------------------------------
 
-def _acc(*terms: np.ndarray) -> np.ndarray:
+def accumulate_int32(*terms: np.ndarray) -> np.ndarray:
     """Sum into the int32 accumulator, wrapping as it does."""
     total = terms[0].astype(np.int64)
     for t in terms[1:]:
@@ -747,16 +760,20 @@ def _acc(*terms: np.ndarray) -> np.ndarray:
     return wrap(total, 32).astype(np.int32)
 
 
-def _linear(x: np.ndarray, lin: QuantizedLinear, residual: np.ndarray | None = None
-            ) -> np.ndarray:
+def integer_linear(x: np.ndarray, lin: QuantizedLinear, residual: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """The int32 accumulator of ``x @ W + bias`` (and a residual loaded first, int8 times
+    its per-block integer scale), wrapping as the hardware's does."""
     terms = [matmul(x, lin.weight, MATMUL_CONFIG), lin.bias[None, :]]
     if residual is not None:
         # The residual load: int8 times a 16-bit integer per column block.
         terms.append(residual.astype(np.int64) * lin.residual_columns()[None, :])
-    return _acc(*terms)
+    return accumulate_int32(*terms)
 
 
-def _per_group(acc: np.ndarray, lin: QuantizedLinear, requants, bits: int) -> np.ndarray:
+def requantize_groups(acc: np.ndarray, lin: QuantizedLinear, requants, bits: int) -> np.ndarray:
+    """``acc`` requantized per column group of ``lin`` with ``requants`` (one dyadic
+    ``(m, e)`` per group), to ``bits`` (8 or 32)."""
     out = np.empty(acc.shape, dtype=np.int8 if bits == 8 else np.int32)
     for cols, (m, e) in zip(lin.groups, requants, strict=True):
         out[:, cols] = requantize(np.ascontiguousarray(acc[:, cols]), m, e, bits)
@@ -788,28 +805,28 @@ def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndar
     t = {"x": x}
     for name, lin, rq in (("q", ql.wq, ql.q_requant), ("k", ql.wk, ql.k_requant),
                           ("v", ql.wv, ql.v_requant)):
-        t[f"{name}_acc"] = _linear(x, lin)
-        t[name] = _per_group(t[f"{name}_acc"], lin, rq, 8)
+        t[f"{name}_acc"] = integer_linear(x, lin)
+        t[name] = requantize_groups(t[f"{name}_acc"], lin, rq, 8)
     bias = _mask_bias(mask, seq, ql.mask_bias)
     scores, probs, ctx_acc = [], [], []
     for h in range(ql.heads):
         cols = slice(h * dh, (h + 1) * dh)
         qk = matmul(t["q"][:, cols], t["k"][:, cols].T, MATMUL_CONFIG)
-        s = _acc(qk) if bias is None else _acc(qk, bias)
+        s = accumulate_int32(qk) if bias is None else accumulate_int32(qk, bias)
         # i-Softmax gives unsigned 8-bit codes at 2**-8; the array takes signed int8.
         p = (i_softmax(s, ql.softmax) >> np.uint8(1)).astype(np.int8)
         scores.append(s)
         probs.append(p)
-        ctx_acc.append(_acc(matmul(p, t["v"][:, cols], MATMUL_CONFIG)))
+        ctx_acc.append(accumulate_int32(matmul(p, t["v"][:, cols], MATMUL_CONFIG)))
     t["scores"] = np.stack(scores)
     t["probs"] = np.stack(probs)
     t["ctx_acc"] = np.concatenate(ctx_acc, axis=-1)
     t["ctx"] = requantize(t["ctx_acc"], *ql.ctx_requant, 8)
-    t["res1"] = _linear(t["ctx"], ql.wo, x)
+    t["res1"] = integer_linear(t["ctx"], ql.wo, x)
     t["ln1_in"] = (t["res1"] if ql.ln1_prescale is None
-                   else _per_group(t["res1"], ql.wo, ql.ln1_prescale, 32))
+                   else requantize_groups(t["res1"], ql.wo, ql.ln1_prescale, 32))
     t["h1"] = i_layernorm(t["ln1_in"], ql.ln1)
-    t["ffn_acc"] = _linear(t["h1"], ql.w1)
+    t["ffn_acc"] = integer_linear(t["h1"], ql.w1)
     gelu = np.empty(t["ffn_acc"].shape, dtype=np.int32)
     f = np.empty(t["ffn_acc"].shape, dtype=np.int8)
     for cols, consts, (m, e) in zip(ql.w1.groups, ql.gelu, ql.f_requant, strict=True):
@@ -817,9 +834,9 @@ def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndar
         f[:, cols] = requantize(np.ascontiguousarray(gelu[:, cols]), m, e, 8)
     t["gelu"] = gelu
     t["f"] = f
-    t["res2"] = _linear(f, ql.w2, t["h1"])
+    t["res2"] = integer_linear(f, ql.w2, t["h1"])
     t["ln2_in"] = (t["res2"] if ql.ln2_prescale is None
-                   else _per_group(t["res2"], ql.w2, ql.ln2_prescale, 32))
+                   else requantize_groups(t["res2"], ql.w2, ql.ln2_prescale, 32))
     t["out"] = i_layernorm(t["ln2_in"], ql.ln2)
     return t
 
@@ -925,10 +942,10 @@ def trace_scales(ql: QuantizedBertLayer) -> dict[str, float | np.ndarray]:
         "k": s["k"], "v_acc": ql.wv.acc_scales(), "v": s["v"],
         "scores": s["q"] * s["k"] / math.sqrt(ql.head_dim), "probs": PROB_SCALE,
         "ctx_acc": PROB_SCALE * s["v"], "ctx": s["ctx"],
-        "res1": _compact(ql.wo.acc_scales()), "ln1_in": s["ln1_in"], "h1": s["h1"],
+        "res1": compact_scale(ql.wo.acc_scales()), "ln1_in": s["ln1_in"], "h1": s["h1"],
         "ffn_acc": ql.w1.acc_scales(),
         "gelu": np.repeat([g.out_scale for g in ql.gelu], ql.w1.group)[: ql.ffn],
-        "f": s["f"], "res2": _compact(ql.w2.acc_scales()), "ln2_in": s["ln2_in"],
+        "f": s["f"], "res2": compact_scale(ql.w2.acc_scales()), "ln2_in": s["ln2_in"],
         "out": s["out"],
     }
 
