@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Resp
 from .config import TesseraConfig
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
+from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members
 
 __all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "command_layout", "block_layout",
            "done_layout", "BurstSplitter", "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS",
@@ -250,8 +251,6 @@ def _resp_error(resp):
     return Mux(resp == Resp.DECERR, DmaError.DECERR, DmaError.SLVERR)
 
 
-_READ_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready",
-                 "rid", "rdata", "rresp", "rlast", "rvalid", "rready")
 _WRITE_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "awready",
                   "wdata", "wstrb", "wlast", "wvalid", "wready", "bid", "bresp", "bvalid",
                   "bready")
@@ -382,7 +381,7 @@ class DmaReader(wiring.Component):
             "window_size": In(c.addr_bits),
             "may_write": In(1, init=1),
             "issuing": Out(1),
-            **_bus_members(c, _READ_MEMBERS),
+            **_bus_members(c, READ_MEMBERS),
         })
 
     def elaborate(self, platform):
@@ -651,28 +650,12 @@ class DmaEngine(wiring.Component):
                          a.ready.eq(ours.ready & a.valid), b.ready.eq(ours.ready & b.valid)]
 
         # AR in command order: the younger reader goes once the older one's bursts are out.
-        # R beats go to the reader of their burst (one bit per burst in flight).
-        bus = self.bus
-        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=self.READERS * c.max_reads)
-        older = Signal()      # the reader allowed to issue
-        m.d.comb += older.eq(Mux(order.r_rdy & Mux(head, rds[1].issuing, rds[0].issuing),
-                                 head, Mux(order.r_rdy, ~head, nxt)))
-        # A request on the bus is held until taken (the choice is then kept).
-        hold, held = Signal(), Signal()
-        pick = Signal()
-        m.d.comb += pick.eq(Mux(hold, held, older))
-        m.d.sync += [hold.eq(bus.arvalid & ~bus.arready), held.eq(pick)]
-        for name in ("arid", "araddr", "arlen", "arsize", "arburst"):
-            m.d.comb += getattr(bus, name).eq(Mux(pick, getattr(rds[1], name),
-                                                  getattr(rds[0], name)))
-        m.d.comb += [bus.arvalid.eq(owner.w_rdy & Mux(pick, rds[1].arvalid, rds[0].arvalid)),
-                     owner.w_en.eq(bus.arvalid & bus.arready), owner.w_data.eq(pick)]
-        to = owner.r_data[0]
-        for i, rd in enumerate(rds):
-            m.d.comb += [rd.arready.eq(owner.w_rdy & bus.arready & (pick == i)),
-                         rd.rdata.eq(bus.rdata), rd.rresp.eq(bus.rresp),
-                         rd.rlast.eq(bus.rlast), rd.rid.eq(bus.rid),
-                         rd.rvalid.eq(bus.rvalid & owner.r_rdy & (to == i))]
-        m.d.comb += [bus.rready.eq(owner.r_rdy & Mux(to, rds[1].rready, rds[0].rready)),
-                     owner.r_en.eq(bus.rvalid & bus.rready & bus.rlast)]
+        # R beats go to the reader of their burst.
+        m.submodules.arbiter = arb = ReadArbiter(c.addr_bits, c.bus_bits,
+                                                 depth=self.READERS * c.max_reads)
+        m.d.comb += arb.choose.eq(Mux(order.r_rdy & Mux(head, rds[1].issuing, rds[0].issuing),
+                                      head, Mux(order.r_rdy, ~head, nxt)))
+        connect_members(m, rds[0], arb.m0)
+        connect_members(m, rds[1], arb.m1)
+        connect_members(m, arb.bus, self.bus)
         return m
