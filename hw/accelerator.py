@@ -33,23 +33,22 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature, Resp
+from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature
+from .command_check import CommandCheck
 from .config import TesseraConfig
+from .counters import Counters
 from .dma import DmaEngine, DmaError
 from .execute_unit import ExecuteUnit
-from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for, run_count_shape
+from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for
 from .memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
 from .output_path import OutputPath
+from .read_arbiter import ReadArbiter, connect_members
+from .register_file import RegisterFile
 from .registers import (
-    CONTROL_IRQ_ENABLE,
-    CONTROL_START,
-    COUNTER_BASE,
     COUNTERS,
     LITE_ADDR_BITS,
     MAGIC,
     MAP_VERSION,
-    REG,
-    STATUS_CODE_SHIFT,
 )
 from .store_unit import StoreUnit
 
@@ -297,15 +296,19 @@ class Accelerator(wiring.Component):
         start_d = Signal()        # the cycle after: begin
         running = Signal()
         done = Signal()
-        irq_enable = Signal()
         fault = Signal()
         fault_code = Signal(4)
         fault_index = Signal(INDEX_BITS)
         fault_addr = Signal(a)
-        cmd_addr = Signal(64)
-        cmd_count = Signal(INDEX_BITS)
-        window_base = Signal(64)
-        window_size = Signal(64)
+        # The host's registers (the run's parameters are held there).
+        m.submodules.regs = regs = RegisterFile({"ID": MAGIC, "VERSION": MAP_VERSION,
+                                                 "CONFIG_HASH": c.hash32,
+                                                 "COMMAND_BITS": command_bits(c)})
+        wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
+        cmd_addr = Cat(regs.cmd_addr_lo, regs.cmd_addr_hi)
+        cmd_count = regs.cmd_count
+        window_base = Cat(regs.window_base_lo, regs.window_base_hi)
+        window_size = Cat(regs.window_size_lo, regs.window_size_hi)
         finished = Signal()       # a FINISH was reached
         m.d.sync += start_d.eq(start)
         stop = Signal()           # no more issuing: a fault, or the end of the run
@@ -343,35 +346,15 @@ class Accelerator(wiring.Component):
                      fetch.start.eq(start_d), fetch.base.eq(cmd_addr[:a]),
                      fetch.count.eq(cmd_count), fetch.abort.eq(stop | ~running | finished)]
 
-        # --- AXI4 read arbiter: fetch and DMA reader, in order, one owner per burst. ---------
+        # --- AXI4 read channels: the fetcher (first: its bursts are short) and the DMA. -----
         bus = self.m_axi
-        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=2 * c.max_reads + FETCH_DEPTH)
         dbus = dma.bus
-        # The fetcher first (its bursts are short); a request on the bus is held until taken.
-        hold, held_fetch = Signal(), Signal()
-        pick_fetch = Signal()
-        m.d.comb += pick_fetch.eq(Mux(hold, held_fetch, fetch.arvalid))
-        m.d.sync += [hold.eq(bus.arvalid & ~bus.arready), held_fetch.eq(pick_fetch)]
-        m.d.comb += [
-            bus.arid.eq(0), bus.arsize.eq(fetch.arsize), bus.arburst.eq(BURST_INCR),
-            bus.araddr.eq(Mux(pick_fetch, fetch.araddr, dbus.araddr)),
-            bus.arlen.eq(Mux(pick_fetch, fetch.arlen, dbus.arlen)),
-            bus.arvalid.eq(owner.w_rdy & (fetch.arvalid | dbus.arvalid)),
-            fetch.arready.eq(owner.w_rdy & bus.arready & pick_fetch),
-            dbus.arready.eq(owner.w_rdy & bus.arready & ~pick_fetch),
-            owner.w_en.eq(bus.arvalid & bus.arready),
-            owner.w_data.eq(pick_fetch),
-        ]
-        to_fetch = owner.r_data[0]
-        for unit in (fetch, dbus):
-            m.d.comb += [unit.rdata.eq(bus.rdata), unit.rresp.eq(bus.rresp),
-                         unit.rlast.eq(bus.rlast), unit.rid.eq(bus.rid)]
-        m.d.comb += [
-            fetch.rvalid.eq(bus.rvalid & owner.r_rdy & to_fetch),
-            dbus.rvalid.eq(bus.rvalid & owner.r_rdy & ~to_fetch),
-            bus.rready.eq(owner.r_rdy & Mux(to_fetch, fetch.rready, dbus.rready)),
-            owner.r_en.eq(bus.rvalid & bus.rready & bus.rlast),
-        ]
+        m.submodules.arbiter = arb = ReadArbiter(c.addr_bits, c.bus_bits,
+                                                 depth=2 * c.max_reads + FETCH_DEPTH)
+        m.d.comb += arb.choose.eq(fetch.arvalid)
+        connect_members(m, dbus, arb.m0)
+        connect_members(m, fetch, arb.m1)
+        connect_members(m, arb.bus, bus)
         # Write channels: the DMA writer alone.
         for name in ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata",
                      "wstrb", "wlast", "wvalid", "bready"):
@@ -430,74 +413,19 @@ class Accelerator(wiring.Component):
         dh = Signal(entry_layout(c))
         m.d.comb += dh.eq(fetch.o_word.payload)
         w = dh.word
-        hdr = w.header
-        op = hdr.opcode
-        raw_op = hdr.opcode.as_value()
-        nop_q = w.args.nop.queue
-        is_nop = op == Opcode.NOP
-        to_load = (op == Opcode.LOAD) | (is_nop & (nop_q == Queue.LOAD))
-        to_exec = (op == Opcode.CONFIG) | (op == Opcode.PRELOAD) | (op == Opcode.COMPUTE) | \
-            (is_nop & (nop_q == Queue.EXECUTE))
-        to_store = (op == Opcode.STORE) | (is_nop & (nop_q == Queue.STORE))
-        is_sync = (op == Opcode.FENCE) | (op == Opcode.FINISH)
+        op = w.header.opcode
         dispatched = Signal(INDEX_BITS)
         os_mode = Signal()
         weights = Signal()
         with m.If(start):
             m.d.sync += [dispatched.eq(0), finished.eq(0), weights.eq(0),
                          os_mode.eq(int(c.dataflow == "os"))]
-
-        # Checks, in the golden executor's order.
-        code = Signal(ErrorCode)
-        comp = w.args.compute
-        R = c.rows
-        bad_tokens = Mux(to_load, hdr.wait_prev | hdr.signal_prev,
-                         Mux(to_store, hdr.wait_next | hdr.signal_next,
-                             Mux(is_sync, hdr.wait_prev | hdr.wait_next | hdr.signal_prev
-                                 | hdr.signal_next, 0)))
-        wide = INDEX_BITS + 18
-
-        def past(start_, count, total):
-            s = Signal(wide)
-            m.d.comb += s.eq(start_ + count)
-            return s > total
-
+        # The checks, in the golden executor's order, and the command's queue.
+        m.submodules.check = check = CommandCheck(c)
+        m.d.comb += [check.word.eq(w), check.os_mode.eq(os_mode), check.weights.eq(weights)]
+        code, is_sync = check.code, check.is_sync
+        to_load, to_exec, to_store = check.to_load, check.to_exec, check.to_store
         os_bit = w.args.config.os
-        pre_out = past(w.args.preload.spad_addr, R, c.spad_rows)
-        a_out = past(comp.a_addr, comp.rows, c.spad_rows)
-        b_out = past(comp.b_addr, comp.rows, c.spad_rows)
-        acc_os_out = past(comp.acc_addr, R, c.acc_rows)
-        acc_ws_out = past(comp.acc_addr, comp.rows, c.acc_rows)
-        # A run (count != 0): its weight tiles, and its last tile's activations.
-        is_run = comp.count != 0
-        run_w_out = past(comp.b_addr, comp.count * R, c.spad_rows)
-        run_a_out = past(comp.a_addr + (comp.count - 1) * comp.a_stride, comp.rows, c.spad_rows)
-        with m.If(raw_op > max(o.value for o in Opcode)):
-            m.d.comb += code.eq(ErrorCode.ILLEGAL_OPCODE)
-        with m.Elif(is_nop & (nop_q == Queue.DISPATCH)):
-            m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
-        with m.Elif(bad_tokens):
-            m.d.comb += code.eq(ErrorCode.ILLEGAL_TOKEN)
-        with m.Elif((op == Opcode.CONFIG) & Mux(os_bit, not c.has_os, not c.has_ws)):
-            m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
-        with m.Elif((op == Opcode.PRELOAD) & pre_out):
-            m.d.comb += code.eq(ErrorCode.LOCAL)
-        with m.Elif((op == Opcode.COMPUTE) & (comp.rows != 0)):
-            with m.If(a_out):
-                m.d.comb += code.eq(ErrorCode.LOCAL)
-            with m.Elif(os_mode):
-                with m.If(is_run):
-                    m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
-                with m.Elif(b_out | acc_os_out):
-                    m.d.comb += code.eq(ErrorCode.LOCAL)
-            with m.Elif(comp.count > run_count_shape(c).stop - 1):
-                m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
-            with m.Elif(is_run & (run_w_out | run_a_out)):
-                m.d.comb += code.eq(ErrorCode.LOCAL)
-            with m.Elif(~weights & ~is_run):
-                m.d.comb += code.eq(ErrorCode.ILLEGAL_FIELD)
-            with m.Elif(acc_ws_out):
-                m.d.comb += code.eq(ErrorCode.LOCAL)
 
         queues_idle = Signal()
         m.d.comb += queues_idle.eq(
@@ -566,7 +494,7 @@ class Accelerator(wiring.Component):
             "load_token_wait": lq.blocked,
             "exec_token_wait": xq.blocked,
             "store_token_wait": sq.blocked,
-            "load_mem_wait": lq.busy & ~(r_beat & ~to_fetch),
+            "load_mem_wait": lq.busy & ~(dbus.rvalid & dbus.rready),
             "exec_mem_wait": xq.busy & ~exe.beat,
             "store_mem_wait": sq.busy & ((bus.awvalid & ~bus.awready)
                                          | (bus.wvalid & ~bus.wready)
@@ -575,81 +503,26 @@ class Accelerator(wiring.Component):
             "nonlinear_exposed": st.nonlinear & ~exe.beat,
         }
         assert list(events) == [name for name, _ in COUNTERS]
-        counters = {}
-        for name, inc in events.items():
-            ctr = Signal(64, name=f"ctr_{name}")
-            counters[name] = ctr
-            with m.If(start):
-                m.d.sync += ctr.eq(0)
-            with m.Elif(running & ~start_d):
-                m.d.sync += ctr.eq(ctr + inc)
+        most = {"macs": c.rows * c.cols, "bytes_read": c.bus_bytes,
+                "bytes_written": c.bus_bytes}
+        m.submodules.counters = counters = Counters({n: most.get(n, 1) for n in events})
+        m.d.comb += [counters.clear.eq(start), counters.enable.eq(running & ~start_d)]
+        m.d.comb += [getattr(counters, f"inc_{n}").eq(inc) for n, inc in events.items()]
 
-        # --- AXI4-Lite registers. ------------------------------------------------------------
-        lite = self.s_axil
-        regs_r = {
-            REG["ID"]: Const(MAGIC, 32), REG["VERSION"]: Const(MAP_VERSION, 32),
-            REG["CONFIG_HASH"]: Const(c.hash32, 32),
-            REG["CONTROL"]: Cat(Const(0, 1), irq_enable),
-            REG["STATUS"]: Cat(running, done, fault, Const(0, 5), fault_code),
-            REG["ERROR_INDEX"]: fault_index,
-            REG["ERROR_ADDR_LO"]: fault_addr[:32], REG["ERROR_ADDR_HI"]: fault_addr[32:],
-            REG["CMD_ADDR_LO"]: cmd_addr[:32], REG["CMD_ADDR_HI"]: cmd_addr[32:],
-            REG["CMD_COUNT"]: cmd_count,
-            REG["WINDOW_BASE_LO"]: window_base[:32], REG["WINDOW_BASE_HI"]: window_base[32:],
-            REG["WINDOW_SIZE_LO"]: window_size[:32], REG["WINDOW_SIZE_HI"]: window_size[32:],
-            REG["COMMAND_BITS"]: Const(command_bits(c), 32),
-        }
-        for i, (name, _) in enumerate(COUNTERS):
-            regs_r[COUNTER_BASE + 8 * i] = counters[name][:32]
-            regs_r[COUNTER_BASE + 8 * i + 4] = counters[name][32:]
-        assert STATUS_CODE_SHIFT == 8
-
-        # Reads: AR accepted when no response is pending; the data the cycle after.
-        m.d.comb += lite.arready.eq(~lite.rvalid)
-        with m.If(lite.arvalid & lite.arready):
-            m.d.sync += [lite.rvalid.eq(1), lite.rresp.eq(Resp.OKAY), lite.rdata.eq(0)]
-            with m.Switch(lite.araddr[2:LITE_ADDR_BITS]):
-                for off, value in regs_r.items():
-                    with m.Case(off >> 2):
-                        m.d.sync += lite.rdata.eq(value)
-                with m.Default():
-                    m.d.sync += lite.rresp.eq(Resp.SLVERR)
-        with m.If(lite.rvalid & lite.rready):
-            m.d.sync += lite.rvalid.eq(0)
-
-        # Writes: AW and W together; the response the cycle after.
-        wr = Signal()
-        m.d.comb += [wr.eq(lite.awvalid & lite.wvalid & ~lite.bvalid),
-                     lite.awready.eq(wr), lite.wready.eq(wr)]
-        wdata = lite.wdata
-        with m.If(wr):
-            m.d.sync += [lite.bvalid.eq(1), lite.bresp.eq(Resp.OKAY)]
-            waddr = lite.awaddr[2:LITE_ADDR_BITS]
-            config_regs = {"CMD_ADDR_LO": cmd_addr[:32], "CMD_ADDR_HI": cmd_addr[32:],
-                           "CMD_COUNT": cmd_count,
-                           "WINDOW_BASE_LO": window_base[:32],
-                           "WINDOW_BASE_HI": window_base[32:],
-                           "WINDOW_SIZE_LO": window_size[:32],
-                           "WINDOW_SIZE_HI": window_size[32:]}
-            with m.Switch(waddr):
-                with m.Case(REG["CONTROL"] >> 2):
-                    m.d.sync += irq_enable.eq(wdata[1])
-                with m.Case(REG["STATUS"] >> 2):
-                    with m.If(wdata[1]):
-                        m.d.sync += done.eq(0)
-                for name, target in config_regs.items():
-                    with m.Case(REG[name] >> 2):
-                        with m.If(~running):
-                            m.d.sync += target.eq(wdata)
-                with m.Default():
-                    m.d.sync += lite.bresp.eq(Resp.SLVERR)
-        with m.If(lite.bvalid & lite.bready):
-            m.d.sync += lite.bvalid.eq(0)
-        m.d.comb += start.eq(wr & (lite.awaddr[2:LITE_ADDR_BITS] == REG["CONTROL"] >> 2)
-                             & (wdata & CONTROL_START).any() & ~running)
+        # --- What the registers show; START and the clearing of DONE. ------------------------
+        m.d.comb += [regs.running.eq(running), regs.status_busy.eq(running),
+                     regs.status_done.eq(done), regs.status_error.eq(fault),
+                     regs.status_code.eq(fault_code), regs.error_index.eq(fault_index),
+                     regs.error_addr_lo.eq(fault_addr), regs.error_addr_hi.eq(fault_addr >> 32)]
+        for name, _ in COUNTERS:
+            count = getattr(counters, name)
+            m.d.comb += [getattr(regs, f"{name}_lo").eq(count[:32]),
+                         getattr(regs, f"{name}_hi").eq(count[32:])]
+        with m.If(regs.status_done_clear):
+            m.d.sync += done.eq(0)
+        m.d.comb += start.eq(regs.control_start & ~running)
         with m.If(start):
             m.d.sync += [running.eq(1), done.eq(0), fault.eq(0), fault_code.eq(0),
                          fault_index.eq(0), fault_addr.eq(0)]
-        assert CONTROL_IRQ_ENABLE == 2
-        m.d.comb += self.irq.eq(done & irq_enable)
+        m.d.comb += self.irq.eq(done & regs.control_irq_enable)
         return m

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 from .config import TesseraConfig
 
-__all__ = ["Register", "REGISTERS", "COUNTERS", "REG", "MAGIC", "MAP_VERSION",
+__all__ = ["Field", "Register", "REGISTERS", "REGISTER", "COUNTERS", "REG", "MAGIC",
+           "MAP_VERSION", "register_map_markdown",
            "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "CONTROL_START", "CONTROL_IRQ_ENABLE",
            "register_map", "register_map_json"]
 
@@ -30,11 +31,76 @@ STATUS_CODE_SHIFT = 8
 
 
 @dataclass(frozen=True)
+class Field:
+    """Bits ``lsb .. lsb + width - 1`` of a register.
+
+    ``access``:
+
+    * ``"r"``: read-only; the value comes from the design.
+    * ``"rw"``: held in the register file, read back as written (``init`` after reset).
+    * ``"r/w1c"``: read-only value from the design; writing 1 asks the design to clear it.
+    * ``"w1p"``: reads 0; writing 1 gives the design a one-cycle pulse.
+    * ``"const"``: read-only, the value fixed by the configuration (``init``, or a value
+      the register file's user supplies at elaboration).
+    """
+
+    name: str
+    lsb: int
+    width: int
+    access: str
+    description: str = ""
+    init: int = 0
+
+
+ACCESSES = ("r", "rw", "r/w1c", "w1p", "const")
+
+
+@dataclass(frozen=True)
 class Register:
+    """One 32-bit register: its fields, and whether writes to it are ignored while the
+    accelerator runs (``idle_writes``: the run's parameters)."""
+
     name: str
     offset: int
-    access: str          # "r", "rw", "w" (write-only action), "r/w1c"
     description: str
+    fields: tuple = ()
+    idle_writes: bool = False
+
+    def __post_init__(self):
+        if not self.fields:
+            raise ValueError(f"register {self.name} has no fields")
+        used = 0
+        for f in self.fields:
+            if f.access not in ACCESSES:
+                raise ValueError(f"{self.name}.{f.name}: access must be one of "
+                                 f"{', '.join(ACCESSES)}, not {f.access!r}")
+            bits = ((1 << f.width) - 1) << f.lsb
+            if f.width < 1 or f.lsb < 0 or f.lsb + f.width > 32 or used & bits:
+                raise ValueError(f"{self.name}.{f.name}: bits {f.lsb}..{f.lsb + f.width - 1} "
+                                 "overlap another field or leave the 32-bit register")
+            used |= bits
+
+    @property
+    def access(self) -> str:
+        """The register's access as a whole (its fields' accesses, joined)."""
+        kinds = sorted({f.access for f in self.fields}, key=ACCESSES.index)
+        return "/".join(kinds)
+
+    @property
+    def writable(self) -> bool:
+        return any(f.access in ("rw", "r/w1c", "w1p") for f in self.fields)
+
+
+def _whole(name, offset, access, description, **kw) -> Register:
+    """A register of one 32-bit field named as the register."""
+    return Register(name, offset, description, (Field(name, 0, 32, access, description),),
+                    **kw)
+
+
+def _wide(name, offset, access, description, **kw) -> list[Register]:
+    """A 64-bit value as two registers, ``_LO`` then ``_HI``."""
+    return [_whole(f"{name}_LO", offset, access, f"{description}, low 32 bits", **kw),
+            _whole(f"{name}_HI", offset + 4, access, "high 32 bits", **kw)]
 
 
 #: The performance counters, in register order: (name, what it counts).
@@ -60,50 +126,76 @@ COUNTERS = [
 ]
 
 _BASE = [
-    Register("ID", 0x00, "r", f"0x{MAGIC:08X} ('TSRA')"),
-    Register("VERSION", 0x04, "r", f"register map version ({MAP_VERSION})"),
-    Register("CONFIG_HASH", 0x08, "r", "the configuration's 32-bit hash (TesseraConfig.hash32)"),
-    Register("CONTROL", 0x0C, "rw", "bit 0 START (write 1 while idle: run the command buffer; "
-             "reads 0), bit 1 IRQ_ENABLE"),
-    Register("STATUS", 0x10, "r/w1c", "bit 0 BUSY, bit 1 DONE (write 1 to clear it and the "
-             "interrupt), bit 2 ERROR, bits 8..11 the error code (hw.isa.ErrorCode)"),
-    Register("ERROR_INDEX", 0x14, "r", "index of the command that failed (for DEADLOCK: "
-             "the earliest command at a blocked queue head)"),
-    Register("ERROR_ADDR_LO", 0x18, "r", "main-memory address of a failed transfer, low"),
-    Register("ERROR_ADDR_HI", 0x1C, "r", "high 32 bits"),
-    Register("CMD_ADDR_LO", 0x20, "rw", "address of the command buffer (aligned to a command "
-             "word), low"),
-    Register("CMD_ADDR_HI", 0x24, "rw", "high 32 bits"),
-    Register("CMD_COUNT", 0x28, "rw", "number of command words in the buffer"),
-    Register("WINDOW_BASE_LO", 0x2C, "rw", "main-memory window every transfer must lie in, "
-             "base, low"),
-    Register("WINDOW_BASE_HI", 0x30, "rw", "high 32 bits"),
-    Register("WINDOW_SIZE_LO", 0x34, "rw", "window size in bytes, low"),
-    Register("WINDOW_SIZE_HI", 0x38, "rw", "high 32 bits"),
-    Register("COMMAND_BITS", 0x3C, "r", "width of a command word in bits"),
+    _whole("ID", 0x00, "const", f"0x{MAGIC:08X} ('TSRA')"),
+    _whole("VERSION", 0x04, "const", f"register map version ({MAP_VERSION})"),
+    _whole("CONFIG_HASH", 0x08, "const", "the configuration's 32-bit hash "
+           "(TesseraConfig.hash32)"),
+    Register("CONTROL", 0x0C, "starts a run; enables the interrupt", (
+        Field("START", 0, 1, "w1p", "write 1 while idle: run the command buffer (reads 0)"),
+        Field("IRQ_ENABLE", 1, 1, "rw", "the interrupt line follows STATUS.DONE"))),
+    Register("STATUS", 0x10, "how the last run went", (
+        Field("BUSY", 0, 1, "r", "a run is in progress"),
+        Field("DONE", 1, 1, "r/w1c", "the run ended (write 1 to clear it and the interrupt)"),
+        Field("ERROR", 2, 1, "r", "the run stopped with an error"),
+        Field("CODE", STATUS_CODE_SHIFT, 4, "r", "the error code (hw.isa.ErrorCode)"))),
+    _whole("ERROR_INDEX", 0x14, "r", "index of the command that failed (for DEADLOCK: the "
+           "earliest command at a blocked queue head)"),
+    *_wide("ERROR_ADDR", 0x18, "r", "main-memory address of a failed transfer"),
+    *_wide("CMD_ADDR", 0x20, "rw", "address of the command buffer (aligned to a command "
+           "word)", idle_writes=True),
+    _whole("CMD_COUNT", 0x28, "rw", "number of command words in the buffer",
+           idle_writes=True),
+    *_wide("WINDOW_BASE", 0x2C, "rw", "main-memory window every transfer must lie in, base",
+           idle_writes=True),
+    *_wide("WINDOW_SIZE", 0x34, "rw", "window size in bytes", idle_writes=True),
+    _whole("COMMAND_BITS", 0x3C, "const", "width of a command word in bits"),
 ]
 
 COUNTER_BASE = 0x40
 
 REGISTERS: list[Register] = _BASE + [
-    reg for i, (name, what) in enumerate(COUNTERS) for reg in (
-        Register(f"{name.upper()}_LO", COUNTER_BASE + 8 * i, "r", f"{what}, low"),
-        Register(f"{name.upper()}_HI", COUNTER_BASE + 8 * i + 4, "r", "high 32 bits"))
+    reg for i, (name, what) in enumerate(COUNTERS)
+    for reg in _wide(name.upper(), COUNTER_BASE + 8 * i, "r", what)
 ]
 
 #: Offsets by name.
 REG = {r.name: r.offset for r in REGISTERS}
+#: Registers by name.
+REGISTER = {r.name: r for r in REGISTERS}
+
+assert CONTROL_START == 1 << REGISTER["CONTROL"].fields[0].lsb
+assert CONTROL_IRQ_ENABLE == 1 << REGISTER["CONTROL"].fields[1].lsb
+assert [STATUS_BUSY, STATUS_DONE, STATUS_ERROR] == [1 << f.lsb for f in
+                                                    REGISTER["STATUS"].fields[:3]]
+
+
+def _const_values(config: TesseraConfig) -> dict:
+    """The values of the ``const`` registers for ``config``."""
+    from .isa import command_bits
+
+    return {"ID": MAGIC, "VERSION": MAP_VERSION, "CONFIG_HASH": config.hash32,
+            "COMMAND_BITS": command_bits(config)}
 
 
 def register_map(config: TesseraConfig) -> dict:
     """The register map as a plain dictionary (what ``registers.json`` holds)."""
+    consts = _const_values(config)
+
+    def field(reg: Register, f: Field) -> dict:
+        d = asdict(f)
+        if f.access == "const":
+            d["init"] = consts[reg.name]
+        return d
+
     return {
         "format": MAP_VERSION,
         "config_hash": config.hash,
         "config_hash32": config.hash32,
         "data_bits": 32,
         "addr_bits": LITE_ADDR_BITS,
-        "registers": [asdict(r) for r in REGISTERS],
+        "registers": [{"name": r.name, "offset": r.offset, "access": r.access,
+                       "description": r.description, "idle_writes": r.idle_writes,
+                       "fields": [field(r, f) for f in r.fields]} for r in REGISTERS],
         "counters": [{"name": n, "offset": COUNTER_BASE + 8 * i, "bits": 64, "counts": w}
                      for i, (n, w) in enumerate(COUNTERS)],
         "status_bits": {"BUSY": STATUS_BUSY, "DONE": STATUS_DONE, "ERROR": STATUS_ERROR,
@@ -114,3 +206,28 @@ def register_map(config: TesseraConfig) -> dict:
 
 def register_map_json(config: TesseraConfig) -> str:
     return json.dumps(register_map(config), indent=2) + "\n"
+
+
+def register_map_markdown() -> str:
+    """``docs/registers.md``: the map as tables (``tessera registers -o docs/registers.md``
+    writes it; a test keeps it in step)."""
+    lines = ["# Registers", "",
+             "Generated from `hw/registers.py` (the table the hardware's register file, "
+             "`registers.json` and the driver are made from); do not edit.", "",
+             f"AXI4-Lite, 32-bit registers, {1 << LITE_ADDR_BITS} bytes of address space. "
+             "An access to an offset not listed answers SLVERR. Writes to a register "
+             "marked *idle only* are ignored while a run is in progress. Counters are 64 "
+             "bits (`_LO` then `_HI`), cleared by START and frozen when the run ends.", "",
+             "Field accesses: `r` read-only, `rw` read/write, `r/w1c` read-only (write 1 to "
+             "clear), `w1p` reads 0 (write 1 for an action), `const` fixed by the "
+             "configuration.", "",
+             "| offset | register | bits | field | access | description |",
+             "|---|---|---|---|---|---|"]
+    for r in REGISTERS:
+        for i, f in enumerate(r.fields):
+            bits = f"{f.lsb}" if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
+            head = (f"0x{r.offset:02X}", r.name + (" (idle only)" if r.idle_writes else "")) \
+                if i == 0 else ("", "")
+            lines.append(f"| {head[0]} | {head[1]} | {bits} | {f.name} | {f.access} | "
+                         f"{f.description} |")
+    return "\n".join(lines) + "\n"

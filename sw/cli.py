@@ -348,6 +348,18 @@ def cmd_isa(args) -> int:
     return 0
 
 
+def cmd_registers(args) -> int:
+    from ..hw.registers import register_map_markdown
+
+    text = register_map_markdown()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_disasm(args) -> int:
     from ..hw.isa import command_bits, disassemble
 
@@ -378,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
     p.set_defaults(func=cmd_isa)
+
+    p = sub.add_parser("registers", help="the register map, as Markdown (docs/registers.md)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE")
+    p.set_defaults(func=cmd_registers)
 
     p = sub.add_parser("disasm", help="disassemble a command buffer (a binary file)")
     _add_config_args(p)
