@@ -23,6 +23,7 @@ __all__ = [
     "stage",
     "chunk_tag_layout",
     "reduce_tree",
+    "add_half_away",
     "shift_right_half_away",
     "saturate",
     "bit_length",
@@ -66,15 +67,22 @@ def reduce_tree(values, op):
     return values[0]
 
 
-def shift_right_half_away(x, s, half):
-    """``x / 2**s`` rounded half away from zero: ``(x + 2**(s-1) - (x < 0)) >> s``.
+def add_half_away(x, half, shifts=1):
+    """``x + 2**(s-1) - (x < 0)``: ``x`` made ready for an arithmetic shift right by ``s``
+    that rounds half away from zero (the golden model's ``shift_right(..., "half_away")``).
 
-    ``half`` must be ``2**(s-1)``, and ``s`` must be positive (with ``s = 0`` nothing is
-    rounded, but this expression would subtract 1 from negative values). ``x`` must have a
-    bit of headroom for the addition (the callers size it).
+    ``half`` is ``2**(s-1)``; ``shifts`` says whether ``s > 0`` (a signal or a constant):
+    with ``s = 0`` nothing is rounded, so nothing is subtracted. ``x`` must have a bit of
+    headroom for the addition (the callers size it). Pipelines may register the sum before
+    the shift.
     """
-    neg = Mux(x < 0, 1, 0)
-    return (x + half - neg) >> s
+    return x + half - Mux(shifts & (x < 0), 1, 0)
+
+
+def shift_right_half_away(x, s, half):
+    """``x / 2**s`` rounded half away from zero, for a constant ``s > 0`` (``half`` =
+    ``2**(s-1)``)."""
+    return add_half_away(x, half) >> s
 
 
 def saturate(x, bits: int):

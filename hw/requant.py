@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .intmath import chunk_tag_layout, saturate, stage
+from .intmath import add_half_away, chunk_tag_layout, saturate, stage
 
 __all__ = ["RequantLanes", "LATENCY", "MULTIPLIER_BITS", "SHIFT_BITS"]
 
@@ -89,7 +89,7 @@ class RequantLanes(wiring.Component):
             m.d.comb += prod.eq(self.i_data[j] * self.m)
             p1 = stage(m, en, prod, f"rq_p1_{j}")
             rounded = Signal(signed(64), name=f"rq_round{j}")
-            m.d.comb += rounded.eq(p1 + half - Mux(shifts & (p1 < 0), 1, 0))
+            m.d.comb += rounded.eq(add_half_away(p1, half, shifts))
             p2 = stage(m, en, rounded, f"rq_p2_{j}")
             sat = saturate(p2 >> self.e, 8)
             out = Mux(self.relu & (sat < 0), 0, sat)

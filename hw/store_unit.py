@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import ROWS_BITS, DmaError, block_layout, done_layout
-from .intmath import saturate
+from .intmath import add_half_away, saturate
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -295,7 +295,7 @@ class StoreUnit(wiring.Component):
             prod = Signal(signed(64), name=f"ps_prod{i}")
             rounded = Signal(signed(65), name=f"ps_round{i}")
             m.d.comb += [prod.eq(self.acc.resp.data[i] * ps_m),
-                         rounded.eq(prod + half - ((ps_e != 0) & (prod < 0))),
+                         rounded.eq(add_half_away(prod, half, ps_e != 0)),
                          scaled[i].eq(saturate(rounded >> ps_e, PARAM_LANE_BITS))]
         entry = Signal(entry_layout)
         m.d.comb += [entry.chunk.data.eq(Mux(cmd.prescale, scaled.as_value(),

@@ -26,7 +26,7 @@ from ..sw.golden import gelu as ggelu
 from ..sw.golden import layernorm as gln
 from ..sw.golden import requant as grq
 from ..sw.golden import softmax as gsm
-from ..sw.golden.intmath import saturate
+from ..sw.golden.output import output_op
 from .packing import field as layout_field
 from .packing import pack_lanes, unpack_lanes
 
@@ -177,20 +177,7 @@ def _chunks(config: TesseraConfig, x: np.ndarray, rng) -> np.ndarray:
 
 def _golden(job: OutputJob) -> np.ndarray:
     """The golden model's result rows as int8 bit patterns (int64)."""
-    x = job.x
-    if job.op == OutputOp.NONE:
-        y = saturate(x.astype(np.int64), 8)
-    elif job.op == OutputOp.REQUANT:
-        y = grq.requantize(x, job.m, job.e, 8)
-    elif job.op == OutputOp.RELU:
-        y = grq.relu(grq.requantize(x, job.m, job.e, 8))
-    elif job.op == OutputOp.GELU:
-        y = grq.requantize(ggelu.i_gelu(x, job.gelu)[0], job.m, job.e, 8)
-    elif job.op == OutputOp.SOFTMAX:
-        y = (gsm.i_softmax(x, job.exp) >> np.uint8(min(job.e, 8))).view(np.int8)
-    else:
-        y = gln.i_layernorm(x, job.ln)
-    return np.asarray(y).astype(np.int64)
+    return output_op(job.op, job.x, job.m, job.e, gelu=job.gelu, exp=job.exp, ln=job.ln)
 
 
 def expected(config: TesseraConfig, job: OutputJob) -> tuple[np.ndarray, np.ndarray]:

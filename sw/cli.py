@@ -336,28 +336,26 @@ def _report_run(fig: dict, args) -> int:
     return 0 if ok else 1
 
 
-def cmd_isa(args) -> int:
-    from ..hw.isa import isa_markdown
-
-    text = isa_markdown(_config(args))
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+def _emit(text: str, output: str | None) -> int:
+    """Write a generated document to ``output``, or to standard output."""
+    if output:
+        Path(output).write_text(text)
+        print(f"wrote {output}")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_isa(args) -> int:
+    from ..hw.isa import isa_markdown
+
+    return _emit(isa_markdown(_config(args)), args.output)
 
 
 def cmd_registers(args) -> int:
     from ..hw.registers import register_map_markdown
 
-    text = register_map_markdown()
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _emit(register_map_markdown(), args.output)
 
 
 def cmd_disasm(args) -> int:

@@ -39,6 +39,12 @@ def test_generate_from_a_config_file(tmp_path):
      "configuration file '/nonexistent.json' does not exist"),
     (["bench", "gemv"], "unknown benchmark 'gemv'; available: array, dma"),
     (["bench", "array", "--sim", "modelsim"], "unknown simulator 'modelsim'"),
+    (["run", "bert-layer", "--trace", "x.fst"], "--trace needs the verilator backend"),
+    (["run", "bert-layer", "--backend", "verilator", "--trace", "x.vcd"],
+     "--trace writes FST: name a .fst file"),
+    (["run", "bert-layer", "--backend", "verilator", "--trace", "/nonexistent/x.fst"],
+     "--trace: the folder '/nonexistent' does not exist"),
+    (["bench", "sim", "--sim", "icarus"], "bench sim measures Verilator"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, capsys):
     assert main(argv) == 2
@@ -54,6 +60,43 @@ def test_bad_config_file(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["generate", "--config", str(tmp_path / "bad.json"), "-o", str(tmp_path)]) == 2
     assert "configuration is not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "bert-layer", "--mem-latency", "0"], "--mem-latency must be a positive integer"),
+    (["run", "bert-layer", "--mem-latency", "70000"], "--mem-latency must be between 1 and"),
+    (["bench", "gemm", "--mem-gap", "256"], "--mem-gap must be between 0 and 255"),
+    (["run", "bert-layer", "--trace-from", "-1"], "--trace-from must be at least 0"),
+])
+def test_bad_simulation_options_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_registers_document_is_the_map(tmp_path, capsys):
+    from tessera.hw.registers import register_map_markdown
+
+    assert main(["registers", "-o", str(tmp_path / "r.md")]) == 0
+    assert (tmp_path / "r.md").read_text() == register_map_markdown()
+
+
+@pytest.mark.rtl
+def test_bench_sim_and_a_gemm_with_slow_memory_and_a_trace(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert main(["bench", "sim", "--preset", "tiny", "--no-cocotb", "--m", "32", "--k", "32",
+                 "--n", "32", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["sim_cycles_per_s"] > 0 and fig["build_s"] > 0 and "cocotb" not in fig
+    assert "native" in capsys.readouterr().out
+    trace = tmp_path / "g.fst"
+    assert main(["bench", "gemm", "--preset", "tiny", "--m", "8", "--k", "8", "--n", "8",
+                 "--mem-latency", "40", "--mem-gap", "1", "--trace", str(trace),
+                 "--trace-cycles", "300", "--json", str(tmp_path / "g.json")]) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    assert g["memory"] == {"latency_cycles": 40, "bytes_per_cycle": 4.0}
+    assert g["traces"] == [str(trace)] and trace.stat().st_size > 0
+    assert "40-cycle latency, 4 bytes/cycle" in capsys.readouterr().out
 
 
 def test_usage_errors_exit_2(capsys):

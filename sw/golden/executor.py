@@ -27,8 +27,8 @@ from . import gelu as ggelu
 from . import layernorm as gln
 from . import requant as grq
 from . import softmax as gsm
-from .intmath import saturate
 from .matmul import wrap
+from .output import output_op
 
 __all__ = ["ExecutionError", "Machine"]
 
@@ -367,25 +367,16 @@ class Machine:
     def _output(op: OutputOp, x: np.ndarray, desc: dict, params=None) -> np.ndarray:
         """The output path's operation on int32 rows, as int8 bit patterns (``params``:
         LayerNorm's gamma and beta)."""
-        m, e = desc["m"], desc["e"]
-        x = x.astype(np.int32)
-        if op == OutputOp.NONE:
-            return saturate(x.astype(np.int64), 8)
-        if op == OutputOp.REQUANT:
-            return grq.requantize(x, m, e, 8).astype(np.int64)
-        if op == OutputOp.RELU:
-            return grq.relu(grq.requantize(x, m, e, 8)).astype(np.int64)
+        consts = desc.get("consts", {})
+        kw = {}
+        # The scales are the driver's business; the datapath reads only integers.
         if op == OutputOp.GELU:
-            g = desc["consts"]["gelu"]
-            # The output scale is the driver's business; the datapath reads only integers.
-            consts = ggelu.GeluConstants(**g, out_scale=1.0)
-            return grq.requantize(ggelu.i_gelu(x, consts)[0], m, e, 8).astype(np.int64)
-        if op == OutputOp.SOFTMAX:
-            s = desc["consts"]["exp"]
-            consts = gsm.ExpConstants(**s, out_scale=1.0)
-            probs = gsm.i_softmax(x, consts) >> np.uint8(min(e, 8))
-            return probs.view(np.int8).astype(np.int64)
-        gamma, beta = params
-        consts = gln.LayerNormConstants(gamma.astype(np.int16), beta.astype(np.int64), m, e,
-                                        gamma_scale=1.0, out_scale=1.0)
-        return gln.i_layernorm(x, consts).astype(np.int64)
+            kw["gelu"] = ggelu.GeluConstants(**consts["gelu"], out_scale=1.0)
+        elif op == OutputOp.SOFTMAX:
+            kw["exp"] = gsm.ExpConstants(**consts["exp"], out_scale=1.0)
+        elif op == OutputOp.LAYERNORM:
+            gamma, beta = params
+            kw["ln"] = gln.LayerNormConstants(gamma.astype(np.int16), beta.astype(np.int64),
+                                              desc["m"], desc["e"], gamma_scale=1.0,
+                                              out_scale=1.0)
+        return output_op(op, x, desc["m"], desc["e"], **kw)

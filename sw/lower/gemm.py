@@ -43,11 +43,11 @@ from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from ...hw.store_unit import PARAM_ROWS
 from ..golden.dma import lane_bytes
-from ..golden.gelu import GeluConstants, gelu_constants, i_gelu
-from ..golden.intmath import saturate
+from ..golden.gelu import GeluConstants, gelu_constants
 from ..golden.layernorm import layernorm_table
 from ..golden.matmul import matmul
-from ..golden.requant import dyadic_multiplier, relu, requantize
+from ..golden.output import output_op
+from ..golden.requant import dyadic_multiplier
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 
 __all__ = ["GemmShape", "GemmPlan", "OutputSpec", "plan_gemm", "lower_gemm", "GemmBuffers",
@@ -107,13 +107,8 @@ class OutputSpec:
 
     def reference(self, acc: np.ndarray) -> np.ndarray:
         """The golden model of this output on int32 accumulator values."""
-        acc = np.asarray(acc).astype(np.int32)
-        if self.op == OutputOp.GELU:
-            acc = i_gelu(acc, GeluConstants(**self.gelu, out_scale=1.0))[0]
-        if self.op == OutputOp.NONE:
-            return saturate(acc.astype(np.int64), 8).astype(np.int8)
-        y = requantize(acc, self.m, self.e, 8)
-        return relu(y) if self.op == OutputOp.RELU else y
+        gelu = GeluConstants(**self.gelu, out_scale=1.0) if self.op == OutputOp.GELU else None
+        return output_op(self.op, acc, self.m, self.e, gelu=gelu).astype(np.int8)
 
     def descriptor(self, length: int, rows: int) -> dict:
         desc = {"op": self.op, "length": length, "rows": rows, "m": self.m, "e": self.e}
