@@ -30,7 +30,7 @@ Structure (see ``docs/architecture.md``)::
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature
@@ -39,9 +39,10 @@ from .config import TesseraConfig
 from .counters import Counters
 from .dma import DmaEngine, DmaError
 from .execute_unit import ExecuteUnit
-from .isa import ErrorCode, Opcode, Queue, command_bits, command_layout_for
+from .isa import ErrorCode, Opcode, command_bits
 from .memory import Accumulator, Scratchpad, acc_port_signature, spad_port_signature
 from .output_path import OutputPath
+from .queues import INDEX_BITS, CommandQueues, entry_layout
 from .read_arbiter import ReadArbiter, connect_members
 from .register_file import RegisterFile
 from .registers import (
@@ -57,17 +58,6 @@ __all__ = ["Accelerator", "CommandFetcher", "FETCH_DEPTH", "FETCH_BURST"]
 #: Command words the fetcher buffers, and the most it asks for in one burst.
 FETCH_DEPTH = 32
 FETCH_BURST = 8
-#: Cycles the deadlock condition must hold before it is reported.
-DEADLOCK_CYCLES = 8
-TOKEN_BITS = 16
-INDEX_BITS = 32
-
-
-def entry_layout(config: TesseraConfig) -> data.StructLayout:
-    """A command word with its index in the buffer."""
-    return data.StructLayout({"word": command_layout_for(config), "index": INDEX_BITS})
-
-
 class CommandFetcher(wiring.Component):
     """Reads ``count`` command words from ``base`` into a FIFO, in bursts of up to
     :data:`FETCH_BURST` words that never cross a 4 KiB boundary, with as many bursts in
@@ -197,66 +187,6 @@ class CommandFetcher(wiring.Component):
         return m
 
 
-class _QueueControl:
-    """One queue: its FIFO of commands, its in-flight FIFO of tokens to signal, the token
-    wait at its head. ``unit_in``/``unit_done`` are the unit's command and completion
-    streams; a NOP that ``nop_in_unit`` is False for completes in the queue itself once the
-    unit has nothing in flight (completions stay in order)."""
-
-    def __init__(self, m: Module, name: str, config: TesseraConfig, depth: int,
-                 inflight_depth: int, stop, nop_in_unit: bool):
-        self.m, self.name = m, name
-        layout = entry_layout(config)
-        self.fifo = q = ResetInserter(stop)(fifo.SyncFIFO(width=layout.size, depth=depth))
-        m.submodules[f"{name}_q"] = q
-        self.inflight = f = fifo.SyncFIFO(width=2 + INDEX_BITS, depth=inflight_depth)
-        m.submodules[f"{name}_inflight"] = f
-        self.head = head = Signal(layout)
-        m.d.comb += head.eq(q.r_data)
-        self.hdr = head.word.header
-        self.stop = stop
-        self.nop_in_unit = nop_in_unit
-        # Filled in by the accelerator: token counts available to this queue's waits.
-        self.tok_prev = Signal(TOKEN_BITS, name=f"{name}_tok_prev")
-        self.tok_next = Signal(TOKEN_BITS, name=f"{name}_tok_next")
-        self.tok_ok = Signal(name=f"{name}_tok_ok")
-        m.d.comb += self.tok_ok.eq((~self.hdr.wait_prev | (self.tok_prev != 0))
-                                   & (~self.hdr.wait_next | (self.tok_next != 0)))
-        self.blocked = Signal(name=f"{name}_blocked")   # the head waits for a token
-        m.d.comb += self.blocked.eq(q.r_rdy & ~self.tok_ok)
-        self.issue = Signal(name=f"{name}_issue")
-        self.done = Signal(name=f"{name}_done")          # a completion this cycle
-        self.done_signal_prev = Signal(name=f"{name}_done_sp")
-        self.done_signal_next = Signal(name=f"{name}_done_sn")
-        self.done_index = Signal(INDEX_BITS, name=f"{name}_done_index")
-        self.busy = Signal(name=f"{name}_busy")          # commands in flight
-        m.d.comb += self.busy.eq(f.r_rdy)
-
-    def connect(self, unit_valid, unit_ready, unit_done_valid, unit_done_ready):
-        m, q, f, hdr = self.m, self.fifo, self.inflight, self.hdr
-        is_nop = hdr.opcode == Opcode.NOP
-        local_nop = is_nop if not self.nop_in_unit else Const(0)
-        can = q.r_rdy & self.tok_ok & ~self.stop & f.w_rdy
-        m.d.comb += [
-            unit_valid.eq(can & ~local_nop),
-            self.issue.eq((unit_valid & unit_ready) | (can & local_nop & ~f.r_rdy)),
-            q.r_en.eq(self.issue),
-        ]
-        unit_done = Signal(name=f"{self.name}_unit_done")
-        m.d.comb += [unit_done_ready.eq(1), unit_done.eq(unit_done_valid),
-                     f.w_en.eq(self.issue & ~local_nop),
-                     f.w_data.eq(Cat(hdr.signal_prev, hdr.signal_next, self.head.index)),
-                     f.r_en.eq(unit_done)]
-        local_done = self.issue & local_nop
-        m.d.comb += [
-            self.done.eq(unit_done | local_done),
-            self.done_signal_prev.eq(Mux(unit_done, f.r_data[0], hdr.signal_prev)),
-            self.done_signal_next.eq(Mux(unit_done, f.r_data[1], hdr.signal_next)),
-            self.done_index.eq(Mux(unit_done, f.r_data[2:], self.head.index)),
-        ]
-        return unit_done
-
-
 class Accelerator(wiring.Component):
     """The whole machine (see the module docstring).
 
@@ -362,40 +292,19 @@ class Accelerator(wiring.Component):
         for name in ("awready", "wready", "bid", "bresp", "bvalid"):
             m.d.comb += getattr(dbus, name).eq(getattr(bus, name))
 
-        # --- Queues. -------------------------------------------------------------------------
-        qs = {
-            Queue.LOAD: _QueueControl(m, "load", c, c.load_queue_depth, 2, stop, False),
-            Queue.EXECUTE: _QueueControl(m, "exec", c, c.exec_queue_depth, 8, stop, True),
-            Queue.STORE: _QueueControl(m, "store", c, c.store_queue_depth, 2, stop, False),
-        }
-        lq, xq, sq = qs[Queue.LOAD], qs[Queue.EXECUTE], qs[Queue.STORE]
-        # LOAD -> DMA reader.
-        m.d.comb += dma.i_load.payload.eq(lq.head.word.args.load)
-        load_done = lq.connect(dma.i_load.valid, dma.i_load.ready, dma.o_load_done.valid,
-                               dma.o_load_done.ready)
-        # EXECUTE -> execute unit (all of its commands, NOPs included, complete in order).
-        m.d.comb += exe.i_cmd.payload.eq(xq.head.word)
-        xq.connect(exe.i_cmd.valid, exe.i_cmd.ready, exe.o_done.valid, exe.o_done.ready)
-        # STORE -> store unit.
-        m.d.comb += st.i_cmd.payload.eq(sq.head.word.args.store)
-        store_done = sq.connect(st.i_cmd.valid, st.i_cmd.ready, st.o_done.valid,
-                                st.o_done.ready)
-
-        # --- Tokens: LOAD <-> EXECUTE <-> STORE. ---------------------------------------------
-        def token(src: _QueueControl, dst: _QueueControl, src_side: str, dst_side: str):
-            count = Signal(TOKEN_BITS, name=f"tok_{src.name}_{dst.name}")
-            inc = src.done & getattr(src, f"done_signal_{src_side}")
-            dec = dst.issue & getattr(dst.hdr, f"wait_{dst_side}")
-            with m.If(start):
-                m.d.sync += count.eq(0)
-            with m.Else():
-                m.d.sync += count.eq(count + inc - dec)
-            m.d.comb += getattr(dst, f"tok_{dst_side}").eq(count)
-
-        token(lq, xq, "next", "prev")
-        token(xq, lq, "prev", "next")
-        token(xq, sq, "next", "prev")
-        token(sq, xq, "prev", "next")
+        # --- Queues with their tokens: LOAD -> DMA reader, EXECUTE -> execute unit (all of its
+        # commands, NOPs included, complete in order), STORE -> store unit. ---------------------
+        m.submodules.queues = qs = CommandQueues(c)
+        m.d.comb += [qs.start.eq(start), qs.stop.eq(stop), qs.running.eq(running)]
+        for q, (unit_cmd, unit_done), payload in (
+                ("load", (dma.i_load, dma.o_load_done), qs.load_head.word.args.load),
+                ("exec", (exe.i_cmd, exe.o_done), qs.exec_head.word),
+                ("store", (st.i_cmd, st.o_done), qs.store_head.word.args.store)):
+            m.d.comb += [unit_cmd.payload.eq(payload),
+                         unit_cmd.valid.eq(getattr(qs, f"{q}_valid")),
+                         getattr(qs, f"{q}_ready").eq(unit_cmd.ready),
+                         getattr(qs, f"{q}_done_valid").eq(unit_done.valid),
+                         unit_done.ready.eq(getattr(qs, f"{q}_done_ready"))]
 
         # --- Errors reported by the units. -------------------------------------------------
         def raise_fault(cond, code, index, addr=0):
@@ -403,11 +312,12 @@ class Accelerator(wiring.Component):
                 m.d.sync += [fault.eq(1), fault_code.eq(code), fault_index.eq(index),
                              fault_addr.eq(addr)]
 
-        raise_fault(load_done & (dma.o_load_done.payload.error != DmaError.NONE),
-                    dma.o_load_done.payload.error.as_value(), lq.done_index,
+        raise_fault(qs.load_done & (dma.o_load_done.payload.error != DmaError.NONE),
+                    dma.o_load_done.payload.error.as_value(), qs.load_done_index,
                     dma.o_load_done.payload.addr)
-        raise_fault(store_done & (st.o_done.payload.error != DmaError.NONE),
-                    st.o_done.payload.error.as_value(), sq.done_index, st.o_done.payload.addr)
+        raise_fault(qs.store_done & (st.o_done.payload.error != DmaError.NONE),
+                    st.o_done.payload.error.as_value(), qs.store_done_index,
+                    st.o_done.payload.addr)
 
         # --- Dispatcher. ---------------------------------------------------------------------
         dh = Signal(entry_layout(c))
@@ -427,19 +337,15 @@ class Accelerator(wiring.Component):
         to_load, to_exec, to_store = check.to_load, check.to_exec, check.to_store
         os_bit = w.args.config.os
 
-        queues_idle = Signal()
-        m.d.comb += queues_idle.eq(
-            ~lq.fifo.r_rdy & ~xq.fifo.r_rdy & ~sq.fifo.r_rdy & ~lq.busy & ~xq.busy
-            & ~sq.busy)
+        queues_idle = qs.idle
         head = fetch.o_word.valid & running & ~stop & ~finished
-        target_ready = Mux(to_load, lq.fifo.w_rdy, Mux(to_exec, xq.fifo.w_rdy, sq.fifo.w_rdy))
+        target_ready = Mux(to_load, qs.room_load, Mux(to_exec, qs.room_exec, qs.room_store))
         take = Signal()
         m.d.comb += take.eq(head & (code == ErrorCode.NONE)
                             & Mux(is_sync, queues_idle, target_ready))
         m.d.comb += [fetch.o_word.ready.eq(take),
-                     lq.fifo.w_data.eq(dh), xq.fifo.w_data.eq(dh), sq.fifo.w_data.eq(dh),
-                     lq.fifo.w_en.eq(take & to_load), xq.fifo.w_en.eq(take & to_exec),
-                     sq.fifo.w_en.eq(take & to_store)]
+                     qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
+                     qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
         raise_fault(head & (code != ErrorCode.NONE), code.as_value(), dh.index)
         raise_fault(fetch.fault, ErrorCode.FETCH.value, dispatched, fetch.fault_addr)
         with m.If(take):
@@ -453,24 +359,12 @@ class Accelerator(wiring.Component):
 
         # --- Deadlock: nothing in flight, every waiting queue blocked, no way forward. ------
         all_dispatched = (dispatched == cmd_count) | finished
-        disp_stuck = (fetch.o_word.valid & (is_sync | ~target_ready)) | all_dispatched
-        quiet = [~q.fifo.r_rdy | q.blocked for q in qs.values()]
-        some_waiting = lq.fifo.r_rdy | xq.fifo.r_rdy | sq.fifo.r_rdy
-        stuck_now = running & ~lq.busy & ~xq.busy & ~sq.busy & quiet[0] & quiet[1] & \
-            quiet[2] & some_waiting & disp_stuck
-        stuck_for = Signal(range(DEADLOCK_CYCLES + 1))
-        m.d.sync += stuck_for.eq(Mux(stuck_now, stuck_for + (stuck_for < DEADLOCK_CYCLES), 0))
-        # The earliest command at a blocked head.
-        earliest = Const(2**INDEX_BITS - 1, INDEX_BITS)
-        for q in qs.values():
-            better = Signal(INDEX_BITS, name=f"earliest_{q.name}")
-            m.d.comb += better.eq(Mux(q.fifo.r_rdy & (q.head.index < earliest), q.head.index,
-                                      earliest))
-            earliest = better
-        raise_fault(stuck_for == DEADLOCK_CYCLES, ErrorCode.DEADLOCK.value, earliest)
+        m.d.comb += qs.dispatch_stuck.eq((fetch.o_word.valid & (is_sync | ~target_ready))
+                                         | all_dispatched)
+        raise_fault(qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
 
         # --- End of the run: everything dispatched (or a fault), everything drained. ---------
-        drained = queues_idle & ~fetch.busy & ~lq.busy & ~xq.busy & ~sq.busy
+        drained = queues_idle & ~fetch.busy
         end = running & ~start_d & drained & (fault | all_dispatched)
         with m.If(end):
             m.d.sync += [running.eq(0), done.eq(1)]
@@ -487,16 +381,16 @@ class Accelerator(wiring.Component):
             "macs": Mux(exe.beat, c.rows * c.cols, 0),
             "bytes_read": Mux(r_beat, c.bus_bytes, 0),
             "bytes_written": Mux(w_beat, c.bus_bytes, 0),
-            "load_busy": lq.busy,
-            "exec_busy": xq.busy,
-            "store_busy": sq.busy,
+            "load_busy": qs.load_busy,
+            "exec_busy": qs.exec_busy,
+            "store_busy": qs.store_busy,
             "array_busy": exe.beat,
-            "load_token_wait": lq.blocked,
-            "exec_token_wait": xq.blocked,
-            "store_token_wait": sq.blocked,
-            "load_mem_wait": lq.busy & ~(dbus.rvalid & dbus.rready),
-            "exec_mem_wait": xq.busy & ~exe.beat,
-            "store_mem_wait": sq.busy & ((bus.awvalid & ~bus.awready)
+            "load_token_wait": qs.load_blocked,
+            "exec_token_wait": qs.exec_blocked,
+            "store_token_wait": qs.store_blocked,
+            "load_mem_wait": qs.load_busy & ~(dbus.rvalid & dbus.rready),
+            "exec_mem_wait": qs.exec_busy & ~exe.beat,
+            "store_mem_wait": qs.store_busy & ((bus.awvalid & ~bus.awready)
                                          | (bus.wvalid & ~bus.wready)
                                          | (~bus.wvalid & (aw_out != 0))),
             "nonlinear_busy": st.nonlinear,
