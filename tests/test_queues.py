@@ -30,6 +30,13 @@ def _simulate(bench):
     sim.run()
 
 
+async def _pulse(ctx, port):
+    """``port`` high for one cycle."""
+    ctx.set(port, 1)
+    await ctx.tick()
+    ctx.set(port, 0)
+
+
 async def _push(ctx, dut, queue: str, entry: int):
     ctx.set(dut.i_entry.as_value(), entry)
     ctx.set(getattr(dut, f"push_{queue}"), 1)
@@ -65,8 +72,7 @@ def test_a_token_holds_the_waiting_command_until_it_is_signalled():
         await ctx.tick()
         ctx.set(dut.exec_done_valid, 1)
         assert ctx.get(dut.exec_done) and ctx.get(dut.exec_done_index) == 0
-        await ctx.tick()
-        ctx.set(dut.exec_done_valid, 0)
+        await _pulse(ctx, dut.exec_done_valid)
         await ctx.tick()
         assert ctx.get(dut.idle) and not ctx.get(dut.deadlock)
 
@@ -86,10 +92,8 @@ def test_a_program_that_cannot_move_is_a_deadlock_at_its_earliest_command():
             assert ctx.get(dut.exec_blocked) and ctx.get(dut.store_blocked)
             await ctx.tick()
         assert ctx.get(dut.deadlock) and ctx.get(dut.deadlock_index) == 4
-        # stop drops the queued commands; start clears the tokens
-        ctx.set(dut.stop, 1)
-        await ctx.tick()
-        ctx.set(dut.stop, 0)
+        # stop drops the queued commands
+        await _pulse(ctx, dut.stop)
         await ctx.tick()
         assert ctx.get(dut.idle) and not ctx.get(dut.deadlock)
 
