@@ -333,8 +333,11 @@ class NativeSim:
             raise SimulationFailed(f"native simulator: {tail}")
         return out
 
-    def close(self) -> None:
-        """End the process (asked to quit; killed if it does not)."""
+    def close(self, kill: bool = False) -> None:
+        """End the process: asked to quit (killed if it does not within 30 s), or killed at
+        once with ``kill`` (an interrupted run: the harness is not reading requests)."""
+        if kill and self._proc.poll() is None:
+            self._proc.kill()
         if self._proc.poll() is None:
             try:
                 self._proc.stdin.write("quit\n")
@@ -352,5 +355,5 @@ class NativeSim:
     def __enter__(self) -> NativeSim:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(kill=exc_type is not None)

@@ -163,3 +163,18 @@ def test_builds_are_cached():
     again = build_native(TINY)
     assert again.executable == first.executable and time.perf_counter() - t < 5
     assert first.info()["seconds"] > 0
+
+
+@pytest.mark.rtl
+def test_an_interrupted_run_ends_its_process_at_once():
+    mem = SharedMemory(4 << 20)
+    t = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with NativeSim(TINY, mem) as sim:
+            sim.reset()
+
+            def interrupt(cycles, seconds, values):
+                raise KeyboardInterrupt
+
+            sim.run(10**9, progress=interrupt, every=1000)
+    assert sim._proc.returncode is not None and time.perf_counter() - t < 10
