@@ -29,6 +29,8 @@ Structure (see ``docs/architecture.md``)::
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -216,39 +218,52 @@ class Accelerator(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        c = self._config
         m = Module()
+        s = SimpleNamespace()       # the signals and units the parts below share
+        self._control(m, s)         # run state, the host's registers
+        self._units(m, s)           # fetcher, DMA, execute and store units, memories
+        self._buses(m, s)           # the AXI4 master: read arbiter, write channels
+        self._queues(m, s)          # LOAD / EXECUTE / STORE queues to their units
+        self._unit_faults(m, s)     # errors the DMA and the store unit report
+        self._dispatcher(m, s)      # checks, routing, FENCE / FINISH, deadlock
+        self._end_of_run(m, s)
+        self._counters(m, s)        # performance counters
+        self._status(m, s)          # what the registers show; START; the interrupt
+        return m
+
+    def _control(self, m: Module, s) -> None:
+        a = self._config.addr_bits
+        s.start = Signal()          # one cycle: clear the run state
+        s.start_d = Signal()        # the cycle after: begin
+        s.running = Signal()
+        s.done = Signal()
+        s.fault = Signal()
+        s.fault_code = Signal(4)
+        s.fault_index = Signal(INDEX_BITS)
+        s.fault_addr = Signal(a)
+        # The host's registers (the run's parameters are held there).
+        c = self._config
+        m.submodules.regs = s.regs = regs = RegisterFile({
+            "ID": MAGIC, "VERSION": MAP_VERSION, "CONFIG_HASH": c.hash32,
+            "COMMAND_BITS": command_bits(c)})
+        wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
+        s.cmd_addr = Cat(regs.cmd_addr_lo, regs.cmd_addr_hi)
+        s.cmd_count = regs.cmd_count
+        s.window_base = Cat(regs.window_base_lo, regs.window_base_hi)
+        s.window_size = Cat(regs.window_size_lo, regs.window_size_hi)
+        s.finished = Signal()       # a FINISH was reached
+        m.d.sync += s.start_d.eq(s.start)
+        s.stop = Signal()           # no more issuing: a fault, or the end of the run
+        m.d.comb += s.stop.eq(s.fault)
+
+    def _units(self, m: Module, s) -> None:
+        c = self._config
         a = c.addr_bits
         debug = 1 if self._debug else 0
-
-        # --- Control state. ----------------------------------------------------------------
-        start = Signal()          # one cycle: clear the run state
-        start_d = Signal()        # the cycle after: begin
-        running = Signal()
-        done = Signal()
-        fault = Signal()
-        fault_code = Signal(4)
-        fault_index = Signal(INDEX_BITS)
-        fault_addr = Signal(a)
-        # The host's registers (the run's parameters are held there).
-        m.submodules.regs = regs = RegisterFile({"ID": MAGIC, "VERSION": MAP_VERSION,
-                                                 "CONFIG_HASH": c.hash32,
-                                                 "COMMAND_BITS": command_bits(c)})
-        wiring.connect(m, wiring.flipped(self.s_axil), regs.bus)
-        cmd_addr = Cat(regs.cmd_addr_lo, regs.cmd_addr_hi)
-        cmd_count = regs.cmd_count
-        window_base = Cat(regs.window_base_lo, regs.window_base_hi)
-        window_size = Cat(regs.window_size_lo, regs.window_size_hi)
-        finished = Signal()       # a FINISH was reached
-        m.d.sync += start_d.eq(start)
-        stop = Signal()           # no more issuing: a fault, or the end of the run
-        m.d.comb += stop.eq(fault)
-
-        # --- Units and memories. -------------------------------------------------------------
-        m.submodules.fetch = fetch = ResetInserter(start)(CommandFetcher(c))
-        m.submodules.dma = dma = DmaEngine(c)
-        m.submodules.exe = exe = ResetInserter(start)(ExecuteUnit(c))
-        m.submodules.store = st = StoreUnit(c)
+        m.submodules.fetch = s.fetch = fetch = ResetInserter(s.start)(CommandFetcher(c))
+        m.submodules.dma = s.dma = dma = DmaEngine(c)
+        m.submodules.exe = s.exe = exe = ResetInserter(s.start)(ExecuteUnit(c))
+        m.submodules.store = s.st = st = StoreUnit(c)
         m.submodules.output = out = OutputPath(c)
         m.submodules.spad = spad = Scratchpad(c, ports=4 + debug)
         m.submodules.acc = acc = Accumulator(c, ports=3 + debug)
@@ -269,57 +284,65 @@ class Accelerator(wiring.Component):
         wiring.connect(m, st.dma_row, dma.i_store_row)
         wiring.connect(m, dma.o_store_done, st.dma_done)
         wiring.connect(m, st.op_param, out.i_param)
-        m.d.comb += [out.error_clear.eq(start),
-                     dma.window_base.eq(window_base[:a]), dma.window_size.eq(window_size[:a]),
-                     fetch.window_base.eq(window_base[:a]),
-                     fetch.window_size.eq(window_size[:a]),
-                     fetch.start.eq(start_d), fetch.base.eq(cmd_addr[:a]),
-                     fetch.count.eq(cmd_count), fetch.abort.eq(stop | ~running | finished)]
+        m.d.comb += [out.error_clear.eq(s.start),
+                     dma.window_base.eq(s.window_base[:a]),
+                     dma.window_size.eq(s.window_size[:a]),
+                     fetch.window_base.eq(s.window_base[:a]),
+                     fetch.window_size.eq(s.window_size[:a]),
+                     fetch.start.eq(s.start_d), fetch.base.eq(s.cmd_addr[:a]),
+                     fetch.count.eq(s.cmd_count),
+                     fetch.abort.eq(s.stop | ~s.running | s.finished)]
 
-        # --- AXI4 read channels: the fetcher (first: its bursts are short) and the DMA. -----
-        bus = self.m_axi
-        dbus = dma.bus
+    def _buses(self, m: Module, s) -> None:
+        """The read channels: the fetcher (first: its bursts are short) and the DMA; the
+        write channels: the DMA writer alone."""
+        c = self._config
+        s.bus = bus = self.m_axi
+        s.dbus = dbus = s.dma.bus
         m.submodules.arbiter = arb = ReadArbiter(c.addr_bits, c.bus_bits,
                                                  depth=2 * c.max_reads + FETCH_DEPTH)
-        m.d.comb += arb.choose.eq(fetch.arvalid)
+        m.d.comb += arb.choose.eq(s.fetch.arvalid)
         connect_members(m, dbus, arb.m0)
-        connect_members(m, fetch, arb.m1)
+        connect_members(m, s.fetch, arb.m1)
         connect_members(m, arb.bus, bus)
-        # Write channels: the DMA writer alone.
         for name in ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata",
                      "wstrb", "wlast", "wvalid", "bready"):
             m.d.comb += getattr(bus, name).eq(getattr(dbus, name))
         for name in ("awready", "wready", "bid", "bresp", "bvalid"):
             m.d.comb += getattr(dbus, name).eq(getattr(bus, name))
 
-        # --- Queues with their tokens: LOAD -> DMA reader, EXECUTE -> execute unit (all of its
-        # commands, NOPs included, complete in order), STORE -> store unit. ---------------------
-        m.submodules.queues = qs = CommandQueues(c)
-        m.d.comb += [qs.start.eq(start), qs.stop.eq(stop), qs.running.eq(running)]
+    def _queues(self, m: Module, s) -> None:
+        """LOAD -> DMA reader, EXECUTE -> execute unit (all of its commands, NOPs included,
+        complete in order), STORE -> store unit, with their tokens."""
+        m.submodules.queues = s.qs = qs = CommandQueues(self._config)
+        m.d.comb += [qs.start.eq(s.start), qs.stop.eq(s.stop), qs.running.eq(s.running)]
         for q, (unit_cmd, unit_done), payload in (
-                ("load", (dma.i_load, dma.o_load_done), qs.load_head.word.args.load),
-                ("exec", (exe.i_cmd, exe.o_done), qs.exec_head.word),
-                ("store", (st.i_cmd, st.o_done), qs.store_head.word.args.store)):
+                ("load", (s.dma.i_load, s.dma.o_load_done), qs.load_head.word.args.load),
+                ("exec", (s.exe.i_cmd, s.exe.o_done), qs.exec_head.word),
+                ("store", (s.st.i_cmd, s.st.o_done), qs.store_head.word.args.store)):
             m.d.comb += [unit_cmd.payload.eq(payload),
                          unit_cmd.valid.eq(getattr(qs, f"{q}_valid")),
                          getattr(qs, f"{q}_ready").eq(unit_cmd.ready),
                          getattr(qs, f"{q}_done_valid").eq(unit_done.valid),
                          unit_done.ready.eq(getattr(qs, f"{q}_done_ready"))]
 
-        # --- Errors reported by the units. -------------------------------------------------
-        def raise_fault(cond, code, index, addr=0):
-            with m.If(cond & ~fault & running):
-                m.d.sync += [fault.eq(1), fault_code.eq(code), fault_index.eq(index),
-                             fault_addr.eq(addr)]
+    @staticmethod
+    def _raise_fault(m: Module, s, cond, code, index, addr=0) -> None:
+        """The first fault of a run stops it: its code, command index and address."""
+        with m.If(cond & ~s.fault & s.running):
+            m.d.sync += [s.fault.eq(1), s.fault_code.eq(code), s.fault_index.eq(index),
+                         s.fault_addr.eq(addr)]
 
-        raise_fault(qs.load_done & (dma.o_load_done.payload.error != DmaError.NONE),
-                    dma.o_load_done.payload.error.as_value(), qs.load_done_index,
-                    dma.o_load_done.payload.addr)
-        raise_fault(qs.store_done & (st.o_done.payload.error != DmaError.NONE),
-                    st.o_done.payload.error.as_value(), qs.store_done_index,
-                    st.o_done.payload.addr)
+    def _unit_faults(self, m: Module, s) -> None:
+        qs, load_done, store_done = s.qs, s.dma.o_load_done.payload, s.st.o_done.payload
+        self._raise_fault(m, s, qs.load_done & (load_done.error != DmaError.NONE),
+                          load_done.error.as_value(), qs.load_done_index, load_done.addr)
+        self._raise_fault(m, s, qs.store_done & (store_done.error != DmaError.NONE),
+                          store_done.error.as_value(), qs.store_done_index, store_done.addr)
 
-        # --- Dispatcher. ---------------------------------------------------------------------
+    def _dispatcher(self, m: Module, s) -> None:
+        c = self._config
+        fetch, qs = s.fetch, s.qs
         dh = Signal(entry_layout(c))
         m.d.comb += dh.eq(fetch.o_word.payload)
         w = dh.word
@@ -327,57 +350,59 @@ class Accelerator(wiring.Component):
         dispatched = Signal(INDEX_BITS)
         os_mode = Signal()
         weights = Signal()
-        with m.If(start):
-            m.d.sync += [dispatched.eq(0), finished.eq(0), weights.eq(0),
+        with m.If(s.start):
+            m.d.sync += [dispatched.eq(0), s.finished.eq(0), weights.eq(0),
                          os_mode.eq(int(c.dataflow == "os"))]
         # The checks, in the golden executor's order, and the command's queue.
         m.submodules.check = check = CommandCheck(c)
         m.d.comb += [check.word.eq(w), check.os_mode.eq(os_mode), check.weights.eq(weights)]
         code, is_sync = check.code, check.is_sync
         to_load, to_exec, to_store = check.to_load, check.to_exec, check.to_store
-        os_bit = w.args.config.os
 
-        queues_idle = qs.idle
-        head = fetch.o_word.valid & running & ~stop & ~finished
+        head = fetch.o_word.valid & s.running & ~s.stop & ~s.finished
         target_ready = Mux(to_load, qs.room_load, Mux(to_exec, qs.room_exec, qs.room_store))
-        take = Signal()
+        s.take = take = Signal()
         m.d.comb += take.eq(head & (code == ErrorCode.NONE)
-                            & Mux(is_sync, queues_idle, target_ready))
+                            & Mux(is_sync, qs.idle, target_ready))
         m.d.comb += [fetch.o_word.ready.eq(take),
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
-        raise_fault(head & (code != ErrorCode.NONE), code.as_value(), dh.index)
-        raise_fault(fetch.fault, ErrorCode.FETCH.value, dispatched, fetch.fault_addr)
+        self._raise_fault(m, s, head & (code != ErrorCode.NONE), code.as_value(), dh.index)
+        self._raise_fault(m, s, fetch.fault, ErrorCode.FETCH.value, dispatched,
+                          fetch.fault_addr)
         with m.If(take):
             m.d.sync += dispatched.eq(dispatched + 1)
             with m.If(op == Opcode.FINISH):
-                m.d.sync += finished.eq(1)
+                m.d.sync += s.finished.eq(1)
             with m.If(op == Opcode.CONFIG):
-                m.d.sync += os_mode.eq(os_bit)
+                m.d.sync += os_mode.eq(w.args.config.os)
             with m.If(op == Opcode.PRELOAD):
                 m.d.sync += weights.eq(1)
 
-        # --- Deadlock: nothing in flight, every waiting queue blocked, no way forward. ------
-        all_dispatched = (dispatched == cmd_count) | finished
+        # Deadlock: nothing in flight, every waiting queue blocked, no way forward.
+        s.all_dispatched = (dispatched == s.cmd_count) | s.finished
         m.d.comb += qs.dispatch_stuck.eq((fetch.o_word.valid & (is_sync | ~target_ready))
-                                         | all_dispatched)
-        raise_fault(qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
+                                         | s.all_dispatched)
+        self._raise_fault(m, s, qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
 
-        # --- End of the run: everything dispatched (or a fault), everything drained. ---------
-        drained = queues_idle & ~fetch.busy
-        end = running & ~start_d & drained & (fault | all_dispatched)
+    def _end_of_run(self, m: Module, s) -> None:
+        """Everything dispatched (or a fault), everything drained. A fault leaves words in
+        the queues; they are dropped (the FIFOs reset on stop)."""
+        drained = s.qs.idle & ~s.fetch.busy
+        end = s.running & ~s.start_d & drained & (s.fault | s.all_dispatched)
         with m.If(end):
-            m.d.sync += [running.eq(0), done.eq(1)]
-        # A fault leaves words in the queues; they are dropped (the FIFOs reset on stop).
+            m.d.sync += [s.running.eq(0), s.done.eq(1)]
 
-        # --- Performance counters. -----------------------------------------------------------
+    def _counters(self, m: Module, s) -> None:
+        c = self._config
+        bus, dbus, qs, exe, st = s.bus, s.dbus, s.qs, s.exe, s.st
         w_beat = bus.wvalid & bus.wready
         r_beat = bus.rvalid & bus.rready
         aw_out = Signal(range(c.max_writes + 2))
         m.d.sync += aw_out.eq(aw_out + (bus.awvalid & bus.awready) - (bus.bvalid & bus.bready))
         events = {
             "cycles": Const(1),
-            "commands": take,
+            "commands": s.take,
             "macs": Mux(exe.beat, c.rows * c.cols, 0),
             "bytes_read": Mux(r_beat, c.bus_bytes, 0),
             "bytes_written": Mux(w_beat, c.bus_bytes, 0),
@@ -391,32 +416,34 @@ class Accelerator(wiring.Component):
             "load_mem_wait": qs.load_busy & ~(dbus.rvalid & dbus.rready),
             "exec_mem_wait": qs.exec_busy & ~exe.beat,
             "store_mem_wait": qs.store_busy & ((bus.awvalid & ~bus.awready)
-                                         | (bus.wvalid & ~bus.wready)
-                                         | (~bus.wvalid & (aw_out != 0))),
+                                               | (bus.wvalid & ~bus.wready)
+                                               | (~bus.wvalid & (aw_out != 0))),
             "nonlinear_busy": st.nonlinear,
             "nonlinear_exposed": st.nonlinear & ~exe.beat,
         }
         assert list(events) == [name for name, _ in COUNTERS]
         most = {"macs": c.rows * c.cols, "bytes_read": c.bus_bytes,
                 "bytes_written": c.bus_bytes}
-        m.submodules.counters = counters = Counters({n: most.get(n, 1) for n in events})
-        m.d.comb += [counters.clear.eq(start), counters.enable.eq(running & ~start_d)]
+        m.submodules.counters = s.counters = counters = Counters(
+            {n: most.get(n, 1) for n in events})
+        m.d.comb += [counters.clear.eq(s.start), counters.enable.eq(s.running & ~s.start_d)]
         m.d.comb += [getattr(counters, f"inc_{n}").eq(inc) for n, inc in events.items()]
 
-        # --- What the registers show; START and the clearing of DONE. ------------------------
-        m.d.comb += [regs.running.eq(running), regs.status_busy.eq(running),
-                     regs.status_done.eq(done), regs.status_error.eq(fault),
-                     regs.status_code.eq(fault_code), regs.error_index.eq(fault_index),
-                     regs.error_addr_lo.eq(fault_addr), regs.error_addr_hi.eq(fault_addr >> 32)]
+    def _status(self, m: Module, s) -> None:
+        regs = s.regs
+        m.d.comb += [regs.running.eq(s.running), regs.status_busy.eq(s.running),
+                     regs.status_done.eq(s.done), regs.status_error.eq(s.fault),
+                     regs.status_code.eq(s.fault_code), regs.error_index.eq(s.fault_index),
+                     regs.error_addr_lo.eq(s.fault_addr),
+                     regs.error_addr_hi.eq(s.fault_addr >> 32)]
         for name, _ in COUNTERS:
-            count = getattr(counters, name)
+            count = getattr(s.counters, name)
             m.d.comb += [getattr(regs, f"{name}_lo").eq(count[:32]),
                          getattr(regs, f"{name}_hi").eq(count[32:])]
         with m.If(regs.status_done_clear):
-            m.d.sync += done.eq(0)
-        m.d.comb += start.eq(regs.control_start & ~running)
-        with m.If(start):
-            m.d.sync += [running.eq(1), done.eq(0), fault.eq(0), fault_code.eq(0),
-                         fault_index.eq(0), fault_addr.eq(0)]
-        m.d.comb += self.irq.eq(done & regs.control_irq_enable)
-        return m
+            m.d.sync += s.done.eq(0)
+        m.d.comb += s.start.eq(regs.control_start & ~s.running)
+        with m.If(s.start):
+            m.d.sync += [s.running.eq(1), s.done.eq(0), s.fault.eq(0), s.fault_code.eq(0),
+                         s.fault_index.eq(0), s.fault_addr.eq(0)]
+        m.d.comb += self.irq.eq(s.done & regs.control_irq_enable)
