@@ -32,6 +32,8 @@ LayerNorm's per-channel parameters reach the output path on its own ``i_param`` 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -127,9 +129,18 @@ class StoreUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
+        m = Module()
+        s = SimpleNamespace()       # the command's state, shared by the parts below
+        self._command_state(m, s)
+        self._accept(m, s)          # check the command, hand the descriptor to the output path
+        self._read_side(m, s)       # accumulator rows (and LayerNorm's table) to the output path
+        self._write_side(m, s)      # results to the scratchpad or to the DMA
+        self._completion(m, s)
+        return m
+
+    def _command_state(self, m: Module, s) -> None:
         c = self._config
         C = c.cols
-        m = Module()
         cmd = Signal(self.cmd_layout)
         desc = cmd.desc
         rows = desc.rows
@@ -160,6 +171,17 @@ class StoreUnit(wiring.Component):
                                       & ((desc.op == OutputOp.GELU) | (desc.op == OutputOp.SOFTMAX)
                                          | (desc.op == OutputOp.LAYERNORM)))
 
+        s.cmd, s.desc, s.rows, s.length = cmd, desc, rows, length
+        s.full, s.tail, s.chunks, s.passes = full, tail, chunks, passes
+        s.reading, s.writing, s.err, s.err_addr = reading, writing, err, err_addr
+        s.done_pending, s.desc_pending, s.busy_prev = done_pending, desc_pending, busy_prev
+
+    def _accept(self, m: Module, s) -> None:
+        c = self._config
+        C = c.cols
+        desc, reading, writing = s.desc, s.reading, s.writing
+        err, err_addr, cmd = s.err, s.err_addr, s.cmd
+        done_pending, desc_pending, busy_prev = s.done_pending, s.desc_pending, s.busy_prev
         # --- Command: check the local ranges, hand the descriptor to the output path. ----
         p = self.i_cmd.payload
         p_len = p.desc.length
@@ -197,6 +219,19 @@ class StoreUnit(wiring.Component):
         with m.If(self.op_cmd.valid & self.op_cmd.ready):
             m.d.sync += desc_pending.eq(0)
 
+        s.p, s.p_ln, s.bad_shape, s.bad_local = p, p_ln, bad_shape, bad_local
+
+    def _read_side(self, m: Module, s) -> None:
+        """Every row once per pass, through a small credit-checked FIFO; LayerNorm's table
+        rows travel with each chunk of its write-out pass, its prescale applied on the
+        way. (One function over 80 lines: the three kinds of rows it reads, prescales,
+        table rows and chunks, share one accumulator port and one order of requests and
+        responses, which is easiest to check in one place.)"""
+        c = self._config
+        C = c.cols
+        cmd, desc, rows, length, chunks = s.cmd, s.desc, s.rows, s.length, s.chunks
+        passes, reading, desc_pending = s.passes, s.reading, s.desc_pending
+        p, p_ln, bad_shape, bad_local = s.p, s.p_ln, s.bad_shape, s.bad_local
         # --- Read side: every row once per pass, through a small credit-checked FIFO. ----
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
@@ -281,6 +316,18 @@ class StoreUnit(wiring.Component):
                     m.d.sync += reading.eq(0)
         resp_data = self.acc.resp.valid & ~resp_pre & (resp_kind == PARAM_ROWS)
         m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - resp_data)
+        self._to_output_path(m, s, SimpleNamespace(
+            q=q, entry_layout=entry_layout, resp_pre=resp_pre, resp_kind=resp_kind,
+            resp_last=resp_last, resp_param=resp_param, resp_data=resp_data, ps_r=ps_r))
+
+    def _to_output_path(self, m: Module, s, r) -> None:
+        """An accumulator chunk (prescaled for LayerNorm when asked: requantize(x, m, e,
+        32)) and, in LayerNorm's write-out pass, its gamma and beta rows, into the FIFO
+        that feeds the output path."""
+        C = self._config.cols
+        cmd = s.cmd
+        q, entry_layout, resp_pre, resp_kind = r.q, r.entry_layout, r.resp_pre, r.resp_kind
+        resp_last, resp_param, resp_data, ps_r = r.resp_last, r.resp_param, r.resp_data, r.ps_r
         table = [Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C), name=f"ln_{n}")
                  for n in ("gamma", "beta_lo", "beta_hi")]
         for kind, reg in enumerate(table):
@@ -311,7 +358,12 @@ class StoreUnit(wiring.Component):
                      self.op_param.payload.eq(head.param),
                      q.r_en.eq(self.op_row.ready)]
 
-        # --- Write side. -------------------------------------------------------------------
+    def _write_side(self, m: Module, s) -> None:
+        """The output path's results: transposed into the scratchpad, into the scratchpad,
+        or to main memory through the DMA."""
+        c = self._config
+        C = c.cols
+        cmd, rows, length, full, tail, p = s.cmd, s.rows, s.length, s.full, s.tail, s.p
         out = self.op_out
         padded = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
         for i in range(C):
@@ -346,88 +398,120 @@ class StoreUnit(wiring.Component):
         for i in range(C):
             m.d.comb += t_row[i].eq(Mux(i < t_count, tbuf[i].as_value().word_select(fl_row, 8),
                                         0))
+        w = SimpleNamespace(out=out, padded=padded, wr_row=wr_row, wr_spad=wr_spad,
+                            row_addr=row_addr, seg_left=seg_left, in_tail=in_tail, total=total,
+                            contiguous=contiguous, wr_spad_row=wr_spad_row, tbuf=tbuf,
+                            t_count=t_count, flushing=flushing, fl_row=fl_row, t_row=t_row)
         with m.If(cmd.to_spad & cmd.transpose):
-            m.d.comb += [self.spad.req.valid.eq(writing & flushing),
-                         self.spad.req.payload.addr.eq(wr_spad),
-                         self.spad.req.payload.write.eq(1),
-                         self.spad.req.payload.data.eq(t_row),
-                         out.ready.eq(writing & ~flushing)]
-            with m.If(out.valid & out.ready):
-                with m.Switch(t_count):
-                    for i in range(C):
-                        with m.Case(i):
-                            m.d.sync += tbuf[i].eq(out.payload.data)
-                m.d.sync += [t_count.eq(t_count + 1), wr_row.eq(wr_row + 1)]
-                with m.If((t_count == C - 1) | (wr_row + 1 == rows)):
-                    m.d.sync += [flushing.eq(1), fl_row.eq(0)]
-            with m.If(self.spad.req.valid & self.spad.req.ready):
-                m.d.sync += [wr_spad.eq(wr_spad + 1), fl_row.eq(fl_row + 1)]
-                with m.If(fl_row == C - 1):
-                    m.d.sync += [flushing.eq(0), t_count.eq(0)]
-                    with m.If(wr_row == rows):
-                        m.d.sync += writing.eq(0)
+            self._write_transposed(m, s, w)
         with m.Elif(cmd.to_spad):
-            m.d.comb += [self.spad.req.valid.eq(writing & out.valid),
-                         self.spad.req.payload.addr.eq(wr_spad),
-                         self.spad.req.payload.write.eq(1),
-                         self.spad.req.payload.data.eq(padded),
-                         out.ready.eq(writing & self.spad.req.ready)]
-            with m.If(out.valid & out.ready):
-                m.d.sync += wr_spad.eq(wr_spad + Mux(cmd.blocked, rows, 1))
-                with m.If(out.payload.last):
-                    m.d.sync += wr_row.eq(wr_row + 1)
-                    with m.If(cmd.blocked):
-                        m.d.sync += [wr_spad.eq(wr_spad_row + 1), wr_spad_row.eq(wr_spad_row + 1)]
-                    with m.If(wr_row + 1 == rows):
-                        m.d.sync += writing.eq(0)
+            self._write_scratchpad(m, s, w)
         with m.Else():
-            dc = self.dma_cmd.payload
-            # Per segment (the whole command, or a row's whole chunks, or its tail): ISSUE
-            # its DMA store, pass it its chunks (DATA), WAIT for the DMA.
-            issue, data_, wait = 0, 1, 2
-            state = Signal(range(3))
-            seg_rows = Signal.like(seg_left)
-            # Blocked: a row is one DMA store of its chunks, a block stride apart (the tail
-            # chunk whole: its lanes past the row are 0).
-            m.d.comb += seg_rows.eq(Mux(cmd.blocked, chunks,
-                                        Mux(contiguous, total, Mux(in_tail, 1, full))))
-            with m.If(state == issue):
-                m.d.comb += [self.dma_cmd.valid.eq(writing & (cmd.blocked | in_tail
-                                                              | (full != 0))),
-                             dc.dram_addr.eq(Mux(in_tail, row_addr + full * C, row_addr)),
-                             dc.stride.eq(Mux(cmd.blocked, cmd.stride, C)),
-                             dc.rows.eq(seg_rows),
-                             dc.row_bytes.eq(Mux(in_tail, tail, C))]
-                with m.If(writing & (full == 0) & ~in_tail & ~cmd.blocked):
-                    m.d.sync += in_tail.eq(1)   # a row shorter than a chunk: tail only
-                with m.Elif(self.dma_cmd.valid & self.dma_cmd.ready):
-                    m.d.sync += [seg_left.eq(seg_rows), state.eq(data_)]
-            with m.Elif(state == data_):
-                m.d.comb += [self.dma_row.valid.eq(out.valid),
-                             self.dma_row.payload.eq(padded),
-                             out.ready.eq(self.dma_row.ready)]
-                with m.If(out.valid & out.ready):
-                    m.d.sync += seg_left.eq(seg_left - 1)
-                    with m.If(seg_left == 1):
-                        m.d.sync += state.eq(wait)
-            with m.Else():
-                m.d.comb += self.dma_done.ready.eq(1)
-                with m.If(self.dma_done.valid):
-                    with m.If((self.dma_done.payload.error != DmaError.NONE)
-                              & (err == DmaError.NONE)):
-                        m.d.sync += [err.eq(self.dma_done.payload.error),
-                                     err_addr.eq(self.dma_done.payload.addr)]
-                    m.d.sync += state.eq(issue)
-                    with m.If(~in_tail & (tail != 0) & ~cmd.blocked):
-                        m.d.sync += in_tail.eq(1)
-                    with m.Else():
-                        m.d.sync += [in_tail.eq(0),
-                                     row_addr.eq(row_addr + Mux(cmd.blocked, C, cmd.stride)),
-                                     wr_row.eq(wr_row + 1)]
-                        with m.If((contiguous & ~cmd.blocked) | (wr_row + 1 == rows)):
-                            m.d.sync += writing.eq(0)
+            self._write_dma(m, s, w)
 
-        # Completion: once both sides are done.
+    def _write_transposed(self, m: Module, s, w) -> None:
+        """Transposed: a block of cols chunks (rows) collected, then written as its cols
+        columns (rows past the command's last are 0)."""
+        C = self._config.cols
+        rows, writing = s.rows, s.writing
+        out, wr_row, wr_spad, tbuf = w.out, w.wr_row, w.wr_spad, w.tbuf
+        t_count, flushing, fl_row, t_row = w.t_count, w.flushing, w.fl_row, w.t_row
+        m.d.comb += [self.spad.req.valid.eq(writing & flushing),
+                     self.spad.req.payload.addr.eq(wr_spad),
+                     self.spad.req.payload.write.eq(1),
+                     self.spad.req.payload.data.eq(t_row),
+                     out.ready.eq(writing & ~flushing)]
+        with m.If(out.valid & out.ready):
+            with m.Switch(t_count):
+                for i in range(C):
+                    with m.Case(i):
+                        m.d.sync += tbuf[i].eq(out.payload.data)
+            m.d.sync += [t_count.eq(t_count + 1), wr_row.eq(wr_row + 1)]
+            with m.If((t_count == C - 1) | (wr_row + 1 == rows)):
+                m.d.sync += [flushing.eq(1), fl_row.eq(0)]
+        with m.If(self.spad.req.valid & self.spad.req.ready):
+            m.d.sync += [wr_spad.eq(wr_spad + 1), fl_row.eq(fl_row + 1)]
+            with m.If(fl_row == C - 1):
+                m.d.sync += [flushing.eq(0), t_count.eq(0)]
+                with m.If(wr_row == rows):
+                    m.d.sync += writing.eq(0)
+
+    def _write_scratchpad(self, m: Module, s, w) -> None:
+        """Into the scratchpad, row by row (blocked: a block stride apart)."""
+        cmd, rows, writing = s.cmd, s.rows, s.writing
+        out, padded, wr_row, wr_spad = w.out, w.padded, w.wr_row, w.wr_spad
+        wr_spad_row = w.wr_spad_row
+        m.d.comb += [self.spad.req.valid.eq(writing & out.valid),
+                     self.spad.req.payload.addr.eq(wr_spad),
+                     self.spad.req.payload.write.eq(1),
+                     self.spad.req.payload.data.eq(padded),
+                     out.ready.eq(writing & self.spad.req.ready)]
+        with m.If(out.valid & out.ready):
+            m.d.sync += wr_spad.eq(wr_spad + Mux(cmd.blocked, rows, 1))
+            with m.If(out.payload.last):
+                m.d.sync += wr_row.eq(wr_row + 1)
+                with m.If(cmd.blocked):
+                    m.d.sync += [wr_spad.eq(wr_spad_row + 1), wr_spad_row.eq(wr_spad_row + 1)]
+                with m.If(wr_row + 1 == rows):
+                    m.d.sync += writing.eq(0)
+
+    def _write_dma(self, m: Module, s, w) -> None:
+        """To main memory through the DMA, a segment at a time."""
+        C = self._config.cols
+        cmd, rows, full, tail, chunks = s.cmd, s.rows, s.full, s.tail, s.chunks
+        writing, err, err_addr = s.writing, s.err, s.err_addr
+        out, padded, wr_row, row_addr = w.out, w.padded, w.wr_row, w.row_addr
+        seg_left, in_tail, total, contiguous = w.seg_left, w.in_tail, w.total, w.contiguous
+        dc = self.dma_cmd.payload
+        # Per segment (the whole command, or a row's whole chunks, or its tail): ISSUE
+        # its DMA store, pass it its chunks (DATA), WAIT for the DMA.
+        issue, data_, wait = 0, 1, 2
+        state = Signal(range(3))
+        seg_rows = Signal.like(seg_left)
+        # Blocked: a row is one DMA store of its chunks, a block stride apart (the tail
+        # chunk whole: its lanes past the row are 0).
+        m.d.comb += seg_rows.eq(Mux(cmd.blocked, chunks,
+                                    Mux(contiguous, total, Mux(in_tail, 1, full))))
+        with m.If(state == issue):
+            m.d.comb += [self.dma_cmd.valid.eq(writing & (cmd.blocked | in_tail
+                                                          | (full != 0))),
+                         dc.dram_addr.eq(Mux(in_tail, row_addr + full * C, row_addr)),
+                         dc.stride.eq(Mux(cmd.blocked, cmd.stride, C)),
+                         dc.rows.eq(seg_rows),
+                         dc.row_bytes.eq(Mux(in_tail, tail, C))]
+            with m.If(writing & (full == 0) & ~in_tail & ~cmd.blocked):
+                m.d.sync += in_tail.eq(1)   # a row shorter than a chunk: tail only
+            with m.Elif(self.dma_cmd.valid & self.dma_cmd.ready):
+                m.d.sync += [seg_left.eq(seg_rows), state.eq(data_)]
+        with m.Elif(state == data_):
+            m.d.comb += [self.dma_row.valid.eq(out.valid),
+                         self.dma_row.payload.eq(padded),
+                         out.ready.eq(self.dma_row.ready)]
+            with m.If(out.valid & out.ready):
+                m.d.sync += seg_left.eq(seg_left - 1)
+                with m.If(seg_left == 1):
+                    m.d.sync += state.eq(wait)
+        with m.Else():
+            m.d.comb += self.dma_done.ready.eq(1)
+            with m.If(self.dma_done.valid):
+                with m.If((self.dma_done.payload.error != DmaError.NONE)
+                          & (err == DmaError.NONE)):
+                    m.d.sync += [err.eq(self.dma_done.payload.error),
+                                 err_addr.eq(self.dma_done.payload.addr)]
+                m.d.sync += state.eq(issue)
+                with m.If(~in_tail & (tail != 0) & ~cmd.blocked):
+                    m.d.sync += in_tail.eq(1)
+                with m.Else():
+                    m.d.sync += [in_tail.eq(0),
+                                 row_addr.eq(row_addr + Mux(cmd.blocked, C, cmd.stride)),
+                                 wr_row.eq(wr_row + 1)]
+                    with m.If((contiguous & ~cmd.blocked) | (wr_row + 1 == rows)):
+                        m.d.sync += writing.eq(0)
+
+    def _completion(self, m: Module, s) -> None:
+        """Once both sides are done."""
+        busy_prev, reading, writing = s.busy_prev, s.reading, s.writing
+        done_pending, err, err_addr = s.done_pending, s.err, s.err_addr
         with m.If(busy_prev & ~reading & ~writing):
             m.d.sync += done_pending.eq(1)
         m.d.comb += [self.o_done.valid.eq(done_pending),
@@ -435,4 +519,3 @@ class StoreUnit(wiring.Component):
                      self.o_done.payload.addr.eq(err_addr)]
         with m.If(self.o_done.valid & self.o_done.ready):
             m.d.sync += done_pending.eq(0)
-        return m
