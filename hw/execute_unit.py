@@ -28,6 +28,8 @@ in order: a COMPUTE once its last result row is written.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -80,9 +82,18 @@ class ExecuteUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
-        c = self._config
-        R, C = c.rows, c.cols
         m = Module()
+        s = SimpleNamespace()       # what the parts below share
+        self._setup(m, s)
+        self._intake(m, s)
+        self._rows_in(m, s)
+        self._results(m, s)
+        return m
+
+    def _setup(self, m: Module, s) -> None:
+        """The matrix unit, the two row readers, the dataflow, and the FIFOs of completion
+        records and of pending activation reads."""
+        c = self._config
         m.submodules.mxu = mxu = MatrixUnit(c)
         m.submodules.read_a = ra = RowReader(c)
         m.submodules.read_b = rb = RowReader(c)
@@ -105,8 +116,15 @@ class ExecuteUnit(wiring.Component):
         # activation rows wait here for the activation reader.
         pend_layout = data.StructLayout({"addr": range(c.spad_rows), "rows": ROWS_BITS})
         m.submodules.pend_a = pend = fifo.SyncFIFO(width=pend_layout.size, depth=2)
+        s.mxu, s.os_mode, s.pend, s.pend_layout, s.ra = mxu, os_mode, pend, pend_layout, ra
+        s.rb, s.rec_layout, s.recs, s.weights_at = rb, rec_layout, recs, weights_at
 
-        # --- Command intake. ---------------------------------------------------------------
+    def _intake(self, m: Module, s) -> None:
+        """CONFIG, PRELOAD and COMPUTE taken in order; a run's tiles queued one by one."""
+        c = self._config
+        R = c.rows
+        os_mode, pend, pend_layout, ra, rb = s.os_mode, s.pend, s.pend_layout, s.ra, s.rb
+        rec_layout, recs, weights_at = s.rec_layout, s.recs, s.weights_at
         cmd = self.i_cmd.payload
         op = cmd.header.opcode
         args = cmd.args
@@ -182,7 +200,12 @@ class ExecuteUnit(wiring.Component):
             rb.count.eq(Mux(os_mode, comp.rows, Mux(is_run, comp.count * R, R))),
         ]
 
-        # --- Rows into the matrix unit. -----------------------------------------------------
+
+    def _rows_in(self, m: Module, s) -> None:
+        """Weights and activation rows from the readers into the matrix unit."""
+        c = self._config
+        R, C = c.rows, c.cols
+        mxu, os_mode, ra, rb = s.mxu, s.os_mode, s.ra, s.rb
         d = mxu.i_data.payload
         for k in range(R):
             m.d.comb += d.a[k].eq(ra.o_row.payload.row[k])
@@ -207,7 +230,10 @@ class ExecuteUnit(wiring.Component):
 
         m.d.comb += self.beat.eq(mxu.i_data.valid & mxu.i_data.ready)
 
-        # --- Results into the accumulator; completions in order. --------------------------
+
+    def _results(self, m: Module, s) -> None:
+        """Result rows into the accumulator; completions reported in command order."""
+        mxu, rec_layout, recs = s.mxu, s.rec_layout, s.recs
         head = Signal(rec_layout)
         m.d.comb += head.eq(recs.r_data)
         m.submodules.done_q = done_q = fifo.SyncFIFO(width=Opcode.as_shape().width, depth=2)
@@ -234,4 +260,4 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += written.eq(written + 1)
         with m.If(finished):
             m.d.sync += written.eq(0)
-        return m
+
