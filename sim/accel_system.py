@@ -124,7 +124,7 @@ class AccelSystem(wiring.Component):
         addr, wdata = Signal(LITE_ADDR_BITS), Signal(32)
         seen = Signal()
         m.d.accel += [req.eq(self.host_req), write.eq(self.host_write),
-                     addr.eq(self.host_addr), wdata.eq(self.host_wdata)]
+                      addr.eq(self.host_addr), wdata.eq(self.host_wdata)]
         m.d.comb += [lite.awaddr.eq(addr), lite.araddr.eq(addr), lite.wdata.eq(wdata),
                      lite.wstrb.eq(0xF), lite.awprot.eq(0), lite.arprot.eq(0)]
         with m.FSM(domain="accel"):
@@ -142,15 +142,15 @@ class AccelSystem(wiring.Component):
                     m.d.accel += [lite.awvalid.eq(0), lite.wvalid.eq(0), lite.bready.eq(1)]
                 with m.If(lite.bvalid & lite.bready):
                     m.d.accel += [lite.bready.eq(0), self.host_resp.eq(lite.bresp),
-                                 self.host_ack.eq(~self.host_ack)]
+                                  self.host_ack.eq(~self.host_ack)]
                     m.next = "IDLE"
             with m.State("READ"):
                 with m.If(lite.arready):
                     m.d.accel += [lite.arvalid.eq(0), lite.rready.eq(1)]
                 with m.If(lite.rvalid & lite.rready):
                     m.d.accel += [lite.rready.eq(0), self.host_resp.eq(lite.rresp),
-                                 self.host_rdata.eq(lite.rdata),
-                                 self.host_ack.eq(~self.host_ack)]
+                                  self.host_rdata.eq(lite.rdata),
+                                  self.host_ack.eq(~self.host_ack)]
                     m.next = "IDLE"
 
     def _debug(self, m: Module, accel) -> None:
@@ -175,8 +175,8 @@ class AccelSystem(wiring.Component):
                     m.next = "ANSWER"
             with m.State("ANSWER"):
                 m.d.accel += [self.dbg_data.eq(Mux(which, accel.dbg_acc.resp.data.as_value(),
-                                                  accel.dbg_spad.resp.data.as_value())),
-                             self.dbg_ack.eq(~self.dbg_ack)]
+                                                   accel.dbg_spad.resp.data.as_value())),
+                              self.dbg_ack.eq(~self.dbg_ack)]
                 m.next = "IDLE"
 
 

@@ -25,6 +25,7 @@ import json
 import mmap
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -137,6 +138,8 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
             return NativeBuild(config, out, exe, trace)
         out.mkdir(parents=True, exist_ok=True)
         obj = out / "obj"
+        # A stale build's objects would make the progress line count them as done.
+        shutil.rmtree(obj, ignore_errors=True)
         jobs = jobs or os.cpu_count() or 1
         cflags = "-std=c++17" + (" -DTESSERA_TRACE" if trace else "")
         cmd = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),

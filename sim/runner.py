@@ -29,8 +29,7 @@ from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
 
 __all__ = ["Build", "build", "run", "build_root", "generated_verilog", "simulation_netlist",
-           "locked",
-           "BuildProgress", "SimulationFailed"]
+           "locked", "BuildProgress", "SimulationFailed"]
 
 TIMESCALE = ("1ns", "1ps")
 
@@ -234,6 +233,19 @@ def _base(config: TesseraConfig, spec: Top) -> Path:
     return base
 
 
+def _write_once(base: Path, path: Path, what: str, phase: str, make, quiet: bool) -> None:
+    """Write ``make()``'s text to ``path`` unless it exists (under the build folder's lock,
+    through a temporary file, with a progress line while ``make`` runs)."""
+    with locked(base / ".lock"):
+        if path.exists():
+            return
+        with BuildProgress(what, quiet=quiet, phase=lambda: phase):
+            text = make()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
 def generated_verilog(config: TesseraConfig, top: str | Top, quiet: bool = False):
     """The build folder of ``top`` for ``config`` and its generated Verilog file (memory
     initialization compacted: :func:`compact_memory_init`), written on first use. Returns
@@ -242,13 +254,8 @@ def generated_verilog(config: TesseraConfig, top: str | Top, quiet: bool = False
     module = spec.module
     base = _base(config, spec)
     vfile = base / f"{module}.v"
-    with locked(base / ".lock"):
-        if not vfile.exists():
-            tmp = vfile.with_suffix(".tmp")
-            with BuildProgress(f"the Verilog of {module} ({config.hash})", quiet=quiet,
-                               phase=lambda: "Amaranth and Yosys"):
-                tmp.write_text(compact_memory_init(verilog_text(config, spec)))
-            tmp.replace(vfile)
+    _write_once(base, vfile, f"the Verilog of {module} ({config.hash})", "Amaranth and Yosys",
+                lambda: compact_memory_init(verilog_text(config, spec)), quiet)
     return base, vfile
 
 
@@ -271,21 +278,18 @@ def simulation_netlist(config: TesseraConfig, top: str | Top, quiet: bool = Fals
     spec = top_spec(top)
     base = _base(config, spec)
     netlist = base / f"{spec.module}.netlist.v"
-    with locked(base / ".lock"):
-        if not netlist.exists():
-            with BuildProgress(f"the simulation netlist of {spec.module} ({config.hash})",
-                               quiet=quiet, phase=lambda: "Amaranth, then Yosys"):
-                text = rtlil.convert(spec.component(config), name=spec.module,
-                                     emit_src=False)
-                yosys = find_yosys(lambda ver: ver >= (0, 40))
-                script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *NETLIST_SCRIPT,
-                          "write_verilog -norename"]
-                body = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
-            tmp = netlist.with_suffix(".tmp")
-            tmp.write_text(f"// Simulation netlist of {spec.module} for configuration "
-                           f"{config.hash} (Yosys: {'; '.join(NETLIST_SCRIPT)}).\n"
-                           + compact_memory_init(body))
-            tmp.replace(netlist)
+
+    def make() -> str:
+        text = rtlil.convert(spec.component(config), name=spec.module, emit_src=False)
+        yosys = find_yosys(lambda ver: ver >= (0, 40))
+        script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *NETLIST_SCRIPT,
+                  "write_verilog -norename"]
+        body = yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+        return (f"// Simulation netlist of {spec.module} for configuration {config.hash} "
+                f"(Yosys: {'; '.join(NETLIST_SCRIPT)}).\n" + compact_memory_init(body))
+
+    _write_once(base, netlist, f"the simulation netlist of {spec.module} ({config.hash})",
+                "Amaranth, then Yosys", make, quiet)
     return base, netlist
 
 

@@ -402,7 +402,8 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
                "build_cached": cached, "build_compile_jobs": info.get("jobs")}
         for h in ["native"] + (["cocotb"] if cocotb else []):
             _log(progress, f"{m} x {k} x {n} on Verilator, {h} harness...")
-            fig[h] = _gemm_once(config, h, m, k, n, seed)
+            fig[h] = bench_gemm(config, "verilator", m, k, n, bias=True, activation="gelu",
+                                seed=seed, runtime={"harness": h})
     finally:
         if fresh:
             if old_root is None:
@@ -416,27 +417,3 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
         fig["same_counters"] = fig["native"]["counters"] == fig["cocotb"]["counters"]
     return fig
 
-
-def _gemm_once(config: TesseraConfig, harness: str, m: int, k: int, n: int,
-               seed: int) -> dict:
-    from .lower.gemm import OutputSpec, reference_gemm, run_gemm
-    from .runtime import Runtime
-
-    rng = np.random.default_rng(seed)
-    a = rng.integers(-128, 128, (m, k))
-    b = rng.integers(-128, 128, (k, n))
-    bias = rng.integers(-(1 << 20), 1 << 20, n)
-    out = OutputSpec.gelu_of(1 / 4096, 1 / 16)
-    rt = Runtime(config, "verilator", harness=harness)
-    t = time.perf_counter()
-    got, _, result, _ = run_gemm(rt, a, b, bias, out)
-    wall = time.perf_counter() - t
-    if not result.ok:
-        raise RuntimeError(f"the accelerator stopped: {result.describe()}")
-    if not np.array_equal(got, reference_gemm(config, a, b, bias, out)):
-        raise RuntimeError(f"the {harness} run differs from the golden model")
-    cycles = result.counters["cycles"]
-    return {"cycles": cycles, "sim_seconds": round(result.wall_seconds, 3),
-            "sim_cycles_per_s": round(cycles / result.wall_seconds),
-            "wall_seconds": round(wall, 2), "counters": result.counters,
-            "memory": result.memory}
