@@ -65,11 +65,6 @@ class ExecuteUnit(wiring.Component):
     """
 
     def __init__(self, config: TesseraConfig):
-        if config.input_bits != 8 or config.weight_bits != 8:
-            self._MustUse__silence = True  # never built
-            raise ValueError("the execute unit reads int8 operands from the scratchpad; "
-                             f"input_bits and weight_bits must be 8, not {config.input_bits} "
-                             f"and {config.weight_bits}")
         self._config = config
         self.cmd_layout = command_layout_for(config)
         super().__init__({

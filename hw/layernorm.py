@@ -41,6 +41,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
+from .config import MAX_ROW_LEN
 from .intmath import (
     STEPS_PER_CYCLE,
     IntSqrt,
@@ -64,8 +65,8 @@ PASSES = 3
 #: gamma_q is int16; beta_q has ``|beta_q| < 2**45`` (golden ``BETA_LIMIT``): s46.
 GAMMA_BITS = 16
 BETA_BITS = 46
-#: Row lengths up to 4096 (13 bits).
-LENGTH_BITS = 13
+#: Row lengths up to the configuration's limit (13 bits for 4096).
+LENGTH_BITS = MAX_ROW_LEN.bit_length()
 #: The golden model's constants (``golden.layernorm``).
 DEV_BITS = 15
 RECIP_BITS = 31

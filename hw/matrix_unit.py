@@ -27,7 +27,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import TesseraConfig
+from .config import ArrayConfig, TesseraConfig
 from .systolic import SystolicGrid
 
 __all__ = ["MatrixUnit", "MODE_WS", "MODE_OS"]
@@ -70,9 +70,8 @@ class MatrixUnit(wiring.Component):
         Nothing in flight and no weights loaded but unused.
     """
 
-    def __init__(self, config: TesseraConfig):
-        self._config = config
-        c = config
+    def __init__(self, config: ArrayConfig | TesseraConfig):
+        self._config = c = config.array
         data_fields = {"a": data.ArrayLayout(signed(c.input_bits), c.rows)}
         if c.has_os:
             data_fields["b"] = data.ArrayLayout(signed(c.weight_bits), c.cols)
@@ -95,7 +94,7 @@ class MatrixUnit(wiring.Component):
         super().__init__(members)
 
     @property
-    def config(self) -> TesseraConfig:
+    def config(self) -> ArrayConfig:
         return self._config
 
     def elaborate(self, platform):

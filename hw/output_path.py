@@ -68,11 +68,11 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import TesseraConfig
+from .config import MAX_ROW_LEN, TesseraConfig
 from .gelu import GELU_CONSTS, GeluLanes
 from .gelu import LATENCY as GELU_LATENCY
 from .intmath import STEPS_PER_CYCLE, chunk_tag_layout
-from .layernorm import BETA_BITS, GAMMA_BITS, LENGTH_BITS, LayerNormUnit
+from .layernorm import BETA_BITS, GAMMA_BITS, LayerNormUnit
 from .layernorm import LATENCY as LN_LATENCY
 from .layernorm import gap_cycles as ln_gap_cycles
 from .requant import LATENCY as RQ_LATENCY
@@ -85,8 +85,6 @@ __all__ = ["OutputOp", "OutputPath", "PASSES", "MAX_ROW_LEN", "ROWS_BITS", "STEP
            "descriptor_layout", "row_layout", "param_layout", "out_layout", "latency_cycles",
            "gap_cycles", "command_gap_cycles", "row_cycles"]
 
-#: Longest row the datapath widths allow (the golden model's ``MAX_ROW_LEN``).
-MAX_ROW_LEN = 1 << (LENGTH_BITS - 1)
 #: Width of the descriptor's row count.
 ROWS_BITS = 16
 #: Cycles between loading a descriptor and taking its first chunk: the units register
@@ -215,20 +213,9 @@ class OutputPath(wiring.Component):
         Sticky: a descriptor was dropped, or a chunk's ``last`` disagreed with the length.
     error_clear : In(1)
         Clears ``error``.
-
-    Raises
-    ------
-    ValueError
-        If ``acc_bits`` exceeds 32 or ``max_row_len`` exceeds 4096.
     """
 
     def __init__(self, config: TesseraConfig, steps_per_cycle: int = STEPS_PER_CYCLE):
-        if config.acc_bits > 32:
-            raise ValueError(f"the output path takes accumulators of at most 32 bits (the "
-                             f"golden model's int32), not acc_bits = {config.acc_bits}")
-        if config.max_row_len > MAX_ROW_LEN:
-            raise ValueError(f"the output path normalises rows of at most {MAX_ROW_LEN} "
-                             f"elements, not max_row_len = {config.max_row_len}")
         self._config = config
         self.steps_per_cycle = steps_per_cycle
         self.cmd_layout = descriptor_layout(config)

@@ -25,7 +25,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import TesseraConfig
+from .config import ArrayConfig
 
 __all__ = ["ProcessingElement", "SystolicGrid"]
 
@@ -35,7 +35,7 @@ class ProcessingElement(wiring.Component):
 
     Parameters
     ----------
-    config : TesseraConfig
+    config : ArrayConfig
         Widths and dataflows.
     row : int
         The PE's grid row: the weight tag it answers to, and (row 0) the OS last-row tag.
@@ -64,7 +64,7 @@ class ProcessingElement(wiring.Component):
         The second OS drain register, from above and to below.
     """
 
-    def __init__(self, config: TesseraConfig, *, row: int = 0):
+    def __init__(self, config: ArrayConfig, *, row: int = 0):
         self._config = config
         self._row = row
         c = config
@@ -192,7 +192,7 @@ class SystolicGrid(wiring.Component):
         The bottom edge, one lane per column: WS partial sums, or the OS drain.
     """
 
-    def __init__(self, config: TesseraConfig):
+    def __init__(self, config: ArrayConfig):
         self._config = config
         c = config
         members = {

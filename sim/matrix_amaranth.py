@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..hw.config import TesseraConfig
+from ..hw.config import ArrayConfig, TesseraConfig
 from ..hw.matrix_unit import MODE_OS, MODE_WS, MatrixUnit
 from ..sw.golden.matmul import OsTile, WsTile
 from .amaranth_streams import collect, never, send
@@ -17,7 +17,7 @@ def weight_beats(tiles: list[WsTile]) -> list[list[int]]:
     return [[int(v) for v in row] for t in tiles for row in t.weights]
 
 
-def data_beats(tiles, config: TesseraConfig) -> list[dict]:
+def data_beats(tiles, config: ArrayConfig | TesseraConfig) -> list[dict]:
     """``i_data`` payloads for WS or OS tiles."""
     beats = []
     zeros_b = [0] * config.cols
@@ -37,13 +37,13 @@ def data_beats(tiles, config: TesseraConfig) -> list[dict]:
     return beats
 
 
-def run_tiles(config: TesseraConfig, tiles, **kwargs):
+def run_tiles(config: ArrayConfig | TesseraConfig, tiles, **kwargs):
     """Stream ``tiles`` (all WS or all OS) through a fresh unit; see :func:`run_segments`."""
     return run_segments(config, [tiles], **kwargs)
 
 
-def run_segments(config: TesseraConfig, segments, *, weight_pause=never, data_pause=never,
-                 result_pause=never, timeout_cycles: int = 100_000):
+def run_segments(config: ArrayConfig | TesseraConfig, segments, *, weight_pause=never,
+                 data_pause=never, result_pause=never, timeout_cycles: int = 100_000):
     """Stream segments of tiles through a fresh unit, switching dataflow between segments
     (each segment is all WS or all OS tiles).
 

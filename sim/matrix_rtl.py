@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import TesseraConfig
+from ..hw.config import ArrayConfig, TesseraConfig
 from ..sw.golden.matmul import OsTile, WsTile
 from . import runner
 
@@ -26,7 +26,7 @@ class RtlRun:
         self.wall_s = float(npz["wall_s"])
 
 
-def _job(config: TesseraConfig, tiles) -> dict:
+def _job(config: ArrayConfig | TesseraConfig, tiles) -> dict:
     os_mode = bool(tiles) and isinstance(tiles[0], OsTile)
     R, C = config.rows, config.cols
     if os_mode:
@@ -45,7 +45,7 @@ def _job(config: TesseraConfig, tiles) -> dict:
             "n_out": n_out}
 
 
-def run_tiles(config: TesseraConfig, sim: str, tiles: list[WsTile] | list[OsTile], *,
+def run_tiles(config: ArrayConfig | TesseraConfig, sim: str, tiles: list[WsTile] | list[OsTile], *,
               weight_pause: float = 0.0, data_pause: float = 0.0, result_pause: float = 0.0,
               seed: int = 1, timeout_cycles: int | None = None,
               workdir: Path | None = None) -> RtlRun:

@@ -16,7 +16,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-from tessera.hw.config import TesseraConfig
+from tessera.hw.config import load_config
 from tessera.hw.matrix_unit import MODE_OS, MODE_WS, MatrixUnit
 from tessera.sim import cocotb_streams as cs
 from tessera.sim.packing import field, pack_lanes, unpack_lanes
@@ -35,7 +35,7 @@ def _data_words(unit: MatrixUnit, job) -> list[int]:
 
 @cocotb.test()
 async def stream_job(dut):
-    config = TesseraConfig.from_json(os.environ["TESSERA_CONFIG"])
+    config = load_config(os.environ["TESSERA_CONFIG"])
     job = dict(np.load(os.environ["TESSERA_JOB"]))
     unit = MatrixUnit(config)  # for its layouts only
     seed = int(job["seed"])

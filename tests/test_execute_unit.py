@@ -8,7 +8,6 @@ import pytest
 from amaranth.sim import Simulator
 
 from tessera.hw.config import TesseraConfig, preset
-from tessera.hw.execute_unit import ExecuteUnit
 from tessera.hw.isa import Command, Opcode, encode
 from tessera.sim.exec_system import ExecSystem, random_program
 from tessera.sw.golden.executor import Machine
@@ -100,9 +99,3 @@ def test_back_to_back_runs_match_the_golden_executor(rows):
                                          "acc_addr": 36, "accumulate": 0}))
     assert_matches_golden(cfg, spad, prog)
 
-
-def test_operands_must_be_int8():
-    cfg = TesseraConfig(rows=4, cols=4, input_bits=16, weight_bits=8, acc_bits=32,
-                        spad_kib=16, acc_kib=8, max_row_len=256)
-    with pytest.raises(ValueError, match="input_bits and weight_bits must be 8, not 16 and 8"):
-        ExecuteUnit(cfg)

@@ -26,7 +26,7 @@ def acc_of(cfg, rows: int = 8, fill: int = 0) -> np.ndarray:
 def test_lane_bytes_follow_acc_bits():
     assert g.lane_bytes(TINY) == 4
     assert g.lane_bytes(TINY.replace(acc_bits=24)) == 3
-    assert g.lane_bytes(TINY.replace(acc_bits=64)) == 8
+    assert g.lane_bytes(TINY.replace(acc_bits=16)) == 2
 
 
 def test_wide_load_stores_lanes_as_they_are_and_zeroes_the_rest():

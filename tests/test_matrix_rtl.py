@@ -5,7 +5,7 @@ and shared by the tests."""
 import numpy as np
 import pytest
 
-from tessera.hw.config import TesseraConfig, preset
+from tessera.hw.config import ArrayConfig, preset
 from tessera.sim.matrix_rtl import run_tiles
 from tessera.sw.golden import matmul as g
 
@@ -73,13 +73,10 @@ def test_back_to_back_tiles_without_bubbles(sim, dataflow):
     assert run.data_cycles[-1] - run.data_cycles[0] + 1 == len(run.data_cycles)
 
 
-SMALL = dict(spad_kib=16, acc_kib=8, max_row_len=256, bus_bits=64)
-
-
 @pytest.mark.parametrize("cfg", [
-    TesseraConfig(rows=3, cols=5, dataflow="ws", **SMALL),
-    TesseraConfig(rows=5, cols=3, dataflow="os", **SMALL),
-    TesseraConfig(rows=2, cols=2, input_bits=16, weight_bits=4, acc_bits=24, **SMALL),
+    ArrayConfig(rows=3, cols=5, dataflow="ws"),
+    ArrayConfig(rows=5, cols=3, dataflow="os"),
+    ArrayConfig(rows=2, cols=2, input_bits=16, weight_bits=4, acc_bits=24),
 ], ids=["ws-3x5", "os-5x3", "int16xint4-acc24"])
 def test_other_configurations_on_icarus(cfg):
     check(cfg, "icarus", "ws" if cfg.has_ws else "os", 0.2, seed=3)

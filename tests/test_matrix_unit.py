@@ -3,21 +3,19 @@
 import numpy as np
 import pytest
 
-from tessera.hw.config import TesseraConfig, preset
+from tessera.hw.config import ArrayConfig, preset
 from tessera.sim.amaranth_streams import random_pauses
 from tessera.sim.matrix_amaranth import run_segments, run_tiles
 from tessera.sw.golden import matmul as g
 
-SMALL = dict(spad_kib=16, acc_kib=8, max_row_len=256, bus_bits=64)
 CONFIGS = {
     "tiny-both": preset("tiny"),
-    "ws-3x5": TesseraConfig(rows=3, cols=5, dataflow="ws", **SMALL),
-    "os-5x3": TesseraConfig(rows=5, cols=3, dataflow="os", **SMALL),
-    "int4": TesseraConfig(rows=4, cols=4, input_bits=4, weight_bits=4, acc_bits=16, **SMALL),
-    "int16-acc40": TesseraConfig(rows=2, cols=3, input_bits=16, weight_bits=16, acc_bits=40,
-                                 **SMALL),
-    "wrapping-acc16": TesseraConfig(rows=4, cols=4, acc_bits=16, **SMALL),
-    "1x1": TesseraConfig(rows=1, cols=1, **SMALL),
+    "ws-3x5": ArrayConfig(rows=3, cols=5, dataflow="ws"),
+    "os-5x3": ArrayConfig(rows=5, cols=3, dataflow="os"),
+    "int4": ArrayConfig(rows=4, cols=4, input_bits=4, weight_bits=4, acc_bits=16),
+    "int16-acc40": ArrayConfig(rows=2, cols=3, input_bits=16, weight_bits=16, acc_bits=40),
+    "wrapping-acc16": ArrayConfig(rows=4, cols=4, acc_bits=16),
+    "1x1": ArrayConfig(rows=1, cols=1),
 }
 
 

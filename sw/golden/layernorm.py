@@ -63,6 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...hw.config import MAX_ROW_LEN
 from ...hw.store_unit import PARAM_ROWS
 from .intmath import bit_length, check_int, check_int_array, isqrt, reciprocal, shift_right
 from .requant import dyadic_multiplier, requantize
@@ -83,8 +84,6 @@ __all__ = [
     "layernorm_table",
 ]
 
-#: Longest row; every width above assumes it.
-MAX_ROW_LEN = 4096
 #: Pre-shifted deviations lie in ``[-2**DEV_BITS, 2**DEV_BITS)`` (int16).
 DEV_BITS = 15
 #: ``factor = floor(2**LN_RECIP_BITS / root)`` (I-BERT: ``2**31``).

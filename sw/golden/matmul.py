@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.config import TesseraConfig
+from ...hw.config import ArrayConfig, TesseraConfig
 
 __all__ = ["wrap", "check_operand", "matmul", "WsTile", "OsTile", "ws_tiles", "os_tiles",
            "unit_results", "assemble"]
@@ -54,7 +54,7 @@ def check_operand(x: np.ndarray, bits: int, name: str) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def matmul(a: np.ndarray, b: np.ndarray, config: TesseraConfig) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, config: ArrayConfig | TesseraConfig) -> np.ndarray:
     """``a @ b`` as the matrix unit computes it: exact products, sums wrapped to acc_bits.
 
     Parameters
@@ -106,7 +106,7 @@ def _pad(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def ws_tiles(a: np.ndarray, b: np.ndarray, config: TesseraConfig,
+def ws_tiles(a: np.ndarray, b: np.ndarray, config: ArrayConfig | TesseraConfig,
              m_tile: int | None = None) -> list[WsTile]:
     """Split ``a @ b`` into weight-stationary tiles for the unit.
 
@@ -128,7 +128,7 @@ def ws_tiles(a: np.ndarray, b: np.ndarray, config: TesseraConfig,
     return tiles
 
 
-def os_tiles(a: np.ndarray, b: np.ndarray, config: TesseraConfig) -> list[OsTile]:
+def os_tiles(a: np.ndarray, b: np.ndarray, config: ArrayConfig | TesseraConfig) -> list[OsTile]:
     """Split ``a @ b`` into output-stationary tiles (``rows`` x ``cols`` results each, the
     whole reduction K per tile)."""
     a = check_operand(a, config.input_bits, "a")
@@ -139,7 +139,8 @@ def os_tiles(a: np.ndarray, b: np.ndarray, config: TesseraConfig) -> list[OsTile
             for m0 in range(0, M, R) for n0 in range(0, N, C)]
 
 
-def unit_results(tiles: list[WsTile] | list[OsTile], config: TesseraConfig) -> list[np.ndarray]:
+def unit_results(tiles: list[WsTile] | list[OsTile],
+                 config: ArrayConfig | TesseraConfig) -> list[np.ndarray]:
     """The result rows the unit emits for each tile, in order (one array per tile)."""
     out = []
     for t in tiles:
@@ -150,7 +151,8 @@ def unit_results(tiles: list[WsTile] | list[OsTile], config: TesseraConfig) -> l
     return out
 
 
-def assemble(tiles, results, shape: tuple[int, int], config: TesseraConfig) -> np.ndarray:
+def assemble(tiles, results, shape: tuple[int, int],
+             config: ArrayConfig | TesseraConfig) -> np.ndarray:
     """Accumulate per-tile results into the (M, N) product, as the accumulator memory does
     (wrapping adds of WS partial sums across the K tiles)."""
     M, N = shape

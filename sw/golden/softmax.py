@@ -58,6 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...hw.config import MAX_ROW_LEN
 from .intmath import (
     MAX_SCALE,
     MIN_SCALE,
@@ -96,8 +97,6 @@ EXP_Z_MAX = 30
 LN2_BITS = 14
 #: Width of the exp codes summed by Softmax (I-BERT uses 16; see the module docstring).
 EXP_BITS = 20
-#: Longest row; every width above assumes it.
-MAX_ROW_LEN = 4096
 #: ``factor = floor(2**SOFTMAX_RECIP_BITS / sum)`` (I-BERT: ``max_bit = 32``).
 SOFTMAX_RECIP_BITS = 32
 #: ``out = floor(e * factor / 2**SOFTMAX_OUT_SHIFT)`` (I-BERT: ``32 - output_bit``).
