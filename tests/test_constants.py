@@ -15,7 +15,7 @@ from tessera.sw.golden import gelu as ggelu
 from tessera.sw.golden import layernorm as gln
 from tessera.sw.golden import requant as grq
 from tessera.sw.golden import softmax as gsm
-from tessera.sw.lower.gemm import LATENCY_CYCLES
+from tessera.sw.lower.plan import LATENCY_CYCLES
 
 
 def test_softmax_constants_agree():

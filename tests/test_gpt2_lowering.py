@@ -8,7 +8,6 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.sw.lower.attention import MASK_NEG, causal_mask_bytes
-from tessera.sw.lower.gemm import LoweringError
 from tessera.sw.lower.gpt2 import (
     GPT2_PHASES,
     place_gpt2_layer,
@@ -16,6 +15,7 @@ from tessera.sw.lower.gpt2 import (
     run_gpt2_step,
     write_kv_cache,
 )
+from tessera.sw.lower.plan import LoweringError
 from tessera.sw.models import gpt2_quantize as G
 from tessera.sw.models.quantize import cosine, dequantize, quantize_activation
 from tessera.sw.models.reference import gpt2_layer, random_gpt2_weights

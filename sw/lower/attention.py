@@ -34,7 +34,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
-from .gemm import LoweringError
+from .plan import LoweringError
 
 __all__ = ["AttentionHead", "lower_attention", "lower_attention_head", "causal_mask_bytes",
            "MASK_NEG"]
@@ -187,156 +187,24 @@ def lower_attention_head(config: TesseraConfig, head: AttentionHead,
 def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
                  spad_base: int) -> list[Command]:
     """Heads of one shape, each in its own share of the scratchpad and accumulator, their
-    commands software-pipelined (below). Every token channel carries the heads' tokens in
-    the same order on both sides, and the stream stays in a topological order of its
-    tokens."""
-    c = config
-    d = c.rows
-    first = heads[0]
-    for head in heads:
-        _check_head(c, head)
-        if (head.seq, head.dh, head.n_keys, head.causal, head.mask is None) != (
-                first.seq, first.dh, first.n_keys, first.causal, first.mask is None):
-            raise LoweringError("heads lowered together must have the same shape and mask")
-    g = len(heads)
-    S, dh, T = first.seq, first.dh, first.n_keys
-    kb_n = dh // d                     # blocks of the head dimension
-    sb_n = -(-T // d)                  # blocks of keys
-    s_pad = sb_n * d
-    mq = _chunk_rows(c, first)
-    if mq < 1:
-        raise LoweringError(f"a score row of {T} keys ({sb_n} accumulator rows) does not "
-                            f"fit half the accumulator ({c.acc_rows // 2} rows)")
-    scores_rows, ctx_rows = _acc_rows(c, first, mq)
-    if g * (scores_rows + ctx_rows) > c.acc_rows:
-        raise LoweringError(f"{g} heads of {T} keys x {dh} (K staged for its transpose) need "
-                            f"{g * (scores_rows + ctx_rows)} accumulator rows; there are "
-                            f"{c.acc_rows}")
-    rows = _spad_rows(c, first, mq)
-    if spad_base + g * rows > c.spad_rows:
-        raise LoweringError(f"{g} heads of {S} queries, {T} keys and {dh} dimensions need "
-                            f"{g * rows} scratchpad rows; there are "
-                            f"{c.spad_rows - spad_base}")
-
-    def layout(i):
-        q_at = spad_base + i * rows
-        kt_at = q_at + kb_n * S
-        v_at = kt_at + kb_n * s_pad
-        acc_s = i * (scores_rows + ctx_rows)
-        return dict(q_at=q_at, kt_at=kt_at, v_at=v_at, p_at=v_at + kb_n * s_pad,
-                    acc_s=acc_s, acc_c=acc_s + scores_rows)
-
-    def load(**kw):
-        args = dict(stride=d, row_bytes=d, to_acc=0, accumulate=0, scale=1, wide=0)
-        args.update(kw)
-        return args
-
-    def chunk(head, q0):
-        """The chunk's rows, keys (its Softmax length) and key blocks, and the key blocks
-        that get a mask (the padding mask: all; causal: those holding a key some query may
-        not see)."""
-        n = min(mq, S - q0)
-        if head.causal is None:
-            keys = T
-            masked = range(sb_n) if head.mask is not None else range(0)
-        else:
-            keys = head.causal + q0 + n
-            first_hidden = head.causal + q0 + 1      # query q0's first future key
-            masked = range(first_hidden // d, -(-keys // d)) if n > 1 else range(0)
-        return n, keys, -(-keys // d), masked
-
+    commands software-pipelined (:func:`_pipeline`). Every token channel carries the heads'
+    tokens in the same order on both sides, and the stream stays in a topological order of
+    its tokens."""
+    group = _Group(config, heads, spad_base)
     stages: dict[str, list[list[Command]]] = {}
+    for i, head in enumerate(heads):
+        group.head_stages(head, group.layout(i), stages)
+    return _pipeline(stages, len(heads), len(group.chunks))
 
-    def emit(stage, cmds):
-        stages.setdefault(stage, []).append(cmds)
 
-    chunks = [chunk(first, q0) for q0 in range(0, S, mq)]
-    for head, L in zip(heads, map(layout, range(g)), strict=True):
-        blk = head.block_stride
-        kv_blk = blk if head.kv_stride is None else head.kv_stride
-        # --- 1. Operands. ------------------------------------------------------------------
-        loads = []
-        for kb in range(kb_n):
-            loads.append(load(dram_addr=head.q + kb * blk, rows=S,
-                              local_addr=L["q_at"] + kb * S))
-            loads.append(load(dram_addr=head.v + kb * kv_blk, rows=T,
-                              local_addr=L["v_at"] + kb * s_pad))
-            # K goes into the context's half: the first context is written only after the
-            # first scores, which wait for the transposed K.
-            loads.append(load(dram_addr=head.k + kb * kv_blk, rows=T,
-                              local_addr=L["acc_c"] + kb * T, to_acc=1))
-        # V's padding rows (keys past T) may hold anything: they meet P's zero columns.
-        emit("load", [Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1)
-                      for i, args in enumerate(loads)])
-        # K^T: the relay lets the store wait for the loads; the store signals back.
-        emit("relay", [Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
-                               signal_next=True)])
-        emit("kt", [Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.NONE, "length": d, "rows": T},
-            "acc_addr": L["acc_c"] + kb * T, "to_spad": 1, "transpose": 1,
-            "spad_addr": L["kt_at"] + kb * s_pad}, wait_prev=kb == 0,
-            signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
-
-        # --- 2. Query chunks. --------------------------------------------------------------
-        for ci, q0 in enumerate(range(0, S, mq)):
-            n, keys, kbs, masked = chunks[ci]
-            nxt_masked = ci + 1 < len(chunks) and len(chunks[ci + 1][3]) > 0
-            masks = []
-            for i, j in enumerate(masked):
-                if head.causal is None:   # the key mask's block j in every row
-                    src, stride = head.mask + j * d * 4, 0
-                else:                     # the causal bias of the chunk's rows, block j
-                    src, stride = head.causal_mask + (j * S + q0) * d * 4, d * 4
-                masks.append(Command(Opcode.LOAD, dict(
-                    dram_addr=src, stride=stride, rows=n, row_bytes=d * 4,
-                    local_addr=L["acc_s"] + j * n, to_acc=1, accumulate=0, scale=1, wide=1),
-                    wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
-            emit(f"mask{ci}", masks)
-            # Scores: the first compute waits for K^T (first chunk) and for the chunk's
-            # mask. The previous chunk's P x V frees the scores before this chunk's mask.
-            scores = []
-            for j in range(kbs):
-                for kb in range(kb_n):
-                    scores.append(Command(Opcode.PRELOAD, {
-                        "spad_addr": L["kt_at"] + kb * s_pad + j * d},
-                        wait_next=ci == 0 and j == 0 and kb == 0,
-                        wait_prev=len(masked) > 0 and j == 0 and kb == 0))
-                    scores.append(Command(Opcode.COMPUTE, {
-                        "a_addr": L["q_at"] + kb * S + q0, "b_addr": 0, "rows": n,
-                        "acc_addr": L["acc_s"] + j * n,
-                        "accumulate": int(j in masked or kb > 0)},
-                        signal_next=j == kbs - 1 and kb == kb_n - 1))
-            emit(f"scores{ci}", scores)
-            # P = Softmax(scores) >> 1, blocked into the scratchpad.
-            emit(f"softmax{ci}", [Command(Opcode.STORE, {
-                "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": n, "e": 1,
-                         "consts": {"exp": dict(head.exp)}},
-                "acc_addr": L["acc_s"], "to_spad": 1, "spad_addr": L["p_at"], "blocked": 1},
-                wait_prev=True, signal_prev=True)])
-            # P x V: per block of the context, one run over the key blocks (V's weight
-            # tiles are consecutive rows, P's blocks ``n`` rows apart). The first waits for
-            # P; it then frees the scores for the next chunk's mask.
-            emit(f"pv{ci}", [Command(Opcode.COMPUTE, {
-                "a_addr": L["p_at"], "b_addr": L["v_at"] + m * s_pad, "rows": n,
-                "acc_addr": L["acc_c"] + m * n, "accumulate": 0, "count": kbs,
-                "a_stride": n},
-                wait_next=m == 0, signal_prev=nxt_masked and m == 0,
-                signal_next=m == kb_n - 1) for m in range(kb_n)])
-            # The context, a column block per store: each block's rows are contiguous in
-            # main memory, so each store is one DMA transfer (a blocked store of whole
-            # rows would write every row's blocks apart, one bus write per block).
-            emit(f"ctx{ci}", [Command(Opcode.STORE, {
-                "desc": {"op": OutputOp.REQUANT, "length": d, "rows": n, "m": head.m,
-                         "e": head.e},
-                "acc_addr": L["acc_c"] + m * n, "to_spad": 0,
-                "dram_addr": head.ctx + m * blk + q0 * d, "stride": d},
-                wait_prev=m == 0) for m in range(kb_n)])
-
+def _pipeline(stages: dict[str, list[list[Command]]], g: int, n_chunks: int) -> list[Command]:
+    """The program of ``g`` heads' stages (each stage a list of command lists, one per
+    head)."""
     def get(stage, i):
         return stages[stage][i] if 0 <= i < g else []
 
-    if len(chunks) > 1:     # one head (a group's heads fit whole): chunk after chunk
-        order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(len(chunks))
+    if n_chunks > 1:     # one head (a group's heads fit whole): chunk after chunk
+        order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(n_chunks)
                                            for stage in ("mask", "scores", "softmax", "pv",
                                                          "ctx")]
         return [cmd for stage in order for cmds in stages[stage] for cmd in cmds]
@@ -351,3 +219,167 @@ def _lower_group(config: TesseraConfig, heads: list[AttentionHead],
         prog += get("relay", i + 1) + get("scores0", i) + get("pv0", i - 1)
         prog += get("kt", i + 1) + get("softmax0", i) + get("ctx0", i - 1)
     return prog + get("pv0", g - 1) + get("ctx0", g - 1)
+
+
+class _Group:
+    """A group of heads of one shape: the checks, the query chunks and where each head's
+    operands, scores and context go on chip; it writes each head's stages."""
+
+    def __init__(self, c: TesseraConfig, heads: list[AttentionHead], spad_base: int):
+        self.c, self.d, self.spad_base = c, c.rows, spad_base
+        first = heads[0]
+        for head in heads:
+            _check_head(c, head)
+            if (head.seq, head.dh, head.n_keys, head.causal, head.mask is None) != (
+                    first.seq, first.dh, first.n_keys, first.causal, first.mask is None):
+                raise LoweringError("heads lowered together must have the same shape and "
+                                    "mask")
+        g = len(heads)
+        S, dh, T = self.S, self.dh, self.T = first.seq, first.dh, first.n_keys
+        self.kb_n = dh // self.d                # blocks of the head dimension
+        self.sb_n = -(-T // self.d)             # blocks of keys
+        self.s_pad = self.sb_n * self.d
+        mq = self.mq = _chunk_rows(c, first)
+        if mq < 1:
+            raise LoweringError(f"a score row of {T} keys ({self.sb_n} accumulator rows) does "
+                                f"not fit half the accumulator ({c.acc_rows // 2} rows)")
+        self.scores_rows, self.ctx_rows = _acc_rows(c, first, mq)
+        if g * (self.scores_rows + self.ctx_rows) > c.acc_rows:
+            raise LoweringError(f"{g} heads of {T} keys x {dh} (K staged for its transpose) "
+                                f"need {g * (self.scores_rows + self.ctx_rows)} accumulator "
+                                f"rows; there are {c.acc_rows}")
+        self.rows = _spad_rows(c, first, mq)
+        if spad_base + g * self.rows > c.spad_rows:
+            raise LoweringError(f"{g} heads of {S} queries, {T} keys and {dh} dimensions need "
+                                f"{g * self.rows} scratchpad rows; there are "
+                                f"{c.spad_rows - spad_base}")
+        self.chunks = [self.chunk(first, q0) for q0 in range(0, S, mq)]
+
+    def layout(self, i: int) -> dict:
+        """Head ``i``'s Q, K^T, V and P in the scratchpad, its scores and context in the
+        accumulator."""
+        q_at = self.spad_base + i * self.rows
+        kt_at = q_at + self.kb_n * self.S
+        v_at = kt_at + self.kb_n * self.s_pad
+        acc_s = i * (self.scores_rows + self.ctx_rows)
+        return dict(q_at=q_at, kt_at=kt_at, v_at=v_at, p_at=v_at + self.kb_n * self.s_pad,
+                    acc_s=acc_s, acc_c=acc_s + self.scores_rows)
+
+    def chunk(self, head: AttentionHead, q0: int):
+        """The chunk's rows, keys (its Softmax length) and key blocks, and the key blocks
+        that get a mask (the padding mask: all; causal: those holding a key some query may
+        not see)."""
+        d, n = self.d, min(self.mq, self.S - q0)
+        if head.causal is None:
+            keys = self.T
+            masked = range(self.sb_n) if head.mask is not None else range(0)
+        else:
+            keys = head.causal + q0 + n
+            first_hidden = head.causal + q0 + 1      # query q0's first future key
+            masked = range(first_hidden // d, -(-keys // d)) if n > 1 else range(0)
+        return n, keys, -(-keys // d), masked
+
+    def head_stages(self, head: AttentionHead, L: dict, stages: dict) -> None:
+        """Append head ``head``'s commands to ``stages``, stage by stage."""
+        def emit(stage, cmds):
+            stages.setdefault(stage, []).append(cmds)
+
+        self.operand_stages(head, L, emit)
+        for ci in range(len(self.chunks)):
+            self.score_stages(head, L, ci, emit)
+            self.context_stages(head, L, ci, emit)
+
+    def operand_stages(self, head: AttentionHead, L: dict, emit) -> None:
+        """Q, V and K loaded (K into the accumulator), then K^T stored into the
+        scratchpad."""
+        d, kb_n, s_pad = self.d, self.kb_n, self.s_pad
+        blk = head.block_stride
+        kv_blk = blk if head.kv_stride is None else head.kv_stride
+
+        def load(**kw):
+            return dict(dict(stride=d, row_bytes=d, to_acc=0, accumulate=0, scale=1, wide=0),
+                        **kw)
+
+        loads = []
+        for kb in range(kb_n):
+            loads.append(load(dram_addr=head.q + kb * blk, rows=self.S,
+                              local_addr=L["q_at"] + kb * self.S))
+            loads.append(load(dram_addr=head.v + kb * kv_blk, rows=self.T,
+                              local_addr=L["v_at"] + kb * s_pad))
+            # K goes into the context's half: the first context is written only after the
+            # first scores, which wait for the transposed K.
+            loads.append(load(dram_addr=head.k + kb * kv_blk, rows=self.T,
+                              local_addr=L["acc_c"] + kb * self.T, to_acc=1))
+        # V's padding rows (keys past T) may hold anything: they meet P's zero columns.
+        emit("load", [Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1)
+                      for i, args in enumerate(loads)])
+        # K^T: the relay lets the store wait for the loads; the store signals back.
+        emit("relay", [Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
+                               signal_next=True)])
+        emit("kt", [Command(Opcode.STORE, {
+            "desc": {"op": OutputOp.NONE, "length": d, "rows": self.T},
+            "acc_addr": L["acc_c"] + kb * self.T, "to_spad": 1, "transpose": 1,
+            "spad_addr": L["kt_at"] + kb * s_pad}, wait_prev=kb == 0,
+            signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
+
+    def score_stages(self, head: AttentionHead, L: dict, ci: int, emit) -> None:
+        """Query chunk ``ci``'s mask loads and scores (``Q K^T`` into the accumulator)."""
+        d, kb_n, S = self.d, self.kb_n, self.S
+        q0 = ci * self.mq
+        n, keys, kbs, masked = self.chunks[ci]
+        masks = []
+        for i, j in enumerate(masked):
+            if head.causal is None:   # the key mask's block j in every row
+                src, stride = head.mask + j * d * 4, 0
+            else:                     # the causal bias of the chunk's rows, block j
+                src, stride = head.causal_mask + (j * S + q0) * d * 4, d * 4
+            masks.append(Command(Opcode.LOAD, dict(
+                dram_addr=src, stride=stride, rows=n, row_bytes=d * 4,
+                local_addr=L["acc_s"] + j * n, to_acc=1, accumulate=0, scale=1, wide=1),
+                wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
+        emit(f"mask{ci}", masks)
+        # The first compute waits for K^T (first chunk) and for the chunk's mask. The
+        # previous chunk's P x V frees the scores before this chunk's mask.
+        scores = []
+        for j in range(kbs):
+            for kb in range(kb_n):
+                scores.append(Command(Opcode.PRELOAD, {
+                    "spad_addr": L["kt_at"] + kb * self.s_pad + j * d},
+                    wait_next=ci == 0 and j == 0 and kb == 0,
+                    wait_prev=len(masked) > 0 and j == 0 and kb == 0))
+                scores.append(Command(Opcode.COMPUTE, {
+                    "a_addr": L["q_at"] + kb * S + q0, "b_addr": 0, "rows": n,
+                    "acc_addr": L["acc_s"] + j * n,
+                    "accumulate": int(j in masked or kb > 0)},
+                    signal_next=j == kbs - 1 and kb == kb_n - 1))
+        emit(f"scores{ci}", scores)
+
+    def context_stages(self, head: AttentionHead, L: dict, ci: int, emit) -> None:
+        """Query chunk ``ci``'s Softmax, ``P V`` and context stores."""
+        kb_n, q0 = self.kb_n, ci * self.mq
+        n, keys, kbs, _ = self.chunks[ci]
+        nxt_masked = ci + 1 < len(self.chunks) and len(self.chunks[ci + 1][3]) > 0
+        # P = Softmax(scores) >> 1, blocked into the scratchpad.
+        emit(f"softmax{ci}", [Command(Opcode.STORE, {
+            "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": n, "e": 1,
+                     "consts": {"exp": dict(head.exp)}},
+            "acc_addr": L["acc_s"], "to_spad": 1, "spad_addr": L["p_at"], "blocked": 1},
+            wait_prev=True, signal_prev=True)])
+        # P x V: per block of the context, one run over the key blocks (V's weight tiles
+        # are consecutive rows, P's blocks ``n`` rows apart). The first waits for P; it
+        # then frees the scores for the next chunk's mask.
+        emit(f"pv{ci}", [Command(Opcode.COMPUTE, {
+            "a_addr": L["p_at"], "b_addr": L["v_at"] + m * self.s_pad, "rows": n,
+            "acc_addr": L["acc_c"] + m * n, "accumulate": 0, "count": kbs, "a_stride": n},
+            wait_next=m == 0, signal_prev=nxt_masked and m == 0,
+            signal_next=m == kb_n - 1) for m in range(kb_n)])
+        # The context, a column block per store: each block's rows are contiguous in main
+        # memory, so each store is one DMA transfer (a blocked store of whole rows would
+        # write every row's blocks apart, one bus write per block).
+        blk = head.block_stride
+        emit(f"ctx{ci}", [Command(Opcode.STORE, {
+            "desc": {"op": OutputOp.REQUANT, "length": self.d, "rows": n, "m": head.m,
+                     "e": head.e},
+            "acc_addr": L["acc_c"] + m * n, "to_spad": 0,
+            "dram_addr": head.ctx + m * blk + q0 * self.d, "stride": self.d},
+            wait_prev=m == 0) for m in range(kb_n)])

@@ -28,19 +28,11 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
 from ...hw.output_path import OutputOp
+from ..golden.layernorm import layernorm_table
 from .attention import AttentionHead, lower_attention
-from .gemm import (
-    GemmBuffers,
-    GemmShape,
-    LayerNormOutput,
-    LoweringError,
-    OutputSpec,
-    layernorm_rows,
-    layernorm_table,
-    lower_gemm,
-    plan_gemm,
-)
+from .gemm import GemmBuffers, LayerNormOutput, OutputSpec, layernorm_rows, lower_gemm
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
+from .plan import GemmShape, LoweringError, plan_gemm
 
 __all__ = ["BertPlacement", "place_bert_layer", "lower_bert_layer", "run_bert_layer",
            "PHASES", "group_of_block", "per_block", "requant_specs", "gelu_specs",

@@ -38,19 +38,13 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command
+from ..golden.layernorm import layernorm_table
 from .attention import AttentionHead, causal_mask_bytes, lower_attention
 from .bert import gelu_specs, group_of_block, requant_specs, run_phases
-from .gemm import (
-    GemmBuffers,
-    GemmShape,
-    LayerNormOutput,
-    LoweringError,
-    layernorm_table,
-    lower_gemm,
-    plan_gemm,
-)
+from .gemm import GemmBuffers, LayerNormOutput, lower_gemm
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
 from .norm import lower_layernorm
+from .plan import GemmShape, LoweringError, plan_gemm
 
 __all__ = ["GPT2_PHASES", "Gpt2Placement", "Gpt2Step", "place_gpt2_layer", "place_gpt2_step",
            "lower_gpt2_step", "run_gpt2_step", "write_kv_cache", "read_kv_cache"]

@@ -17,8 +17,9 @@ from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
 from ...hw.output_path import OutputOp
 from ..golden.dma import lane_bytes
-from .gemm import LayerNormOutput, LoweringError, layernorm_rows
+from .gemm import LayerNormOutput, layernorm_rows
 from .layout import Blocked
+from .plan import LoweringError
 
 __all__ = ["lower_layernorm"]
 
