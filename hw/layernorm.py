@@ -37,6 +37,8 @@ chunk of an earlier row that still reads them is further down the lock-step pipe
 past the stage that reads them (``sum`` at 1, ``s`` at 2, ``factor`` at 3).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
@@ -146,43 +148,53 @@ class LayerNormUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.sqrt = isqrt = self.sqrt
-        m.submodules.recip = recip = self.recip
-        en = self.en
-        C = self.cols
-        n = self.length
+        m.submodules.sqrt = self.sqrt
+        m.submodules.recip = self.recip
+        s = self._row_registers(m)
+        self._stages(m, s)
+        self._chunk_stats(m, s)
+        for j in range(self.cols):
+            self._lane(m, s, j)
+        self._square_sum(m, s)
+        self._scale(m, s)
+        self._root(m, s)
+        with m.If(self.i_valid & self.i_tag.end & (self.i_tag.pass_index != 2)):
+            m.d.sync += s.state.eq(_State.WAIT)
+        m.d.comb += self.busy.eq(Cat(*s.valid[1:]).any() | (s.state != _State.READY))
+        return m
 
-        # Per-row values and statistics.
-        sum_acc = Signal(signed(44))
-        min_acc = Signal(signed(32))
-        max_acc = Signal(signed(32))
-        var_acc = Signal(unsigned(VAR_BITS))
-        n_max = Signal(signed(46))
-        n_min = Signal(signed(46))
-        dmax = Signal(unsigned(45))
-        row_sum = Signal(signed(44))
-        s_right = Signal(range(32))
-        s_left = Signal(range(16))
-        factor = Signal(unsigned(RECIP_BITS + 1))
-        state = Signal(_State)
-        m.d.comb += self.accept.eq(state == _State.READY)
+    def _row_registers(self, m: Module) -> SimpleNamespace:
+        """Per-row values and statistics, and the row's state."""
+        s = SimpleNamespace()
+        for name, shape in (("sum_acc", signed(44)), ("min_acc", signed(32)),
+                            ("max_acc", signed(32)), ("var_acc", unsigned(VAR_BITS)),
+                            ("n_max", signed(46)), ("n_min", signed(46)), ("dmax", unsigned(45)),
+                            ("row_sum", signed(44)), ("s_right", range(32)),
+                            ("s_left", range(16)), ("factor", unsigned(RECIP_BITS + 1)),
+                            ("state", _State)):
+            setattr(s, name, Signal(shape, name=name))
+        m.d.comb += self.accept.eq(s.state == _State.READY)
+        return s
 
-        # Tags and valid bits. Pass-0 chunks end at stage 1, pass-1 chunks at stage 5.
-        valid = [self.i_valid]
-        tags = [self.i_tag]
+    def _stages(self, m: Module, s: SimpleNamespace) -> None:
+        """Tags and valid bits down the pipeline. Pass-0 chunks end at stage 1, pass-1
+        chunks at stage 5."""
+        s.valid = [self.i_valid]
+        s.tags = [self.i_tag]
         for k in range(1, LATENCY + 1):
-            keep = valid[-1]
+            keep = s.valid[-1]
             if k == 2:
-                keep = keep & (tags[-1].pass_index != 0)
+                keep = keep & (s.tags[-1].pass_index != 0)
             if k == 6:
-                keep = keep & (tags[-1].pass_index == 2)
-            valid.append(stage(m, en, keep, f"ln_valid{k}"))
-            tags.append(stage(m, en, tags[-1], f"ln_tag{k}"))
+                keep = keep & (s.tags[-1].pass_index == 2)
+            s.valid.append(stage(m, self.en, keep, f"ln_valid{k}"))
+            s.tags.append(stage(m, self.en, s.tags[-1], f"ln_tag{k}"))
 
-        # Stage 1, pass 0: the chunk's sum, minimum and maximum over the lanes in the row.
-        t0 = self.i_tag
-        lanes = range(C)
-        csum = Signal(signed(32 + C.bit_length()))
+    def _chunk_stats(self, m: Module, s: SimpleNamespace) -> None:
+        """Stage 1, pass 0: the chunk's sum, minimum and maximum over the lanes in the
+        row."""
+        en, t0, lanes = self.en, self.i_tag, range(self.cols)
+        csum = Signal(signed(32 + self.cols.bit_length()))
         cmin = Signal(signed(32))
         cmax = Signal(signed(32))
         m.d.comb += [
@@ -193,110 +205,111 @@ class LayerNormUnit(wiring.Component):
             cmax.eq(reduce_tree([Mux(t0.mask[j], self.i_data[j], INT32_MIN) for j in lanes],
                                 lambda a, b: Mux(a > b, a, b))),
         ]
-        csum1 = stage(m, en, csum, "ln_csum1")
-        cmin1 = stage(m, en, cmin, "ln_cmin1")
-        cmax1 = stage(m, en, cmax, "ln_cmax1")
+        s.csum1 = stage(m, en, csum, "ln_csum1")
+        s.cmin1 = stage(m, en, cmin, "ln_cmin1")
+        s.cmax1 = stage(m, en, cmax, "ln_cmax1")
+        s.sq4 = []
 
-        t3 = tags[3]
-        t4 = tags[4]
-        sq4 = []
-        for j in lanes:
-            # Stage 1: n x.
-            nx = Signal(signed(46), name=f"ln_nx{j}")
-            m.d.comb += nx.eq(self.i_data[j] * n)
-            nx1 = stage(m, en, nx, f"ln_nx1_{j}")
-            # Stage 2: the exact deviation n (x - mean).
-            dev = Signal(signed(46), name=f"ln_dev{j}")
-            m.d.comb += dev.eq(nx1 - row_sum)
-            dev2 = stage(m, en, dev, f"ln_dev2_{j}")
-            # Stage 3: the pre-shift into int16.
-            d = Signal(signed(16), name=f"ln_d{j}")
-            m.d.comb += d.eq(Mux(s_left != 0, dev2 << s_left, dev2 >> s_right)[:16].as_signed())
-            d3 = stage(m, en, d, f"ln_d3_{j}")
-            # Stage 4: one multiplier for d**2 (pass 1) and d * factor (pass 2).
-            other = Signal(signed(RECIP_BITS + 3), name=f"ln_other{j}")
-            m.d.comb += other.eq(Mux(t3.pass_index == 1, d3, factor))
-            prod = Signal(signed(16 + RECIP_BITS + 3), name=f"ln_prod{j}")
-            m.d.comb += prod.eq(d3 * other)
-            val = Signal(signed(33), name=f"ln_val{j}")
-            # |d| <= root, so |d * factor| <= 2**31 and y = (d * factor) >> 1 fits s32.
-            m.d.comb += val.eq(Mux(t3.pass_index == 1, prod, prod >> 1))
-            val4 = stage(m, en, val, f"ln_val4_{j}")
-            sq4.append(val4)
-            # gamma and beta travel beside the chunk.
-            gamma = self.i_gamma[j]
-            beta = self.i_beta[j]
-            for k in range(1, 5):
-                gamma = stage(m, en, gamma, f"ln_gamma{k}_{j}")
-            for k in range(1, 6):
-                beta = stage(m, en, beta, f"ln_beta{k}_{j}")
-            # Stage 5, pass 2: y * gamma_q.
-            yg = Signal(signed(48), name=f"ln_yg{j}")
-            m.d.comb += yg.eq(val4 * gamma)
-            yg5 = stage(m, en, yg, f"ln_yg5_{j}")
-            # Stage 6: + beta_q, then / 2**16 rounded half away from zero.
-            acc = Signal(signed(48), name=f"ln_acc{j}")
-            m.d.comb += acc.eq(yg5 + beta)
-            out = Signal(signed(32), name=f"ln_out{j}")
-            m.d.comb += out.eq(shift_right_half_away(acc, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
-            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out6_{j}"))
+    def _lane(self, m: Module, s: SimpleNamespace, j: int) -> None:
+        """Lane ``j``'s datapath: the deviation, its pre-shift, one multiplier for d**2
+        (pass 1) and d * factor (pass 2), then gamma, beta and the final shift."""
+        en, t3 = self.en, s.tags[3]
+        # Stage 1: n x.
+        nx = Signal(signed(46), name=f"ln_nx{j}")
+        m.d.comb += nx.eq(self.i_data[j] * self.length)
+        nx1 = stage(m, en, nx, f"ln_nx1_{j}")
+        # Stage 2: the exact deviation n (x - mean).
+        dev = Signal(signed(46), name=f"ln_dev{j}")
+        m.d.comb += dev.eq(nx1 - s.row_sum)
+        dev2 = stage(m, en, dev, f"ln_dev2_{j}")
+        # Stage 3: the pre-shift into int16.
+        d = Signal(signed(16), name=f"ln_d{j}")
+        m.d.comb += d.eq(Mux(s.s_left != 0, dev2 << s.s_left, dev2 >> s.s_right)[:16]
+                         .as_signed())
+        d3 = stage(m, en, d, f"ln_d3_{j}")
+        # Stage 4: one multiplier for d**2 (pass 1) and d * factor (pass 2).
+        other = Signal(signed(RECIP_BITS + 3), name=f"ln_other{j}")
+        m.d.comb += other.eq(Mux(t3.pass_index == 1, d3, s.factor))
+        prod = Signal(signed(16 + RECIP_BITS + 3), name=f"ln_prod{j}")
+        m.d.comb += prod.eq(d3 * other)
+        val = Signal(signed(33), name=f"ln_val{j}")
+        # |d| <= root, so |d * factor| <= 2**31 and y = (d * factor) >> 1 fits s32.
+        m.d.comb += val.eq(Mux(t3.pass_index == 1, prod, prod >> 1))
+        val4 = stage(m, en, val, f"ln_val4_{j}")
+        s.sq4.append(val4)
+        # gamma and beta travel beside the chunk.
+        gamma = self.i_gamma[j]
+        beta = self.i_beta[j]
+        for k in range(1, 5):
+            gamma = stage(m, en, gamma, f"ln_gamma{k}_{j}")
+        for k in range(1, 6):
+            beta = stage(m, en, beta, f"ln_beta{k}_{j}")
+        # Stage 5, pass 2: y * gamma_q.
+        yg = Signal(signed(48), name=f"ln_yg{j}")
+        m.d.comb += yg.eq(val4 * gamma)
+        yg5 = stage(m, en, yg, f"ln_yg5_{j}")
+        # Stage 6: + beta_q, then / 2**16 rounded half away from zero.
+        acc = Signal(signed(48), name=f"ln_acc{j}")
+        m.d.comb += acc.eq(yg5 + beta)
+        out = Signal(signed(32), name=f"ln_out{j}")
+        m.d.comb += out.eq(shift_right_half_away(acc, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
+        m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out6_{j}"))
 
-        # Stage 5, pass 1: the chunk's sum of squares.
-        cvar = Signal(unsigned(31 + C.bit_length()))
-        m.d.comb += cvar.eq(reduce_tree([Mux(t4.mask[j], sq4[j][:31], 0) for j in lanes],
-                                        lambda a, b: a + b))
-        cvar5 = stage(m, en, cvar, "ln_cvar5")
-        t6 = tags[6]
-        m.d.comb += [self.o_valid.eq(valid[6]), self.o_tag.eq(t6)]
+    def _square_sum(self, m: Module, s: SimpleNamespace) -> None:
+        """Stage 5, pass 1: the chunk's sum of squares; and the outputs' valid and tag."""
+        t4 = s.tags[4]
+        cvar = Signal(unsigned(31 + self.cols.bit_length()))
+        m.d.comb += cvar.eq(reduce_tree([Mux(t4.mask[j], s.sq4[j][:31], 0)
+                                         for j in range(self.cols)], lambda a, b: a + b))
+        s.cvar5 = stage(m, self.en, cvar, "ln_cvar5")
+        m.d.comb += [self.o_valid.eq(s.valid[6]), self.o_tag.eq(s.tags[6])]
 
-        # Pass 0 statistics, then the pre-shift.
-        t1 = tags[1]
-        with m.If(en & valid[1] & (t1.pass_index == 0)):
-            new_sum = Mux(t1.first, csum1, sum_acc + csum1)
+    def _scale(self, m: Module, s: SimpleNamespace) -> None:
+        """Pass 0's statistics, then the pre-shift: n max - sum and sum - n min, the larger
+        of them, its bit length over DEV_BITS."""
+        t1, n = s.tags[1], self.length
+        with m.If(self.en & s.valid[1] & (t1.pass_index == 0)):
+            new_sum = Mux(t1.first, s.csum1, s.sum_acc + s.csum1)
             m.d.sync += [
-                sum_acc.eq(new_sum),
-                min_acc.eq(Mux(t1.first | (cmin1 < min_acc), cmin1, min_acc)),
-                max_acc.eq(Mux(t1.first | (cmax1 > max_acc), cmax1, max_acc)),
+                s.sum_acc.eq(new_sum),
+                s.min_acc.eq(Mux(t1.first | (s.cmin1 < s.min_acc), s.cmin1, s.min_acc)),
+                s.max_acc.eq(Mux(t1.first | (s.cmax1 > s.max_acc), s.cmax1, s.max_acc)),
             ]
             with m.If(t1.end):
-                m.d.sync += state.eq(_State.SCALE_MUL)
-        with m.If(state == _State.SCALE_MUL):
-            m.d.sync += [n_max.eq(max_acc * n), n_min.eq(min_acc * n),
-                         state.eq(_State.SCALE_DMAX)]
-        with m.If(state == _State.SCALE_DMAX):
-            hi = n_max - sum_acc
-            lo = sum_acc - n_min
-            m.d.sync += [dmax.eq(Mux(hi > lo, hi, lo)), state.eq(_State.SCALE_SHIFT)]
-        with m.If(state == _State.SCALE_SHIFT):
-            s = Signal(signed(7))
-            m.d.comb += s.eq(Mux(dmax == 0, 0, bit_length(dmax) - DEV_BITS))
-            m.d.sync += [row_sum.eq(sum_acc), s_right.eq(Mux(s > 0, s, 0)),
-                         s_left.eq(Mux(s < 0, -s, 0)), state.eq(_State.READY)]
+                m.d.sync += s.state.eq(_State.SCALE_MUL)
+        with m.If(s.state == _State.SCALE_MUL):
+            m.d.sync += [s.n_max.eq(s.max_acc * n), s.n_min.eq(s.min_acc * n),
+                         s.state.eq(_State.SCALE_DMAX)]
+        with m.If(s.state == _State.SCALE_DMAX):
+            hi = s.n_max - s.sum_acc
+            lo = s.sum_acc - s.n_min
+            m.d.sync += [s.dmax.eq(Mux(hi > lo, hi, lo)), s.state.eq(_State.SCALE_SHIFT)]
+        with m.If(s.state == _State.SCALE_SHIFT):
+            sh = Signal(signed(7), name="s")
+            m.d.comb += sh.eq(Mux(s.dmax == 0, 0, bit_length(s.dmax) - DEV_BITS))
+            m.d.sync += [s.row_sum.eq(s.sum_acc), s.s_right.eq(Mux(sh > 0, sh, 0)),
+                         s.s_left.eq(Mux(sh < 0, -sh, 0)), s.state.eq(_State.READY)]
 
-        # Pass 1 statistic, then the square root and the reciprocal.
-        t5 = tags[5]
-        with m.If(en & valid[5] & (t5.pass_index == 1)):
-            new_var = Mux(t5.first, cvar5, var_acc + cvar5)
-            m.d.sync += var_acc.eq(new_var)
+    def _root(self, m: Module, s: SimpleNamespace) -> None:
+        """Pass 1's statistic, then the square root and the reciprocal: the factor of
+        pass 2."""
+        isqrt, recip, t5 = self.sqrt, self.recip, s.tags[5]
+        with m.If(self.en & s.valid[5] & (t5.pass_index == 1)):
+            new_var = Mux(t5.first, s.cvar5, s.var_acc + s.cvar5)
+            m.d.sync += s.var_acc.eq(new_var)
             with m.If(t5.end):
-                m.d.sync += state.eq(_State.SQRT_REQ)
+                m.d.sync += s.state.eq(_State.SQRT_REQ)
         m.d.comb += [
-            isqrt.req.payload.eq(var_acc),
-            isqrt.req.valid.eq(state == _State.SQRT_REQ),
+            isqrt.req.payload.eq(s.var_acc),
+            isqrt.req.valid.eq(s.state == _State.SQRT_REQ),
             recip.req.payload.eq(isqrt.resp.payload),
-            recip.req.valid.eq(isqrt.resp.valid & (state == _State.SQRT_WAIT)),
-            isqrt.resp.ready.eq(recip.req.ready & (state == _State.SQRT_WAIT)),
-            recip.resp.ready.eq(state == _State.RECIP_WAIT),
+            recip.req.valid.eq(isqrt.resp.valid & (s.state == _State.SQRT_WAIT)),
+            isqrt.resp.ready.eq(recip.req.ready & (s.state == _State.SQRT_WAIT)),
+            recip.resp.ready.eq(s.state == _State.RECIP_WAIT),
         ]
         with m.If(isqrt.req.valid & isqrt.req.ready):
-            m.d.sync += state.eq(_State.SQRT_WAIT)
+            m.d.sync += s.state.eq(_State.SQRT_WAIT)
         with m.If(recip.req.valid & recip.req.ready):
-            m.d.sync += state.eq(_State.RECIP_WAIT)
+            m.d.sync += s.state.eq(_State.RECIP_WAIT)
         with m.If(recip.resp.valid & recip.resp.ready):
-            m.d.sync += [factor.eq(recip.resp.payload), state.eq(_State.READY)]
-
-        with m.If(self.i_valid & self.i_tag.end & (self.i_tag.pass_index != 2)):
-            m.d.sync += state.eq(_State.WAIT)
-
-        m.d.comb += self.busy.eq(Cat(*valid[1:]).any() | (state != _State.READY))
-        return m
+            m.d.sync += [s.factor.eq(recip.resp.payload), s.state.eq(_State.READY)]

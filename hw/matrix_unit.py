@@ -23,6 +23,8 @@ The whole datapath advances in lock step whenever the two-entry output FIFO has 
 the array instead of dropping results.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -99,48 +101,65 @@ class MatrixUnit(wiring.Component):
 
     def elaborate(self, platform):
         c = self._config
-        R, C = c.rows, c.cols
         m = Module()
-        m.submodules.grid = grid = SystolicGrid(c)
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(
+        s = SimpleNamespace()
+        m.submodules.grid = s.grid = SystolicGrid(c)
+        m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(
             width=self.result_layout.size, depth=2)
-
         # One step of the whole datapath per cycle in which the output FIFO has room.
-        advance = Signal()
-        m.d.comb += [advance.eq(out_fifo.w_rdy), grid.en.eq(advance)]
+        s.advance = Signal(name="advance")
+        m.d.comb += [s.advance.eq(s.out_fifo.w_rdy), s.grid.en.eq(s.advance)]
+        self._mode(m, s)
+        self._tile_control(m, s)
+        self._input_skew(m, s)
+        self._weight_skew(m, s)
+        self._output_deskew(m, s)
+        # Idle: rows in flight (WS: one result per row; OS: rows per tile).
+        inflight = Signal(16)
+        incoming = Mux(s.is_os, Mux(s.d_fire & self.i_data.payload.last, c.rows, 0),
+                       s.d_fire)
+        outgoing = self.o_result.valid & self.o_result.ready
+        m.d.sync += inflight.eq(inflight + incoming - outgoing)
+        m.d.comb += self.idle.eq((inflight == 0) & (s.ahead == 0) & (s.w_row == 0)
+                                 & ~s.d_started & ~s.d_fire & ~s.w_fire)
+        return m
 
-        # Mode: a requested change waits until nothing is in flight.
+    def _mode(self, m: Module, s: SimpleNamespace) -> None:
+        """The dataflow: with both, a requested change waits until nothing is in flight."""
+        c = self._config
         if c.dataflow == "both":
-            is_os = Signal()
-            m.d.comb += grid.os.eq(is_os)
-            mode_ok = self.mode == is_os
+            s.is_os = Signal(name="is_os")
+            m.d.comb += s.grid.os.eq(s.is_os)
+            s.mode_ok = self.mode == s.is_os
             with m.If(self.idle):
-                m.d.sync += is_os.eq(self.mode)
+                m.d.sync += s.is_os.eq(self.mode)
         else:
-            is_os = Const(int(c.dataflow == "os"), 1)
-            mode_ok = Const(1, 1)
-
-        d_fire = Signal()
-        w_fire = Signal()
-        m.d.comb += [d_fire.eq(self.i_data.valid & self.i_data.ready)]
+            s.is_os = Const(int(c.dataflow == "os"), 1)
+            s.mode_ok = Const(1, 1)
+        s.d_fire = Signal(name="d_fire")
+        s.w_fire = Signal(name="w_fire")
+        m.d.comb += [s.d_fire.eq(self.i_data.valid & self.i_data.ready)]
         if c.has_ws:
-            m.d.comb += w_fire.eq(self.i_weight.valid & self.i_weight.ready)
+            m.d.comb += s.w_fire.eq(self.i_weight.valid & self.i_weight.ready)
 
-        # --- Tile control ---------------------------------------------------------------
-        # WS: wj / dj count weight and data tiles (mod 4); their difference is how many
-        # weight tiles are loaded ahead of the data. Tile wj loads into buffer wj % 2, last
-        # used by tile wj - 2, which has fully entered the array once dj >= wj - 1.
-        wj = Signal(2)
-        dj = Signal(2)
-        w_row = Signal(range(R))
-        d_started = Signal()
-        ahead = Signal(2)
-        m.d.comb += ahead.eq(wj - dj)
-        # OS: results of consecutive tiles must enter the drain chain >= rows steps apart.
+    def _tile_control(self, m: Module, s: SimpleNamespace) -> None:
+        """When data and weight rows may enter.
+
+        WS: wj / dj count weight and data tiles (mod 4); their difference is how many weight
+        tiles are loaded ahead of the data. Tile wj loads into buffer wj % 2, last used by
+        tile wj - 2, which has fully entered the array once dj >= wj - 1. OS: results of
+        consecutive tiles must enter the drain chain >= rows steps apart."""
+        c, R, is_os = self._config, self._config.rows, s.is_os
+        s.wj = wj = Signal(2, name="wj")
+        s.dj = dj = Signal(2, name="dj")
+        s.w_row = w_row = Signal(range(R), name="w_row")
+        s.d_started = Signal(name="d_started")
+        s.ahead = Signal(2, name="ahead")
+        m.d.comb += s.ahead.eq(wj - dj)
         gap = Signal(range(R), init=R - 1)
         gap_ok = gap == R - 1
 
-        ws_data_ok = d_started | (ahead != 0)
+        ws_data_ok = s.d_started | (s.ahead != 0)
         os_data_ok = ~self.i_data.payload.last | gap_ok
         if c.has_ws and c.has_os:
             data_ok = Mux(is_os, os_data_ok, ws_data_ok)
@@ -148,86 +167,83 @@ class MatrixUnit(wiring.Component):
             data_ok = ws_data_ok
         else:
             data_ok = os_data_ok
-        m.d.comb += self.i_data.ready.eq(advance & mode_ok & data_ok)
+        m.d.comb += self.i_data.ready.eq(s.advance & s.mode_ok & data_ok)
         if c.has_ws:
-            m.d.comb += self.i_weight.ready.eq(advance & mode_ok & ~is_os & (ahead <= 1))
+            m.d.comb += self.i_weight.ready.eq(s.advance & s.mode_ok & ~is_os & (s.ahead <= 1))
 
-        with m.If(d_fire):
-            m.d.sync += d_started.eq(~self.i_data.payload.last)
+        with m.If(s.d_fire):
+            m.d.sync += s.d_started.eq(~self.i_data.payload.last)
             # Only weight-stationary tiles consume a weight tile.
             with m.If(self.i_data.payload.last & ~is_os):
                 m.d.sync += dj.eq(dj + 1)
-        with m.If(w_fire):
+        with m.If(s.w_fire):
             with m.If(w_row == R - 1):
                 m.d.sync += [w_row.eq(0), wj.eq(wj + 1)]
             with m.Else():
                 m.d.sync += w_row.eq(w_row + 1)
-        with m.If(advance):
-            with m.If(d_fire & self.i_data.payload.last):
+        with m.If(s.advance):
+            with m.If(s.d_fire & self.i_data.payload.last):
                 m.d.sync += gap.eq(0)
             with m.Elif(~gap_ok):
                 m.d.sync += gap.eq(gap + 1)
 
-        # --- Input skew: activation k enters grid row rows-1-k, delayed by that row. ------
-        # (Reversing the lanes lets weight rows arrive in natural order although the first
-        # row shifted into a column ends at its bottom, and lets OS results leave in row
-        # order although the drain emits the bottom grid row first.)
+    def _input_skew(self, m: Module, s: SimpleNamespace) -> None:
+        """Activation k enters grid row rows-1-k, delayed by that row. (Reversing the lanes
+        lets weight rows arrive in natural order although the first row shifted into a
+        column ends at its bottom, and lets OS results leave in row order although the
+        drain emits the bottom grid row first.)"""
+        c, R, grid = self._config, self._config.rows, s.grid
         ctrl = Signal(3)
-        m.d.comb += ctrl.eq(Mux(d_fire, 1, 0) | Mux(self.i_data.payload.last, 2, 0)
-                            | Mux(dj[0], 4, 0))
+        m.d.comb += ctrl.eq(Mux(s.d_fire, 1, 0) | Mux(self.i_data.payload.last, 2, 0)
+                            | Mux(s.dj[0], 4, 0))
         ctrl_at = [ctrl]
         for g in range(1, R):
-            ctrl_at.append(_delay(m, ctrl_at[-1], 1, advance, f"ctrl_row{g}"))
+            ctrl_at.append(_delay(m, ctrl_at[-1], 1, s.advance, f"ctrl_row{g}"))
         for k in range(R):
             g = R - 1 - k
-            a_k = _delay(m, self.i_data.payload.a[k], g, advance, f"a_lane{k}")
+            a_k = _delay(m, self.i_data.payload.a[k], g, s.advance, f"a_lane{k}")
             m.d.comb += [grid.a[g].eq(a_k), grid.a_valid[g].eq(ctrl_at[g][0]),
                          grid.a_last[g].eq(ctrl_at[g][1])]
             if c.has_ws:
                 m.d.comb += grid.a_sel[g].eq(ctrl_at[g][2])
 
-        # --- Weight skew: column j enters j steps after column 0. ------------------------
-        # Weight row k of a tile belongs to grid row rows-1-k (see the lane reversal above).
+    def _weight_skew(self, m: Module, s: SimpleNamespace) -> None:
+        """Column j enters j steps after column 0. Weight row k of a tile belongs to grid
+        row rows-1-k (see the lane reversal in :meth:`_input_skew`)."""
+        c, R, C, grid = self._config, self._config.rows, self._config.cols, s.grid
         w_src = Signal(self.weight_layout)
         if c.has_os:
             os_w = self.i_data.payload.b
         if c.has_ws:
             wctrl = Signal(data.StructLayout({"valid": 1, "tag": range(R), "buf": 1}))
-            m.d.comb += [wctrl.valid.eq(w_fire & ~is_os), wctrl.tag.eq(R - 1 - w_row),
-                         wctrl.buf.eq(wj[0])]
-            m.d.comb += w_src.eq(Mux(is_os, os_w, self.i_weight.payload)
+            m.d.comb += [wctrl.valid.eq(s.w_fire & ~s.is_os), wctrl.tag.eq(R - 1 - s.w_row),
+                         wctrl.buf.eq(s.wj[0])]
+            m.d.comb += w_src.eq(Mux(s.is_os, os_w, self.i_weight.payload)
                                  if c.has_os else self.i_weight.payload)
             wctrl_at = [wctrl]
             for j in range(1, C):
-                wctrl_at.append(_delay(m, wctrl_at[-1], 1, advance, f"wctrl_col{j}"))
+                wctrl_at.append(_delay(m, wctrl_at[-1], 1, s.advance, f"wctrl_col{j}"))
         else:
             m.d.comb += w_src.eq(os_w)
         for j in range(C):
-            m.d.comb += grid.w[j].eq(_delay(m, w_src[j], j, advance, f"w_col{j}"))
+            m.d.comb += grid.w[j].eq(_delay(m, w_src[j], j, s.advance, f"w_col{j}"))
             if c.has_ws:
                 m.d.comb += [grid.w_valid[j].eq(wctrl_at[j].valid),
                              grid.w_tag[j].eq(wctrl_at[j].tag),
                              grid.w_buf[j].eq(wctrl_at[j].buf)]
 
-        # --- Output deskew: column j leaves cols-1-j steps later. -------------------------
+    def _output_deskew(self, m: Module, s: SimpleNamespace) -> None:
+        """Column j leaves cols-1-j steps later, into a two-entry FIFO."""
+        C, grid, out_fifo = self._config.cols, s.grid, s.out_fifo
         result = Signal(self.result_layout)
         for j in range(C):
             m.d.comb += result.data[j].eq(
-                _delay(m, grid.out[j], C - 1 - j, advance, f"out_col{j}"))
+                _delay(m, grid.out[j], C - 1 - j, s.advance, f"out_col{j}"))
         m.d.comb += [
             result.last.eq(grid.out_last[C - 1]),
             out_fifo.w_data.eq(result.as_value()),
-            out_fifo.w_en.eq(advance & grid.out_valid[C - 1]),
+            out_fifo.w_en.eq(s.advance & grid.out_valid[C - 1]),
             self.o_result.payload.eq(out_fifo.r_data),
             self.o_result.valid.eq(out_fifo.r_rdy),
             out_fifo.r_en.eq(self.o_result.ready),
         ]
-
-        # --- Idle: rows in flight (WS: one result per row; OS: rows per tile). -----------
-        inflight = Signal(16)
-        incoming = Mux(is_os, Mux(d_fire & self.i_data.payload.last, R, 0), d_fire)
-        outgoing = self.o_result.valid & self.o_result.ready
-        m.d.sync += inflight.eq(inflight + incoming - outgoing)
-        m.d.comb += self.idle.eq((inflight == 0) & (ahead == 0) & (w_row == 0)
-                                 & ~d_started & ~d_fire & ~w_fire)
-        return m

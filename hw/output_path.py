@@ -64,6 +64,8 @@ pipelines instead of dropping data.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -245,35 +247,44 @@ class OutputPath(wiring.Component):
         return gap_cycles(op, self.steps_per_cycle)
 
     def elaborate(self, platform):
-        c = self._config
-        C = c.cols
+        C = self._config.cols
         m = Module()
-        m.submodules.gelu = gelu = GeluLanes(C)
-        m.submodules.softmax = sm = SoftmaxUnit(C, self.steps_per_cycle)
-        m.submodules.layernorm = ln = LayerNormUnit(C, self.steps_per_cycle)
-        m.submodules.requant = rq = RequantLanes(C)
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
+        s = SimpleNamespace()
+        m.submodules.gelu = s.gelu = GeluLanes(C)
+        m.submodules.softmax = s.sm = SoftmaxUnit(C, self.steps_per_cycle)
+        m.submodules.layernorm = s.ln = LayerNormUnit(C, self.steps_per_cycle)
+        m.submodules.requant = s.rq = RequantLanes(C)
+        m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
+        s.advance = Signal(name="advance")
+        m.d.comb += s.advance.eq(s.out_fifo.w_rdy)
+        for unit in (s.gelu, s.sm, s.ln, s.rq):
+            m.d.comb += unit.en.eq(s.advance)
+        self._command(m, s)
+        self._chunks_in(m, s)
+        self._units(m, s)
+        self._chunks_out(m, s)
+        m.d.comb += self.idle.eq((s.state == _State.IDLE) & ~s.pipe_busy & ~s.out_fifo.r_rdy)
+        return m
 
-        advance = Signal()
-        m.d.comb += advance.eq(out_fifo.w_rdy)
-        for unit in (gelu, sm, ln, rq):
-            m.d.comb += unit.en.eq(advance)
+    def _command(self, m: Module, s: SimpleNamespace) -> None:
+        """The descriptor: accepted when the units are idle, checked (an unknown operation
+        or a bad length sets ``error``), then one cycle of set-up."""
+        c = self._config
+        s.cmd = cmd = Signal(self.cmd_layout, name="cmd")
+        s.state = state = Signal(_State, name="state")
+        s.op = cmd.op
+        s.length = Signal(range(c.max_row_len + 1), name="length")
+        m.d.comb += s.length.eq(cmd.length)
+        s.pipe_busy = s.gelu.busy | s.sm.busy | s.ln.busy | s.rq.busy
+        m.d.comb += self.i_cmd.ready.eq((state == _State.IDLE) & ~s.pipe_busy)
 
-        # --- Command ---------------------------------------------------------------------
-        cmd = Signal(self.cmd_layout)
-        state = Signal(_State)
-        op = cmd.op
-        length = Signal(range(c.max_row_len + 1))
-        m.d.comb += length.eq(cmd.length)
-        pipe_busy = gelu.busy | sm.busy | ln.busy | rq.busy
-        m.d.comb += self.i_cmd.ready.eq((state == _State.IDLE) & ~pipe_busy)
-
-        pass_index = Signal(2)
-        remaining = Signal(range(c.max_row_len + 1))  # elements of the row not yet taken
-        first = Signal()
-        rows_left = Signal(ROWS_BITS)
-        multi = (op == OutputOp.SOFTMAX) | (op == OutputOp.LAYERNORM)
-        final_pass = Mux(multi, pass_index == 2, 1)
+        s.pass_index = Signal(2, name="pass_index")
+        # Elements of the row not yet taken.
+        s.remaining = Signal(range(c.max_row_len + 1), name="remaining")
+        s.first = Signal(name="first")
+        s.rows_left = Signal(ROWS_BITS, name="rows_left")
+        multi = (s.op == OutputOp.SOFTMAX) | (s.op == OutputOp.LAYERNORM)
+        s.final_pass = Mux(multi, s.pass_index == 2, 1)
 
         with m.If(self.error_clear):
             m.d.sync += self.error.eq(0)
@@ -281,8 +292,8 @@ class OutputPath(wiring.Component):
             new = self.i_cmd.payload
             known_op = new.op.as_value() <= OutputOp.LAYERNORM.value
             good_len = (new.length >= 1) & (new.length <= c.max_row_len)
-            m.d.sync += [cmd.eq(new), pass_index.eq(0), remaining.eq(new.length), first.eq(1),
-                         rows_left.eq(new.rows)]
+            m.d.sync += [cmd.eq(new), s.pass_index.eq(0), s.remaining.eq(new.length),
+                         s.first.eq(1), s.rows_left.eq(new.rows)]
             with m.If(~known_op | ~good_len):
                 m.d.sync += self.error.eq(1)
             with m.Elif(new.rows != 0):
@@ -290,53 +301,60 @@ class OutputPath(wiring.Component):
         with m.If(state == _State.SETUP):
             m.d.sync += state.eq(_State.RUN)
 
-        # --- Chunks in -------------------------------------------------------------------
-        unit_accept = Mux(op == OutputOp.SOFTMAX, sm.accept,
-                          Mux(op == OutputOp.LAYERNORM, ln.accept, 1))
-        need_param = (op == OutputOp.LAYERNORM) & (pass_index == 2)
-        can_take = advance & (state == _State.RUN) & unit_accept
+    def _chunks_in(self, m: Module, s: SimpleNamespace) -> None:
+        """Chunks taken (with LayerNorm's parameters in its last pass), tagged with their
+        lanes, pass and place in the row; a row's passes, then the next row."""
+        C, op = self._config.cols, s.op
+        unit_accept = Mux(op == OutputOp.SOFTMAX, s.sm.accept,
+                          Mux(op == OutputOp.LAYERNORM, s.ln.accept, 1))
+        need_param = (op == OutputOp.LAYERNORM) & (s.pass_index == 2)
+        can_take = s.advance & (s.state == _State.RUN) & unit_accept
         m.d.comb += [
             self.i_row.ready.eq(can_take & (~need_param | self.i_param.valid)),
             self.i_param.ready.eq(can_take & need_param & self.i_row.valid),
         ]
-        fire = Signal()
+        s.fire = fire = Signal(name="fire")
         m.d.comb += fire.eq(self.i_row.valid & self.i_row.ready)
 
-        end = remaining <= C
-        tag = Signal(chunk_tag_layout(C))
+        end = s.remaining <= C
+        s.tag = tag = Signal(chunk_tag_layout(C), name="tag")
         m.d.comb += [
-            tag.mask.eq(Cat([remaining > j for j in range(C)])),
-            tag.pass_index.eq(pass_index),
-            tag.first.eq(first),
+            tag.mask.eq(Cat([s.remaining > j for j in range(C)])),
+            tag.pass_index.eq(s.pass_index),
+            tag.first.eq(s.first),
             tag.end.eq(end),
-            tag.last.eq(end & final_pass),
+            tag.last.eq(end & s.final_pass),
         ]
         with m.If(fire):
             with m.If(self.i_row.payload.last != end):
                 m.d.sync += self.error.eq(1)
-            m.d.sync += first.eq(end)
+            m.d.sync += s.first.eq(end)
             with m.If(end):
-                m.d.sync += remaining.eq(length)
-                with m.If(final_pass):
-                    m.d.sync += [pass_index.eq(0), rows_left.eq(rows_left - 1)]
-                    with m.If(rows_left == 1):
-                        m.d.sync += state.eq(_State.IDLE)
+                m.d.sync += s.remaining.eq(s.length)
+                with m.If(s.final_pass):
+                    m.d.sync += [s.pass_index.eq(0), s.rows_left.eq(s.rows_left - 1)]
+                    with m.If(s.rows_left == 1):
+                        m.d.sync += s.state.eq(_State.IDLE)
                 with m.Else():
-                    m.d.sync += pass_index.eq(pass_index + 1)
+                    m.d.sync += s.pass_index.eq(s.pass_index + 1)
             with m.Else():
-                m.d.sync += remaining.eq(remaining - C)
+                m.d.sync += s.remaining.eq(s.remaining - C)
 
-        lanes = Signal(data.ArrayLayout(signed(32), C))
-        m.d.comb += [lanes[j].eq(self.i_row.payload.data[j]) for j in range(C)]
+        s.lanes = Signal(data.ArrayLayout(signed(32), C), name="lanes")
+        m.d.comb += [s.lanes[j].eq(self.i_row.payload.data[j]) for j in range(C)]
 
-        # --- The units -------------------------------------------------------------------
+    def _units(self, m: Module, s: SimpleNamespace) -> None:
+        """The chunk into the operation's unit; requantization after GELU and LayerNorm,
+        or alone."""
+        op, cmd, fire, lanes, tag = s.op, s.cmd, s.fire, s.lanes, s.tag
+        gelu, sm, ln, rq = s.gelu, s.sm, s.ln, s.rq
         m.d.comb += [
             gelu.i_valid.eq(fire & (op == OutputOp.GELU)),
             gelu.i_data.eq(lanes), gelu.i_tag.eq(tag), gelu.consts.eq(cmd.consts.gelu),
             sm.i_valid.eq(fire & (op == OutputOp.SOFTMAX)),
             sm.i_data.eq(lanes), sm.i_tag.eq(tag), sm.consts.eq(cmd.consts.exp),
             ln.i_valid.eq(fire & (op == OutputOp.LAYERNORM)),
-            ln.i_data.eq(lanes), ln.i_tag.eq(tag), ln.length.eq(length),
+            ln.i_data.eq(lanes), ln.i_tag.eq(tag), ln.length.eq(s.length),
             ln.i_gamma.eq(self.i_param.payload.gamma), ln.i_beta.eq(self.i_param.payload.beta),
         ]
         direct = (op == OutputOp.NONE) | (op == OutputOp.REQUANT) | (op == OutputOp.RELU)
@@ -356,23 +374,23 @@ class OutputPath(wiring.Component):
             rq.relu.eq(op == OutputOp.RELU),
         ]
 
-        # --- Chunks out: lanes beyond the row are 0 ----------------------------------------
-        result = Signal(self.out_layout)
+    def _chunks_out(self, m: Module, s: SimpleNamespace) -> None:
+        """Chunks out, through a two-entry FIFO: lanes beyond the row are 0."""
+        C, sm, rq, out_fifo = self._config.cols, s.sm, s.rq, s.out_fifo
+        result = Signal(self.out_layout, name="result")
         out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
         out_tag = chunk_tag_layout(C)(out_tag)
         for j in range(C):
             # SOFTMAX: the probability code shifted right by ``e`` (e = 1: 7-bit codes at
             # 2**-7, non-negative as int8, for the array's signed operands).
-            byte = Mux(sm.o_valid, sm.o_data[j] >> cmd.e, rq.o_data[j].as_unsigned())
+            byte = Mux(sm.o_valid, sm.o_data[j] >> s.cmd.e, rq.o_data[j].as_unsigned())
             m.d.comb += result.data[j].eq(Mux(out_tag.mask[j], byte, 0))
         m.d.comb += [
             result.last.eq(out_tag.last),
             out_fifo.w_data.eq(result.as_value()),
-            out_fifo.w_en.eq(advance & (sm.o_valid | rq.o_valid)),
+            out_fifo.w_en.eq(s.advance & (sm.o_valid | rq.o_valid)),
             self.o_row.payload.eq(out_fifo.r_data),
             self.o_row.valid.eq(out_fifo.r_rdy),
             out_fifo.r_en.eq(self.o_row.ready),
         ]
-        m.d.comb += self.idle.eq((state == _State.IDLE) & ~pipe_busy & ~out_fifo.r_rdy)
-        return m
 
