@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bert-layer, gpt2-layer (causal prefill of --seq tokens) or "
                         "gpt2-decode (--steps tokens after a KV cache of --seq)")
     _add_config_args(p)
-    p.add_argument("--backend", default="golden", choices=["golden", "icarus", "verilator"])
+    p.add_argument("--backend", default="golden",
+                   choices=["golden", "icarus", "verilator", "amaranth"])
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)

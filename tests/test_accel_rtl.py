@@ -1,7 +1,9 @@
 """The whole accelerator on the generated Verilog (tiny configuration, the Verilog memory
 model): tiled products through command fetch, the queues and tokens, against the golden
 executor bit for bit on both simulators; illegal commands and addresses stop cleanly with
-the command's index; a deadlock is reported instead of hanging; the registers."""
+the command's index; a deadlock is reported instead of hanging; the registers. Products,
+every store operation and an attention head also run in Amaranth's simulator (the fast
+tier: the DMA, the store unit and the whole accelerator without a Verilog build)."""
 
 import numpy as np
 import pytest
@@ -18,11 +20,14 @@ from tessera.sw.lower.gemm import reference_gemm
 from tessera.sw.runtime import Runtime
 from tessera.sw.runtime.diff import differential_check
 
-pytestmark = pytest.mark.rtl
+RTL = pytest.mark.rtl
+#: The Verilog on both simulators (the RTL tier), and the accelerator in Amaranth's own
+#: simulator (the fast tier: no build; the same design before Verilog generation).
+SIMS = [pytest.param("icarus", marks=RTL), pytest.param("verilator", marks=RTL), "amaranth"]
 TINY = preset("tiny")
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("sim", SIMS)
 def test_products_match_the_golden_executor(sim):
     rng = np.random.default_rng(11)
     # (Lowered products run their K tiles as COMPUTE runs; the one-row product, a decode
@@ -43,6 +48,7 @@ def test_products_match_the_golden_executor(sim):
         assert c["bytes_read"] >= gresult.counters["bytes_loaded"]
 
 
+@RTL
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_triple_buffered_products_match_the_golden_executor(sim):
     """Three scratchpad slots per operand (loads two steps ahead, as decode steps are
@@ -66,6 +72,7 @@ def test_triple_buffered_products_match_the_golden_executor(sim):
         assert np.array_equal(rtl.image, gold.image)
 
 
+@RTL
 def test_differential_check_agrees_on_rtl():
     rng = np.random.default_rng(3)
     a, b = rng.integers(-128, 128, (6, 9)), rng.integers(-128, 128, (9, 7))
@@ -152,6 +159,7 @@ def _words(rt, prog):
     return out
 
 
+@RTL
 def test_illegal_commands_stop_cleanly_with_their_index():
     """Each faulty program stops with the code and command index the golden executor
     reports, and the machine then runs a good program (nothing stuck)."""
@@ -234,7 +242,7 @@ def store_program(rt):
     ]
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("sim", SIMS)
 def test_store_operations_match_the_golden_executor(sim):
     setup = Runtime(TINY, "golden")
     prog = store_program(setup)
@@ -248,7 +256,7 @@ def test_store_operations_match_the_golden_executor(sim):
     assert diff.agree, diff.describe()
 
 
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("sim", SIMS)
 def test_attention_head_matches_the_golden_executor(sim):
     """One head (two query chunks, a padding mask): K transposed on chip, Softmax into the
     scratchpad as P, P x V, the context stored; every byte and row against golden."""
@@ -267,6 +275,7 @@ def test_attention_head_matches_the_golden_executor(sim):
     assert (from_blocked(rtl.read(head.ctx, shape.nbytes), shape) == want).all()
 
 
+@RTL
 @pytest.mark.parametrize("sim, extended", [("icarus", False), ("verilator", True)])
 def test_bert_layer_equals_the_integer_model(sim, extended):
     """A small quantized BERT layer (QKV, two masked heads, output projection with the
@@ -300,6 +309,7 @@ def test_bert_layer_equals_the_integer_model(sim, extended):
     assert 0 < c["nonlinear_exposed"] <= c["nonlinear_busy"] < c["cycles"]
 
 
+@RTL
 @pytest.mark.parametrize("sim, smooth", [("icarus", False), ("verilator", True)])
 def test_gpt2_prefill_and_decode_equal_the_integer_model(sim, smooth):
     """A small GPT-2 block: a causal prefill of 7 tokens writes the KV cache in main
