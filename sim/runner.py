@@ -124,8 +124,8 @@ class BuildProgress:
     FIRST_SECONDS = 2.0     # quiet before the first line
     EVERY_SECONDS = 20.0    # between lines when standard error is not a terminal
 
-    def __init__(self, what: str, *, quiet: bool = False, phase=None):
-        self.what, self.quiet, self.phase = what, quiet, phase
+    def __init__(self, what: str, *, quiet: bool = False, phase=None, verb: str = "building"):
+        self.what, self.quiet, self.phase, self.verb = what, quiet, phase, verb
         self._stop = threading.Event()
         self._thread = None
         self._tty = sys.stderr.isatty()
@@ -135,7 +135,7 @@ class BuildProgress:
         m, s = divmod(int(elapsed), 60)
         took = f"{m} min {s:02d} s" if m else f"{s} s"
         doing = final or (self.phase() if self.phase else "")
-        return f"building {self.what}: {took}" + (f" ({doing})" if doing else "")
+        return f"{self.verb} {self.what}: {took}" + (f" ({doing})" if doing else "")
 
     def _loop(self) -> None:
         start = time.monotonic()

@@ -409,6 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", default="matrix_unit", choices=list(TOPS), help="top level")
     p.set_defaults(func=cmd_lint)
 
+    p = sub.add_parser("synth", help="synthesize with the open tools (YoWASP): resources per "
+                                     "unit; with --pnr, place, route and time on the ECP5")
+    _add_config_args(p)
+    p.add_argument("--target", default="ecp5", choices=["ecp5", "ice40", "generic"])
+    p.add_argument("--top", default="accelerator", choices=list(TOPS), help="top level")
+    p.add_argument("--place", action="store_true",
+                   help="ecp5: place, and estimate the clock after placement")
+    p.add_argument("--pnr", action="store_true",
+                   help="ecp5: place and route; the achieved clock and the critical path")
+    p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
+                   help="the clock nextpnr aims for (default 100)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
     p.add_argument("target", metavar="TARGET",
                    help="what to measure: gemm (the whole accelerator), sim (simulation "
@@ -476,11 +491,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_synth(args) -> int:
+    from .synth import format_report, place_and_route, synthesize
+
+    cfg = _config(args)
+    report = synthesize(cfg, args.target, args.top)
+    if args.pnr or args.place:
+        if args.target != "ecp5":
+            raise UsageError("--pnr and --place are for --target ecp5")
+        place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed)
+    print(format_report(report))
+    _write_json(args.json, report.to_dict())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..sim.runner import SimulationFailed
     from ..sim.toolchain import SimulatorMissing
+    from .synth import SynthError
 
     for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn",
                  "mem_latency", "trace_cycles"):
@@ -499,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError, ValueError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
-    except (SimulatorMissing, SimulationFailed) as e:
+    except (SimulatorMissing, SimulationFailed, SynthError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

