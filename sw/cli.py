@@ -412,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="synthesize with the open tools (YoWASP): resources per "
                                      "unit; with --pnr, place, route and time on the ECP5")
     _add_config_args(p)
-    p.add_argument("--target", default="ecp5", choices=["ecp5", "ice40", "generic"])
+    p.add_argument("--target", default="ecp5",
+                   choices=["ecp5", "ice40", "sky130", "generic"])
     p.add_argument("--top", default="accelerator", choices=list(TOPS), help="top level")
     p.add_argument("--place", action="store_true",
                    help="ecp5: place, and estimate the clock after placement")

