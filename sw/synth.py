@@ -378,6 +378,13 @@ def read_timing(path: Path, top_module: str, routed: bool) -> dict:
     clock = next(iter(fmax.values()), {}) if fmax else {}
     out = {"routed": routed, "fmax_mhz": clock.get("achieved"),
            "target_mhz": clock.get("constraint")}
+    if out["fmax_mhz"] is None:
+        # After placement only, the report has no clock: the log has the estimate.
+        log = path.with_name("pnr.log")
+        found = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz \((?:PASS|FAIL) "
+                           r"at ([\d.]+) MHz\)", log.read_text() if log.exists() else "")
+        if found:
+            out["fmax_mhz"], out["target_mhz"] = float(found[-1][0]), float(found[-1][1])
     paths = data.get("critical_paths", [])
     if paths:
         steps = paths[0].get("path", [])

@@ -110,3 +110,27 @@ def test_sky130_area_of_the_matrix_unit_counts_memories_as_sram_bits(tmp_path):
     assert sum(u["area um2"] for u in r.units.values()) == pytest.approx(
         r.total["area um2"], rel=0.2)
     assert r.units["grid"]["area um2"] > 0.8 * r.total["area um2"]
+
+
+def test_timing_is_read_from_the_report_or_after_placement_from_the_log(tmp_path):
+    from tessera.sw.synth import read_timing
+
+    report = tmp_path / "pnr.json"
+    report.write_text(json.dumps({
+        "fmax": {"clk": {"achieved": 54.5, "constraint": 100.0}},
+        "critical_paths": [{"path": [
+            {"net": "inner.acc.bank0.rdata", "delay": 2.0},
+            {"net": "inner.store.ps_prod0", "delay": 9.5},
+            {"net": "inner.store.chunks.w_data", "delay": 6.8}]}],
+        "utilization": {"MULT18X18D": {"used": 3, "available": 156},
+                        "DCCA": {"used": 0, "available": 56}}}))
+    t = read_timing(report, "tessera_accelerator", routed=True)
+    assert (t["fmax_mhz"], t["target_mhz"]) == (54.5, 100.0)
+    assert t["path_units"] == ["accumulator", "store unit"]
+    assert t["path_delay_ns"] == pytest.approx(18.3) and t["path_cells"] == 3
+    assert list(t["utilization"]) == ["MULT18X18D"]
+    report.write_text(json.dumps({"fmax": {}, "critical_paths": [], "utilization": {}}))
+    (tmp_path / "pnr.log").write_text(
+        "Info: Max frequency for clock '$glbnet$clk': 18.41 MHz (FAIL at 100.00 MHz)\n")
+    t = read_timing(report, "tessera_accelerator", routed=False)
+    assert (t["fmax_mhz"], t["target_mhz"], t["routed"]) == (18.41, 100.0, False)
