@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import ROWS_BITS, DmaError, block_layout, done_layout
-from .intmath import add_half_away, saturate
+from .intmath import add_half_away, saturate, stage
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -59,6 +59,10 @@ __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 PARAM_ROWS = 3
 #: The table's lanes are 32 bits: LAYERNORM stores need ``acc_bits == 32``.
 PARAM_LANE_BITS = 32
+#: Register stages between the accumulator's response and the chunk FIFO: they keep the
+#: prescale's 32 x 31-bit products and 64-bit sums off the memory's read path (which set the
+#: tiny accelerator's clock at 19 MHz on an ECP5).
+PRESCALE_STAGES = 3
 #: With ``prescale``, a fourth row per chunk holds the chunk's ``(m, e)`` in lanes 0, 1.
 PRESCALE_BITS = 31 + 6
 
@@ -231,7 +235,7 @@ class StoreUnit(wiring.Component):
         # --- Read side: every row once per pass, through a small credit-checked FIFO. ----
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
-        depth = 4
+        depth = 4 + PRESCALE_STAGES       # room for the chunks in the prescale pipeline
         entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
                                           "param": param_layout(c)})
         m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
@@ -311,10 +315,12 @@ class StoreUnit(wiring.Component):
                 with m.If(rd_row + 1 == rows):
                     m.d.sync += reading.eq(0)
         resp_data = self.acc.resp.valid & ~resp_pre & (resp_kind == PARAM_ROWS)
-        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - resp_data)
+        fifo_write = Signal()         # a chunk leaves the prescale pipeline for the FIFO
+        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - fifo_write)
         self._to_output_path(m, s, SimpleNamespace(
             q=q, entry_layout=entry_layout, resp_pre=resp_pre, resp_kind=resp_kind,
-            resp_last=resp_last, resp_param=resp_param, resp_data=resp_data, ps_r=ps_r))
+            resp_last=resp_last, resp_param=resp_param, resp_data=resp_data, ps_r=ps_r,
+            fifo_write=fifo_write))
 
     def _to_output_path(self, m: Module, s, r) -> None:
         """An accumulator chunk (prescaled for LayerNorm when asked: requantize(x, m, e,
@@ -323,32 +329,50 @@ class StoreUnit(wiring.Component):
         C = self._config.cols
         cmd = s.cmd
         q, entry_layout, resp_pre, resp_kind = r.q, r.entry_layout, r.resp_pre, r.resp_kind
-        resp_last, resp_param, resp_data, ps_r = r.resp_last, r.resp_param, r.resp_data, r.ps_r
+        resp_last, resp_param, ps_r = r.resp_last, r.resp_param, r.ps_r
         table = [Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C), name=f"ln_{n}")
                  for n in ("gamma", "beta_lo", "beta_hi")]
         for kind, reg in enumerate(table):
             with m.If(self.acc.resp.valid & ~resp_pre & (resp_kind == kind)):
                 m.d.sync += reg.eq(self.acc.resp.data)
-        # The chunk, prescaled: requantize(x, m, e, 32), rounding half away from zero.
+        # The chunk's gamma and beta, as they stand when its data arrives.
+        param = Signal(entry_layout["param"].shape)
+        for i in range(C):
+            m.d.comb += [param.gamma[i].eq(table[0][i]),
+                         param.beta[i].eq(Cat(table[1][i], table[2][i]))]
+        # The chunk, prescaled: requantize(x, m, e, 32), rounding half away from zero, in
+        # PRESCALE_STAGES registered steps (the response and the prescale; the product; the
+        # rounded sum), then the shift and the saturation into the FIFO. Every chunk takes
+        # the same steps, prescaled or not, so they reach the FIFO in order.
+        one = Const(1, 1)
         ps_m, ps_e = ps_r.data[:MULTIPLIER_BITS], ps_r.data[MULTIPLIER_BITS:]
+        v1 = stage(m, one, r.resp_data, "ps_valid1")
+        ctl1 = stage(m, one, Cat(resp_last, resp_param, cmd.prescale), "ps_ctl1")
+        raw1 = stage(m, one, self.acc.resp.data, "ps_raw1")
+        par1 = stage(m, one, param, "ps_param1")
+        m1 = stage(m, one, ps_m, "ps_m1")
+        e1 = stage(m, one, ps_e, "ps_e1")
+        v2, ctl2, raw2, par2, e2 = (stage(m, one, x, f"ps_{n}2") for x, n in (
+            (v1, "valid"), (ctl1, "ctl"), (raw1, "raw"), (par1, "param"), (e1, "e")))
+        v3, ctl3, raw3, par3, e3 = (stage(m, one, x, f"ps_{n}3") for x, n in (
+            (v2, "valid"), (ctl2, "ctl"), (raw2, "raw"), (par2, "param"), (e2, "e")))
         half = Signal(unsigned(64))
-        m.d.comb += half.eq((Const(1, 65) << ps_e) >> 1)
+        m.d.comb += half.eq((Const(1, 65) << e2) >> 1)
         scaled = Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C))
         for i in range(C):
             prod = Signal(signed(64), name=f"ps_prod{i}")
+            m.d.comb += prod.eq(raw1[i] * m1)
+            prod2 = stage(m, one, prod, f"ps_prod2_{i}")
             rounded = Signal(signed(65), name=f"ps_round{i}")
-            m.d.comb += [prod.eq(self.acc.resp.data[i] * ps_m),
-                         rounded.eq(add_half_away(prod, half, ps_e != 0)),
-                         scaled[i].eq(saturate(rounded >> ps_e, PARAM_LANE_BITS))]
+            m.d.comb += rounded.eq(add_half_away(prod2, half, e2 != 0))
+            rounded3 = stage(m, one, rounded, f"ps_round3_{i}")
+            m.d.comb += scaled[i].eq(saturate(rounded3 >> e3, PARAM_LANE_BITS))
         entry = Signal(entry_layout)
-        m.d.comb += [entry.chunk.data.eq(Mux(cmd.prescale, scaled.as_value(),
-                                             self.acc.resp.data.as_value())),
-                     entry.chunk.last.eq(resp_last), entry.has_param.eq(resp_param)]
-        for i in range(C):
-            m.d.comb += [entry.param.gamma[i].eq(table[0][i]),
-                         entry.param.beta[i].eq(Cat(table[1][i], table[2][i]))]
+        m.d.comb += [entry.chunk.data.eq(Mux(ctl3[2], scaled.as_value(), raw3.as_value())),
+                     entry.chunk.last.eq(ctl3[0]), entry.has_param.eq(ctl3[1]),
+                     entry.param.eq(par3), r.fifo_write.eq(v3)]
         head = Signal(entry_layout)
-        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(resp_data), head.eq(q.r_data),
+        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v3), head.eq(q.r_data),
                      self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(head.chunk),
                      self.op_param.valid.eq(q.r_rdy & head.has_param),
                      self.op_param.payload.eq(head.param),
