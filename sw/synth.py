@@ -250,12 +250,14 @@ def _sky130_area(counts: Counter) -> float:
 
 def _sky130_script(top: str, flatten: bool, out: str) -> list[str]:
     """Map to the area-only sky130 library; memories stay as memories (counted as SRAM
-    bits, not flip-flops)."""
+    bits, not flip-flops). ABC runs a light script (``strash; dc2; map``): on the tiny
+    matrix unit 1% more area than its full script, and minutes instead of more than
+    twenty on the whole tiny accelerator."""
     return ["read_rtlil design.il",
             f"synth {'-flatten ' if flatten else ''}-top {top} -run begin:fine",
             "opt -fast -full", "techmap", "opt -fast",
             "dfflegalize -cell $_DFF_P_ 01", "dfflibmap -liberty sky130_area.lib",
-            "abc -liberty sky130_area.lib", "opt_clean",
+            "abc -script +strash;dc2;map -liberty sky130_area.lib", "opt_clean",
             f"tee -q -o {out} stat -liberty sky130_area.lib -json"]
 
 
