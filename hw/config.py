@@ -189,7 +189,7 @@ class ArrayConfig(_Spec):
 
 
 @dataclass(frozen=True)
-class TesseraConfig(_Spec):
+class TesseraConfig(ArrayConfig):
     """The hardware's specification.
 
     Parameters
@@ -232,12 +232,8 @@ class TesseraConfig(_Spec):
         that constructs is one every unit builds.
     """
 
-    rows: int = 16
-    cols: int = 16
-    input_bits: int = 8
-    weight_bits: int = 8
-    acc_bits: int = 32
-    dataflow: str = "both"
+    # The array's fields (rows, cols, input_bits, weight_bits, acc_bits, dataflow) come
+    # first, from ArrayConfig; then the rest of the machine.
     spad_kib: int = 256
     spad_banks: int = 4
     acc_kib: int = 256
