@@ -53,13 +53,15 @@ TARGETS = {
         "lut_map": ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean"],
     },
     "ice40": {
-        "flow": "synth_ice40", "device": "iCE40 UP5K",
+        "flow": "synth_ice40 -dsp", "device": "iCE40 UP5K",
         "columns": {"LUT4": ["SB_LUT4"], "carry": ["SB_CARRY"],
                     "FF": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFSS", "SB_DFFESR",
                            "SB_DFFESS", "SB_DFFR", "SB_DFFS", "SB_DFFER", "SB_DFFES"],
                     "DSP": ["SB_MAC16"], "BRAM": ["SB_RAM40_4K"], "SPRAM": ["SB_SPRAM256KA"]},
         "capacity": {"LUT4": 5280, "FF": 5280, "DSP": 8, "BRAM": 30},
-        "lut_map": ["abc -lut 4 -dress", "clean"],
+        "lut_map": ["techmap -map +/ice40/latches_map.v", "abc -lut 4 -dress",
+                    "ice40_wrapcarry -unwrap", "techmap -map +/ice40/ff_map.v", "clean",
+                    "opt_lut -tech ice40"],
     },
     "sky130": {
         "flow": None, "device": "SkyWater sky130 HD cells (area only, no timing)",

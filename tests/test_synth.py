@@ -134,3 +134,11 @@ def test_timing_is_read_from_the_report_or_after_placement_from_the_log(tmp_path
         "Info: Max frequency for clock '$glbnet$clk': 18.41 MHz (FAIL at 100.00 MHz)\n")
     t = read_timing(report, "tessera_accelerator", routed=False)
     assert (t["fmax_mhz"], t["target_mhz"], t["routed"]) == (18.41, 100.0, False)
+
+
+def test_ice40_synthesis_of_the_matrix_unit_maps_each_product_to_a_dsp(tmp_path):
+    cfg = preset("tiny")
+    r = synthesize(cfg, "ice40", "matrix_unit", workdir=tmp_path)
+    assert r.total["DSP"] == r.units["grid"]["DSP"] == cfg.rows * cfg.cols
+    assert r.units["grid"]["FF"] >= 16 * (2 * 8 + 32)
+    assert r.units["grid"]["LUT4"] > 0 and r.total["LUT4"] > 0
