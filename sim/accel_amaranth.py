@@ -154,7 +154,7 @@ def run_accelerator(config: TesseraConfig, image: np.ndarray, base: int, job: di
             raise RuntimeError(f"the simulated hardware has configuration hash {chash:#x}, "
                                f"the runtime expects {config.hash32:#x}")
         for name in ("CMD_ADDR", "WINDOW_BASE", "WINDOW_SIZE"):
-            value = job[name.lower() if name != "CMD_ADDR" else "cmd_addr"]
+            value = job[name.lower()]
             await b.write(REG[f"{name}_LO"], value & 0xFFFFFFFF)
             await b.write(REG[f"{name}_LO"] + 4, value >> 32)
         await b.write(REG["CMD_COUNT"], job["cmd_count"])

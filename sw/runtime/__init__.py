@@ -302,10 +302,7 @@ class Runtime:
 
             out = run_accelerator(self.config, self.image, self.mem_base, job)
             if onchip:
-                for which, sig in (("spad", spad_port_signature(self.config)),
-                                   ("acc", acc_port_signature(self.config))):
-                    out[which] = np.array(unpack_lanes(out[which], sig.row_shape),
-                                          dtype=np.int64)
+                out.update(_onchip(self.config, lambda acc, _: out["acc" if acc else "spad"]))
         elif self.harness == "native":
             out = self._run_native(job, progress)
         else:
@@ -380,12 +377,7 @@ class Runtime:
                 warnings.warn(f"the simulated system printed: {printed[:2000]}",
                               RuntimeWarning, stacklevel=4)
             if job["onchip"]:
-                for which, rows, sig in (("spad", c.spad_rows, spad_port_signature(c)),
-                                         ("acc", c.acc_rows, acc_port_signature(c))):
-                    words = sim.rows(which == "acc", 0, rows)
-                    mask = (1 << sig.row_shape.size) - 1
-                    out[which] = np.array(unpack_lanes([w & mask for w in words],
-                                                       sig.row_shape), dtype=np.int64)
+                out.update(_onchip(c, lambda acc, rows: sim.rows(acc, 0, rows)))
         return out
 
     def _trace_window(self) -> dict:
@@ -442,6 +434,19 @@ class Runtime:
             return out
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _onchip(config: TesseraConfig, read_rows) -> dict:
+    """The scratchpad and accumulator as lane arrays, from ``read_rows(acc, rows)``: the
+    row words of one memory (``acc``: the accumulator) as the debug port reads them."""
+    out = {}
+    for which, rows, sig in (("spad", config.spad_rows, spad_port_signature(config)),
+                             ("acc", config.acc_rows, acc_port_signature(config))):
+        mask = (1 << sig.row_shape.size) - 1
+        words = read_rows(which == "acc", rows)
+        out[which] = np.array(unpack_lanes([w & mask for w in words], sig.row_shape),
+                              dtype=np.int64)
+    return out
 
 
 def _watch(path: Path, progress, stop: threading.Event) -> None:
