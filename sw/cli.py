@@ -496,10 +496,12 @@ def cmd_synth(args) -> int:
     from .synth import format_report, place_and_route, synthesize
 
     cfg = _config(args)
+    if not args.freq > 0:
+        raise UsageError(f"--freq must be a positive number of MHz, not {args.freq}")
+    if (args.pnr or args.place) and args.target != "ecp5":
+        raise UsageError("--pnr and --place are for --target ecp5")
     report = synthesize(cfg, args.target, args.top)
     if args.pnr or args.place:
-        if args.target != "ecp5":
-            raise UsageError("--pnr and --place are for --target ecp5")
         place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed)
     print(format_report(report))
     _write_json(args.json, report.to_dict())

@@ -141,10 +141,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def _phase(log: Path, first_use: list):
+def _phase(log: Path, first_use: bool):
     """What the tool writing ``log`` is doing, for the progress line."""
     def phase() -> str:
-        if first_use[0] and not log.exists():
+        if first_use and not log.exists():
             return "first use: YoWASP compiles the tool, about a minute"
         try:
             with open(log, "rb") as f:
@@ -163,7 +163,7 @@ def _phase(log: Path, first_use: list):
 def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> float:
     """Run a tool to ``log`` (with ``script`` written beside it and passed as ``-s``), with
     a progress line; its seconds."""
-    first_use = [not any((Path.home() / ".cache").glob("[Yy]o[Ww][Aa][Ss][Pp]*"))]
+    first_use = not any((Path.home() / ".cache").glob("[Yy]o[Ww][Aa][Ss][Pp]*"))
     if script is not None:
         log.with_suffix(".ys").write_text(script)
         argv = [*argv, "-s", log.with_suffix(".ys").name]

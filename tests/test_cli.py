@@ -45,6 +45,9 @@ def test_generate_from_a_config_file(tmp_path):
     (["run", "bert-layer", "--backend", "verilator", "--trace", "/nonexistent/x.fst"],
      "--trace: the folder '/nonexistent' does not exist"),
     (["bench", "sim", "--sim", "icarus"], "bench sim measures Verilator"),
+    (["synth", "--preset", "tiny", "--target", "ice40", "--place"],
+     "--pnr and --place are for --target ecp5"),
+    (["synth", "--preset", "tiny", "--freq", "-5"], "--freq must be a positive number of MHz"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, capsys):
     assert main(argv) == 2
