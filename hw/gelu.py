@@ -7,16 +7,23 @@ non-negative (see the golden model's docstring for the derivation and the widths
 Per lane, with the per-command constants ``t`` (``shift``), ``B = -q_b``, ``Pmax = -q_c``,
 ``r`` (``poly_shift``) and ``one = Pmax >> r``:
 
-=====  ===========================================================================  ======
-stage  value                                                                        bits
-=====  ===========================================================================  ======
-1      ``u = min(|q| >> t`` rounded half up, or ``|q| << -t``, ``B)``               u15
-2      ``(B - u)**2``                                                               u30
-3      ``G = one + (P >> r)`` if ``q >= 0`` else ``one - (P >> r)``,
-       ``P = Pmax - (B - u)**2``                                                    u17
-4      ``q * G``                                                                    s50
-5      ``(q G + 2**16 - (q G < 0)) >> 17`` (half away from zero)                    s32
-=====  ===========================================================================  ======
+======  ==========================================================================  ======
+stage   value                                                                       bits
+======  ==========================================================================  ======
+1       ``|q|`` and ``|q| + 2**(t-1)`` (two adders side by side)                    u33
+2       ``s = (|q| + 2**(t-1)) >> t`` (rounded half up) or ``|q| << -t``            u45
+3       ``d = B - min(s, B)`` (compare and subtract side by side)                   u15
+4       ``d**2``                                                                    u30
+5       ``P = Pmax - d**2``                                                         u29
+6       ``P >> r``                                                                  u29
+7       ``G = one + (P >> r)`` if ``q >= 0`` else ``one - (P >> r)``                u17
+8       ``qh G``, ``ql G`` (``q = qh 2**16 + ql``: one 18 x 18 DSP each)            s34
+9       ``q G``                                                                     s50
+10      ``(q G + 2**16 - (q G < 0)) >> 17`` (half away from zero)                   s32
+======  ==========================================================================  ======
+
+Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep, for a
+100 MHz clock on an ECP5 (speed 6).
 
 The int32 result is then requantized by the output path's :class:`~.requant.RequantLanes`.
 """
@@ -38,7 +45,7 @@ GELU_CONSTS = data.StructLayout({
 })
 
 #: Pipeline stages from input to output.
-LATENCY = 5
+LATENCY = 10
 #: ``out = round(q * G / 2**OUT_SHIFT)`` (``golden.gelu.GELU_OUT_SHIFT``).
 OUT_SHIFT = 17
 
@@ -114,38 +121,38 @@ class GeluLanes(wiring.Component):
             tags.append(stage(m, en, tags[-1], f"gelu_tag{k}"))
 
         for j in range(self.cols):
-            q0 = self.i_data[j]
-            # 1: u = min(shifted |q|, B). |q| of -2**31 is 2**31: 32 bits unsigned.
-            mag = abs(q0)
-            right = (mag + half_t) >> t_pos
-            left = mag << t_neg
-            shifted = Mux(is_left, left, right)
-            u = Signal(unsigned(15), name=f"gelu_u{j}")
-            m.d.comb += u.eq(Mux(shifted > big_b, big_b, shifted))
-            u1 = stage(m, en, u, f"gelu_u1_{j}")
-            q1 = stage(m, en, q0, f"gelu_q1_{j}")
-            # 2: (B - u)**2
-            diff = Signal(unsigned(15), name=f"gelu_diff{j}")
-            m.d.comb += diff.eq(big_b - u1)
-            sq = Signal(unsigned(30), name=f"gelu_sq{j}")
-            m.d.comb += sq.eq(diff * diff)
-            sq2 = stage(m, en, sq, f"gelu_sq2_{j}")
-            q2 = stage(m, en, q1, f"gelu_q2_{j}")
-            # 3: G = one +/- ((Pmax - sq) >> r), 1 + erf at 2 * one
-            p_r = Signal(unsigned(29), name=f"gelu_pr{j}")
-            m.d.comb += p_r.eq((p_max - sq2)[:29] >> r)
+            q = [self.i_data[j]]            # q at each stage (its sign at stage 7, q at 8)
+            for k in range(1, 8):
+                q.append(stage(m, en, q[-1], f"gelu_q{k}_{j}"))
+            q0 = q[0]
+            # 1: |q| (of -2**31: 2**31, 32 bits unsigned) and |q| + 2**(t-1)
+            mag = stage(m, en, Mux(q0 < 0, -q0, q0)[:32], f"gelu_mag{j}")
+            rnd = stage(m, en, Mux(q0 < 0, half_t - q0, half_t + q0)[:33], f"gelu_rnd{j}")
+            # 2: the shift
+            shifted = stage(m, en, Mux(is_left, mag << t_neg, rnd >> t_pos), f"gelu_sh{j}")
+            # 3: d = B - min(shifted, B)
+            diff = stage(m, en, Mux(shifted > big_b, 0, (big_b - shifted)[:15]),
+                         f"gelu_diff{j}")
+            # 4: d**2
+            sq = stage(m, en, diff * diff, f"gelu_sq{j}")
+            # 5, 6: (Pmax - d**2) >> r
+            pm = stage(m, en, (p_max - sq)[:29], f"gelu_pm{j}")
+            p_r = stage(m, en, pm >> r, f"gelu_pr{j}")
+            # 7: G = one +/- (P >> r), 1 + erf at 2 * one
             g = Signal(unsigned(17), name=f"gelu_g{j}")
-            m.d.comb += g.eq(Mux(q2 < 0, one - p_r, one + p_r))
-            g3 = stage(m, en, g, f"gelu_g3_{j}")
-            q3 = stage(m, en, q2, f"gelu_q3_{j}")
-            # 4: q * G
+            m.d.comb += g.eq(Mux(q[6] < 0, one - p_r, one + p_r))
+            g7 = stage(m, en, g, f"gelu_g7_{j}")
+            # 8, 9: q * G
+            q7 = q[7]
+            lo = stage(m, en, q7[:16] * g7, f"gelu_lo{j}")
+            hi = stage(m, en, q7[16:].as_signed() * g7, f"gelu_hi{j}")
             prod = Signal(signed(50), name=f"gelu_prod{j}")
-            m.d.comb += prod.eq(q3 * g3)
-            prod4 = stage(m, en, prod, f"gelu_prod4_{j}")
-            # 5: round half away from zero, / 2**17; |out| <= |q| fits s32
+            m.d.comb += prod.eq((hi << 16) + lo)
+            prod9 = stage(m, en, prod, f"gelu_prod9_{j}")
+            # 10: round half away from zero, / 2**17; |out| <= |q| fits s32
             out = Signal(signed(32), name=f"gelu_out{j}")
-            m.d.comb += out.eq(shift_right_half_away(prod4, OUT_SHIFT, 1 << (OUT_SHIFT - 1)))
-            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"gelu_out5_{j}"))
+            m.d.comb += out.eq(shift_right_half_away(prod9, OUT_SHIFT, 1 << (OUT_SHIFT - 1)))
+            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"gelu_out10_{j}"))
 
         m.d.comb += [self.o_valid.eq(valid[-1]), self.o_tag.eq(tags[-1]),
                      self.busy.eq(Cat(*valid[1:]).any())]

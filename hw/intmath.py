@@ -34,11 +34,11 @@ __all__ = [
     "STEPS_PER_CYCLE",
 ]
 
-#: Result bits per cycle of the iterative units in the output path. Four chained
-#: subtract-and-compare steps of at most 45 bits are about as deep as one of the lanes'
-#: 32 x 31-bit multipliers, so this does not lengthen the critical path, and it keeps
-#: the per-row square root and reciprocals short (7, 10 and 9 cycles).
-STEPS_PER_CYCLE = 4
+#: Result bits per cycle of the iterative units in the output path. Two chained
+#: subtract-and-compare steps of at most 45 bits fit a 10 ns cycle on an ECP5 (speed 6), as
+#: deep as any stage of the lanes' pipelines (four took 18 ns: LayerNorm's critical path);
+#: the per-row square root and reciprocals take 12, 18 and 17 cycles.
+STEPS_PER_CYCLE = 2
 
 
 def stage(m: Module, en, value, name: str):
