@@ -72,11 +72,13 @@ class AxiBlockRam(wiring.Component):
     def __init__(self, config: TesseraConfig, size_bytes: int, base: int):
         c = config
         if not isinstance(size_bytes, int) or size_bytes <= 0 or size_bytes % c.bus_bytes:
+            self._MustUse__silence = True   # never built
             raise ValueError(f"size_bytes must be a positive multiple of the bus width "
                              f"({c.bus_bytes} bytes), not {size_bytes!r}")
         span = 1 << (size_bytes - 1).bit_length()
         if not isinstance(base, int) or base < 0 or base % span or \
                 base + size_bytes > 1 << c.addr_bits:
+            self._MustUse__silence = True
             raise ValueError(f"base must be a multiple of {span:#x} with the memory inside "
                              f"the {c.addr_bits}-bit address space, not {base!r}")
         self._config = config

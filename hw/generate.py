@@ -9,6 +9,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from .accelerator import Accelerator
+from .board import BoardTop
 from .config import TesseraConfig
 from .dma import DmaEngine
 from .execute_unit import ExecuteUnit
@@ -49,6 +50,9 @@ TOPS: dict[str, Top] = {
                         "the execute unit: scratchpad through the matrix unit to the accumulator"),
     "store_unit": Top(StoreUnit, "tessera_store_unit",
                       "the store unit: accumulator through the output path to DMA or scratchpad"),
+    "board": Top(BoardTop, "tessera_board",
+                 "the generic board top: the accelerator, block-RAM main memory and a UART "
+                 "host link (docs/board.md; 20 MHz, 115200 baud, 128 KiB)"),
 }
 
 
@@ -96,7 +100,7 @@ def write_outputs(config: TesseraConfig, out_dir: Path, top: str = "matrix_unit"
     paths["verilog"].write_text(verilog_text(config, top))
     paths["config"].write_text(config.to_json() + "\n")
     shutil.copyfile(LINT_WAIVERS, paths["lint"])
-    if spec.component is Accelerator:
+    if spec.component in (Accelerator, BoardTop):
         paths["registers"] = out_dir / "registers.json"
         paths["registers"].write_text(register_map_json(config))
     return paths

@@ -129,11 +129,14 @@ class HostLink(wiring.Component):
         for name, value in (("mem_size", mem_size), ("clk_hz", clk_hz),
                             ("timeout_cycles", timeout_cycles)):
             if not isinstance(value, int) or value <= 0 or value >= 1 << 32:
+                self._MustUse__silence = True   # never built
                 raise ValueError(f"{name} must be a positive 32-bit integer, not {value!r}")
         if not isinstance(mem_base, int) or mem_base < 0 or mem_base + mem_size > 1 << 32:
+            self._MustUse__silence = True
             raise ValueError(f"the memory must lie in the 32-bit address space, not "
                              f"{mem_size} bytes at {mem_base!r}")
         if mem_size % config.bus_bytes:
+            self._MustUse__silence = True
             raise ValueError(f"mem_size must be a multiple of the bus width "
                              f"({config.bus_bytes} bytes), not {mem_size}")
         self._config = config

@@ -32,8 +32,9 @@ MIN_DIVISOR = 4
 FRAME_BITS = 10
 
 
-def _check_divisor(divisor) -> int:
+def _check_divisor(unit, divisor) -> int:
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < MIN_DIVISOR:
+        unit._MustUse__silence = True   # never built
         raise ValueError(f"divisor must be an integer number of clock cycles per bit of at "
                          f"least {MIN_DIVISOR}, not {divisor!r}")
     return divisor
@@ -84,7 +85,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(self, divisor)
         super().__init__({
             "rx": In(1, init=1),
             "o_data": Out(stream.Signature(8)),
@@ -163,7 +164,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(self, divisor)
         super().__init__({
             "i_data": In(stream.Signature(8)),
             "tx": Out(1, init=1),

@@ -2,8 +2,9 @@
 (``tessera.sw.runtime.uart.HostLinkClient``) runs unchanged against the simulated link.
 
 Both are synchronous (``write(bytes)``, ``read(n)``) and single-threaded: ``read`` steps
-the simulator (``Simulator.advance``) until ``n`` bytes have come or ``max_cycles`` have
-passed without one (a short read, as a serial port's timeout gives). A background
+the simulator (``Simulator.advance``) until ``n`` bytes have come or, once everything
+written has been sent, ``max_cycles`` have passed without one (a short read, as a serial
+port's timeout gives). A background
 testbench moves the bytes, a cycle at a time.
 
 * :class:`StreamTransport`: bytes straight into the link's ``i_rx`` stream and out of its
@@ -38,7 +39,7 @@ class _Transport:
             before, had = self.cycles, len(self._from)
             while self.cycles == before:
                 self.sim.advance()
-            quiet = 0 if len(self._from) != had else quiet + 1
+            quiet = 0 if len(self._from) != had or self._to else quiet + 1
         return bytes(self._from.popleft() for _ in range(min(n, len(self._from))))
 
 
@@ -71,10 +72,13 @@ class StreamTransport(_Transport):
 
 class LineTransport(_Transport):
     """Bytes as 8N1 frames of ``divisor`` cycles per bit on ``rx_pin`` (into the device),
-    read back from ``tx_pin`` by the line model's receiver."""
+    read back from ``tx_pin`` by the line model's receiver. The line idles for
+    ``lead_cycles`` first (the device comes out of reset)."""
 
-    def __init__(self, sim, rx_pin, tx_pin, divisor: int, *, max_cycles: int | None = None):
+    def __init__(self, sim, rx_pin, tx_pin, divisor: int, *, max_cycles: int | None = None,
+                 lead_cycles: int = 64):
         super().__init__(sim, max_cycles or 40 * divisor)
+        self._to.extend([1] * lead_cycles)
         self.receiver = LineReceiver(divisor)
         self._queue = lambda data: self._to.extend(
             level for byte in data for level in frame_levels(byte, divisor))

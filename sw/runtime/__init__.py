@@ -23,6 +23,9 @@ scratchpad and accumulator are zero and nothing carries over but main memory.
 * ``amaranth``: the accelerator in Amaranth's own simulator (``sim/accel_amaranth.py``),
   with a Python memory model over the image: nothing to build, about 1,000 cycles per
   second on the tiny configuration. For small programs and the fast test tier.
+* ``uart``: the accelerator on a board (``hw/board.py``), through its UART host link
+  (``sw/runtime/uart.py``; ``port`` is a serial device or a transport object): main
+  memory is the board's block RAM; the used part of the image crosses the link each run.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from ..golden.executor import ExecutionError, Machine
 
 __all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES"]
 
-BACKENDS = ("golden", "icarus", "verilator", "amaranth")
+BACKENDS = ("golden", "icarus", "verilator", "amaranth", "uart")
 HARNESSES = ("native", "cocotb")
 
 
@@ -130,6 +133,9 @@ class Runtime:
         first data beat, and from a write's last beat to its response; default 100) and
         its idle cycles after each beat (0: one beat per cycle, the bus's full bandwidth;
         ``g``: ``1 / (g + 1)`` of it). Set per runtime, without a rebuild.
+    port, baud
+        ``uart``: the board's serial port (a device name, or an object with ``write`` and
+        ``read`` such as the simulated board's transport) and its baud rate.
     trace, trace_from, trace_cycles
         ``verilator`` with the native harness: write an FST waveform of the cycles
         ``trace_from`` .. ``trace_from + trace_cycles``, counted over all runs of this
@@ -143,7 +149,7 @@ class Runtime:
                  machine: type = Machine, *, harness: str = "native",
                  mem_latency: int = MEM_LATENCY, mem_gap: int = 0,
                  trace: str | Path | None = None, trace_from: int = 0,
-                 trace_cycles: int = 10_000):
+                 trace_cycles: int = 10_000, port=None, baud: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not (isinstance(mem_latency, int) and 1 <= mem_latency < 1 << 16):
@@ -176,10 +182,14 @@ class Runtime:
         self.backend = backend
         self.machine = machine
         sys_size, sys_base = mem_bytes(config), MEM_BASE
+        if backend == "uart":
+            harness = "uart"
+            sys_size = self._open_board(port, baud, mem_latency, mem_gap)
         if backend != "golden" and (mem_size not in (None, sys_size)
                                     or mem_base not in (None, sys_base)):
-            raise ValueError(f"the simulated system has {sys_size} bytes of main memory at "
-                             f"{sys_base:#x}; the {backend} backend cannot use others")
+            raise ValueError(f"the {'board' if backend == 'uart' else 'simulated system'} has "
+                             f"{sys_size} bytes of main memory at {sys_base:#x}; the "
+                             f"{backend} backend cannot use others")
         self.mem_size = mem_size or sys_size
         self.mem_base = sys_base if mem_base is None else mem_base
         self.harness = harness if backend != "golden" else None
@@ -297,7 +307,11 @@ class Runtime:
         job = {"cmd_addr": cmd_addr, "cmd_count": count, "window_base": self.mem_base,
                "window_size": self.mem_size, "timeout_cycles": timeout, "onchip": onchip,
                "mem_latency": self.mem_latency, "mem_gap": self.mem_gap}
-        if self.harness == "amaranth":
+        if self.harness == "uart":
+            from .uart import run_on_board
+
+            out = run_on_board(self._link, self._board, self.image, self._used, job, progress)
+        elif self.harness == "amaranth":
             from ...sim.accel_amaranth import run_accelerator
 
             out = run_accelerator(self.config, self.image, self.mem_base, job)
@@ -325,8 +339,30 @@ class Runtime:
         """The simulated main memory's timing, as every RTL figure reports it."""
         if self.backend == "golden":
             return {}
+        if self.backend == "uart":
+            from ...hw.bram import READ_LATENCY_CYCLES
+
+            return {"latency_cycles": READ_LATENCY_CYCLES,
+                    "bytes_per_cycle": self.config.bus_bytes}
         return {"latency_cycles": self.mem_latency,
                 "bytes_per_cycle": self.config.bus_bytes / (self.mem_gap + 1)}
+
+    def _open_board(self, port, baud, mem_latency, mem_gap) -> int:
+        """Open the board's link and check its bitstream; its memory size."""
+        from .uart import open_board
+
+        if (mem_latency, mem_gap) != (MEM_LATENCY, 0):
+            raise ValueError("the board's main memory is block RAM: mem_latency and mem_gap "
+                             "are for the simulated memory model")
+        self._link, self._board = open_board(port, baud)
+        b, c = self._board, self.config
+        if b.config_hash != c.hash32 or b.bus_bytes != c.bus_bytes or b.mem_base != MEM_BASE:
+            raise ValueError(f"the board's bitstream is not this configuration's: it reports "
+                             f"configuration hash {b.config_hash:#010x}, a {b.bus_bytes}-byte "
+                             f"bus and memory at {b.mem_base:#x}; the runtime expects "
+                             f"{c.hash32:#010x}, {c.bus_bytes} bytes and {MEM_BASE:#x} "
+                             f"({c.describe()})")
+        return b.mem_size
 
     def _run_native(self, job: dict, progress) -> dict:
         """The run on the native harness (``sim/native.py``): the memory is shared, so
