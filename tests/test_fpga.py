@@ -1,0 +1,56 @@
+"""tessera fpga without running the tools (the bitstream build is a benchmark: `make fpga`,
+tens of minutes): nextpnr's report read as the build reads it, and the refusals of the
+command line (board, clock) and of the uart backend's options."""
+
+import pytest
+
+from tessera.hw.config import preset
+from tessera.sw.cli import main
+from tessera.sw.fpga import build_bitstream, read_nextpnr_log
+
+# The shape of nextpnr-ecp5's log (0.8): utilisation after packing and after routing, a
+# clock report after placement and after routing.
+LOG = """Info: Device utilisation:
+Info: \t          TRELLIS_IO:       9/    365     2%
+Info: \t              DP16KD:      82/    208    39%
+Info: \t          TRELLIS_FF:   18583/  83640    22%
+
+Info: Max frequency for clock '$glbnet$board.accel.acc.board_clk': 19.10 MHz (FAIL at 20.00 MHz)
+Info: Device utilisation:
+Info: \t          TRELLIS_IO:       9/    365     2%
+Info: \t              DP16KD:      82/    208    39%
+Info: \t          TRELLIS_FF:   18590/  83640    22%
+Info: \t        TRELLIS_COMB:   43100/  83640    51%
+
+Info: Max frequency for clock '$glbnet$board.accel.acc.board_clk': 21.37 MHz (PASS at 20.00 MHz)
+"""
+
+
+def test_the_report_is_the_last_one_after_routing():
+    found = read_nextpnr_log(LOG)
+    assert found["clocks"] == {"$glbnet$board.accel.acc.board_clk": {
+        "mhz": 21.37, "target_mhz": 20.0, "pass": True}}
+    assert found["resources"]["TRELLIS_FF"] == {"used": 18590, "available": 83640}
+    assert found["resources"]["TRELLIS_COMB"]["used"] == 43100
+    assert found["resources"]["DP16KD"] == {"used": 82, "available": 208}
+
+
+def test_unknown_boards_and_clocks_are_refused(capsys):
+    with pytest.raises(ValueError, match="unknown board 'arty'; tessera fpga builds for: ulx3s"):
+        build_bitstream(preset("tiny"), "arty")
+    assert main(["fpga", "--freq", "22"]) == 2
+    assert "cannot make 22 MHz from 25 MHz; the nearest it can: 21.875 MHz" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fpga", "--board", "arty"])
+
+
+def test_the_uart_backend_options_are_checked(capsys):
+    args = ["run", "bert-layer", "--preset", "tiny", "--seq", "8", "--hidden", "32",
+            "--heads", "2", "--ffn", "64"]
+    assert main(args + ["--backend", "uart"]) == 1
+    assert "the uart backend needs a port: --port /dev/ttyUSB0" in capsys.readouterr().err
+    assert main(args + ["--backend", "uart", "--port", "/nonexistent/tty"]) == 1
+    assert "cannot open the serial port '/nonexistent/tty'" in capsys.readouterr().err
+    assert main(args + ["--port", "/dev/ttyUSB0"]) == 2
+    assert "--port is for the uart backend" in capsys.readouterr().err
