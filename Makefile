@@ -102,6 +102,7 @@ fpga: install
 lint: install
 	$(VENV)/bin/ruff check hw sw sim tests
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny --top accelerator
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset tiny --top board
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top accelerator
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top matrix_unit
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) lint --preset $(PRESET) --top dma
