@@ -1,7 +1,10 @@
 """The systolic grid: processing elements wired into a ``rows`` x ``cols`` mesh.
 
 Data moves one hop per *step*; a step happens in every clock cycle in which ``en`` is high,
-so the whole grid stalls together (the matrix unit drives ``en``).
+so the whole grid stalls together (the matrix unit drives ``en``). Every PE registers its
+product and adds it a step later, so the multiplier and the adder have a clock cycle each;
+as every PE does so, the wavefronts keep their shape and the grid's outputs come one step
+later.
 
 Weight-stationary (WS). PE(i, j) holds two weight buffers. Activations enter each grid row
 from the left and move right; partial sums enter each column at the top and move down, so a
@@ -121,11 +124,13 @@ class ProcessingElement(wiring.Component):
             b = Mux(is_os, self.w, stationary) if c.has_os else stationary
         else:
             b = self.w
+        # The product is registered (a step later, with the activation's valid and last bits
+        # in a_valid_out and a_last_out): the multiplier and the adder each get a cycle.
         product = Signal(signed(c.product_bits))
-        m.d.comb += product.eq(self.a * b)
 
         with m.If(self.en):
             m.d.sync += [
+                product.eq(self.a * b),
                 self.a_out.eq(self.a),
                 self.a_valid_out.eq(self.a_valid),
                 self.a_last_out.eq(self.a_last),
@@ -152,9 +157,9 @@ class ProcessingElement(wiring.Component):
                 acc_next = Signal(signed(c.acc_bits))
                 m.d.comb += acc_next.eq(acc + product)
                 m.d.sync += [self.y.eq(self.x), self.yv.eq(self.xv), self.yl.eq(self.xl)]
-                with m.If(self.a_valid):
-                    m.d.sync += acc.eq(Mux(self.a_last, 0, acc_next))
-                with m.If(self.a_valid & self.a_last):
+                with m.If(self.a_valid_out):
+                    m.d.sync += acc.eq(Mux(self.a_last_out, 0, acc_next))
+                with m.If(self.a_valid_out & self.a_last_out):
                     m.d.sync += [self.x.eq(acc_next), self.xv.eq(1),
                                  self.xl.eq(int(self._row == 0))]
                 with m.Else():
@@ -244,7 +249,13 @@ class SystolicGrid(wiring.Component):
                                  p.yl_in.eq(up.yl if up else 0)]
 
         for j, b in enumerate(pe[c.rows - 1]):
-            ws_out = (b.x, b.a_valid_out, b.a_last_out)
+            # WS: x holds the sum of the products registered a step earlier, so the
+            # activation's valid and last bits take one more register to meet it.
+            ws_valid = Signal(name=f"ws_valid{j}")
+            ws_last = Signal(name=f"ws_last{j}")
+            with m.If(self.en):
+                m.d.sync += [ws_valid.eq(b.a_valid_out), ws_last.eq(b.a_last_out)]
+            ws_out = (b.x, ws_valid, ws_last)
             os_out = (b.y, b.yv, b.yl) if c.has_os else ws_out
             for dst, ws_src, os_src in zip((self.out[j], self.out_valid[j], self.out_last[j]),
                                            ws_out, os_out, strict=True):
