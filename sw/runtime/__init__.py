@@ -117,10 +117,10 @@ class Runtime:
     ----------
     config : TesseraConfig
     backend : str
-        ``golden``, ``icarus``, ``verilator`` or ``amaranth``.
+        ``golden``, ``icarus``, ``verilator``, ``amaranth`` or ``uart``.
     mem_size, mem_base : int
         Main memory; for the RTL backends they must be (and default to) the simulated
-        system's.
+        system's (``uart``: the board's, as its ``PING`` reports them).
     machine : type
         The golden backend's executor (a :class:`Machine` subclass, e.g. a model with a
         deliberate fault to test the differential check).
