@@ -124,7 +124,11 @@ def test_board_parameters_and_pll_are_checked():
         BoardTop(TINY, clk_freq=9_000_000, baud=2_000_000)
 
 
-def test_the_uart_backend_says_what_is_missing():
+def test_the_uart_backend_says_what_is_missing(monkeypatch):
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "serial", None)              # pyserial not installed
+        with pytest.raises(LinkError, match="needs pyserial: pip install pyserial"):
+            Runtime(TINY, "uart", port="/dev/ttyUSB0")
     with pytest.raises(LinkError, match="needs a port"):
         Runtime(TINY, "uart")
     with pytest.raises(LinkError, match="cannot open the serial port '/nonexistent/tty'"):
