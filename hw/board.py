@@ -41,7 +41,7 @@ from .host_link import HostLink
 from .uart import UartRx, UartTx, uart_divisor
 
 __all__ = ["BoardTop", "Ulx3sTop", "ecp5_pll", "Pll", "MEM_BASE", "DEFAULT_CLK_HZ",
-           "DEFAULT_BAUD", "DEFAULT_MEM_KIB", "RESET_CYCLES"]
+           "DEFAULT_BAUD", "DEFAULT_MEM_KIB", "RESET_HOLD_CYCLES"]
 
 #: Main memory's address: the runtime's (``tessera.sim.accel_system.MEM_BASE``; a test
 #: keeps the two equal, and the runtime checks what ``PING`` reports).
@@ -52,7 +52,7 @@ DEFAULT_BAUD = 115_200
 #: 128 KiB: 64 of the ECP5-85F's 208 DP16KD blocks (the tiny accelerator uses 18).
 DEFAULT_MEM_KIB = 128
 #: Cycles the reset is held inside after ``rst`` falls (and after power-up).
-RESET_CYCLES = 16
+RESET_HOLD_CYCLES = 16
 #: Cycles the busy output stays high after a beat on the accelerator's memory bus (about
 #: 50 ms at 20 MHz, for a LED to show).
 BUSY_STRETCH = 1 << 20
@@ -89,7 +89,7 @@ class BoardTop(wiring.Component):
 
     The clock and reset are Amaranth's ``sync`` domain: ports ``clk`` and ``rst`` in the
     Verilog. ``rst`` is synchronous and active high; the design stays in reset for
-    :data:`RESET_CYCLES` cycles after it falls, and for as long after power-up on an FPGA
+    :data:`RESET_HOLD_CYCLES` cycles after it falls, and for as long after power-up on an FPGA
     (the flip-flops' initial values), so a pulse of one cycle is enough.
 
     Raises
@@ -126,10 +126,10 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         c = self._config
         m = Module()
-        # Reset: held RESET_CYCLES cycles after rst falls, and after power-up.
-        hold = Signal(range(RESET_CYCLES + 1), init=RESET_CYCLES, reset_less=True)
+        # Reset: held RESET_HOLD_CYCLES cycles after rst falls, and after power-up.
+        hold = Signal(range(RESET_HOLD_CYCLES + 1), init=RESET_HOLD_CYCLES, reset_less=True)
         with m.If(ResetSignal()):
-            m.d.sync += hold.eq(RESET_CYCLES)
+            m.d.sync += hold.eq(RESET_HOLD_CYCLES)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
         m.domains.board = board = ClockDomain("board", local=True)
