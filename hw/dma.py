@@ -30,7 +30,7 @@ waits on anything but the bus.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -213,14 +213,20 @@ class BurstSplitter(wiring.Component):
         return m
 
 
+#: Clock cycles from taking a command to starting (or refusing) it: the command is
+#: registered, then checked in two registered steps (the block's extent, a multiply; its
+#: end, a sum; then the comparisons), so no path from a command port to the splitter is
+#: longer than one multiply or one carry chain.
+CHECK_CYCLES = 3
+
+
 def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_load: bool):
-    """The error code a command gets before any bus traffic (``DmaError.NONE`` if fine)."""
+    """The error code of the registered command ``p`` (``DmaError.NONE`` if fine),
+    :data:`CHECK_CYCLES` - 1 cycles after ``p`` is set, before any bus traffic."""
     a = c.addr_bits
-    end = Signal(a + ROWS_BITS + 2)
-    m.d.comb += end.eq(p.dram_addr + (p.rows - 1) * p.stride + p.row_bytes)
-    window_end = Signal(a + 1)
-    m.d.comb += window_end.eq(window_base + window_size)
-    code = Signal(DmaError)
+    # Step 1: the extent of the block, the local rows and the shape.
+    span = Signal(a + ROWS_BITS + 1)
+    m.d.sync += span.eq((p.rows - 1) * p.stride)
     rb = p.row_bytes
     bad_shape = (p.rows == 0) | (rb == 0)
     if is_load:
@@ -236,11 +242,22 @@ def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_
     else:
         bad_shape = bad_shape | (rb > max_row_bytes(c))
         bad_local = Const(0)
-    with m.If(bad_shape):
+    shape1, local1, below1 = Signal(), Signal(), Signal()
+    window_end = Signal(a + 1)
+    m.d.sync += [shape1.eq(bad_shape), local1.eq(bad_local),
+                 below1.eq(p.dram_addr < window_base),
+                 window_end.eq(window_base + window_size)]
+    # Step 2: the block's end.
+    end = Signal(a + ROWS_BITS + 2)
+    m.d.sync += end.eq(p.dram_addr + span + p.row_bytes)
+    shape2, local2, below2 = Signal(), Signal(), Signal()
+    m.d.sync += [shape2.eq(shape1), local2.eq(local1), below2.eq(below1)]
+    code = Signal(DmaError)
+    with m.If(shape2):
         m.d.comb += code.eq(DmaError.SHAPE)
-    with m.Elif((p.dram_addr < window_base) | (end > window_end)):
+    with m.Elif(below2 | (end > window_end)):
         m.d.comb += code.eq(DmaError.WINDOW)
-    with m.Elif(bad_local):
+    with m.Elif(local2):
         m.d.comb += code.eq(DmaError.LOCAL)
     with m.Else():
         m.d.comb += code.eq(DmaError.NONE)
@@ -283,22 +300,27 @@ class _Transfer:
         self.done_pending = done_pending = Signal()
         self.failed = err != DmaError.NONE
 
-        # Command: check it, then start the splitter (a refused command only reports).
-        p = unit.i_cmd.payload
-        code = _check_command(m, c, p, unit.window_base, unit.window_size, is_load)
+        # Command: register it, check it (CHECK_CYCLES), then start the splitter (a refused
+        # command only reports).
         accept = unit.i_cmd.valid & unit.i_cmd.ready
+        self.checking = checking = Signal(CHECK_CYCLES)
+        m.d.sync += checking.eq(Cat(accept, checking[:-1]))
+        start = checking[-1]
+        with m.If(accept):
+            m.d.sync += cmd.eq(unit.i_cmd.payload)
+        code = _check_command(m, c, cmd, unit.window_base, unit.window_size, is_load)
         m.d.comb += [
-            unit.i_cmd.ready.eq(~running & ~done_pending & ~split.busy),
-            split.i_cmd.payload.addr.eq(p.dram_addr),
-            split.i_cmd.payload.stride.eq(p.stride),
-            split.i_cmd.payload.rows.eq(p.rows),
-            split.i_cmd.payload.row_bytes.eq(p.row_bytes),
-            split.i_cmd.valid.eq(accept & (code == DmaError.NONE)),
+            unit.i_cmd.ready.eq(~running & ~done_pending & ~split.busy & ~checking.any()),
+            split.i_cmd.payload.addr.eq(cmd.dram_addr),
+            split.i_cmd.payload.stride.eq(cmd.stride),
+            split.i_cmd.payload.rows.eq(cmd.rows),
+            split.i_cmd.payload.row_bytes.eq(cmd.row_bytes),
+            split.i_cmd.valid.eq(start & (code == DmaError.NONE)),
             split.abort.eq(running & self.failed),
         ]
-        with m.If(accept):
-            m.d.sync += [cmd.eq(p), running.eq(1), err.eq(code),
-                         self.err_addr.eq(Mux(code == DmaError.NONE, 0, p.dram_addr))]
+        with m.If(start):
+            m.d.sync += [running.eq(1), err.eq(code),
+                         self.err_addr.eq(Mux(code == DmaError.NONE, 0, cmd.dram_addr))]
 
         # Address channel: a burst goes out while fewer than max_bursts are in flight.
         burst = split.o_burst.payload
@@ -396,40 +418,59 @@ class DmaReader(wiring.Component):
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             m.d.sync += rows_done.eq(0)
 
-        # --- R: take the valid bytes of each beat into the realignment buffer. -----------
-        buf = Signal(cap * 8)
-        fill = Signal(range(cap + 1))
-        rb = cmd.row_bytes
-        port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
-        # may_write: an older command's reader has finished writing (see DmaEngine).
-        row_ready = t.running & ~failed & (fill >= rb) & self.may_write
-        m.d.comb += self.issuing.eq(t.split.busy)
-        emit = Signal()
-        m.d.comb += emit.eq(row_ready & port_ready)
-        fill_after = Signal(range(cap + 1))
-        m.d.comb += fill_after.eq(fill - Mux(emit, rb, 0))
-        take_beat = t.running & ~failed & (fill_after < rb)
+        # --- R: each beat's valid bytes, moved down to byte 0, into a two-beat FIFO. -----
+        # (It decouples the bus from the realignment: rready depends on the FIFO's level
+        # only, and the buffer's update starts from registers.)
+        n_bits = (bb).bit_length()
+        clear = Signal()
+        beats = fifo.SyncFIFO(width=bb * 8 + n_bits, depth=2)
+        m.submodules.beats = beats = ResetInserter(clear)(beats)
         r_fire = Signal()
         m.d.comb += [
             # After an error the beats of the bursts in flight are drained and dropped.
-            self.rready.eq(info.r_rdy & (take_beat | failed)),
+            self.rready.eq(info.r_rdy & (beats.w_rdy | failed)),
             r_fire.eq(self.rvalid & self.rready),
             info.r_en.eq(r_fire & self.rlast),
         ]
         t.beat_taken(r_fire, self.rlast)
         with m.If(r_fire & self.rresp[1] & ~failed):  # SLVERR or DECERR
             m.d.sync += [t.err.eq(_resp_error(self.rresp)), t.err_addr.eq(t.head.start)]
-        beat_bytes = Signal(bb * 8)
         keep = (Const(1, bb * 8 + 1) << (t.n * 8)) - 1  # the n valid bytes
-        m.d.comb += beat_bytes.eq((self.rdata >> (t.lo * 8)) & keep)
-        shifted = Signal(cap * 8)
-        m.d.comb += shifted.eq(Mux(emit, buf >> (rb * 8), buf))
-        with m.If(r_fire & ~failed):
-            m.d.sync += [buf.eq(shifted | (beat_bytes << (fill_after * 8))),
-                         fill.eq(fill_after + t.n)]
-        with m.Elif(emit):
-            m.d.sync += [buf.eq(shifted), fill.eq(fill_after)]
+        m.d.comb += [beats.w_data.eq(Cat(((self.rdata >> (t.lo * 8)) & keep)[:bb * 8], t.n)),
+                     beats.w_en.eq(r_fire & ~failed)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
+
+        # --- The realignment buffer: a row out when it holds one, a beat in when the bytes
+        # left after that are fewer than a row. Every candidate of the next state is
+        # computed beside the others from registers (fill, fill - row_bytes), then chosen.
+        buf = Signal(cap * 8)
+        fill = Signal(range(cap + 1))
+        fill_less = Signal(range(-2 * rb_max, cap + 1))   # fill - row_bytes
+        rb = cmd.row_bytes
+        rb2 = Signal(range(2 * rb_max + 1))
+        m.d.comb += rb2.eq(rb << 1)
+        beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
+        port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
+        # may_write: an older command's reader has finished writing (see DmaEngine).
+        live = t.running & ~failed
+        row_ready = live & ~fill_less[-1] & self.may_write      # fill >= row_bytes
+        m.d.comb += self.issuing.eq(t.split.busy)
+        emit = Signal()
+        m.d.comb += emit.eq(row_ready & port_ready)
+        take = Signal()
+        m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill < rb2, fill_less[-1]))
+        m.d.comb += beats.r_en.eq(take)
+        kept = Mux(emit, buf >> (rb * 8), buf)
+        placed = Mux(emit, beat_bytes << (fill_less.as_unsigned()[:len(fill)] * 8),
+                     beat_bytes << (fill * 8))
+        fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
+        less_new = Mux(take, Mux(emit, fill_less + n - rb, fill + n - rb),
+                       Mux(emit, fill_less - rb, fill_less))
+        with m.If(take | emit):
+            m.d.sync += [buf.eq(Mux(take, kept | placed, kept)), fill.eq(fill_new),
+                         fill_less.eq(less_new)]
+        with m.If(t.checking[-1]):
+            m.d.sync += fill_less.eq(-rb)   # a new command: fill is 0
 
         # --- Local writes: one row per cycle, padded with zeros past row_bytes. ----------
         row = Signal(data.ArrayLayout(signed(8), rb_max))
@@ -457,8 +498,10 @@ class DmaReader(wiring.Component):
         with m.If(emit):
             m.d.sync += rows_done.eq(rows_done + 1)
 
-        t.complete(t.running & (t.outstanding == 0) & ~t.split.busy
-                   & (failed | ((rows_done == cmd.rows) & ~emit)), [fill, buf])
+        finished = t.running & (t.outstanding == 0) & ~t.split.busy \
+            & (failed | ((rows_done == cmd.rows) & ~emit))
+        m.d.comb += clear.eq(finished)
+        t.complete(finished, [fill, buf])
         return m
 
 
