@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,6 +23,8 @@ __all__ = [
     "stage",
     "chunk_tag_layout",
     "reduce_tree",
+    "tree_stages",
+    "pipelined_tree",
     "add_half_away",
     "shift_right_half_away",
     "saturate",
@@ -34,10 +36,11 @@ __all__ = [
     "STEPS_PER_CYCLE",
 ]
 
-#: Result bits per cycle of the iterative units in the output path. Two chained
-#: subtract-and-compare steps of at most 45 bits fit a 10 ns cycle on an ECP5 (speed 6), as
-#: deep as any stage of the lanes' pipelines (four took 18 ns: LayerNorm's critical path);
-#: the per-row square root and reciprocals take 12, 18 and 17 cycles.
+#: Result bits per cycle of the iterative units in the output path. Two bits are one radix-4
+#: step: three trial subtractions side by side and a choice, one carry chain deep, which
+#: fits a 10 ns cycle on an ECP5 (speed 6) (four chained radix-2 steps took 18 ns, two 11 ns:
+#: LayerNorm's and Softmax's critical paths); the per-row square root and reciprocals take
+#: 12, 18 and 17 cycles.
 STEPS_PER_CYCLE = 2
 
 
@@ -65,6 +68,33 @@ def reduce_tree(values, op):
             nxt.append(values[-1])
         values = nxt
     return values[0]
+
+
+def tree_stages(n: int) -> int:
+    """Levels of a balanced tree over ``n`` values: the stages of :func:`pipelined_tree`."""
+    return max(n - 1, 0).bit_length()
+
+
+def pipelined_tree(m: Module, en, values, op, name: str, stages: int | None = None):
+    """Combine ``values`` pairwise in a balanced tree with a register after every level
+    (loaded when ``en`` is high): the result :func:`tree_stages` enabled cycles later, or
+    ``stages`` cycles later if that is more (extra registers at the end). One adder or one
+    compare-and-select per cycle keeps the lanes' reductions within a clock cycle at any
+    lane count."""
+    values = list(values)
+    if not values:
+        raise ValueError("pipelined_tree needs at least one value")
+    level = 0
+    while len(values) > 1:
+        level += 1
+        nxt = [op(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = [stage(m, en, v, f"{name}_l{level}_{i}") for i, v in enumerate(nxt)]
+    result = values[0]
+    for k in range(level, stages or level):
+        result = stage(m, en, result, f"{name}_pad{k + 1}")
+    return result
 
 
 def add_half_away(x, half, shifts=1):
@@ -179,6 +209,7 @@ class IntSqrt(wiring.Component):
         n = Signal(2 * R)
         rem = Signal(R + 2)
         root = Signal(R)
+        root3 = Signal(R + 2)      # 3 root, for the radix-4 steps
         count = Signal(range(iters + 1))
         busy = Signal()
 
@@ -187,19 +218,47 @@ class IntSqrt(wiring.Component):
         with m.If(self.resp.valid & self.resp.ready):
             m.d.sync += self.resp.valid.eq(0)
         with m.If(self.req.valid & self.req.ready):
-            m.d.sync += [n.eq(self.req.payload), rem.eq(0), root.eq(0), count.eq(0),
-                         busy.eq(1)]
+            m.d.sync += [n.eq(self.req.payload), rem.eq(0), root.eq(0), root3.eq(0),
+                         count.eq(0), busy.eq(1)]
         with m.Elif(busy):
-            r_n, r_rem, r_root = n, rem, root
-            for j in range(self.steps_per_cycle):
-                cur = Signal(R + 4, name=f"cur{j}")
-                m.d.comb += cur.eq((r_rem << 2) | r_n[2 * R - 2:])
-                trial = (r_root << 2) | 1
-                fits = cur >= trial
-                r_rem = Mux(fits, cur - trial, cur)[:R + 2]
-                r_root = ((r_root << 1) | fits)[:R]
-                r_n = (r_n << 2)[:2 * R]
-            m.d.sync += [n.eq(r_n), rem.eq(r_rem), root.eq(r_root), count.eq(count + 1)]
+            # Two steps at a time are one radix-4 step: with C = 16 rem + the next four
+            # bits of n, root bits q = 1, 2, 3 leave C - (8 root + 1), C - (16 root + 4),
+            # C - (24 root + 9); the three differences are taken side by side (one carry
+            # chain deep, 3 root kept in a register) and the largest q that fits chosen.
+            r_n, r_rem, r_root, r_root3, j = n, rem, root, root3, 0
+            while j < self.steps_per_cycle:
+                if self.steps_per_cycle - j >= 2:
+                    width = R + 6
+                    cur = Signal(width, name=f"cur{j}")
+                    m.d.comb += cur.eq(Cat(r_n[2 * R - 4:], r_rem))
+                    diffs = []
+                    for q, c in ((1, (r_root << 3) | 1), (2, (r_root << 4) | 4),
+                                 (3, (r_root3 << 3) + 9)):
+                        t = Signal(signed(width + 2), name=f"t{j}_{q}")
+                        m.d.comb += t.eq(cur - c)
+                        diffs.append(t)
+                    fits = [~t[-1] for t in diffs]
+                    digit = Mux(fits[2], 3, Mux(fits[1], 2, Mux(fits[0], 1, 0)))
+                    r_rem = Mux(fits[2], diffs[2], Mux(fits[1], diffs[1],
+                                                       Mux(fits[0], diffs[0], cur)))[:R + 2]
+                    r_root3 = Mux(fits[2], (r_root3 << 2) + 9, Mux(
+                        fits[1], (r_root3 << 2) + 6, Mux(fits[0], (r_root3 << 2) + 3,
+                                                         r_root3 << 2)))[:R + 2]
+                    r_root = Cat(digit[:2], r_root)[:R]
+                    r_n = (r_n << 4)[:2 * R]
+                    j += 2
+                else:
+                    cur = Signal(R + 4, name=f"cur{j}")
+                    m.d.comb += cur.eq((r_rem << 2) | r_n[2 * R - 2:])
+                    trial = (r_root << 2) | 1
+                    fits1 = cur >= trial
+                    r_rem = Mux(fits1, cur - trial, cur)[:R + 2]
+                    r_root3 = Mux(fits1, (r_root3 << 1) + 3, r_root3 << 1)[:R + 2]
+                    r_root = ((r_root << 1) | fits1)[:R]
+                    r_n = (r_n << 2)[:2 * R]
+                    j += 1
+            m.d.sync += [n.eq(r_n), rem.eq(r_rem), root.eq(r_root), root3.eq(r_root3),
+                         count.eq(count + 1)]
             with m.If(count == iters - 1):
                 m.d.sync += [busy.eq(0), self.resp.valid.eq(1)]
         return m
@@ -269,6 +328,7 @@ class Reciprocal(wiring.Component):
         # at step `pad`. The leading steps give quotient bits that fall off the top.
         pad = steps - Q
         d = Signal(self.d_bits)
+        d3 = Signal(self.d_bits + 2)    # 3 d, for the radix-4 steps
         rem = Signal(self.d_bits + 1)
         quot = Signal(Q)
         step = Signal(range(steps + 1))
@@ -279,16 +339,37 @@ class Reciprocal(wiring.Component):
         with m.If(self.resp.valid & self.resp.ready):
             m.d.sync += self.resp.valid.eq(0)
         with m.If(self.req.valid & self.req.ready):
-            m.d.sync += [d.eq(self.req.payload), rem.eq(0), quot.eq(0), step.eq(0),
-                         busy.eq(1)]
+            m.d.sync += [d.eq(self.req.payload), d3.eq(self.req.payload * 3), rem.eq(0),
+                         quot.eq(0), step.eq(0), busy.eq(1)]
         with m.Elif(busy):
-            r_rem, r_quot = rem, quot
-            for j in range(self.steps_per_cycle):
-                cur = Signal(self.d_bits + 2, name=f"cur{j}")
-                m.d.comb += cur.eq((r_rem << 1) | ((step + j) == pad))
-                fits = cur >= d
-                r_rem = Mux(fits, cur - d, cur)[:self.d_bits + 1]
-                r_quot = ((r_quot << 1) | fits)[:Q]
+            # Two steps at a time are one radix-4 step: the remainder less d, 2d and 3d
+            # side by side (one carry chain deep), the largest that fits chosen.
+            r_rem, r_quot, j = rem, quot, 0
+            while j < self.steps_per_cycle:
+                width = self.d_bits + 3
+                if self.steps_per_cycle - j >= 2:
+                    cur = Signal(width, name=f"cur{j}")
+                    m.d.comb += cur.eq(Cat((step + j + 1) == pad, (step + j) == pad, r_rem))
+                    cands = [cur - d, cur - (d << 1), cur - d3]
+                    diffs = []
+                    for q, c in enumerate(cands, start=1):
+                        t = Signal(signed(width + 1), name=f"t{j}_{q}")
+                        m.d.comb += t.eq(c)
+                        diffs.append(t)
+                    fits = [~t[-1] for t in diffs]
+                    digit = Mux(fits[2], 3, Mux(fits[1], 2, Mux(fits[0], 1, 0)))
+                    r_rem = Mux(fits[2], diffs[2], Mux(fits[1], diffs[1],
+                                                       Mux(fits[0], diffs[0], cur)))
+                    r_rem = r_rem[:self.d_bits + 1]
+                    r_quot = Cat(digit[:2], r_quot)[:Q]
+                    j += 2
+                else:
+                    cur = Signal(self.d_bits + 2, name=f"cur{j}")
+                    m.d.comb += cur.eq((r_rem << 1) | ((step + j) == pad))
+                    fits1 = cur >= d
+                    r_rem = Mux(fits1, cur - d, cur)[:self.d_bits + 1]
+                    r_quot = ((r_quot << 1) | fits1)[:Q]
+                    j += 1
             m.d.sync += [rem.eq(r_rem), quot.eq(r_quot), step.eq(step + self.steps_per_cycle)]
             with m.If(step == steps - self.steps_per_cycle):
                 m.d.sync += [busy.eq(0), self.resp.valid.eq(1)]

@@ -21,20 +21,32 @@ Per lane (``s`` is signed: right with floor if ``s >= 0``, left otherwise):
 =====  ==================================================================  =====
 stage  value                                                               bits
 =====  ==================================================================  =====
-1      ``n x`` (pass 0: the chunk's sum, minimum and maximum)              s46
-2      ``dev = n x - sum``                                                 s46
-3      ``d = dev >> s`` or ``dev << -s``                                   s16
-4      pass 1: ``d**2``; pass 2: ``y = (d * factor) >> 1`` (one multiplier) s33
-5      pass 1: the chunk's sum of ``d**2``; pass 2: ``y * gamma_q``        s48
-6      pass 2: ``acc32 = (y gamma_q + beta_q) / 2**16``, half away         s32
+1      ``xh n``, ``xl n`` (``x = xh 2**16 + xl``: one 18 x 18 DSP each)      s30
+2      ``n x``                                                             s46
+3      ``dev = n x - sum``                                                 s46
+4      ``d = dev >> s`` or ``dev << -s``                                   s16
+5      the partial products of ``d * d`` (pass 1) or ``d * factor``
+       (pass 2; one pair of multipliers for both)                          s34
+6      pass 1: ``d**2``; pass 2: ``y = (d * factor) >> 1``                 s33
+7      pass 2: the partial products of ``y * gamma_q``                     s34
+8      ``y * gamma_q``                                                     s48
+9      ``y gamma_q + beta_q``                                              s48
+10     ``acc32 = (y gamma_q + beta_q) / 2**16``, half away                 s32
 =====  ==================================================================  =====
 
+Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep, for a
+100 MHz clock on an ECP5 (speed 6). The chunk statistics are lane reductions, one tree
+level per cycle (:func:`~.intmath.pipelined_tree`): pass 0's sum, minimum and maximum
+from the input, taken at stage :func:`stats_stage`; pass 1's sum of ``d**2`` from stage
+6, taken at stage :func:`var_stage`.
+
 gamma and beta come with each write-out chunk (the output path's ``i_param`` stream) and
-travel down the pipeline beside it. Statistics are taken where they are ready: sum / min /
-max at stage 1, the variance at stage 5. Per-row values (``sum``, ``s``, ``factor``) are
-replaced only after the last chunk of the pass that makes them has reached that stage; every
-chunk of an earlier row that still reads them is further down the lock-step pipeline,
-past the stage that reads them (``sum`` at 1, ``s`` at 2, ``factor`` at 3).
+travel down the pipeline beside it. Per-row values (``sum``, ``s``, ``factor``) are
+replaced only after the last chunk of the pass that makes them has reached the stage
+where its statistic is taken; every chunk of an earlier row that still reads them is
+further down the lock-step pipeline by then, past the stage that reads them (``sum`` and
+``s`` are read from the registers of stages 2 and 3, and pass 0's statistics are taken no
+earlier than stage 3, whatever the lane count; ``factor`` is replaced after pass 1).
 """
 
 from types import SimpleNamespace
@@ -50,18 +62,19 @@ from .intmath import (
     Reciprocal,
     bit_length,
     chunk_tag_layout,
+    pipelined_tree,
     reciprocal_latency_cycles,
-    reduce_tree,
     shift_right_half_away,
     sqrt_latency_cycles,
     stage,
+    tree_stages,
 )
 
 __all__ = ["LayerNormUnit", "LATENCY", "PASSES", "GAMMA_BITS", "BETA_BITS", "LENGTH_BITS",
-           "gap_cycles"]
+           "gap_cycles", "stats_stage", "var_stage"]
 
 #: Pipeline stages from input to output.
-LATENCY = 6
+LATENCY = 10
 #: Passes over each row.
 PASSES = 3
 #: gamma_q is int16; beta_q has ``|beta_q| < 2**45`` (golden ``BETA_LIMIT``): s46.
@@ -77,14 +90,32 @@ VAR_BITS = 43
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def gap_cycles(steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, int]:
+#: The stages whose registers feed the reads of ``sum`` (the deviation) and ``s`` (the
+#: pre-shift); pass 0's statistics are taken no earlier than the later of them.
+SUM_READ_STAGE, SHIFT_READ_STAGE = 2, 3
+#: The stage whose register holds pass 1's ``d**2`` (the variance tree's input).
+SQUARE_STAGE = 6
+
+
+def stats_stage(cols: int) -> int:
+    """The stage at which pass 0's chunk sum, minimum and maximum are taken."""
+    return max(tree_stages(cols), SHIFT_READ_STAGE)
+
+
+def var_stage(cols: int) -> int:
+    """The stage at which pass 1's chunk sum of ``d**2`` is taken."""
+    return SQUARE_STAGE + tree_stages(cols)
+
+
+def gap_cycles(cols: int, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, int]:
     """Idle input cycles after the last chunk of pass 0 and of pass 1 while the streams flow.
 
-    After pass 0: one (the statistics are taken at stage 1) and three for the pre-shift.
-    After pass 1: the variance's way to stage 5 and one cycle to take it, one to start the
-    square root, its latency, and the reciprocal's (it starts as the root arrives).
+    After pass 0: the statistics' way to :func:`stats_stage`, and three cycles for the
+    pre-shift. After pass 1: the variance's way to :func:`var_stage` and one cycle to take
+    it, the square root's latency, and the reciprocal's (it starts as the root arrives).
     """
-    return (1 + 3, 5 + 1 + sqrt_latency_cycles(VAR_BITS, steps_per_cycle)
+    return (stats_stage(cols) + 3, var_stage(cols) + 1
+            + sqrt_latency_cycles(VAR_BITS, steps_per_cycle)
             + reciprocal_latency_cycles(RECIP_BITS, steps_per_cycle))
 
 
@@ -177,103 +208,111 @@ class LayerNormUnit(wiring.Component):
         return s
 
     def _stages(self, m: Module, s: SimpleNamespace) -> None:
-        """Tags and valid bits down the pipeline. Pass-0 chunks end at stage 1, pass-1
-        chunks at stage 5."""
+        """Tags and valid bits down the pipeline. Pass-0 chunks leave the lanes after stage
+        1 (their statistics have a pipeline of their own), pass-1 chunks after the stage
+        of ``d**2``."""
         s.valid = [self.i_valid]
         s.tags = [self.i_tag]
         for k in range(1, LATENCY + 1):
             keep = s.valid[-1]
             if k == 2:
                 keep = keep & (s.tags[-1].pass_index != 0)
-            if k == 6:
+            if k == SQUARE_STAGE + 1:
                 keep = keep & (s.tags[-1].pass_index == 2)
             s.valid.append(stage(m, self.en, keep, f"ln_valid{k}"))
             s.tags.append(stage(m, self.en, s.tags[-1], f"ln_tag{k}"))
 
     def _chunk_stats(self, m: Module, s: SimpleNamespace) -> None:
-        """Stage 1, pass 0: the chunk's sum, minimum and maximum over the lanes in the
-        row."""
-        en, t0, lanes = self.en, self.i_tag, range(self.cols)
-        csum = Signal(signed(32 + self.cols.bit_length()))
-        cmin = Signal(signed(32))
-        cmax = Signal(signed(32))
-        m.d.comb += [
-            csum.eq(reduce_tree([Mux(t0.mask[j], self.i_data[j], 0) for j in lanes],
-                                lambda a, b: a + b)),
-            cmin.eq(reduce_tree([Mux(t0.mask[j], self.i_data[j], INT32_MAX) for j in lanes],
-                                lambda a, b: Mux(a < b, a, b))),
-            cmax.eq(reduce_tree([Mux(t0.mask[j], self.i_data[j], INT32_MIN) for j in lanes],
-                                lambda a, b: Mux(a > b, a, b))),
-        ]
-        s.csum1 = stage(m, en, csum, "ln_csum1")
-        s.cmin1 = stage(m, en, cmin, "ln_cmin1")
-        s.cmax1 = stage(m, en, cmax, "ln_cmax1")
-        s.sq4 = []
+        """Pass 0: the chunk's sum, minimum and maximum over the lanes in the row, taken at
+        :func:`stats_stage` (with the chunk's valid bit and tag beside them)."""
+        en, t0, lanes, k = self.en, self.i_tag, range(self.cols), stats_stage(self.cols)
+        s.csum = pipelined_tree(m, en, [Mux(t0.mask[j], self.i_data[j], 0) for j in lanes],
+                                lambda a, b: a + b, "ln_csum", k)
+        s.cmin = pipelined_tree(m, en, [Mux(t0.mask[j], self.i_data[j], INT32_MAX)
+                                        for j in lanes],
+                                lambda a, b: Mux(a < b, a, b), "ln_cmin", k)
+        s.cmax = pipelined_tree(m, en, [Mux(t0.mask[j], self.i_data[j], INT32_MIN)
+                                        for j in lanes],
+                                lambda a, b: Mux(a > b, a, b), "ln_cmax", k)
+        s.stats_valid, s.stats_tag = self.i_valid & (t0.pass_index == 0), t0
+        for i in range(1, k + 1):
+            s.stats_valid = stage(m, en, s.stats_valid, f"ln_stats_valid{i}")
+            s.stats_tag = stage(m, en, s.stats_tag, f"ln_stats_tag{i}")
+        s.sq = []
 
     def _lane(self, m: Module, s: SimpleNamespace, j: int) -> None:
-        """Lane ``j``'s datapath: the deviation, its pre-shift, one multiplier for d**2
-        (pass 1) and d * factor (pass 2), then gamma, beta and the final shift."""
-        en, t3 = self.en, s.tags[3]
-        # Stage 1: n x.
+        """Lane ``j``'s datapath: the deviation, its pre-shift, one multiplier pair for
+        d**2 (pass 1) and d * factor (pass 2), then gamma, beta and the final shift."""
+        en, t4 = self.en, s.tags[4]
+        x = self.i_data[j]
+        # 1, 2: n x
+        lo = stage(m, en, x[:16] * self.length, f"ln_nxl{j}")
+        hi = stage(m, en, x[16:].as_signed() * self.length, f"ln_nxh{j}")
         nx = Signal(signed(46), name=f"ln_nx{j}")
-        m.d.comb += nx.eq(self.i_data[j] * self.length)
-        nx1 = stage(m, en, nx, f"ln_nx1_{j}")
-        # Stage 2: the exact deviation n (x - mean).
-        dev = Signal(signed(46), name=f"ln_dev{j}")
-        m.d.comb += dev.eq(nx1 - s.row_sum)
-        dev2 = stage(m, en, dev, f"ln_dev2_{j}")
-        # Stage 3: the pre-shift into int16.
+        m.d.comb += nx.eq((hi << 16) + lo)
+        nx2 = stage(m, en, nx, f"ln_nx2_{j}")
+        # 3: the exact deviation n (x - mean)
+        dev3 = stage(m, en, (nx2 - s.row_sum)[:46].as_signed(), f"ln_dev3_{j}")
+        # 4: the pre-shift into int16
         d = Signal(signed(16), name=f"ln_d{j}")
-        m.d.comb += d.eq(Mux(s.s_left != 0, dev2 << s.s_left, dev2 >> s.s_right)[:16]
+        m.d.comb += d.eq(Mux(s.s_left != 0, dev3 << s.s_left, dev3 >> s.s_right)[:16]
                          .as_signed())
-        d3 = stage(m, en, d, f"ln_d3_{j}")
-        # Stage 4: one multiplier for d**2 (pass 1) and d * factor (pass 2).
+        d4 = stage(m, en, d, f"ln_d4_{j}")
+        # 5, 6: one multiplier pair for d**2 (pass 1) and d * factor (pass 2)
         other = Signal(signed(RECIP_BITS + 3), name=f"ln_other{j}")
-        m.d.comb += other.eq(Mux(t3.pass_index == 1, d3, s.factor))
+        m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor))
+        pl = stage(m, en, d4 * other[:17], f"ln_pl{j}")
+        ph = stage(m, en, d4 * other[17:].as_signed(), f"ln_ph{j}")
         prod = Signal(signed(16 + RECIP_BITS + 3), name=f"ln_prod{j}")
-        m.d.comb += prod.eq(d3 * other)
+        m.d.comb += prod.eq((ph << 17) + pl)
         val = Signal(signed(33), name=f"ln_val{j}")
         # |d| <= root, so |d * factor| <= 2**31 and y = (d * factor) >> 1 fits s32.
-        m.d.comb += val.eq(Mux(t3.pass_index == 1, prod, prod >> 1))
-        val4 = stage(m, en, val, f"ln_val4_{j}")
-        s.sq4.append(val4)
+        m.d.comb += val.eq(Mux(s.tags[5].pass_index == 1, prod, prod >> 1))
+        val6 = stage(m, en, val, f"ln_val6_{j}")
+        s.sq.append(val6)
         # gamma and beta travel beside the chunk.
         gamma = self.i_gamma[j]
         beta = self.i_beta[j]
-        for k in range(1, 5):
+        for k in range(1, SQUARE_STAGE + 1):
             gamma = stage(m, en, gamma, f"ln_gamma{k}_{j}")
-        for k in range(1, 6):
+        for k in range(1, 9):
             beta = stage(m, en, beta, f"ln_beta{k}_{j}")
-        # Stage 5, pass 2: y * gamma_q.
+        # 7, 8, pass 2: y * gamma_q
+        yl = stage(m, en, val6[:17] * gamma, f"ln_yl{j}")
+        yh = stage(m, en, val6[17:].as_signed() * gamma, f"ln_yh{j}")
         yg = Signal(signed(48), name=f"ln_yg{j}")
-        m.d.comb += yg.eq(val4 * gamma)
-        yg5 = stage(m, en, yg, f"ln_yg5_{j}")
-        # Stage 6: + beta_q, then / 2**16 rounded half away from zero.
-        acc = Signal(signed(48), name=f"ln_acc{j}")
-        m.d.comb += acc.eq(yg5 + beta)
+        m.d.comb += yg.eq((yh << 17) + yl)
+        yg8 = stage(m, en, yg, f"ln_yg8_{j}")
+        # 9: + beta_q; 10: / 2**16 rounded half away from zero
+        acc9 = stage(m, en, (yg8 + beta)[:48].as_signed(), f"ln_acc9_{j}")
         out = Signal(signed(32), name=f"ln_out{j}")
-        m.d.comb += out.eq(shift_right_half_away(acc, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
-        m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out6_{j}"))
+        m.d.comb += out.eq(shift_right_half_away(acc9, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
+        m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out10_{j}"))
 
     def _square_sum(self, m: Module, s: SimpleNamespace) -> None:
-        """Stage 5, pass 1: the chunk's sum of squares; and the outputs' valid and tag."""
-        t4 = s.tags[4]
-        cvar = Signal(unsigned(31 + self.cols.bit_length()))
-        m.d.comb += cvar.eq(reduce_tree([Mux(t4.mask[j], s.sq4[j][:31], 0)
-                                         for j in range(self.cols)], lambda a, b: a + b))
-        s.cvar5 = stage(m, self.en, cvar, "ln_cvar5")
-        m.d.comb += [self.o_valid.eq(s.valid[6]), self.o_tag.eq(s.tags[6])]
+        """Pass 1: the chunk's sum of squares, taken at :func:`var_stage`; and the outputs'
+        valid and tag."""
+        en, t6, k = self.en, s.tags[SQUARE_STAGE], tree_stages(self.cols)
+        s.cvar = pipelined_tree(m, en, [Mux(t6.mask[j], s.sq[j][:31], 0)
+                                        for j in range(self.cols)], lambda a, b: a + b,
+                                "ln_cvar", k)
+        s.var_valid = s.valid[SQUARE_STAGE] & (t6.pass_index == 1)
+        s.var_tag = t6
+        for i in range(1, k + 1):
+            s.var_valid = stage(m, en, s.var_valid, f"ln_var_valid{i}")
+            s.var_tag = stage(m, en, s.var_tag, f"ln_var_tag{i}")
+        m.d.comb += [self.o_valid.eq(s.valid[LATENCY]), self.o_tag.eq(s.tags[LATENCY])]
 
     def _scale(self, m: Module, s: SimpleNamespace) -> None:
         """Pass 0's statistics, then the pre-shift: n max - sum and sum - n min, the larger
         of them, its bit length over DEV_BITS."""
-        t1, n = s.tags[1], self.length
-        with m.If(self.en & s.valid[1] & (t1.pass_index == 0)):
-            new_sum = Mux(t1.first, s.csum1, s.sum_acc + s.csum1)
+        t1, n = s.stats_tag, self.length
+        with m.If(self.en & s.stats_valid):
+            new_sum = Mux(t1.first, s.csum, s.sum_acc + s.csum)
             m.d.sync += [
                 s.sum_acc.eq(new_sum),
-                s.min_acc.eq(Mux(t1.first | (s.cmin1 < s.min_acc), s.cmin1, s.min_acc)),
-                s.max_acc.eq(Mux(t1.first | (s.cmax1 > s.max_acc), s.cmax1, s.max_acc)),
+                s.min_acc.eq(Mux(t1.first | (s.cmin < s.min_acc), s.cmin, s.min_acc)),
+                s.max_acc.eq(Mux(t1.first | (s.cmax > s.max_acc), s.cmax, s.max_acc)),
             ]
             with m.If(t1.end):
                 m.d.sync += s.state.eq(_State.SCALE_MUL)
@@ -293,9 +332,9 @@ class LayerNormUnit(wiring.Component):
     def _root(self, m: Module, s: SimpleNamespace) -> None:
         """Pass 1's statistic, then the square root and the reciprocal: the factor of
         pass 2."""
-        isqrt, recip, t5 = self.sqrt, self.recip, s.tags[5]
-        with m.If(self.en & s.valid[5] & (t5.pass_index == 1)):
-            new_var = Mux(t5.first, s.cvar5, s.var_acc + s.cvar5)
+        isqrt, recip, t5 = self.sqrt, self.recip, s.var_tag
+        with m.If(self.en & s.var_valid):
+            new_var = Mux(t5.first, s.cvar, s.var_acc + s.cvar)
             m.d.sync += s.var_acc.eq(new_var)
             with m.If(t5.end):
                 m.d.sync += s.state.eq(_State.SQRT_REQ)

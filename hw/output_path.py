@@ -154,15 +154,16 @@ def latency_cycles(op: OutputOp) -> int:
     return stages + 1
 
 
-def gap_cycles(op: OutputOp, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, ...]:
+def gap_cycles(op: OutputOp, cols: int,
+               steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, ...]:
     """Idle ``i_row`` cycles after the last chunk of each statistics pass of a row (one entry
     per pass but the last) while the streams flow: the time to finish the pass's per-row
     value (``softmax.gap_cycles``, ``layernorm.gap_cycles``)."""
     op = OutputOp(op)
     if op == OutputOp.SOFTMAX:
-        return sm_gap_cycles(steps_per_cycle)
+        return sm_gap_cycles(cols, steps_per_cycle)
     if op == OutputOp.LAYERNORM:
-        return ln_gap_cycles(steps_per_cycle)
+        return ln_gap_cycles(cols, steps_per_cycle)
     return ()
 
 
@@ -183,7 +184,7 @@ def row_cycles(op: OutputOp, length: int, cols: int,
     one per chunk in every pass, plus the gaps between passes."""
     op = OutputOp(op)
     chunks = -(-length // cols)
-    return PASSES[op] * chunks + sum(gap_cycles(op, steps_per_cycle))
+    return PASSES[op] * chunks + sum(gap_cycles(op, cols, steps_per_cycle))
 
 
 class _State(enum.Enum, shape=2):
@@ -244,7 +245,7 @@ class OutputPath(wiring.Component):
 
     def gap_cycles(self, op: OutputOp) -> tuple[int, ...]:
         """See :func:`gap_cycles`."""
-        return gap_cycles(op, self.steps_per_cycle)
+        return gap_cycles(op, self._config.cols, self.steps_per_cycle)
 
     def elaborate(self, platform):
         C = self._config.cols

@@ -19,18 +19,28 @@ i-exp per lane (widths of the golden model's table; ``t``, ``N = ln2_q``, ``q_b`
 =====  ==========================================================================  =====
 stage  value                                                                       bits
 =====  ==========================================================================  =====
-1      ``a = xm - x`` (pass 0: the chunk's maximum)                                u32
-2      ``a_t = min(a >> t`` rounded half up, or ``a << -t``, ``30 N)``             u19
-3      ``z = a_t // N``, ``r = a_t - z N`` (five restoring steps: ``z <= 30``)     u5, u14
-4      ``poly = q_c - r (q_b - r)``                                                u31
-5      ``e = poly >> (z + w)``                                                     u20
-6      pass 1: the chunk's sum of ``e``; pass 2: ``min((e * factor) >> 24, 255)``  u8
+1      ``a = xm - x``                                                              u32
+2      ``a`` and ``a + 2**(t-1)``                                                  u33
+3      ``a >> t`` rounded half up, or ``a << -t``                                  u63
+4      ``a_t = min(that, 30 N)``                                                   u19
+5-7    ``z = a_t // N``, ``r = a_t - z N`` (five restoring steps, two per stage)   u5, u14
+8      ``q_b - r``                                                                 u16
+9      ``r (q_b - r)``                                                             u30
+10     ``poly = q_c - r (q_b - r)``; ``z + w``                                     u31
+11     ``e = poly >> (z + w)``                                                     u20
+12     pass 2: ``e * factor``                                                      u34
+13     pass 2: ``min((e * factor) >> 24, 255)``                                    u8
 =====  ==========================================================================  =====
 
-Statistics are taken where they are ready: the chunk maximum at stage 1, the chunk sum at
-stage 6. Per-row values (``xm``, ``factor``) are only replaced after the last chunk of the
-pass that makes them has reached that stage; every chunk of an earlier row that still
-needs them is further down the lock-step pipeline by then, past the stage that reads them.
+Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep (two
+19-bit restoring steps), for a 100 MHz clock on an ECP5 (speed 6). The chunk statistics
+are lane reductions, one tree level per cycle (:func:`~.intmath.pipelined_tree`): pass
+0's maximum from the input, taken at stage :func:`max_stage`; pass 1's sum of ``e`` from
+stage 11, taken at stage :func:`sum_stage`. Per-row values (``xm``, ``factor``) are only
+replaced after the last chunk of the pass that makes them has reached that stage; every
+chunk of an earlier row that still needs them is further down the lock-step pipeline by
+then, past the stage that reads them (``xm`` is read at the input, ``factor`` from stage
+11's register, and ``factor`` is replaced only after pass 1).
 """
 
 from types import SimpleNamespace
@@ -43,12 +53,14 @@ from .intmath import (
     STEPS_PER_CYCLE,
     Reciprocal,
     chunk_tag_layout,
+    pipelined_tree,
     reciprocal_latency_cycles,
-    reduce_tree,
     stage,
+    tree_stages,
 )
 
-__all__ = ["SoftmaxUnit", "EXP_CONSTS", "LATENCY", "PASSES", "gap_cycles"]
+__all__ = ["SoftmaxUnit", "EXP_CONSTS", "LATENCY", "PASSES", "gap_cycles", "max_stage",
+           "sum_stage"]
 
 #: The integer constants of ``golden.softmax.ExpConstants`` (their full ranges fit).
 EXP_CONSTS = data.StructLayout({
@@ -59,8 +71,10 @@ EXP_CONSTS = data.StructLayout({
     "out_shift": unsigned(5),  # w in [0, 31]
 })
 
-#: Pipeline stages from input to output (and to the sum).
-LATENCY = 6
+#: Pipeline stages from input to output.
+LATENCY = 13
+#: The stage whose register holds the exp codes ``e``.
+EXP_STAGE = 11
 #: Passes over each row.
 PASSES = 3
 #: The golden model's constants (``golden.softmax``).
@@ -75,13 +89,25 @@ FACTOR_BITS = 14
 INT32_MIN = -(1 << 31)
 
 
-def gap_cycles(steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, int]:
+def max_stage(cols: int) -> int:
+    """The stage at which pass 0's chunk maximum is taken."""
+    return tree_stages(cols)
+
+
+def sum_stage(cols: int) -> int:
+    """The stage at which pass 1's chunk sum of exp codes is taken."""
+    return EXP_STAGE + tree_stages(cols)
+
+
+def gap_cycles(cols: int, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, int]:
     """Idle input cycles after the last chunk of pass 0 and of pass 1 while the streams flow.
 
-    After pass 0: one (the maximum is taken at stage 1). After pass 1: the sum's way to
-    stage 6 and one cycle to take it, one to start the reciprocal, and its latency.
+    After pass 0: the maximum's way to :func:`max_stage`. After pass 1: the sum's way to
+    :func:`sum_stage` and one cycle to take it, one to start the reciprocal, and its
+    latency.
     """
-    return 1, LATENCY + 1 + reciprocal_latency_cycles(RECIP_BITS, steps_per_cycle)
+    return (max_stage(cols), sum_stage(cols) + 1
+            + reciprocal_latency_cycles(RECIP_BITS, steps_per_cycle))
 
 
 class _State(enum.Enum, shape=2):
@@ -142,13 +168,16 @@ class SoftmaxUnit(wiring.Component):
         s = self._constants(m)
         self._row_registers(m, s)
         self._stages(m, s)
-        # Stage 1: the chunk maximum (pass 0) and a = xm - x (passes 1, 2).
-        lanes_in = [Mux(self.i_tag.mask[j], self.i_data[j], INT32_MIN)
-                    for j in range(self.cols)]
-        cmax = Signal(signed(32))
-        m.d.comb += cmax.eq(reduce_tree(lanes_in, lambda a, b: Mux(a > b, a, b)))
-        s.cmax1 = stage(m, self.en, cmax, "sm_cmax1")
-        s.e5 = [self._exp_lane(m, s, j) for j in range(self.cols)]
+        # Pass 0: the chunk maximum, with the chunk's valid bit and tag beside it.
+        t0, k = self.i_tag, max_stage(self.cols)
+        s.cmax = pipelined_tree(m, self.en, [Mux(t0.mask[j], self.i_data[j], INT32_MIN)
+                                             for j in range(self.cols)],
+                                lambda a, b: Mux(a > b, a, b), "sm_cmax", k)
+        s.max_valid, s.max_tag = self.i_valid & (t0.pass_index == 0), t0
+        for i in range(1, k + 1):
+            s.max_valid = stage(m, self.en, s.max_valid, f"sm_max_valid{i}")
+            s.max_tag = stage(m, self.en, s.max_tag, f"sm_max_tag{i}")
+        s.e11 = [self._exp_lane(m, s, j) for j in range(self.cols)]
         self._sum_and_probabilities(m, s)
         self._row_statistics(m, s)
         m.d.comb += self.busy.eq(Cat(*s.valid[1:]).any() | (s.state != _State.READY))
@@ -188,76 +217,93 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += self.accept.eq(s.state == _State.READY)
 
     def _stages(self, m: Module, s: SimpleNamespace) -> None:
-        """Tags and valid bits down the pipeline. Pass-0 chunks end at stage 1, where their
-        maximum is taken."""
+        """Tags and valid bits down the pipeline. Pass-0 chunks leave the lanes after stage
+        1 (their maximum has a pipeline of its own), pass-1 chunks after the exp codes."""
         s.valid = [self.i_valid]
         s.tags = [self.i_tag]
         for k in range(1, LATENCY + 1):
-            keep = s.valid[-1] if k != 2 else s.valid[-1] & (s.tags[-1].pass_index != 0)
+            keep = s.valid[-1]
+            if k == 2:
+                keep = keep & (s.tags[-1].pass_index != 0)
+            if k == EXP_STAGE + 1:
+                keep = keep & (s.tags[-1].pass_index == 2)
             s.valid.append(stage(m, self.en, keep, f"sm_valid{k}"))
             s.tags.append(stage(m, self.en, s.tags[-1], f"sm_tag{k}"))
 
     def _exp_lane(self, m: Module, s: SimpleNamespace, j: int):
-        """Lane ``j`` from ``a = xm - x`` (stage 1) to its exp code (stage 5)."""
+        """Lane ``j`` from ``a = xm - x`` (stage 1) to its exp code (stage 11)."""
         en = self.en
         a = Signal(unsigned(32), name=f"sm_a{j}")
         m.d.comb += a.eq(s.row_max - self.i_data[j])
         a1 = stage(m, en, a, f"sm_a1_{j}")
-        # Stage 2: the input shift, then the clamp at 30 ln 2.
-        shifted = Mux(s.is_left, a1 << s.t_neg, (a1 + s.half_t) >> s.t_pos)
+        # 2-4: the input shift, then the clamp at 30 ln 2.
+        a2 = stage(m, en, a1, f"sm_a2_{j}")
+        rnd2 = stage(m, en, a1 + s.half_t, f"sm_rnd2_{j}")
+        sh3 = stage(m, en, Mux(s.is_left, a2 << s.t_neg, rnd2 >> s.t_pos), f"sm_sh3_{j}")
         a_t = Signal(unsigned(19), name=f"sm_at{j}")
-        m.d.comb += a_t.eq(Mux(shifted > s.clamp, s.clamp, shifted))
-        a_t2 = stage(m, en, a_t, f"sm_at2_{j}")
-        # Stage 3: z = a_t // N and r = a_t % N, a restoring division with z < 32.
-        rem = a_t2
+        m.d.comb += a_t.eq(Mux(sh3 > s.clamp, s.clamp, sh3))
+        rem = stage(m, en, a_t, f"sm_at4_{j}")
+        # 5-7: z = a_t // N and r = a_t % N, a restoring division with z < 32, two steps
+        # per stage.
         z_bits = []
         for k in reversed(range(5)):
             fits = rem >= s.n_mul[k]
             rem = Mux(fits, rem - s.n_mul[k], rem)
             z_bits.append(fits)
-        z = Signal(unsigned(5), name=f"sm_z{j}")
-        r = Signal(unsigned(14), name=f"sm_r{j}")
-        m.d.comb += [z.eq(Cat(*reversed(z_bits))), r.eq(rem)]
-        z3 = stage(m, en, z, f"sm_z3_{j}")
-        r3 = stage(m, en, r, f"sm_r3_{j}")
-        # Stage 4: the polynomial (p + q_b) p + q_c with p = -r.
+            if k in (3, 1, 0):
+                n = {3: 5, 1: 6, 0: 7}[k]
+                rem = stage(m, en, rem, f"sm_rem{n}_{j}")
+                z_bits = [stage(m, en, b, f"sm_zb{n}_{i}_{j}") for i, b in enumerate(z_bits)]
+        z7 = Signal(unsigned(5), name=f"sm_z7_{j}")
+        m.d.comb += z7.eq(Cat(*reversed(z_bits)))
+        r7 = rem[:14]
+        # 8-10: the polynomial (p + q_b) p + q_c with p = -r; z + w beside it.
+        qb8 = stage(m, en, (s.q_b - r7)[:16], f"sm_qb8_{j}")
+        r8 = stage(m, en, r7, f"sm_r8_{j}")
+        z8 = stage(m, en, z7, f"sm_z8_{j}")
+        prod9 = stage(m, en, r8 * qb8, f"sm_prod9_{j}")
+        zw9 = stage(m, en, z8 + s.w, f"sm_zw9_{j}")
         poly = Signal(unsigned(31), name=f"sm_poly{j}")
-        m.d.comb += poly.eq(s.q_c - r3 * (s.q_b - r3))
-        poly4 = stage(m, en, poly, f"sm_poly4_{j}")
-        z4 = stage(m, en, z3, f"sm_z4_{j}")
-        # Stage 5: the exp code.
+        m.d.comb += poly.eq(s.q_c - prod9)
+        poly10 = stage(m, en, poly, f"sm_poly10_{j}")
+        zw10 = stage(m, en, zw9, f"sm_zw10_{j}")
+        # 11: the exp code.
         e = Signal(unsigned(EXP_BITS), name=f"sm_e{j}")
-        m.d.comb += e.eq(poly4 >> (z4 + s.w))
-        return stage(m, en, e, f"sm_e5_{j}")
+        m.d.comb += e.eq(poly10 >> zw10)
+        return stage(m, en, e, f"sm_e11_{j}")
 
     def _sum_and_probabilities(self, m: Module, s: SimpleNamespace) -> None:
-        """Stage 6: the chunk sum (pass 1) or the probabilities (pass 2)."""
-        en, C, t5 = self.en, self.cols, s.tags[5]
-        csum = Signal(unsigned(EXP_BITS + C.bit_length()))
-        m.d.comb += csum.eq(reduce_tree([Mux(t5.mask[j], s.e5[j], 0) for j in range(C)],
-                                        lambda a, b: a + b))
-        s.csum6 = stage(m, en, csum, "sm_csum6")
+        """Pass 1: the chunk sum, taken at :func:`sum_stage`; pass 2: the probabilities
+        (stages 12, 13)."""
+        en, C, t11 = self.en, self.cols, s.tags[EXP_STAGE]
+        k = tree_stages(C)
+        s.csum = pipelined_tree(m, en, [Mux(t11.mask[j], s.e11[j], 0) for j in range(C)],
+                                lambda a, b: a + b, "sm_csum", k)
+        s.sum_valid = s.valid[EXP_STAGE] & (t11.pass_index == 1)
+        s.sum_tag = t11
+        for i in range(1, k + 1):
+            s.sum_valid = stage(m, en, s.sum_valid, f"sm_sum_valid{i}")
+            s.sum_tag = stage(m, en, s.sum_tag, f"sm_sum_tag{i}")
         for j in range(C):
-            scaled = Signal(unsigned(EXP_BITS + FACTOR_BITS), name=f"sm_scaled{j}")
-            m.d.comb += scaled.eq(s.e5[j] * s.factor)
+            scaled = stage(m, en, s.e11[j] * s.factor, f"sm_scaled12_{j}")
             shifted = scaled >> OUT_SHIFT
             p = Signal(unsigned(8), name=f"sm_p{j}")
             m.d.comb += p.eq(Mux(shifted > OUT_MAX, OUT_MAX, shifted))
-            m.d.comb += self.o_data[j].eq(stage(m, en, p, f"sm_p6_{j}"))
-        t6 = s.tags[6]
-        m.d.comb += [self.o_valid.eq(s.valid[6] & (t6.pass_index == 2)), self.o_tag.eq(t6)]
+            m.d.comb += self.o_data[j].eq(stage(m, en, p, f"sm_p13_{j}"))
+        t = s.tags[LATENCY]
+        m.d.comb += [self.o_valid.eq(s.valid[LATENCY] & (t.pass_index == 2)), self.o_tag.eq(t)]
 
     def _row_statistics(self, m: Module, s: SimpleNamespace) -> None:
         """The row's maximum (pass 0), its sum of exp codes (pass 1), then the reciprocal:
         the factor of pass 2."""
-        en, recip, t1, t6 = self.en, self.recip, s.tags[1], s.tags[6]
-        with m.If(en & s.valid[1] & (t1.pass_index == 0)):
-            new_max = Mux(t1.first | (s.cmax1 > s.max_acc), s.cmax1, s.max_acc)
+        en, recip, t1, t6 = self.en, self.recip, s.max_tag, s.sum_tag
+        with m.If(en & s.max_valid):
+            new_max = Mux(t1.first | (s.cmax > s.max_acc), s.cmax, s.max_acc)
             m.d.sync += s.max_acc.eq(new_max)
             with m.If(t1.end):
                 m.d.sync += [s.row_max.eq(new_max), s.state.eq(_State.READY)]
-        with m.If(en & s.valid[6] & (t6.pass_index == 1)):
-            new_sum = Mux(t6.first, s.csum6, s.sum_acc + s.csum6)
+        with m.If(en & s.sum_valid):
+            new_sum = Mux(t6.first, s.csum, s.sum_acc + s.csum)
             m.d.sync += s.sum_acc.eq(new_sum)
             with m.If(t6.end):
                 m.d.sync += s.state.eq(_State.RECIP_REQ)

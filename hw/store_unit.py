@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import ROWS_BITS, DmaError, block_layout, done_layout
-from .intmath import add_half_away, saturate, stage
+from .intmath import saturate, stage
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -50,7 +50,7 @@ from .output_path import (
     param_layout,
     row_layout,
 )
-from .requant import MULTIPLIER_BITS, SHIFT_BITS
+from .requant import DYADIC_STAGES, MULTIPLIER_BITS, SHIFT_BITS, dyadic_lanes
 
 __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 
@@ -59,10 +59,10 @@ __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 PARAM_ROWS = 3
 #: The table's lanes are 32 bits: LAYERNORM stores need ``acc_bits == 32``.
 PARAM_LANE_BITS = 32
-#: Register stages between the accumulator's response and the chunk FIFO: they keep the
-#: prescale's 32 x 31-bit products and 64-bit sums off the memory's read path (which set the
-#: tiny accelerator's clock at 19 MHz on an ECP5).
-PRESCALE_STAGES = 3
+#: Register stages between the accumulator's response and the chunk FIFO: the response,
+#: the prescale (requantization's multiply, rounding and shift, one DSP or carry chain per
+#: stage) and the saturation. Unscaled chunks take the same way with ``m = 1, e = 0``.
+PRESCALE_STAGES = 1 + DYADIC_STAGES + 1
 #: With ``prescale``, a fourth row per chunk holds the chunk's ``(m, e)`` in lanes 0, 1.
 PRESCALE_BITS = 31 + 6
 
@@ -341,38 +341,34 @@ class StoreUnit(wiring.Component):
             m.d.comb += [param.gamma[i].eq(table[0][i]),
                          param.beta[i].eq(Cat(table[1][i], table[2][i]))]
         # The chunk, prescaled: requantize(x, m, e, 32), rounding half away from zero, in
-        # PRESCALE_STAGES registered steps (the response and the prescale; the product; the
-        # rounded sum), then the shift and the saturation into the FIFO. Every chunk takes
-        # the same steps, prescaled or not, so they reach the FIFO in order.
+        # PRESCALE_STAGES registered steps (the response; the prescale; the saturation).
+        # Unscaled chunks go the same way with m = 1, e = 0 (requantize(x, 1, 0, 32) = x),
+        # so every chunk takes the same steps and they reach the FIFO in order.
         one = Const(1, 1)
         ps_m, ps_e = ps_r.data[:MULTIPLIER_BITS], ps_r.data[MULTIPLIER_BITS:]
-        v1 = stage(m, one, r.resp_data, "ps_valid1")
-        ctl1 = stage(m, one, Cat(resp_last, resp_param, cmd.prescale), "ps_ctl1")
+        v, ctl, par = r.resp_data, Cat(resp_last, resp_param), param
+        v, ctl, par = (stage(m, one, x, f"ps_{n}1") for x, n in ((v, "valid"), (ctl, "ctl"),
+                                                                 (par, "param")))
         raw1 = stage(m, one, self.acc.resp.data, "ps_raw1")
-        par1 = stage(m, one, param, "ps_param1")
-        m1 = stage(m, one, ps_m, "ps_m1")
-        e1 = stage(m, one, ps_e, "ps_e1")
-        v2, ctl2, raw2, par2, e2 = (stage(m, one, x, f"ps_{n}2") for x, n in (
-            (v1, "valid"), (ctl1, "ctl"), (raw1, "raw"), (par1, "param"), (e1, "e")))
-        v3, ctl3, raw3, par3, e3 = (stage(m, one, x, f"ps_{n}3") for x, n in (
-            (v2, "valid"), (ctl2, "ctl"), (raw2, "raw"), (par2, "param"), (e2, "e")))
-        half = Signal(unsigned(64))
-        m.d.comb += half.eq((Const(1, 65) << e2) >> 1)
+        m1 = stage(m, one, Mux(cmd.prescale, ps_m, 1), "ps_m1")
+        e1 = stage(m, one, Mux(cmd.prescale, ps_e, 0), "ps_e1")
+        lanes = [Signal(signed(32), name=f"ps_lane{i}") for i in range(C)]
+        m.d.comb += [lane.eq(raw1[i]) for i, lane in enumerate(lanes)]
+        shifted = dyadic_lanes(m, one, lanes, m1, e1, "ps")
+        for k in range(2, PRESCALE_STAGES + 1):
+            v, ctl, par = (stage(m, one, x, f"ps_{n}{k}") for x, n in (
+                (v, "valid"), (ctl, "ctl"), (par, "param")))
         scaled = Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C))
         for i in range(C):
-            prod = Signal(signed(64), name=f"ps_prod{i}")
-            m.d.comb += prod.eq(raw1[i] * m1)
-            prod2 = stage(m, one, prod, f"ps_prod2_{i}")
-            rounded = Signal(signed(65), name=f"ps_round{i}")
-            m.d.comb += rounded.eq(add_half_away(prod2, half, e2 != 0))
-            rounded3 = stage(m, one, rounded, f"ps_round3_{i}")
-            m.d.comb += scaled[i].eq(saturate(rounded3 >> e3, PARAM_LANE_BITS))
+            m.d.comb += scaled[i].eq(saturate(shifted[i], PARAM_LANE_BITS))
+        scaled_r = stage(m, one, scaled, "ps_scaled")
         entry = Signal(entry_layout)
-        m.d.comb += [entry.chunk.data.eq(Mux(ctl3[2], scaled.as_value(), raw3.as_value())),
-                     entry.chunk.last.eq(ctl3[0]), entry.has_param.eq(ctl3[1]),
-                     entry.param.eq(par3), r.fifo_write.eq(v3)]
+        # (An unscaled lane is its accumulator value again: it fits acc_bits.)
+        m.d.comb += [entry.chunk.data[i].eq(scaled_r[i]) for i in range(C)]
+        m.d.comb += [entry.chunk.last.eq(ctl[0]), entry.has_param.eq(ctl[1]),
+                     entry.param.eq(par), r.fifo_write.eq(v)]
         head = Signal(entry_layout)
-        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v3), head.eq(q.r_data),
+        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v), head.eq(q.r_data),
                      self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(head.chunk),
                      self.op_param.valid.eq(q.r_rdy & head.has_param),
                      self.op_param.payload.eq(head.param),

@@ -244,7 +244,7 @@ def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = No
             "row_cycles": float(row_cycles),
             "model_row_cycles": op_.row_cycles(job.op, L, config.cols),
             "latency_cycles": int(run.out_cycles[outs[0]] - rc[starts[job.passes - 1]]),
-            "gap_cycles": list(op_.gap_cycles(job.op)),
+            "gap_cycles": list(op_.gap_cycles(job.op, config.cols)),
         })
     fig = {
         "simulator": sim,

@@ -123,7 +123,7 @@ def test_every_pass_takes_cols_elements_per_cycle():
         for s in starts:  # within a pass: one chunk every cycle
             assert (np.diff(rc[s:s + chunks]) == 1).all(), op
         gaps = [int(rc[s] - rc[s - 1] - 1) for s in starts[1:]]
-        want = list(op_.gap_cycles(op)) + [0]  # between passes, then between rows
+        want = list(op_.gap_cycles(op, cfg.cols)) + [0]  # between passes, then between rows
         assert gaps == (want * 3)[:len(gaps)], (op, gaps, want)
         assert rc[starts[passes]] - rc[starts[0]] == op_.row_cycles(op, L, cfg.cols)
         first_out = rc[starts[passes - 1]]
@@ -210,7 +210,7 @@ def test_square_root_edges_and_latency(stalls):
 
 @pytest.mark.parametrize("k, d_bits", [(32, 32), (31, 22), (5, 4)])
 def test_reciprocal_edges_and_latency(k, d_bits):
-    for steps in (1, 2, 4):
+    for steps in (1, 2, 3, 4):
         dut = Reciprocal(k, d_bits, steps)
         ops = intmath_edges(d_bits)
         results, latencies = run_unit(dut, ops)

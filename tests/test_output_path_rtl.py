@@ -53,7 +53,7 @@ def test_passes_run_at_cols_elements_per_cycle(sim):
         for s in starts:
             assert (np.diff(rc[s:s + chunks]) == 1).all(), job.op
         gaps = [int(rc[s] - rc[s - 1] - 1) for s in starts[1:]]
-        want = list(op_.gap_cycles(job.op)) + [0]
+        want = list(op_.gap_cycles(job.op, CFG.cols)) + [0]
         assert gaps == (want * 2)[:len(gaps)], (job.op, gaps)
         assert rc[starts[job.passes]] - rc[starts[0]] == op_.row_cycles(job.op, L, CFG.cols)
     # The first output of the first command: the documented latency.
@@ -78,8 +78,8 @@ def test_square_root_and_reciprocals_at_the_edges(sim, pause):
             assert min(latencies) >= unit.latency_cycles, name
         else:  # every operand, the largest included, takes exactly the documented latency
             assert set(latencies) == {unit.latency_cycles}, name
-    # 22 root bits, 33 and 32 quotient bits, four per cycle, plus the response handshake.
-    assert [u.latency_cycles for u in INTMATH_UNITS.values()] == [7, 10, 9]
+    # 22 root bits, 33 and 32 quotient bits, two per cycle, plus the response handshake.
+    assert [u.latency_cycles for u in INTMATH_UNITS.values()] == [12, 18, 17]
 
 
 def test_bad_descriptors_and_wrong_last_bits_on_icarus():
