@@ -39,7 +39,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
-from .dma import ROWS_BITS, DmaError, block_layout, done_layout
+from .dma import CHECK_CYCLES, ROWS_BITS, DmaError, block_layout, done_layout
 from .intmath import saturate, stage
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
@@ -182,31 +182,46 @@ class StoreUnit(wiring.Component):
         desc, reading, writing = s.desc, s.reading, s.writing
         err, err_addr, cmd = s.err, s.err_addr, s.cmd
         done_pending, desc_pending, busy_prev = s.done_pending, s.desc_pending, s.busy_prev
-        # --- Command: check the local ranges, hand the descriptor to the output path. ----
-        p = self.i_cmd.payload
+        # --- Command: register it, check it in two registered steps (the spans, products;
+        # then the comparisons), start it (CHECK_CYCLES after it is taken); hand the
+        # descriptor to the output path. ---------------------------------------------------
+        accept = self.i_cmd.valid & self.i_cmd.ready
+        checking = Signal(CHECK_CYCLES)
+        m.d.sync += checking.eq(Cat(accept, checking[:-1]))
+        s.start = start = checking[-1]
+        with m.If(accept):
+            m.d.sync += [cmd.eq(self.i_cmd.payload), err_addr.eq(0)]
+        p = cmd
         p_len = p.desc.length
-        p_chunks = Signal(range(c.max_row_len // C + 2))
-        m.d.comb += p_chunks.eq((p_len + C - 1) // C)
-        span = Signal(ROWS_BITS + p_chunks.shape().width)
-        m.d.comb += span.eq(p.desc.rows * p_chunks)
         p_ln = p.desc.op == OutputOp.LAYERNORM
+        # Step 1: the spans.
+        p_chunks = Signal(range(c.max_row_len // C + 2))
+        span = Signal(ROWS_BITS + p_chunks.shape().width)
         groups = Signal(ROWS_BITS + 1)        # transposed blocks of cols rows
-        m.d.comb += groups.eq((p.desc.rows + C - 1) // C)
-        spad_span = Mux(p.transpose, groups * C, span)
-        bad_local = (p.acc_addr + span > c.acc_rows) | \
-            (p.to_spad & (p.spad_addr + spad_span > c.spad_rows)) | \
-            (p_ln & (p.param_addr + p_chunks * Mux(p.prescale, PARAM_ROWS + 1, PARAM_ROWS)
-                     > c.acc_rows))
-        bad_shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
+        bad_shape = Signal()
+        shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
             (p_len > c.max_row_len) | (p.transpose & (~p.to_spad | (p_len > C))) | \
             (p.prescale & ~p_ln)
         if c.acc_bits != PARAM_LANE_BITS:
-            bad_shape = bad_shape | p_ln     # the gamma / beta table needs 32-bit lanes
-        idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev
+            shape = shape | p_ln     # the gamma / beta table needs 32-bit lanes
+        m.d.sync += [p_chunks.eq((p_len + C - 1) // C),
+                     span.eq(p.desc.rows * ((p_len + C - 1) // C)),
+                     groups.eq((p.desc.rows + C - 1) // C), bad_shape.eq(shape)]
+        # Step 2: the comparisons.
+        bad_local = Signal()
+        spad_span = Mux(p.transpose, groups * C, span)
+        m.d.sync += bad_local.eq(
+            (p.acc_addr + span > c.acc_rows)
+            | (p.to_spad & (p.spad_addr + spad_span > c.spad_rows))
+            | (p_ln & (p.param_addr + p_chunks * Mux(p.prescale, PARAM_ROWS + 1, PARAM_ROWS)
+                       > c.acc_rows)))
+        bad_shape2 = Signal()
+        m.d.sync += bad_shape2.eq(bad_shape)
+        idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev & \
+            ~checking.any()
         m.d.comb += self.i_cmd.ready.eq(idle)
-        with m.If(self.i_cmd.valid & self.i_cmd.ready):
-            m.d.sync += [cmd.eq(p), err_addr.eq(0)]
-            with m.If(bad_shape):
+        with m.If(start):
+            with m.If(bad_shape2):
                 m.d.sync += [err.eq(DmaError.SHAPE), done_pending.eq(1)]
             with m.Elif(bad_local):
                 m.d.sync += [err.eq(DmaError.LOCAL), done_pending.eq(1)]
@@ -219,7 +234,7 @@ class StoreUnit(wiring.Component):
         with m.If(self.op_cmd.valid & self.op_cmd.ready):
             m.d.sync += desc_pending.eq(0)
 
-        s.p, s.p_ln, s.bad_shape, s.bad_local = p, p_ln, bad_shape, bad_local
+        s.p, s.p_ln, s.bad_shape, s.bad_local = p, p_ln, bad_shape2, bad_local
 
     def _read_side(self, m: Module, s) -> None:
         """Every row once per pass, through a small credit-checked FIFO; LayerNorm's table
@@ -251,7 +266,7 @@ class StoreUnit(wiring.Component):
         rd_base = Signal(range(c.max_row_len + C))       # first element of the chunk
         rd_ptr = Signal(range(c.acc_rows))
         rd_row_start = Signal(range(c.acc_rows))
-        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+        with m.If(s.start):
             m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0), sub.eq(0), rd_chunk.eq(0),
                          rd_ptr.eq(p.acc_addr), rd_row_start.eq(p.acc_addr)]
         # LayerNorm's prescale: first read every chunk's (m, e) from the table into a
@@ -263,7 +278,7 @@ class StoreUnit(wiring.Component):
         pre = Signal()                      # reading the (m, e) rows
         pre_gap = Signal()                  # one cycle for the last one to be written
         pre_k = Signal(range(n_chunks + 1))
-        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+        with m.If(s.start):
             m.d.sync += [pre.eq(p_ln & p.prescale & ~bad_shape & ~bad_local
                                 & (p.desc.rows != 0)), pre_k.eq(0)]
         m.d.sync += pre_gap.eq(0)
@@ -400,7 +415,7 @@ class StoreUnit(wiring.Component):
             whole_rows = whole_rows & (total < 1 << ROWS_BITS)
         m.d.comb += [total.eq(rows * full), contiguous.eq(whole_rows)]
         wr_spad_row = Signal(range(c.spad_rows))          # blocked: the row's first chunk
-        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+        with m.If(s.start):
             m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), wr_spad_row.eq(p.spad_addr),
                          row_addr.eq(p.dram_addr)]
 
