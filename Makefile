@@ -90,6 +90,8 @@ synth-report: install
 	$(TESSERA) synth --preset small --target ecp5 --json build/synth-small-ecp5.json
 	$(TESSERA) synth --preset tiny --target sky130 --json build/synth-tiny-sky130.json
 	$(TESSERA) synth --preset default --target sky130 --json build/synth-default-sky130.json
+	$(PY) -m tessera.sw.synth_table build/synth-tiny-ecp5.json build/synth-small-ecp5.json \
+	  build/synth-tiny-sky130.json build/synth-default-sky130.json --docs docs/physical.md
 
 # The board top's bitstream (docs/board.md): a benchmark-class job (place and route takes
 # tens of minutes), not part of `make test`. It fails if timing fails at FPGA_FREQ MHz.

@@ -142,3 +142,30 @@ def test_ice40_synthesis_of_the_matrix_unit_maps_each_product_to_a_dsp(tmp_path)
     assert r.total["DSP"] == r.units["grid"]["DSP"] == cfg.rows * cfg.cols
     assert r.units["grid"]["FF"] >= 16 * (2 * 8 + 32)
     assert r.units["grid"]["LUT4"] > 0 and r.total["LUT4"] > 0
+
+
+def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
+    from tessera.sw import synth_table
+
+    ecp5 = {"target": "ecp5", "device": "ECP5-85F", "capacity": {"LUT4": 83_640, "DSP": 156},
+            "total": {"LUT4": 41_820, "carry": 10, "FF": 7, "DSP": 200, "BRAM": 3},
+            "timing": {"fmax_mhz": 52.25, "routed": False, "path_units": ["DMA", "DMA"]}}
+    sky = {"target": "sky130", "device": "sky130", "capacity": {},
+           "total": {"cells": 1234, "FF": 5, "area um2": 1_590_000.0, "SRAM bits": 99}}
+    reports = []
+    for name, r in (("synth-small-ecp5.json", ecp5), ("synth-tiny-sky130.json", sky)):
+        (tmp_path / name).write_text(json.dumps(r))
+        reports.append(str(tmp_path / name))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{synth_table.BEGIN}\nold table\n{synth_table.END}\nafter\n")
+    assert synth_table.main(reports + ["--docs", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith(f"{synth_table.END}\nafter\n")
+    assert "old table" not in text
+    assert "| small | 41,820 (50%) | 10 | 7 | 200 of 156 | 3 | no: DSP | 52.2 MHz (after " \
+           "placement); critical path: DMA -> DMA |" in text
+    assert "| tiny | 1,234 | 5 | 1.59 | 99 |" in text
+    # A document without the markers is refused and left as it was.
+    doc.write_text("no markers\n")
+    assert synth_table.main(reports + ["--docs", str(doc)]) == 2
+    assert doc.read_text() == "no markers\n"

@@ -1,0 +1,128 @@
+"""The documentation's table of synthesis figures, written from ``tessera synth --json``
+reports (``make synth-report``).
+
+``python -m tessera.sw.synth_table REPORT.json ... --docs docs/physical.md`` replaces the
+text between the markers ``<!-- synth-report:begin -->`` and ``<!-- synth-report:end -->``
+with one table per target: a row per report, named by the report file
+(``synth-<preset>-<target>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["BEGIN", "END", "tables", "replace_between_markers", "main"]
+
+BEGIN = "<!-- synth-report:begin -->"
+END = "<!-- synth-report:end -->"
+
+
+def _name(path: Path) -> str:
+    """``synth-tiny-ecp5.json``: ``tiny``."""
+    parts = path.stem.split("-")
+    return "-".join(parts[1:-1]) if len(parts) >= 3 and parts[0] == "synth" else path.stem
+
+
+def _clock(timing: dict) -> str:
+    if not timing or timing.get("fmax_mhz") is None:
+        return "not placed"
+    how = "routed" if timing.get("routed") else "after placement"
+    text = f"{timing['fmax_mhz']:.1f} MHz ({how})"
+    if timing.get("path_units"):
+        text += f"; critical path: {' -> '.join(timing['path_units'])}"
+    return text
+
+
+def _ecp5_row(name: str, r: dict) -> str:
+    t, cap = r["total"], r.get("capacity", {})
+
+    def part(col: str) -> str:
+        n = t.get(col, 0)
+        return f"{n:,} of {cap[col]:,}" if col in ("DSP", "BRAM") and col in cap else f"{n:,}"
+
+    over = [c for c, n in cap.items() if t.get(c, 0) > n]
+    fits = "yes" if not over else "no: " + ", ".join(over)
+    lut = t.get("LUT4", 0)
+    lut_share = f" ({lut / cap['LUT4']:.0%})" if cap.get("LUT4") else ""
+    return (f"| {name} | {lut:,}{lut_share} | {t.get('carry', 0):,} | {t.get('FF', 0):,} | "
+            f"{part('DSP')} | {part('BRAM')} | {fits} | {_clock(r.get('timing', {}))} |")
+
+
+def _sky130_row(name: str, r: dict) -> str:
+    t = r["total"]
+    return (f"| {name} | {t.get('cells', 0):,} | {t.get('FF', 0):,} | "
+            f"{t.get('area um2', 0) / 1e6:.2f} | {t.get('SRAM bits', 0):,} |")
+
+
+def tables(reports: dict[str, dict]) -> str:
+    """Markdown tables of ``reports`` (name -> ``SynthReport.to_dict()``), one per target,
+    in the order given."""
+    out = []
+    by_target: dict[str, list[tuple[str, dict]]] = {}
+    for name, r in reports.items():
+        by_target.setdefault(r["target"], []).append((name, r))
+    for target, rows in by_target.items():
+        device = rows[0][1].get("device", target)
+        out.append(f"**{device}** (`tessera synth --target {target}`)\n")
+        if target == "sky130":
+            out.append("| preset | cells | FF | cell area mm² | SRAM bits |")
+            out.append("|---|---|---|---|---|")
+            out += [_sky130_row(n, r) for n, r in rows]
+        elif target in ("ecp5", "ice40"):
+            out.append("| preset | LUT4 | carry | FF | DSP | BRAM | fits | clock |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            out += [_ecp5_row(n, r) for n, r in rows]
+        else:
+            cols = list(rows[0][1]["total"])
+            out.append("| preset | " + " | ".join(cols) + " |")
+            out.append("|---" * (len(cols) + 1) + "|")
+            out += [f"| {n} | " + " | ".join(f"{r['total'].get(c, 0):,}" for c in cols) + " |"
+                    for n, r in rows]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replace_between_markers(text: str, body: str) -> str:
+    """``text`` with what lies between :data:`BEGIN` and :data:`END` replaced by ``body``.
+
+    Raises
+    ------
+    ValueError
+        If the markers are missing or out of order.
+    """
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"the document needs the markers {BEGIN} and {END}, in that order")
+    return text[:start + len(BEGIN)] + "\n" + body + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tessera.sw.synth_table",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("reports", nargs="+", type=Path, help="tessera synth --json files")
+    ap.add_argument("--docs", type=Path, help="the document to update between its markers "
+                    "(else the tables are printed)")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.reports if not p.exists()]
+    if missing:
+        print(f"error: no such report: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    reports = {_name(p): json.loads(p.read_text()) for p in args.reports}
+    body = tables(reports)
+    if args.docs is None:
+        print(body, end="")
+        return 0
+    try:
+        args.docs.write_text(replace_between_markers(args.docs.read_text(), body))
+    except ValueError as e:
+        print(f"error: {args.docs}: {e}", file=sys.stderr)
+        return 2
+    print(f"updated {args.docs} from {len(reports)} report(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
