@@ -36,7 +36,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature
-from .command_check import CommandCheck
+from .command_check import FLAGS, command_flags, decide
 from .config import TesseraConfig
 from .counters import Counters
 from .dma import DmaEngine, DmaError
@@ -343,28 +343,38 @@ class Accelerator(wiring.Component):
     def _dispatcher(self, m: Module, s) -> None:
         c = self._config
         fetch, qs = s.fetch, s.qs
-        dh = Signal(entry_layout(c))
-        m.d.comb += dh.eq(fetch.o_word.payload)
+        # Two registers between the fetched words and the dispatch decision: the word, then
+        # the word with the facts its checks need (command_flags: sums and products), so
+        # that those and the decision (in the golden executor's order, with the dispatch
+        # state) each get a clock cycle. A word moves on whenever the next register is
+        # free or being dispatched: one command per cycle, two cycles later.
+        d1 = Signal(entry_layout(c), name="dispatch_word1")
+        d1_valid = Signal(name="dispatch_valid1")
+        dh = Signal(entry_layout(c), name="dispatch_word2")
+        d2_valid = Signal(name="dispatch_valid2")
+        flags = Signal(FLAGS, name="dispatch_flags2")
         w = dh.word
         op = w.header.opcode
         dispatched = Signal(INDEX_BITS)
         os_mode = Signal()
         weights = Signal()
-        with m.If(s.start):
-            m.d.sync += [dispatched.eq(0), s.finished.eq(0), weights.eq(0),
-                         os_mode.eq(int(c.dataflow == "os"))]
-        # The checks, in the golden executor's order, and the command's queue.
-        m.submodules.check = check = CommandCheck(c)
-        m.d.comb += [check.word.eq(w), check.os_mode.eq(os_mode), check.weights.eq(weights)]
-        code, is_sync = check.code, check.is_sync
-        to_load, to_exec, to_store = check.to_load, check.to_exec, check.to_store
+        code = decide(m, flags, os_mode, weights)
+        is_sync, to_load, to_exec, to_store = flags.is_sync, flags.to_load, flags.to_exec, \
+            flags.to_store
 
-        head = fetch.o_word.valid & s.running & ~s.stop & ~s.finished
+        head = d2_valid & s.running & ~s.stop & ~s.finished
         target_ready = Mux(to_load, qs.room_load, Mux(to_exec, qs.room_exec, qs.room_store))
         s.take = take = Signal()
         m.d.comb += take.eq(head & (code == ErrorCode.NONE)
                             & Mux(is_sync, qs.idle, target_ready))
-        m.d.comb += [fetch.o_word.ready.eq(take),
+        d2_free = ~d2_valid | take
+        d1_free = ~d1_valid | d2_free
+        with m.If(d2_free):
+            m.d.sync += [dh.eq(d1), flags.eq(command_flags(m, c, d1.word)),
+                         d2_valid.eq(d1_valid)]
+        with m.If(d1_free):
+            m.d.sync += [d1.eq(fetch.o_word.payload), d1_valid.eq(fetch.o_word.valid)]
+        m.d.comb += [fetch.o_word.ready.eq(d1_free),
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
         self._raise_fault(m, s, head & (code != ErrorCode.NONE), code.as_value(), dh.index)
@@ -381,8 +391,11 @@ class Accelerator(wiring.Component):
 
         # Deadlock: nothing in flight, every waiting queue blocked, no way forward.
         s.all_dispatched = (dispatched == s.cmd_count) | s.finished
-        m.d.comb += qs.dispatch_stuck.eq((fetch.o_word.valid & (is_sync | ~target_ready))
+        m.d.comb += qs.dispatch_stuck.eq((d2_valid & (is_sync | ~target_ready))
                                          | s.all_dispatched)
+        with m.If(s.start):
+            m.d.sync += [dispatched.eq(0), s.finished.eq(0), weights.eq(0),
+                         os_mode.eq(int(c.dataflow == "os")), d1_valid.eq(0), d2_valid.eq(0)]
         self._raise_fault(m, s, qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
 
     def _end_of_run(self, m: Module, s) -> None:
