@@ -13,9 +13,13 @@ from .board import BoardTop
 from .config import TesseraConfig
 from .dma import DmaEngine
 from .execute_unit import ExecuteUnit
+from .gelu import GeluLanes
+from .layernorm import LayerNormUnit
 from .matrix_unit import MatrixUnit
 from .output_path import OutputPath
 from .registers import register_map_json
+from .requant import RequantLanes
+from .softmax import SoftmaxUnit
 from .store_unit import StoreUnit
 
 __all__ = ["TOPS", "Top", "top_spec", "build_top", "verilog_text", "write_outputs",
@@ -29,7 +33,7 @@ LINT_WAIVERS = Path(__file__).with_name("lint.vlt")
 class Top:
     """A generatable top level: the component class and its Verilog module name."""
 
-    component: type
+    component: type          # or any callable: config -> component
     module: str
     description: str
     sources: tuple = ()      # hand-written Verilog the top instantiates (simulation models)
@@ -50,6 +54,14 @@ TOPS: dict[str, Top] = {
                         "the execute unit: scratchpad through the matrix unit to the accumulator"),
     "store_unit": Top(StoreUnit, "tessera_store_unit",
                       "the store unit: accumulator through the output path to DMA or scratchpad"),
+    # The output path's lane units alone (cols lanes), to time or size each by itself.
+    "requant": Top(lambda c: RequantLanes(c.cols), "tessera_requant",
+                   "the requantization lanes (the output path's last stage)"),
+    "gelu": Top(lambda c: GeluLanes(c.cols), "tessera_gelu", "the i-GELU lanes"),
+    "softmax": Top(lambda c: SoftmaxUnit(c.cols), "tessera_softmax",
+                   "the i-Softmax unit (its lanes, statistics and reciprocal)"),
+    "layernorm": Top(lambda c: LayerNormUnit(c.cols), "tessera_layernorm",
+                     "the i-LayerNorm unit (its lanes, statistics, square root and reciprocal)"),
     "board": Top(BoardTop, "tessera_board",
                  "the generic board top: the accelerator, block-RAM main memory and a UART "
                  "host link (docs/board.md; 20 MHz, 115200 baud, 128 KiB)"),

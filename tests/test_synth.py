@@ -169,3 +169,22 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     doc.write_text("no markers\n")
     assert synth_table.main(reports + ["--docs", str(doc)]) == 2
     assert doc.read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("top", ["requant", "gelu", "softmax", "layernorm"])
+def test_the_output_paths_lane_units_are_tops(top):
+    """Each lane unit alone is a top level (to time or size it by itself, e.g.
+    ``tessera synth --top gelu --pnr``): Verilog named after it, with its cols lanes in and
+    out, and a wrapper that reaches every port."""
+    from amaranth.back import rtlil
+
+    from tessera.hw.generate import TOPS, build_top, verilog_text
+
+    cfg = preset("tiny")
+    assert f"module {TOPS[top].module}(" in verilog_text(cfg, top)
+    unit = build_top(cfg, top)
+    assert unit.cols == cfg.cols
+    wrapped = ShiftWrapper(unit)
+    assert wrapped.input_bits > 32 * cfg.cols and wrapped.output_bits >= 8 * cfg.cols
+    il = rtlil.convert(wrapped, name="wrapped", emit_src=False)
+    assert "cell \\wrapped.inner \\inner" in il
