@@ -16,7 +16,8 @@ from .config import TesseraConfig
 __all__ = ["Field", "Register", "REGISTERS", "REGISTER", "COUNTERS", "REG", "MAGIC",
            "MAP_VERSION", "register_map_markdown",
            "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "CONTROL_START", "CONTROL_IRQ_ENABLE",
-           "register_map", "register_map_json"]
+           "register_map", "register_map_json", "start_writes", "OUTCOME_READS", "outcome",
+           "DONE_CLEAR"]
 
 MAGIC = 0x54535241      # "TSRA"
 MAP_VERSION = 1
@@ -167,6 +168,36 @@ assert CONTROL_START == 1 << REGISTER["CONTROL"].fields[0].lsb
 assert CONTROL_IRQ_ENABLE == 1 << REGISTER["CONTROL"].fields[1].lsb
 assert [STATUS_BUSY, STATUS_DONE, STATUS_ERROR] == [1 << f.lsb for f in
                                                     REGISTER["STATUS"].fields[:3]]
+
+
+def start_writes(job) -> list[tuple[int, int]]:
+    """The register writes ``(offset, 32-bit value)``, in order, that start a job: the
+    command buffer (``job["cmd_addr"]``), the main-memory window (``window_base``,
+    ``window_size``), the command count (``cmd_count``), then START with the interrupt
+    enabled. Every host (simulators, the board's link) starts a job with them."""
+    writes = []
+    for name in ("CMD_ADDR", "WINDOW_BASE", "WINDOW_SIZE"):
+        value = job[name.lower()]
+        writes += [(REG[f"{name}_LO"], value & 0xFFFFFFFF), (REG[f"{name}_HI"], value >> 32)]
+    return writes + [(REG["CMD_COUNT"], job["cmd_count"]),
+                     (REG["CONTROL"], CONTROL_IRQ_ENABLE | CONTROL_START)]
+
+
+#: What a host reads once a job has ended, in order: ``(key, offset, 64 bits)``.
+OUTCOME_READS = [("status", REG["STATUS"], False), ("error_index", REG["ERROR_INDEX"], False),
+                 ("error_addr", REG["ERROR_ADDR_LO"], True)] + [
+    (name, COUNTER_BASE + 8 * i, True) for i, (name, _) in enumerate(COUNTERS)]
+#: The write that clears DONE and the interrupt after a finished job.
+DONE_CLEAR = (REG["STATUS"], STATUS_DONE)
+
+
+def outcome(values: dict) -> dict:
+    """A job's outcome from the values of :data:`OUTCOME_READS` (by key): ``status``, its
+    ``error_code``, ``error_index``, ``error_addr`` and the ``counters``."""
+    status = values["status"]
+    return {"status": status, "error_code": (status >> STATUS_CODE_SHIFT) & 0xF,
+            "error_index": values["error_index"], "error_addr": values["error_addr"],
+            "counters": {name: values[name] for name, _ in COUNTERS}}
 
 
 def _const_values(config: TesseraConfig) -> dict:

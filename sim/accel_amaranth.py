@@ -19,13 +19,11 @@ from amaranth.sim import Simulator
 from ..hw.accelerator import Accelerator
 from ..hw.config import TesseraConfig
 from ..hw.registers import (
-    CONTROL_IRQ_ENABLE,
-    CONTROL_START,
-    COUNTER_BASE,
-    COUNTERS,
+    DONE_CLEAR,
+    OUTCOME_READS,
     REG,
-    STATUS_CODE_SHIFT,
-    STATUS_DONE,
+    outcome,
+    start_writes,
 )
 from .axi_latency_ram import LatencyAxiRam
 
@@ -153,24 +151,18 @@ def run_accelerator(config: TesseraConfig, image: np.ndarray, base: int, job: di
         if chash != config.hash32:
             raise RuntimeError(f"the simulated hardware has configuration hash {chash:#x}, "
                                f"the runtime expects {config.hash32:#x}")
-        for name in ("CMD_ADDR", "WINDOW_BASE", "WINDOW_SIZE"):
-            value = job[name.lower()]
-            await b.write(REG[f"{name}_LO"], value & 0xFFFFFFFF)
-            await b.write(REG[f"{name}_LO"] + 4, value >> 32)
-        await b.write(REG["CMD_COUNT"], job["cmd_count"])
-        await b.write(REG["CONTROL"], CONTROL_IRQ_ENABLE | CONTROL_START)
+        for offset, value in start_writes(job):
+            await b.write(offset, value)
         start = b.cycles
         while not ctx.get(dut.irq) and b.cycles - start < job["timeout_cycles"]:
             await b.cycle()
         out["finished"] = bool(ctx.get(dut.irq))
-        status = await b.read(REG["STATUS"])
-        out.update(status=status, error_code=(status >> STATUS_CODE_SHIFT) & 0xF,
-                   error_index=await b.read(REG["ERROR_INDEX"]),
-                   error_addr=await b.read64(REG["ERROR_ADDR_LO"]))
-        out["counters"] = {name: await b.read64(COUNTER_BASE + 8 * i)
-                           for i, (name, _) in enumerate(COUNTERS)}
+        values = {}
+        for key, offset, wide in OUTCOME_READS:
+            values[key] = await (b.read64(offset) if wide else b.read(offset))
+        out.update(outcome(values))
         if out["finished"]:
-            await b.write(REG["STATUS"], STATUS_DONE)        # clear DONE and the interrupt
+            await b.write(*DONE_CLEAR)
         if job["onchip"]:
             out["spad"] = await b.rows(dut.dbg_spad, config.spad_rows)
             out["acc"] = await b.rows(dut.dbg_acc, config.acc_rows)

@@ -25,7 +25,15 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from tessera.hw.config import TesseraConfig
 from tessera.hw.memory import acc_port_signature, spad_port_signature
-from tessera.hw.registers import COUNTER_BASE, COUNTERS, REG
+from tessera.hw.registers import (
+    COUNTER_BASE,
+    COUNTERS,
+    DONE_CLEAR,
+    OUTCOME_READS,
+    REG,
+    outcome,
+    start_writes,
+)
 from tessera.sim.memimage import backdoor_dump, backdoor_load
 from tessera.sim.packing import unpack_lanes
 
@@ -62,10 +70,6 @@ class Lite:
 
     async def read64(self, addr: int) -> int:
         return await self.read(addr) | (await self.read(addr + 4)) << 32
-
-    async def write64(self, lo_name: str, value: int) -> None:
-        await self.write(REG[lo_name], value & 0xFFFFFFFF)
-        await self.write(REG[lo_name] + 4, value >> 32)
 
 
 async def read_rows(dut, config: TesseraConfig, acc: bool, rows: int) -> np.ndarray:
@@ -119,11 +123,8 @@ async def run_job(dut):
     if chash != config.hash32:
         raise AssertionError(f"the simulated hardware has configuration hash {chash:#x}, "
                              f"the job expects {config.hash32:#x}")
-    await lite.write64("CMD_ADDR_LO", job["cmd_addr"])
-    await lite.write(REG["CMD_COUNT"], job["cmd_count"])
-    await lite.write64("WINDOW_BASE_LO", job["window_base"])
-    await lite.write64("WINDOW_SIZE_LO", job["window_size"])
-    await lite.write(REG["CONTROL"], 0b11)          # IRQ_ENABLE | START
+    for offset, value in start_writes(job):
+        await lite.write(offset, value)
     started = time.time()
 
     timeout = job["timeout_cycles"]
@@ -144,19 +145,12 @@ async def run_job(dut):
         progress_path.write_text(json.dumps({"cycles": c["cycles"], "commands": c["commands"],
                                              "wall_seconds": time.time() - started}))
     wall = time.time() - started
-    status = await lite.read(REG["STATUS"])
-    result = {
-        "id": ident,
-        "finished": finished,
-        "status": status,
-        "error_code": (status >> 8) & 0xF,
-        "error_index": await lite.read(REG["ERROR_INDEX"]),
-        "error_addr": await lite.read64(REG["ERROR_ADDR_LO"]),
-        "counters": await counters(lite),
-        "wall_seconds": wall,
-    }
+    values = {}
+    for key, offset, wide in OUTCOME_READS:
+        values[key] = await (lite.read64(offset) if wide else lite.read(offset))
+    result = {"id": ident, "finished": finished, "wall_seconds": wall, **outcome(values)}
     if finished:
-        await lite.write(REG["STATUS"], 0b10)       # clear DONE and the interrupt
+        await lite.write(*DONE_CLEAR)
         await RisingEdge(dut.clk)
         result["irq_after_clear"] = int(dut.irq.value)
     first, words = job["dump_word"], job["dump_words"]

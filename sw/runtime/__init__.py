@@ -45,13 +45,11 @@ from ...hw.config import TesseraConfig
 from ...hw.isa import Command, ErrorCode, command_bits, encode
 from ...hw.memory import acc_port_signature, spad_port_signature
 from ...hw.registers import (
-    CONTROL_IRQ_ENABLE,
-    CONTROL_START,
-    COUNTER_BASE,
-    COUNTERS,
+    DONE_CLEAR,
+    OUTCOME_READS,
     REG,
-    STATUS_CODE_SHIFT,
-    STATUS_DONE,
+    outcome,
+    start_writes,
 )
 from ...sim.accel_system import MEM_BASE, MEM_LATENCY, mem_bytes
 from ...sim.packing import unpack_lanes
@@ -380,34 +378,24 @@ class Runtime:
             if chash != c.hash32:
                 raise RuntimeError(f"the simulated hardware has configuration hash "
                                    f"{chash:#x}, the runtime expects {c.hash32:#x}")
-            for name, value in (("CMD_ADDR_LO", job["cmd_addr"]),
-                                ("WINDOW_BASE_LO", job["window_base"]),
-                                ("WINDOW_SIZE_LO", job["window_size"])):
-                sim.write(REG[name], value & 0xFFFFFFFF)
-                sim.write(REG[name] + 4, value >> 32)
-            sim.write(REG["CMD_COUNT"], job["cmd_count"])
-            sim.write(REG["CONTROL"], CONTROL_IRQ_ENABLE | CONTROL_START)
+            for offset, value in start_writes(job):
+                sim.write(offset, value)
 
             def report(cycles, seconds, values):
                 progress({"cycles": values[0] | values[1] << 32, "commands": values[2],
                           "wall_seconds": seconds})
 
             watch = (REG["CYCLES_LO"], REG["CYCLES_HI"], REG["COMMANDS_LO"])
-            outcome = sim.run(job["timeout_cycles"], report if progress else None,
-                              every=1 << 20, watch=watch)
-            self._cycles_run += outcome.cycles
+            ended = sim.run(job["timeout_cycles"], report if progress else None,
+                            every=1 << 20, watch=watch)
+            self._cycles_run += ended.cycles
             if trace and Path(trace["trace"]).exists():
                 self.traced.append(Path(trace["trace"]))
-            status = sim.read(REG["STATUS"])
-            out = {"finished": outcome.finished, "status": status,
-                   "error_code": (status >> STATUS_CODE_SHIFT) & 0xF,
-                   "error_index": sim.read(REG["ERROR_INDEX"]),
-                   "error_addr": sim.read64(REG["ERROR_ADDR_LO"]),
-                   "counters": {name: sim.read64(COUNTER_BASE + 8 * i)
-                                for i, (name, _) in enumerate(COUNTERS)},
-                   "wall_seconds": outcome.seconds}
-            if outcome.finished:
-                sim.write(REG["STATUS"], STATUS_DONE)      # clear DONE and the interrupt
+            out = {"finished": ended.finished, "wall_seconds": ended.seconds,
+                   **outcome({key: sim.read64(offset) if wide else sim.read(offset)
+                              for key, offset, wide in OUTCOME_READS})}
+            if ended.finished:
+                sim.write(*DONE_CLEAR)
             printed = sim.log().strip()
             if printed:
                 warnings.warn(f"the simulated system printed: {printed[:2000]}",

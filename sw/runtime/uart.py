@@ -20,13 +20,12 @@ import numpy as np
 
 from ...hw.host_link import ARG_BYTES, MAGIC, PING_REPLY, VERSION, Command, Status
 from ...hw.registers import (
-    CONTROL_IRQ_ENABLE,
-    CONTROL_START,
-    COUNTER_BASE,
-    COUNTERS,
+    DONE_CLEAR,
+    OUTCOME_READS,
     REG,
-    STATUS_CODE_SHIFT,
     STATUS_DONE,
+    outcome,
+    start_writes,
 )
 
 __all__ = ["LinkError", "BoardInfo", "HostLinkClient", "SerialTransport", "open_board",
@@ -226,12 +225,8 @@ def run_on_board(client: HostLinkClient, info: BoardInfo, image: np.ndarray, use
     base = info.mem_base
     used = -(-used // info.bus_bytes) * info.bus_bytes
     client.mem_write(base, image[:used].tobytes())
-    for name in ("CMD_ADDR", "WINDOW_BASE", "WINDOW_SIZE"):
-        value = job[name.lower()]
-        client.reg_write(REG[f"{name}_LO"], value & 0xFFFFFFFF)
-        client.reg_write(REG[f"{name}_LO"] + 4, value >> 32)
-    client.reg_write(REG["CMD_COUNT"], job["cmd_count"])
-    client.reg_write(REG["CONTROL"], CONTROL_IRQ_ENABLE | CONTROL_START)
+    for offset, value in start_writes(job):
+        client.reg_write(offset, value)
     started = time.time()
     while True:
         status = client.reg_read(REG["STATUS"])
@@ -246,15 +241,11 @@ def run_on_board(client: HostLinkClient, info: BoardInfo, image: np.ndarray, use
             finished = False
             break
     wall = time.time() - started
-    out = {"finished": finished, "status": status,
-           "error_code": (status >> STATUS_CODE_SHIFT) & 0xF,
-           "error_index": client.reg_read(REG["ERROR_INDEX"]),
-           "error_addr": client.reg_read64(REG["ERROR_ADDR_LO"]),
-           "counters": {name: client.reg_read64(COUNTER_BASE + 8 * i)
-                        for i, (name, _) in enumerate(COUNTERS)},
-           "wall_seconds": wall}
+    out = {"finished": finished, "wall_seconds": wall,
+           **outcome({key: client.reg_read64(offset) if wide else client.reg_read(offset)
+                      for key, offset, wide in OUTCOME_READS})}
     if finished:
-        client.reg_write(REG["STATUS"], STATUS_DONE)      # clear DONE and the interrupt
+        client.reg_write(*DONE_CLEAR)
     else:
         client.reset()                                   # a hung run: free the board
     image[:used] = np.frombuffer(client.mem_read(base, used), np.uint8)
