@@ -204,8 +204,9 @@ class StoreUnit(wiring.Component):
             (p.prescale & ~p_ln)
         if c.acc_bits != PARAM_LANE_BITS:
             shape = shape | p_ln     # the gamma / beta table needs 32-bit lanes
-        m.d.sync += [p_chunks.eq((p_len + C - 1) // C),
-                     span.eq(p.desc.rows * ((p_len + C - 1) // C)),
+        # (s.chunks is the registered command's; a row longer than max_row_len, where it
+        # would wrap, is refused as SHAPE before LOCAL is looked at.)
+        m.d.sync += [p_chunks.eq(s.chunks), span.eq(p.desc.rows * s.chunks),
                      groups.eq((p.desc.rows + C - 1) // C), bad_shape.eq(shape)]
         # Step 2: the comparisons.
         bad_local = Signal()
