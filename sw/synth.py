@@ -40,7 +40,7 @@ from ..hw.io_wrapper import ShiftWrapper
 from ..sim.runner import BuildProgress, build_root
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "place_and_route",
-           "unit_of", "format_report", "find_tool"]
+           "unit_of", "format_report", "find_tool", "read_nextpnr_log"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
 TARGETS = {
@@ -375,6 +375,26 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     return timing
 
 
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+_UTIL = re.compile(r"^Info:\s+([A-Za-z0-9_]+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def read_nextpnr_log(text: str) -> dict:
+    """The clocks (the last report of each: after routing) and the device utilisation
+    (the last table) of a nextpnr log."""
+    clocks = {}
+    for name, got, verdict, want in _FMAX.findall(text):
+        clocks[name] = {"mhz": float(got), "target_mhz": float(want),
+                        "pass": verdict == "PASS"}
+    util = {}
+    tables = text.split("Device utilisation:")
+    if len(tables) > 1:
+        for name, used, total, _pct in _UTIL.findall(tables[-1].split("\n\n")[0]):
+            util[name] = {"used": int(used), "available": int(total)}
+    return {"clocks": clocks, "resources": util}
+
+
 def read_timing(path: Path, top_module: str, routed: bool) -> dict:
     """The achieved clock and the critical path (units it starts and ends in) from a
     nextpnr JSON report."""
@@ -386,10 +406,10 @@ def read_timing(path: Path, top_module: str, routed: bool) -> dict:
     if out["fmax_mhz"] is None:
         # After placement only, the report has no clock: the log has the estimate.
         log = path.with_name("pnr.log")
-        found = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz \((?:PASS|FAIL) "
-                           r"at ([\d.]+) MHz\)", log.read_text() if log.exists() else "")
-        if found:
-            out["fmax_mhz"], out["target_mhz"] = float(found[-1][0]), float(found[-1][1])
+        clocks = read_nextpnr_log(log.read_text() if log.exists() else "")["clocks"]
+        if clocks:
+            last = list(clocks.values())[-1]
+            out["fmax_mhz"], out["target_mhz"] = last["mhz"], last["target_mhz"]
     paths = data.get("critical_paths", [])
     if paths:
         steps = paths[0].get("path", [])

@@ -6,7 +6,8 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.sw.cli import main
-from tessera.sw.fpga import build_bitstream, read_nextpnr_log
+from tessera.sw.fpga import build_bitstream
+from tessera.sw.synth import read_nextpnr_log
 
 # The shape of nextpnr-ecp5's log (0.8): utilisation after packing and after routing, a
 # clock report after placement and after routing.
