@@ -38,15 +38,14 @@ from .accelerator import Accelerator
 from .bram import AxiBlockRam
 from .config import TesseraConfig
 from .host_link import HostLink
+from .registers import MEM_BASE
 from .uart import UartRx, UartTx, uart_divisor
 
 __all__ = ["BoardTop", "Ulx3sTop", "ecp5_pll", "Pll", "MEM_BASE", "DEFAULT_CLK_HZ",
            "DEFAULT_BAUD", "DEFAULT_MEM_KIB", "RESET_HOLD_CYCLES"]
 
-#: Main memory's address: the runtime's (``tessera.sim.accel_system.MEM_BASE``; a test
-#: keeps the two equal, and the runtime checks what ``PING`` reports).
-MEM_BASE = 0x4000_0000
-#: The tiny accelerator closes timing around 20-22 MHz on an ECP5 at speed 6.
+#: The clock a bitstream of the tiny accelerator has met on an ECP5 at speed 6
+#: (docs/board.md).
 DEFAULT_CLK_HZ = 20_000_000
 DEFAULT_BAUD = 115_200
 #: 128 KiB: 64 of the ECP5-85F's 208 DP16KD blocks (the tiny accelerator uses 18).

@@ -17,9 +17,12 @@ __all__ = ["Field", "Register", "REGISTERS", "REGISTER", "COUNTERS", "REG", "MAG
            "MAP_VERSION", "register_map_markdown",
            "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "CONTROL_START", "CONTROL_IRQ_ENABLE",
            "register_map", "register_map_json", "start_writes", "OUTCOME_READS", "outcome",
-           "DONE_CLEAR"]
+           "DONE_CLEAR", "MEM_BASE"]
 
 MAGIC = 0x54535241      # "TSRA"
+#: Where the systems Tessera builds around the accelerator (the simulated one, the board
+#: top) put main memory, and so where the runtime addresses it.
+MEM_BASE = 0x4000_0000
 MAP_VERSION = 1
 LITE_ADDR_BITS = 12     # a 4 KiB register window
 

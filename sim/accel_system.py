@@ -26,12 +26,11 @@ from amaranth.lib.wiring import In, Out
 from ..hw.accelerator import Accelerator
 from ..hw.config import TesseraConfig
 from ..hw.generate import Top
-from ..hw.registers import LITE_ADDR_BITS
+from ..hw.registers import LITE_ADDR_BITS, MEM_BASE
 
 __all__ = ["AccelSystem", "ACCEL_SYSTEM", "MEM_BASE", "MEM_BYTES", "MEM_LATENCY", "mem_bytes"]
 
-#: Where main memory is, how big, and its latency (the benchmarks' 100 cycles).
-MEM_BASE = 0x4000_0000
+#: How big main memory is (at MEM_BASE), and its latency (the benchmarks' 100 cycles).
 MEM_LATENCY = 100
 MEM_BYTES = 64 << 20
 MEM_MODEL = Path(__file__).with_name("hdl") / "tessera_axi_mem.v"

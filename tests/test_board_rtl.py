@@ -16,7 +16,7 @@ from amaranth.sim import Simulator
 from tessera.hw.board import MEM_BASE, BoardTop, Ulx3sTop, ecp5_pll
 from tessera.hw.config import preset
 from tessera.hw.isa import Command, ErrorCode, Opcode
-from tessera.sim import accel_system, runner
+from tessera.sim import runner
 from tessera.sim.board_system import BOARD_SYSTEM
 from tessera.sim.host_link_amaranth import LineTransport
 from tessera.sw.runtime import Runtime
@@ -101,10 +101,6 @@ def test_the_board_top_answers_over_its_uart_line_in_amaranths_simulator():
     # The runtime refuses a bitstream of another configuration.
     with pytest.raises(ValueError, match="the board's bitstream is not this configuration's"):
         Runtime(preset("small"), "uart", port=host.transport)
-
-
-def test_the_board_memory_is_where_the_runtime_puts_main_memory():
-    assert MEM_BASE == accel_system.MEM_BASE
 
 
 def test_board_parameters_and_pll_are_checked():
