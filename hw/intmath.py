@@ -29,6 +29,7 @@ __all__ = [
     "shift_right_half_away",
     "saturate",
     "bit_length",
+    "times_const",
     "IntSqrt",
     "Reciprocal",
     "sqrt_latency_cycles",
@@ -120,6 +121,29 @@ def saturate(x, bits: int):
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return Mux(x > hi, Const(hi, signed(bits)),
                Mux(x < lo, Const(lo, signed(bits)), x[:bits].as_signed()))
+
+
+def times_const(x, k: int):
+    """``x * k`` for a constant ``k >= 0`` as a sum of shifted copies of ``x`` (the non-adjacent
+    form of ``k``: at most ``bits(k) / 2 + 1`` terms). Yosys maps a product by a constant
+    to DSP blocks on an ECP5; a few adders are cheaper where ``k`` has few non-zero digits.
+    """
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, not {k!r}")
+    terms, i, r = [], 0, k
+    while r:
+        if r & 1:
+            digit = 2 - (r & 3)     # 1 or -1: the non-adjacent form
+            terms.append((digit, i))
+            r -= digit
+        r >>= 1
+        i += 1
+    width = len(x) + max(k.bit_length(), 1) + 1
+    result = Const(0, signed(width) if x.shape().signed else unsigned(width))
+    for digit, i in terms:
+        result = result + (x << i) if digit > 0 else result - (x << i)
+    out = result[:len(x) + max(k.bit_length(), 1)]
+    return out.as_signed() if x.shape().signed else out
 
 
 def bit_length(x):
@@ -328,7 +352,8 @@ class Reciprocal(wiring.Component):
         # at step `pad`. The leading steps give quotient bits that fall off the top.
         pad = steps - Q
         d = Signal(self.d_bits)
-        d3 = Signal(self.d_bits + 2)    # 3 d, for the radix-4 steps
+        # 3 d, for the radix-4 steps (an adder, not a DSP block).
+        d3 = Signal(self.d_bits + 2)
         rem = Signal(self.d_bits + 1)
         quot = Signal(Q)
         step = Signal(range(steps + 1))
@@ -339,8 +364,8 @@ class Reciprocal(wiring.Component):
         with m.If(self.resp.valid & self.resp.ready):
             m.d.sync += self.resp.valid.eq(0)
         with m.If(self.req.valid & self.req.ready):
-            m.d.sync += [d.eq(self.req.payload), d3.eq(self.req.payload * 3), rem.eq(0),
-                         quot.eq(0), step.eq(0), busy.eq(1)]
+            m.d.sync += [d.eq(self.req.payload), d3.eq(times_const(self.req.payload, 3)),
+                         rem.eq(0), quot.eq(0), step.eq(0), busy.eq(1)]
         with m.Elif(busy):
             # Two steps at a time are one radix-4 step: the remainder less d, 2d and 3d
             # side by side (one carry chain deep), the largest that fits chosen.

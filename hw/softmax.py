@@ -28,7 +28,7 @@ stage  value                                                                    
 9      ``r (q_b - r)``                                                             u30
 10     ``poly = q_c - r (q_b - r)``; ``z + w``                                     u31
 11     ``e = poly >> (z + w)``                                                     u20
-12     pass 2: ``e * factor``                                                      u34
+12     pass 2: ``(e >> 2) * factor`` (one 18 x 18 DSP) and ``(e & 3) * factor``     u32
 13     pass 2: ``min((e * factor) >> 24, 255)``                                    u8
 =====  ==========================================================================  =====
 
@@ -56,6 +56,7 @@ from .intmath import (
     pipelined_tree,
     reciprocal_latency_cycles,
     stage,
+    times_const,
     tree_stages,
 )
 
@@ -86,6 +87,9 @@ OUT_MAX = 255
 #: ``factor = floor(2**32 / sum)`` with ``sum >= 2**19`` (the row maximum's own code) is at
 #: most ``2**13``.
 FACTOR_BITS = 14
+#: Low bits of the exp code taken out of pass 2's product, leaving an 18-bit operand: the
+#: product is one 18 x 18 DSP block.
+SPLIT_BITS = EXP_BITS - 18
 INT32_MIN = -(1 << 31)
 
 
@@ -200,7 +204,7 @@ class SoftmaxUnit(wiring.Component):
             s.t_neg.eq(Mux(neg_t, -c.shift, 0)),
             s.t_pos.eq(Mux(neg_t, 0, c.shift)),
             s.half_t.eq(Mux(neg_t, 0, (1 << c.shift.as_unsigned()[:5]) >> 1)),
-            s.clamp.eq(c.ln2_q * EXP_Z_MAX),
+            s.clamp.eq(times_const(c.ln2_q, EXP_Z_MAX)),
             s.q_b.eq(c.q_b),
             s.q_c.eq(c.q_c),
             s.w.eq(c.out_shift),
@@ -285,7 +289,14 @@ class SoftmaxUnit(wiring.Component):
             s.sum_valid = stage(m, en, s.sum_valid, f"sm_sum_valid{i}")
             s.sum_tag = stage(m, en, s.sum_tag, f"sm_sum_tag{i}")
         for j in range(C):
-            scaled = stage(m, en, s.e11[j] * s.factor, f"sm_scaled12_{j}")
+            # 12: e * factor (u20 x u14) as one 18 x 18 DSP product, e's top 18 bits times
+            # factor, and beside it e's low bits times factor (an adder); 13: the two
+            # added, shifted and clipped.
+            e = s.e11[j]
+            hi = stage(m, en, e[SPLIT_BITS:] * s.factor, f"sm_scaled_hi12_{j}")
+            lo = stage(m, en, sum(Mux(e[i], s.factor << i, 0) for i in range(SPLIT_BITS)),
+                       f"sm_scaled_lo12_{j}")
+            scaled = (hi << SPLIT_BITS) + lo
             shifted = scaled >> OUT_SHIFT
             p = Signal(unsigned(8), name=f"sm_p{j}")
             m.d.comb += p.eq(Mux(shifted > OUT_MAX, OUT_MAX, shifted))
