@@ -5,8 +5,9 @@ The datapath of ``tessera.sw.golden.layernorm`` (after I-BERT, Kim et al. 2021, 
 ``n`` elements arrives as ``ceil(n / cols)`` chunks, once per pass:
 
 pass 0 (sum, minimum, maximum)
-    then, once per row (3 cycles): ``dmax = max(n max - sum, sum - n min)`` and the
-    pre-shift ``s = bit_length(dmax) - 15`` (0 if ``dmax = 0``).
+    then, once per row (:data:`SCALE_CYCLES` cycles, ``n max`` and ``n min`` in lanes 0
+    and 1's multipliers): ``dmax = max(n max - sum, sum - n min)`` and the pre-shift
+    ``s = bit_length(dmax) - 15`` (0 if ``dmax = 0``).
 pass 1 (variance)
     ``d = (n x - sum)`` shifted by ``s`` into int16; ``var = sum(d**2)``; then, once per row,
     ``root = isqrt(var)`` (:class:`~.intmath.IntSqrt`) and ``factor = floor(2**31 / root)``
@@ -25,8 +26,9 @@ stage  value                                                               bits
 2      ``n x``                                                             s46
 3      ``dev = n x - sum``                                                 s46
 4      ``d = dev >> s`` or ``dev << -s``                                   s16
-5      the partial products of ``d * d`` (pass 1) or ``d * factor``
-       (pass 2; one pair of multipliers for both)                          s34
+5      ``d * d`` (pass 1) or ``d * (factor mod 2**17)`` (pass 2): one     s34
+       18 x 18 DSP for both (``factor = 2**17`` is a shift, see
+       :data:`FACTOR_BITS`)
 6      pass 1: ``d**2``; pass 2: ``y = (d * factor) >> 1``                 s33
 7      pass 2: the partial products of ``y * gamma_q``                     s34
 8      ``y * gamma_q``                                                     s48
@@ -87,6 +89,12 @@ DEV_BITS = 15
 RECIP_BITS = 31
 ACC_SHIFT = 16
 VAR_BITS = 43
+#: ``factor = floor(2**31 / root)`` goes into pass 2's product as its low ``FACTOR_BITS``
+#: bits and bit ``FACTOR_BITS``: a row that is not constant has a deviation with
+#: ``|d| >= 2**14`` after the pre-shift, so ``root >= 2**14`` and ``factor <= 2**17``, and
+#: 2**17 (bit 17 alone) is a shift; a constant row has ``root = 0`` (``factor`` all ones)
+#: and every ``d = 0``. (Tested through the golden model in test_output_path_bounds.py.)
+FACTOR_BITS = 17
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -95,6 +103,9 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 SUM_READ_STAGE, SHIFT_READ_STAGE = 2, 3
 #: The stage whose register holds pass 1's ``d**2`` (the variance tree's input).
 SQUARE_STAGE = 6
+#: Cycles from pass 0's statistics to the pre-shift: ``n max`` and ``n min`` (in lanes 0
+#: and 1's multipliers), their partial products added, ``dmax``, ``s``.
+SCALE_CYCLES = 4
 
 
 def stats_stage(cols: int) -> int:
@@ -110,24 +121,25 @@ def var_stage(cols: int) -> int:
 def gap_cycles(cols: int, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, int]:
     """Idle input cycles after the last chunk of pass 0 and of pass 1 while the streams flow.
 
-    After pass 0: the statistics' way to :func:`stats_stage`, and three cycles for the
+    After pass 0: the statistics' way to :func:`stats_stage`, and :data:`SCALE_CYCLES` for the
     pre-shift. After pass 1: the variance's way to :func:`var_stage` and one cycle to take
     it, the square root's latency, and the reciprocal's (it starts as the root arrives).
     """
-    return (stats_stage(cols) + 3, var_stage(cols) + 1
+    return (stats_stage(cols) + SCALE_CYCLES, var_stage(cols) + 1
             + sqrt_latency_cycles(VAR_BITS, steps_per_cycle)
             + reciprocal_latency_cycles(RECIP_BITS, steps_per_cycle))
 
 
-class _State(enum.Enum, shape=3):
+class _State(enum.Enum, shape=4):
     READY = 0
     WAIT = 1         # the last chunk of a statistics pass is on its way
-    SCALE_MUL = 2    # n * max, n * min
-    SCALE_DMAX = 3   # dmax
-    SCALE_SHIFT = 4  # s
-    SQRT_REQ = 5     # start the square root
-    SQRT_WAIT = 6    # square root, then reciprocal, running
-    RECIP_WAIT = 7
+    SCALE_MUL = 2    # n * max, n * min: in lanes 0 and 1's multipliers
+    SCALE_SUM = 3    # their partial products added
+    SCALE_DMAX = 4   # dmax
+    SCALE_SHIFT = 5  # s
+    SQRT_REQ = 6     # start the square root
+    SQRT_WAIT = 7    # square root, then reciprocal, running
+    RECIP_WAIT = 8
 
 
 class LayerNormUnit(wiring.Component):
@@ -136,7 +148,7 @@ class LayerNormUnit(wiring.Component):
     Parameters
     ----------
     cols : int
-        Lanes per chunk.
+        Lanes per chunk, at least 2.
     steps_per_cycle : int
         Root / quotient bits per cycle of the square root and the reciprocal.
 
@@ -155,9 +167,17 @@ class LayerNormUnit(wiring.Component):
         A write-out chunk: ``cols`` values ``acc32`` (int32, to be requantized).
     busy : Out(1)
         A chunk is in the pipeline or a per-row value is being computed.
+
+    Raises
+    ------
+    ValueError
+        If ``cols`` is below 2.
     """
 
     def __init__(self, cols: int, steps_per_cycle: int = STEPS_PER_CYCLE):
+        if not isinstance(cols, int) or cols < 2:
+            raise ValueError(f"cols must be an integer of at least 2 (n max and n min take "
+                             f"lanes 0 and 1's multipliers), not {cols!r}")
         self.cols = cols
         self.sqrt = IntSqrt(VAR_BITS, steps_per_cycle)
         self.recip = Reciprocal(RECIP_BITS, self.sqrt.root_bits, steps_per_cycle)
@@ -238,18 +258,25 @@ class LayerNormUnit(wiring.Component):
         for i in range(1, k + 1):
             s.stats_valid = stage(m, en, s.stats_valid, f"ln_stats_valid{i}")
             s.stats_tag = stage(m, en, s.stats_tag, f"ln_stats_tag{i}")
-        s.sq = []
+        s.sq, s.nx = [], []
 
     def _lane(self, m: Module, s: SimpleNamespace, j: int) -> None:
         """Lane ``j``'s datapath: the deviation, its pre-shift, one multiplier pair for
         d**2 (pass 1) and d * factor (pass 2), then gamma, beta and the final shift."""
         en, t4 = self.en, s.tags[4]
-        x = self.i_data[j]
+        x, load = self.i_data[j], en
+        if j < 2:
+            # Once per row, in SCALE_MUL, lanes 0 and 1 take n * max and n * min: no chunk
+            # is in stage 1 then (none is taken from the end of pass 0 until the pre-shift
+            # is ready), so their multipliers are free and the bubble's registers may load.
+            scale = s.state == _State.SCALE_MUL
+            x, load = Mux(scale, (s.max_acc, s.min_acc)[j], x), en | scale
         # 1, 2: n x
-        lo = stage(m, en, x[:16] * self.length, f"ln_nxl{j}")
-        hi = stage(m, en, x[16:].as_signed() * self.length, f"ln_nxh{j}")
+        lo = stage(m, load, x[:16] * self.length, f"ln_nxl{j}")
+        hi = stage(m, load, x[16:].as_signed() * self.length, f"ln_nxh{j}")
         nx = Signal(signed(46), name=f"ln_nx{j}")
         m.d.comb += nx.eq((hi << 16) + lo)
+        s.nx.append(nx)
         nx2 = stage(m, en, nx, f"ln_nx2_{j}")
         # 3: the exact deviation n (x - mean)
         dev3 = stage(m, en, (nx2 - s.row_sum)[:46].as_signed(), f"ln_dev3_{j}")
@@ -258,13 +285,16 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += d.eq(Mux(s.s_left != 0, dev3 << s.s_left, dev3 >> s.s_right)[:16]
                          .as_signed())
         d4 = stage(m, en, d, f"ln_d4_{j}")
-        # 5, 6: one multiplier pair for d**2 (pass 1) and d * factor (pass 2)
-        other = Signal(signed(RECIP_BITS + 3), name=f"ln_other{j}")
-        m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor))
-        pl = stage(m, en, d4 * other[:17], f"ln_pl{j}")
-        ph = stage(m, en, d4 * other[17:].as_signed(), f"ln_ph{j}")
-        prod = Signal(signed(16 + RECIP_BITS + 3), name=f"ln_prod{j}")
-        m.d.comb += prod.eq((ph << 17) + pl)
+        # 5, 6: one 18 x 18 multiplier for d**2 (pass 1) and d * factor (pass 2). In pass
+        # 2 either factor <= 2**17 (root >= 2**14), whose only value with bit 17 set is
+        # 2**17 itself, a shift; or root = 0 and every d of the row is 0 (see FACTOR_BITS).
+        other = Signal(signed(FACTOR_BITS + 1), name=f"ln_other{j}")
+        m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor[:FACTOR_BITS]))
+        top = stage(m, en, (t4.pass_index != 1) & s.factor[FACTOR_BITS], f"ln_top{j}")
+        pd = stage(m, en, d4 * other, f"ln_pd{j}")
+        d5 = stage(m, en, d4, f"ln_d5_{j}")
+        prod = Signal(signed(16 + FACTOR_BITS + 1), name=f"ln_prod{j}")
+        m.d.comb += prod.eq(Mux(top, d5 << FACTOR_BITS, pd))
         val = Signal(signed(33), name=f"ln_val{j}")
         # |d| <= root, so |d * factor| <= 2**31 and y = (d * factor) >> 1 fits s32.
         m.d.comb += val.eq(Mux(s.tags[5].pass_index == 1, prod, prod >> 1))
@@ -306,7 +336,7 @@ class LayerNormUnit(wiring.Component):
     def _scale(self, m: Module, s: SimpleNamespace) -> None:
         """Pass 0's statistics, then the pre-shift: n max - sum and sum - n min, the larger
         of them, its bit length over DEV_BITS."""
-        t1, n = s.stats_tag, self.length
+        t1 = s.stats_tag
         with m.If(self.en & s.stats_valid):
             new_sum = Mux(t1.first, s.csum, s.sum_acc + s.csum)
             m.d.sync += [
@@ -317,7 +347,9 @@ class LayerNormUnit(wiring.Component):
             with m.If(t1.end):
                 m.d.sync += s.state.eq(_State.SCALE_MUL)
         with m.If(s.state == _State.SCALE_MUL):
-            m.d.sync += [s.n_max.eq(s.max_acc * n), s.n_min.eq(s.min_acc * n),
+            m.d.sync += s.state.eq(_State.SCALE_SUM)
+        with m.If(s.state == _State.SCALE_SUM):
+            m.d.sync += [s.n_max.eq(s.nx[0]), s.n_min.eq(s.nx[1]),
                          s.state.eq(_State.SCALE_DMAX)]
         with m.If(s.state == _State.SCALE_DMAX):
             hi = s.n_max - s.sum_acc
