@@ -13,8 +13,9 @@ import json
 import math
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ArrayConfig", "TesseraConfig", "PRESETS", "preset", "load_config",
-           "DATAFLOWS", "MAX_ROW_LEN"]
+__all__ = ["TesseraError", "ConfigError", "ArrayConfig", "TesseraConfig", "PRESETS", "preset",
+           "load_config", "load_config_file", "parse_json", "DATAFLOWS", "MAX_ROW_LEN",
+           "CONFIG_FORMAT", "MAX_CONFIG_BYTES", "MAX_JSON_DEPTH"]
 
 DATAFLOWS = ("ws", "os", "both")
 #: Operand widths the systolic array builds (:class:`ArrayConfig`).
@@ -26,11 +27,78 @@ ACCEL_ACC_BITS = 32
 BUS_BITS = (64, 128, 256, 512)
 #: Longest row the Softmax and LayerNorm units normalise (their datapath widths follow it).
 MAX_ROW_LEN = 4096
+#: The version of the JSON form written by :meth:`TesseraConfig.to_json` (its ``format``).
 CONFIG_FORMAT = 1
+#: Largest configuration file read: a configuration is a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of JSON objects and arrays read (a configuration is two levels deep).
+MAX_JSON_DEPTH = 32
 
 
-class ConfigError(ValueError):
+class TesseraError(Exception):
+    """Base of the errors Tessera raises for bad input (a configuration, a file, a size,
+    an argument): the message names the problem and what is allowed. The command line
+    prints it without a traceback. Subclasses also derive from the matching built-in
+    (``ValueError``, ``FileNotFoundError``, ...), so callers may catch either."""
+
+
+class ConfigError(TesseraError, ValueError):
     """An invalid configuration: the message says what is wrong and what is allowed."""
+
+
+def _json_depth_error(text: str, max_depth: int) -> str | None:
+    """Where ``text`` nests JSON arrays or objects deeper than ``max_depth`` (brackets
+    inside strings do not count), or None. A linear scan, so that a deeply nested file is
+    refused before the parser recurses into it."""
+    depth = 0
+    in_string = escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return f"it nests arrays and objects more than {max_depth} deep (at character {i})"
+        elif ch in "]}":
+            depth -= 1
+    return None
+
+
+def parse_json(text, what: str = "configuration", max_depth: int = MAX_JSON_DEPTH,
+               error: type[Exception] = ConfigError):
+    """``text`` (str or UTF-8 bytes) parsed as JSON, or ``error`` with a message that names
+    ``what`` and the problem: not text, not UTF-8, not JSON, nested deeper than
+    ``max_depth``, a number too long to read.
+
+    Raises
+    ------
+    ConfigError
+        (or ``error``) as above.
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise error(f"the {what} is not UTF-8 text (byte {e.start} is "
+                        f"{text[e.start]:#04x}); a {what} is a JSON file") from None
+    if not isinstance(text, str):
+        raise error(f"a {what} is JSON text (str or bytes), not {type(text).__name__}")
+    deep = _json_depth_error(text, max_depth)
+    if deep:
+        raise error(f"the {what} is not a usable JSON file: {deep}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"the {what} is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:    # e.g. an integer of thousands of digits
+        raise error(f"the {what} is not a usable JSON file: {e}") from None
 
 
 def _choices(values) -> str:
@@ -121,24 +189,31 @@ class _Spec:
         Raises
         ------
         ConfigError
-            If the text is not JSON, is the other kind of configuration, has unknown
-            fields, or carries a hash that does not match its fields (a file edited by
-            hand after generation).
+            If the text is not JSON (or nested deeper than :data:`MAX_JSON_DEPTH`), is the
+            other kind of configuration or a format version other than
+            :data:`CONFIG_FORMAT`, has unknown fields, or carries a hash that does not
+            match its fields (a file edited by hand after generation).
         """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"configuration is not valid JSON: {e}") from None
+        data = parse_json(text)
         if isinstance(data, dict) and "config" in data:
-            kind = data.get("kind", TesseraConfig.KIND)
-            if kind != cls.KIND:
-                raise ConfigError(f"this is an {kind} configuration, not an {cls.KIND} one")
+            _check_envelope(data, cls.KIND)
             cfg = cls.from_dict(data["config"])
             if "hash" in data and data["hash"] != cfg.hash:
                 raise ConfigError(f"configuration hash {data['hash']} does not match its fields "
                                   f"(they hash to {cfg.hash}); was the file edited by hand?")
             return cfg
         return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a configuration file (:meth:`from_json`'s forms).
+
+        Raises
+        ------
+        ConfigError
+            As :func:`load_config_file`, and if the file holds the other kind.
+        """
+        return _in_file(path, cls.from_json)
 
     @property
     def hash(self) -> str:
@@ -381,6 +456,61 @@ def preset(name: str) -> TesseraConfig:
                           f"{', '.join(PRESETS)}") from None
 
 
+_ENVELOPE = ("format", "kind", "config", "hash")
+_KINDS = {"accelerator": "TesseraConfig", "array": "ArrayConfig"}
+
+
+def _check_envelope(data: dict, kind: str) -> None:
+    """The fields around ``config`` in :meth:`to_json`'s form: known names, a format
+    version this code reads, and the expected kind."""
+    unknown = sorted(set(data) - set(_ENVELOPE))
+    if unknown:
+        raise ConfigError(f"unknown field(s) beside \"config\": {', '.join(unknown)}; a "
+                          f"configuration file holds {', '.join(_ENVELOPE)} (or only the "
+                          f"configuration's own fields)")
+    fmt = data.get("format", CONFIG_FORMAT)
+    if fmt != CONFIG_FORMAT or isinstance(fmt, bool):
+        raise ConfigError(f"configuration format {fmt!r} is not one this Tessera reads: it "
+                          f"reads format {CONFIG_FORMAT} (written by a newer or older "
+                          f"version? regenerate it with `tessera config --json`)")
+    found = data.get("kind", TesseraConfig.KIND)
+    if found not in _KINDS:
+        raise ConfigError(f"unknown configuration kind {found!r}; the kinds are: "
+                          f"{', '.join(map(repr, _KINDS))}")
+    if found != kind:
+        raise ConfigError(f"this is an {found} configuration, not an {kind} one (read it "
+                          f"with {_KINDS[found]}, or load_config for either)")
+
+
+def _read_config_file(path) -> str:
+    """The text of a configuration file, checked: a regular file, at most
+    :data:`MAX_CONFIG_BYTES`, readable, UTF-8."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"configuration file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"configuration file {str(path)!r} is not a regular file (a "
+                          f"folder or a device?); give a JSON file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {str(path)!r}: "
+                          f"{e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {str(path)!r} is larger than "
+                          f"{MAX_CONFIG_BYTES // 1024} KiB; a configuration is a small JSON "
+                          f"file (`tessera config --json` writes one)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (byte "
+                          f"{e.start} is {raw[e.start]:#04x}); a configuration is a JSON "
+                          f"file") from None
+
+
 def load_config(text: str) -> ArrayConfig | TesseraConfig:
     """The configuration written by ``to_json`` of either kind (an accelerator's when the
     text does not say).
@@ -390,8 +520,27 @@ def load_config(text: str) -> ArrayConfig | TesseraConfig:
     ConfigError
         As :meth:`TesseraConfig.from_json`.
     """
-    try:
-        kind = json.loads(text).get("kind")
-    except (json.JSONDecodeError, AttributeError):
-        kind = None
+    data = parse_json(text)
+    kind = data.get("kind") if isinstance(data, dict) else None
     return (ArrayConfig if kind == ArrayConfig.KIND else TesseraConfig).from_json(text)
+
+
+def load_config_file(path) -> ArrayConfig | TesseraConfig:
+    """:func:`load_config` of a file.
+
+    Raises
+    ------
+    ConfigError
+        If the file does not exist, is not a regular file, cannot be read, is larger than
+        :data:`MAX_CONFIG_BYTES`, or as :func:`load_config`.
+    """
+    return _in_file(path, load_config)
+
+
+def _in_file(path, read):
+    """``read`` of the text of a configuration file; its errors name the file."""
+    text = _read_config_file(path)
+    try:
+        return read(text)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
