@@ -280,8 +280,11 @@ def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
         If the result differs from the golden model or the machine stopped with an error.
     """
     from .lower.gemm import OutputSpec, reference_gemm, run_gemm
+    from .run import check_fits, layer_bytes
     from .runtime import Runtime
 
+    check_fits(config, backend, layer_bytes(config, "gemm", M, K, N),
+               f"a {M} x {K} x {N} matrix product")
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (M, K))
     b = rng.integers(-128, 128, (K, N))
@@ -384,7 +387,10 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
     import tempfile
 
     from ..sim.native import build_native
+    from .run import check_fits, layer_bytes
 
+    check_fits(config, "verilator", layer_bytes(config, "gemm", m, k, n),
+               f"a {m} x {k} x {n} matrix product")
     old_root = os.environ.get("TESSERA_BUILD_DIR")
     if fresh:       # every build of this benchmark in a new folder, timed from nothing
         os.environ["TESSERA_BUILD_DIR"] = tempfile.mkdtemp(prefix="tessera-fresh-build-")

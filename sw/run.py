@@ -16,6 +16,7 @@ import numpy as np
 
 from ..hw.config import TesseraConfig
 from ..hw.isa import command_bits
+from .check import InputError, format_bytes
 from .lower.bert import PHASES, run_bert_layer
 from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
 from .models import gpt2_quantize as G
@@ -30,7 +31,62 @@ from .models.quantize import (
 from .models.reference import bert_layer, gpt2_layer, random_bert_weights, random_gpt2_weights
 from .runtime import Runtime
 
-__all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures"]
+__all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_bytes",
+           "check_fits"]
+
+
+def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False) -> int:
+    """Bytes of a ``rows x cols`` int8 matrix in main memory's blocked layout (column
+    blocks of ``config.rows``; weights also padded to whole blocks of rows)."""
+    d = config.rows
+    if weights:
+        rows = -(-rows // d) * d
+    return -(-cols // d) * d * rows
+
+
+def layer_bytes(config: TesseraConfig, kind: str, seq: int, hidden: int, ffn: int,
+                steps: int = 0) -> int:
+    """A lower bound of the main memory a layer's lowering places (its weights, input,
+    activations and KV cache in the blocked layout; tables, biases and the command buffer
+    come on top), from the shapes alone: ``kind`` is ``bert`` (``seq`` tokens),
+    ``gpt2`` (a prefill of ``seq``), ``gpt2-decode`` (``steps`` tokens after ``seq``) or
+    ``gemm`` (``seq x hidden`` times ``hidden x ffn``)."""
+    H, F = hidden, ffn
+    if kind == "gemm":
+        return (_blocked(config, seq, H) + _blocked(config, H, F, True)
+                + _blocked(config, seq, F))
+    weights = sum(_blocked(config, r, c, True) for r, c in ((H, 3 * H), (H, H), (H, F),
+                                                             (F, H)))
+    if kind == "bert":
+        return weights + sum(_blocked(config, seq, c) for c in (H, 3 * H, H, H, F, H))
+    n = 1 if kind == "gpt2-decode" else seq
+    cache = 2 * _blocked(config, seq + (steps if kind == "gpt2-decode" else 0), H)
+    return weights + cache + sum(_blocked(config, n, c) for c in (H,) * 7 + (F,))
+
+
+def check_fits(config: TesseraConfig, backend: str, need: int, what: str,
+               mem_size: int | None = None) -> None:
+    """Refuse, before any work, a workload whose tensors need more than main memory.
+
+    Raises
+    ------
+    InputError
+        Saying how much is needed and how much there is.
+    """
+    if backend == "uart":       # the board says its memory size when the link opens
+        return
+    have = mem_size if mem_size is not None else _main_memory(config)
+    if need > have:
+        raise InputError(f"{what} needs at least {format_bytes(need)} of main memory for its "
+                         f"tensors, and main memory holds {format_bytes(have)} on "
+                         f"configuration {config.hash} ({config.describe()}): use smaller "
+                         f"shapes")
+
+
+def _main_memory(config: TesseraConfig) -> int:
+    from ..sim.accel_system import mem_bytes
+
+    return mem_bytes(config)
 
 #: What each phase does, for the report.
 PHASE_TITLES = {
@@ -76,7 +132,25 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
 
     ``dataflow``: ``"extended"`` (per-group scales of every matrix, LayerNorm inputs
     prescaled per column block: the accurate one) or ``"base"``. ``runtime``: options of
-    the RTL backend's :class:`Runtime` (memory timing, harness, waveform trace)."""
+    the RTL backend's :class:`Runtime` (memory timing, harness, waveform trace).
+
+    Raises
+    ------
+    InputError
+        If the layer's tensors cannot fit main memory (said before any work).
+    """
+    if model_layer is None:
+        check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn),
+                   f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}")
+    else:
+        from .models.minilm import check_model_folder
+
+        mc = check_model_folder(model_dir) if model_dir is not None else None
+        if mc is not None:
+            # The sentences' length is known after tokenizing: the weights alone here.
+            check_fits(config, backend, layer_bytes(config, "bert", 0, mc["hidden_size"],
+                                                    mc["intermediate_size"]),
+                       f"a layer of {model_dir}")
     w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir,
                                          seed, progress)
     if dataflow not in ("base", "extended"):
@@ -143,11 +217,22 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
 
     ``dataflow``: ``"base"`` (one scale for the residual stream) or ``"extended"`` (one per
     group of 16 columns, for residual outliers; the LayerNorm inputs are prescaled).
-    ``runtime``: options of the RTL backend's :class:`Runtime`."""
+    ``runtime``: options of the RTL backend's :class:`Runtime`.
+
+    Raises
+    ------
+    InputError
+        If the block's tensors and KV cache cannot fit main memory (before any work).
+    """
     if dataflow not in ("base", "extended"):
         raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
     if decode and steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
+    check_fits(config, backend, layer_bytes(config, "gpt2-decode" if decode else "gpt2", seq,
+                                            hidden, ffn, steps),
+               f"a GPT-2 block of hidden {hidden}, FFN {ffn}, "
+               + (f"{steps} decode steps after {seq} tokens" if decode else
+                  f"a prefill of {seq} tokens"))
     rng = np.random.default_rng(seed)
     w = random_gpt2_weights(hidden, heads, ffn, rng)
     total = seq + (steps if decode else 0)
