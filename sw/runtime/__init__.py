@@ -53,6 +53,7 @@ from ...hw.registers import (
 )
 from ...sim.accel_system import MEM_BASE, MEM_LATENCY, mem_bytes
 from ...sim.packing import unpack_lanes
+from ..check import InputError, whole_number
 from ..golden.executor import ExecutionError, Machine
 
 __all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES"]
@@ -61,7 +62,7 @@ BACKENDS = ("golden", "icarus", "verilator", "amaranth", "uart")
 HARNESSES = ("native", "cocotb")
 
 
-class MainMemoryFull(MemoryError, ValueError):
+class MainMemoryFull(InputError, MemoryError):
     """The tensors asked for do not fit the runtime's main memory (a bad size of input,
     not an exhausted host: callers may report it like any other bad value)."""
 
@@ -148,6 +149,13 @@ class Runtime:
                  mem_latency: int = MEM_LATENCY, mem_gap: int = 0,
                  trace: str | Path | None = None, trace_from: int = 0,
                  trace_cycles: int = 10_000, port=None, baud: int | None = None):
+        if not isinstance(config, TesseraConfig):
+            raise InputError(f"config must be a TesseraConfig (preset(NAME) or "
+                             f"TesseraConfig.from_file(PATH)), not {type(config).__name__}")
+        if mem_size is not None:
+            whole_number(mem_size, "mem_size")
+        if mem_base is not None:
+            whole_number(mem_base, "mem_base", 0)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not (isinstance(mem_latency, int) and 1 <= mem_latency < 1 << 16):
@@ -212,9 +220,14 @@ class Runtime:
 
         Raises
         ------
+        InputError
+            If ``nbytes`` is not a positive integer or ``align`` not a power of two.
         MainMemoryFull
             If main memory is full.
         """
+        whole_number(nbytes, "nbytes")
+        if whole_number(align, "align") & (align - 1):
+            raise InputError(f"align must be a power of two, not {align}")
         start = -(-self._top // align) * align
         if start + nbytes > self.mem_size:
             raise MainMemoryFull(f"main memory is full: {nbytes} bytes asked, "
@@ -225,15 +238,23 @@ class Runtime:
         return self.mem_base + start
 
     def _offset(self, addr: int, n: int) -> int:
+        whole_number(addr, "addr", 0)
         off = addr - self.mem_base
         if off < 0 or off + n > self.mem_size:
-            raise ValueError(f"{n} bytes at {addr:#x} are outside main memory "
+            raise InputError(f"{n} bytes at {addr:#x} are outside main memory "
                              f"({self.mem_base:#x} .. {self.mem_base + self.mem_size - 1:#x})")
         return off
 
     def write(self, addr: int, data) -> None:
-        raw = np.frombuffer(bytes(data), np.uint8) if isinstance(data, bytes | bytearray) \
-            else np.asarray(data).view(np.uint8).reshape(-1)
+        """Write ``data`` (bytes, or a numpy array's bytes) at ``addr``.
+
+        Raises
+        ------
+        InputError
+            If the data is not bytes or a numeric array, or does not lie inside main
+            memory.
+        """
+        raw = _raw_bytes(data)
         off = self._offset(addr, raw.size)
         self.image[off:off + raw.size] = raw
         self._used = max(self._used, off + raw.size)
@@ -241,13 +262,21 @@ class Runtime:
     def place(self, data) -> int:
         """Allocate room for ``data`` (an array's bytes, at least one) and write it there;
         returns the address."""
-        raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        raw = _raw_bytes(data)
         at = self.alloc(max(raw.size, 1))
         self.write(at, raw)
         return at
 
     def read(self, addr: int, nbytes: int) -> np.ndarray:
-        off = self._offset(addr, nbytes)
+        """A copy of ``nbytes`` of main memory at ``addr``.
+
+        Raises
+        ------
+        InputError
+            If ``nbytes`` is not a positive integer or the bytes are not all inside main
+            memory.
+        """
+        off = self._offset(addr, whole_number(nbytes, "nbytes"))
         return self.image[off:off + nbytes].copy()
 
     # --- running ---------------------------------------------------------------------
@@ -268,10 +297,20 @@ class Runtime:
             ``wall_seconds``.
         check : bool
             Raise :class:`RunError` if the machine stopped with an error.
+
+        Raises
+        ------
+        InputError
+            If a program element is neither a ``Command`` nor a command word (an integer
+            of ``command_bits`` bits), or ``timeout_cycles`` is not a positive integer.
         """
-        words = [encode(self.config, c) if isinstance(c, Command) else int(c) for c in program]
+        whole_number(timeout_cycles, "timeout_cycles")
         wbytes = command_bits(self.config) // 8
-        buf = self.alloc(len(words) * wbytes, align=max(64, wbytes))
+        words = [encode(self.config, c) if isinstance(c, Command)
+                 else whole_number(c, f"command word {i}", 0, (1 << (8 * wbytes)) - 1)
+                 for i, c in enumerate(program)]
+        room = max(len(words), 1) * wbytes     # an empty program's buffer: one word
+        buf = self.alloc(room, align=max(64, wbytes))
         raw = b"".join(w.to_bytes(wbytes, "little") for w in words)
         self.write(buf, raw)
         try:
@@ -280,7 +319,7 @@ class Runtime:
             else:
                 result = self._run_rtl(buf, len(words), timeout_cycles, onchip, progress)
         finally:
-            self._top -= len(words) * wbytes    # the buffer's space is reused next time
+            self._top -= room    # the buffer's space is reused next time
         if check and not result.ok:
             raise RunError(result)
         return result
@@ -458,6 +497,20 @@ class Runtime:
             return out
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raw_bytes(data) -> np.ndarray:
+    """The bytes of ``data`` to write: bytes-like, or a numeric numpy array (or what
+    ``np.asarray`` makes one of) in its memory order."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return np.frombuffer(bytes(data), np.uint8)
+    if isinstance(data, str):
+        raise InputError("data must be bytes or a numeric array, not str (encode it first)")
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"data must be bytes or an array of integers or floats, not an array "
+                         f"of {arr.dtype}")
+    return np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
 
 
 def _onchip(config: TesseraConfig, read_rows) -> dict:
