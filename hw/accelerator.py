@@ -13,8 +13,9 @@ Structure (see ``docs/architecture.md``)::
   arbiter (all bursts use ID 0; a FIFO remembers whose each burst is).
 * The **dispatcher** takes words in order, checks them (opcode, tokens, fields it can check
   without running them) and routes each to its queue; FENCE and FINISH wait until every
-  queue is empty and every unit idle. A refused command stops the dispatch; commands
-  dispatched earlier still run.
+  queue is empty and every unit idle. A refused command ends the dispatch as a FINISH
+  would: the commands dispatched before it run to their end, then its error is raised
+  (``docs/semantics.md``).
 * Each **queue** issues its head once the tokens it waits for are there, and counts the
   commands in flight in its unit; when a unit reports a command done, the tokens it signals
   are added. Token counters are 16 bits. The execute unit is pipelined: its queue issues
@@ -252,6 +253,7 @@ class Accelerator(wiring.Component):
         s.window_base = Cat(regs.window_base_lo, regs.window_base_hi)
         s.window_size = Cat(regs.window_size_lo, regs.window_size_hi)
         s.finished = Signal()       # a FINISH was reached
+        s.refused = Signal()        # a command was refused: no more dispatching
         m.d.sync += s.start_d.eq(s.start)
         s.stop = Signal()           # no more issuing: a fault, or the end of the run
         m.d.comb += s.stop.eq(s.fault)
@@ -291,7 +293,7 @@ class Accelerator(wiring.Component):
                      fetch.window_size.eq(s.window_size[:a]),
                      fetch.start.eq(s.start_d), fetch.base.eq(s.cmd_addr[:a]),
                      fetch.count.eq(s.cmd_count),
-                     fetch.abort.eq(s.stop | ~s.running | s.finished)]
+                     fetch.abort.eq(s.stop | ~s.running | s.finished | s.refused)]
 
     def _buses(self, m: Module, s) -> None:
         """The read channels: the fetcher (first: its bursts are short) and the DMA; the
@@ -362,7 +364,14 @@ class Accelerator(wiring.Component):
         is_sync, to_load, to_exec, to_store = flags.is_sync, flags.to_load, flags.to_exec, \
             flags.to_store
 
-        head = d2_valid & s.running & ~s.stop & ~s.finished
+        # A refused command ends the dispatch as a FINISH would: the commands dispatched
+        # before it run to their end, then its error is raised (unless one of theirs, or a
+        # deadlock among them, came first: every error then belongs to the earliest
+        # command, as in the golden executor).
+        refused = s.refused
+        refused_code = Signal(ErrorCode)
+        refused_index = Signal(INDEX_BITS)
+        head = d2_valid & s.running & ~s.stop & ~s.finished & ~refused
         target_ready = Mux(to_load, qs.room_load, Mux(to_exec, qs.room_exec, qs.room_store))
         s.take = take = Signal()
         m.d.comb += take.eq(head & (code == ErrorCode.NONE)
@@ -377,7 +386,9 @@ class Accelerator(wiring.Component):
         m.d.comb += [fetch.o_word.ready.eq(d1_free),
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
-        self._raise_fault(m, s, head & (code != ErrorCode.NONE), code.as_value(), dh.index)
+        with m.If(head & (code != ErrorCode.NONE)):
+            m.d.sync += [refused.eq(1), refused_code.eq(code), refused_index.eq(dh.index)]
+        self._raise_fault(m, s, refused & qs.idle, refused_code.as_value(), refused_index)
         self._raise_fault(m, s, fetch.fault, ErrorCode.FETCH.value, dispatched,
                           fetch.fault_addr)
         with m.If(take):
@@ -390,11 +401,11 @@ class Accelerator(wiring.Component):
                 m.d.sync += weights.eq(1)
 
         # Deadlock: nothing in flight, every waiting queue blocked, no way forward.
-        s.all_dispatched = (dispatched == s.cmd_count) | s.finished
+        s.all_dispatched = (dispatched == s.cmd_count) | s.finished | refused
         m.d.comb += qs.dispatch_stuck.eq((d2_valid & (is_sync | ~target_ready))
                                          | s.all_dispatched)
         with m.If(s.start):
-            m.d.sync += [dispatched.eq(0), s.finished.eq(0), weights.eq(0),
+            m.d.sync += [dispatched.eq(0), s.finished.eq(0), refused.eq(0), weights.eq(0),
                          os_mode.eq(int(c.dataflow == "os")), d1_valid.eq(0), d2_valid.eq(0)]
         self._raise_fault(m, s, qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
 

@@ -63,6 +63,8 @@ class ErrorCode(enum.Enum, shape=4):
     ILLEGAL_FIELD = 10  # a field the machine cannot honour (dataflow, no weights, ...)
     DEADLOCK = 11       # every queue waits for a token that can never come
     FETCH = 12          # the command buffer could not be read (bus error or window)
+    TIMEOUT = 13        # the host's cycle limit passed first (set by the runtime, never by
+    #                     the hardware: a hang that is not a detected deadlock)
 
 
 class Queue(enum.Enum, shape=2):

@@ -128,6 +128,20 @@ CASES = {
                               ErrorCode.ILLEGAL_FIELD, 1),
     "deadlock": (lambda rt: [Command(Opcode.PRELOAD, {"spad_addr": 0}, wait_prev=True),
                              _load(rt), Command(Opcode.FENCE, {})], ErrorCode.DEADLOCK, 0),
+    # A refused command ends the dispatch: what came before it still runs, and a
+    # deadlock among those (a wait only a later command would answer) is the error.
+    "refused behind a wait": (lambda rt: [Command(Opcode.PRELOAD, {"spad_addr": 0},
+                                                  wait_prev=True), 0xF],
+                              ErrorCode.DEADLOCK, 0),
+    # ... and an error of theirs comes first.
+    "refused behind a failing load": (lambda rt: [
+        _load(rt, dram_addr=rt.mem_base + rt.mem_size - 2), 0xF], ErrorCode.WINDOW, 0),
+    # More commands for a queue than it holds, ahead of the token they wait for.
+    "queue full before its token": (lambda rt: [
+        Command(Opcode.NOP, {"queue": Queue.STORE}, wait_prev=True)]
+        + [Command(Opcode.NOP, {"queue": Queue.STORE})] * TINY.store_queue_depth
+        + [Command(Opcode.NOP, {"queue": Queue.EXECUTE}, signal_next=True)],
+        ErrorCode.DEADLOCK, 0),
 }
 
 
@@ -168,10 +182,8 @@ def test_illegal_commands_stop_cleanly_with_their_index():
         words = _words(rtl, make(rtl))
         r, g = rtl.run(words, timeout_cycles=20_000), gold.run(words)
         assert (r.error, r.error_index) == (code, index), f"{name}: {r.describe()}"
-        if code != ErrorCode.DEADLOCK:
-            assert (g.error, g.error_index) == (code, index), f"{name}: {g.describe()}"
-        else:
-            assert g.error == ErrorCode.DEADLOCK
+        assert (g.error, g.error_index, g.error_addr) == (code, index, r.error_addr), \
+            f"{name}: {g.describe()}"
         if code == ErrorCode.WINDOW:
             assert r.error_addr == rtl.mem_base + rtl.mem_size - 2
 

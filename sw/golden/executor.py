@@ -1,12 +1,14 @@
 """Golden executor: runs a command stream (``hw/isa.py``) on a model of the machine's
 memories, with the golden model of every unit.
 
-Queues and tokens are modelled as the hardware has them: the dispatcher hands commands to
-the LOAD, EXECUTE and STORE queues in program order, each queue runs its commands in order,
-and a command that waits for a token runs only once a neighbour has signalled one. Of the
-queue heads that can run, the executor runs the earliest in program order. A stream in
-which no queue can make progress deadlocks on the hardware too: the executor says which
-commands are stuck and on which token.
+Queues and tokens are modelled as the hardware has them (``docs/semantics.md``): the
+dispatcher hands commands to the LOAD, EXECUTE and STORE queues in program order, each
+queue holds at most its configured depth of commands not yet issued (the dispatcher waits
+while the next command's queue is full), each queue runs its commands in order, and a
+command that waits for a token runs only once a neighbour has signalled one. Of the queue
+heads that can run, the executor runs the earliest in program order. A stream in which no
+queue can make progress deadlocks on the hardware too: the executor says which commands
+are stuck and on which token, and reports the earliest command at a blocked head.
 
 A stream whose result depends on which queue runs first (a missing token) is not detected
 here; the differential check against RTL finds those.
@@ -43,20 +45,24 @@ class ExecutionError(RuntimeError):
     code : ErrorCode
         What the hardware's status register reports for it.
     index : int or None
-        The command's position in the program (None for a deadlock).
+        The command's position in the program (for a deadlock, the earliest command at a
+        blocked queue head).
+    addr : int
+        The main-memory address the hardware reports with it (0 where it reports none).
     """
 
-    def __init__(self, message: str, code: ErrorCode, index: int | None = None):
+    def __init__(self, message: str, code: ErrorCode, index: int | None = None,
+                 addr: int = 0):
         super().__init__(message)
-        self.code, self.index = code, index
+        self.code, self.index, self.addr = code, index, addr
 
 
 class _Refused(ValueError):
-    """A command's own error, with the code the hardware reports."""
+    """A command's own error, with the code (and address) the hardware reports."""
 
-    def __init__(self, message: str, code: ErrorCode):
+    def __init__(self, message: str, code: ErrorCode, addr: int = 0):
         super().__init__(message)
-        self.code = code
+        self.code, self.addr = code, addr
 
 
 class Machine:
@@ -83,6 +89,10 @@ class Machine:
         self.macs = 0
         self.bytes_loaded = 0   # useful bytes moved by LOADs and STOREs to main memory
         self.bytes_stored = 0
+        #: None: of the queue heads that can run, the earliest in program order runs first;
+        #: a numpy Generator: a random one (another legal schedule, to find programs whose
+        #: result depends on timing: a missing token).
+        self.shuffle = None
 
     # --- running ---------------------------------------------------------------------
 
@@ -96,10 +106,14 @@ class Machine:
         ------
         ExecutionError
             On an illegal command (with its index and error code) or a deadlock. A command
-            refused when dispatched (an illegal opcode, token or field) stops the dispatch;
-            the commands dispatched before it still run, as on the hardware.
+            refused when dispatched (an illegal opcode, token or field) ends the dispatch;
+            the commands dispatched before it still run, and an error of theirs or a
+            deadlock among them is reported instead, as on the hardware.
         """
         queues = {q: deque() for q in _CHAIN}
+        c = self.config
+        depth = {Queue.LOAD: c.load_queue_depth, Queue.EXECUTE: c.exec_queue_depth,
+                 Queue.STORE: c.store_queue_depth}
         tokens = {(a, b): 0 for a in _CHAIN for b in _CHAIN if abs(_CHAIN.index(a)
                                                                    - _CHAIN.index(b)) == 1}
         os_mode, weights = self.os, self.weights is not None
@@ -112,16 +126,19 @@ class Machine:
                     raise _Refused(str(e), ErrorCode.ILLEGAL_OPCODE) from None
                 os_mode, weights = self._check_dispatch(cmd, os_mode, weights)
             except _Refused as e:
-                code = e.code
-                self._drain(queues, tokens, stopping=True)
+                # The commands dispatched before it run to their end first; an error of
+                # theirs (or a deadlock among them) is the one reported.
+                self._drain(queues, tokens)
                 what = f"command {index}" + (f" ({cmd.opcode.name})" if cmd else "")
-                raise ExecutionError(f"{what}: {e}", code, index) from None
+                raise ExecutionError(f"{what}: {e}", e.code, index, e.addr) from None
             if cmd.queue == Queue.DISPATCH:
                 # FENCE and FINISH: everything before them finishes first.
                 self._drain(queues, tokens)
                 if cmd.opcode == Opcode.FINISH:
                     return
                 continue
+            # The dispatcher waits while the command's queue is full.
+            self._drain(queues, tokens, room=(cmd.queue, depth[cmd.queue]))
             queues[cmd.queue].append((index, cmd))
         self._drain(queues, tokens)
 
@@ -173,19 +190,29 @@ class Machine:
                 within(a["acc_addr"], a["rows"], c.acc_rows, "accumulator")
         return os_mode, weights
 
-    def _drain(self, queues, tokens, stopping: bool = False) -> None:
+    def _drain(self, queues, tokens, room=None) -> None:
+        """Run queue heads until every queue is empty, or (``room``: a queue and its depth)
+        until that queue has room for one more command."""
         while any(queues.values()):
+            if room is not None and len(queues[room[0]]) < room[1]:
+                return
             ready = [(queues[q][0], q) for q in _CHAIN
                      if queues[q] and self._can_run(q, queues[q][0][1], tokens)]
             if not ready:
-                if stopping:
-                    return
                 stuck = "; ".join(f"{q.name}: command {queues[q][0][0]} "
                                   f"({queues[q][0][1].opcode.name}) waits for "
                                   f"{self._missing(q, queues[q][0][1], tokens)}"
                                   for q in _CHAIN if queues[q])
-                raise ExecutionError(f"deadlock: no queue can run; {stuck}", ErrorCode.DEADLOCK)
-            (index, cmd), q = min(ready, key=lambda r: r[0][0])
+                if room is not None:
+                    stuck += (f"; the dispatcher waits for room in the {room[0].name} queue "
+                              f"({room[1]} commands)")
+                first = min(queues[q][0][0] for q in _CHAIN if queues[q])
+                raise ExecutionError(f"deadlock: no queue can run; {stuck}", ErrorCode.DEADLOCK,
+                                     first)
+            if self.shuffle is None:
+                (index, cmd), q = min(ready, key=lambda r: r[0][0])
+            else:
+                (index, cmd), q = ready[int(self.shuffle.integers(len(ready)))]
             queues[q].popleft()
             for side in ("prev", "next"):
                 if getattr(cmd, f"wait_{side}"):
@@ -194,7 +221,7 @@ class Machine:
                 self._execute(cmd)
             except _Refused as e:
                 raise ExecutionError(f"command {index} ({cmd.opcode.name}): {e}", e.code,
-                                     index) from None
+                                     index, e.addr) from None
             for side in ("prev", "next"):
                 if getattr(cmd, f"signal_{side}"):
                     tokens[(q, self._neighbour(q, side))] += 1
@@ -224,7 +251,8 @@ class Machine:
         cmd = gdma.DmaCommand(**args)
         error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size, load=True)
         if error != "NONE":
-            raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error])
+            # The DMA names the command's address whatever its check found.
+            raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error], cmd.dram_addr)
         self.bytes_loaded += cmd.rows * cmd.row_bytes
         gdma.load(self.mem, cmd, self.config, self.acc if cmd.to_acc else self.spad,
                   self.mem_base)
@@ -277,8 +305,12 @@ class Machine:
                param_addr=0, blocked=0, prescale=0):
         c = self.config
         C = c.cols
-        op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
+        op, length, nrows = desc["op"], desc["length"], desc["rows"]
         # The store unit's checks, in its order: the shape, then the local rows.
+        if op not in set(OutputOp):
+            raise _Refused(f"output operation {int(op)} does not exist (0 .. "
+                           f"{max(o.value for o in OutputOp)})", ErrorCode.SHAPE)
+        op = OutputOp(op)
         if not 1 <= length <= c.max_row_len:
             raise _Refused(f"a row of {length} elements (1 .. {c.max_row_len})", ErrorCode.SHAPE)
         if transpose and (not to_spad or length > C):
@@ -339,29 +371,53 @@ class Machine:
                 padded = padded.transpose(1, 0, 2)
             dest[:] = 0
             dest[:, :C] = padded.reshape(-1, C)
-        elif blocked:
-            padded = np.zeros((nrows, chunks * C), dtype=np.int64)
-            padded[:, :length] = y
+        else:
+            self._store_segments(y, nrows, length, dram_addr, stride, blocked)
+
+    def _store_segments(self, y, nrows, length, dram_addr, stride, blocked) -> None:
+        """Rows to main memory as the store unit hands them to the DMA: one DMA store per
+        segment (the whole command when its rows are whole chunks that follow each other;
+        a blocked row's chunks; otherwise each row's whole chunks, then its tail). Each
+        segment is checked alone: one outside the window writes nothing, the later ones
+        still go, and the first error is reported with the failing segment's address.
+        Addresses wrap at the bus's width, as the unit's row address does."""
+        c = self.config
+        C, wrap_addr = c.cols, (1 << c.addr_bits) - 1
+        full, tail = divmod(length, C)
+        chunks = full + bool(tail)
+        padded = np.zeros((nrows, chunks * C), dtype=np.int64)
+        padded[:, :length] = y
+        data = (padded & 0xFF).astype(np.uint8)
+        segments = []   # (address, stride, rows, row bytes, the bytes row by row)
+        if blocked:
             for r in range(nrows):
-                for k in range(chunks):
-                    addr = dram_addr + k * stride + r * C
-                    if addr < self.mem_base or addr + C > self.mem_base + self.mem_size:
-                        raise _Refused(f"row {r} chunk {k} at {addr:#x} is outside main "
-                                       f"memory", ErrorCode.WINDOW)
-                    off = addr - self.mem_base
-                    self.mem[off:off + C] = (padded[r, k * C:(k + 1) * C] & 0xFF).astype(
-                        np.uint8)
-            self.bytes_stored += nrows * chunks * C
+                segments.append(((dram_addr + r * C) & wrap_addr, stride, chunks, C,
+                                 data[r].reshape(chunks, C)))
+        elif tail == 0 and stride == length:
+            segments.append((dram_addr, C, nrows * full, C, data.reshape(-1, C)))
         else:
             for r in range(nrows):
-                cmd = gdma.DmaCommand(dram_addr + r * stride, length, 1, length)
-                end = cmd.dram_addr + length
-                if cmd.dram_addr < self.mem_base or end > self.mem_base + self.mem_size:
-                    raise _Refused(f"row {r} at {cmd.dram_addr:#x} is outside main memory",
-                                   ErrorCode.WINDOW)
-                off = cmd.dram_addr - self.mem_base
-                self.mem[off:off + length] = (y[r] & 0xFF).astype(np.uint8)
-            self.bytes_stored += nrows * length
+                row = (dram_addr + r * stride) & wrap_addr
+                if full:
+                    segments.append((row, C, full, C, data[r, :full * C].reshape(full, C)))
+                if tail:
+                    segments.append(((row + full * C) & wrap_addr, C, 1, tail,
+                                     data[r, full * C:length].reshape(1, tail)))
+        first = None
+        for addr, seg_stride, rows, row_bytes, rows_data in segments:
+            cmd = gdma.DmaCommand(addr, seg_stride, rows, row_bytes)
+            error = gdma.check_command(cmd, c, self.mem_base, self.mem_size, load=False)
+            if error != "NONE":
+                first = first or (error, addr)
+                continue
+            for i in range(rows):
+                off = addr + i * seg_stride - self.mem_base
+                self.mem[off:off + row_bytes] = rows_data[i]
+            self.bytes_stored += rows * row_bytes
+        if first:
+            error, addr = first
+            raise _Refused(f"a DMA store at {addr:#x} is refused ({error}); the others were "
+                           f"written", ErrorCode[error], addr)
 
     @staticmethod
     def _output(op: OutputOp, x: np.ndarray, desc: dict, params=None) -> np.ndarray:
