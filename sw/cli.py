@@ -202,7 +202,7 @@ def _runtime_options(args, backend: str) -> dict:
         opts.update(port=args.port, baud=args.baud)
     elif args.port:
         raise UsageError("--port is for the uart backend (a board's serial port)")
-    if args.trace:
+    if args.trace is not None:
         if backend != "verilator":
             raise UsageError("--trace needs the verilator backend")
         if not args.trace.endswith(".fst"):

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..hw.board import DEFAULT_BAUD, DEFAULT_CLK_HZ, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
+from .check import positive_number, whole_number
 from .synth import find_tool, read_nextpnr_log
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report"]
@@ -27,7 +28,10 @@ __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report"]
 #: The boards ``tessera fpga`` builds for: the top, the platform, the device.
 BOARDS = {
     "ulx3s": {"top": Ulx3sTop, "platform": "amaranth_boards.ulx3s:ULX3S_85F_Platform",
-              "device": "ULX3S, ECP5-85F (LFE5U-85F, CABGA381, speed 6)"},
+              "device": "ULX3S, ECP5-85F (LFE5U-85F, CABGA381, speed 6)",
+              # 208 block RAMs of 18 Kbit: main memory cannot be more (the scratchpad
+              # and accumulator take their share of them too).
+              "bram_kib": 208 * 18 // 8},
 }
 
 #: The tools, by the environment variable Amaranth's build script reads.
@@ -48,7 +52,8 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
     Raises
     ------
     ValueError
-        An unknown board, or a clock the board's PLL cannot make.
+        An unknown board, a main memory larger than the board's block RAM, or a clock the
+        board's PLL cannot make.
     FpgaError
         A tool failed, or the design misses timing at ``freq_mhz``.
     """
@@ -56,7 +61,9 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
         raise ValueError(f"unknown board {board!r}; tessera fpga builds for: "
                          f"{', '.join(BOARDS)}")
     spec = BOARDS[board]
-    clk_hz = round(freq_mhz * 1e6)
+    whole_number(mem_kib, f"mem_kib (main memory in the {board}'s block RAM, in KiB)", 1,
+                 spec["bram_kib"])
+    clk_hz = round(positive_number(freq_mhz, "freq_mhz", "MHz") * 1e6)
     top = spec["top"](config, clk_freq=clk_hz, baud=baud, mem_kib=mem_kib)
     module, _, cls = spec["platform"].partition(":")
     platform = getattr(__import__(module, fromlist=[cls]), cls)()

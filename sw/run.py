@@ -32,7 +32,7 @@ from .models.reference import bert_layer, gpt2_layer, random_bert_weights, rando
 from .runtime import Runtime
 
 __all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_bytes",
-           "check_fits"]
+           "check_fits", "check_layer_shape"]
 
 
 def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False) -> int:
@@ -81,6 +81,26 @@ def check_fits(config: TesseraConfig, backend: str, need: int, what: str,
                          f"tensors, and main memory holds {format_bytes(have)} on "
                          f"configuration {config.hash} ({config.describe()}): use smaller "
                          f"shapes")
+
+
+def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
+    """Refuse, before any work, a transformer layer the lowering cannot map onto
+    ``config``: it needs a square array and heads whose dimension is whole blocks of it.
+
+    Raises
+    ------
+    InputError
+        Naming the shape and what is allowed.
+    """
+    d = config.rows
+    if config.rows != config.cols:
+        raise InputError(f"the lowering of a transformer layer needs a square array, not "
+                         f"{config.rows} x {config.cols} (configuration {config.hash})")
+    if hidden % heads:
+        raise InputError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
+    if (hidden // heads) % d:
+        raise InputError(f"the head dimension hidden / heads = {hidden // heads} must be a "
+                         f"multiple of the array's {d} rows (configuration {config.hash})")
 
 
 def _main_memory(config: TesseraConfig) -> int:
@@ -140,6 +160,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         If the layer's tensors cannot fit main memory (said before any work).
     """
     if model_layer is None:
+        check_layer_shape(config, hidden, heads)
         check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn),
                    f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}")
     else:
@@ -147,6 +168,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
 
         mc = check_model_folder(model_dir) if model_dir is not None else None
         if mc is not None:
+            check_layer_shape(config, mc["hidden_size"], mc["num_attention_heads"])
             # The sentences' length is known after tokenizing: the weights alone here.
             check_fits(config, backend, layer_bytes(config, "bert", 0, mc["hidden_size"],
                                                     mc["intermediate_size"]),
@@ -228,6 +250,7 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
         raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
     if decode and steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
+    check_layer_shape(config, hidden, heads)
     check_fits(config, backend, layer_bytes(config, "gpt2-decode" if decode else "gpt2", seq,
                                             hidden, ffn, steps),
                f"a GPT-2 block of hidden {hidden}, FFN {ffn}, "

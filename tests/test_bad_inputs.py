@@ -173,6 +173,14 @@ def test_output_path_checks_api(tmp_path):
     (["bench", "gemm", "--sim", "golden,golden"], "--sim 'golden,golden' names a simulator twice"),
     (["bench", "dma", "--sim", "golden"], "unknown simulator 'golden' for bench dma; give one "
                                           "or more of icarus, verilator"),
+    (["fpga", "--mem-kib", "100000"], "mem_kib (main memory in the ulx3s's block RAM, in KiB) "
+                                      "must be an integer from 1 to 468, not 100000"),
+    (["run", "bert-layer", "--backend", "verilator", "--trace", ""],
+     "--trace writes FST: name a .fst file, not ''"),
+    (["run", "bert-layer", "--preset", "tiny", "--hidden", "30", "--heads", "2"],
+     "the head dimension hidden / heads = 15 must be a multiple of the array's 4 rows"),
+    (["run", "gpt2-layer", "--hidden", "768", "--heads", "7"],
+     "hidden (768) must be a multiple of heads (7)"),
 ])
 def test_bad_numbers_and_names(capsys, argv, message):
     assert message in fails(argv, capsys)
@@ -202,6 +210,14 @@ def test_whole_number_api():
 ])
 def test_shapes_beyond_main_memory_are_refused_before_any_work(capsys, argv, message):
     assert message in fails(argv, capsys)
+
+
+def test_layer_on_a_rectangular_array(tmp_path, capsys):
+    (tmp_path / "c.json").write_text(json.dumps({"rows": 4, "cols": 8, "spad_kib": 16,
+                                                 "acc_kib": 16, "max_row_len": 256}))
+    assert "the lowering of a transformer layer needs a square array, not 4 x 8" in \
+        fails(["run", "bert-layer", "--config", str(tmp_path / "c.json"), "--seq", "8",
+               "--hidden", "32", "--heads", "2", "--ffn", "64"], capsys)
 
 
 def test_demo_too_big_writes_nothing(tmp_path, capsys):
