@@ -280,9 +280,10 @@ def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
         If the result differs from the golden model or the machine stopped with an error.
     """
     from .lower.gemm import OutputSpec, reference_gemm, run_gemm
-    from .run import check_fits, layer_bytes
+    from .run import check_fits, check_run_args, layer_bytes
     from .runtime import Runtime
 
+    check_run_args(config, backend, M=M, K=K, N=N, seed=seed)
     check_fits(config, backend, layer_bytes(config, "gemm", M, K, N),
                f"a {M} x {K} x {N} matrix product")
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..hw.config import TesseraConfig
 from ..hw.isa import command_bits
-from .check import InputError, format_bytes
+from .check import InputError, format_bytes, whole_number
 from .lower.bert import PHASES, run_bert_layer
 from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
 from .models import gpt2_quantize as G
@@ -32,7 +32,7 @@ from .models.reference import bert_layer, gpt2_layer, random_bert_weights, rando
 from .runtime import Runtime
 
 __all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_bytes",
-           "check_fits", "check_layer_shape"]
+           "check_fits", "check_layer_shape", "check_run_args"]
 
 
 def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False) -> int:
@@ -81,6 +81,18 @@ def check_fits(config: TesseraConfig, backend: str, need: int, what: str,
                          f"tensors, and main memory holds {format_bytes(have)} on "
                          f"configuration {config.hash} ({config.describe()}): use smaller "
                          f"shapes")
+
+
+def check_run_args(config, backend: str, **numbers) -> None:
+    """The arguments every layer takes: a configuration, a backend, positive shapes."""
+    from .runtime import BACKENDS
+
+    if not isinstance(config, TesseraConfig):
+        raise InputError(f"config must be a TesseraConfig, not {type(config).__name__}")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    for name, value in numbers.items():
+        whole_number(value, name, 0 if name == "seed" else 1)
 
 
 def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
@@ -157,22 +169,29 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     Raises
     ------
     InputError
-        If the layer's tensors cannot fit main memory (said before any work).
+        If an argument is out of range, or the layer does not map onto ``config`` or its
+        tensors cannot fit main memory (said before any work).
+    ModelError
+        If the model folder is incomplete, inconsistent or corrupt.
     """
+    check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
     if model_layer is None:
         check_layer_shape(config, hidden, heads)
         check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn),
                    f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}")
     else:
         from .models.minilm import check_model_folder
+        from .models.minilm import model_dir as installed
 
-        mc = check_model_folder(model_dir) if model_dir is not None else None
-        if mc is not None:
-            check_layer_shape(config, mc["hidden_size"], mc["num_attention_heads"])
-            # The sentences' length is known after tokenizing: the weights alone here.
-            check_fits(config, backend, layer_bytes(config, "bert", 0, mc["hidden_size"],
-                                                    mc["intermediate_size"]),
-                       f"a layer of {model_dir}")
+        mc = check_model_folder(installed() if model_dir is None else model_dir)
+        whole_number(model_layer, "model_layer", 0, mc["num_hidden_layers"] - 1)
+        whole_number(seq, "seq (tokens of a sentence)", 2,
+                     min(mc["max_position_embeddings"], 512))
+        check_layer_shape(config, mc["hidden_size"], mc["num_attention_heads"])
+        # The sentences' length is known after tokenizing: the weights alone here.
+        check_fits(config, backend, layer_bytes(config, "bert", 0, mc["hidden_size"],
+                                                mc["intermediate_size"]),
+                   f"a layer of {model_dir or 'all-MiniLM-L6-v2'}")
     w, x, keep, cal, what = _bert_inputs(seq, hidden, heads, ffn, model_layer, model_dir,
                                          seed, progress)
     if dataflow not in ("base", "extended"):
@@ -248,8 +267,8 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
     """
     if dataflow not in ("base", "extended"):
         raise ValueError(f"dataflow must be 'base' or 'extended', not {dataflow!r}")
-    if decode and steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
+    check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, steps=steps,
+                   seed=seed)
     check_layer_shape(config, hidden, heads)
     check_fits(config, backend, layer_bytes(config, "gpt2-decode" if decode else "gpt2", seq,
                                             hidden, ffn, steps),

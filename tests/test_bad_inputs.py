@@ -29,10 +29,12 @@ from tessera.sw.command_buffer import (
     open_command_buffer,
     write_command_buffer,
 )
+from tessera.sw.models.minilm import is_installed
 from tessera.sw.runtime import MainMemoryFull, Runtime
 
 TINY = preset("tiny")
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+needs_minilm = pytest.mark.skipif(not is_installed(), reason="needs all-MiniLM-L6-v2")
 
 
 def fails(argv, capsys, status=2) -> str:
@@ -220,6 +222,34 @@ def test_layer_on_a_rectangular_array(tmp_path, capsys):
                "--hidden", "32", "--heads", "2", "--ffn", "64"], capsys)
 
 
+def test_layer_api_arguments():
+    from tessera.sw.bench import bench_gemm
+    from tessera.sw.run import run_bert, run_gpt2
+
+    with pytest.raises(InputError, match="seq must be a positive integer, not -1"):
+        run_bert(TINY, "golden", seq=-1)
+    with pytest.raises(InputError, match="unknown backend 'gpu'; choose one of golden"):
+        run_gpt2(TINY, "gpu")
+    with pytest.raises(InputError, match="steps must be a positive integer, not 0"):
+        run_gpt2(TINY, "golden", decode=True, steps=0)
+    with pytest.raises(InputError, match="M must be a positive integer, not 0"):
+        bench_gemm(TINY, "golden", 0, 4, 4)
+    with pytest.raises(InputError, match="config must be a TesseraConfig, not str"):
+        run_bert("tiny", "golden")
+
+
+@needs_minilm
+def test_minilm_layer_api_arguments():
+    from tessera.sw.run import run_bert
+
+    # A negative layer used to pick the last one, silently.
+    with pytest.raises(InputError, match="model_layer must be an integer from 0 to 5, not -1"):
+        run_bert(TINY, "golden", model_layer=-1, seq=8)
+    with pytest.raises(InputError, match=r"seq \(tokens of a sentence\) must be an integer "
+                                         r"from 2 to 512, not 600"):
+        run_bert(TINY, "golden", model_layer=0, seq=600)
+
+
 def test_demo_too_big_writes_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert "needs at least" in fails(["demo", "--preset", "tiny", "--m", "100000", "-o",
@@ -274,11 +304,6 @@ def _model_folder(path, **changes):
     (path / "config.json").write_text(json.dumps(config))
     (path / "tokenizer.json").write_bytes((minilm.model_dir() / "tokenizer.json").read_bytes())
     return path, tensors
-
-
-needs_minilm = pytest.mark.skipif(
-    not __import__("tessera.sw.models.minilm", fromlist=["x"]).is_installed(),
-    reason="the tokenizer comes from all-MiniLM-L6-v2")
 
 
 @needs_minilm
