@@ -62,7 +62,7 @@ class Harness:
         cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
         self.dut.rst.value = 1
         for name in ("bd_load", "bd_dump", "bd_dump_first", "bd_dump_last", "cfg_latency",
-                     "cfg_gap"):
+                     "cfg_gap", "cfg_we", "cfg_sel", "cfg_data"):
             getattr(self.dut, name).value = 0
         await ClockCycles(self.dut.clk, 3)
         self.dut.rst.value = 0

@@ -28,6 +28,32 @@
 //   * The memory starts at zero. rst (synchronous, active high) empties the queues; it
 //     does not clear the memory.
 //
+// Faults and random timing (the configuration port; all off until written)
+//   * cfg_we writes cfg_data to the configuration register cfg_sel (kept over rst):
+//       0 SEED    reloads the generator (xorshift64, a linear feedback generator; the seed
+//                 is multiplied by an odd constant, 0 stands for that constant); rst
+//                 reloads it from the last seed too.
+//       1 JITTER  J: each burst's latency (a read's from its AR handshake to its first
+//                 beat, a write's from its last beat to its response) is L + u, u drawn
+//                 uniformly from 0 .. J. Responses stay in order, so a burst's response
+//                 also waits for the ones before it.
+//       2 STALLS  five probabilities n/256 (n = 0: never), one a byte: [7:0] ARREADY low,
+//                 [15:8] no R beat produced (RVALID low), [23:16] AWREADY low, [31:24]
+//                 WREADY low, [39:32] no B response produced (BVALID low), each decided
+//                 anew every cycle. A valid already up stays up until its handshake.
+//       3 INJECT  test only, protocol violations for the checker to catch: 1 every read
+//                 burst's last beat without RLAST; 2 one write response with no write
+//                 outstanding (at the first AR handshake).
+//       4 + 3i, 5 + 3i, 6 + 3i  error range i (0 .. ERR_RANGES-1): first byte address,
+//                 end (exclusive), kind ([1:0]: 2 SLVERR, 3 DECERR, else off; bit 2:
+//                 reads; bit 3: writes). A beat whose bytes overlap the range answers
+//                 with that response (the lowest matching range wins): a read beat
+//                 returns zeros, a write beat is dropped and its burst's BRESP is the
+//                 first error of the burst. Outside memory, DECERR as above.
+//   * The generator steps only in cycles with something on the bus (a valid, or a burst
+//     in flight), so that a run's faults depend on the seed and the accelerator alone,
+//     not on how many idle cycles a testbench spends on register accesses before START.
+//
 // Back door (no per-word work in the testbench)
 //   * bd_load rising (sampled at clk): $readmemh("tessera_mem_in.hex", mem); the file is
 //     in the simulator's working directory, one bus word per line (hex, most significant
@@ -58,12 +84,16 @@ module tessera_axi_mem #(
     parameter [63:0]  BASE       = 64'd0,  // byte address of word 0, aligned to the bus
     parameter integer WORDS      = 65536,  // depth in bus words
     parameter integer LATENCY    = 100,    // cycles, at least 1
-    parameter integer MAX_BURSTS = 32      // bursts in flight per direction, at least 1
+    parameter integer MAX_BURSTS = 32,     // bursts in flight per direction, at least 1
+    parameter integer ERR_RANGES = 4       // error ranges of the configuration port
 ) (
     input  wire                   clk,
     input  wire                   rst,
     input  wire [15:0]            cfg_latency,   // cycles; 0: the LATENCY parameter
     input  wire [7:0]             cfg_gap,       // idle cycles after each R or W beat
+    input  wire                   cfg_we,        // the configuration port (see above)
+    input  wire [4:0]             cfg_sel,
+    input  wire [63:0]            cfg_data,
 
     input  wire [ID_BITS-1:0]     s_axi__awid,
     input  wire [ADDR_BITS-1:0]   s_axi__awaddr,
@@ -117,6 +147,7 @@ module tessera_axi_mem #(
     localparam [64:0]  LIMIT_W  = BASE_W + WORDS;
     localparam [1:0]   OKAY     = 2'b00;
     localparam [1:0]   DECERR   = 2'b11;
+    localparam [63:0]  GOLDEN   = 64'h9E3779B97F4A7C15;   // odd: seed * GOLDEN is a bijection
     localparam [1:0]   INCR     = 2'b01;
 
     initial begin
@@ -162,6 +193,43 @@ module tessera_axi_mem #(
     wire [31:0] latency = (cfg_latency != 16'd0) ? {16'd0, cfg_latency} : LATENCY;
     reg [7:0] r_hold, w_hold;       // cycles left of the gap after an R / W beat
 
+    // ---- faults and random timing -------------------------------------------------------
+    reg [63:0] seed, rng;
+    reg [15:0] jitter;
+    reg [39:0] stalls;
+    reg [1:0]  inject;
+    reg [63:0] err_lo   [0:ERR_RANGES-1];
+    reg [63:0] err_hi   [0:ERR_RANGES-1];
+    reg [3:0]  err_kind [0:ERR_RANGES-1];
+
+    function [63:0] xorshift64;
+        input [63:0] x;
+        reg [63:0] y;
+        begin
+            y = x ^ (x << 13);
+            y = y ^ (y >> 7);
+            xorshift64 = y ^ (y << 17);
+        end
+    endfunction
+
+    function [63:0] seeded;
+        input [63:0] s;
+        seeded = (s == 64'd0) ? GOLDEN : s * GOLDEN;
+    endfunction
+
+    // Two draws a cycle: rng for the stalls, rng_b for the latencies.
+    wire [63:0] rng_b = xorshift64(rng);
+    wire st_ar = rng[7:0]   < stalls[7:0];
+    wire st_r  = rng[15:8]  < stalls[15:8];
+    wire st_aw = rng[23:16] < stalls[23:16];
+    wire st_w  = rng[31:24] < stalls[31:24];
+    wire st_b  = rng[39:32] < stalls[39:32];
+
+    function [31:0] jittered;      // latency - 1 + u, u uniform in 0 .. jitter
+        input [31:0] draw;
+        jittered = (latency - 1) + ((jitter == 16'd0) ? 32'd0 : draw % ({16'd0, jitter} + 1));
+    endfunction
+
     // ---- read side --------------------------------------------------------------------
     reg [ID_BITS-1:0] arq_id  [0:MAX_BURSTS-1];
     reg [WA_BITS-1:0] arq_wa  [0:MAX_BURSTS-1];
@@ -172,18 +240,20 @@ module tessera_axi_mem #(
     reg [N_BITS-1:0]  rd_inflight;   // bursts from AR handshake to last R handshake
     reg [7:0]         r_beat;
 
-    assign s_axi__arready = rd_inflight < MAX_BURSTS;
+    assign s_axi__arready = rd_inflight < MAX_BURSTS && !st_ar;
     wire ar_fire = s_axi__arvalid && s_axi__arready;
     wire r_fire  = s_axi__rvalid && s_axi__rready;
 
     wire [31:0]        r_wait = cycle - arq_due[arq_rd];
     wire               r_due  = arq_count != 0 && !r_wait[31];
-    wire               r_load = r_due && r_hold == 8'd0 && (!s_axi__rvalid || s_axi__rready);
+    wire               r_load = r_due && r_hold == 8'd0 && (!s_axi__rvalid || s_axi__rready)
+                                && !st_r;
     wire [WA_BITS-1:0] r_wa   = arq_wa[arq_rd] + r_beat;
     wire               r_ok   = r_wa >= BASE_W && r_wa < LIMIT_W;
     wire [WA_BITS-1:0] r_off  = r_wa - BASE_W[WA_BITS-1:0];
     wire [IDX_BITS-1:0] r_idx = r_off[IDX_BITS-1:0];
     wire               r_end  = r_beat == arq_len[arq_rd];
+    wire [1:0]         r_err;         // an error range's response (OKAY: none)
 
     // ---- write side -------------------------------------------------------------------
     reg [ID_BITS-1:0] awq_id  [0:MAX_BURSTS-1];
@@ -193,7 +263,7 @@ module tessera_axi_mem #(
     reg [N_BITS-1:0]  awq_count;     // bursts whose data is not complete
     reg [N_BITS-1:0]  wr_inflight;   // bursts from AW handshake to B handshake
     reg [7:0]         w_beat;
-    reg               w_err;         // a beat of the current burst was out of range
+    reg  [1:0]        w_err;         // the first error response of the current burst
 
     reg [ID_BITS-1:0] bq_id   [0:MAX_BURSTS-1];
     reg [1:0]         bq_resp [0:MAX_BURSTS-1];
@@ -201,8 +271,8 @@ module tessera_axi_mem #(
     reg [Q_BITS-1:0]  bq_wr, bq_rd;
     reg [N_BITS-1:0]  bq_count;
 
-    assign s_axi__awready = wr_inflight < MAX_BURSTS;
-    assign s_axi__wready  = awq_count != 0 && w_hold == 8'd0;
+    assign s_axi__awready = wr_inflight < MAX_BURSTS && !st_aw;
+    assign s_axi__wready  = awq_count != 0 && w_hold == 8'd0 && !st_w;
     wire aw_fire = s_axi__awvalid && s_axi__awready;
     wire w_fire  = s_axi__wvalid && s_axi__wready;
     wire b_fire  = s_axi__bvalid && s_axi__bready;
@@ -212,10 +282,46 @@ module tessera_axi_mem #(
     wire [WA_BITS-1:0] w_off  = w_wa - BASE_W[WA_BITS-1:0];
     wire [IDX_BITS-1:0] w_idx = w_off[IDX_BITS-1:0];
     wire               w_end  = w_beat == awq_len[awq_rd];
+    wire [1:0]         w_range;       // an error range's response (OKAY: none)
+    wire [1:0]         w_resp = !w_ok ? DECERR : w_range;
+    wire [1:0]         w_burst_resp = (w_err != OKAY) ? w_err : w_resp;
 
     wire [31:0]        b_wait = cycle - bq_due[bq_rd];
     wire               b_due  = bq_count != 0 && !b_wait[31];
-    wire               b_load = b_due && (!s_axi__bvalid || s_axi__bready);
+    wire               b_load = b_due && (!s_axi__bvalid || s_axi__bready) && !st_b;
+    reg                b_spurious;    // INJECT 2: the response on the bus answers nothing
+    reg                injected;
+    wire               b_inject = inject == 2'd2 && !injected && ar_fire && !s_axi__bvalid
+                                  && bq_count == 0 && wr_inflight == 0;
+    wire               active = s_axi__arvalid || s_axi__awvalid || s_axi__wvalid
+                                || rd_inflight != 0 || wr_inflight != 0;
+
+    // The error ranges a beat's bytes overlap (byte addresses carry two spare bits).
+    wire [ERR_RANGES-1:0] r_hit, w_hit;
+    genvar e;
+    generate
+        for (e = 0; e < ERR_RANGES; e = e + 1) begin : ranges
+            wire [65:0] r_first = {1'b0, r_wa, {SHIFT{1'b0}}};
+            wire [65:0] w_first = {1'b0, w_wa, {SHIFT{1'b0}}};
+            wire        on = err_kind[e][1];       // SLVERR or DECERR
+            assign r_hit[e] = on && err_kind[e][2] && r_first + BYTES > {2'b0, err_lo[e]}
+                              && r_first < {2'b0, err_hi[e]};
+            assign w_hit[e] = on && err_kind[e][3] && w_first + BYTES > {2'b0, err_lo[e]}
+                              && w_first < {2'b0, err_hi[e]};
+        end
+    endgenerate
+    reg [1:0] r_range_c, w_range_c;
+    integer k, kc, ki;
+    always @* begin
+        r_range_c = OKAY;
+        w_range_c = OKAY;
+        for (k = ERR_RANGES - 1; k >= 0; k = k - 1) begin
+            if (r_hit[k]) r_range_c = err_kind[k][1:0];
+            if (w_hit[k]) w_range_c = err_kind[k][1:0];
+        end
+    end
+    assign r_err = r_range_c;
+    assign w_range = w_range_c;
 
     wire [DATA_BITS-1:0] w_mask;
     genvar g;
@@ -238,7 +344,7 @@ module tessera_axi_mem #(
         cycle = 32'd0;
         r_hold = 8'd0; w_hold = 8'd0;
         arq_wr = 0; arq_rd = 0; arq_count = 0; rd_inflight = 0; r_beat = 8'd0;
-        awq_wr = 0; awq_rd = 0; awq_count = 0; wr_inflight = 0; w_beat = 8'd0; w_err = 1'b0;
+        awq_wr = 0; awq_rd = 0; awq_count = 0; wr_inflight = 0; w_beat = 8'd0; w_err = OKAY;
         bq_wr = 0; bq_rd = 0; bq_count = 0;
         s_axi__rvalid = 1'b0; s_axi__rlast = 1'b0; s_axi__rid = {ID_BITS{1'b0}};
         s_axi__rresp = OKAY; s_axi__rdata = {DATA_BITS{1'b0}};
@@ -248,12 +354,34 @@ module tessera_axi_mem #(
         warned_ar = 1'b0;
         warned_aw = 1'b0;
         warned_wlast = 1'b0;
+        seed = 64'd0; rng = GOLDEN; jitter = 16'd0; stalls = 40'd0; inject = 2'd0;
+        b_spurious = 1'b0; injected = 1'b0;
+        for (ki = 0; ki < ERR_RANGES; ki = ki + 1) begin
+            err_lo[ki] = 64'd0; err_hi[ki] = 64'd0; err_kind[ki] = 4'd0;
+        end
     end
 
     // One block writes the memory (bus and back door), so that no simulator sees two
     // drivers of it.
     always @(posedge clk) begin
         cycle <= cycle + 1'b1;
+
+        // The configuration port, kept over rst; the generator reloads at rst.
+        if (cfg_we) begin
+            if (cfg_sel == 5'd0) seed <= cfg_data;
+            if (cfg_sel == 5'd1) jitter <= cfg_data[15:0];
+            if (cfg_sel == 5'd2) stalls <= cfg_data[39:0];
+            if (cfg_sel == 5'd3) inject <= cfg_data[1:0];
+            for (kc = 0; kc < ERR_RANGES; kc = kc + 1) begin
+                if (cfg_sel == 4 + 3 * kc) err_lo[kc] <= cfg_data;
+                if (cfg_sel == 5 + 3 * kc) err_hi[kc] <= cfg_data;
+                if (cfg_sel == 6 + 3 * kc) err_kind[kc] <= cfg_data[3:0];
+            end
+        end
+        if (rst || (cfg_we && cfg_sel == 5'd0))
+            rng <= seeded(rst ? seed : cfg_data);
+        else if (active)
+            rng <= xorshift64(rng_b);
 
         bd_load_q <= bd_load;
         bd_dump_q <= bd_dump;
@@ -282,20 +410,22 @@ module tessera_axi_mem #(
             awq_count <= 0;
             wr_inflight <= 0;
             w_beat <= 8'd0;
-            w_err <= 1'b0;
+            w_err <= OKAY;
             bq_wr <= 0;
             bq_rd <= 0;
             bq_count <= 0;
             s_axi__bvalid <= 1'b0;
             s_axi__bid <= {ID_BITS{1'b0}};
             s_axi__bresp <= OKAY;
+            b_spurious <= 1'b0;
+            injected <= 1'b0;
         end else begin
             // -- AR --
             if (ar_fire) begin
                 arq_id[arq_wr]  <= s_axi__arid;
                 arq_wa[arq_wr]  <= {1'b0, s_axi__araddr[ADDR_BITS-1:SHIFT]};
                 arq_len[arq_wr] <= s_axi__arlen;
-                arq_due[arq_wr] <= cycle + (latency - 1);
+                arq_due[arq_wr] <= cycle + jittered(rng_b[31:0]);
                 arq_wr <= q_next(arq_wr);
                 if (!warned_ar && (s_axi__arburst != INCR || s_axi__arsize != SHIFT)) begin
                     $display("tessera_axi_mem: warning: AR with ARBURST=%0d ARSIZE=%0d served as INCR of full-width beats (reported once)",
@@ -315,14 +445,14 @@ module tessera_axi_mem #(
                 s_axi__rvalid <= 1'b1;
                 s_axi__rid    <= arq_id[arq_rd];
 `ifdef TESSERA_NATIVE
-                if (r_ok)
+                if (r_ok && r_err == OKAY)
                     tessera_mem_read(r_off, r_word);
-                s_axi__rdata  <= r_ok ? r_word : {DATA_BITS{1'b0}};
+                s_axi__rdata  <= (r_ok && r_err == OKAY) ? r_word : {DATA_BITS{1'b0}};
 `else
-                s_axi__rdata  <= r_ok ? mem[r_idx] : {DATA_BITS{1'b0}};
+                s_axi__rdata  <= (r_ok && r_err == OKAY) ? mem[r_idx] : {DATA_BITS{1'b0}};
 `endif
-                s_axi__rresp  <= r_ok ? OKAY : DECERR;
-                s_axi__rlast  <= r_end;
+                s_axi__rresp  <= r_ok ? r_err : DECERR;
+                s_axi__rlast  <= r_end && inject != 2'd1;
                 if (r_end) begin
                     r_beat <= 8'd0;
                     arq_rd <= q_next(arq_rd);
@@ -346,7 +476,7 @@ module tessera_axi_mem #(
                 end
             end
             awq_count <= awq_count + aw_fire - (w_fire && w_end);
-            wr_inflight <= wr_inflight + aw_fire - b_fire;
+            wr_inflight <= wr_inflight + aw_fire - (b_fire && !b_spurious);
 
             // -- W --
             if (w_fire)
@@ -355,10 +485,10 @@ module tessera_axi_mem #(
                 w_hold <= w_hold - 8'd1;
             if (w_fire) begin
 `ifdef TESSERA_NATIVE
-                if (w_ok)
+                if (w_resp == OKAY)
                     tessera_mem_write(w_off, s_axi__wdata, s_axi__wstrb);
 `else
-                if (w_ok)
+                if (w_resp == OKAY)
                     mem[w_idx] <= (mem[w_idx] & ~w_mask) | (s_axi__wdata & w_mask);
 `endif
                 if (!warned_wlast && s_axi__wlast != w_end) begin
@@ -368,15 +498,15 @@ module tessera_axi_mem #(
                 end
                 if (w_end) begin
                     bq_id[bq_wr]   <= awq_id[awq_rd];
-                    bq_resp[bq_wr] <= (w_err || !w_ok) ? DECERR : OKAY;
-                    bq_due[bq_wr]  <= cycle + (latency - 1);
+                    bq_resp[bq_wr] <= w_burst_resp;
+                    bq_due[bq_wr]  <= cycle + jittered(rng_b[63:32]);
                     bq_wr <= q_next(bq_wr);
                     awq_rd <= q_next(awq_rd);
                     w_beat <= 8'd0;
-                    w_err <= 1'b0;
+                    w_err <= OKAY;
                 end else begin
                     w_beat <= w_beat + 1'b1;
-                    w_err <= w_err || !w_ok;
+                    w_err <= w_burst_resp;
                 end
             end
             bq_count <= bq_count + (w_fire && w_end) - b_load;
@@ -387,8 +517,16 @@ module tessera_axi_mem #(
                 s_axi__bid    <= bq_id[bq_rd];
                 s_axi__bresp  <= bq_resp[bq_rd];
                 bq_rd <= q_next(bq_rd);
+                b_spurious <= 1'b0;
+            end else if (b_inject) begin
+                s_axi__bvalid <= 1'b1;
+                s_axi__bid    <= {ID_BITS{1'b0}};
+                s_axi__bresp  <= OKAY;
+                b_spurious <= 1'b1;
+                injected <= 1'b1;
             end else if (s_axi__bready) begin
                 s_axi__bvalid <= 1'b0;
+                b_spurious <= 1'b0;
             end
         end
     end
