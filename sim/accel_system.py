@@ -28,12 +28,16 @@ from ..hw.config import TesseraConfig
 from ..hw.generate import Top
 from ..hw.registers import LITE_ADDR_BITS, MEM_BASE
 
-__all__ = ["AccelSystem", "ACCEL_SYSTEM", "MEM_BASE", "MEM_BYTES", "MEM_LATENCY", "mem_bytes"]
+__all__ = ["AccelSystem", "ACCEL_SYSTEM", "MEM_BASE", "MEM_BYTES", "MEM_LATENCY", "mem_bytes",
+           "CHECKERS"]
 
 #: How big main memory is (at MEM_BASE), and its latency (the benchmarks' 100 cycles).
 MEM_LATENCY = 100
 MEM_BYTES = 64 << 20
 MEM_MODEL = Path(__file__).with_name("hdl") / "tessera_axi_mem.v"
+#: The protocol checkers of the accelerator's AXI4 master and AXI4-Lite register port.
+CHECKERS = (Path(__file__).with_name("hdl") / "tessera_axi_checker.v",
+            Path(__file__).with_name("hdl") / "tessera_axil_checker.v")
 
 
 def mem_bytes(config: TesseraConfig) -> int:
@@ -66,6 +70,13 @@ class AccelSystem(wiring.Component):
     mem_latency, mem_gap : In
         The memory model's latency in cycles (0: :data:`MEM_LATENCY`) and its idle cycles
         after each beat (0: a beat per cycle, the bus's full bandwidth); set before a run.
+    mem_cfg_we, mem_cfg_sel, mem_cfg_data : In
+        The memory model's configuration port (faults and random timing, see its header
+        and :mod:`~tessera.sim.bus_faults`): ``mem_cfg_data`` is written to register
+        ``mem_cfg_sel`` in a cycle with ``mem_cfg_we`` high.
+    chk_violation, chk_rule, chk_cycle, chk_addr : Out
+        The protocol checkers' first violation (:mod:`~tessera.sim.axi_checker`): on
+        either port, the earlier (the AXI4 master's in a tie); cleared by reset.
     """
 
     def __init__(self, config: TesseraConfig):
@@ -85,6 +96,13 @@ class AccelSystem(wiring.Component):
             "bd_dump_last": In(32),
             "mem_latency": In(16),
             "mem_gap": In(8),
+            "mem_cfg_we": In(1),
+            "mem_cfg_sel": In(5),
+            "mem_cfg_data": In(64),
+            "chk_violation": Out(1),
+            "chk_rule": Out(8),
+            "chk_cycle": Out(32),
+            "chk_addr": Out(64),
         })
 
     def elaborate(self, platform):
@@ -94,8 +112,11 @@ class AccelSystem(wiring.Component):
         m.domains.accel = domain = ClockDomain("accel", local=True)
         rst = Signal(init=1, reset_less=True)
         latency, gap = Signal(16, reset_less=True), Signal(8, reset_less=True)
+        cfg_we, cfg_sel = Signal(reset_less=True), Signal(5, reset_less=True)
+        cfg_data = Signal(64, reset_less=True)
         m.d.sync += [rst.eq(ResetSignal()), latency.eq(self.mem_latency),
-                     gap.eq(self.mem_gap)]
+                     gap.eq(self.mem_gap), cfg_we.eq(self.mem_cfg_we),
+                     cfg_sel.eq(self.mem_cfg_sel), cfg_data.eq(self.mem_cfg_data)]
         m.d.comb += [domain.clk.eq(ClockSignal()), domain.rst.eq(rst)]
         accel = Accelerator(c, debug_ports=True)
         m.submodules.accel = DomainRenamer("accel")(accel)
@@ -113,9 +134,40 @@ class AccelSystem(wiring.Component):
             p_BASE=MEM_BASE, p_WORDS=mem_bytes(c) // c.bus_bytes, p_LATENCY=MEM_LATENCY,
             p_MAX_BURSTS=32,
             i_clk=ClockSignal(), i_rst=rst, i_cfg_latency=latency, i_cfg_gap=gap,
+            i_cfg_we=cfg_we, i_cfg_sel=cfg_sel, i_cfg_data=cfg_data,
             i_bd_load=self.bd_load, i_bd_dump=self.bd_dump,
             i_bd_dump_first=self.bd_dump_first, i_bd_dump_last=self.bd_dump_last, **ports)
+        self._checkers(m, rst, bus, accel.s_axil)
         return m
+
+    def _checkers(self, m: Module, rst, bus, lite) -> None:
+        """The protocol checkers on both ports of the accelerator; the earlier violation."""
+        c = self._config
+        found = {}
+        for name, module, port, params in (
+                ("axi", "tessera_axi_checker", bus,
+                 dict(p_ADDR_BITS=c.addr_bits, p_DATA_BITS=c.bus_bits,
+                      p_ID_BITS=bus.signature.id_bits)),
+                ("lite", "tessera_axil_checker", lite,
+                 dict(p_ADDR_BITS=LITE_ADDR_BITS, p_DATA_BITS=32))):
+            out = {k: Signal(w, name=f"{name}_chk_{k}")
+                   for k, w in (("violation", 1), ("rule", 8), ("at_cycle", 32),
+                                ("at_addr", 64))}
+            watched = {f"i_{n}": getattr(port, n) for n in port.signature.members}
+            m.submodules[f"{name}_checker"] = Instance(
+                module, **params, i_clk=ClockSignal(), i_rst=rst, **watched,
+                **{f"o_{k}": v for k, v in out.items()})
+            found[name] = out
+        a, lt = found["axi"], found["lite"]
+        first = Signal()
+        m.d.comb += first.eq(a["violation"] & (~lt["violation"]
+                                                | (a["at_cycle"] <= lt["at_cycle"])))
+        m.d.comb += [
+            self.chk_violation.eq(a["violation"] | lt["violation"]),
+            self.chk_rule.eq(Mux(first, a["rule"], lt["rule"])),
+            self.chk_cycle.eq(Mux(first, a["at_cycle"], lt["at_cycle"])),
+            self.chk_addr.eq(Mux(first, a["at_addr"], lt["at_addr"])),
+        ]
 
     def _host(self, m: Module, lite) -> None:
         """An AXI4-Lite manager for one access at a time, from flopped inputs."""
@@ -181,4 +233,4 @@ class AccelSystem(wiring.Component):
 
 ACCEL_SYSTEM = Top(AccelSystem, "tessera_accel_system",
                    "the accelerator on a main-memory model (simulation harness)",
-                   sources=(MEM_MODEL,), ports_only=True)
+                   sources=(MEM_MODEL, *CHECKERS), ports_only=True)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS
-from .accel_system import ACCEL_SYSTEM, MEM_MODEL
+from .accel_system import ACCEL_SYSTEM, CHECKERS, MEM_MODEL
 from .runner import (
     BuildProgress,
     SimulationFailed,
@@ -95,7 +95,7 @@ def _cpu() -> str:
 
 def _digest(vfile: Path, trace: bool) -> str:
     h = hashlib.sha256(vfile.read_bytes())
-    for extra in (MEM_MODEL, HARNESS, LINT_WAIVERS):
+    for extra in (MEM_MODEL, *CHECKERS, HARNESS, LINT_WAIVERS):
         h.update(Path(extra).read_bytes())
     h.update(repr((VERILATOR_ARGS, CXX_OPT, trace, _cpu())).encode())
     return h.hexdigest()
@@ -147,7 +147,7 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
                "-DTESSERA_NATIVE", *VERILATOR_ARGS, *(["--trace-fst"] if trace else []),
                "-CFLAGS", cflags, "-MAKEFLAGS",
                f"OPT_FAST='{CXX_OPT}' OPT_SLOW=-O0 OPT_GLOBAL=-O2",
-               str(LINT_WAIVERS), str(vfile), str(MEM_MODEL), str(HARNESS),
+               str(LINT_WAIVERS), str(vfile), str(MEM_MODEL), *map(str, CHECKERS), str(HARNESS),
                "-o", str(exe), "--Mdir", str(obj)]
         log = out / "build.log"
         what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
@@ -286,6 +286,18 @@ class NativeSim:
     def memory_timing(self, latency: int, gap: int) -> None:
         """The memory model's latency in cycles and idle cycles after each beat."""
         self._ask(f"mem {latency} {gap}")
+
+    def memory_config(self, writes) -> None:
+        """Writes ``(register, value)`` to the memory model's configuration port (faults
+        and random timing: :meth:`~tessera.sim.bus_faults.BusFaults.registers`)."""
+        for sel, value in writes:
+            self._ask(f"fault {sel} {value:#x}")
+
+    def protocol(self) -> tuple[int, int, int] | None:
+        """The protocol checkers' first violation since the reset, as ``(rule, cycle,
+        address)``, or None."""
+        _, violation, rule, cycle, addr = self._ask("check")
+        return (int(rule), int(cycle), int(addr)) if int(violation) else None
 
     def write(self, addr: int, value: int) -> None:
         _, resp = self._ask(f"w {addr:#x} {value & 0xFFFFFFFF}")

@@ -106,7 +106,7 @@ async def run_job(dut):
     bus_bits = config.bus_bits
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     for name in ("host_req", "host_write", "host_addr", "host_wdata", "dbg_req", "dbg_acc",
-                 "dbg_addr", "bd_load", "bd_dump"):
+                 "dbg_addr", "bd_load", "bd_dump", "mem_cfg_we", "mem_cfg_sel", "mem_cfg_data"):
         getattr(dut, name).value = 0
     dut.mem_latency.value = job.get("mem_latency", 0)
     dut.mem_gap.value = job.get("mem_gap", 0)
@@ -114,6 +114,14 @@ async def run_job(dut):
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+    # The memory model's faults and random timing (sim/bus_faults.py), as the native
+    # harness's "fault" request writes them.
+    for sel, value in job.get("faults", []):
+        await FallingEdge(dut.clk)
+        dut.mem_cfg_sel.value, dut.mem_cfg_data.value = sel, value
+        dut.mem_cfg_we.value = 1
+        await FallingEdge(dut.clk)
+        dut.mem_cfg_we.value = 0
 
     image = np.load(job["image"])
     await backdoor_load(dut.clk, dut.bd_load, image, bus_bits, job["image_word"])
@@ -162,4 +170,7 @@ async def run_job(dut):
         for which, rows in (("spad", config.spad_rows), ("acc", config.acc_rows)):
             data = await read_rows(dut, config, which == "acc", rows)
             np.save(result_path.with_name(f"{which}.npy"), data)
+    # The protocol checkers' first violation since the reset (sim/axi_checker.py).
+    result["protocol"] = ([int(dut.chk_rule.value), int(dut.chk_cycle.value),
+                           int(dut.chk_addr.value)] if int(dut.chk_violation.value) else None)
     result_path.write_text(json.dumps(result))

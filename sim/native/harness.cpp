@@ -17,6 +17,10 @@
 //   reset N            hold reset for N cycles                     -> "ok"
 //   mem LATENCY GAP    the memory model's latency (cycles; 0: its default) and idle
 //                      cycles after each beat (0: full bandwidth)  -> "ok"
+//   fault SEL VALUE    write the memory model's configuration register SEL (faults and
+//                      random timing; see sim/hdl/tessera_axi_mem.v) -> "ok"
+//   check              the protocol checkers' first violation since the reset
+//                      -> "ok VIOLATION RULE CYCLE ADDR" (VIOLATION 0: none)
 //   w ADDR VALUE       AXI4-Lite write (through the flopped host port) -> "ok RESP"
 //   r ADDR             AXI4-Lite read                                -> "ok VALUE RESP"
 //   run MAX EVERY A..  run until the interrupt or MAX cycles; every EVERY cycles print
@@ -276,6 +280,21 @@ int main(int argc, char** argv) {
                 sim.top->mem_gap = static_cast<uint32_t>(parse_number(f[2]));
                 sim.cycle();
                 std::fprintf(g_out, "ok\n");
+            } else if (op == "fault" && f.size() == 3) {
+                sim.top->mem_cfg_sel = static_cast<uint32_t>(parse_number(f[1]));
+                sim.top->mem_cfg_data = parse_number(f[2]);
+                sim.top->mem_cfg_we = 1;
+                sim.cycle();
+                sim.top->mem_cfg_we = 0;
+                sim.cycle();
+                sim.cycle();
+                std::fprintf(g_out, "ok\n");
+            } else if (op == "check" && f.size() == 1) {
+                std::fprintf(g_out, "ok %u %u %u %" PRIu64 "\n",
+                             static_cast<unsigned>(sim.top->chk_violation),
+                             static_cast<unsigned>(sim.top->chk_rule),
+                             static_cast<unsigned>(sim.top->chk_cycle),
+                             static_cast<uint64_t>(sim.top->chk_addr));
             } else if (op == "cycles" && f.size() == 2) {
                 const uint64_t n = parse_number(f[1]);
                 for (uint64_t i = 0; i < n; ++i) sim.cycle();

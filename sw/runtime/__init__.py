@@ -52,11 +52,14 @@ from ...hw.registers import (
     start_writes,
 )
 from ...sim.accel_system import MEM_BASE, MEM_LATENCY, mem_bytes
+from ...sim.axi_checker import ProtocolViolation
+from ...sim.bus_faults import BusFaults, ErrorRange
 from ...sim.packing import unpack_lanes
 from ..check import InputError, whole_number
 from ..golden.executor import ExecutionError, Machine
 
-__all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES"]
+__all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES",
+           "BusFaults", "ErrorRange", "ProtocolViolation"]
 
 BACKENDS = ("golden", "icarus", "verilator", "amaranth", "uart")
 HARNESSES = ("native", "cocotb")
@@ -132,6 +135,12 @@ class Runtime:
         first data beat, and from a write's last beat to its response; default 100) and
         its idle cycles after each beat (0: one beat per cycle, the bus's full bandwidth;
         ``g``: ``1 / (g + 1)`` of it). Set per runtime, without a rebuild.
+    faults : BusFaults, optional
+        ``verilator`` and ``icarus``: random latency, backpressure on the five AXI channels
+        and error responses of the memory model (:mod:`tessera.sim.bus_faults`); none by
+        default. Set per run without a rebuild (the attribute may be changed between
+        runs). Every RTL run on these backends is also watched by the AXI4 and AXI4-Lite
+        protocol checkers: a violation raises :class:`ProtocolViolation`.
     port, baud
         ``uart``: the board's serial port (a device name, or an object with ``write`` and
         ``read`` such as the simulated board's transport) and its baud rate.
@@ -147,6 +156,7 @@ class Runtime:
                  mem_size: int | None = None, mem_base: int | None = None,
                  machine: type = Machine, *, harness: str = "native",
                  mem_latency: int = MEM_LATENCY, mem_gap: int = 0,
+                 faults: BusFaults | None = None,
                  trace: str | Path | None = None, trace_from: int = 0,
                  trace_cycles: int = 10_000, port=None, baud: int | None = None):
         if not isinstance(config, TesseraConfig):
@@ -200,6 +210,10 @@ class Runtime:
         self.mem_base = sys_base if mem_base is None else mem_base
         self.harness = harness if backend != "golden" else None
         self.mem_latency, self.mem_gap = mem_latency, mem_gap
+        self.faults = faults
+        if faults is not None and faults.latency and mem_latency != MEM_LATENCY:
+            raise ValueError("give the memory latency once: mem_latency or faults.latency "
+                             "(a range), not both")
         self.trace, self.trace_from, self.trace_cycles = trace, trace_from, trace_cycles
         self.traced: list[Path] = []
         self._cycles_run = 0
@@ -212,6 +226,21 @@ class Runtime:
             self.image = np.zeros(self.mem_size, dtype=np.uint8)
         self._top = 0            # allocation pointer (offset)
         self._used = 0           # highest byte offset written or allocated
+
+    @property
+    def faults(self) -> BusFaults | None:
+        """The memory model's faults and random timing for the next runs (None: none)."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: BusFaults | None) -> None:
+        if faults is not None and not isinstance(faults, BusFaults):
+            raise ValueError(f"faults must be a BusFaults value or None, not {faults!r}")
+        if faults is not None and faults.active and self.backend not in ("icarus",
+                                                                         "verilator"):
+            raise ValueError(f"bus faults are a feature of the Verilog memory model: they need "
+                             f"the verilator or icarus backend, not {self.backend}")
+        self._faults = faults
 
     # --- memory ----------------------------------------------------------------------
 
@@ -343,7 +372,10 @@ class Runtime:
     def _run_rtl(self, cmd_addr, count, timeout, onchip, progress) -> RunResult:
         job = {"cmd_addr": cmd_addr, "cmd_count": count, "window_base": self.mem_base,
                "window_size": self.mem_size, "timeout_cycles": timeout, "onchip": onchip,
-               "mem_latency": self.mem_latency, "mem_gap": self.mem_gap}
+               "mem_latency": self.mem_latency, "mem_gap": self.mem_gap, "faults": []}
+        if self.faults is not None and self.faults.active:
+            job["mem_latency"] = self.faults.base_latency(self.mem_latency)
+            job["faults"] = self.faults.registers()
         if self.harness == "uart":
             from .uart import run_on_board
 
@@ -370,6 +402,10 @@ class Runtime:
             result.error_addr = out["error_addr"]
         if onchip:
             result.spad, result.acc = out["spad"], out["acc"]
+        if out.get("protocol"):
+            error = ProtocolViolation(*out["protocol"])
+            error.result = result
+            raise error
         return result
 
     def memory_timing(self) -> dict:
@@ -381,8 +417,12 @@ class Runtime:
 
             return {"latency_cycles": READ_LATENCY_CYCLES,
                     "bytes_per_cycle": self.config.bus_bytes}
-        return {"latency_cycles": self.mem_latency,
-                "bytes_per_cycle": self.config.bus_bytes / (self.mem_gap + 1)}
+        timing = {"latency_cycles": self.mem_latency,
+                  "bytes_per_cycle": self.config.bus_bytes / (self.mem_gap + 1)}
+        if self.faults is not None and self.faults.active:
+            timing["latency_cycles"] = self.faults.base_latency(self.mem_latency)
+            timing["faults"] = self.faults.describe()
+        return timing
 
     def _open_board(self, port, baud, mem_latency, mem_gap) -> int:
         """Open the board's link and check its bitstream; its memory size."""
@@ -413,6 +453,7 @@ class Runtime:
         with NativeSim(c, self._shared, **trace) as sim:
             sim.reset(4)
             sim.memory_timing(job["mem_latency"], job["mem_gap"])
+            sim.memory_config(job["faults"])
             chash = sim.read(REG["CONFIG_HASH"])
             if chash != c.hash32:
                 raise RuntimeError(f"the simulated hardware has configuration hash "
@@ -435,6 +476,7 @@ class Runtime:
                               for key, offset, wide in OUTCOME_READS})}
             if ended.finished:
                 sim.write(*DONE_CLEAR)
+            out["protocol"] = sim.protocol()
             printed = sim.log().strip()
             if printed:
                 warnings.warn(f"the simulated system printed: {printed[:2000]}",
