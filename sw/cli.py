@@ -198,6 +198,14 @@ def _runtime_options(args, backend: str) -> dict:
     """The RTL runtime's options from the command line: the memory model's timing, and a
     waveform window (Verilator only)."""
     opts = {"mem_latency": args.mem_latency, "mem_gap": args.mem_gap}
+    faults = _bus_faults(args)
+    if faults is not None:
+        if backend not in ("verilator", "icarus"):
+            raise UsageError("--mem-latency-range and --mem-stall need the verilator or icarus "
+                             "backend (the Verilog memory model)")
+        if faults.latency and args.mem_latency != 100:
+            raise UsageError("give --mem-latency or --mem-latency-range, not both")
+        opts["faults"] = faults
     if backend == "uart":
         opts.update(port=args.port, baud=args.baud)
     elif args.port:
@@ -215,6 +223,32 @@ def _runtime_options(args, backend: str) -> dict:
     return opts
 
 
+def _bus_faults(args):
+    """Random memory timing from ``--mem-latency-range``, ``--mem-stall`` and
+    ``--mem-seed`` (a :class:`~tessera.sim.bus_faults.BusFaults`), or None."""
+    from ..sim.bus_faults import BusFaults
+
+    if args.mem_latency_range is None and not args.mem_stall:
+        if args.mem_seed is not None:
+            raise UsageError("--mem-seed seeds --mem-latency-range and --mem-stall; give one")
+        return None
+    if not 0 <= args.mem_stall < 1:
+        raise UsageError(f"--mem-stall must be a probability from 0 to below 1, not "
+                         f"{args.mem_stall}")
+    latency = None
+    if args.mem_latency_range is not None:
+        lo, sep, hi = args.mem_latency_range.partition(":")
+        if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
+            raise UsageError(f"--mem-latency-range takes LO:HI in cycles (e.g. 20:300), not "
+                             f"{args.mem_latency_range!r}")
+        latency = (int(lo), int(hi))
+    try:
+        return BusFaults.timing(1 if args.mem_seed is None else args.mem_seed, latency,
+                                args.mem_stall)
+    except ValueError as e:
+        raise UsageError(f"random memory timing: {e}") from None
+
+
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("simulated system (RTL backends)")
     g.add_argument("--mem-latency", type=int, default=100, metavar="CYCLES",
@@ -222,6 +256,14 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mem-gap", type=int, default=0, metavar="CYCLES",
                    help="idle cycles after each memory beat: 0 is the bus's full bandwidth, "
                         "g is 1/(g+1) of it (default: 0)")
+    g.add_argument("--mem-latency-range", metavar="LO:HI",
+                   help="random memory timing: each burst's latency drawn from LO..HI cycles "
+                        "(instead of --mem-latency; verilator and icarus)")
+    g.add_argument("--mem-stall", type=float, default=0.0, metavar="P",
+                   help="random memory timing: the probability, each cycle, of a stall on "
+                        "each of the five AXI channels (0 to below 1; default: 0)")
+    g.add_argument("--mem-seed", type=int, metavar="SEED",
+                   help="the seed of the random memory timing (default: 1; docs/simulation.md)")
     g.add_argument("--trace", metavar="FILE.fst",
                    help="verilator: write an FST waveform of a window of cycles (a "
                         "separate build with tracing; off by default)")
@@ -610,6 +652,7 @@ INT_OPTIONS = {
     "steps": (1, None), "mem_latency": (1, 65535), "mem_gap": (0, 255),
     "latency": (0, 65535), "trace_from": (0, None), "trace_cycles": (1, None),
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
+    "mem_seed": (0, (1 << 64) - 1),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0
