@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 
 __all__ = ["TesseraError", "ConfigError", "ArrayConfig", "TesseraConfig", "PRESETS", "preset",
@@ -176,7 +177,7 @@ class _Spec:
         if not isinstance(data, dict):
             raise ConfigError(f"a configuration must be a JSON object, not {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}; "
                               f"allowed: {', '.join(sorted(known))}")
@@ -451,7 +452,7 @@ def preset(name: str) -> TesseraConfig:
     """
     try:
         return PRESETS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown preset {name!r}; the presets are: "
                           f"{', '.join(PRESETS)}") from None
 
@@ -474,7 +475,7 @@ def _check_envelope(data: dict, kind: str) -> None:
                           f"reads format {CONFIG_FORMAT} (written by a newer or older "
                           f"version? regenerate it with `tessera config --json`)")
     found = data.get("kind", TesseraConfig.KIND)
-    if found not in _KINDS:
+    if not isinstance(found, str) or found not in _KINDS:
         raise ConfigError(f"unknown configuration kind {found!r}; the kinds are: "
                           f"{', '.join(map(repr, _KINDS))}")
     if found != kind:
@@ -487,6 +488,9 @@ def _read_config_file(path) -> str:
     :data:`MAX_CONFIG_BYTES`, readable, UTF-8."""
     from pathlib import Path
 
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"a configuration file is named by a path (str or Path), not "
+                          f"{type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"configuration file {str(path)!r} does not exist")

@@ -103,6 +103,14 @@ def test_configuration_text_api():
     assert parse_json(b'{"a": [1]}') == {"a": [1]}
     assert TesseraConfig.from_json(TINY.to_json().encode()) == TINY
     assert issubclass(ConfigError, TesseraError) and issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError, match=r"unknown preset \['x'\]; the presets are: tiny"):
+        preset(["x"])
+    with pytest.raises(ConfigError, match="named by a path .str or Path., not NoneType"):
+        TesseraConfig.from_file(None)
+    with pytest.raises(ConfigError, match="unknown configuration field.s.: 1; allowed: acc_"):
+        TesseraConfig.from_dict({1: 2})
+    with pytest.raises(ConfigError, match=r"unknown configuration kind \[1\]; the kinds are"):
+        load_config('{"kind": [1], "config": {}}')
 
 
 # --- output paths ----------------------------------------------------------------------
