@@ -543,6 +543,10 @@ def test_runtime_data_and_programs(rt):
         rt.run([encode(TINY, PROGRAM[0]), 2.5])
     with pytest.raises(InputError, match="command word 0 must be an integer from 0 to"):
         rt.run([1 << bits])
+    for program in (None, 7, "FINISH", b"\x00" * 16):
+        with pytest.raises(InputError, match="program must be a sequence of Command objects "
+                                             "or command words, not"):
+            rt.run(program)
     with pytest.raises(InputError, match="timeout_cycles must be a positive integer, not 0"):
         rt.run(PROGRAM, timeout_cycles=0)
     assert rt.run(PROGRAM).ok

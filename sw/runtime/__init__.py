@@ -334,6 +334,9 @@ class Runtime:
             of ``command_bits`` bits), or ``timeout_cycles`` is not a positive integer.
         """
         whole_number(timeout_cycles, "timeout_cycles")
+        if isinstance(program, str | bytes | bytearray) or not hasattr(program, "__iter__"):
+            raise InputError(f"program must be a sequence of Command objects or command "
+                             f"words, not {type(program).__name__}")
         wbytes = command_bits(self.config) // 8
         words = [encode(self.config, c) if isinstance(c, Command)
                  else whole_number(c, f"command word {i}", 0, (1 << (8 * wbytes)) - 1)
