@@ -38,6 +38,7 @@ from ..hw.config import TesseraConfig
 from ..hw.generate import top_spec
 from ..hw.io_wrapper import ShiftWrapper
 from ..sim.runner import BuildProgress, build_root
+from .check import positive_number, whole_number
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "place_and_route",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log"]
@@ -344,10 +345,21 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
                     seed: int = 1) -> dict:
     """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
     fit the package; returns (and records in the report) the achieved clock and the
-    critical path."""
+    critical path.
+
+    Raises
+    ------
+    InputError
+        If ``freq_mhz`` is not a positive finite number or ``seed`` not an integer of at
+        least 0 (before nextpnr runs).
+    SynthError
+        If the target is not the ECP5, or nextpnr fails.
+    """
     if report.target != "ecp5":
         raise SynthError("place and route is done for the ecp5 target (the accelerator does "
                          "not fit an iCE40 UP5K)")
+    positive_number(freq_mhz, "freq_mhz", "MHz")
+    whole_number(seed, "seed", 0)
     work = Path(report.workdir)
     spec = top_spec(report.top)
     with BuildProgress("the RTLIL of the wrapped design", verb="writing"):

@@ -196,6 +196,19 @@ def test_bad_numbers_and_names(capsys, argv, message):
     assert message in fails(argv, capsys)
 
 
+def test_synth_and_fpga_api_arguments(tmp_path):
+    from tessera.sw.fpga import build_bitstream
+    from tessera.sw.synth import SynthReport, place_and_route
+
+    report = SynthReport(TINY, "ecp5", "accelerator", {}, {}, {})
+    with pytest.raises(InputError, match="freq_mhz must be a positive number of MHz, not -1"):
+        place_and_route(report, freq_mhz=-1)
+    with pytest.raises(InputError, match="seed must be an integer of at least 0, not -2"):
+        place_and_route(report, seed=-2)
+    with pytest.raises(InputError, match="freq_mhz must be a positive number of MHz, not nan"):
+        build_bitstream(TINY, freq_mhz=float("nan"), build_dir=tmp_path)
+
+
 def test_whole_number_api():
     assert whole_number(3, "n") == 3 and whole_number(np.int64(0), "n", 0) == 0
     for bad in (0, -1, 2.5, True, "3", None):
