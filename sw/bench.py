@@ -11,6 +11,7 @@ import numpy as np
 
 from ..hw.config import TesseraConfig
 from ..sim import matrix_rtl, runner
+from .check import InputError, whole_number
 from .golden import matmul as golden
 
 __all__ = ["bench_array", "matmul_on_rtl", "bench_nonlinear", "bench_gemm", "bench_sim"]
@@ -26,6 +27,11 @@ def _build(config: TesseraConfig, sim: str, progress) -> float:
     t = time.perf_counter()
     runner.build(config, sim)
     return time.perf_counter() - t
+
+
+#: Most input rows bench_array streams (tiles x rows per tile): the testbench drives and
+#: checks each from Python, at a few thousand a second.
+MAX_ARRAY_BEATS = 1 << 20
 
 
 def bench_array(config: TesseraConfig, sim: str, *, dataflow: str = "ws", tiles: int = 32,
@@ -47,6 +53,12 @@ def bench_array(config: TesseraConfig, sim: str, *, dataflow: str = "ws", tiles:
     if dataflow == "ws" and not config.has_ws or dataflow == "os" and not config.has_os:
         raise ValueError(f"the configuration's dataflow is {config.dataflow!r}, "
                          f"so it cannot run {dataflow!r} tiles")
+    whole_number(tiles, "tiles")
+    whole_number(rows_per_tile, "rows_per_tile")
+    if tiles * rows_per_tile > MAX_ARRAY_BEATS:
+        raise InputError(f"{tiles} tiles of {rows_per_tile} rows stream "
+                         f"{tiles * rows_per_tile:,} input rows; the array benchmark streams "
+                         f"at most {MAX_ARRAY_BEATS:,} (the testbench holds and checks each)")
     rng = np.random.default_rng(seed)
     R, C = config.rows, config.cols
     lo_a, hi_a = -(1 << (config.input_bits - 1)), 1 << (config.input_bits - 1)

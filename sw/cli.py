@@ -650,7 +650,8 @@ INT_OPTIONS = {
     "tiles": (0, None), "rows": (1, None), "m": (1, None), "k": (1, None), "n": (1, None),
     "seq": (1, None), "hidden": (1, None), "heads": (1, None), "ffn": (1, None),
     "steps": (1, None), "mem_latency": (1, 65535), "mem_gap": (0, 255),
-    "latency": (0, 65535), "trace_from": (0, None), "trace_cycles": (1, None),
+    "latency": (0, 65535), "trace_from": (0, (1 << 63) - 1),
+    "trace_cycles": (1, (1 << 63) - 1),
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
     "mem_seed": (0, (1 << 64) - 1),
 }

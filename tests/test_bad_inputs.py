@@ -183,6 +183,9 @@ def test_output_path_checks_api(tmp_path):
     (["bench", "gemm", "--sim", "golden,golden"], "--sim 'golden,golden' names a simulator twice"),
     (["bench", "dma", "--sim", "golden"], "unknown simulator 'golden' for bench dma; give one "
                                           "or more of icarus, verilator"),
+    (["bench", "array", "--sim", "icarus", "--tiles", "5000", "--rows", "1000"],
+     "5000 tiles of 1000 rows stream 5,000,000 input rows; the array benchmark streams at "
+     "most 1,048,576"),
     (["fpga", "--mem-kib", "100000"], "mem_kib (main memory in the ulx3s's block RAM, in KiB) "
                                       "must be an integer from 1 to 468, not 100000"),
     (["run", "bert-layer", "--backend", "verilator", "--trace", ""],
