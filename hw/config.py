@@ -74,9 +74,10 @@ def _json_depth_error(text: str, max_depth: int) -> str | None:
 
 def parse_json(text, what: str = "configuration", max_depth: int = MAX_JSON_DEPTH,
                error: type[Exception] = ConfigError):
-    """``text`` (str or UTF-8 bytes) parsed as JSON, or ``error`` with a message that names
-    ``what`` and the problem: not text, not UTF-8, not JSON, nested deeper than
-    ``max_depth``, a number too long to read.
+    """``text`` (str or UTF-8 bytes, with or without a byte-order mark) parsed as JSON, or
+    ``error`` with a message that names ``what`` and the problem: not text, not UTF-8, not
+    JSON, nested deeper than ``max_depth``, a key given twice in an object, a number too
+    long to read.
 
     Raises
     ------
@@ -85,19 +86,31 @@ def parse_json(text, what: str = "configuration", max_depth: int = MAX_JSON_DEPT
     """
     if isinstance(text, bytes | bytearray):
         try:
-            text = bytes(text).decode("utf-8")
+            text = bytes(text).decode("utf-8-sig")      # a byte-order mark is allowed
         except UnicodeDecodeError as e:
             raise error(f"the {what} is not UTF-8 text (byte {e.start} is "
                         f"{text[e.start]:#04x}); a {what} is a JSON file") from None
     if not isinstance(text, str):
         raise error(f"a {what} is JSON text (str or bytes), not {type(text).__name__}")
+    text = text.removeprefix("\ufeff")
     deep = _json_depth_error(text, max_depth)
     if deep:
         raise error(f"the {what} is not a usable JSON file: {deep}")
+
+    def unique(pairs):
+        out = dict(pairs)
+        if len(out) < len(pairs):     # json keeps the last silently: which one was meant?
+            seen = set()
+            twice = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+            raise error(f"the {what} gives {', '.join(map(repr, twice))} more than once")
+        return out
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as e:
         raise error(f"the {what} is not valid JSON: {e}") from None
+    except error:
+        raise
     except (ValueError, RecursionError) as e:    # e.g. an integer of thousands of digits
         raise error(f"the {what} is not a usable JSON file: {e}") from None
 
@@ -508,7 +521,7 @@ def _read_config_file(path) -> str:
                           f"{MAX_CONFIG_BYTES // 1024} KiB; a configuration is a small JSON "
                           f"file (`tessera config --json` writes one)")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (byte "
                           f"{e.start} is {raw[e.start]:#04x}); a configuration is a JSON "

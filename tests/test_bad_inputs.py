@@ -64,6 +64,8 @@ def fails(argv, capsys, status=2) -> str:
     ("", "is not valid JSON"),
     ("[1, 2]", "a configuration must be a JSON object, not list"),
     ('{"rows": 4.0}', "rows must be an integer, not 4.0"),
+    ('{"rows": 4, "cols": 4, "rows": 8}', "the configuration gives 'rows' more than once"),
+    ('{"config": {}, "config": {}}', "gives 'config' more than once"),
     ('{"rows": true}', "rows must be an integer, not True"),
 ])
 def test_bad_configuration_files(tmp_path, capsys, text, message):
@@ -102,6 +104,7 @@ def test_configuration_text_api():
         load_config(b"\xff\xfe{}")
     assert parse_json(b'{"a": [1]}') == {"a": [1]}
     assert TesseraConfig.from_json(TINY.to_json().encode()) == TINY
+    assert TesseraConfig.from_json(b"\xef\xbb\xbf" + TINY.to_json().encode()) == TINY  # BOM
     assert issubclass(ConfigError, TesseraError) and issubclass(ConfigError, ValueError)
     with pytest.raises(ConfigError, match=r"unknown preset \['x'\]; the presets are: tiny"):
         preset(["x"])
