@@ -614,7 +614,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("fuzz", help="random command streams on the RTL and the golden model, "
+                                    "compared; a mismatch is shrunk and written")
+    _add_config_args(p, default="tiny")
+    p.add_argument("--streams", type=int, default=1000, metavar="N",
+                   help="programs to run (default 1000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--sim", default="verilator", choices=["icarus", "verilator"])
+    p.add_argument("--illegal", type=float, default=0.2, metavar="FRACTION",
+                   help="the share of programs that end in a bad command (default 0.2)")
+    p.add_argument("--out", default="build/fuzz", metavar="DIR",
+                   help="where mismatches are written (default build/fuzz)")
+    p.add_argument("--stop-after", type=int, default=1, metavar="N",
+                   help="stop after N mismatches (default 1)")
+    p.add_argument("--replay", metavar="FILE",
+                   help="run a written mismatch (its .bin) again instead")
+    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    p.set_defaults(func=cmd_fuzz)
     return parser
+
+
+def cmd_fuzz(args) -> int:
+    from .fuzz import fuzz, replay, summary
+
+    if not 0.0 <= args.illegal <= 1.0:
+        raise UsageError(f"--illegal is a fraction from 0 to 1, not {args.illegal}")
+    if args.replay:
+        named = args.config is not None or args.preset != "tiny"
+        what = replay(_config(args) if named else None, Path(args.replay), args.sim)
+        print(what or "the backends agree")
+        return 1 if what else 0
+    cfg = _config(args)
+    where = f"--config {args.config}" if args.config else f"--preset {args.preset}"
+    out = fuzz(cfg, args.streams, args.seed, sim=args.sim, illegal=args.illegal,
+               out=Path(args.out), preset_arg=where, progress=_progress,
+               stop_after=args.stop_after)
+    print(summary(out))
+    _write_json(args.json, out)
+    return 1 if out["mismatches"] else 0
 
 
 def cmd_synth(args) -> int:
@@ -653,7 +691,7 @@ INT_OPTIONS = {
     "latency": (0, 65535), "trace_from": (0, (1 << 63) - 1),
     "trace_cycles": (1, (1 << 63) - 1),
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
-    "mem_seed": (0, (1 << 64) - 1),
+    "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

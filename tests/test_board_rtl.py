@@ -74,7 +74,7 @@ def test_a_lowered_product_runs_on_the_board_top_through_its_uart(tmp_path):
     assert c["macs"] == out["golden_macs"] and c["commands"] == out["commands"]
     assert c["cycles"] > 0 and c["bytes_written"] > 0
     assert out["refused"] == [ErrorCode.ILLEGAL_OPCODE.name, 1]
-    assert out["timeout"][0] == ErrorCode.DEADLOCK.name
+    assert out["timeout"][0] == ErrorCode.TIMEOUT.name
     assert "no completion within 50 cycles" in out["timeout"][1]
     assert out["rerun_ok"]
     assert out["framing_errors"] == 0 and out["board_error"] == 0

@@ -365,6 +365,7 @@ class Runtime:
             m.run(words)
         except ExecutionError as e:
             result.error, result.error_index, result.message = e.code, e.index, str(e)
+            result.error_addr = e.addr
         result.wall_seconds = time.time() - t
         result.counters = {"commands": len(words), "macs": m.macs,
                            "bytes_loaded": m.bytes_loaded, "bytes_stored": m.bytes_stored}
@@ -396,9 +397,9 @@ class Runtime:
         result = RunResult(self.backend, counters=out["counters"],
                            wall_seconds=out["wall_seconds"], memory=self.memory_timing())
         if not out["finished"]:
-            result.error = ErrorCode.DEADLOCK
+            result.error = ErrorCode.TIMEOUT
             result.message = (f"no completion within {timeout} cycles (the hardware "
-                              f"hangs; status {out['status']:#x})")
+                              f"detected no deadlock; status {out['status']:#x})")
         elif out["error_code"]:
             result.error = ErrorCode(out["error_code"])
             result.error_index = out["error_index"]

@@ -1,0 +1,157 @@
+"""The command-stream fuzzer (sw/fuzz.py): its programs, its shrinker, and a few hundred
+random programs on the RTL against the golden model (``make fuzz`` runs thousands)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tessera.hw.config import preset
+from tessera.hw.isa import Command, Opcode, Queue, decode, encode
+from tessera.hw.output_path import OutputOp
+from tessera.sim.accel_system import MEM_BASE, mem_bytes
+from tessera.sw.fuzz import (
+    REGION_BYTES,
+    Case,
+    _Pair,
+    fuzz,
+    generate,
+    replay,
+    schedule_independent,
+    shrink,
+)
+from tessera.sw.golden.executor import Machine
+
+TINY = preset("tiny")
+RTL = pytest.mark.rtl
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_generated_programs_do_not_depend_on_the_schedule(name):
+    """Every generated program, legal or not, has one outcome on the golden model whatever
+    queue head runs first: its conflicts are all ordered by tokens."""
+    config = preset(name)
+    kinds = set()
+    for seed in range(60 if name == "tiny" else 15):
+        case = generate(config, seed, MEM_BASE, illegal=seed % 3 == 0)
+        kinds.add(case.kind)
+        assert schedule_independent(config, case, MEM_BASE, MEM_BASE, mem_bytes(config)), \
+            case.describe()
+    assert "legal" in kinds and len(kinds) > 3
+
+
+def test_a_missing_token_is_found_by_the_schedule_check():
+    """The check itself: a LOAD and the PRELOAD and COMPUTE that read its rows, without
+    the token between them, give different results in different orders."""
+    load = Command(Opcode.LOAD, dict(dram_addr=MEM_BASE, stride=4, rows=8, row_bytes=4,
+                                     local_addr=0))
+    prog = [load, Command(Opcode.PRELOAD, {"spad_addr": 4}),
+            Command(Opcode.COMPUTE, dict(a_addr=0, rows=4, acc_addr=0), signal_next=True),
+            Command(Opcode.STORE, dict(desc=dict(op=OutputOp.NONE, length=4, rows=4),
+                                       acc_addr=0, dram_addr=MEM_BASE + REGION_BYTES,
+                                       stride=4), wait_prev=True),
+            Command(Opcode.FINISH, {})]
+    image = np.random.default_rng(0).integers(1, 100, 2 * REGION_BYTES, np.uint8).tobytes()
+    case = Case(0, [encode(TINY, c) for c in prog], image)
+    assert not schedule_independent(TINY, case, MEM_BASE, MEM_BASE, mem_bytes(TINY), 8)
+    prog[0], prog[1] = replace(load, signal_next=True), replace(prog[1], wait_prev=True)
+    fixed = replace(case, words=[encode(TINY, c) for c in prog])
+    assert schedule_independent(TINY, fixed, MEM_BASE, MEM_BASE, mem_bytes(TINY), 8)
+
+
+# Programs the fuzzer found, each once a hardware bug (the golden model was right).
+FOUND = {
+    # A CONFIG taken while the last activation row of a COMPUTE was still being read (the
+    # store's scratchpad writes had delayed it): the row arrived in the other dataflow and
+    # the array waited forever for its partner.
+    "config behind a delayed compute": [
+        Command(Opcode.STORE, {"desc": {"op": OutputOp.REQUANT, "length": 13, "rows": 4,
+                                        "m": 1168270099, "e": 47},
+                               "acc_addr": 151, "to_spad": 1, "spad_addr": 2086}),
+        Command(Opcode.PRELOAD, {"spad_addr": 3587}),
+        Command(Opcode.COMPUTE, {"a_addr": 2505, "rows": 11, "acc_addr": 37,
+                                 "accumulate": 1}),
+        Command(Opcode.CONFIG, {"os": 1})],
+    # LayerNorm with its prescale: the (m, e) reads were counted as chunks in flight and
+    # leaked the store unit's read credits, until a later command could read no more.
+    "prescaled layernorm twice": [
+        Command(Opcode.STORE, {"desc": {"op": OutputOp.LAYERNORM, "length": 15, "rows": 1,
+                                        "m": 1845500485, "e": 6},
+                               "acc_addr": 8, "dram_addr": MEM_BASE + REGION_BYTES + 500,
+                               "stride": 15, "param_addr": 475, "prescale": 1})] * 3,
+    # A refused command behind a full store queue: the queued stores still run, then the
+    # refusal is reported.
+    "refused behind queued stores": [
+        Command(Opcode.STORE, {"desc": {"op": OutputOp.RELU, "length": 9, "rows": 3},
+                               "acc_addr": 0, "dram_addr": MEM_BASE + REGION_BYTES + 64 * i,
+                               "stride": 11}) for i in range(3)]
+        + [Command(Opcode.NOP, {"queue": Queue.DISPATCH})],
+}
+
+
+@RTL
+@pytest.mark.parametrize("name", list(FOUND))
+def test_programs_found_by_fuzzing(name):
+    pair = _Pair(TINY, "verilator")
+    prog = FOUND[name] + [Command(Opcode.FINISH, {})]
+    words = []
+    for c in prog:
+        if c.opcode == Opcode.NOP and c.args["queue"] == Queue.DISPATCH:
+            from tessera.hw.isa import _tree
+            words.append(encode(TINY, Command(Opcode.NOP, {"queue": Queue.LOAD}))
+                         | Queue.DISPATCH.value << _tree(TINY, Opcode.NOP)["queue"].offset)
+        else:
+            words.append(encode(TINY, c))
+    image = np.random.default_rng(1).integers(0, 256, 2 * REGION_BYTES, np.uint8).tobytes()
+    what, r, g = pair.compare(Case(0, words, image))
+    assert not what, f"{name}: {what}"
+    assert r.error in ("NONE", "ILLEGAL_FIELD"), r.key()
+
+
+@RTL
+def test_random_programs_on_verilator():
+    """A few hundred programs, legal and not, on the tiny configuration: not one
+    difference, and the outcomes cover success, deadlocks and refusals of several kinds."""
+    out = fuzz(TINY, 300, seed=11, sim="verilator", illegal=0.25, progress=lambda _: None)
+    assert out["mismatches"] == 0, out["failures"]
+    assert out["errors"].get("NONE", 0) > 150
+    assert out["errors"].get("DEADLOCK", 0) > 0
+    assert len(set(out["errors"]) - {"NONE", "DEADLOCK"}) >= 4, out["errors"]
+
+
+@RTL
+def test_random_programs_on_icarus():
+    out = fuzz(TINY, 6, seed=12, sim="icarus", illegal=0.3, progress=lambda _: None)
+    assert out["mismatches"] == 0, out["failures"]
+
+
+class _WrongNop(Machine):
+    """A golden model with a planted bug: a STORE-queue NOP writes a byte."""
+
+    def _nop(self, queue):
+        if queue == Queue.STORE:
+            self.mem[REGION_BYTES + 3] ^= 0x5A
+
+
+@RTL
+def test_a_mismatch_is_shrunk_written_and_replayed(tmp_path):
+    pair = _Pair(TINY, "verilator", machine=_WrongNop)
+    for seed in range(200):
+        case = generate(TINY, seed, pair.region)
+        if any(decode(TINY, w).opcode == Opcode.NOP and decode(TINY, w).queue == Queue.STORE
+               for w in case.words) and len(case.words) > 10:
+            break
+    what, _, _ = pair.compare(case)
+    assert "1 bytes of memory differ" in what
+    small = shrink(pair, case)
+    ops = [decode(TINY, w) for w in small.words]
+    assert len(ops) <= 4 < len(case.words) and ops[-1].opcode == Opcode.FINISH
+    assert any(o.opcode == Opcode.NOP and o.queue == Queue.STORE for o in ops)
+    out = fuzz(TINY, 1, seed=0, sim="verilator", out=tmp_path, progress=lambda _: None,
+               machine=_WrongNop, cases=[case])
+    assert out["mismatches"] == 1
+    stem = tmp_path / f"mismatch-{case.seed}"
+    text = stem.with_suffix(".txt").read_text()
+    assert "NOP" in text and "--replay" in text
+    assert replay(TINY, stem.with_suffix(".bin"), machine=_WrongNop)
+    assert not replay(TINY, stem.with_suffix(".bin"))
