@@ -133,7 +133,10 @@ class ExecuteUnit(wiring.Component):
         run_acc = Signal(range(c.acc_rows))
         run_accumulate = Signal()
         running = run_left != 0
-        readers_idle = ~ra.busy & ~rb.busy & ~ra.o_row.valid & ~rb.o_row.valid & ~pend.r_rdy
+        # (Reads issued but not yet answered count: a row arriving after the switch would
+        # be taken in the other dataflow, and an OS beat waits for both readers forever.)
+        readers_idle = ~ra.pending & ~rb.pending & ~ra.o_row.valid & ~rb.o_row.valid & \
+            ~pend.r_rdy
         take = Signal()
         is_compute = op == Opcode.COMPUTE
         has_rows = is_compute & (comp.rows != 0)

@@ -219,7 +219,8 @@ class Accumulator(BankedMemory):
 class RowReader(wiring.Component):
     """Reads ``count`` consecutive scratchpad rows from ``addr`` (on ``start``) into a small
     FIFO, issuing a read only while the FIFO has room for its answer (read responses have
-    no backpressure); ``last`` marks the final row. ``busy`` while reads remain to issue."""
+    no backpressure); ``last`` marks the final row. ``busy`` while reads remain to issue;
+    ``pending`` while any read's answer has not yet reached ``o_row`` (issued or not)."""
 
     def __init__(self, config: TesseraConfig):
         self._config = config
@@ -230,6 +231,7 @@ class RowReader(wiring.Component):
             "addr": In(range(config.spad_rows)),
             "count": In(ROWS_BITS),
             "busy": Out(1),
+            "pending": Out(1),
             "port": Out(spad_port_signature(config)),
             "o_row": Out(stream.Signature(self.out_layout)),
         })
@@ -252,6 +254,7 @@ class RowReader(wiring.Component):
         with m.If(issued):
             m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 1)]
         m.d.sync += in_flight.eq(in_flight + issued - self.port.resp.valid)
+        m.d.comb += self.pending.eq((left != 0) | (in_flight != 0))
         entry = Signal(self.out_layout)
         m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(last),
                      q.w_data.eq(entry), q.w_en.eq(self.port.resp.valid),

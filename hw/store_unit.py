@@ -332,7 +332,9 @@ class StoreUnit(wiring.Component):
                     m.d.sync += reading.eq(0)
         resp_data = self.acc.resp.valid & ~resp_pre & (resp_kind == PARAM_ROWS)
         fifo_write = Signal()         # a chunk leaves the prescale pipeline for the FIFO
-        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param) - fifo_write)
+        # (Chunks only: neither the table rows nor the (m, e) rows reach the FIFO. Counting
+        # the (m, e) reads leaked a credit per chunk and command, until reads stopped.)
+        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param & ~pre) - fifo_write)
         self._to_output_path(m, s, SimpleNamespace(
             q=q, entry_layout=entry_layout, resp_pre=resp_pre, resp_kind=resp_kind,
             resp_last=resp_last, resp_param=resp_param, resp_data=resp_data, ps_r=ps_r,
