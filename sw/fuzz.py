@@ -37,11 +37,13 @@ from ..hw.isa import (
     Command,
     Opcode,
     Queue,
+    command_bits,
     command_layout_for,
     disassemble,
     encode,
     header_layout,
     run_count_shape,
+    used_bits,
 )
 from ..hw.output_path import OutputOp
 from ..hw.store_unit import PARAM_ROWS
@@ -438,6 +440,16 @@ def _illegal_word(config: TesseraConfig, gen: _Generator, rng) -> tuple[int, str
     return word(Command(Opcode.NOP, {"queue": Queue.STORE}, wait_prev=True)), "deadlock"
 
 
+def _noise(config: TesseraConfig, rng, cmd: _Cmd) -> int:
+    """The command's word, sometimes with random reserved bits set (they are ignored)."""
+    word = encode(config, cmd.command())
+    if rng.random() < 0.15:
+        bits = command_bits(config)
+        noise = int.from_bytes(rng.bytes(bits // 8), "little")
+        word |= noise & ~used_bits(config, cmd.opcode) & ((1 << bits) - 1)
+    return word
+
+
 def _field_max(config, opcode, name) -> int:
     from ..hw.isa import _tree
     return _tree(config, opcode)[name].hi
@@ -456,7 +468,7 @@ def generate(config: TesseraConfig, seed: int, base: int, illegal: bool = False,
     gen = _Generator(config, rng, base)
     n = length if length is not None else int(rng.integers(4, 40))
     gen.legal(n)
-    words = [encode(config, c.command()) for c in gen.prog]
+    words = [_noise(config, rng, c) for c in gen.prog]
     kind = "legal"
     if illegal:
         words.append(encode(config, Command(Opcode.FENCE, {})))
@@ -465,7 +477,7 @@ def generate(config: TesseraConfig, seed: int, base: int, illegal: bool = False,
         words.append(encode(config, Command(Opcode.FENCE, {})))
         gen.prog, gen.history = [], []
         gen.legal(int(rng.integers(0, 4)))
-        words += [encode(config, c.command()) for c in gen.prog]
+        words += [_noise(config, rng, c) for c in gen.prog]
     words.append(encode(config, Command(Opcode.FINISH, {})))
     image = rng.integers(0, 256, 2 * REGION_BYTES, dtype=np.uint8).tobytes()
     return Case(seed, words, image, illegal, kind)

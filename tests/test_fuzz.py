@@ -155,3 +155,32 @@ def test_a_mismatch_is_shrunk_written_and_replayed(tmp_path):
     assert "NOP" in text and "--replay" in text
     assert replay(TINY, stem.with_suffix(".bin"), machine=_WrongNop)
     assert not replay(TINY, stem.with_suffix(".bin"))
+
+
+def test_reserved_bits_are_named_by_the_disassembler_and_ignored():
+    from tessera.hw.isa import command_bits, disassemble, used_bits
+
+    cmd = Command(Opcode.PRELOAD, {"spad_addr": 5})
+    word = encode(TINY, cmd)
+    spare = ((1 << command_bits(TINY)) - 1) & ~used_bits(TINY, Opcode.PRELOAD)
+    noisy = word | (spare & -spare) | 1 << (spare.bit_length() - 1)
+    assert decode(TINY, noisy) == cmd
+    plain, marked = disassemble(TINY, [word, noisy])
+    assert "reserved" not in plain
+    assert marked[5:].startswith(plain[5:]) and "reserved bits" in marked and "ignored" in marked
+
+
+@RTL
+def test_edges_of_a_program():
+    """An empty program finishes; words after a FINISH are never dispatched (an illegal
+    one included); a program without FINISH ends once everything has drained."""
+    pair = _Pair(TINY, "verilator")
+    image = bytes(2 * REGION_BYTES)
+    nop = encode(TINY, Command(Opcode.NOP, {"queue": Queue.STORE}))
+    store = encode(TINY, Command(Opcode.STORE, {
+        "desc": {"op": OutputOp.NONE, "length": 7, "rows": 2}, "acc_addr": 0,
+        "dram_addr": pair.region + REGION_BYTES, "stride": 9}))
+    finish = encode(TINY, Command(Opcode.FINISH, {}))
+    for words in ([], [nop, finish, 0xF], [store], [store, store, nop]):
+        what, r, g = pair.compare(Case(0, words, image))
+        assert not what and r.error == "NONE", (words, what, r.key())
