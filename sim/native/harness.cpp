@@ -270,6 +270,11 @@ int main(int argc, char** argv) {
                 break;
             } else if (op == "reset" && f.size() == 2) {
                 const uint64_t n = parse_number(f[1]);
+                // The ports' request toggles back to their reset state with the system's
+                // "seen" copies, or a request would be seen again once reset ends (the
+                // last access repeated: a second START after a reset mid-run).
+                sim.top->host_req = 0;
+                sim.top->dbg_req = 0;
                 sim.top->rst = 1;
                 for (uint64_t i = 0; i < n; ++i) sim.cycle();
                 sim.top->rst = 0;
