@@ -89,7 +89,7 @@ bench: install
 # docs/semantics.md); mismatches are shrunk and written to build/fuzz-*/.
 fuzz: install
 	@mkdir -p build
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset tiny --streams 10000 --seed 1 --out build/fuzz-tiny --json build/fuzz-tiny.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset tiny --streams 10000 --seed 1 --bus-timing --out build/fuzz-tiny --json build/fuzz-tiny.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset default --streams 1000 --seed 1 --out build/fuzz-default --json build/fuzz-default.json
 
 synth-report: install

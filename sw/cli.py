@@ -628,8 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where mismatches are written (default build/fuzz)")
     p.add_argument("--stop-after", type=int, default=1, metavar="N",
                    help="stop after N mismatches (default 1)")
+    p.add_argument("--bus-timing", action="store_true",
+                   help="each program on a memory of random timing (latency per burst, "
+                        "stalls on all five AXI channels)")
     p.add_argument("--replay", metavar="FILE",
                    help="run a written mismatch (its .bin) again instead")
+    p.add_argument("--bus-timing-seed", type=int, metavar="S",
+                   help="with --replay: the memory timing the mismatch was found with")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.set_defaults(func=cmd_fuzz)
     return parser
@@ -642,14 +647,15 @@ def cmd_fuzz(args) -> int:
         raise UsageError(f"--illegal is a fraction from 0 to 1, not {args.illegal}")
     if args.replay:
         named = args.config is not None or args.preset != "tiny"
-        what = replay(_config(args) if named else None, Path(args.replay), args.sim)
+        what = replay(_config(args) if named else None, Path(args.replay), args.sim,
+                      bus_timing_seed=args.bus_timing_seed)
         print(what or "the backends agree")
         return 1 if what else 0
     cfg = _config(args)
     where = f"--config {args.config}" if args.config else f"--preset {args.preset}"
     out = fuzz(cfg, args.streams, args.seed, sim=args.sim, illegal=args.illegal,
                out=Path(args.out), preset_arg=where, progress=_progress,
-               stop_after=args.stop_after)
+               stop_after=args.stop_after, bus_timing=args.bus_timing)
     print(summary(out))
     _write_json(args.json, out)
     return 1 if out["mismatches"] else 0
@@ -692,6 +698,7 @@ INT_OPTIONS = {
     "trace_cycles": (1, (1 << 63) - 1),
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
+    "bus_timing_seed": (0, None),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

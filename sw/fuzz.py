@@ -47,6 +47,7 @@ from ..hw.isa import (
 )
 from ..hw.output_path import OutputOp
 from ..hw.store_unit import PARAM_ROWS
+from ..sim.bus_faults import BusFaults
 from .check import InputError
 from .command_buffer import open_command_buffer, write_command_buffer
 from .golden.executor import ExecutionError, Machine
@@ -588,10 +589,13 @@ def _write_failure(out: Path, config, case: Case, what: str, replay_cmd: str) ->
 def fuzz(config: TesseraConfig, streams: int, seed: int, sim: str = "verilator",
          illegal: float = 0.2, out: Path | None = None, preset_arg: str = "",
          progress=print, stop_after: int = 1, machine: type = Machine,
-         cases: list[Case] | None = None, **rtl_options) -> dict:
+         cases: list[Case] | None = None, bus_timing: bool = False,
+         **rtl_options) -> dict:
     """Run ``streams`` random programs on ``sim`` and on the golden model (``machine``);
     shrink and write each mismatch, stopping after ``stop_after`` of them. ``cases``:
-    run these instead of generated ones. Returns a summary."""
+    run these instead of generated ones. ``bus_timing``: each program on a memory of
+    random timing (a latency range per burst, stalls on all five channels), which must
+    change nothing but the cycles. Returns a summary."""
     pair = _Pair(config, sim, machine, **rtl_options)
     if cases is not None:
         streams = len(cases)
@@ -605,6 +609,8 @@ def fuzz(config: TesseraConfig, streams: int, seed: int, sim: str = "verilator",
         bad = bool(rng.random() < illegal)
         case = cases[k] if cases is not None else generate(config, case_seed, pair.region,
                                                            illegal=bad)
+        if bus_timing:
+            pair.rtl.faults = _random_timing(case.seed)
         what, r, g = pair.compare(case)
         counts["programs"] += 1
         counts["illegal" if case.illegal else "legal"] += 1
@@ -614,7 +620,8 @@ def fuzz(config: TesseraConfig, streams: int, seed: int, sim: str = "verilator",
             counts["mismatches"] += 1
             small = shrink(pair, case)
             what_small = pair.compare(small)[0] or what
-            replay_cmd = (f"tessera fuzz {preset_arg} --sim {sim} --replay "
+            timing = f" --bus-timing-seed {case.seed}" if bus_timing else ""
+            replay_cmd = (f"tessera fuzz {preset_arg} --sim {sim}{timing} --replay "
                           f"{(out or Path('.')) / f'mismatch-{case.seed}.bin'}").replace("  ", " ")
             stem = _write_failure(out or Path("fuzz-failures"), config, small, what_small,
                                   replay_cmd) if out is not None else None
@@ -635,8 +642,18 @@ def fuzz(config: TesseraConfig, streams: int, seed: int, sim: str = "verilator",
     return counts
 
 
+def _random_timing(seed: int) -> BusFaults:
+    """A memory of random timing for one program: latencies drawn per burst from a random
+    range, one stall probability for all five channels."""
+    rng = np.random.default_rng([seed, 0x7157])
+    lo = int(rng.integers(1, 120))
+    return BusFaults.timing(seed, latency=(lo, lo + int(rng.integers(0, 300))),
+                            stall=float(rng.choice([0.0, 0.1, 0.3, 0.6])))
+
+
 def replay(config: TesseraConfig | None, path: Path, sim: str = "verilator",
-           machine: type = Machine, **rtl_options) -> str:
+           machine: type = Machine, bus_timing_seed: int | None = None,
+           **rtl_options) -> str:
     """Run a written mismatch (``.bin`` beside its ``.img``) again; returns the difference
     (empty when the backends now agree). ``config`` None: the buffer's own (a preset)."""
     buf = open_command_buffer(path, config)
@@ -650,6 +667,8 @@ def replay(config: TesseraConfig | None, path: Path, sim: str = "verilator",
         raise InputError(f"{image_path} holds {len(image)} bytes, not the "
                          f"{2 * REGION_BYTES} of a fuzz data region")
     pair = _Pair(buf.config, sim, machine, **rtl_options)
+    if bus_timing_seed is not None:
+        pair.rtl.faults = _random_timing(bus_timing_seed)
     return pair.compare(Case(-1, words, image, kind="replay"))[0]
 
 
