@@ -292,12 +292,14 @@ def bench_gemm(config: TesseraConfig, backend: str, M: int, K: int, N: int, *,
         If the result differs from the golden model or the machine stopped with an error.
     """
     from .lower.gemm import OutputSpec, reference_gemm, run_gemm
-    from .run import check_fits, check_run_args, layer_bytes
+    from .run import check_duration, check_fits, check_run_args, layer_bytes, layer_macs
     from .runtime import Runtime
 
     check_run_args(config, backend, M=M, K=K, N=N, seed=seed)
     check_fits(config, backend, layer_bytes(config, "gemm", M, K, N),
                f"a {M} x {K} x {N} matrix product")
+    check_duration(config, backend, layer_macs("gemm", M, K, N),
+                   f"a {M} x {K} x {N} matrix product")
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (M, K))
     b = rng.integers(-128, 128, (K, N))

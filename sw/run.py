@@ -32,7 +32,8 @@ from .models.reference import bert_layer, gpt2_layer, random_bert_weights, rando
 from .runtime import Runtime
 
 __all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_bytes",
-           "check_fits", "check_layer_shape", "check_run_args"]
+           "check_fits", "check_layer_shape", "check_run_args", "check_duration",
+           "layer_macs"]
 
 
 def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False) -> int:
@@ -115,6 +116,44 @@ def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
                          f"multiple of the array's {d} rows (configuration {config.hash})")
 
 
+#: The Amaranth simulator's speed (sim/accel_amaranth.py), and the longest run it is given.
+AMARANTH_CYCLES_PER_S = 1_000
+MAX_AMARANTH_HOURS = 1
+
+
+def layer_macs(kind: str, seq: int, hidden: int, ffn: int, steps: int = 0) -> int:
+    """The multiply-accumulates of a workload (as :func:`layer_bytes` names them): the
+    projections, the feed-forward and the attention products."""
+    H, F = hidden, ffn
+    if kind == "gemm":
+        return seq * H * F
+    per_token = 4 * H * H + 2 * H * F
+    if kind == "gpt2-decode":
+        return sum(per_token + 2 * (seq + t + 1) * H for t in range(min(steps, 1 << 20)))
+    return seq * per_token + 2 * seq * seq * H
+
+
+def check_duration(config: TesseraConfig, backend: str, macs: int, what: str) -> None:
+    """Refuse, before any work, a run the ``amaranth`` backend would take hours over (it
+    reports no progress: a long run looks like a hang). At least ``macs / (rows x cols)``
+    cycles, at :data:`AMARANTH_CYCLES_PER_S`.
+
+    Raises
+    ------
+    InputError
+        Saying how long it would take and what to use instead.
+    """
+    if backend != "amaranth":
+        return
+    cycles = -(-macs // config.macs_per_cycle)
+    hours = cycles / AMARANTH_CYCLES_PER_S / 3600
+    if hours > MAX_AMARANTH_HOURS:
+        raise InputError(f"{what} takes at least {cycles:,} cycles, {hours:,.1f} hours or more "
+                         f"on the amaranth backend (about {AMARANTH_CYCLES_PER_S:,} cycles/s; "
+                         f"it is given runs of up to {MAX_AMARANTH_HOURS} hour): use the "
+                         f"verilator backend, or smaller shapes")
+
+
 def _main_memory(config: TesseraConfig) -> int:
     from ..sim.accel_system import mem_bytes
 
@@ -177,8 +216,9 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
     if model_layer is None:
         check_layer_shape(config, hidden, heads)
-        check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn),
-                   f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}")
+        what = f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}"
+        check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn), what)
+        check_duration(config, backend, layer_macs("bert", seq, hidden, ffn), what)
     else:
         from .models.minilm import check_model_folder
         from .models.minilm import model_dir as installed
@@ -270,11 +310,12 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
     check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, steps=steps,
                    seed=seed)
     check_layer_shape(config, hidden, heads)
-    check_fits(config, backend, layer_bytes(config, "gpt2-decode" if decode else "gpt2", seq,
-                                            hidden, ffn, steps),
-               f"a GPT-2 block of hidden {hidden}, FFN {ffn}, "
-               + (f"{steps} decode steps after {seq} tokens" if decode else
-                  f"a prefill of {seq} tokens"))
+    kind = "gpt2-decode" if decode else "gpt2"
+    what = (f"a GPT-2 block of hidden {hidden}, FFN {ffn}, "
+            + (f"{steps} decode steps after {seq} tokens" if decode else
+               f"a prefill of {seq} tokens"))
+    check_fits(config, backend, layer_bytes(config, kind, seq, hidden, ffn, steps), what)
+    check_duration(config, backend, layer_macs(kind, seq, hidden, ffn, steps), what)
     rng = np.random.default_rng(seed)
     w = random_gpt2_weights(hidden, heads, ffn, rng)
     total = seq + (steps if decode else 0)

@@ -277,6 +277,14 @@ def test_minilm_layer_api_arguments():
         run_bert(TINY, "golden", model_layer=0, seq=600)
 
 
+def test_hours_on_the_amaranth_backend_are_refused(capsys):
+    err = fails(["run", "bert-layer", "--backend", "amaranth"], capsys)
+    assert "a BERT layer of seq 128, hidden 768, FFN 3072 takes at least 3,637,248 cycles, " \
+           "1.0 hours or more on the amaranth backend" in err and "use the verilator" in err
+    assert "takes at least" in fails(["bench", "gemm", "--sim", "amaranth", "--m", "4096"],
+                                     capsys)
+
+
 def test_demo_too_big_writes_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert "needs at least" in fails(["demo", "--preset", "tiny", "--m", "100000", "-o",
