@@ -126,54 +126,22 @@ module tessera_axi_checker #(
     wire [23:0] aw_end = {12'd0, awaddr[11:0]} + ({16'd0, awlen} + 24'd1 << awsize);
 
     reg [31:0] cycle;
-    reg [7:0]  found;
-    reg [63:0] found_addr;
 
-    always @* begin
-        found = 8'd0;
-        found_addr = 64'd0;
-`ifndef VERILATOR
-        if ((arvalid ^ arready ^ awvalid ^ awready ^ wvalid ^ wready ^ rvalid ^ rready
-             ^ bvalid ^ bready) === 1'bx) begin
-            found = RULE_X_VALID;
-        end else
-`endif
-        if (ar_wait && (!arvalid || ar_now != ar_prev)) begin
-            found = RULE_AR_STABLE; found_addr = ar_prev[ADDR_BITS+12:13];
-        end else if (aw_wait && (!awvalid || aw_now != aw_prev)) begin
-            found = RULE_AW_STABLE; found_addr = aw_prev[ADDR_BITS+12:13];
-        end else if (w_wait && (!wvalid || w_now != w_prev)) begin
-            found = RULE_W_STABLE; found_addr = aw_addr[w_head];
-        end else if (arvalid && (arsize > SHIFT || arburst == 2'b11)) begin
-            found = RULE_AR_FORM; found_addr = araddr;
-        end else if (awvalid && (awsize > SHIFT || awburst == 2'b11)) begin
-            found = RULE_AW_FORM; found_addr = awaddr;
-        end else if (arvalid && arburst == 2'b01 && ar_end > 24'd4096) begin
-            found = RULE_AR_4K; found_addr = araddr;
-        end else if (awvalid && awburst == 2'b01 && aw_end > 24'd4096) begin
-            found = RULE_AW_4K; found_addr = awaddr;
-        end else if (w_fire && !writes_open) begin
-            found = RULE_W_EARLY;
-        end else if (w_fire && wlast != (w_beat == aw_len[w_head])) begin
-            found = RULE_W_LAST; found_addr = aw_addr[w_head];
-        end else if (rvalid && !reads_out) begin
-            found = RULE_R_UNASKED;
-        end else if (r_wait && (!rvalid || r_now != r_prev)) begin
-            found = RULE_R_STABLE; found_addr = ar_addr[ar_head];
-        end else if (r_fire && rlast != (r_beat == ar_len[ar_head])) begin
-            found = RULE_R_LAST; found_addr = ar_addr[ar_head];
-        end else if (r_fire && rid != ar_id[ar_head]) begin
-            found = RULE_R_ID; found_addr = ar_addr[ar_head];
-        end else if (bvalid && !writes_done) begin
-            found = RULE_B_UNASKED;
-        end else if (b_wait && (!bvalid || b_now != b_prev)) begin
-            found = RULE_B_STABLE; found_addr = aw_addr[b_head];
-        end else if (b_fire && bid != aw_id[b_head]) begin
-            found = RULE_B_ID; found_addr = aw_addr[b_head];
-        end else if ((ar_fire && ar_wr - ar_rd == DEPTH) || (aw_fire && aw_wr - aw_resp == DEPTH)) begin
-            found = RULE_OVERFLOW;
+    // The first violation: latched once. The rules are checked only in cycles with a
+    // handshake signal up or one waiting, so that an idle bus costs nothing.
+    task report;
+        input [7:0]  which;
+        input [63:0] addr;
+        begin
+            violation <= 1'b1;
+            rule <= which;
+            at_cycle <= cycle;
+            at_addr <= addr;
         end
-    end
+    endtask
+
+    wire busy = arvalid || awvalid || wvalid || rvalid || bvalid
+                || ar_wait || aw_wait || w_wait || r_wait || b_wait;
 
     initial begin
         violation = 1'b0; rule = 8'd0; at_cycle = 32'd0; at_addr = 64'd0;
@@ -192,22 +160,60 @@ module tessera_axi_checker #(
             ar_wait <= 1'b0; aw_wait <= 1'b0; w_wait <= 1'b0; r_wait <= 1'b0; b_wait <= 1'b0;
         end else begin
             cycle <= cycle + 1'b1;
-            if (found != 8'd0 && !violation) begin
-                violation <= 1'b1;
-                rule <= found;
-                at_cycle <= cycle;
-                at_addr <= found_addr;
+`ifndef VERILATOR
+            if (!violation && (arvalid ^ arready ^ awvalid ^ awready ^ wvalid ^ wready
+                               ^ rvalid ^ rready ^ bvalid ^ bready) === 1'bx)
+                report(RULE_X_VALID, 64'd0);
+            else
+`endif
+            if (!violation && busy) begin
+                if (ar_wait && (!arvalid || ar_now != ar_prev))
+                    report(RULE_AR_STABLE, ar_prev[ADDR_BITS+12:13]);
+                else if (aw_wait && (!awvalid || aw_now != aw_prev))
+                    report(RULE_AW_STABLE, aw_prev[ADDR_BITS+12:13]);
+                else if (w_wait && (!wvalid || w_now != w_prev))
+                    report(RULE_W_STABLE, aw_addr[w_head]);
+                else if (arvalid && (arsize > SHIFT || arburst == 2'b11))
+                    report(RULE_AR_FORM, araddr);
+                else if (awvalid && (awsize > SHIFT || awburst == 2'b11))
+                    report(RULE_AW_FORM, awaddr);
+                else if (arvalid && arburst == 2'b01 && ar_end > 24'd4096)
+                    report(RULE_AR_4K, araddr);
+                else if (awvalid && awburst == 2'b01 && aw_end > 24'd4096)
+                    report(RULE_AW_4K, awaddr);
+                else if (w_fire && !writes_open)
+                    report(RULE_W_EARLY, 64'd0);
+                else if (w_fire && wlast != (w_beat == aw_len[w_head]))
+                    report(RULE_W_LAST, aw_addr[w_head]);
+                else if (rvalid && !reads_out)
+                    report(RULE_R_UNASKED, 64'd0);
+                else if (r_wait && (!rvalid || r_now != r_prev))
+                    report(RULE_R_STABLE, ar_addr[ar_head]);
+                else if (r_fire && rlast != (r_beat == ar_len[ar_head]))
+                    report(RULE_R_LAST, ar_addr[ar_head]);
+                else if (r_fire && rid != ar_id[ar_head])
+                    report(RULE_R_ID, ar_addr[ar_head]);
+                else if (bvalid && !writes_done)
+                    report(RULE_B_UNASKED, 64'd0);
+                else if (b_wait && (!bvalid || b_now != b_prev))
+                    report(RULE_B_STABLE, aw_addr[b_head]);
+                else if (b_fire && bid != aw_id[b_head])
+                    report(RULE_B_ID, aw_addr[b_head]);
+                else if ((ar_fire && ar_wr - ar_rd == DEPTH)
+                         || (aw_fire && aw_wr - aw_resp == DEPTH))
+                    report(RULE_OVERFLOW, 64'd0);
             end
             ar_wait <= arvalid && !arready;
             aw_wait <= awvalid && !awready;
             w_wait  <= wvalid && !wready;
             r_wait  <= rvalid && !rready;
             b_wait  <= bvalid && !bready;
-            ar_prev <= ar_now;
-            aw_prev <= aw_now;
-            w_prev  <= w_now;
-            r_prev  <= r_now;
-            b_prev  <= b_now;
+            // (A payload is compared only after a cycle of waiting: kept only then.)
+            if (arvalid && !arready) ar_prev <= ar_now;
+            if (awvalid && !awready) aw_prev <= aw_now;
+            if (wvalid && !wready)   w_prev  <= w_now;
+            if (rvalid && !rready)   r_prev  <= r_now;
+            if (bvalid && !bready)   b_prev  <= b_now;
             if (ar_fire && ar_wr - ar_rd != DEPTH) begin
                 ar_id[ar_wr[P_BITS-1:0]]   <= arid;
                 ar_addr[ar_wr[P_BITS-1:0]] <= araddr;

@@ -253,7 +253,6 @@ module tessera_axi_mem #(
     wire [WA_BITS-1:0] r_off  = r_wa - BASE_W[WA_BITS-1:0];
     wire [IDX_BITS-1:0] r_idx = r_off[IDX_BITS-1:0];
     wire               r_end  = r_beat == arq_len[arq_rd];
-    wire [1:0]         r_err;         // an error range's response (OKAY: none)
 
     // ---- write side -------------------------------------------------------------------
     reg [ID_BITS-1:0] awq_id  [0:MAX_BURSTS-1];
@@ -282,9 +281,6 @@ module tessera_axi_mem #(
     wire [WA_BITS-1:0] w_off  = w_wa - BASE_W[WA_BITS-1:0];
     wire [IDX_BITS-1:0] w_idx = w_off[IDX_BITS-1:0];
     wire               w_end  = w_beat == awq_len[awq_rd];
-    wire [1:0]         w_range;       // an error range's response (OKAY: none)
-    wire [1:0]         w_resp = !w_ok ? DECERR : w_range;
-    wire [1:0]         w_burst_resp = (w_err != OKAY) ? w_err : w_resp;
 
     wire [31:0]        b_wait = cycle - bq_due[bq_rd];
     wire               b_due  = bq_count != 0 && !b_wait[31];
@@ -296,32 +292,44 @@ module tessera_axi_mem #(
     wire               active = s_axi__arvalid || s_axi__awvalid || s_axi__wvalid
                                 || rd_inflight != 0 || wr_inflight != 0;
 
-    // The error ranges a beat's bytes overlap (byte addresses carry two spare bits).
-    wire [ERR_RANGES-1:0] r_hit, w_hit;
+    // Error ranges and random draws cost nothing per cycle while none is set (the
+    // default): the beats check the ranges only when one is on, the generator steps only
+    // when something random is asked for.
+    wire [ERR_RANGES-1:0] range_on;
     genvar e;
     generate
         for (e = 0; e < ERR_RANGES; e = e + 1) begin : ranges
-            wire [65:0] r_first = {1'b0, r_wa, {SHIFT{1'b0}}};
-            wire [65:0] w_first = {1'b0, w_wa, {SHIFT{1'b0}}};
-            wire        on = err_kind[e][1];       // SLVERR or DECERR
-            assign r_hit[e] = on && err_kind[e][2] && r_first + BYTES > {2'b0, err_lo[e]}
-                              && r_first < {2'b0, err_hi[e]};
-            assign w_hit[e] = on && err_kind[e][3] && w_first + BYTES > {2'b0, err_lo[e]}
-                              && w_first < {2'b0, err_hi[e]};
+            assign range_on[e] = err_kind[e][1];      // SLVERR or DECERR
         end
     endgenerate
-    reg [1:0] r_range_c, w_range_c;
-    integer k, kc, ki;
-    always @* begin
-        r_range_c = OKAY;
-        w_range_c = OKAY;
-        for (k = ERR_RANGES - 1; k >= 0; k = k - 1) begin
-            if (r_hit[k]) r_range_c = err_kind[k][1:0];
-            if (w_hit[k]) w_range_c = err_kind[k][1:0];
+    wire ranges_on = |range_on;
+    wire random_on = jitter != 16'd0 || stalls != 40'd0;
+
+    // The response of the lowest error range whose bytes a beat (word address wa) overlaps,
+    // OKAY if none (byte addresses carry two spare bits).
+    function [1:0] range_resp;
+        input [WA_BITS-1:0] wa;
+        input               write;
+        reg   [65:0]        first;
+        integer             i;
+        begin
+            range_resp = OKAY;
+            first = {1'b0, wa, {SHIFT{1'b0}}};
+            for (i = ERR_RANGES - 1; i >= 0; i = i - 1)
+                if (range_on[i] && err_kind[i][2 + write] && first + BYTES > {2'b0, err_lo[i]}
+                        && first < {2'b0, err_hi[i]})
+                    range_resp = err_kind[i][1:0];
         end
-    end
-    assign r_err = r_range_c;
-    assign w_range = w_range_c;
+    endfunction
+
+    // A beat's response: DECERR outside the memory, else its error range's.
+    function [1:0] beat_resp;
+        input               ok;
+        input [WA_BITS-1:0] wa;
+        input               write;
+        beat_resp = !ok ? DECERR : ranges_on ? range_resp(wa, write) : OKAY;
+    endfunction
+    integer kc, ki;
 
     wire [DATA_BITS-1:0] w_mask;
     genvar g;
@@ -380,7 +388,7 @@ module tessera_axi_mem #(
         end
         if (rst || (cfg_we && cfg_sel == 5'd0))
             rng <= seeded(rst ? seed : cfg_data);
-        else if (active)
+        else if (active && random_on)
             rng <= xorshift64(rng_b);
 
         bd_load_q <= bd_load;
@@ -445,13 +453,15 @@ module tessera_axi_mem #(
                 s_axi__rvalid <= 1'b1;
                 s_axi__rid    <= arq_id[arq_rd];
 `ifdef TESSERA_NATIVE
-                if (r_ok && r_err == OKAY)
+                if (beat_resp(r_ok, r_wa, 1'b0) == OKAY)
                     tessera_mem_read(r_off, r_word);
-                s_axi__rdata  <= (r_ok && r_err == OKAY) ? r_word : {DATA_BITS{1'b0}};
+                s_axi__rdata  <= (beat_resp(r_ok, r_wa, 1'b0) == OKAY) ? r_word
+                                                                       : {DATA_BITS{1'b0}};
 `else
-                s_axi__rdata  <= (r_ok && r_err == OKAY) ? mem[r_idx] : {DATA_BITS{1'b0}};
+                s_axi__rdata  <= (beat_resp(r_ok, r_wa, 1'b0) == OKAY) ? mem[r_idx]
+                                                                       : {DATA_BITS{1'b0}};
 `endif
-                s_axi__rresp  <= r_ok ? r_err : DECERR;
+                s_axi__rresp  <= beat_resp(r_ok, r_wa, 1'b0);
                 s_axi__rlast  <= r_end && inject != 2'd1;
                 if (r_end) begin
                     r_beat <= 8'd0;
@@ -485,10 +495,10 @@ module tessera_axi_mem #(
                 w_hold <= w_hold - 8'd1;
             if (w_fire) begin
 `ifdef TESSERA_NATIVE
-                if (w_resp == OKAY)
+                if (beat_resp(w_ok, w_wa, 1'b1) == OKAY)
                     tessera_mem_write(w_off, s_axi__wdata, s_axi__wstrb);
 `else
-                if (w_resp == OKAY)
+                if (beat_resp(w_ok, w_wa, 1'b1) == OKAY)
                     mem[w_idx] <= (mem[w_idx] & ~w_mask) | (s_axi__wdata & w_mask);
 `endif
                 if (!warned_wlast && s_axi__wlast != w_end) begin
@@ -498,7 +508,7 @@ module tessera_axi_mem #(
                 end
                 if (w_end) begin
                     bq_id[bq_wr]   <= awq_id[awq_rd];
-                    bq_resp[bq_wr] <= w_burst_resp;
+                    bq_resp[bq_wr] <= (w_err != OKAY) ? w_err : beat_resp(w_ok, w_wa, 1'b1);
                     bq_due[bq_wr]  <= cycle + jittered(rng_b[63:32]);
                     bq_wr <= q_next(bq_wr);
                     awq_rd <= q_next(awq_rd);
@@ -506,7 +516,7 @@ module tessera_axi_mem #(
                     w_err <= OKAY;
                 end else begin
                     w_beat <= w_beat + 1'b1;
-                    w_err <= w_burst_resp;
+                    w_err <= (w_err != OKAY) ? w_err : beat_resp(w_ok, w_wa, 1'b1);
                 end
             end
             bq_count <= bq_count + (w_fire && w_end) - b_load;

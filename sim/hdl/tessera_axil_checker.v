@@ -75,34 +75,22 @@ module tessera_axil_checker #(
     wire [DATA_BITS+1:0]        r_now  = {rdata, rresp};
 
     reg [31:0] cycle;
-    reg [7:0]  found;
-    reg [63:0] found_addr;
 
-    always @* begin
-        found = 8'd0;
-        found_addr = 64'd0;
-`ifndef VERILATOR
-        if ((arvalid ^ arready ^ awvalid ^ awready ^ wvalid ^ wready ^ rvalid ^ rready
-             ^ bvalid ^ bready) === 1'bx) begin
-            found = RULE_LITE_X_VALID;
-        end else
-`endif
-        if (ar_wait && (!arvalid || ar_now != ar_prev)) begin
-            found = RULE_LITE_AR_STABLE; found_addr = ar_prev[ADDR_BITS+2:3];
-        end else if (aw_wait && (!awvalid || aw_now != aw_prev)) begin
-            found = RULE_LITE_AW_STABLE; found_addr = aw_prev[ADDR_BITS+2:3];
-        end else if (w_wait && (!wvalid || w_now != w_prev)) begin
-            found = RULE_LITE_W_STABLE; found_addr = last_aw;
-        end else if (rvalid && reads == 8'd0) begin
-            found = RULE_LITE_R_UNASKED;
-        end else if (r_wait && (!rvalid || r_now != r_prev)) begin
-            found = RULE_LITE_R_STABLE; found_addr = last_ar;
-        end else if (bvalid && (addrs == 8'd0 || datas == 8'd0)) begin
-            found = RULE_LITE_B_UNASKED;
-        end else if (b_wait && (!bvalid || bresp != b_prev)) begin
-            found = RULE_LITE_B_STABLE; found_addr = last_aw;
+    // The first violation: latched once, the rules checked only in cycles with a
+    // handshake signal up or one waiting.
+    task report;
+        input [7:0]  which;
+        input [63:0] addr;
+        begin
+            violation <= 1'b1;
+            rule <= which;
+            at_cycle <= cycle;
+            at_addr <= addr;
         end
-    end
+    endtask
+
+    wire busy = arvalid || awvalid || wvalid || rvalid || bvalid
+                || ar_wait || aw_wait || w_wait || r_wait || b_wait;
 
     initial begin
         violation = 1'b0; rule = 8'd0; at_cycle = 32'd0; at_addr = 64'd0;
@@ -117,22 +105,38 @@ module tessera_axil_checker #(
             ar_wait <= 1'b0; aw_wait <= 1'b0; w_wait <= 1'b0; r_wait <= 1'b0; b_wait <= 1'b0;
         end else begin
             cycle <= cycle + 1'b1;
-            if (found != 8'd0 && !violation) begin
-                violation <= 1'b1;
-                rule <= found;
-                at_cycle <= cycle;
-                at_addr <= found_addr;
+`ifndef VERILATOR
+            if (!violation && (arvalid ^ arready ^ awvalid ^ awready ^ wvalid ^ wready
+                               ^ rvalid ^ rready ^ bvalid ^ bready) === 1'bx)
+                report(RULE_LITE_X_VALID, 64'd0);
+            else
+`endif
+            if (!violation && busy) begin
+                if (ar_wait && (!arvalid || ar_now != ar_prev))
+                    report(RULE_LITE_AR_STABLE, ar_prev[ADDR_BITS+2:3]);
+                else if (aw_wait && (!awvalid || aw_now != aw_prev))
+                    report(RULE_LITE_AW_STABLE, aw_prev[ADDR_BITS+2:3]);
+                else if (w_wait && (!wvalid || w_now != w_prev))
+                    report(RULE_LITE_W_STABLE, last_aw);
+                else if (rvalid && reads == 8'd0)
+                    report(RULE_LITE_R_UNASKED, 64'd0);
+                else if (r_wait && (!rvalid || r_now != r_prev))
+                    report(RULE_LITE_R_STABLE, last_ar);
+                else if (bvalid && (addrs == 8'd0 || datas == 8'd0))
+                    report(RULE_LITE_B_UNASKED, 64'd0);
+                else if (b_wait && (!bvalid || bresp != b_prev))
+                    report(RULE_LITE_B_STABLE, last_aw);
             end
             ar_wait <= arvalid && !arready;
             aw_wait <= awvalid && !awready;
             w_wait  <= wvalid && !wready;
             r_wait  <= rvalid && !rready;
             b_wait  <= bvalid && !bready;
-            ar_prev <= ar_now;
-            aw_prev <= aw_now;
-            w_prev  <= w_now;
-            r_prev  <= r_now;
-            b_prev  <= bresp;
+            if (arvalid && !arready) ar_prev <= ar_now;
+            if (awvalid && !awready) aw_prev <= aw_now;
+            if (wvalid && !wready)   w_prev  <= w_now;
+            if (rvalid && !rready)   r_prev  <= r_now;
+            if (bvalid && !bready)   b_prev  <= bresp;
             if (ar_fire) last_ar <= araddr;
             if (aw_fire) last_aw <= awaddr;
             reads <= reads + ar_fire - (r_fire && reads != 8'd0);
