@@ -285,6 +285,14 @@ def test_hours_on_the_amaranth_backend_are_refused(capsys):
                                      capsys)
 
 
+def test_nan_has_no_int8_value():
+    from tessera.sw.models.quantize import quantize_activation
+
+    with pytest.raises(ValueError, match="x holds NaN, which has no int8 value"):
+        quantize_activation(np.array([[1.0, np.nan]]), 0.1)
+    assert list(quantize_activation(np.array([np.inf, -np.inf]), 0.1)) == [127, -128]
+
+
 def test_demo_too_big_writes_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert "needs at least" in fails(["demo", "--preset", "tiny", "--m", "100000", "-o",

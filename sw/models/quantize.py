@@ -233,11 +233,14 @@ def quantize_activation(x, scale) -> np.ndarray:
     Raises
     ------
     ValueError
-        For a nonpositive scale or a non-numeric ``x``.
+        For a nonpositive scale, a non-numeric ``x``, or one holding NaN (which has no
+        int8 value: the cast would make one up).
     """
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise ValueError(f"x must be a numeric array, not {x.dtype}")
+    if x.dtype.kind == "f" and np.isnan(x).any():
+        raise ValueError("x holds NaN, which has no int8 value (infinities saturate)")
     scale = (_check_scale(scale, "scale") if np.ndim(scale) == 0
              else check_scales(scale, "scale", x.shape[-1]))
     return np.clip(_round(x.astype(np.float64) / scale), -128, 127).astype(np.int8)
