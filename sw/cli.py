@@ -719,8 +719,9 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         except InputError as e:
             parser.error(str(e))
     for name in FILE_OPTIONS:
-        if getattr(args, name, None) not in (None, True, False):
-            output_file(getattr(args, name), f"--{name}")
+        value = getattr(args, name, None)
+        if isinstance(value, str):      # (`config --json` is a flag, not a file)
+            output_file(value, f"--{name}")
     if getattr(args, "output", None) is not None:
         if args.command in ("isa", "registers"):
             output_file(args.output, "-o")

@@ -332,7 +332,7 @@ def _model_folder(path, **changes):
               "type_vocab_size": 2, "layer_norm_eps": 1e-12}
     rng = np.random.default_rng(0)
     H, F = 8, 16
-    t = {"embeddings.word_embeddings.weight": (30522, H),
+    t = {"embeddings.word_embeddings.weight": (changes.get("vocab_size", 30522), H),
          "embeddings.position_embeddings.weight": (16, H),
          "embeddings.token_type_embeddings.weight": (2, H),
          "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
@@ -429,6 +429,10 @@ def test_model_values_and_tokenizer_checked_on_load(tmp_path, capsys):
     (folder2 / "tokenizer.json").write_text('{"not": "a tokenizer"}')
     with pytest.raises(ModelError, match="tokenizer.json is not a tokenizer file"):
         load_minilm(folder2)
+    folder3, _ = _model_folder(tmp_path / "m3", vocab_size=1000)
+    with pytest.raises(ModelError, match="tokenizer.json has 30522 tokens, more than the 1000 "
+                                         "of config.json's vocab_size"):
+        load_minilm(folder3)
     err = fails(["run", "bert-layer", "--preset", "tiny", "--model", f"{folder2}:3"], capsys)
     assert f"{folder2} has layers 0 to 0, not 3" in err
     err = fails(["run", "bert-layer", "--preset", "tiny", "--model", f"{folder2}", "--seq",

@@ -394,6 +394,10 @@ def load_minilm(folder: str | Path | None = None) -> MiniLM:
         tokenizer = tokenizers.Tokenizer.from_file(str(tok_path))
     except Exception as e:    # tokenizers raises a bare Exception on a bad file
         raise ModelError(f"{tok_path} is not a tokenizer file: {str(e)[:200]}") from None
+    if tokenizer.get_vocab_size() > config["vocab_size"]:
+        raise ModelError(f"{tok_path} has {tokenizer.get_vocab_size()} tokens, more than the "
+                         f"{config['vocab_size']} of config.json's vocab_size: the tokenizer "
+                         f"is not this model's")
     return MiniLM(config=config, layers=tuple(layers), tokenizer=tokenizer, **embeddings)
 
 
