@@ -25,6 +25,7 @@ from ..hw.registers import (
     outcome,
     start_writes,
 )
+from .axi_checker import Axi4Checker, AxiLiteChecker
 from .axi_latency_ram import LatencyAxiRam
 
 __all__ = ["run_accelerator"]
@@ -60,14 +61,19 @@ class _Pins:
 
 class _Bench:
     """One testbench for everything, a cycle at a time: the memory answers, the host
-    drives AXI4-Lite and the debug ports, then the clock ticks."""
+    drives AXI4-Lite and the debug ports, the protocol checkers watch both ports (as the
+    Verilog checkers do in the simulated system), then the clock ticks."""
 
     def __init__(self, ctx, dut: Accelerator, ram: LatencyAxiRam):
         self.ctx, self.dut, self.ram = ctx, dut, ram
         self.cycles = 0
+        self.checkers = ((Axi4Checker(len(dut.m_axi.rdata) // 8), dut.m_axi),
+                         (AxiLiteChecker(), dut.s_axil))
 
     async def cycle(self) -> None:
         self.ram.drive()
+        for checker, port in self.checkers:
+            checker.step(lambda name, port=port: self.ctx.get(getattr(port, name)))
         self.ram.sample(self.cycles)
         await self.ctx.tick()
         self.cycles += 1
@@ -166,6 +172,8 @@ def run_accelerator(config: TesseraConfig, image: np.ndarray, base: int, job: di
         if job["onchip"]:
             out["spad"] = await b.rows(dut.dbg_spad, config.spad_rows)
             out["acc"] = await b.rows(dut.dbg_acc, config.acc_rows)
+        found = [c.first for c, _ in b.checkers if c.first is not None]
+        out["protocol"] = min(found, key=lambda f: f[1]) if found else None
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
