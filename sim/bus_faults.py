@@ -13,6 +13,7 @@ give the same run, cycle for cycle, on the native and the cocotb path alike. The
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, fields
 
 __all__ = ["BusFaults", "ErrorRange", "ERROR_RANGES", "STALL_CHANNELS"]
@@ -125,6 +126,22 @@ class BusFaults:
         channels."""
         return cls(seed=seed, latency=latency,
                    **{f"stall_{ch}": stall for ch in STALL_CHANNELS})
+
+    @classmethod
+    def random(cls, seed: int, max_latency: int = 300, max_stall: float = 0.6) -> BusFaults:
+        """Random timing drawn from ``seed`` alone (for fuzzers): a latency range inside
+        ``1 .. max_latency`` and each channel's stall probability below ``max_stall``; no
+        error range. The same seed gives the same value, and seeds the memory model too."""
+        _whole("max_latency", max_latency, 1, 65535)
+        if not 0 <= max_stall < 1:
+            raise ValueError(f"max_stall must be a probability from 0 to below 1, not "
+                             f"{max_stall!r}")
+        draw = random.Random(seed)
+        lo = draw.randint(1, max_latency)
+        hi = draw.randint(lo, max_latency)
+        return cls(seed=seed, latency=(lo, hi),
+                   **{f"stall_{ch}": round(draw.uniform(0, max_stall), 3)
+                      for ch in STALL_CHANNELS})
 
     @property
     def active(self) -> bool:
