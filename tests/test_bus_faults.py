@@ -191,6 +191,18 @@ def test_random_timing_keeps_every_byte():
 
 
 @RTL
+def test_random_faults_for_fuzzers():
+    """BusFaults.random(seed): a value from the seed alone, and a correct run under it."""
+    assert BusFaults.random(12) == BusFaults.random(12) != BusFaults.random(13)
+    base_rt, p, base = _run("verilator")
+    for seed in range(3):
+        f = BusFaults.random(seed)
+        assert f.active and f.seed == seed and 1 <= f.latency[0] <= f.latency[1] <= 300
+        rt, _, r = _run("verilator", f)
+        assert r.ok and np.array_equal(rt.image, base_rt.image)
+
+
+@RTL
 @pytest.mark.parametrize("channel", STALL_CHANNELS)
 def test_each_channel_stalled_alone(channel):
     base_rt, p, base = _run("verilator")
@@ -369,3 +381,51 @@ def test_bench_gemm_with_random_memory_timing(tmp_path, capsys):
     assert memory["latency_cycles"] == 10
     assert memory["faults"] == {"seed": 9, "latency": [10, 50],
                                 **{f"stall_{c}": 0.3 for c in STALL_CHANNELS}}
+
+
+# ---- the Amaranth-simulator path (no Verilog: the checkers' rules in Python) ---------------
+
+@pytest.mark.parametrize("which", ["axi", "lite"])
+def test_the_python_checkers_follow_the_same_rules(which):
+    """``Axi4Checker`` and ``AxiLiteChecker`` on the scenarios the Verilog checkers are
+    driven with: the same rule (or none) for each."""
+    from tessera.sim import tb_axi_checker as tb
+    from tessera.sim.axi_checker import Axi4Checker, AxiLiteChecker
+
+    table, ports = ((tb.AXI_SCENARIOS, tb.AXI_PORTS) if which == "axi"
+                    else (tb.LITE_SCENARIOS, tb.LITE_PORTS))
+    wrong = []
+    for label, (want, cycles) in table.items():
+        checker = Axi4Checker(8) if which == "axi" else AxiLiteChecker()
+        state = dict.fromkeys(ports, 0)
+        for step in cycles:
+            state.update(step)
+            checker.step(state.__getitem__)
+        got = RULES[checker.first[0]].name if checker.first else None
+        if got != want:
+            wrong.append(f"{label}: expected {want}, got {got}")
+    assert wrong == []
+    if which == "axi":      # cycle and address as the Verilog checker reports them
+        checker = Axi4Checker(8)
+        state = dict.fromkeys(ports, 0)
+        for step in table["AR payload changes"][1]:
+            state.update(step)
+            checker.step(state.__getitem__)
+        assert checker.first == (rule_named("AR_STABLE").number, 1, 0x100)
+
+
+def test_the_amaranth_path_checks_the_protocol(monkeypatch):
+    from tessera.sim.axi_latency_ram import LatencyAxiRam
+
+    drive = LatencyAxiRam.drive
+
+    def without_rlast(self):
+        drive(self)
+        self.sig["rlast"].value = 0
+
+    monkeypatch.setattr(LatencyAxiRam, "drive", without_rlast)
+    rt = Runtime(TINY, "amaranth")
+    p = Product(rt)
+    with pytest.raises(ProtocolViolation, match=": R_LAST ") as caught:
+        rt.run(p.prog, timeout_cycles=400)
+    assert caught.value.addr == p.buffer      # the command fetch's first burst
