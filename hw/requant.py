@@ -9,16 +9,22 @@ rounding constant ``2**(e-1) <= 2**62``: the sum fits s64; arithmetic shift by `
 63); saturation to s8; ReLU after saturation (it commutes with requantization).
 
 Pipeline (lock step, :data:`LATENCY` enabled cycles), every stage at most one DSP multiply
-or one carry chain deep, for a 100 MHz clock on an ECP5 (speed 6):
+or one carry chain deep, for a 100 MHz clock on an ECP5 (speed 6). The 32 x 31-bit product
+takes three 18 x 18 DSPs per lane instead of four (Karatsuba): with ``q = qh 2**16 + ql``
+and ``m = mh 2**16 + ml`` (``ql``, ``ml`` u16; ``qh`` s16, ``mh`` u15), the middle term
+``qh ml + ql mh`` is ``(qh + ql)(mh + ml) - qh mh - ql ml``, where ``qh + ql`` is s18 (in
+``[-2**15, 3 * 2**15 - 2]``) and ``mh + ml`` u17 (below ``3 * 2**15``): one signed 18 x 18
+product.
 
-1. the four partial products of ``q = qh 2**16 + ql`` and ``m = mh 2**16 + ml``
-   (``ql``, ``ml`` u16; ``qh`` s16, ``mh`` u15): one 18 x 18 DSP each
-2. ``mid = qh ml + ql mh``; ``qh mh`` and ``ql ml`` side by side (no carry between them)
-3. ``p = q m``: the two added, ``mid`` at bit 16
-4. ``p + 2**(e-1) - (p < 0)`` (``p`` itself when ``e = 0``)
-5. ``>> (e & ~7)`` (whole bytes)
-6. ``>> (e & 7)``
-7. saturate, ReLU
+1. ``qh + ql`` per lane, ``mh + ml`` once (side by side); the halves registered
+2. ``qh mh``, ``ql ml``, ``(qh + ql)(mh + ml)``: one 18 x 18 DSP each
+3. ``(qh + ql)(mh + ml) - qh mh`` (= ``mid + ql ml``) and, beside it,
+   ``qh mh 2**32 + ql ml - ql ml 2**16`` (``ql ml < 2**32``: the first two side by side)
+4. ``p = q m``: the two added, the first at bit 16
+5. ``p + 2**(e-1) - (p < 0)`` (``p`` itself when ``e = 0``)
+6. ``>> (e & ~7)`` (whole bytes)
+7. ``>> (e & 7)``
+8. saturate, ReLU
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -31,7 +37,7 @@ __all__ = ["RequantLanes", "dyadic_lanes", "LATENCY", "DYADIC_STAGES", "MULTIPLI
            "SHIFT_BITS"]
 
 #: Stages of :func:`dyadic_lanes`, the multiply, rounding and shift.
-DYADIC_STAGES = 6
+DYADIC_STAGES = 7
 #: Pipeline stages from input to output: those, then saturation and ReLU.
 LATENCY = DYADIC_STAGES + 1
 #: Width of the unsigned multiplier ``m`` and of the shift ``e``.
@@ -43,39 +49,48 @@ def dyadic_lanes(m: Module, en, qs, mult, e, name: str) -> list:
     """``round(q * mult / 2**e)``, rounding half away from zero (not yet saturated), of
     every int32 lane ``q`` of ``qs``, with the u31 ``mult`` and u6 ``e`` that the lanes
     share given with them: s64 values :data:`DYADIC_STAGES` enabled cycles later (stages
-    1 to 6 of the module docstring). ``mult`` and ``e`` travel down the pipeline with the
+    1 to 7 of the module docstring). ``mult`` and ``e`` travel down the pipeline with the
     lanes, so they may change from one set of lanes to the next."""
-    ml, mh = mult[:16], mult[16:]
     e_at = [e]
     for k in range(1, DYADIC_STAGES):
         e_at.append(stage(m, en, e_at[-1], f"{name}_e{k}"))
+    # 1: m's halves and their sum (shared by the lanes).
+    ml1 = stage(m, en, mult[:16], f"{name}_ml1")
+    mh1 = stage(m, en, mult[16:], f"{name}_mh1")
+    msum1 = stage(m, en, mult[:16] + mult[16:], f"{name}_msum1")
     # The rounding constants 2**(e-1) and 2**(e-1) - 1 of positive and negative products
-    # (both 0 for e = 0, where nothing is rounded), ready at stage 3.
-    half = stage(m, en, ((Const(1, 64) << e_at[2]) >> 1)[:63], f"{name}_half3")
-    half_neg = stage(m, en, Mux(e_at[2] == 0, 0, ((Const(1, 64) << e_at[2]) >> 1) - 1)[:63],
-                     f"{name}_half_neg3")
+    # (both 0 for e = 0, where nothing is rounded), ready at stage 4: bit i of each is a
+    # function of e alone (e = i + 1, e > i + 1), with no carry chain.
+    half = stage(m, en, Cat(*[e_at[3] == i + 1 for i in range(63)]), f"{name}_half4")
+    half_neg = stage(m, en, Cat(*[e_at[3] > i + 1 for i in range(63)]), f"{name}_half_neg4")
     outs = []
     for j, q in enumerate(qs):
-        ql, qh = q[:16], q[16:].as_signed()
-        # 1: partial products
-        ll = stage(m, en, ql * ml, f"{name}_ll{j}")
-        lh = stage(m, en, ql * mh, f"{name}_lh{j}")
-        hl = stage(m, en, qh * ml, f"{name}_hl{j}")
-        hh = stage(m, en, qh * mh, f"{name}_hh{j}")
-        # 2: the middle sum; the outer products side by side (ll < 2**32)
-        mid = stage(m, en, hl + lh, f"{name}_mid{j}")
-        outer = stage(m, en, Cat(ll[:32], hh).as_signed(), f"{name}_outer{j}")
-        # 3: the product
+        # 1: q's halves and their sum
+        ql1 = stage(m, en, q[:16], f"{name}_ql1_{j}")
+        qh1 = stage(m, en, q[16:].as_signed(), f"{name}_qh1_{j}")
+        qsum1 = stage(m, en, q[:16] + q[16:].as_signed(), f"{name}_qsum1_{j}")
+        # 2: the three products (s16 x u15, u16 x u16, s18 x u17: one 18 x 18 DSP each)
+        hh = stage(m, en, qh1 * mh1, f"{name}_hh{j}")
+        ll = stage(m, en, ql1 * ml1, f"{name}_ll{j}")
+        kk = stage(m, en, qsum1 * msum1, f"{name}_kk{j}")
+        # 3: (qh + ql)(mh + ml) - qh mh = mid + ll, and qh mh 2**32 + ll - ll 2**16
+        mid_ll = Signal(signed(37), name=f"{name}_mid_ll{j}")
+        m.d.comb += mid_ll.eq(kk - hh)
+        outer = Signal(signed(64), name=f"{name}_outer{j}")
+        m.d.comb += outer.eq(Cat(ll[:32], hh).as_signed() - (ll << 16))
+        mid3 = stage(m, en, mid_ll, f"{name}_mid3_{j}")
+        outer3 = stage(m, en, outer, f"{name}_outer3_{j}")
+        # 4: the product
         prod = Signal(signed(64), name=f"{name}_prod{j}")
-        m.d.comb += prod.eq(outer + (mid << 16))
-        p3 = stage(m, en, prod, f"{name}_p3_{j}")
-        # 4: rounded, half away from zero
+        m.d.comb += prod.eq(outer3 + (mid3 << 16))
+        p4 = stage(m, en, prod, f"{name}_p4_{j}")
+        # 5: rounded, half away from zero
         rounded = Signal(signed(64), name=f"{name}_round{j}")
-        m.d.comb += rounded.eq(p3 + Mux(p3 < 0, half_neg, half))
-        p4 = stage(m, en, rounded, f"{name}_p4_{j}")
-        # 5, 6: the arithmetic shift, whole bytes then bits
-        p5 = stage(m, en, p4 >> Cat(Const(0, 3), e_at[4][3:]), f"{name}_p5_{j}")
-        outs.append(stage(m, en, p5 >> e_at[5][:3], f"{name}_p6_{j}"))
+        m.d.comb += rounded.eq(p4 + Mux(p4 < 0, half_neg, half))
+        p5 = stage(m, en, rounded, f"{name}_p5_{j}")
+        # 6, 7: the arithmetic shift, whole bytes then bits
+        p6 = stage(m, en, p5 >> Cat(Const(0, 3), e_at[5][3:]), f"{name}_p6_{j}")
+        outs.append(stage(m, en, p6 >> e_at[6][:3], f"{name}_p7_{j}"))
     return outs
 
 
@@ -130,12 +145,12 @@ class RequantLanes(wiring.Component):
             relu.append(stage(m, en, relu[-1], f"rq_relu{k}"))
         shifted = dyadic_lanes(m, en, [self.i_data[j] for j in range(self.cols)], self.m,
                                self.e, "rq")
-        for j, p6 in enumerate(shifted):
-            # 7: saturate, ReLU
-            sat = saturate(p6, 8)
+        for j, p7 in enumerate(shifted):
+            # 8: saturate, ReLU
+            sat = saturate(p7, 8)
             out = Signal(signed(8), name=f"rq_out{j}")
             m.d.comb += out.eq(Mux(relu[-1] & (sat < 0), 0, sat))
-            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"rq_p7_{j}"))
+            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"rq_p8_{j}"))
         m.d.comb += [self.o_valid.eq(valid[-1]), self.o_tag.eq(tags[-1]),
                      self.busy.eq(Cat(*valid[1:]).any())]
         return m

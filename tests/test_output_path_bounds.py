@@ -12,12 +12,15 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from tessera.hw import layernorm as hln
+from tessera.hw import requant as hrq
 from tessera.hw.intmath import times_const
+from tessera.sw.golden import intmath as gint
 from tessera.sw.golden import layernorm as gln
+from tessera.sw.golden import requant as grq
 
 
 def comb_values(inputs, output, cases):
@@ -119,3 +122,65 @@ def test_layernorm_factor_fits_the_pass_2_multiplier():
 def test_layernorm_needs_two_lanes():
     with pytest.raises(ValueError, match="cols must be an integer of at least 2 .*, not 1"):
         hln.LayerNormUnit(1)
+
+
+def dyadic_edges(rng):
+    """(q, m, e) cases for the requantizer's multiplier: the edges of q's and m's 16-bit
+    halves and of their sums (the Karatsuba operands), the int32 and u31 extremes, every
+    shift, and random values."""
+    qs = {-(1 << 31), -(1 << 31) + 1, (1 << 31) - 1, 0, 1, -1}
+    for k in (15, 16, 17, 30):
+        qs.update({(1 << k) - 1, 1 << k, (1 << k) + 1, -(1 << k) - 1, -(1 << k),
+                   -(1 << k) + 1})
+    qs.update({0x7FFF_FFFF - 0xFFFF, 0x7FFF_FFFF ^ 0x8000, -0x8000_0000 + 0xFFFF, 0x1_FFFF})
+    ms = {0, 1, 2, (1 << 31) - 1, 1 << 30, (1 << 30) + 1, 0xFFFF, 0x1_0000, 0x7FFF_0000,
+          0x7FFF_0000 + 0xFFFF - 1, 0x8000, 0x7FFF}
+    qs = sorted(qs) + [int(v) for v in rng.integers(-(1 << 31), 1 << 31, 40)]
+    ms = sorted(ms) + [int(v) for v in rng.integers(0, 1 << 31, 12)]
+    cases = [(q, m, int(rng.integers(0, 64))) for q in qs for m in ms]
+    cases += [(q, m, e) for e in range(64) for q, m in ((-(1 << 31), (1 << 31) - 1),
+                                                        ((1 << 31) - 1, (1 << 31) - 1),
+                                                        (-12345, 0x5555_5555))]
+    return cases
+
+
+def test_dyadic_lanes_are_the_exact_rounded_product():
+    """``requant.dyadic_lanes`` (the requantizer's and the store unit's prescale
+    multiplier: three DSPs per lane, Karatsuba) gives ``round_half_away(q m / 2**e)`` as
+    s64 for every edge of its operands, with ``m`` and ``e`` changing every cycle."""
+    lanes = 4
+    rng = np.random.default_rng(7)
+    cases = dyadic_edges(rng)
+    cases += [cases[0]] * (-len(cases) % lanes)
+    q = [Signal(signed(32), name=f"q{j}") for j in range(lanes)]
+    mult, e = Signal(unsigned(hrq.MULTIPLIER_BITS)), Signal(unsigned(hrq.SHIFT_BITS))
+    m = Module()
+    outs = hrq.dyadic_lanes(m, Const(1), q, mult, e, "t")
+    # Lanes of one chunk share m and e: chunk i takes cases[lanes * i : lanes * (i + 1)]'s
+    # q and the first one's (m, e).
+    chunks = [cases[i:i + lanes] for i in range(0, len(cases), lanes)]
+    got = []
+
+    async def bench(ctx):
+        for k in range(len(chunks) + hrq.DYADIC_STAGES - 1):
+            if k < len(chunks):
+                for j, (qv, _, _) in enumerate(chunks[k]):
+                    ctx.set(q[j], qv)
+                ctx.set(mult, chunks[k][0][1])
+                ctx.set(e, chunks[k][0][2])
+            await ctx.tick()
+            if k + 1 >= hrq.DYADIC_STAGES:
+                got.append([ctx.get(o) for o in outs])
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) == len(chunks)
+    for chunk, out in zip(chunks, got, strict=True):
+        mv, ev = chunk[0][1], chunk[0][2]
+        qv = np.array([c[0] for c in chunk], dtype=np.int64)
+        want = gint.shift_right(qv * np.int64(mv), ev, "half_away")
+        assert out == want.tolist(), (chunk, out)
+        assert [max(-128, min(127, v)) for v in out] == \
+            grq.requantize(qv.astype(np.int32), mv, ev, 8).tolist()
