@@ -750,8 +750,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         # A file named on the command line that went away or could not be read or written
         # while working (the paths are checked before): the system's reason, no traceback.
-        where = f" {e.filename!r}" if e.filename else ""
-        print(f"tessera: error:{where} {e.strerror or e}", file=sys.stderr)
+        where = f"cannot use {str(e.filename)!r}: " if e.filename else ""
+        print(f"tessera: error: {where}{e.strerror or e} (a path given on the command line, "
+              f"or the build folder: TESSERA_BUILD_DIR)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)

@@ -158,6 +158,17 @@ def test_unwritable_output_folder(tmp_path, capsys):
         ro.chmod(0o700)
 
 
+def test_a_file_operation_failing_while_working(monkeypatch, capsys):
+    from tessera.sw import cli
+
+    def full(args):
+        raise OSError(28, "No space left on device", "/x/r.md")
+
+    monkeypatch.setattr(cli, "cmd_registers", full)
+    err = fails(["registers"], capsys, status=1)
+    assert "tessera: error: cannot use '/x/r.md': No space left on device" in err
+
+
 def test_output_path_checks_api(tmp_path):
     assert output_file(tmp_path / "new.txt", "x") == tmp_path / "new.txt"
     assert output_dir(tmp_path / "a" / "b", "x") == tmp_path / "a" / "b"
