@@ -75,6 +75,15 @@ def _x(value) -> bool:
     return value is None or (not isinstance(value, int) and not str(value).isdigit())
 
 
+def _w_changed(waited: tuple, now: tuple | None) -> bool:
+    """Whether a waiting W beat ``(wdata, wstrb, ...)`` fell or changed: its strobes, what
+    follows them, or a byte of its data under a strobe (the others carry nothing)."""
+    if now is None:
+        return True
+    mask = sum(0xFF << 8 * i for i in range(waited[1].bit_length()) if waited[1] >> i & 1)
+    return now[1:] != waited[1:] or (now[0] ^ waited[0]) & mask != 0
+
+
 class Axi4Checker:
     """The rules of ``tessera_axi_checker.v`` in Python, for the Amaranth-simulator path
     (``sim/accel_amaranth.py``), where no Verilog runs. Call :meth:`step` once a cycle
@@ -129,7 +138,7 @@ class Axi4Checker:
         for ch, name, addr_at in (("ar", "AR_STABLE", 1), ("aw", "AW_STABLE", 1)):
             if ch in self.wait and pay[ch] != self.wait[ch]:
                 return self._report(name, self.wait[ch][addr_at])
-        if "w" in self.wait and pay["w"] != self.wait["w"]:
+        if "w" in self.wait and _w_changed(self.wait["w"], pay["w"]):
             return self._report("W_STABLE", w_head[1] if w_head else 0)
         for ch, form in (("ar", "AR_FORM"), ("aw", "AW_FORM")):
             if v[ch]:
@@ -228,7 +237,7 @@ class AxiLiteChecker:
         for ch, name in (("ar", "LITE_AR_STABLE"), ("aw", "LITE_AW_STABLE")):
             if ch in self.wait and pay[ch] != self.wait[ch]:
                 return self._report(name, self.wait[ch][0])
-        if "w" in self.wait and pay["w"] != self.wait["w"]:
+        if "w" in self.wait and _w_changed(self.wait["w"], pay["w"]):
             return self._report("LITE_W_STABLE", self.last_aw)
         if v["r"] and self.reads == 0:
             return self._report("LITE_R_UNASKED")

@@ -68,6 +68,12 @@ AXI_SCENARIOS = {
                                                                  "awready": 0}]),
     "W_STABLE": ("W_STABLE", [aw(0x100, 1), {**w(0, 1), "wready": 0}, {**w(0, 2),
                                                                        "wready": 0}]),
+    "WDATA off the strobes may change": (None, [
+        aw(0x100, 0), {**w(1, 0x11, wstrb=0x0F), "wready": 0},
+        w(1, 0xFF00000011, wstrb=0x0F), b()]),
+    "a strobed byte of WDATA changes": ("W_STABLE", [
+        aw(0x100, 0), {**w(1, 0x11, wstrb=0x0F), "wready": 0},
+        w(1, 0x12, wstrb=0x0F)]),
     "AR_4K": ("AR_4K", [ar(0xFF8, 1)]),
     "AW_4K": ("AW_4K", [aw(0x1F08, 31)]),
     "AR_FORM": ("AR_FORM", [ar(0x100, 0, arsize=4)]),
@@ -99,7 +105,11 @@ LITE_SCENARIOS = {
     "LITE_AR_STABLE": ("LITE_AR_STABLE", [{"arvalid": 1, "araddr": 0x10},
                                           {"araddr": 0x14}]),
     "LITE_AW_STABLE": ("LITE_AW_STABLE", [{"awvalid": 1}, {"awvalid": 0}]),
-    "LITE_W_STABLE": ("LITE_W_STABLE", [{"wvalid": 1, "wdata": 1}, {"wdata": 2}]),
+    "LITE_W_STABLE": ("LITE_W_STABLE", [{"wvalid": 1, "wdata": 1, "wstrb": 0xF},
+                                        {"wdata": 2}]),
+    "WDATA off the strobes may change": (None, [
+        {"awvalid": 1, "wvalid": 1, "wdata": 0x11, "wstrb": 0x1},
+        {"wdata": 0x2211}, {"awready": 1, "wready": 1}]),
     "LITE_R_UNASKED": ("LITE_R_UNASKED", [{"rvalid": 1}]),
     "LITE_R_STABLE": ("LITE_R_STABLE", [{"arvalid": 1, "arready": 1},
                                         {"arvalid": 0, "arready": 0, "rvalid": 1},

@@ -60,7 +60,7 @@ module tessera_axi_checker #(
 
     localparam [7:0] RULE_AR_STABLE   = 8'd1;   // ARVALID fell, or the AR payload changed, before ARREADY
     localparam [7:0] RULE_AW_STABLE   = 8'd2;   // AWVALID fell, or the AW payload changed, before AWREADY
-    localparam [7:0] RULE_W_STABLE    = 8'd3;   // WVALID fell, or WDATA, WSTRB or WLAST changed, before WREADY
+    localparam [7:0] RULE_W_STABLE    = 8'd3;   // WVALID fell, or WSTRB, WLAST or a strobed byte of WDATA changed, before WREADY
     localparam [7:0] RULE_AR_4K       = 8'd4;   // a read burst crosses a 4 KiB boundary
     localparam [7:0] RULE_AW_4K       = 8'd5;   // a write burst crosses a 4 KiB boundary
     localparam [7:0] RULE_AR_FORM     = 8'd6;   // ARSIZE wider than the bus, or the reserved ARBURST
@@ -117,6 +117,19 @@ module tessera_axi_checker #(
     wire [ID_BITS+ADDR_BITS+12:0] ar_now = {arid, araddr, arlen, arsize, arburst};
     wire [ID_BITS+ADDR_BITS+12:0] aw_now = {awid, awaddr, awlen, awsize, awburst};
     wire [DATA_BITS+DATA_BITS/8:0] w_now = {wdata, wstrb, wlast};
+    // WDATA is held stable on the bytes the waiting beat's strobes cover: the others carry
+    // nothing (the DMA's write buffer fills them while a beat waits).
+    wire [DATA_BITS/8-1:0] w_prev_strb = w_prev[DATA_BITS/8:1];
+    wire [DATA_BITS-1:0]   w_prev_data = w_prev[DATA_BITS+DATA_BITS/8:DATA_BITS/8+1];
+    wire [DATA_BITS-1:0]   w_mask;
+    genvar g;
+    generate
+        for (g = 0; g < DATA_BITS / 8; g = g + 1) begin : strobes
+            assign w_mask[8*g +: 8] = {8{w_prev_strb[g]}};
+        end
+    endgenerate
+    wire w_changed = {wstrb, wlast} != w_prev[DATA_BITS/8:0]
+                     || (wdata & w_mask) != (w_prev_data & w_mask);
     wire [ID_BITS+DATA_BITS+2:0]  r_now  = {rid, rdata, rresp, rlast};
     wire [ID_BITS+1:0]            b_now  = {bid, bresp};
 
@@ -171,7 +184,7 @@ module tessera_axi_checker #(
                     report(RULE_AR_STABLE, ar_prev[ADDR_BITS+12:13]);
                 else if (aw_wait && (!awvalid || aw_now != aw_prev))
                     report(RULE_AW_STABLE, aw_prev[ADDR_BITS+12:13]);
-                else if (w_wait && (!wvalid || w_now != w_prev))
+                else if (w_wait && (!wvalid || w_changed))
                     report(RULE_W_STABLE, aw_addr[w_head]);
                 else if (arvalid && (arsize > SHIFT || arburst == 2'b11))
                     report(RULE_AR_FORM, araddr);

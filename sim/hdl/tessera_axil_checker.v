@@ -45,7 +45,7 @@ module tessera_axil_checker #(
 
     localparam [7:0] RULE_LITE_AR_STABLE = 8'd33;  // AXI4-Lite: ARVALID fell, or ARADDR or ARPROT changed, before ARREADY
     localparam [7:0] RULE_LITE_AW_STABLE = 8'd34;  // AXI4-Lite: AWVALID fell, or AWADDR or AWPROT changed, before AWREADY
-    localparam [7:0] RULE_LITE_W_STABLE  = 8'd35;  // AXI4-Lite: WVALID fell, or WDATA or WSTRB changed, before WREADY
+    localparam [7:0] RULE_LITE_W_STABLE  = 8'd35;  // AXI4-Lite: WVALID fell, or WSTRB or a strobed byte of WDATA changed, before WREADY
     localparam [7:0] RULE_LITE_R_UNASKED = 8'd36;  // AXI4-Lite: RVALID with no read outstanding
     localparam [7:0] RULE_LITE_R_STABLE  = 8'd37;  // AXI4-Lite: RVALID fell, or RDATA or RRESP changed, before RREADY
     localparam [7:0] RULE_LITE_B_UNASKED = 8'd38;  // AXI4-Lite: BVALID before both the AW and the W handshake of a write
@@ -72,6 +72,17 @@ module tessera_axil_checker #(
     wire [ADDR_BITS+2:0]        ar_now = {araddr, arprot};
     wire [ADDR_BITS+2:0]        aw_now = {awaddr, awprot};
     wire [DATA_BITS+DATA_BITS/8-1:0] w_now = {wdata, wstrb};
+    // WDATA is held stable on the bytes the waiting write's strobes cover.
+    wire [DATA_BITS/8-1:0] w_prev_strb = w_prev[DATA_BITS/8-1:0];
+    wire [DATA_BITS-1:0]   w_prev_data = w_prev[DATA_BITS+DATA_BITS/8-1:DATA_BITS/8];
+    wire [DATA_BITS-1:0]   w_mask;
+    genvar g;
+    generate
+        for (g = 0; g < DATA_BITS / 8; g = g + 1) begin : strobes
+            assign w_mask[8*g +: 8] = {8{w_prev_strb[g]}};
+        end
+    endgenerate
+    wire w_changed = wstrb != w_prev_strb || (wdata & w_mask) != (w_prev_data & w_mask);
     wire [DATA_BITS+1:0]        r_now  = {rdata, rresp};
 
     reg [31:0] cycle;
@@ -116,7 +127,7 @@ module tessera_axil_checker #(
                     report(RULE_LITE_AR_STABLE, ar_prev[ADDR_BITS+2:3]);
                 else if (aw_wait && (!awvalid || aw_now != aw_prev))
                     report(RULE_LITE_AW_STABLE, aw_prev[ADDR_BITS+2:3]);
-                else if (w_wait && (!wvalid || w_now != w_prev))
+                else if (w_wait && (!wvalid || w_changed))
                     report(RULE_LITE_W_STABLE, last_aw);
                 else if (rvalid && reads == 8'd0)
                     report(RULE_LITE_R_UNASKED, 64'd0);
