@@ -191,6 +191,37 @@ def test_random_timing_keeps_every_byte():
 
 
 @RTL
+@pytest.mark.parametrize("program", ["stores", "attention"])
+def test_every_store_operation_and_an_attention_head_under_random_timing(program):
+    """The store program of the accelerator tests (every output operation, to main memory
+    and to the scratchpad, blocked and transposed) and an attention head, under four
+    random timings (two with heavy stalls, up to 0.9): golden's bytes, and no protocol
+    violation (the DMA writer refills a waiting beat's unstrobed bytes: allowed)."""
+    from test_accel_rtl import store_program
+    from test_attention import place_head
+
+    from tessera.sw.lower.attention import lower_attention_head
+
+    setup = Runtime(TINY, "golden")
+    if program == "stores":
+        prog = store_program(setup)
+    else:
+        head = place_head(setup, 37, 8, True, 5)[0]
+        prog = lower_attention_head(TINY, head)
+    gold = Runtime(TINY, "golden")
+    gold.image[:] = setup.image
+    gold._top = setup._top
+    assert gold.run(prog).ok
+    for seed in range(4):
+        rt = Runtime(TINY, "verilator",
+                     faults=BusFaults.random(seed, max_stall=0.9 if seed % 2 else 0.6))
+        rt.image[:] = setup.image
+        rt._top = setup._top
+        r = rt.run(prog)
+        assert r.ok and np.array_equal(rt.image, gold.image), (seed, r.describe())
+
+
+@RTL
 def test_random_faults_for_fuzzers():
     """BusFaults.random(seed): a value from the seed alone, and a correct run under it."""
     assert BusFaults.random(12) == BusFaults.random(12) != BusFaults.random(13)
