@@ -735,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..sim.runner import SimulationFailed
     from ..sim.toolchain import SimulatorMissing
     from .fpga import FpgaError
+    from .runtime import RunError
     from .runtime.uart import LinkError
     from .synth import SynthError
 
@@ -744,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TesseraError, ValueError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
-    except (SimulatorMissing, SimulationFailed, SynthError, FpgaError, LinkError) as e:
+    except (SimulatorMissing, SimulationFailed, SynthError, FpgaError, LinkError,
+            RunError) as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

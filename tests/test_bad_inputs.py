@@ -168,6 +168,12 @@ def test_a_file_operation_failing_while_working(monkeypatch, capsys):
     err = fails(["registers"], capsys, status=1)
     assert "tessera: error: cannot use '/x/r.md': No space left on device" in err
 
+    def stopped(args):      # the machine refusing a command: reported, not a traceback
+        Runtime(TINY, "golden").run([0xF], check=True)     # opcode 15: illegal
+
+    monkeypatch.setattr(cli, "cmd_registers", stopped)
+    assert "tessera: error: golden: stopped with" in fails(["registers"], capsys, status=1)
+
 
 def test_output_path_checks_api(tmp_path):
     assert output_file(tmp_path / "new.txt", "x") == tmp_path / "new.txt"
