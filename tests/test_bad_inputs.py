@@ -611,7 +611,13 @@ def test_runtime_data_and_programs(rt):
 def test_runtime_construction():
     with pytest.raises(InputError, match="config must be a TesseraConfig .* not str"):
         Runtime("tiny")
-    with pytest.raises(InputError, match="mem_size must be a positive integer, not -1"):
+    with pytest.raises(InputError, match=r"mem_size \(bytes\) must be an integer from 1 to "
+                                         r"4294967296, not -1"):
         Runtime(TINY, "golden", mem_size=-1)
+    with pytest.raises(InputError, match="not 1099511627776"):     # 1 TiB of host memory
+        Runtime(TINY, "golden", mem_size=1 << 40)
+    with pytest.raises(InputError, match=r"main memory \(64 bytes at 0xfffffff0\) must lie "
+                                         r"within the 32-bit address space"):
+        Runtime(TINY, "golden", mem_base=(1 << 32) - 16, mem_size=64)
     with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of golden"):
         Runtime(TINY, "gpu")

@@ -163,9 +163,13 @@ class Runtime:
             raise InputError(f"config must be a TesseraConfig (preset(NAME) or "
                              f"TesseraConfig.from_file(PATH)), not {type(config).__name__}")
         if mem_size is not None:
-            whole_number(mem_size, "mem_size")
+            # The image is host memory (numpy); 4 GiB is the whole of a 32-bit bus.
+            whole_number(mem_size, "mem_size (bytes)", 1, 1 << 32)
         if mem_base is not None:
             whole_number(mem_base, "mem_base", 0)
+            if mem_base + (mem_size or 0) > 1 << config.addr_bits:
+                raise InputError(f"main memory ({mem_size or 0} bytes at {mem_base:#x}) must lie "
+                                 f"within the {config.addr_bits}-bit address space")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not (isinstance(mem_latency, int) and 1 <= mem_latency < 1 << 16):
