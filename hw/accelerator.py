@@ -371,6 +371,7 @@ class Accelerator(wiring.Component):
         refused = s.refused
         refused_code = Signal(ErrorCode)
         refused_index = Signal(INDEX_BITS)
+        refused_addr = Signal(c.addr_bits)
         head = d2_valid & s.running & ~s.stop & ~s.finished & ~refused
         target_ready = Mux(to_load, qs.room_load, Mux(to_exec, qs.room_exec, qs.room_store))
         s.take = take = Signal()
@@ -387,10 +388,18 @@ class Accelerator(wiring.Component):
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
         with m.If(head & (code != ErrorCode.NONE)):
-            m.d.sync += [refused.eq(1), refused_code.eq(code), refused_index.eq(dh.index)]
-        self._raise_fault(m, s, refused & qs.idle, refused_code.as_value(), refused_index)
-        self._raise_fault(m, s, fetch.fault, ErrorCode.FETCH.value, dispatched,
-                          fetch.fault_addr)
+            m.d.sync += [refused.eq(1), refused_code.eq(code), refused_index.eq(dh.index),
+                         refused_addr.eq(0)]
+        # A word the fetcher could not read is refused in its turn: once every word before
+        # it has been dispatched (the fetcher delivers those, then nothing more), whatever
+        # the timing of the fault. A FINISH before it ends the program first.
+        fetch_turn = fetch.fault & ~fetch.o_word.valid & ~d1_valid & ~d2_valid & s.running \
+            & ~s.stop & ~s.finished & ~refused
+        with m.If(fetch_turn):
+            m.d.sync += [refused.eq(1), refused_code.eq(ErrorCode.FETCH),
+                         refused_index.eq(dispatched), refused_addr.eq(fetch.fault_addr)]
+        self._raise_fault(m, s, refused & qs.idle, refused_code.as_value(), refused_index,
+                          refused_addr)
         with m.If(take):
             m.d.sync += dispatched.eq(dispatched + 1)
             with m.If(op == Opcode.FINISH):

@@ -486,9 +486,15 @@ def generate(config: TesseraConfig, seed: int, base: int, illegal: bool = False,
 
 def run_case(runtime, case: Case, region: int, timeout_cycles: int = 2_000_000) -> Outcome:
     """Run ``case`` on ``runtime`` with its data region at ``region``."""
+    from ..sim.axi_checker import ProtocolViolation
+
     runtime.write(region, case.image)
     # Nothing else of memory matters: the rest is zero on every backend.
-    result = runtime.run(case.words, timeout_cycles=timeout_cycles)
+    try:
+        result = runtime.run(case.words, timeout_cycles=timeout_cycles)
+    except ProtocolViolation as e:
+        # A bus protocol violation is a difference too (the golden model has no bus).
+        return Outcome(f"PROTOCOL {e}", None, 0, runtime.read(region, 2 * REGION_BYTES))
     mem = runtime.read(region, 2 * REGION_BYTES)
     return Outcome(result.error.name, result.error_index if not result.ok else None,
                    result.error_addr, mem, result.cycles)

@@ -141,3 +141,30 @@ def test_a_hang_is_a_timeout_and_a_deadlock_is_not():
     assert (r.error, r.error_index) == (ErrorCode.DEADLOCK, 1)
     # and the runtime runs the next program as ever
     assert rt.run(loads[:1] + [Command(Opcode.FINISH, {})]).ok
+
+
+@pytest.mark.parametrize("word, want", [(1, (ErrorCode.FETCH, 1)), (3, (ErrorCode.NONE, None))])
+def test_a_command_word_that_cannot_be_read_is_refused_in_its_turn(word, want):
+    """FETCH at the failing word's index, whenever the fetcher (which reads ahead) saw the
+    error: the words before it are dispatched and run first; after a FINISH it is never
+    reached."""
+    from tessera.sw.runtime import BusFaults, ErrorRange
+
+    rt = Runtime(TINY, "verilator")
+    data = rt.alloc(256)
+    prog = [Command(Opcode.LOAD, dict(dram_addr=data, stride=4, rows=64, row_bytes=4,
+                                      local_addr=0)),
+            Command(Opcode.NOP, {"queue": Queue.EXECUTE}),
+            Command(Opcode.FINISH, {}),
+            Command(Opcode.NOP, {"queue": Queue.STORE}),
+            Command(Opcode.NOP, {"queue": Queue.STORE})]
+    nbytes = command_bits(TINY) // 8
+    align = max(64, nbytes)
+    buf = -(-(rt.mem_base + rt._top) // align) * align      # where run() puts the buffer
+    at = buf + word * nbytes
+    rt.faults = BusFaults(seed=1, errors=(ErrorRange(at, at + 1, "slverr"),))
+    r = rt.run(prog)
+    assert (r.error, r.error_index) == want, r.describe()
+    if r.error == ErrorCode.FETCH:
+        assert r.error_addr == at and r.counters["commands"] == word
+        assert r.counters["bytes_read"] >= 64 * 4      # the LOAD before it ran
