@@ -12,12 +12,13 @@ PACKAGES = {"hw": "tessera.hw", "sw": "tessera.sw", "sim": "tessera.sim"}
 #: What each layer may import (besides itself).
 ALLOWED = {
     "hw": set(),
+    "check": {"hw"},
     "golden": {"hw"},
     "sim": {"hw", "golden"},
-    "runtime": {"hw", "golden", "sim"},
-    "lower": {"hw", "golden", "runtime"},
-    "models": {"hw", "golden"},
-    "cli": {"hw", "golden", "sim", "runtime", "lower", "models"},
+    "runtime": {"hw", "golden", "sim", "check"},
+    "lower": {"hw", "golden", "runtime", "check"},
+    "models": {"hw", "golden", "check"},
+    "cli": {"hw", "golden", "sim", "runtime", "lower", "models", "check"},
 }
 
 
@@ -31,7 +32,7 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if parts[1] in ("hw", "sim"):
         return parts[1]
-    if len(parts) > 2 and parts[2] in ("golden", "runtime", "lower", "models"):
+    if len(parts) > 2 and parts[2] in ("golden", "runtime", "lower", "models", "check"):
         return parts[2]
     return "cli"      # sw's own modules: the command line, run, bench
 
