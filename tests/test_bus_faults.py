@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -319,17 +320,17 @@ def test_an_error_at_a_store_destination_stops_the_program(resp):
 @RTL
 @pytest.mark.parametrize("resp, word", [("decerr", 0), ("slverr", 5), ("decerr", 17)])
 def test_an_error_in_the_command_buffer_stops_the_program(resp, word):
-    """FETCH, with the address of the word that could not be read. The index is the
-    number of commands dispatched when the fault was seen (at most the failing word's)."""
-    rt = Runtime(TINY, "verilator")
-    p = Product(rt)
-    at = p.buffer + word * p.word_bytes
-    rt.faults = BusFaults(errors=(ErrorRange(at, at + 1, resp),))
-    r = rt.run(p.prog)
-    assert (r.error, r.error_addr) == (ErrorCode.FETCH, at)
-    assert 0 <= r.error_index <= word
-    if word == 0:
-        assert r.error_index == 0 and r.counters["commands"] == 0
+    """FETCH at the word that could not be read, with its address, once every word before
+    it has been dispatched: the same whatever the timing (fixed, or random with stalls)."""
+    for timing in ({}, TIMING):
+        rt = Runtime(TINY, "verilator")
+        p = Product(rt)
+        at = p.buffer + word * p.word_bytes
+        faults = BusFaults.timing(word + 1, **timing) if timing else BusFaults()
+        rt.faults = replace(faults, errors=(ErrorRange(at, at + 1, resp),))
+        r = rt.run(p.prog)
+        assert (r.error, r.error_index, r.error_addr) == (ErrorCode.FETCH, word, at), timing
+        assert r.counters["commands"] == word
 
 
 # ---- the protocol checkers ----------------------------------------------------------------
