@@ -72,15 +72,18 @@ def group_of_block(lin, block: int, d: int) -> int:
     return block * d // lin.group
 
 
-def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
-    """Write the layer's weights, tables and input into ``rt``'s main memory."""
+def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
+                     x_at: int | None = None, seq: int | None = None) -> BertPlacement:
+    """Write the layer's weights, tables and input into ``rt``'s main memory. With
+    ``x_at`` (and ``seq``), the input is already there, in the blocked layout (the
+    previous layer's output, in a chained encoder), and ``x_q`` is None."""
     c = rt.config
     d = c.rows
     for lin in (ql.wq, ql.wk, ql.wv, ql.wo, ql.w1, ql.w2):
         if lin.group % d and lin.group != lin.out_features:
             raise LoweringError(f"scale groups of {lin.group} columns must be whole blocks "
                                 f"of {d}")
-    S, H = x_q.shape
+    S, H = (seq, ql.hidden) if x_at is not None else x_q.shape
     F = ql.ffn
 
     def weights(w):
@@ -92,7 +95,8 @@ def place_bert_layer(rt, ql, x_q: np.ndarray, mask=None) -> BertPlacement:
     wqkv = np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)
     bqkv = np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias])
     p = BertPlacement(
-        seq=S, x=rt.place(to_blocked(x_q, Blocked(S, H, d))), wqkv=weights(wqkv),
+        seq=S, x=x_at if x_at is not None else rt.place(to_blocked(x_q, Blocked(S, H, d))),
+        wqkv=weights(wqkv),
         bqkv=rt.place(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
         wo=weights(ql.wo.weight), bo=rt.place(bias_bytes(ql.wo.bias, d)),
         ln1=rt.place(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,

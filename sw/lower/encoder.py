@@ -1,0 +1,130 @@
+"""A whole BERT-style encoder as one command stream: every layer's weights placed in main
+memory once, each layer's int8 output read by the next layer where it lies (no host round
+trip), one FINISH at the end.
+
+Where the host and the accelerator meet (``docs/architecture.md``, "Whole models"): the
+host does the embedding lookup and its LayerNorm, and quantizes them to the first layer's
+input scale; the accelerator runs every layer; the host reads the last layer's int8
+output and pools it (mean over the sentence's tokens, as sentence-transformers does). The
+embedding table is a gather by token id, which the accelerator's strided DMA cannot do in
+one command per token without a command per token; the pooling is a handful of additions
+per sentence. Both are a negligible share of the work (below 0.1% of the MACs of
+MiniLM-L6 at 128 tokens).
+
+Layers are chained by their scales: layer ``i + 1`` is quantized with layer ``i``'s output
+scale as its input scale (:func:`tessera.sw.models.minilm.quantize_encoder`,
+:func:`quantize_chain`), so the int8 tensor one layer writes is the next one's input as it
+is. The reference is :func:`integer_encoder`: the chained integer layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...hw.config import TesseraConfig
+from ...hw.isa import Command, Opcode
+from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
+from .layout import Blocked, from_blocked
+from .plan import LoweringError
+
+__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder",
+           "integer_encoder", "quantize_chain"]
+
+
+@dataclass
+class EncoderPlacement:
+    """Main-memory addresses of every layer's tensors; layer ``i + 1``'s input is layer
+    ``i``'s output."""
+
+    layers: list[BertPlacement]
+
+    @property
+    def x(self) -> int:
+        return self.layers[0].x
+
+    @property
+    def out(self) -> int:
+        return self.layers[-1].out
+
+
+def _check_chain(qls) -> None:
+    if not qls:
+        raise LoweringError("an encoder needs at least one layer")
+    for i in range(1, len(qls)):
+        a, b = qls[i - 1], qls[i]
+        if a.hidden != b.hidden:
+            raise LoweringError(f"layer {i} takes {b.hidden} features, layer {i - 1} gives "
+                                f"{a.hidden}")
+        if not np.array_equal(np.asarray(a.out_scale), np.asarray(b.in_scale)):
+            raise LoweringError(f"layer {i}'s input scale is not layer {i - 1}'s output "
+                                f"scale: quantize the layers as a chain (quantize_chain)")
+
+
+def place_encoder(rt, qls, x_q: np.ndarray, mask=None) -> EncoderPlacement:
+    """Write every layer's weights and tables, and the first layer's input, into ``rt``'s
+    main memory; each later layer reads its input where the one before writes it."""
+    _check_chain(qls)
+    S = x_q.shape[0]
+    layers = [place_bert_layer(rt, qls[0], x_q, mask)]
+    for ql in qls[1:]:
+        layers.append(place_bert_layer(rt, ql, None, mask, x_at=layers[-1].out, seq=S))
+    return EncoderPlacement(layers)
+
+
+def lower_encoder(config: TesseraConfig, qls, p: EncoderPlacement) -> list[Command]:
+    """The whole encoder as one stream: each layer's phases (:data:`PHASES`), FENCEs
+    between phases and layers, one FINISH at the end."""
+    prog = []
+    for ql, lp in zip(qls, p.layers, strict=True):
+        phases = lower_bert_layer(config, ql, lp)
+        for name in PHASES:
+            prog += phases[name] + [Command(Opcode.FENCE, {})]
+    prog[-1] = Command(Opcode.FINISH, {})
+    return prog
+
+
+def run_encoder(rt, qls, x_q: np.ndarray, mask=None, **run_args):
+    """Place, lower and run the encoder on ``rt`` as one program.
+
+    Returns
+    -------
+    (out_q, result, program)
+        The last layer's int8 output, the run's result, the command stream.
+    """
+    p = place_encoder(rt, qls, x_q, mask)
+    prog = lower_encoder(rt.config, qls, p)
+    result = rt.run(prog, **run_args)
+    S, H = x_q.shape
+    shape = Blocked(S, H, rt.config.rows)
+    return from_blocked(rt.read(p.out, shape.nbytes), shape), result, prog
+
+
+def integer_encoder(x_q: np.ndarray, qls, mask=None) -> np.ndarray:
+    """The reference: the chained integer layers (golden, no command stream)."""
+    from ..models.quantize import integer_bert_layer
+
+    _check_chain(qls)
+    for ql in qls:
+        x_q = integer_bert_layer(x_q, ql, mask)
+    return x_q
+
+
+def quantize_chain(weights: list[dict], calibration_inputs: list, **options) -> list:
+    """Quantize float layers as a chain: layer 0 calibrated on ``calibration_inputs``
+    (float inputs, or ``(x, mask)`` pairs), each later layer on the float reference's
+    outputs of the one before, with that layer's output scale as its input scale.
+
+    ``options`` go to :func:`~tessera.sw.models.quantize.quantize_bert_layer`.
+    """
+    from ..models.quantize import quantize_bert_layer
+    from ..models.reference import bert_layer
+
+    items = [c if isinstance(c, tuple) else (c, None) for c in calibration_inputs]
+    qls = []
+    for w in weights:
+        in_scale = qls[-1].out_scale if qls else None
+        qls.append(quantize_bert_layer(w, items, in_scale=in_scale, **options))
+        items = [(bert_layer(x, w, mask=m), m) for x, m in items]
+    return qls
