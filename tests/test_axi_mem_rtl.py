@@ -86,9 +86,9 @@ def _run(sim: str, test_dir: Path) -> list[str]:
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_axi_mem_model(sim, tmp_path):
     names = _run(sim, tmp_path)
-    assert sorted(names) == ["axi_mem_backdoor", "axi_mem_edges", "axi_mem_random",
-                             "axi_mem_random_pauses", "axi_mem_reset_midway",
-                             "axi_mem_streaming"]
+    assert sorted(names) == ["axi_mem_backdoor", "axi_mem_edges", "axi_mem_faults",
+                             "axi_mem_random", "axi_mem_random_pauses",
+                             "axi_mem_reset_midway", "axi_mem_streaming"]
 
 
 # ---- sim/memimage.py -------------------------------------------------------------------
