@@ -104,8 +104,8 @@ SUM_READ_STAGE, SHIFT_READ_STAGE = 2, 3
 #: The stage whose register holds pass 1's ``d**2`` (the variance tree's input).
 SQUARE_STAGE = 6
 #: Cycles from pass 0's statistics to the pre-shift: ``n max`` and ``n min`` (in lanes 0
-#: and 1's multipliers), their partial products added, ``dmax``, ``s``.
-SCALE_CYCLES = 4
+#: and 1's multipliers), their partial products added, ``dmax``, its bit length, ``s``.
+SCALE_CYCLES = 5
 
 
 def stats_stage(cols: int) -> int:
@@ -136,10 +136,11 @@ class _State(enum.Enum, shape=4):
     SCALE_MUL = 2    # n * max, n * min: in lanes 0 and 1's multipliers
     SCALE_SUM = 3    # their partial products added
     SCALE_DMAX = 4   # dmax
-    SCALE_SHIFT = 5  # s
-    SQRT_REQ = 6     # start the square root
-    SQRT_WAIT = 7    # square root, then reciprocal, running
-    RECIP_WAIT = 8
+    SCALE_BITS = 5   # its bit length
+    SCALE_SHIFT = 6  # s
+    SQRT_REQ = 7     # start the square root
+    SQRT_WAIT = 8    # square root, then reciprocal, running
+    RECIP_WAIT = 9
 
 
 class LayerNormUnit(wiring.Component):
@@ -220,10 +221,12 @@ class LayerNormUnit(wiring.Component):
         for name, shape in (("sum_acc", signed(44)), ("min_acc", signed(32)),
                             ("max_acc", signed(32)), ("var_acc", unsigned(VAR_BITS)),
                             ("n_max", signed(46)), ("n_min", signed(46)), ("dmax", unsigned(45)),
+                            ("dmax_bits", range(46)),
                             ("row_sum", signed(44)), ("s_right", range(32)),
                             ("s_left", range(16)), ("factor", unsigned(RECIP_BITS + 1)),
                             ("state", _State)):
             setattr(s, name, Signal(shape, name=name))
+        s.scale_mul = Signal(name="scale_mul")    # state == SCALE_MUL
         m.d.comb += self.accept.eq(s.state == _State.READY)
         return s
 
@@ -269,8 +272,9 @@ class LayerNormUnit(wiring.Component):
             # Once per row, in SCALE_MUL, lanes 0 and 1 take n * max and n * min: no chunk
             # is in stage 1 then (none is taken from the end of pass 0 until the pre-shift
             # is ready), so their multipliers are free and the bubble's registers may load.
-            scale = s.state == _State.SCALE_MUL
-            x, load = Mux(scale, (s.max_acc, s.min_acc)[j], x), en | scale
+            # (The select is a register of its own: a state decode in front of the DSP
+            # would be two LUT levels on the multiplier's path.)
+            x, load = Mux(s.scale_mul, (s.max_acc, s.min_acc)[j], x), en | s.scale_mul
         # 1, 2: n x
         lo = stage(m, load, x[:16] * self.length, f"ln_nxl{j}")
         hi = stage(m, load, x[16:].as_signed() * self.length, f"ln_nxh{j}")
@@ -345,19 +349,23 @@ class LayerNormUnit(wiring.Component):
                 s.max_acc.eq(Mux(t1.first | (s.cmax > s.max_acc), s.cmax, s.max_acc)),
             ]
             with m.If(t1.end):
-                m.d.sync += s.state.eq(_State.SCALE_MUL)
+                m.d.sync += [s.state.eq(_State.SCALE_MUL), s.scale_mul.eq(1)]
         with m.If(s.state == _State.SCALE_MUL):
-            m.d.sync += s.state.eq(_State.SCALE_SUM)
+            m.d.sync += [s.state.eq(_State.SCALE_SUM), s.scale_mul.eq(0)]
         with m.If(s.state == _State.SCALE_SUM):
             m.d.sync += [s.n_max.eq(s.nx[0]), s.n_min.eq(s.nx[1]),
                          s.state.eq(_State.SCALE_DMAX)]
         with m.If(s.state == _State.SCALE_DMAX):
             hi = s.n_max - s.sum_acc
             lo = s.sum_acc - s.n_min
-            m.d.sync += [s.dmax.eq(Mux(hi > lo, hi, lo)), s.state.eq(_State.SCALE_SHIFT)]
+            m.d.sync += [s.dmax.eq(Mux(hi > lo, hi, lo)), s.state.eq(_State.SCALE_BITS)]
+        with m.If(s.state == _State.SCALE_BITS):
+            # (A cycle of its own: the priority encoder and the subtraction after it were
+            # the unit's longest path.)
+            m.d.sync += [s.dmax_bits.eq(bit_length(s.dmax)), s.state.eq(_State.SCALE_SHIFT)]
         with m.If(s.state == _State.SCALE_SHIFT):
             sh = Signal(signed(7), name="s")
-            m.d.comb += sh.eq(Mux(s.dmax == 0, 0, bit_length(s.dmax) - DEV_BITS))
+            m.d.comb += sh.eq(Mux(s.dmax_bits == 0, 0, s.dmax_bits - DEV_BITS))
             m.d.sync += [s.row_sum.eq(s.sum_acc), s.s_right.eq(Mux(sh > 0, sh, 0)),
                          s.s_left.eq(Mux(sh < 0, -sh, 0)), s.state.eq(_State.READY)]
 
