@@ -333,6 +333,71 @@ def test_an_error_in_the_command_buffer_stops_the_program(resp, word):
         assert r.counters["commands"] == word
 
 
+def _block_words(c, bus: int) -> tuple[int, int] | None:
+    """The bus words a LOAD reads or a STORE to main memory writes, as (first, end) byte
+    addresses of the aligned span (rows in between included: a coarse bound), or None."""
+    if c.opcode == Opcode.LOAD:
+        start, rows, rb, stride = (c.args["dram_addr"], c.args["rows"], c.args["row_bytes"],
+                                   c.args["stride"])
+    elif c.opcode == Opcode.STORE and not c.args.get("to_spad"):
+        start, rows, rb, stride = (c.args["dram_addr"], c.args["desc"]["rows"],
+                                   c.args["desc"]["length"], c.args["stride"])
+    else:
+        return None
+    return start // bus * bus, -(-(start + (rows - 1) * stride + rb) // bus) * bus
+
+
+@RTL
+@pytest.mark.parametrize("program", ["stores", "attention"])
+def test_errors_at_random_addresses_stop_cleanly(program):
+    """An SLVERR or DECERR range at a random address (reads, writes or both) under random
+    timing: the run ends (never a hang), with the range's response at a LOAD or STORE
+    whose block reaches the range and an address between the block's start and the
+    range's end, or FETCH inside the command buffer, or no error."""
+    from test_accel_rtl import store_program
+    from test_attention import place_head
+
+    from tessera.sw.lower.attention import lower_attention_head
+
+    setup = Runtime(TINY, "golden")
+    if program == "stores":
+        prog = store_program(setup)
+    else:
+        prog = lower_attention_head(TINY, place_head(setup, 37, 8, True, 5)[0])
+    wbytes = command_bits(TINY) // 8
+    buffer = setup.mem_base + -(-setup._top // 64) * 64
+    end = buffer + len(prog) * wbytes
+    draw = np.random.default_rng(21)
+    seen = set()
+    for seed in range(24):
+        at = int(draw.integers(setup.mem_base, end))
+        width = int(draw.choice([1, 8, 64, 512]))
+        resp = str(draw.choice(["slverr", "decerr"]))
+        reads, writes = [(True, True), (True, False), (False, True)][seed % 3]
+        rt = Runtime(TINY, "verilator", faults=replace(
+            BusFaults.random(seed, max_stall=0.8),
+            errors=(ErrorRange(at, at + width, resp, reads, writes),)))
+        rt.image[:] = setup.image
+        rt._top = setup._top
+        r = rt.run(prog, timeout_cycles=500_000)
+        seen.add(r.error)
+        where = (seed, hex(at), width, resp, reads, writes, r.describe())
+        if r.error in (ErrorCode.SLVERR, ErrorCode.DECERR):
+            c = prog[r.error_index]
+            span = _block_words(c, TINY.bus_bytes)
+            assert r.error == ErrorCode[resp.upper()] and span is not None, where
+            assert (reads if c.opcode == Opcode.LOAD else writes), where
+            assert span[0] < at + width and at < span[1], where
+            assert c.args["dram_addr"] <= r.error_addr < at + width, where
+        elif r.error == ErrorCode.FETCH:
+            assert reads and buffer <= r.error_addr < end, where
+            assert r.error_addr < at + width and at < r.error_addr + TINY.bus_bytes, where
+            assert r.error_index == (r.error_addr - buffer) // wbytes, where
+        else:
+            assert r.ok, where
+    assert {ErrorCode.NONE, ErrorCode.FETCH} <= seen and len(seen) >= 3, seen
+
+
 # ---- the protocol checkers ----------------------------------------------------------------
 
 @RTL
