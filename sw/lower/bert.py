@@ -44,7 +44,10 @@ PHASES = ("qkv", "attention", "out_proj_ln1", "ffn1_gelu", "ffn2_ln2")
 
 @dataclass
 class BertPlacement:
-    """Main-memory addresses of one layer's tensors (blocked layouts)."""
+    """Main-memory addresses of one layer's tensors (blocked layouts). ``seq`` rows: the
+    tokens of one sequence, or of a batch of sequences one after the other (``lengths``;
+    no padding between them), which share the matrix products and attend each to its
+    own tokens."""
 
     seq: int
     x: int
@@ -64,6 +67,13 @@ class BertPlacement:
     b2: int
     ln2: int
     out: int
+    lengths: tuple = ()
+
+    def sequences(self) -> list[tuple[int, int]]:
+        """Each sequence's first row and length."""
+        lengths = self.lengths or (self.seq,)
+        starts = np.cumsum((0,) + tuple(lengths[:-1]))
+        return [(int(r0), int(n)) for r0, n in zip(starts, lengths, strict=True)]
 
 
 def group_of_block(lin, block: int, d: int) -> int:
@@ -73,10 +83,13 @@ def group_of_block(lin, block: int, d: int) -> int:
 
 
 def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
-                     x_at: int | None = None, seq: int | None = None) -> BertPlacement:
+                     x_at: int | None = None, seq: int | None = None,
+                     lengths: tuple = ()) -> BertPlacement:
     """Write the layer's weights, tables and input into ``rt``'s main memory. With
     ``x_at`` (and ``seq``), the input is already there, in the blocked layout (the
-    previous layer's output, in a chained encoder), and ``x_q`` is None."""
+    previous layer's output, in a chained encoder), and ``x_q`` is None. ``lengths``: the
+    rows are a batch of sequences of these lengths, one after the other (no ``mask``:
+    each attends to all of its own tokens)."""
     c = rt.config
     d = c.rows
     for lin in (ql.wq, ql.wk, ql.wv, ql.wo, ql.w1, ql.w2):
@@ -85,6 +98,13 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
                                 f"of {d}")
     S, H = (seq, ql.hidden) if x_at is not None else x_q.shape
     F = ql.ffn
+    if lengths:
+        if sum(lengths) != S or min(lengths) < 1:
+            raise LoweringError(f"a batch of sequences of {list(lengths)} tokens has "
+                                f"{sum(lengths)} rows, not {S}")
+        if mask is not None:
+            raise LoweringError("a batch's sequences attend to all of their own tokens: "
+                                "give their lengths, not a mask")
 
     def weights(w):
         return rt.place(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
@@ -104,7 +124,8 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
         w1=weights(ql.w1.weight), b1=rt.place(bias_bytes(ql.w1.bias, d)), f=space(S, F),
         w2=weights(ql.w2.weight), b2=rt.place(bias_bytes(ql.w2.bias, d)),
         ln2=rt.place(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
-                                per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H))
+                                per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H),
+        lengths=tuple(int(n) for n in lengths))
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
         if keep.shape != (S,):
@@ -148,12 +169,21 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     blk = S * d                                 # bytes between column blocks (S rows)
     exp = {f: getattr(ql.softmax, f) for f in ("shift", "ln2_q", "q_b", "q_c", "out_shift")}
     att = []
-    for h in range(heads):
-        b0 = h * dh // d
-        att.append(AttentionHead(S, dh, p.qkv + b0 * blk, p.qkv + (nbh + b0) * blk,
-                                 p.qkv + (2 * nbh + b0) * blk, p.ctx + b0 * blk, blk, exp,
-                                 *ql.ctx_requant, p.mask))
-    phases["attention"] = lower_attention(c, att, finish=False)
+    for r0, n in p.sequences():
+        # A batch's sequence attends to its own rows: its heads' blocks start at its first
+        # row (r0 * d bytes into each column block); the blocks stay blk apart.
+        if att:
+            att.append(Command(Opcode.FENCE, {}))
+        heads_of = []
+        for h in range(heads):
+            b0 = h * dh // d
+            at = r0 * d
+            heads_of.append(AttentionHead(
+                n, dh, p.qkv + b0 * blk + at, p.qkv + (nbh + b0) * blk + at,
+                p.qkv + (2 * nbh + b0) * blk + at, p.ctx + b0 * blk + at, blk, exp,
+                *ql.ctx_requant, p.mask))
+        att += lower_attention(c, heads_of, finish=False)
+    phases["attention"] = att
 
     def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale):
         plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,

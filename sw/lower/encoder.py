@@ -29,7 +29,7 @@ from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
 from .layout import Blocked, from_blocked
 from .plan import LoweringError
 
-__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder",
+__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch",
            "integer_encoder", "quantize_chain"]
 
 
@@ -62,14 +62,17 @@ def _check_chain(qls) -> None:
                                 f"scale: quantize the layers as a chain (quantize_chain)")
 
 
-def place_encoder(rt, qls, x_q: np.ndarray, mask=None) -> EncoderPlacement:
+def place_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = ()
+                  ) -> EncoderPlacement:
     """Write every layer's weights and tables, and the first layer's input, into ``rt``'s
-    main memory; each later layer reads its input where the one before writes it."""
+    main memory; each later layer reads its input where the one before writes it.
+    ``lengths``: ``x_q``'s rows are a batch of sequences of these lengths."""
     _check_chain(qls)
     S = x_q.shape[0]
-    layers = [place_bert_layer(rt, qls[0], x_q, mask)]
+    layers = [place_bert_layer(rt, qls[0], x_q, mask, lengths=lengths)]
     for ql in qls[1:]:
-        layers.append(place_bert_layer(rt, ql, None, mask, x_at=layers[-1].out, seq=S))
+        layers.append(place_bert_layer(rt, ql, None, mask, x_at=layers[-1].out, seq=S,
+                                       lengths=lengths))
     return EncoderPlacement(layers)
 
 
@@ -85,20 +88,39 @@ def lower_encoder(config: TesseraConfig, qls, p: EncoderPlacement) -> list[Comma
     return prog
 
 
-def run_encoder(rt, qls, x_q: np.ndarray, mask=None, **run_args):
-    """Place, lower and run the encoder on ``rt`` as one program.
+def run_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = (), **run_args):
+    """Place, lower and run the encoder on ``rt`` as one program (``lengths``: ``x_q``'s
+    rows are a batch of sequences; see :func:`run_batch`).
 
     Returns
     -------
     (out_q, result, program)
         The last layer's int8 output, the run's result, the command stream.
     """
-    p = place_encoder(rt, qls, x_q, mask)
+    p = place_encoder(rt, qls, x_q, mask, lengths)
     prog = lower_encoder(rt.config, qls, p)
     result = rt.run(prog, **run_args)
     S, H = x_q.shape
     shape = Blocked(S, H, rt.config.rows)
     return from_blocked(rt.read(p.out, shape.nbytes), shape), result, prog
+
+
+def run_batch(rt, qls, xs: list[np.ndarray], **run_args):
+    """Several sequences (int8 ``(length, hidden)`` each, any lengths) through the encoder
+    in one program: their tokens one after the other, with no padding, so the matrix
+    products run over all their rows together and each sequence attends to its own.
+
+    Returns
+    -------
+    (outs, result, program)
+        Each sequence's int8 output, the run's result, the command stream.
+    """
+    if not xs:
+        raise LoweringError("a batch needs at least one sequence")
+    lengths = tuple(int(x.shape[0]) for x in xs)
+    out, result, prog = run_encoder(rt, qls, np.concatenate(xs), lengths=lengths, **run_args)
+    ends = np.cumsum(lengths)
+    return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], result, prog
 
 
 def integer_encoder(x_q: np.ndarray, qls, mask=None) -> np.ndarray:
