@@ -375,7 +375,11 @@ def cmd_run(args) -> int:
     from .run import run_bert, run_gpt2
 
     cfg = _config(args)
-    layers = ("bert-layer", "gpt2-layer", "gpt2-decode")
+    if args.layer == "minilm":
+        return _run_minilm(cfg, args)
+    if args.text or args.sentences or args.out:
+        raise UsageError("--text, --sentences and --out belong to 'tessera run minilm'")
+    layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm")
     if args.layer not in layers:
         raise UsageError(f"unknown layer {args.layer!r}; available: {', '.join(layers)}")
     if args.layer != "bert-layer":
@@ -395,6 +399,33 @@ def cmd_run(args) -> int:
                    seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress,
                    runtime=_runtime_options(args, args.backend))
     return _report_run(fig, args)
+
+
+def _run_minilm(cfg, args) -> int:
+    from .models import minilm
+    from .run_model import format_minilm, read_sentences, run_minilm, save_embeddings
+
+    if args.model:
+        raise UsageError("tessera run minilm runs all-MiniLM-L6-v2 (installed by make "
+                         "install); --model is for bert-layer")
+    if args.out:
+        from .check import output_file
+        output_file(args.out, "--out file")
+    sentences = list(args.text or [])
+    if args.sentences:
+        sentences += read_sentences(args.sentences)
+    if not sentences:
+        sentences = list(minilm.EVALUATION_SENTENCES)
+        _progress(f"no --text or --sentences: the {len(sentences)} evaluation sentences")
+    fig = run_minilm(cfg, args.backend, sentences, max_len=args.seq, progress=_progress,
+                     runtime=_runtime_options(args, args.backend))
+    emb = fig.pop("embeddings")
+    print(format_minilm(fig, sentences))
+    if args.out:
+        save_embeddings(args.out, emb)
+        _progress(f"wrote the embeddings ({emb.shape[0]} x {emb.shape[1]}) to {args.out}")
+    _write_json(args.json, fig)
+    return 0
 
 
 def _model_arg(args) -> tuple[int, Path | None]:
@@ -578,10 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("run", help="run a transformer layer on a backend and report it")
+    p = sub.add_parser("run", help="run a transformer layer, or a whole model, on a backend "
+                                   "and report it")
     p.add_argument("layer", metavar="LAYER",
-                   help="bert-layer, gpt2-layer (causal prefill of --seq tokens) or "
-                        "gpt2-decode (--steps tokens after a KV cache of --seq)")
+                   help="bert-layer, gpt2-layer (causal prefill of --seq tokens), "
+                        "gpt2-decode (--steps tokens after a KV cache of --seq), or minilm "
+                        "(all-MiniLM-L6-v2's sentence embeddings: every layer and every "
+                        "sentence in one program; --seq is the truncation length)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden",
                    choices=["golden", "icarus", "verilator", "amaranth", "uart"])
@@ -601,6 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "one per 16 columns, for outliers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--text", action="append", metavar="SENTENCE",
+                   help="minilm: a sentence to embed (repeat for several)")
+    p.add_argument("--sentences", metavar="FILE",
+                   help="minilm: sentences to embed, one per line")
+    p.add_argument("--out", metavar="FILE.npy",
+                   help="minilm: write the embeddings (sentences x 384, float64)")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_run)
 

@@ -1,0 +1,178 @@
+"""Whole models on a backend: all-MiniLM-L6-v2 sentence embeddings, the whole encoder as
+one program (``tessera run minilm``).
+
+The host embeds the tokens (the embedding table's gather and its LayerNorm, in float),
+quantizes them to the first layer's input scale, and hands the accelerator one program
+that runs every layer over every sentence of the batch (``sw/lower/encoder.py``); it then
+reads the last layer's int8 output, mean-pools each sentence's tokens and normalizes, as
+sentence-transformers does. The embeddings are compared with the float model's, sentence
+by sentence, and the sentences' similarity matrix with the float one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import TesseraConfig
+from .check import InputError, input_file
+from .lower.encoder import integer_encoder, run_batch
+from .runtime import Runtime
+
+__all__ = ["run_minilm", "format_minilm", "read_sentences", "MAX_SENTENCES"]
+
+#: Sentences one run takes (the batch is one program; its tensors must fit main memory).
+MAX_SENTENCES = 64
+
+
+def read_sentences(path) -> list[str]:
+    """One sentence per non-empty line of a UTF-8 text file."""
+    p = input_file(path, "--sentences file", max_bytes=1 << 20)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{path} holds no sentences (one per line)")
+    return lines
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two vectors (average ranks for ties)."""
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):          # ties share their mean rank
+            tie = x == v
+            r[tie] = r[tie].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
+               max_len: int = 128, progress=None, runtime: dict | None = None,
+               check_golden: bool = True) -> dict:
+    """The sentences' embeddings through the integer MiniLM-L6 on ``backend``, as one
+    program; the figures as a dict (:func:`format_minilm`), the embeddings under
+    ``"embeddings"`` (an ndarray, not in the JSON).
+
+    Raises
+    ------
+    InputError
+        No sentence, too many, or a bad length.
+    ModelNotInstalledError, ModelError
+        If the model is missing or its folder is broken.
+    """
+    from .check import whole_number
+    from .models import minilm
+    from .models.quantize import EXTENDED, dequantize, quantize_activation
+
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = [s for s in sentences if s.strip()]
+    if not sentences:
+        raise InputError("give at least one sentence (--text or --sentences)")
+    if len(sentences) > MAX_SENTENCES:
+        raise InputError(f"{len(sentences)} sentences in one run; at most {MAX_SENTENCES}")
+    whole_number(max_len, "max_len (tokens of a sentence)", 2, 512)
+    say = progress or (lambda _: None)
+    model = minilm.load_minilm()
+    say("quantizing all-MiniLM-L6-v2 as a chain of integer layers (calibration sentences)")
+    qls = minilm.quantize_encoder(model=model, max_len=max_len, **EXTENDED)
+    ids, mask = minilm.tokenize(sentences, max_len, model)
+    emb = minilm.embed(ids, model)
+    keep = mask.astype(bool)
+    xs = [quantize_activation(emb[b][keep[b]], qls[0].in_scale) for b in range(len(ids))]
+    lengths = [len(x) for x in xs]
+    say(f"{len(sentences)} sentences of {min(lengths)} to {max(lengths)} tokens "
+        f"({sum(lengths)} in all), {len(qls)} layers, one program on {backend}")
+
+    def report(p):
+        say(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
+            f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
+
+    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
+    extra = {"progress": report} if backend != "golden" else {}
+    t = time.time()
+    outs, result, prog = run_batch(rt, qls, xs, check=True, **extra)
+    wall = time.time() - t
+
+    pooled = np.stack([dequantize(o, qls[-1].out_scale).mean(axis=0) for o in outs])
+    got = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    ref = minilm.encode(sentences, max_len, model=model)
+    cos = np.sum(got * ref, axis=1)
+    sim_got, sim_ref = got @ got.T, ref @ ref.T
+    upper = np.triu_indices(len(sentences), 1)
+    fig = {
+        "model": "all-MiniLM-L6-v2", "backend": backend, "config": config.hash,
+        "sentences": len(sentences), "tokens": lengths, "layers": len(qls),
+        "commands": len(prog), "program": "one program: every layer, every sentence",
+        "cosine": [float(c) for c in cos], "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()),
+        "similarity": sim_got.round(4).tolist(), "similarity_float": sim_ref.round(4).tolist(),
+        "spearman": _spearman(sim_got[upper], sim_ref[upper]) if len(sentences) > 2
+        else None,
+        "wall_seconds": round(wall, 1), "embeddings": got,
+    }
+    counters = result.counters
+    if backend != "golden":
+        peak = config.rows * config.cols
+        cycles = counters["cycles"]
+        moved = counters.get("bytes_read", 0) + counters.get("bytes_written", 0)
+        fig.update({"cycles": cycles, "macs": counters["macs"],
+                    "utilization": counters["macs"] / (cycles * peak),
+                    "bus_utilization": moved / (cycles * config.bus_bytes),
+                    "cycles_per_second": cycles / max(result.wall_seconds, 1e-9),
+                    "memory": rt.memory_timing()})
+    if check_golden:
+        # The chained integer layers (no command stream) on the same inputs.
+        want = [integer_encoder(x, qls) for x in xs]
+        fig["bit_exact_with_integer_model"] = all(
+            (a == b).all() for a, b in zip(outs, want, strict=True))
+    return fig
+
+
+def format_minilm(fig: dict, sentences: list[str]) -> str:
+    """The figures as text: per sentence, the similarity matrices, the run."""
+    out = [f"{fig['model']}, {fig['layers']} layers, on {fig['backend']} "
+           f"(configuration {fig['config']}): {fig['sentences']} sentences, "
+           f"{sum(fig['tokens'])} tokens, {fig['commands']:,} commands in "
+           f"{fig['program']}", ""]
+    out.append("  #  tokens  cosine with float  sentence")
+    for i, s in enumerate(sentences):
+        text = s if len(s) <= 60 else s[:57] + "..."
+        out.append(f"{i:3d}  {fig['tokens'][i]:6d}  {fig['cosine'][i]:17.5f}  {text}")
+    out.append(f"cosine with the float model: worst {fig['cosine_min']:.5f}, mean "
+               f"{fig['cosine_mean']:.5f}")
+    n = fig["sentences"]
+    if n > 1:
+        out += ["", "similarity (accelerator | float):"]
+        for i in range(n):
+            a = " ".join(f"{v:6.3f}" for v in fig["similarity"][i])
+            b = " ".join(f"{v:6.3f}" for v in fig["similarity_float"][i])
+            out.append(f"{i:3d}  {a}  |  {b}")
+        if fig.get("spearman") is not None:
+            out.append(f"ranking agreement of the pairs (Spearman): {fig['spearman']:.4f}")
+    if "cycles" in fig:
+        out += ["", f"{fig['cycles']:,} cycles, MAC utilization {fig['utilization']:.3f}, "
+                    f"bus utilization {fig['bus_utilization']:.3f}, "
+                    f"{fig['cycles_per_second']:,.0f} simulated cycles/s"]
+    if "bit_exact_with_integer_model" in fig:
+        out.append("bit-exact with the chained integer layers: "
+                   + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))
+    out.append(f"wall time {fig['wall_seconds']} s")
+    return "\n".join(out)
+
+
+def save_embeddings(path, emb: np.ndarray) -> Path:
+    from .check import output_file
+    p = output_file(path, "--out file")
+    np.save(p, emb)
+    return p

@@ -1,0 +1,62 @@
+"""Whole models: all-MiniLM-L6-v2's sentence embeddings with every layer and every
+sentence in one program (tessera run minilm), on the golden model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tessera.hw.config import preset
+from tessera.sw.cli import main
+from tessera.sw.models import minilm
+from tessera.sw.run_model import run_minilm
+
+pytestmark = pytest.mark.skipif(not minilm.is_installed(), reason="MiniLM not installed")
+
+SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument.",
+             "The stock market fell sharply today, after the bank's report."]
+
+
+def test_minilm_embeddings_in_one_program():
+    fig = run_minilm(preset("default"), "golden", SENTENCES)
+    emb = fig["embeddings"]
+    assert emb.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1)
+    assert fig["bit_exact_with_integer_model"]
+    assert fig["layers"] == 6 and fig["tokens"][2] > fig["tokens"][1]
+    # close to the float model, and the two similar sentences stay the closest pair
+    assert fig["cosine_min"] > 0.97
+    sim = np.array(fig["similarity"])
+    assert sim[0, 1] > max(sim[0, 2], sim[1, 2])
+    assert np.allclose(np.diag(sim), 1, atol=1e-3)
+
+
+def test_tessera_run_minilm(tmp_path, capsys):
+    src = tmp_path / "s.txt"
+    src.write_text("\n".join(SENTENCES[:2]) + "\n\n")
+    out, js = tmp_path / "e.npy", tmp_path / "f.json"
+    assert main(["run", "minilm", "--sentences", str(src), "--text", SENTENCES[2],
+                 "--out", str(out), "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "cosine with the float model: worst" in text and "Spearman" in text
+    assert np.load(out).shape == (3, 384)
+    fig = json.loads(js.read_text())
+    assert fig["sentences"] == 3 and len(fig["cosine"]) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sentences", "{empty}"], "holds no sentences"),
+    (["--sentences", "{missing}"], "does not exist"),
+    (["--out", "{dir}/no/such/folder/e.npy"], "no/such/folder"),
+])
+def test_tessera_run_minilm_bad_input(tmp_path, capsys, argv, message):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    argv = [a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "none.txt",
+                     dir=tmp_path) for a in argv]
+    assert main(["run", "minilm", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bert_layer_refuses_minilm_options(capsys):
+    assert main(["run", "bert-layer", "--text", "hello"]) == 2
+    assert "belong to 'tessera run minilm'" in capsys.readouterr().err
