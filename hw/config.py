@@ -102,7 +102,8 @@ def parse_json(text, what: str = "configuration", max_depth: int = MAX_JSON_DEPT
         if len(out) < len(pairs):     # json keeps the last silently: which one was meant?
             seen = set()
             twice = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
-            raise error(f"the {what} gives {', '.join(map(repr, twice))} more than once")
+            raise error(f"the {what} gives {', '.join(repr(k[:40]) for k in twice[:10])} "
+                        f"more than once")
         return out
 
     try:
@@ -130,7 +131,8 @@ class _Spec:
     KIND = ""
 
     def __post_init__(self):
-        errors = list(self._errors())
+        # A value read from a file may be long: each message shows its start.
+        errors = [e if len(e) <= 300 else e[:300] + "..." for e in self._errors()]
         if errors:
             raise ConfigError(f"invalid {self.KIND} configuration: " + "; ".join(errors))
 
@@ -192,7 +194,9 @@ class _Spec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(map(str, set(data) - known))
         if unknown:
-            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}; "
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ConfigError(f"unknown configuration field(s): "
+                              f"{', '.join(u[:40] for u in unknown[:10])}{more}; "
                               f"allowed: {', '.join(sorted(known))}")
         return cls(**data)
 

@@ -112,6 +112,14 @@ def test_configuration_text_api():
         TesseraConfig.from_file(None)
     with pytest.raises(ConfigError, match="unknown configuration field.s.: 1; allowed: acc_"):
         TesseraConfig.from_dict({1: 2})
+    with pytest.raises(ConfigError) as e:        # long values read from a file: their start
+        TesseraConfig.from_json(json.dumps({"dataflow": "x" * 100_000, **{
+            f"f{i}": 0 for i in range(1000)}}))
+    assert len(str(e.value)) < 1000 and "f0, f1, f10, f100," in str(e.value) and \
+        "and 990 more" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        TesseraConfig(dataflow="x" * 100_000)
+    assert len(str(e.value)) < 400 and str(e.value).endswith("xxx...")
     with pytest.raises(ConfigError, match=r"unknown configuration kind \[1\]; the kinds are"):
         load_config('{"kind": [1], "config": {}}')
 
