@@ -57,6 +57,12 @@ def preset_of_hash(config_hash: str) -> str | None:
     return next((name for name, c in PRESETS.items() if c.hash == config_hash), None)
 
 
+def _check_config(config) -> None:
+    if not isinstance(config, TesseraConfig):
+        raise InputError(f"config must be a TesseraConfig (preset(NAME) or "
+                         f"TesseraConfig.from_file(PATH)), not {type(config).__name__}")
+
+
 def _name(config: TesseraConfig) -> str:
     name = preset_of_hash(config.hash)
     return f"{config.hash} (preset {name})" if name else config.hash
@@ -73,6 +79,7 @@ def write_command_buffer(path, config: TesseraConfig, program) -> Path:
     ValueError
         If a command does not encode, or a word is wider than a command word.
     """
+    _check_config(config)
     p = output_file(path, "command buffer")
     size = command_bits(config) // 8
     words = [encode(config, c) if isinstance(c, Command) else int(c) for c in program]
@@ -143,6 +150,8 @@ def open_command_buffer(path, config: TesseraConfig | None = None) -> CommandBuf
         configuration that is not a preset and none was given; it has no header and no
         configuration was given; or its size is not a whole number of command words.
     """
+    if config is not None:
+        _check_config(config)
     p = Path(path)
     try:
         input_file(p, "command buffer")

@@ -559,6 +559,10 @@ def test_writing_a_bad_word_or_path(tmp_path):
         write_command_buffer(tmp_path / "p.bin", TINY, [1 << bits])
     with pytest.raises(InputError, match="is a folder"):
         write_command_buffer(tmp_path, TINY, PROGRAM)
+    with pytest.raises(InputError, match="config must be a TesseraConfig .* not str"):
+        write_command_buffer(tmp_path / "p.bin", "tiny", PROGRAM)
+    with pytest.raises(InputError, match="config must be a TesseraConfig .* not str"):
+        open_command_buffer(tmp_path / "p.bin", "tiny")
 
 
 # --- the runtime's arguments -----------------------------------------------------------
