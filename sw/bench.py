@@ -153,6 +153,7 @@ def bench_dma(config: TesseraConfig, sim: str, *, latency_cycles: int = 100,
     from ..sim.dma_rtl import run_job
     from ..sim.dma_system import DMA_SYSTEM
 
+    whole_number(latency_cycles, "latency_cycles", 0, 65535)
     rows = rows or min(config.spad_rows, 8192)
     if not 1 <= rows <= config.spad_rows:
         raise ValueError(f"rows must be between 1 and the scratchpad's {config.spad_rows}, "

@@ -227,6 +227,16 @@ def test_bad_numbers_and_names(capsys, argv, message):
     assert message in fails(argv, capsys)
 
 
+def test_bench_api_arguments():
+    from tessera.sw.bench import bench_array, bench_dma
+
+    with pytest.raises(InputError, match="latency_cycles must be an integer from 0 to 65535, "
+                                         "not -1"):
+        bench_dma(TINY, "icarus", latency_cycles=-1)
+    with pytest.raises(InputError, match="rows_per_tile must be a positive integer, not 0"):
+        bench_array(TINY, "icarus", rows_per_tile=0)
+
+
 def test_synth_and_fpga_api_arguments(tmp_path):
     from tessera.sw.fpga import build_bitstream
     from tessera.sw.synth import SynthReport, place_and_route
