@@ -742,9 +742,10 @@ INT_OPTIONS = {
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0
-#: Options that name a file to write, and a folder to write into.
+#: Options that name a file to write, and by command those that name a folder to write
+#: into (-o, ``output``, is a file for isa and registers, a folder elsewhere).
 FILE_OPTIONS = ("json",)
-DIR_OPTIONS = ("output",)
+DIR_OPTIONS = {"fuzz": ("out",)}
 
 
 def _check_args(parser: argparse.ArgumentParser, args) -> None:
@@ -762,6 +763,10 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str):      # (`config --json` is a flag, not a file)
             output_file(value, f"--{name}")
+    for name in DIR_OPTIONS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if isinstance(value, str | Path):
+            output_dir(value, f"--{name}")
     if getattr(args, "output", None) is not None:
         if args.command in ("isa", "registers"):
             output_file(args.output, "-o")

@@ -146,6 +146,7 @@ def test_generate_onto_an_existing_file(tmp_path, capsys):
     (["bench", "gemm", "--json", "/dev/null/x.json"], "the folder '/dev/null' does not exist"),
     (["demo", "-o", "{dir}/f"], "-o '{dir}/f' is a file, not a folder"),
     (["fpga", "-o", "{dir}/f"], "-o '{dir}/f' is a file, not a folder"),
+    (["fuzz", "--out", "{dir}/f"], "--out '{dir}/f' is a file, not a folder"),
 ])
 def test_unusable_output_paths_are_refused_before_any_work(tmp_path, capsys, argv, message):
     (tmp_path / "f").write_text("")
