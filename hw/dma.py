@@ -112,6 +112,13 @@ def _burst_layout(config: TesseraConfig) -> data.StructLayout:
 class BurstSplitter(wiring.Component):
     """Cuts a 2-D block into AXI INCR bursts, one per cycle.
 
+    A command is taken, set up for a cycle (its first range: the whole block when its rows
+    are contiguous, else its first row), then cut. Each burst's length and end come from
+    registers without an adder in series with another: a range is kept as ``lo``, the
+    offset of its last byte from the current burst's beat-aligned start, and the beats to
+    the next burst boundary (4 KiB, or the longest burst) are the address's own low bits,
+    inverted; the next burst's start is the current one's boundary, an increment.
+
     Parameters
     ----------
     config : TesseraConfig
@@ -130,6 +137,10 @@ class BurstSplitter(wiring.Component):
     busy : Out(1)
     """
 
+    #: Cycles from taking a command to its first burst on ``o_burst``: the set-up, then
+    #: the first cut.
+    START_CYCLES = 2
+
     def __init__(self, config: TesseraConfig, row_bytes_limit: int):
         self._config = config
         self._row_bytes_limit = row_bytes_limit
@@ -147,69 +158,99 @@ class BurstSplitter(wiring.Component):
         c = self._config
         m = Module()
         bb = c.bus_bytes
-        bb_bits = (bb - 1).bit_length()
+        k = (bb - 1).bit_length()                  # address bits inside a beat (bus_bytes >= 8)
         a = c.addr_bits
+        bnd = (BOUNDARY_BYTES - 1).bit_length()    # 12
+        max_bytes = min(MAX_BURST_BEATS * bb, BOUNDARY_BYTES)
+        lg_max = (max_bytes - 1).bit_length()
+        max_beats = max_bytes // bb
         range_bits = ROWS_BITS + self._row_bytes_limit.bit_length()
 
+        setup = Signal()
         active = Signal()
-        range_addr = Signal(a)
-        range_left = Signal(range_bits)
         rows_left = Signal(ROWS_BITS)
         next_row = Signal(a)
         stride = Signal(a)
-        row_bytes = Signal.like(self.i_cmd.payload.row_bytes)
+        row_bytes = Signal(range(self._row_bytes_limit + 1))
+        rb_m1 = Signal(range(self._row_bytes_limit))
+        prod = Signal(range_bits)
+        contiguous = Signal()
+        # The current range: its next byte, and lo = (offset of that byte in its beat) +
+        # (bytes left in the range) - 1, the offset of its last byte from the beat.
+        addr = Signal(a)
+        lo = Signal(range_bits + 1)
 
-        aligned = Signal(a)
-        off = Signal(bb_bits or 1)
-        to_boundary = Signal(range(BOUNDARY_BYTES + 1))
-        max_bytes = min(MAX_BURST_BEATS * bb, BOUNDARY_BYTES)
-        avail = Signal(range(max_bytes + 1))
-        take = Signal(range(max_bytes + 1))
-        m.d.comb += [
-            aligned.eq(range_addr & ~Const(bb - 1, a)),
-            off.eq(range_addr[:bb_bits] if bb_bits else 0),
-            to_boundary.eq(BOUNDARY_BYTES - aligned[:12]),
-            avail.eq(Mux(to_boundary < max_bytes, to_boundary, max_bytes) - off),
-            take.eq(Mux(range_left < avail, range_left, avail)),
-        ]
-
-        m.d.comb += [self.busy.eq(active | self.o_burst.valid),
-                     self.i_cmd.ready.eq(~active & ~self.o_burst.valid)]
+        m.d.comb += [self.busy.eq(setup | active | self.o_burst.valid),
+                     self.i_cmd.ready.eq(~setup & ~active & ~self.o_burst.valid)]
         with m.If(self.o_burst.ready):
             m.d.sync += self.o_burst.valid.eq(0)
 
+        off = addr[:k]
+        # A burst ends max_bytes (a power of two dividing 4 KiB) after its beat-aligned
+        # start, or at 4 KiB, whichever comes first. The beats from addr's beat to the
+        # 4 KiB boundary, minus 1, are ~addr's bits k..11; to_end (the burst's beats to
+        # its end, minus 1) is that, at most max_beats - 1.
+        to_4k = (~addr)[k:bnd]
+        if max_beats == BOUNDARY_BYTES // bb:
+            to_end, at_4k = to_4k, Const(1)
+        else:
+            lg_beats = max_beats.bit_length() - 1
+            at_4k = ~to_4k[lg_beats:].any()
+            to_end = Mux(at_4k, to_4k[:lg_beats], max_beats - 1)
+        # The range ends in this burst when its last byte is within to_end + 1 beats.
+        fin = Signal()
+        m.d.comb += fin.eq(lo[k:] <= to_end)
+        # Bytes up to the boundary: (to_end + 1) beats less the offset.
+        w_end = len(to_end)
+        to_end_bytes = Mux(off == 0, Cat(Const(0, k), to_end + 1), Cat((-off)[:k], to_end))
+        # Going on in the range: the next burst starts at the boundary, beat-aligned.
+        past_4k = Cat(Const(0, bnd), addr[bnd:] + 1)[:a]
+        past_max = Cat(Const(0, k), addr[k:lg_max], addr[lg_max:] + 1)[:a] \
+            if lg_max < bnd else past_4k
+        w_lo = len(lo) - k
+        # lo less the burst's (to_end + 1) beats: lo + ~to_end in the beat bits.
+        lo_on = Cat(lo[:k], (lo[k:] + ~Cat(to_end, Const(0, w_lo - w_end)))[:w_lo])
+        off_m1 = Signal(signed(k + 1))
+        m.d.comb += off_m1.eq(off - 1)
+
         with m.If(self.abort):
-            m.d.sync += [active.eq(0), self.o_burst.valid.eq(0)]
+            m.d.sync += [setup.eq(0), active.eq(0), self.o_burst.valid.eq(0)]
         with m.Elif(self.i_cmd.valid & self.i_cmd.ready):
             p = self.i_cmd.payload
-            contiguous = p.stride == p.row_bytes
+            same = p.stride == p.row_bytes
             m.d.sync += [
-                active.eq(1),
-                range_addr.eq(p.addr),
-                range_left.eq(Mux(contiguous, p.rows * p.row_bytes, p.row_bytes)),
-                rows_left.eq(Mux(contiguous, 0, p.rows - 1)),
+                setup.eq(1),
+                addr.eq(p.addr),
+                prod.eq(p.rows * p.row_bytes),
+                contiguous.eq(same),
+                rows_left.eq(Mux(same, 0, p.rows - 1)),
                 next_row.eq(p.addr + p.stride),
                 stride.eq(p.stride),
                 row_bytes.eq(p.row_bytes),
+                rb_m1.eq(p.row_bytes - 1),
             ]
+        with m.Elif(setup):
+            m.d.sync += [setup.eq(0), active.eq(1),
+                         lo.eq(Mux(contiguous, prod, row_bytes) + off_m1)]
         with m.Elif(active & (~self.o_burst.valid | self.o_burst.ready)):
             b = self.o_burst.payload
             m.d.sync += [
                 self.o_burst.valid.eq(1),
-                b.addr.eq(aligned),
-                b.len.eq(((off + take + bb - 1) >> bb_bits) - 1),
+                b.addr.eq(Cat(Const(0, k), addr[k:])),
+                b.len.eq(Mux(fin, lo[k:], to_end)),
                 b.first.eq(off),
-                b.bytes.eq(take),
-                b.start.eq(range_addr),
+                b.bytes.eq(Mux(fin, lo - off_m1, to_end_bytes)),
+                b.start.eq(addr),
             ]
-            with m.If(range_left == take):
+            with m.If(fin):
                 with m.If(rows_left == 0):
                     m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [range_addr.eq(next_row), range_left.eq(row_bytes),
+                    m.d.sync += [addr.eq(next_row),
+                                 lo.eq(next_row[:k] + rb_m1),
                                  next_row.eq(next_row + stride), rows_left.eq(rows_left - 1)]
             with m.Else():
-                m.d.sync += [range_addr.eq(range_addr + take), range_left.eq(range_left - take)]
+                m.d.sync += [addr.eq(Mux(at_4k, past_4k, past_max)), lo.eq(lo_on)]
         return m
 
 
@@ -450,13 +491,16 @@ class DmaReader(wiring.Component):
         rb2 = Signal(range(2 * rb_max + 1))
         m.d.comb += rb2.eq(rb << 1)
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
-        port_ready = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
+        # A row leaves the buffer into a register (the local write, its scaled lanes
+        # computed), which writes it while the next row is taken.
+        w_valid = Signal()
+        w_taken = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
         # may_write: an older command's reader has finished writing (see DmaEngine).
         live = t.running & ~failed
         row_ready = live & ~fill_less[-1] & self.may_write      # fill >= row_bytes
         m.d.comb += self.issuing.eq(t.split.busy)
         emit = Signal()
-        m.d.comb += emit.eq(row_ready & port_ready)
+        m.d.comb += emit.eq(row_ready & (~w_valid | w_taken))
         take = Signal()
         m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill < rb2, fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
@@ -476,16 +520,24 @@ class DmaReader(wiring.Component):
         row = Signal(data.ArrayLayout(signed(8), rb_max))
         for i in range(rb_max):
             m.d.comb += row[i].eq(Mux(i < rb, buf[i * 8:(i + 1) * 8], 0))
-        addr = cmd.local_addr + rows_done
+        w_addr = Signal(range(max(c.spad_rows, c.acc_rows)))
+        w_spad = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
+        w_acc = Signal(data.ArrayLayout(signed(c.acc_bits), c.cols))
+        with m.If(w_taken):
+            m.d.sync += w_valid.eq(0)
+        with m.If(emit):
+            m.d.sync += [w_valid.eq(1), w_addr.eq(cmd.local_addr + rows_done),
+                         w_spad.eq(row.as_value()[:c.spad_row_bytes * 8])]
         m.d.comb += [
-            self.spad.req.valid.eq(row_ready & ~cmd.to_acc),
-            self.spad.req.payload.addr.eq(addr),
+            self.spad.req.valid.eq(w_valid & ~cmd.to_acc),
+            self.spad.req.payload.addr.eq(w_addr),
             self.spad.req.payload.write.eq(1),
-            self.spad.req.payload.data.eq(row.as_value()[:c.spad_row_bytes * 8]),
-            self.acc.req.valid.eq(row_ready & cmd.to_acc),
-            self.acc.req.payload.addr.eq(addr),
+            self.spad.req.payload.data.eq(w_spad),
+            self.acc.req.valid.eq(w_valid & cmd.to_acc),
+            self.acc.req.payload.addr.eq(w_addr),
             self.acc.req.payload.write.eq(1),
             self.acc.req.payload.accumulate.eq(cmd.accumulate),
+            self.acc.req.payload.data.eq(w_acc),
         ]
         for i in range(c.cols):
             lane = row[i] * cmd.scale   # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8
@@ -494,11 +546,15 @@ class DmaReader(wiring.Component):
                 # the row's bits i * acc_bits and up; past row_bytes (whole lanes) it is 0.
                 wide_lane = row.as_value()[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
                 lane = Mux(cmd.wide, wide_lane, lane)
-            m.d.comb += self.acc.req.payload.data[i].eq(lane)
+            with m.If(emit):
+                m.d.sync += w_acc[i].eq(lane)
         with m.If(emit):
             m.d.sync += rows_done.eq(rows_done + 1)
 
-        finished = t.running & (t.outstanding == 0) & ~t.split.busy \
+        # Finished once every row is out of the buffer and written (also after an error:
+        # a row taken from the buffer is written, as it was when rows were written as
+        # they left the buffer).
+        finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_valid \
             & (failed | ((rows_done == cmd.rows) & ~emit))
         m.d.comb += clear.eq(finished)
         t.complete(finished, [fill, buf])
