@@ -64,6 +64,8 @@ def _start(sim, rt, prog, before):
 
 
 def _outcome(sim):
+    """The run's outcome; the protocol checkers must have seen nothing wrong."""
+    assert sim.protocol() is None
     return outcome({key: sim.read64(offset) if wide else sim.read(offset)
                     for key, offset, wide in OUTCOME_READS})
 
