@@ -377,9 +377,11 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     if args.layer == "minilm":
         return _run_minilm(cfg, args)
+    if args.layer == "bert":
+        return _run_encoder(cfg, args)
     if args.text or args.sentences or args.out:
         raise UsageError("--text, --sentences and --out belong to 'tessera run minilm'")
-    layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm")
+    layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm", "bert")
     if args.layer not in layers:
         raise UsageError(f"unknown layer {args.layer!r}; available: {', '.join(layers)}")
     if args.layer != "bert-layer":
@@ -399,6 +401,21 @@ def cmd_run(args) -> int:
                    seed=args.seed, dataflow=args.dataflow or "extended", progress=_progress,
                    runtime=_runtime_options(args, args.backend))
     return _report_run(fig, args)
+
+
+def _run_encoder(cfg, args) -> int:
+    from .run_model import format_encoder, run_encoder_model
+
+    if args.model or args.text or args.sentences or args.out:
+        raise UsageError("tessera run bert runs random weights of the given shape; real "
+                         "sentences through a real model: tessera run minilm")
+    fig = run_encoder_model(cfg, args.backend, layers=args.layers, seq=args.seq,
+                            hidden=args.hidden, heads=args.heads, ffn=args.ffn,
+                            batch=args.batch, seed=args.seed, progress=_progress,
+                            runtime=_runtime_options(args, args.backend))
+    print(format_encoder(fig))
+    _write_json(args.json, fig)
+    return 0
 
 
 def _run_minilm(cfg, args) -> int:
@@ -613,9 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and report it")
     p.add_argument("layer", metavar="LAYER",
                    help="bert-layer, gpt2-layer (causal prefill of --seq tokens), "
-                        "gpt2-decode (--steps tokens after a KV cache of --seq), or minilm "
+                        "gpt2-decode (--steps tokens after a KV cache of --seq), minilm "
                         "(all-MiniLM-L6-v2's sentence embeddings: every layer and every "
-                        "sentence in one program; --seq is the truncation length)")
+                        "sentence in one program; --seq is the truncation length), or bert "
+                        "(a whole encoder of --layers random layers over --batch sequences, "
+                        "one program)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden",
                    choices=["golden", "icarus", "verilator", "amaranth", "uart"])
@@ -635,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "one per 16 columns, for outliers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--layers", type=int, default=12, help="bert: layers (default 12)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="bert: sequences of --seq tokens in the one program (default 1)")
     p.add_argument("--text", action="append", metavar="SENTENCE",
                    help="minilm: a sentence to embed (repeat for several)")
     p.add_argument("--sentences", metavar="FILE",
@@ -738,7 +760,7 @@ INT_OPTIONS = {
     "trace_cycles": (1, (1 << 63) - 1),
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
-    "bus_timing_seed": (0, None),
+    "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

@@ -21,7 +21,8 @@ from .check import InputError, input_file
 from .lower.encoder import integer_encoder, run_batch
 from .runtime import Runtime
 
-__all__ = ["run_minilm", "format_minilm", "read_sentences", "MAX_SENTENCES"]
+__all__ = ["run_minilm", "format_minilm", "run_encoder_model", "format_encoder",
+           "read_sentences", "MAX_SENTENCES"]
 
 #: Sentences one run takes (the batch is one program; its tensors must fit main memory).
 MAX_SENTENCES = 64
@@ -176,3 +177,88 @@ def save_embeddings(path, emb: np.ndarray) -> Path:
     p = output_file(path, "--out file")
     np.save(p, emb)
     return p
+
+
+def _rtl_run_figures(config: TesseraConfig, result, rt) -> dict:
+    counters = result.counters
+    cycles = counters["cycles"]
+    moved = counters.get("bytes_read", 0) + counters.get("bytes_written", 0)
+    return {"cycles": cycles, "macs": counters["macs"],
+            "utilization": counters["macs"] / (cycles * config.rows * config.cols),
+            "bus_utilization": moved / (cycles * config.bus_bytes),
+            "cycles_per_second": cycles / max(result.wall_seconds, 1e-9),
+            "memory": rt.memory_timing()}
+
+
+def run_encoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
+                      seq: int = 128, hidden: int = 768, heads: int = 12, ffn: int = 3072,
+                      batch: int = 1, seed: int = 1, progress=None,
+                      runtime: dict | None = None) -> dict:
+    """A whole BERT encoder of random weights (``layers`` of the given shape) over
+    ``batch`` random sequences of ``seq`` tokens, as one program; the figures as a dict
+    (:func:`format_encoder`)."""
+    from .check import whole_number
+    from .lower.encoder import quantize_chain
+    from .models.quantize import EXTENDED, cosine, dequantize, quantize_activation
+    from .models.reference import bert_layer, random_bert_weights
+    from .run import check_fits, check_layer_shape, check_run_args, layer_bytes
+
+    check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
+    whole_number(layers, "layers", 1, 96)
+    whole_number(batch, "batch", 1, MAX_SENTENCES)
+    check_layer_shape(config, hidden, heads)
+    need = layers * layer_bytes(config, "bert", seq * batch, hidden, ffn)
+    check_fits(config, backend, need, f"a {layers}-layer encoder over {batch} x {seq} "
+                                      f"tokens")
+    say = progress or (lambda _: None)
+    rng = np.random.default_rng(seed)
+    ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
+    say(f"quantizing {layers} random layers (hidden {hidden}, {heads} heads, FFN {ffn}) as "
+        f"a chain")
+    qls = quantize_chain(ws, [rng.normal(0, 1, (seq, hidden)) for _ in range(2)], **EXTENDED)
+    xs_f = [rng.normal(0, 1, (seq, hidden)) for _ in range(batch)]
+    xs = [quantize_activation(x, qls[0].in_scale) for x in xs_f]
+    say(f"{batch} sequence(s) of {seq} tokens through {layers} layers: one program on "
+        f"{backend}")
+
+    def report(p):
+        say(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
+            f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
+
+    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
+    extra = {"progress": report} if backend != "golden" else {}
+    t = time.time()
+    outs, result, prog = run_batch(rt, qls, xs, check=True, **extra)
+    wall = time.time() - t
+    refs = []
+    for x in xs_f:
+        for w in ws:
+            x = bert_layer(x, w)
+        refs.append(x)
+    cos = [cosine(dequantize(o, qls[-1].out_scale), r) for o, r in zip(outs, refs,
+                                                                        strict=True)]
+    fig = {"model": f"random BERT encoder (seed {seed})", "backend": backend,
+           "config": config.hash, "layers": layers, "seq": seq, "batch": batch,
+           "hidden": hidden, "heads": heads, "ffn": ffn, "commands": len(prog),
+           "cosine_min": float(min(cos)), "wall_seconds": round(wall, 1),
+           "bit_exact_with_integer_model": all(
+               (o == integer_encoder(x, qls)).all() for o, x in zip(outs, xs, strict=True))}
+    if backend != "golden":
+        fig.update(_rtl_run_figures(config, result, rt))
+    return fig
+
+
+def format_encoder(fig: dict) -> str:
+    out = [f"{fig['model']}: {fig['layers']} layers (hidden {fig['hidden']}, {fig['heads']} "
+           f"heads, FFN {fig['ffn']}), {fig['batch']} x {fig['seq']} tokens, on "
+           f"{fig['backend']} (configuration {fig['config']}), {fig['commands']:,} commands "
+           f"in one program"]
+    if "cycles" in fig:
+        out.append(f"{fig['cycles']:,} cycles, MAC utilization {fig['utilization']:.3f}, "
+                   f"bus utilization {fig['bus_utilization']:.3f}, "
+                   f"{fig['cycles_per_second']:,.0f} simulated cycles/s")
+    out.append(f"cosine with the float encoder: {fig['cosine_min']:.5f} (worst sequence)")
+    out.append("bit-exact with the chained integer layers: "
+               + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))
+    out.append(f"wall time {fig['wall_seconds']} s")
+    return "\n".join(out)

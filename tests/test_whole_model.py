@@ -11,12 +11,13 @@ from tessera.sw.cli import main
 from tessera.sw.models import minilm
 from tessera.sw.run_model import run_minilm
 
-pytestmark = pytest.mark.skipif(not minilm.is_installed(), reason="MiniLM not installed")
+MINILM = pytest.mark.skipif(not minilm.is_installed(), reason="MiniLM not installed")
 
 SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument.",
              "The stock market fell sharply today, after the bank's report."]
 
 
+@MINILM
 def test_minilm_embeddings_in_one_program():
     fig = run_minilm(preset("default"), "golden", SENTENCES)
     emb = fig["embeddings"]
@@ -31,6 +32,7 @@ def test_minilm_embeddings_in_one_program():
     assert np.allclose(np.diag(sim), 1, atol=1e-3)
 
 
+@MINILM
 def test_tessera_run_minilm(tmp_path, capsys):
     src = tmp_path / "s.txt"
     src.write_text("\n".join(SENTENCES[:2]) + "\n\n")
@@ -44,6 +46,7 @@ def test_tessera_run_minilm(tmp_path, capsys):
     assert fig["sentences"] == 3 and len(fig["cosine"]) == 3
 
 
+@MINILM
 @pytest.mark.parametrize("argv, message", [
     (["--sentences", "{empty}"], "holds no sentences"),
     (["--sentences", "{missing}"], "does not exist"),
@@ -60,3 +63,38 @@ def test_tessera_run_minilm_bad_input(tmp_path, capsys, argv, message):
 def test_bert_layer_refuses_minilm_options(capsys):
     assert main(["run", "bert-layer", "--text", "hello"]) == 2
     assert "belong to 'tessera run minilm'" in capsys.readouterr().err
+
+
+def test_tessera_run_bert_whole_encoder(tmp_path, capsys):
+    js = tmp_path / "f.json"
+    assert main(["run", "bert", "--preset", "tiny", "--layers", "2", "--seq", "10",
+                 "--hidden", "32", "--heads", "2", "--ffn", "64", "--batch", "2",
+                 "--json", str(js)]) == 0
+    assert "bit-exact with the chained integer layers: yes" in capsys.readouterr().out
+    fig = json.loads(js.read_text())
+    assert fig["layers"] == 2 and fig["batch"] == 2 and fig["cosine_min"] > 0.99
+
+
+@pytest.mark.rtl
+def test_whole_encoder_on_verilator():
+    from tessera.sw.run_model import run_encoder_model
+
+    fig = run_encoder_model(preset("tiny"), "verilator", layers=2, seq=8, hidden=16, heads=2,
+                            ffn=32, batch=2)
+    assert fig["bit_exact_with_integer_model"] and fig["cycles"] > 0
+    assert 0 < fig["utilization"] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "0"], "--layers must be"),
+    (["--batch", "100"], "--batch must be"),
+    (["--text", "hi"], "random weights of the given shape"),
+    (["--hidden", "30", "--heads", "2"], ""),
+])
+def test_tessera_run_bert_bad_input(capsys, argv, message):
+    try:
+        code = main(["run", "bert", "--preset", "tiny", *argv])
+    except SystemExit as e:          # argparse's usage errors
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
