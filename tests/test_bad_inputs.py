@@ -465,6 +465,9 @@ def test_model_values_and_tokenizer_checked_on_load(tmp_path, capsys):
     (folder2 / "tokenizer.json").write_text('{"not": "a tokenizer"}')
     with pytest.raises(ModelError, match="tokenizer.json is not a tokenizer file"):
         load_minilm(folder2)
+    with pytest.raises(ModelError, match="a model folder is named by a path .str or Path., "
+                                         "not int"):
+        load_minilm(123)
     folder3, _ = _model_folder(tmp_path / "m3", vocab_size=1000)
     with pytest.raises(ModelError, match="tokenizer.json has 30522 tokens, more than the 1000 "
                                          "of config.json's vocab_size"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,13 @@ def _model_file(folder: Path, name: str, max_bytes: int | None = None) -> Path:
         raise ModelError(f"{e}; a BERT model folder holds {', '.join(MODEL_FILES)}") from None
 
 
+def _folder_path(folder) -> Path:
+    if not isinstance(folder, str | os.PathLike):
+        raise ModelError(f"a model folder is named by a path (str or Path), not "
+                         f"{type(folder).__name__}")
+    return Path(folder)
+
+
 def read_model_config(folder) -> dict:
     """A BERT model folder's ``config.json``, checked: a JSON object with the keys the
     loader reads (``hidden_size``, ``num_attention_heads``, ...) of the right kinds, and
@@ -148,7 +156,7 @@ def read_model_config(folder) -> dict:
     ModelError
         Naming the file and the missing or bad keys.
     """
-    folder = Path(folder)
+    folder = _folder_path(folder)
     if not folder.is_dir():
         raise ModelError(f"model folder {str(folder)!r} is not a folder; a BERT model folder "
                          f"holds {', '.join(MODEL_FILES)}")
@@ -287,7 +295,7 @@ def check_model_folder(folder) -> dict:
     ModelError
         Naming the file and the problem.
     """
-    return _check_folder(Path(folder))[0]
+    return _check_folder(_folder_path(folder))[0]
 
 
 def _check_folder(folder: Path):
@@ -353,7 +361,7 @@ def load_minilm(folder: str | Path | None = None) -> MiniLM:
         ``config.json`` lacks a key the loader reads, or a tensor is missing, of the wrong
         shape or type, or not finite.
     """
-    folder = model_dir() if folder is None else Path(folder)
+    folder = model_dir() if folder is None else _folder_path(folder)
     st, tokenizers = _import_dependencies()
     config, weights, tok_path, prefix = _check_folder(folder)
     try:
