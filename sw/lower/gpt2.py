@@ -136,15 +136,18 @@ def place_gpt2_layer(rt, ql, capacity: int) -> Gpt2Placement:
         k_cache=rt.alloc(cache), v_cache=rt.alloc(cache))
 
 
-def place_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray, offset: int) -> Gpt2Step:
+def place_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray | None, offset: int, *,
+                    x_at: int | None = None, n: int | None = None) -> Gpt2Step:
     """Write a step's input (``n`` new tokens at positions ``offset ..``) and reserve its
-    activations."""
+    activations. With ``x_at`` (and ``n``) the input is already in main memory (the
+    previous block's output, in a chained decoder) and ``x_q`` is None."""
     d = rt.config.rows
     H, F = ql.hidden, ql.ffn
-    x_q = np.asarray(x_q)
-    if x_q.ndim != 2 or x_q.shape[1] != H or x_q.shape[0] < 1:
-        raise LoweringError(f"the step's input must be (n, {H}), not {x_q.shape}")
-    n = x_q.shape[0]
+    if x_at is None:
+        x_q = np.asarray(x_q)
+        if x_q.ndim != 2 or x_q.shape[1] != H or x_q.shape[0] < 1:
+            raise LoweringError(f"the step's input must be (n, {H}), not {x_q.shape}")
+        n = x_q.shape[0]
     if offset < 0 or offset + n > p.capacity:
         raise LoweringError(f"{n} tokens at position {offset} do not fit a KV cache of "
                             f"{p.capacity} positions")
@@ -155,7 +158,8 @@ def place_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray, offset: int) -> G
     mask = None
     if n > 1:
         mask = rt.place(causal_mask_bytes(n, offset, offset + n, d, ql.mask_bias))
-    return Gpt2Step(n=n, offset=offset, x=rt.place(to_blocked(x_q, Blocked(n, H, d))),
+    x = x_at if x_at is not None else rt.place(to_blocked(x_q, Blocked(n, H, d)))
+    return Gpt2Step(n=n, offset=offset, x=x,
                     a=space(H), q=space(H), ctx=space(H), x1=space(H), h=space(H),
                     f=space(F), out=space(H), mask=mask)
 
