@@ -379,9 +379,11 @@ def cmd_run(args) -> int:
         return _run_minilm(cfg, args)
     if args.layer == "bert":
         return _run_encoder(cfg, args)
+    if args.layer == "gpt2":
+        return _run_decoder(cfg, args)
     if args.text or args.sentences or args.out:
         raise UsageError("--text, --sentences and --out belong to 'tessera run minilm'")
-    layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm", "bert")
+    layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm", "bert", "gpt2")
     if args.layer not in layers:
         raise UsageError(f"unknown layer {args.layer!r}; available: {', '.join(layers)}")
     if args.layer != "bert-layer":
@@ -414,6 +416,21 @@ def _run_encoder(cfg, args) -> int:
                             batch=args.batch, seed=args.seed, progress=_progress,
                             runtime=_runtime_options(args, args.backend))
     print(format_encoder(fig))
+    _write_json(args.json, fig)
+    return 0
+
+
+def _run_decoder(cfg, args) -> int:
+    from .run_model import format_decoder, run_decoder_model
+
+    if args.model or args.text or args.sentences or args.out:
+        raise UsageError("tessera run gpt2 runs random weights of the given shape")
+    fig = run_decoder_model(cfg, args.backend, layers=args.layers, hidden=args.hidden,
+                            heads=args.heads, ffn=args.ffn, vocab=args.vocab,
+                            prompt_len=args.prompt_len, generate=args.generate,
+                            seed=args.seed, progress=_progress,
+                            runtime=_runtime_options(args, args.backend))
+    print(format_decoder(fig))
     _write_json(args.json, fig)
     return 0
 
@@ -632,9 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bert-layer, gpt2-layer (causal prefill of --seq tokens), "
                         "gpt2-decode (--steps tokens after a KV cache of --seq), minilm "
                         "(all-MiniLM-L6-v2's sentence embeddings: every layer and every "
-                        "sentence in one program; --seq is the truncation length), or bert "
+                        "sentence in one program; --seq is the truncation length), bert "
                         "(a whole encoder of --layers random layers over --batch sequences, "
-                        "one program)")
+                        "one program), or gpt2 (greedy generation through --layers random "
+                        "blocks: --prompt-len, --generate)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden",
                    choices=["golden", "icarus", "verilator", "amaranth", "uart"])
@@ -657,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=12, help="bert: layers (default 12)")
     p.add_argument("--batch", type=int, default=1,
                    help="bert: sequences of --seq tokens in the one program (default 1)")
+    p.add_argument("--prompt-len", type=int, default=32, help="gpt2: prompt tokens")
+    p.add_argument("--generate", type=int, default=16, help="gpt2: tokens to generate")
+    p.add_argument("--vocab", type=int, default=1000, help="gpt2: vocabulary size")
     p.add_argument("--text", action="append", metavar="SENTENCE",
                    help="minilm: a sentence to embed (repeat for several)")
     p.add_argument("--sentences", metavar="FILE",
@@ -761,6 +782,7 @@ INT_OPTIONS = {
     "seed": (0, (1 << 32) - 1), "baud": (1, None), "mem_kib": (1, None),
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
     "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
+    "prompt_len": (1, None), "generate": (1, None), "vocab": (2, 1 << 17),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

@@ -22,7 +22,7 @@ from .lower.encoder import integer_encoder, run_batch
 from .runtime import Runtime
 
 __all__ = ["run_minilm", "format_minilm", "run_encoder_model", "format_encoder",
-           "read_sentences", "MAX_SENTENCES"]
+           "run_decoder_model", "format_decoder", "read_sentences", "MAX_SENTENCES"]
 
 #: Sentences one run takes (the batch is one program; its tensors must fit main memory).
 MAX_SENTENCES = 64
@@ -260,5 +260,102 @@ def format_encoder(fig: dict) -> str:
     out.append(f"cosine with the float encoder: {fig['cosine_min']:.5f} (worst sequence)")
     out.append("bit-exact with the chained integer layers: "
                + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))
+    out.append(f"wall time {fig['wall_seconds']} s")
+    return "\n".join(out)
+
+
+def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
+                      hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 1000,
+                      prompt_len: int = 32, generate: int = 16, seed: int = 1,
+                      progress=None, runtime: dict | None = None) -> dict:
+    """Greedy generation through a GPT-2-style decoder of random weights on ``backend``: a
+    program for the prompt's prefill, then one per generated token, through every block;
+    the figures as a dict (:func:`format_decoder`)."""
+    from .check import whole_number
+    from .lower.decoder import (
+        AcceleratorDecoder,
+        float_generate,
+        integer_generate,
+        quantize_decoder,
+        random_gpt2_model,
+    )
+    from .run import check_fits, check_run_args, layer_bytes
+
+    check_run_args(config, backend, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
+    whole_number(layers, "layers", 1, 96)
+    whole_number(vocab, "vocab", 2, 1 << 17)
+    whole_number(prompt_len, "prompt-len", 1, config.max_row_len - 1)
+    whole_number(generate, "generate", 1, config.max_row_len - prompt_len)
+    if hidden % heads or (hidden // heads) % config.rows:
+        raise InputError(f"a head dimension of hidden / heads = {hidden} / {heads} must be "
+                         f"whole blocks of the array's {config.rows}")
+    capacity = prompt_len + generate
+    need = layers * layer_bytes(config, "gpt2", capacity, hidden, ffn)
+    check_fits(config, backend, need, f"a {layers}-block decoder over {capacity} positions")
+    say = progress or (lambda _: None)
+    rng = np.random.default_rng(seed)
+    model = random_gpt2_model(layers, hidden, heads, ffn, vocab, capacity, rng)
+    prompt = [int(t) for t in rng.integers(0, vocab, prompt_len)]
+    say(f"quantizing {layers} random blocks (hidden {hidden}, {heads} heads, FFN {ffn}, "
+        f"vocabulary {vocab}) as a chain")
+    qls = quantize_decoder(model, [list(rng.integers(0, vocab, capacity)) for _ in range(2)])
+    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
+    dec = AcceleratorDecoder(rt, model, qls, capacity)
+    t0 = time.time()
+    say(f"prompt of {prompt_len} tokens, then {generate} tokens, on {backend}")
+    got = dec.generate(prompt, generate,
+                       progress=lambda i, tok: say(f"  token {i} of {generate}: {tok}"))
+    wall = time.time() - t0
+    want, _ = integer_generate(model, qls, prompt, generate)
+    ref = float_generate(model, prompt, generate)
+    fig = {"model": f"random GPT-2 decoder (seed {seed})", "backend": backend,
+           "config": config.hash, "layers": layers, "hidden": hidden, "heads": heads,
+           "ffn": ffn, "vocab": vocab, "prompt_len": prompt_len, "generate": generate,
+           "tokens": got, "tokens_float": ref, "tokens_integer_model": want,
+           "bit_exact_with_integer_model": got == want,
+           "same_as_float_for": next((i for i, (a, b) in enumerate(zip(got, ref,
+                                                                       strict=True))
+                                      if a != b), generate),
+           "programs": len(dec.results), "wall_seconds": round(wall, 1)}
+    if backend != "golden":
+        steps = []
+        for n, result, commands in dec.results:
+            c = result.counters
+            moved = c.get("bytes_read", 0) + c.get("bytes_written", 0)
+            steps.append({"tokens": n, "commands": commands, "cycles": c["cycles"],
+                          "macs": c["macs"],
+                          "bus_utilization": moved / (c["cycles"] * config.bus_bytes)})
+        decode = steps[1:]
+        fig.update({"steps": steps, "prefill_cycles": steps[0]["cycles"],
+                    "cycles_per_token": (sum(s["cycles"] for s in decode) / len(decode)
+                                         if decode else None),
+                    "decode_bus_utilization": (
+                        sum(s["bus_utilization"] * s["cycles"] for s in decode)
+                        / sum(s["cycles"] for s in decode) if decode else None),
+                    "memory": rt.memory_timing()})
+    return fig
+
+
+def format_decoder(fig: dict) -> str:
+    out = [f"{fig['model']}: {fig['layers']} blocks (hidden {fig['hidden']}, {fig['heads']} "
+           f"heads, FFN {fig['ffn']}, vocabulary {fig['vocab']}), on {fig['backend']} "
+           f"(configuration {fig['config']}): a prompt of {fig['prompt_len']} tokens, "
+           f"{fig['generate']} generated, {fig['programs']} programs (the prefill, then one "
+           f"per token, each through every block)", "",
+           "generated (accelerator): " + " ".join(map(str, fig["tokens"])),
+           "generated (float model): " + " ".join(map(str, fig["tokens_float"])),
+           f"the same as the float model's for the first {fig['same_as_float_for']} of "
+           f"{fig['generate']} tokens",
+           "bit-exact with the chained integer blocks: "
+           + ("yes" if fig["bit_exact_with_integer_model"] else "NO")]
+    if "steps" in fig:
+        out.append(f"prefill: {fig['prefill_cycles']:,} cycles")
+        if fig["cycles_per_token"]:
+            out.append(f"decode: {fig['cycles_per_token']:,.0f} cycles per generated token, "
+                       f"bus utilization {fig['decode_bus_utilization']:.3f}")
+        out.append("  step  tokens   cycles  bus utilization")
+        for i, st in enumerate(fig["steps"]):
+            out.append(f"  {i:4d}  {st['tokens']:6d}  {st['cycles']:8,}  "
+                       f"{st['bus_utilization']:.3f}")
     out.append(f"wall time {fig['wall_seconds']} s")
     return "\n".join(out)

@@ -98,3 +98,39 @@ def test_tessera_run_bert_bad_input(capsys, argv, message):
         code = e.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tessera_run_gpt2_generates(tmp_path, capsys):
+    js = tmp_path / "f.json"
+    assert main(["run", "gpt2", "--preset", "tiny", "--layers", "2", "--hidden", "32",
+                 "--heads", "2", "--ffn", "64", "--vocab", "40", "--prompt-len", "5",
+                 "--generate", "3", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "bit-exact with the chained integer blocks: yes" in text
+    fig = json.loads(js.read_text())
+    assert len(fig["tokens"]) == 3 and fig["programs"] == 3
+    assert all(0 <= t < 40 for t in fig["tokens"])
+
+
+@pytest.mark.rtl
+def test_gpt2_generation_on_verilator_reports_each_step():
+    from tessera.sw.run_model import run_decoder_model
+
+    fig = run_decoder_model(preset("tiny"), "verilator", layers=2, hidden=16, heads=2,
+                            ffn=32, vocab=30, prompt_len=4, generate=3)
+    assert fig["bit_exact_with_integer_model"]
+    assert [s["tokens"] for s in fig["steps"]] == [4, 1, 1]
+    assert fig["cycles_per_token"] > 0 and 0 < fig["decode_bus_utilization"] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--generate", "0"], "--generate must be"),
+    (["--hidden", "30", "--heads", "3", "--layers", "1"], "whole blocks"),
+    (["--prompt-len", "300"], "prompt-len"),
+])
+def test_tessera_run_gpt2_bad_input(capsys, argv, message):
+    try:
+        code = main(["run", "gpt2", "--preset", "tiny", *argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and message in capsys.readouterr().err
