@@ -158,7 +158,8 @@ def _bench_dma(cfg, args) -> int:
 
     results = {}
     for sim in args.sim.split(","):
-        fig = bench_dma(cfg, sim, latency_cycles=args.latency, progress=_progress)
+        fig = bench_dma(cfg, sim, latency_cycles=args.latency, seed=args.seed,
+                        progress=_progress)
         results[sim] = fig
         print(f"DMA benchmark on {sim}: {cfg.describe()}, {fig['bytes']} bytes each way, "
               f"{fig['latency_cycles']}-cycle memory latency, data checked")
@@ -175,7 +176,8 @@ def _bench_nonlinear(cfg, args) -> int:
 
     results = {}
     for sim in args.sim.split(","):
-        fig = bench_nonlinear(cfg, sim, accuracy=not results, progress=_progress)
+        fig = bench_nonlinear(cfg, sim, accuracy=not results, seed=args.seed,
+                              progress=_progress)
         results[sim] = fig
         print(f"output-path benchmark on {sim}: {cfg.describe()}, {fig['rows']} rows of "
               f"{fig['row_len']} elements per operation, all results checked against the "
@@ -336,7 +338,7 @@ def _bench_array(cfg, args) -> int:
     for sim in args.sim.split(","):
         tiles = args.tiles if args.tiles else (32 if sim == "verilator" else 4)
         fig = bench_array(cfg, sim, dataflow=args.dataflow, tiles=tiles,
-                          rows_per_tile=args.rows, progress=_progress)
+                          rows_per_tile=args.rows, seed=args.seed, progress=_progress)
         results[sim] = fig
         print(f"array benchmark on {sim}: {cfg.describe()}, {args.dataflow.upper()}, "
               f"{tiles} back-to-back tiles of {args.rows} rows, all results checked")
@@ -792,6 +794,35 @@ FILE_OPTIONS = ("json",)
 DIR_OPTIONS = {"fuzz": ("out",)}
 
 
+_GEMM_RUNTIME = ("mem_latency", "mem_gap", "mem_latency_range", "mem_stall", "mem_seed",
+                 "trace", "trace_from", "trace_cycles", "port")
+#: Options that only some targets of a command read, by (command, option): those targets.
+#: Given to another target, an option would be ignored without a word: it is refused.
+ONLY_FOR = {
+    **{("bench", name): ("gemm", "sim") for name in ("m", "k", "n")},
+    **{("bench", name): ("gemm",) for name in ("bias", "act", *_GEMM_RUNTIME)},
+    **{("bench", name): ("array",) for name in ("tiles", "rows", "dataflow")},
+    **{("bench", name): ("sim",) for name in ("no_cocotb", "fresh")},
+    ("bench", "latency"): ("dma",),
+    ("run", "steps"): ("gpt2-decode",),
+}
+
+
+def _given(argv: list[str], name: str) -> bool:
+    """Whether the option ``--name`` appears on the command line."""
+    flag = f"--{name.replace('_', '-')}"
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _check_unused(parser: argparse.ArgumentParser, args, argv: list[str]) -> None:
+    target = getattr(args, "target", None) or getattr(args, "layer", None)
+    for (command, name), targets in ONLY_FOR.items():
+        if command == args.command and target not in targets and _given(argv, name):
+            parser.error(f"--{name.replace('_', '-')} is for {command} "
+                         f"{' and '.join(targets)}, not {command} {target}: it would be "
+                         f"ignored")
+
+
 def _check_args(parser: argparse.ArgumentParser, args) -> None:
     """Numbers in range and output paths usable, before any work (a long run must not end
     in an unwritable --json)."""
@@ -828,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime.uart import LinkError
     from .synth import SynthError
 
+    _check_unused(parser, args, sys.argv[1:] if argv is None else list(argv))
     try:
         _check_args(parser, args)
         return args.func(args)

@@ -251,6 +251,20 @@ def test_synth_and_fpga_api_arguments(tmp_path):
         build_bitstream(TINY, freq_mhz=float("nan"), build_dir=tmp_path)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "dma", "--m", "5"], "--m is for bench gemm and sim, not bench dma: it would be "
+                                   "ignored"),
+    (["bench", "array", "--latency", "5"], "--latency is for bench dma, not bench array"),
+    (["bench", "nonlinear", "--mem-latency=50"], "--mem-latency is for bench gemm, not bench "
+                                                 "nonlinear"),
+    (["bench", "gemm", "--tiles", "3"], "--tiles is for bench array, not bench gemm"),
+    (["bench", "sim", "--bias"], "--bias is for bench gemm, not bench sim"),
+    (["run", "bert-layer", "--steps", "3"], "--steps is for run gpt2-decode, not run bert-layer"),
+])
+def test_options_another_target_would_ignore(capsys, argv, message):
+    assert message in fails(argv, capsys)
+
+
 def test_whole_number_api():
     assert whole_number(3, "n") == 3 and whole_number(np.int64(0), "n", 0) == 0
     for bad in (0, -1, 2.5, True, "3", None):
