@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tessera.hw.config import preset
-from tessera.sw.lower.decoder import (
-    AcceleratorDecoder,
+from tessera.sw.lower.decoder import AcceleratorDecoder
+from tessera.sw.models.chain import (
     float_generate,
+    generate,
     integer_generate,
     quantize_decoder,
     random_gpt2_model,
@@ -30,8 +31,8 @@ def small_decoder(layers=2, H=32, heads=2, F=64, vocab=50, seed=0):
 
 def test_generation_equals_the_integer_blocks_and_a_full_recomputation():
     model, qls = small_decoder()
-    dec = AcceleratorDecoder(Runtime(TINY, "golden"), model, qls, len(PROMPT) + STEPS)
-    got = dec.generate(PROMPT, STEPS)
+    dec = AcceleratorDecoder(Runtime(TINY, "golden"), qls, len(PROMPT) + STEPS)
+    got, _ = generate(model, qls, PROMPT, STEPS, dec.step)
     want, outs = integer_generate(model, qls, PROMPT, STEPS)
     assert got == want
     # The steps' outputs (prefill, then one token each) equal the blocks run on the whole
@@ -50,7 +51,8 @@ def test_generation_equals_the_integer_blocks_and_a_full_recomputation():
 @pytest.mark.rtl
 def test_generation_on_verilator_equals_golden():
     model, qls = small_decoder(H=16, F=32)
-    gold = AcceleratorDecoder(Runtime(TINY, "golden"), model, qls, len(PROMPT) + STEPS)
-    rtl = AcceleratorDecoder(Runtime(TINY, "verilator"), model, qls, len(PROMPT) + STEPS)
-    assert rtl.generate(PROMPT, STEPS) == gold.generate(PROMPT, STEPS)
+    gold = AcceleratorDecoder(Runtime(TINY, "golden"), qls, len(PROMPT) + STEPS)
+    rtl = AcceleratorDecoder(Runtime(TINY, "verilator"), qls, len(PROMPT) + STEPS)
+    assert generate(model, qls, PROMPT, STEPS, rtl.step)[0] == \
+        generate(model, qls, PROMPT, STEPS, gold.step)[0]
     assert (rtl.rt.image[:rtl.rt._used] == gold.rt.image[:gold.rt._used]).all()

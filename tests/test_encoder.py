@@ -7,15 +7,9 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.hw.isa import Opcode
-from tessera.sw.lower.encoder import (
-    integer_encoder,
-    lower_encoder,
-    place_encoder,
-    quantize_chain,
-    run_batch,
-    run_encoder,
-)
+from tessera.sw.lower.encoder import lower_encoder, place_encoder, run_batch, run_encoder
 from tessera.sw.lower.plan import LoweringError
+from tessera.sw.models.chain import integer_encoder, quantize_chain
 from tessera.sw.models.quantize import EXTENDED, cosine, dequantize, quantize_activation
 from tessera.sw.models.reference import bert_layer, random_bert_weights
 from tessera.sw.runtime import Runtime

@@ -13,8 +13,9 @@ MiniLM-L6 at 128 tokens).
 
 Layers are chained by their scales: layer ``i + 1`` is quantized with layer ``i``'s output
 scale as its input scale (:func:`tessera.sw.models.minilm.quantize_encoder`,
-:func:`quantize_chain`), so the int8 tensor one layer writes is the next one's input as it
-is. The reference is :func:`integer_encoder`: the chained integer layers.
+:func:`tessera.sw.models.chain.quantize_chain`), so the int8 tensor one layer writes is the
+next one's input as it is. The reference is
+:func:`tessera.sw.models.chain.integer_encoder`: the chained integer layers.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
 from .layout import Blocked, from_blocked
 from .plan import LoweringError
 
-__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch",
-           "integer_encoder", "quantize_chain"]
+__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch"]
 
 
 @dataclass
@@ -50,6 +50,8 @@ class EncoderPlacement:
 
 
 def _check_chain(qls) -> None:
+    """A non-empty chain of layers of one width, each taking the previous one's output
+    scale as its input scale."""
     if not qls:
         raise LoweringError("an encoder needs at least one layer")
     for i in range(1, len(qls)):
@@ -121,32 +123,3 @@ def run_batch(rt, qls, xs: list[np.ndarray], **run_args):
     out, result, prog = run_encoder(rt, qls, np.concatenate(xs), lengths=lengths, **run_args)
     ends = np.cumsum(lengths)
     return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], result, prog
-
-
-def integer_encoder(x_q: np.ndarray, qls, mask=None) -> np.ndarray:
-    """The reference: the chained integer layers (golden, no command stream)."""
-    from ..models.quantize import integer_bert_layer
-
-    _check_chain(qls)
-    for ql in qls:
-        x_q = integer_bert_layer(x_q, ql, mask)
-    return x_q
-
-
-def quantize_chain(weights: list[dict], calibration_inputs: list, **options) -> list:
-    """Quantize float layers as a chain: layer 0 calibrated on ``calibration_inputs``
-    (float inputs, or ``(x, mask)`` pairs), each later layer on the float reference's
-    outputs of the one before, with that layer's output scale as its input scale.
-
-    ``options`` go to :func:`~tessera.sw.models.quantize.quantize_bert_layer`.
-    """
-    from ..models.quantize import quantize_bert_layer
-    from ..models.reference import bert_layer
-
-    items = [c if isinstance(c, tuple) else (c, None) for c in calibration_inputs]
-    qls = []
-    for w in weights:
-        in_scale = qls[-1].out_scale if qls else None
-        qls.append(quantize_bert_layer(w, items, in_scale=in_scale, **options))
-        items = [(bert_layer(x, w, mask=m), m) for x, m in items]
-    return qls
