@@ -16,6 +16,7 @@ the next tile overlap the compute of this one (double buffering) and stores over
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
 
 from amaranth.hdl import Shape
@@ -303,8 +304,17 @@ def decode(config: TesseraConfig, word: int) -> Command:
         On an opcode that does not exist.
     """
     bits = command_bits(config)
+    try:
+        if isinstance(word, bool):
+            raise TypeError
+        word = operator.index(word)
+    except TypeError:
+        raise ValueError(f"a command word is an integer of {bits} bits, not "
+                         f"{type(word).__name__}") from None
     if not 0 <= word < 1 << bits:
-        raise ValueError(f"a command word is {bits} bits, not {word.bit_length()}")
+        what = "negative" if word < 0 else f"{word.bit_length()} bits"
+        raise ValueError(f"a command word is a non-negative integer of {bits} bits, not "
+                         f"{what}")
     h = header_layout()
     hbase = command_layout_for(config)["header"].offset
     field = h["opcode"]

@@ -92,7 +92,7 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
         raise InputError("give at least one sentence (--text or --sentences)")
     if len(sentences) > MAX_SENTENCES:
         raise InputError(f"{len(sentences)} sentences in one run; at most {MAX_SENTENCES}")
-    whole_number(max_len, "max_len (tokens of a sentence)", 2, 512)
+    whole_number(max_len, "--seq (the tokens a sentence is cut to)", 2, 512)
     say = progress or (lambda _: None)
     model = minilm.load_minilm()
     say("quantizing all-MiniLM-L6-v2 as a chain of integer layers (calibration sentences)")

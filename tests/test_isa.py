@@ -85,8 +85,12 @@ def test_bad_commands_are_refused(cmd, message):
 def test_illegal_opcode_and_oversized_word():
     with pytest.raises(ValueError, match="illegal opcode 15 in command word 0xf"):
         decode(CFG, 0xF)
-    with pytest.raises(ValueError, match="a command word is 256 bits, not 257"):
+    with pytest.raises(ValueError, match="non-negative integer of 256 bits, not 257 bits"):
         decode(CFG, 1 << 256)
+    with pytest.raises(ValueError, match="non-negative integer of 256 bits, not negative"):
+        decode(CFG, -1)
+    with pytest.raises(ValueError, match="an integer of 256 bits, not str"):
+        decode(CFG, "x")
 
 
 def test_disassembler():
