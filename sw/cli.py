@@ -454,7 +454,7 @@ def _run_minilm(cfg, args) -> int:
         sentences = list(minilm.EVALUATION_SENTENCES)
         _progress(f"no --text or --sentences: the {len(sentences)} evaluation sentences")
     fig = run_minilm(cfg, args.backend, sentences, max_len=args.seq, progress=_progress,
-                     runtime=_runtime_options(args, args.backend))
+                     runtime=_runtime_options(args, args.backend), per_op=args.per_op)
     emb = fig.pop("embeddings")
     print(format_minilm(fig, sentences))
     if args.out:
@@ -684,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minilm: a sentence to embed (repeat for several)")
     p.add_argument("--sentences", metavar="FILE",
                    help="minilm: sentences to embed, one per line")
+    p.add_argument("--per-op", action="store_true",
+                   help="minilm on RTL: also run the same commands phase by phase, for the "
+                        "per-layer and per-operation table of the hardware counters")
     p.add_argument("--out", metavar="FILE.npy",
                    help="minilm: write the embeddings (sentences x 384, float64)")
     _add_runtime_args(p)

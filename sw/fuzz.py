@@ -681,6 +681,8 @@ def replay(config: TesseraConfig | None, path: Path, sim: str = "verilator",
 def summary(counts: dict) -> str:
     """One line: what ran, what it ended in, the mismatches."""
     errs = ", ".join(f"{k} {v}" for k, v in sorted(counts["errors"].items()))
+    rate = counts["programs"] / max(counts["seconds"], 1e-9)
     return (f"{counts['programs']} programs ({counts['legal']} legal, {counts['illegal']} "
             f"illegal; outcomes: {errs}), {counts['mismatches']} mismatches, "
-            f"{counts['cycles']:,} cycles simulated, {counts['seconds']} s")
+            f"{counts['cycles']:,} cycles simulated, {counts['seconds']} s "
+            f"({rate:.1f} programs/s on RTL and golden)")

@@ -69,10 +69,12 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                max_len: int = 128, progress=None, runtime: dict | None = None,
-               check_golden: bool = True) -> dict:
+               check_golden: bool = True, per_op: bool = False) -> dict:
     """The sentences' embeddings through the integer MiniLM-L6 on ``backend``, as one
     program; the figures as a dict (:func:`format_minilm`), the embeddings under
-    ``"embeddings"`` (an ndarray, not in the JSON).
+    ``"embeddings"`` (an ndarray, not in the JSON). ``per_op``: on an RTL backend, the same
+    commands again with each phase of each layer its own program, for the per-layer and
+    per-operation table of the hardware counters.
 
     Raises
     ------
@@ -93,13 +95,21 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     if len(sentences) > MAX_SENTENCES:
         raise InputError(f"{len(sentences)} sentences in one run; at most {MAX_SENTENCES}")
     whole_number(max_len, "--seq (the tokens a sentence is cut to)", 2, 512)
+    from .run import check_fits, layer_bytes
+
     say = progress or (lambda _: None)
     model = minilm.load_minilm()
+    ids, mask = minilm.tokenize(sentences, max_len, model)
+    keep = mask.astype(bool)
+    mc = model.config
+    hidden, ffn = mc["hidden_size"], mc["intermediate_size"]
+    layers = mc["num_hidden_layers"]
+    check_fits(config, backend, layers * layer_bytes(config, "bert", int(keep.sum()), hidden,
+                                                     ffn),
+               f"all-MiniLM-L6-v2 over {int(keep.sum())} tokens")
     say("quantizing all-MiniLM-L6-v2 as a chain of integer layers (calibration sentences)")
     qls = minilm.quantize_encoder(model=model, max_len=max_len, **ENCODER_QUANTIZATION)
-    ids, mask = minilm.tokenize(sentences, max_len, model)
     emb = minilm.embed(ids, model)
-    keep = mask.astype(bool)
     xs = [quantize_activation(emb[b][keep[b]], qls[0].in_scale) for b in range(len(ids))]
     lengths = [len(x) for x in xs]
     say(f"{len(sentences)} sentences of {min(lengths)} to {max(lengths)} tokens "
@@ -142,12 +152,31 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                     "bus_utilization": moved / (cycles * config.bus_bytes),
                     "cycles_per_second": cycles / max(result.wall_seconds, 1e-9),
                     "memory": rt.memory_timing()})
+    if per_op and backend != "golden":
+        fig["layers_table"] = _per_layer(config, backend, qls, xs, runtime, say)
     if check_golden:
         # The chained integer layers (no command stream) on the same inputs.
         want = [integer_encoder(x, qls) for x in xs]
         fig["bit_exact_with_integer_model"] = all(
             (a == b).all() for a, b in zip(outs, want, strict=True))
     return fig
+
+
+def _per_layer(config, backend, qls, xs, runtime, say) -> list[dict]:
+    """Per layer, the figures of each phase run as its own program (run.layer_figures)."""
+    from .lower.bert import PHASES
+    from .lower.encoder import run_batch_by_phase
+    from .run import PHASE_TITLES, layer_figures
+
+    say("the same commands phase by phase, for the per-layer and per-operation counters")
+    rt = Runtime(config, backend, **(runtime or {}))
+    _, runs, phases = run_batch_by_phase(rt, qls, xs, check=True)
+    table = []
+    for i, (run, ph) in enumerate(zip(runs, phases, strict=True)):
+        f = layer_figures(config, [run], ph, PHASES, PHASE_TITLES)
+        f.pop("_sim_seconds", None)
+        table.append({"layer": i, **f})
+    return table
 
 
 def format_minilm(fig: dict, sentences: list[str]) -> str:
@@ -175,6 +204,20 @@ def format_minilm(fig: dict, sentences: list[str]) -> str:
         out += ["", f"{fig['cycles']:,} cycles, MAC utilization {fig['utilization']:.3f}, "
                     f"bus utilization {fig['bus_utilization']:.3f}, "
                     f"{fig['cycles_per_second']:,.0f} simulated cycles/s"]
+    if fig.get("layers_table"):
+        total = sum(t["cycles"] for t in fig["layers_table"])
+        out += ["", "per layer and operation (each phase its own program, the same commands; "
+                    f"{total:,} cycles in all):",
+                f"  {'layer / operation':48} {'cycles':>11} {'share':>6} {'MAC util':>8} "
+                f"{'bus':>6}"]
+        for t in fig["layers_table"]:
+            out.append(f"  layer {t['layer']:<42} {t['cycles']:>11,} "
+                       f"{t['cycles'] / total:>6.1%} {t['utilization']:>8.3f} "
+                       f"{t['bus_utilization']:>6.3f}")
+            for op in t["ops"]:
+                out.append(f"    {op['title']:46} {op['cycles']:>11,} "
+                           f"{op['cycles'] / total:>6.1%} {op['utilization']:>8.3f} "
+                           f"{op['bus_utilization']:>6.3f}")
     if "bit_exact_with_integer_model" in fig:
         out.append("bit-exact with the chained integer layers: "
                    + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))

@@ -7,7 +7,13 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.hw.isa import Opcode
-from tessera.sw.lower.encoder import lower_encoder, place_encoder, run_batch, run_encoder
+from tessera.sw.lower.encoder import (
+    lower_encoder,
+    place_encoder,
+    run_batch,
+    run_batch_by_phase,
+    run_encoder,
+)
 from tessera.sw.lower.plan import LoweringError
 from tessera.sw.models.chain import integer_encoder, quantize_chain
 from tessera.sw.models.quantize import EXTENDED, cosine, dequantize, quantize_activation
@@ -111,3 +117,19 @@ def test_a_batch_on_rtl_equals_golden():
     want, _, _ = run_batch(Runtime(TINY, "golden"), qls, xs, check=True)
     got, _, _ = run_batch(Runtime(TINY, "verilator"), qls, xs, check=True)
     assert all((a == b).all() for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.rtl
+def test_the_phases_run_alone_give_the_same_result_and_work():
+    """run_batch_by_phase (the per-operation counters): the same outputs and MACs as the
+    one program, and about its cycles (each program's start and drain on top)."""
+    _, qls, _, _ = small_encoder(2, S=8, H=16, F=32, **EXTENDED)
+    xs = _batch(qls, (5, 7))
+    one, result, _ = run_batch(Runtime(TINY, "verilator"), qls, xs, check=True)
+    each, runs, phases = run_batch_by_phase(Runtime(TINY, "verilator"), qls, xs, check=True)
+    assert all((a == b).all() for a, b in zip(one, each, strict=True))
+    assert len(runs) == 2 and all(set(r) == set(phases[0]) for r in runs)
+    macs = sum(r.counters["macs"] for run in runs for r in run.values())
+    cycles = sum(r.counters["cycles"] for run in runs for r in run.values())
+    assert macs == result.counters["macs"]
+    assert result.counters["cycles"] <= cycles < 1.3 * result.counters["cycles"]

@@ -30,7 +30,8 @@ from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
 from .layout import Blocked, from_blocked
 from .plan import LoweringError
 
-__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch"]
+__all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch",
+           "run_batch_by_phase"]
 
 
 @dataclass
@@ -123,3 +124,33 @@ def run_batch(rt, qls, xs: list[np.ndarray], **run_args):
     out, result, prog = run_encoder(rt, qls, np.concatenate(xs), lengths=lengths, **run_args)
     ends = np.cumsum(lengths)
     return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], result, prog
+
+
+def run_batch_by_phase(rt, qls, xs: list[np.ndarray], **run_args):
+    """The same commands as :func:`run_batch`, each phase of each layer run as its own
+    program (a FINISH where the one program has a FENCE; main memory carries the tensors),
+    so that the hardware counters tell the phases apart.
+
+    Returns
+    -------
+    (outs, runs, phases)
+        Each sequence's int8 output; per layer, ``{phase: RunResult}``; per layer, the
+        phases' command streams.
+    """
+    if not xs:
+        raise LoweringError("a batch needs at least one sequence")
+    lengths = tuple(int(x.shape[0]) for x in xs)
+    p = place_encoder(rt, qls, np.concatenate(xs), lengths=lengths)
+    runs, all_phases = [], []
+    for ql, lp in zip(qls, p.layers, strict=True):
+        phases = lower_bert_layer(rt.config, ql, lp)
+        results = {}
+        for name in PHASES:
+            results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
+        runs.append(results)
+        all_phases.append(phases)
+    S, H = sum(lengths), qls[0].hidden
+    shape = Blocked(S, H, rt.config.rows)
+    out = from_blocked(rt.read(p.out, shape.nbytes), shape)
+    ends = np.cumsum(lengths)
+    return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], runs, all_phases
