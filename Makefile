@@ -8,7 +8,7 @@ PY         := $(VENV)/bin/python
 TESSERA    := $(VENV)/bin/tessera
 STAMP      := $(VENV)/.installed
 PRESET     ?= default
-DEMO_SEQ   ?= 64
+DEMO_SEQ   ?= 128
 BOARD      ?= ulx3s
 FPGA_FREQ  ?= 20
 
@@ -23,7 +23,7 @@ export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 .PHONY: install demo test test-fast bench fuzz synth-report fpga lint clean help
 
 help:
-	@echo "make demo    all-MiniLM-L6-v2's first encoder layer on real sentences through the generated $(PRESET) accelerator on Verilator: per-operation table, accuracy, RTL vs golden"
+	@echo "make demo    all-MiniLM-L6-v2, the whole model, on eight real sentences through the generated $(PRESET) accelerator on Verilator as one program: embeddings' similarity beside the float model's, accuracy, per-layer and per-operation table, RTL vs the integer model"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml
 # The main job: a transformer layer through the generated hardware.
 demo: install
 	@mkdir -p build
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert-layer --model minilm:0 --seq $(DEMO_SEQ) --preset $(PRESET) --backend verilator --json build/demo-minilm.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --seq $(DEMO_SEQ) --preset $(PRESET) --backend verilator --per-op --out build/demo-embeddings.npy --json build/demo-minilm.json
 
 # One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
 test: install
