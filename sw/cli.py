@@ -454,7 +454,8 @@ def _run_minilm(cfg, args) -> int:
         sentences = list(minilm.EVALUATION_SENTENCES)
         _progress(f"no --text or --sentences: the {len(sentences)} evaluation sentences")
     fig = run_minilm(cfg, args.backend, sentences, max_len=args.seq, progress=_progress,
-                     runtime=_runtime_options(args, args.backend), per_op=args.per_op)
+                     runtime=_runtime_options(args, args.backend), per_op=args.per_op,
+                     explain=args.explain)
     emb = fig.pop("embeddings")
     print(format_minilm(fig, sentences))
     if args.out:
@@ -687,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-op", action="store_true",
                    help="minilm on RTL: also run the same commands phase by phase, for the "
                         "per-layer and per-operation table of the hardware counters")
+    p.add_argument("--explain", action="store_true",
+                   help="minilm: where the error comes from, per layer and operation")
     p.add_argument("--out", metavar="FILE.npy",
                    help="minilm: write the embeddings (sentences x 384, float64)")
     _add_runtime_args(p)

@@ -69,12 +69,14 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                max_len: int = 128, progress=None, runtime: dict | None = None,
-               check_golden: bool = True, per_op: bool = False) -> dict:
+               check_golden: bool = True, per_op: bool = False,
+               explain: bool = False) -> dict:
     """The sentences' embeddings through the integer MiniLM-L6 on ``backend``, as one
     program; the figures as a dict (:func:`format_minilm`), the embeddings under
     ``"embeddings"`` (an ndarray, not in the JSON). ``per_op``: on an RTL backend, the same
     commands again with each phase of each layer its own program, for the per-layer and
-    per-operation table of the hardware counters.
+    per-operation table of the hardware counters. ``explain``: where the error comes from
+    (:func:`explain_errors`).
 
     Raises
     ------
@@ -154,12 +156,47 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                     "memory": rt.memory_timing()})
     if per_op and backend != "golden":
         fig["layers_table"] = _per_layer(config, backend, qls, xs, runtime, say)
+    if explain:
+        fig["explain"] = explain_errors(model, qls, ids, mask)
     if check_golden:
         # The chained integer layers (no command stream) on the same inputs.
         want = [integer_encoder(x, qls) for x in xs]
         fig["bit_exact_with_integer_model"] = all(
             (a == b).all() for a, b in zip(outs, want, strict=True))
     return fig
+
+
+def explain_errors(model, qls, ids, mask) -> list[dict]:
+    """Where the embeddings' error comes from, layer by layer (on the real tokens):
+
+    * ``chain_cosine``: the integer chain's hidden state after the layer against the float
+      model's (the error accumulated so far);
+    * ``local``: the layer alone, fed the float model's input of that layer: the cosine of
+      each of its integer intermediates against the float ones
+      (:func:`~.models.quantize.layer_errors`), so that the operation that loses most
+      stands out.
+    """
+    from .models import minilm
+    from .models.quantize import (
+        cosine,
+        dequantize,
+        integer_bert_layer,
+        layer_errors,
+        quantize_activation,
+    )
+
+    states = minilm.hidden_states(ids, mask, model)
+    keep = mask.astype(bool)
+    x = quantize_activation(states[0], qls[0].in_scale)
+    out = []
+    for i, (w, ql) in enumerate(zip(model.layers, qls, strict=True)):
+        x = integer_bert_layer(x, ql, keep)
+        chain = cosine(dequantize(x, ql.out_scale)[keep], states[i + 1][keep])
+        local = layer_errors(states[i], w, ql, keep)
+        worst = min(local, key=lambda k: local[k]["cosine"])
+        out.append({"layer": i, "chain_cosine": chain, "worst_op": worst,
+                    "local": {k: round(v["cosine"], 6) for k, v in local.items()}})
+    return out
 
 
 def _per_layer(config, backend, qls, xs, runtime, say) -> list[dict]:
@@ -218,6 +255,16 @@ def format_minilm(fig: dict, sentences: list[str]) -> str:
                 out.append(f"    {op['title']:46} {op['cycles']:>11,} "
                            f"{op['cycles'] / total:>6.1%} {op['utilization']:>8.3f} "
                            f"{op['bus_utilization']:>6.3f}")
+    if fig.get("explain"):
+        ex = fig["explain"]
+        names = list(ex[0]["local"])
+        out += ["", "where the error comes from: per layer, the chain's hidden state against "
+                    "the float model's, then each operation of the layer alone (cosine):",
+                "  layer   chain  " + " ".join(f"{n[:8]:>8}" for n in names)]
+        for e in ex:
+            out.append(f"  {e['layer']:5d} {e['chain_cosine']:7.4f}  "
+                       + " ".join(f"{e['local'][n]:8.4f}" for n in names)
+                       + f"   (lowest: {e['worst_op']})")
     if "bit_exact_with_integer_model" in fig:
         out.append("bit-exact with the chained integer layers: "
                    + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))

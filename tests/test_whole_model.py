@@ -134,3 +134,17 @@ def test_tessera_run_gpt2_bad_input(capsys, argv, message):
     except SystemExit as e:
         code = e.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+@MINILM
+def test_minilm_explain_names_where_the_error_comes_from(capsys):
+    assert main(["run", "minilm", "--text", SENTENCES[0], "--text", SENTENCES[1],
+                 "--explain"]) == 0
+    text = capsys.readouterr().out
+    assert "where the error comes from" in text and "(lowest:" in text
+    fig = run_minilm(preset("default"), "golden", SENTENCES[:2], explain=True)
+    ex = fig["explain"]
+    assert [e["layer"] for e in ex] == list(range(6))
+    # the chain's error only accumulates, and every operation is named
+    assert ex[-1]["chain_cosine"] < ex[0]["chain_cosine"] <= 1
+    assert {"probs", "ctx", "gelu", "out"} <= set(ex[0]["local"])
