@@ -33,7 +33,7 @@ __all__ = ["AccelSystem", "ACCEL_SYSTEM", "MEM_BASE", "MEM_BYTES", "MEM_LATENCY"
 
 #: How big main memory is (at MEM_BASE), and its latency (the benchmarks' 100 cycles).
 MEM_LATENCY = 100
-MEM_BYTES = 64 << 20
+MEM_BYTES = 256 << 20
 MEM_MODEL = Path(__file__).with_name("hdl") / "tessera_axi_mem.v"
 #: The protocol checkers of the accelerator's AXI4 master and AXI4-Lite register port.
 CHECKERS = (Path(__file__).with_name("hdl") / "tessera_axi_checker.v",
@@ -41,9 +41,11 @@ CHECKERS = (Path(__file__).with_name("hdl") / "tessera_axi_checker.v",
 
 
 def mem_bytes(config: TesseraConfig) -> int:
-    """Main memory of the simulated system: 64 MiB (a BERT-base layer's weights and
-    activations fit), 4 MiB for configurations with a scratchpad of 64 KiB or less (the
-    small ones the tests run on Icarus, where a big array costs start-up time)."""
+    """Main memory of the simulated system: 256 MiB (a whole BERT-base encoder's or GPT-2
+    small's weights and activations fit, about 90 MiB each), 4 MiB for configurations with
+    a scratchpad of 64 KiB or less (the small ones the tests run on Icarus, where a big
+    array costs start-up time). The native path maps it lazily: untouched pages cost
+    nothing."""
     return MEM_BYTES if config.spad_kib > 64 else 4 << 20
 
 

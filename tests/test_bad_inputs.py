@@ -277,7 +277,7 @@ def test_whole_number_api():
 @pytest.mark.parametrize("argv, message", [
     (["run", "bert-layer", "--seq", "100000"],
      "a BERT layer of seq 100000, hidden 768, FFN 3072 needs at least 812.4 MiB of main "
-     "memory for its tensors, and main memory holds 64.0 MiB on configuration"),
+     "memory for its tensors, and main memory holds 256.0 MiB on configuration"),
     (["run", "gpt2-decode", "--preset", "tiny", "--seq", "8", "--steps", "100000000"],
      "100000000 decode steps after 8 tokens needs at least 143.1 GiB of main memory for its "
      "tensors, and main memory holds 4.0 MiB"),
