@@ -410,10 +410,13 @@ def cmd_run(args) -> int:
 def _run_encoder(cfg, args) -> int:
     from .run_model import format_encoder, run_encoder_model
 
-    if args.model or args.text or args.sentences or args.out:
-        raise UsageError("tessera run bert runs random weights of the given shape; real "
-                         "sentences through a real model: tessera run minilm")
-    fig = run_encoder_model(cfg, args.backend, layers=args.layers, seq=args.seq,
+    if args.model:
+        # A BERT folder: real sentences through its (first --layers) layers, as minilm.
+        return _run_minilm(cfg, args, Path(args.model))
+    if args.text or args.sentences or args.out:
+        raise UsageError("--text, --sentences and --out need a model: tessera run bert "
+                         "--model DIR, or tessera run minilm")
+    fig = run_encoder_model(cfg, args.backend, layers=args.layers or 12, seq=args.seq,
                             hidden=args.hidden, heads=args.heads, ffn=args.ffn,
                             batch=args.batch, seed=args.seed, progress=_progress,
                             runtime=_runtime_options(args, args.backend))
@@ -427,7 +430,7 @@ def _run_decoder(cfg, args) -> int:
 
     if args.model or args.text or args.sentences or args.out:
         raise UsageError("tessera run gpt2 runs random weights of the given shape")
-    fig = run_decoder_model(cfg, args.backend, layers=args.layers, hidden=args.hidden,
+    fig = run_decoder_model(cfg, args.backend, layers=args.layers or 12, hidden=args.hidden,
                             heads=args.heads, ffn=args.ffn, vocab=args.vocab,
                             prompt_len=args.prompt_len, generate=args.generate,
                             seed=args.seed, progress=_progress,
@@ -437,13 +440,13 @@ def _run_decoder(cfg, args) -> int:
     return 0
 
 
-def _run_minilm(cfg, args) -> int:
+def _run_minilm(cfg, args, model_dir: Path | None = None) -> int:
     from .models import minilm
     from .run_model import format_minilm, read_sentences, run_minilm, save_embeddings
 
-    if args.model:
+    if args.model and model_dir is None:
         raise UsageError("tessera run minilm runs all-MiniLM-L6-v2 (installed by make "
-                         "install); --model is for bert-layer")
+                         "install); another BERT folder: tessera run bert --model DIR")
     if args.out:
         from .check import output_file
         output_file(args.out, "--out file")
@@ -455,7 +458,8 @@ def _run_minilm(cfg, args) -> int:
         _progress(f"no --text or --sentences: the {len(sentences)} evaluation sentences")
     fig = run_minilm(cfg, args.backend, sentences, max_len=args.seq, progress=_progress,
                      runtime=_runtime_options(args, args.backend), per_op=args.per_op,
-                     explain=args.explain)
+                     explain=args.explain, model_dir=model_dir,
+                     layers=args.layers if model_dir is not None else None)
     emb = fig.pop("embeddings")
     print(format_minilm(fig, sentences))
     if args.out:
@@ -675,7 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "one per 16 columns, for outliers")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    p.add_argument("--layers", type=int, default=12, help="bert: layers (default 12)")
+    p.add_argument("--layers", type=int,
+                   help="bert, gpt2: layers (default 12; with bert --model DIR, all of its "
+                        "layers)")
     p.add_argument("--batch", type=int, default=1,
                    help="bert: sequences of --seq tokens in the one program (default 1)")
     p.add_argument("--prompt-len", type=int, default=32, help="gpt2: prompt tokens")

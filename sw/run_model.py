@@ -11,6 +11,7 @@ by sentence, and the sentences' similarity matrix with the float one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -70,13 +71,15 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                max_len: int = 128, progress=None, runtime: dict | None = None,
                check_golden: bool = True, per_op: bool = False,
-               explain: bool = False) -> dict:
+               explain: bool = False, model_dir=None, layers: int | None = None) -> dict:
     """The sentences' embeddings through the integer MiniLM-L6 on ``backend``, as one
     program; the figures as a dict (:func:`format_minilm`), the embeddings under
     ``"embeddings"`` (an ndarray, not in the JSON). ``per_op``: on an RTL backend, the same
     commands again with each phase of each layer its own program, for the per-layer and
     per-operation table of the hardware counters. ``explain``: where the error comes from
-    (:func:`explain_errors`).
+    (:func:`explain_errors`). ``model_dir``: another BERT-style sentence encoder in the
+    same layout (config.json, model.safetensors, tokenizer.json); ``layers``: its first
+    ``layers`` layers only.
 
     Raises
     ------
@@ -100,16 +103,19 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     from .run import check_fits, layer_bytes
 
     say = progress or (lambda _: None)
-    model = minilm.load_minilm()
+    model = minilm.load_minilm(model_dir)
+    name = "all-MiniLM-L6-v2" if model_dir is None else str(model_dir)
+    if layers is not None:
+        whole_number(layers, "layers", 1, len(model.layers))
+        model = dataclasses.replace(model, layers=tuple(model.layers[:layers]))
     ids, mask = minilm.tokenize(sentences, max_len, model)
     keep = mask.astype(bool)
     mc = model.config
     hidden, ffn = mc["hidden_size"], mc["intermediate_size"]
-    layers = mc["num_hidden_layers"]
-    check_fits(config, backend, layers * layer_bytes(config, "bert", int(keep.sum()), hidden,
-                                                     ffn),
-               f"all-MiniLM-L6-v2 over {int(keep.sum())} tokens")
-    say("quantizing all-MiniLM-L6-v2 as a chain of integer layers (calibration sentences)")
+    check_fits(config, backend, len(model.layers) * layer_bytes(config, "bert",
+                                                                int(keep.sum()), hidden, ffn),
+               f"{name} over {int(keep.sum())} tokens")
+    say(f"quantizing {name} as a chain of integer layers (calibration sentences)")
     qls = minilm.quantize_encoder(model=model, max_len=max_len, **ENCODER_QUANTIZATION)
     emb = minilm.embed(ids, model)
     xs = [quantize_activation(emb[b][keep[b]], qls[0].in_scale) for b in range(len(ids))]
@@ -134,7 +140,7 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     sim_got, sim_ref = got @ got.T, ref @ ref.T
     upper = np.triu_indices(len(sentences), 1)
     fig = {
-        "model": "all-MiniLM-L6-v2", "backend": backend, "config": config.hash,
+        "model": name, "backend": backend, "config": config.hash,
         "sentences": len(sentences), "tokens": lengths, "layers": len(qls),
         "commands": len(prog), "program": "one program: every layer, every sentence",
         "cosine": [float(c) for c in cos], "cosine_min": float(cos.min()),

@@ -88,7 +88,7 @@ def test_whole_encoder_on_verilator():
 @pytest.mark.parametrize("argv, message", [
     (["--layers", "0"], "--layers must be"),
     (["--batch", "100"], "--batch must be"),
-    (["--text", "hi"], "random weights of the given shape"),
+    (["--text", "hi"], "need a model"),
     (["--hidden", "30", "--heads", "2"], ""),
 ])
 def test_tessera_run_bert_bad_input(capsys, argv, message):
@@ -148,3 +148,18 @@ def test_minilm_explain_names_where_the_error_comes_from(capsys):
     # the chain's error only accumulates, and every operation is named
     assert ex[-1]["chain_cosine"] < ex[0]["chain_cosine"] <= 1
     assert {"probs", "ctx", "gelu", "out"} <= set(ex[0]["local"])
+
+
+@MINILM
+def test_tessera_run_bert_with_a_model_folder(capsys):
+    """A BERT folder (here all-MiniLM-L6-v2's own), its first layers, real sentences."""
+    folder = str(minilm.model_dir())
+    assert main(["run", "bert", "--model", folder, "--layers", "2", "--text", SENTENCES[0],
+                 "--text", SENTENCES[1]]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(folder) and "bit-exact with the chained integer layers: yes" in text
+    try:
+        code = main(["run", "bert", "--model", folder, "--layers", "7", "--text", "x"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and "layers must be an integer from 1 to 6" in capsys.readouterr().err
