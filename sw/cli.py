@@ -428,13 +428,21 @@ def _run_encoder(cfg, args) -> int:
 def _run_decoder(cfg, args) -> int:
     from .run_model import format_decoder, run_decoder_model
 
-    if args.model or args.text or args.sentences or args.out:
-        raise UsageError("tessera run gpt2 runs random weights of the given shape")
-    fig = run_decoder_model(cfg, args.backend, layers=args.layers or 12, hidden=args.hidden,
+    if args.sentences or args.out or (args.text and len(args.text) > 1):
+        raise UsageError("tessera run gpt2 takes one --text (the prompt, with --model)")
+    if args.text and not args.model:
+        raise UsageError("a text prompt needs a model's tokenizer: --model DIR")
+    model_dir = Path(args.model) if args.model else None
+    layers = args.layers
+    if layers is None and model_dir is not None:
+        from .models.gpt2_folder import read_gpt2_config
+        layers = read_gpt2_config(model_dir)["n_layer"]
+    fig = run_decoder_model(cfg, args.backend, layers=layers or 12, hidden=args.hidden,
                             heads=args.heads, ffn=args.ffn, vocab=args.vocab,
                             prompt_len=args.prompt_len, generate=args.generate,
                             seed=args.seed, progress=_progress,
-                            runtime=_runtime_options(args, args.backend))
+                            runtime=_runtime_options(args, args.backend),
+                            model_dir=model_dir, prompt=args.text[0] if args.text else None)
     print(format_decoder(fig))
     _write_json(args.json, fig)
     return 0

@@ -373,10 +373,13 @@ def format_encoder(fig: dict) -> str:
 def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
                       hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 1000,
                       prompt_len: int = 32, generate: int = 16, seed: int = 1,
-                      progress=None, runtime: dict | None = None) -> dict:
-    """Greedy generation through a GPT-2-style decoder of random weights on ``backend``: a
-    program for the prompt's prefill, then one per generated token, through every block;
-    the figures as a dict (:func:`format_decoder`)."""
+                      progress=None, runtime: dict | None = None, model_dir=None,
+                      prompt: str | None = None) -> dict:
+    """Greedy generation through a GPT-2-style decoder on ``backend``: a program for the
+    prompt's prefill, then one per generated token, through every block; the figures as a
+    dict (:func:`format_decoder`). Random weights of the given shape, or ``model_dir``: a
+    GPT-2 folder in the Hugging Face layout (its first ``layers`` blocks), with ``prompt``
+    as text (else ``prompt_len`` random tokens)."""
     from .check import whole_number
     from .lower.decoder import AcceleratorDecoder
     from .models.chain import (
@@ -388,10 +391,23 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     from .models.chain import generate as generate_with
     from .run import check_fits, check_run_args, layer_bytes
 
+    tokenizer = None
+    if model_dir is not None:
+        from .models.gpt2_folder import load_gpt2_folder
+        model, tokenizer, mc = load_gpt2_folder(model_dir)
+        whole_number(layers, "layers", 1, mc["n_layer"])
+        model = dataclasses.replace(model, blocks=model.blocks[:layers])
+        hidden, heads, vocab = mc["n_embd"], mc["n_head"], mc["vocab_size"]
+        ffn = model.blocks[0]["w1"].shape[1]
+        if prompt is not None:
+            ids = tokenizer.encode(prompt).ids
+            if not ids:
+                raise InputError("the prompt has no tokens")
+            prompt_len = len(ids)
     check_run_args(config, backend, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
     whole_number(layers, "layers", 1, 96)
     whole_number(vocab, "vocab", 2, 1 << 17)
-    whole_number(prompt_len, "prompt-len", 1, config.max_row_len - 1)
+    whole_number(prompt_len, "prompt-len (the prompt's tokens)", 1, config.max_row_len - 1)
     whole_number(generate, "generate", 1, config.max_row_len - prompt_len)
     if hidden % heads or (hidden // heads) % config.rows:
         raise InputError(f"a head dimension of hidden / heads = {hidden} / {heads} must be "
@@ -401,22 +417,33 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     check_fits(config, backend, need, f"a {layers}-block decoder over {capacity} positions")
     say = progress or (lambda _: None)
     rng = np.random.default_rng(seed)
-    model = random_gpt2_model(layers, hidden, heads, ffn, vocab, capacity, rng)
-    prompt = [int(t) for t in rng.integers(0, vocab, prompt_len)]
-    say(f"quantizing {layers} random blocks (hidden {hidden}, {heads} heads, FFN {ffn}, "
+    if model_dir is None:
+        model = random_gpt2_model(layers, hidden, heads, ffn, vocab, capacity, rng)
+        name = f"random GPT-2 decoder (seed {seed})"
+    else:
+        if capacity > len(model.wpe):
+            raise InputError(f"{capacity} positions; {model_dir} has {len(model.wpe)}")
+        name = str(model_dir)
+    if prompt is not None and tokenizer is not None:
+        ids = [int(t) for t in tokenizer.encode(prompt).ids]
+    else:
+        ids = [int(t) for t in rng.integers(0, vocab, prompt_len)]
+    say(f"quantizing {layers} blocks (hidden {hidden}, {heads} heads, FFN {ffn}, "
         f"vocabulary {vocab}) as a chain")
-    qls = quantize_decoder(model, [list(rng.integers(0, vocab, capacity)) for _ in range(2)])
+    cal = [ids] + [list(rng.integers(0, vocab, capacity)) for _ in range(2)]
+    qls = quantize_decoder(model, cal)
+    prompt_ids = ids
     rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
     dec = AcceleratorDecoder(rt, qls, capacity)
     t0 = time.time()
     say(f"prompt of {prompt_len} tokens, then {generate} tokens, on {backend}")
     steps = generate
-    got, _ = generate_with(model, qls, prompt, steps, dec.step,
+    got, _ = generate_with(model, qls, prompt_ids, steps, dec.step,
                            progress=lambda i, tok: say(f"  token {i} of {steps}: {tok}"))
     wall = time.time() - t0
-    want, _ = integer_generate(model, qls, prompt, generate)
-    ref = float_generate(model, prompt, generate)
-    fig = {"model": f"random GPT-2 decoder (seed {seed})", "backend": backend,
+    want, _ = integer_generate(model, qls, prompt_ids, generate)
+    ref = float_generate(model, prompt_ids, generate)
+    fig = {"model": name, "backend": backend,
            "config": config.hash, "layers": layers, "hidden": hidden, "heads": heads,
            "ffn": ffn, "vocab": vocab, "prompt_len": prompt_len, "generate": generate,
            "tokens": got, "tokens_float": ref, "tokens_integer_model": want,
@@ -425,6 +452,9 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
                                                                        strict=True))
                                       if a != b), generate),
            "programs": len(dec.results), "wall_seconds": round(wall, 1)}
+    if tokenizer is not None:
+        fig.update({"prompt": tokenizer.decode(prompt_ids), "text": tokenizer.decode(got),
+                    "text_float": tokenizer.decode(ref)})
     if backend != "golden":
         steps = []
         for n, result, commands in dec.results:
@@ -450,6 +480,8 @@ def format_decoder(fig: dict) -> str:
            f"(configuration {fig['config']}): a prompt of {fig['prompt_len']} tokens, "
            f"{fig['generate']} generated, {fig['programs']} programs (the prefill, then one "
            f"per token, each through every block)", "",
+           *([f"prompt: {fig['prompt']!r}", f"generated (accelerator): {fig['text']!r}",
+              f"generated (float model): {fig['text_float']!r}"] if "text" in fig else []),
            "generated (accelerator): " + " ".join(map(str, fig["tokens"])),
            "generated (float model): " + " ".join(map(str, fig["tokens_float"])),
            f"the same as the float model's for the first {fig['same_as_float_for']} of "

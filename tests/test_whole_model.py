@@ -163,3 +163,65 @@ def test_tessera_run_bert_with_a_model_folder(capsys):
     except SystemExit as e:
         code = e.code
     assert code == 2 and "layers must be an integer from 1 to 6" in capsys.readouterr().err
+
+
+def _gpt2_folder(path, H=32, heads=2, layers=2, P=16, words=("the", "cat", "sat", "on",
+                                                               "a", "mat", "and", "dog")):
+    """A GPT-2 folder in the Hugging Face layout, random weights, a word-level tokenizer."""
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from tessera.sw.models.reference import random_gpt2_weights
+
+    rng = np.random.default_rng(4)
+    V = 30
+    t = {"wte.weight": rng.normal(0, 0.1, (V, H)), "wpe.weight": rng.normal(0, 0.02, (P, H)),
+         "ln_f.weight": 1 + rng.normal(0, 0.1, H), "ln_f.bias": rng.normal(0, 0.05, H)}
+    for i in range(layers):
+        w = random_gpt2_weights(H, heads, 4 * H, rng)
+        t[f"h.{i}.attn.c_attn.weight"] = np.concatenate([w["wq"], w["wk"], w["wv"]], 1)
+        t[f"h.{i}.attn.c_attn.bias"] = np.concatenate([w["bq"], w["bk"], w["bv"]])
+        for key, name in (("ln1_g", "ln_1.weight"), ("ln1_b", "ln_1.bias"),
+                          ("wo", "attn.c_proj.weight"), ("bo", "attn.c_proj.bias"),
+                          ("ln2_g", "ln_2.weight"), ("ln2_b", "ln_2.bias"),
+                          ("w1", "mlp.c_fc.weight"), ("b1", "mlp.c_fc.bias"),
+                          ("w2", "mlp.c_proj.weight"), ("b2", "mlp.c_proj.bias")):
+            t[f"h.{i}.{name}"] = w[key]
+    path.mkdir()
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()},
+              str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({
+        "n_embd": H, "n_head": heads, "n_layer": layers, "n_positions": P, "vocab_size": V,
+        "layer_norm_epsilon": 1e-5}))
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(("[UNK]",) + words)}, "[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_tessera_run_gpt2_with_a_model_folder(tmp_path, capsys):
+    folder = _gpt2_folder(tmp_path / "gpt2")
+    js = tmp_path / "f.json"
+    assert main(["run", "gpt2", "--preset", "tiny", "--model", str(folder), "--text",
+                 "the cat sat on a mat", "--generate", "3", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "prompt: 'the cat sat on a mat'" in out
+    assert "bit-exact with the chained integer blocks: yes" in out
+    fig = json.loads(js.read_text())
+    assert fig["prompt_len"] == 6 and len(fig["tokens"]) == 3 and fig["layers"] == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "config.json").write_text('{"n_embd": 32}'), "n_head must be a positive"),
+    (lambda p: (p / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}"),
+     "tensor wte.weight is missing"),
+    (lambda p: (p / "tokenizer.json").unlink(), "tokenizer.json"),
+])
+def test_a_broken_gpt2_folder_is_refused(tmp_path, capsys, damage, message):
+    folder = _gpt2_folder(tmp_path / "gpt2")
+    damage(folder)
+    assert main(["run", "gpt2", "--preset", "tiny", "--model", str(folder), "--text",
+                 "the cat", "--generate", "2"]) == 2
+    assert message in capsys.readouterr().err
