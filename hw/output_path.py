@@ -187,6 +187,11 @@ def row_cycles(op: OutputOp, length: int, cols: int,
     return PASSES[op] * chunks + sum(gap_cycles(op, cols, steps_per_cycle))
 
 
+def _mask(remaining, cols: int, taken: int = 0):
+    """The lane mask of a chunk with ``remaining - taken`` elements of its row left."""
+    return Cat([remaining > taken + j for j in range(cols)])
+
+
 class _State(enum.Enum, shape=2):
     IDLE = 0
     SETUP = 1
@@ -280,8 +285,15 @@ class OutputPath(wiring.Component):
         m.d.comb += self.i_cmd.ready.eq((state == _State.IDLE) & ~s.pipe_busy)
 
         s.pass_index = Signal(2, name="pass_index")
-        # Elements of the row not yet taken.
+        # Elements of the row not yet taken; the next chunk's lane mask and whether it ends
+        # the row's pass, registered with it (they are the units' first input: the lane
+        # reductions' first level takes them).
         s.remaining = Signal(range(c.max_row_len + 1), name="remaining")
+        s.mask = Signal(c.cols, name="mask")
+        s.end = Signal(name="end")
+        # The same for a row's first chunk.
+        s.mask_first = Signal(c.cols, name="mask_first")
+        s.end_first = Signal(name="end_first")
         s.first = Signal(name="first")
         s.rows_left = Signal(ROWS_BITS, name="rows_left")
         multi = (s.op == OutputOp.SOFTMAX) | (s.op == OutputOp.LAYERNORM)
@@ -295,6 +307,10 @@ class OutputPath(wiring.Component):
             good_len = (new.length >= 1) & (new.length <= c.max_row_len)
             m.d.sync += [cmd.eq(new), s.pass_index.eq(0), s.remaining.eq(new.length),
                          s.first.eq(1), s.rows_left.eq(new.rows)]
+            m.d.sync += [x.eq(v) for x, v in ((s.mask, _mask(new.length, c.cols)),
+                                              (s.mask_first, _mask(new.length, c.cols)),
+                                              (s.end, new.length <= c.cols),
+                                              (s.end_first, new.length <= c.cols))]
             with m.If(~known_op | ~good_len):
                 m.d.sync += self.error.eq(1)
             with m.Elif(new.rows != 0):
@@ -317,10 +333,10 @@ class OutputPath(wiring.Component):
         s.fire = fire = Signal(name="fire")
         m.d.comb += fire.eq(self.i_row.valid & self.i_row.ready)
 
-        end = s.remaining <= C
+        end = s.end
         s.tag = tag = Signal(chunk_tag_layout(C), name="tag")
         m.d.comb += [
-            tag.mask.eq(Cat([s.remaining > j for j in range(C)])),
+            tag.mask.eq(s.mask),
             tag.pass_index.eq(s.pass_index),
             tag.first.eq(s.first),
             tag.end.eq(end),
@@ -331,7 +347,8 @@ class OutputPath(wiring.Component):
                 m.d.sync += self.error.eq(1)
             m.d.sync += s.first.eq(end)
             with m.If(end):
-                m.d.sync += s.remaining.eq(s.length)
+                m.d.sync += [s.remaining.eq(s.length), s.mask.eq(s.mask_first),
+                             s.end.eq(s.end_first)]
                 with m.If(s.final_pass):
                     m.d.sync += [s.pass_index.eq(0), s.rows_left.eq(s.rows_left - 1)]
                     with m.If(s.rows_left == 1):
@@ -339,7 +356,10 @@ class OutputPath(wiring.Component):
                 with m.Else():
                     m.d.sync += s.pass_index.eq(s.pass_index + 1)
             with m.Else():
-                m.d.sync += s.remaining.eq(s.remaining - C)
+                # The chunk after this one: remaining - C elements left.
+                m.d.sync += [s.remaining.eq(s.remaining - C),
+                             s.mask.eq(_mask(s.remaining, C, C)),
+                             s.end.eq(s.remaining <= 2 * C)]
 
         s.lanes = Signal(data.ArrayLayout(signed(32), C), name="lanes")
         m.d.comb += [s.lanes[j].eq(self.i_row.payload.data[j]) for j in range(C)]
