@@ -67,6 +67,15 @@ PRESCALE_STAGES = 1 + DYADIC_STAGES + 1
 PRESCALE_BITS = 31 + 6
 
 
+def _times(x, n: int):
+    """``x * n`` for a small constant ``n``, as a sum of shifts of ``x``."""
+    terms = [x << i for i in range(n.bit_length()) if n >> i & 1]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 def store_command_layout(config: TesseraConfig) -> data.StructLayout:
     """A store command: the output-path descriptor and where the rows come from and go."""
     return data.StructLayout({
@@ -195,8 +204,7 @@ class StoreUnit(wiring.Component):
         p_len = p.desc.length
         p_ln = p.desc.op == OutputOp.LAYERNORM
         # Step 1: the spans.
-        p_chunks = Signal(range(c.max_row_len // C + 2))
-        span = Signal(ROWS_BITS + p_chunks.shape().width)
+        span = Signal(ROWS_BITS + s.chunks.shape().width)
         groups = Signal(ROWS_BITS + 1)        # transposed blocks of cols rows
         bad_shape = Signal()
         shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
@@ -206,16 +214,20 @@ class StoreUnit(wiring.Component):
             shape = shape | p_ln     # the gamma / beta table needs 32-bit lanes
         # (s.chunks is the registered command's; a row longer than max_row_len, where it
         # would wrap, is refused as SHAPE before LOCAL is looked at.)
-        m.d.sync += [p_chunks.eq(s.chunks), span.eq(p.desc.rows * s.chunks),
-                     groups.eq((p.desc.rows + C - 1) // C), bad_shape.eq(shape)]
+        # LayerNorm's table: PARAM_ROWS rows per chunk, one more with the prescale (as
+        # shifts and sums: no multiplier in front of the comparison).
+        table_span = Signal(range((PARAM_ROWS + 1) * (c.max_row_len // C + 1) + 1))
+        m.d.sync += [span.eq(p.desc.rows * s.chunks),
+                     groups.eq((p.desc.rows + C - 1) // C), bad_shape.eq(shape),
+                     table_span.eq(Mux(p.prescale, _times(s.chunks, PARAM_ROWS + 1),
+                                       _times(s.chunks, PARAM_ROWS)))]
         # Step 2: the comparisons.
         bad_local = Signal()
         spad_span = Mux(p.transpose, groups * C, span)
         m.d.sync += bad_local.eq(
             (p.acc_addr + span > c.acc_rows)
             | (p.to_spad & (p.spad_addr + spad_span > c.spad_rows))
-            | (p_ln & (p.param_addr + p_chunks * Mux(p.prescale, PARAM_ROWS + 1, PARAM_ROWS)
-                       > c.acc_rows)))
+            | (p_ln & (p.param_addr + table_span > c.acc_rows)))
         bad_shape2 = Signal()
         m.d.sync += bad_shape2.eq(bad_shape)
         idle = ~reading & ~writing & ~done_pending & ~desc_pending & ~busy_prev & \
@@ -286,8 +298,13 @@ class StoreUnit(wiring.Component):
         rd_last = rd_base + C >= length
         req = self.acc.req
         table_stride = Mux(cmd.prescale, PARAM_ROWS + 1, PARAM_ROWS)
+        # The chunk's table rows start at param_addr + rd_chunk * table_stride: kept in a
+        # register that follows rd_chunk (no multiplier in front of the request).
+        param_row = Signal(range(c.acc_rows + (PARAM_ROWS + 1) * n_chunks))
+        with m.If(s.start):
+            m.d.sync += param_row.eq(p.param_addr)
         param_ptr = Signal(range(c.acc_rows + (PARAM_ROWS + 1) * n_chunks))
-        m.d.comb += param_ptr.eq(cmd.param_addr + rd_chunk * table_stride + sub)
+        m.d.comb += param_ptr.eq(param_row + sub)
         pre_ptr = Signal(range(c.acc_rows + (PARAM_ROWS + 1) * n_chunks))
         m.d.comb += pre_ptr.eq(cmd.param_addr + pre_k * (PARAM_ROWS + 1) + PARAM_ROWS)
         main = reading & ~desc_pending & ~pre & ~pre_gap
@@ -318,7 +335,8 @@ class StoreUnit(wiring.Component):
                                       self.acc.resp.data[1][:SHIFT_BITS]))]
         with m.If(issued & ~pre & ~doing_param):
             m.d.sync += [resp_last.eq(rd_last), sub.eq(0),
-                         rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1))]
+                         rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1)),
+                         param_row.eq(Mux(rd_last, cmd.param_addr, param_row + table_stride))]
             next_row = Mux(cmd.blocked, rd_row_start + 1, rd_ptr + 1)
             with m.If(~rd_last):
                 m.d.sync += [rd_base.eq(rd_base + C),
