@@ -158,8 +158,14 @@ class StoreUnit(wiring.Component):
         full = Signal(range(c.max_row_len // C + 1))    # whole chunks in a row
         tail = Signal(range(C))                          # elements in the partial chunk
         chunks = Signal(range(c.max_row_len // C + 2))
-        m.d.comb += [full.eq(length // C), tail.eq(length % C),
-                     chunks.eq(full + (tail != 0))]
+        m.d.comb += [full.eq(length // C), tail.eq(length % C)]
+        # The chunk count is registered with the command (from the taken descriptor's
+        # length), so the check's rows * chunks starts from a flip-flop.
+        new_length = self.i_cmd.payload.desc.length
+        new_full = Signal.like(full)
+        m.d.comb += new_full.eq(new_length // C)
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += chunks.eq(new_full + (new_length % C != 0))
         passes = Signal(range(4))
         with m.Switch(desc.op):
             for op, n in PASSES.items():
