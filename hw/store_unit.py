@@ -280,7 +280,9 @@ class StoreUnit(wiring.Component):
         rd_chunk = Signal(range(c.max_row_len // C + 1))
         doing_param = Signal()
         m.d.comb += doing_param.eq(ln_out & (sub != PARAM_ROWS))
-        in_flight = Signal(range(depth + 1))
+        # Chunks in the FIFO or on their way to it (requested, in the prescale pipeline):
+        # a register, so the credit check is a comparison with a constant.
+        used = Signal(range(depth + 1))
         rd_row = Signal(ROWS_BITS)
         rd_base = Signal(range(c.max_row_len + C))       # first element of the chunk
         rd_ptr = Signal(range(c.acc_rows))
@@ -315,7 +317,7 @@ class StoreUnit(wiring.Component):
         m.d.comb += pre_ptr.eq(cmd.param_addr + pre_k * (PARAM_ROWS + 1) + PARAM_ROWS)
         main = reading & ~desc_pending & ~pre & ~pre_gap
         m.d.comb += [req.valid.eq((reading & pre)
-                                  | (main & (doing_param | (q.level + in_flight < depth)))),
+                                  | (main & (doing_param | (used < depth)))),
                      req.payload.addr.eq(Mux(pre, pre_ptr,
                                              Mux(doing_param, param_ptr, rd_ptr))),
                      req.payload.write.eq(0)]
@@ -358,7 +360,7 @@ class StoreUnit(wiring.Component):
         fifo_write = Signal()         # a chunk leaves the prescale pipeline for the FIFO
         # (Chunks only: neither the table rows nor the (m, e) rows reach the FIFO. Counting
         # the (m, e) reads leaked a credit per chunk and command, until reads stopped.)
-        m.d.sync += in_flight.eq(in_flight + (issued & ~doing_param & ~pre) - fifo_write)
+        m.d.sync += used.eq(used + (issued & ~doing_param & ~pre) - (q.r_en & q.r_rdy))
         self._to_output_path(m, s, SimpleNamespace(
             q=q, entry_layout=entry_layout, resp_pre=resp_pre, resp_kind=resp_kind,
             resp_last=resp_last, resp_param=resp_param, resp_data=resp_data, ps_r=ps_r,
