@@ -62,7 +62,11 @@ def dyadic_lanes(m: Module, en, qs, mult, e, name: str) -> list:
     # (both 0 for e = 0, where nothing is rounded), ready at stage 4: bit i of each is a
     # function of e alone (e = i + 1, e > i + 1), with no carry chain.
     half = stage(m, en, Cat(*[e_at[3] == i + 1 for i in range(63)]), f"{name}_half4")
-    half_neg = stage(m, en, Cat(*[e_at[3] > i + 1 for i in range(63)]), f"{name}_half_neg4")
+    # (e is at most 63, so the top bit of 2**(e-1) - 1 is always 0: a constant, not a
+    # comparison that can never hold.)
+    top = (1 << len(e_at[3])) - 1
+    half_neg = stage(m, en, Cat(*[e_at[3] > i + 1 if i + 1 < top else Const(0, 1)
+                                  for i in range(63)]), f"{name}_half_neg4")
     outs = []
     for j, q in enumerate(qs):
         # 1: q's halves and their sum
