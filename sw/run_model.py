@@ -68,6 +68,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _runtime(config: TesseraConfig, backend: str, runtime: dict | None, say):
+    """The runtime of a whole-model run, and the progress option of its runs (RTL)."""
+    if backend == "golden":
+        return Runtime(config, backend), {}
+
+    def report(p):
+        say(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
+            f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
+
+    return Runtime(config, backend, **(runtime or {})), {"progress": report}
+
+
 def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                max_len: int = 128, progress=None, runtime: dict | None = None,
                check_golden: bool = True, per_op: bool = False,
@@ -123,12 +135,7 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     say(f"{len(sentences)} sentences of {min(lengths)} to {max(lengths)} tokens "
         f"({sum(lengths)} in all), {len(qls)} layers, one program on {backend}")
 
-    def report(p):
-        say(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
-            f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
-
-    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
-    extra = {"progress": report} if backend != "golden" else {}
+    rt, extra = _runtime(config, backend, runtime, say)
     t = time.time()
     outs, result, prog = run_batch(rt, qls, xs, check=True, **extra)
     wall = time.time() - t
@@ -327,12 +334,7 @@ def run_encoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     say(f"{batch} sequence(s) of {seq} tokens through {layers} layers: one program on "
         f"{backend}")
 
-    def report(p):
-        say(f"  {p['cycles']:,} cycles, {p['commands']:,} commands, "
-            f"{p['cycles'] / max(p['wall_seconds'], 1e-9):,.0f} cycles/s")
-
-    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
-    extra = {"progress": report} if backend != "golden" else {}
+    rt, extra = _runtime(config, backend, runtime, say)
     t = time.time()
     outs, result, prog = run_batch(rt, qls, xs, check=True, **extra)
     wall = time.time() - t
@@ -433,7 +435,7 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     cal = [ids] + [list(rng.integers(0, vocab, capacity)) for _ in range(2)]
     qls = quantize_decoder(model, cal)
     prompt_ids = ids
-    rt = Runtime(config, backend, **(runtime or {}) if backend != "golden" else {})
+    rt, _ = _runtime(config, backend, runtime, say)
     dec = AcceleratorDecoder(rt, qls, capacity)
     t0 = time.time()
     say(f"prompt of {prompt_len} tokens, then {generate} tokens, on {backend}")

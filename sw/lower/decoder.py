@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...hw.isa import Command, Opcode
+from .encoder import check_chain
 from .gpt2 import GPT2_PHASES, lower_gpt2_step, place_gpt2_layer, place_gpt2_step
 from .layout import Blocked, from_blocked
-from .plan import LoweringError
 
 __all__ = ["AcceleratorDecoder"]
 
@@ -43,13 +43,7 @@ class AcceleratorDecoder:
     results: list = field(default_factory=list)   # (tokens, RunResult, commands) per step
 
     def __post_init__(self):
-        if not self.qls:
-            raise LoweringError("a decoder needs at least one block")
-        for i in range(1, len(self.qls)):
-            if not np.array_equal(np.asarray(self.qls[i - 1].out_scale),
-                                  np.asarray(self.qls[i].in_scale)):
-                raise LoweringError(f"block {i}'s input scale is not block {i - 1}'s output "
-                                    f"scale: quantize the blocks as a chain")
+        check_chain(self.qls, "block")
         self.placements = [place_gpt2_layer(self.rt, ql, self.capacity) for ql in self.qls]
 
     def step(self, x_q: np.ndarray, **run_args) -> np.ndarray:

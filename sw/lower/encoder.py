@@ -31,7 +31,7 @@ from .layout import Blocked, from_blocked
 from .plan import LoweringError
 
 __all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch",
-           "run_batch_by_phase"]
+           "run_batch_by_phase", "check_chain"]
 
 
 @dataclass
@@ -50,19 +50,19 @@ class EncoderPlacement:
         return self.layers[-1].out
 
 
-def _check_chain(qls) -> None:
+def check_chain(qls, what: str = "layer") -> None:
     """A non-empty chain of layers of one width, each taking the previous one's output
-    scale as its input scale."""
+    scale as its input scale (else the int8 tensors would be read at the wrong scale)."""
     if not qls:
-        raise LoweringError("an encoder needs at least one layer")
+        raise LoweringError(f"a model needs at least one {what}")
     for i in range(1, len(qls)):
         a, b = qls[i - 1], qls[i]
         if a.hidden != b.hidden:
-            raise LoweringError(f"layer {i} takes {b.hidden} features, layer {i - 1} gives "
+            raise LoweringError(f"{what} {i} takes {b.hidden} features, {what} {i - 1} gives "
                                 f"{a.hidden}")
         if not np.array_equal(np.asarray(a.out_scale), np.asarray(b.in_scale)):
-            raise LoweringError(f"layer {i}'s input scale is not layer {i - 1}'s output "
-                                f"scale: quantize the layers as a chain (quantize_chain)")
+            raise LoweringError(f"{what} {i}'s input scale is not {what} {i - 1}'s output "
+                                f"scale: quantize the {what}s as a chain")
 
 
 def place_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = ()
@@ -70,7 +70,7 @@ def place_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = ()
     """Write every layer's weights and tables, and the first layer's input, into ``rt``'s
     main memory; each later layer reads its input where the one before writes it.
     ``lengths``: ``x_q``'s rows are a batch of sequences of these lengths."""
-    _check_chain(qls)
+    check_chain(qls)
     S = x_q.shape[0]
     layers = [place_bert_layer(rt, qls[0], x_q, mask, lengths=lengths)]
     for ql in qls[1:]:

@@ -18,23 +18,8 @@ import numpy as np
 
 from ..check import InputError
 
-__all__ = ["quantize_chain", "integer_encoder", "check_chain", "Gpt2Model",
+__all__ = ["quantize_chain", "integer_encoder", "Gpt2Model",
            "random_gpt2_model", "quantize_decoder", "float_generate", "integer_generate"]
-
-
-def check_chain(qls, what: str = "layer") -> None:
-    """Raise InputError unless ``qls`` is a non-empty chain: each layer's input scale is
-    the previous layer's output scale."""
-    if not qls:
-        raise InputError(f"a model needs at least one {what}")
-    for i in range(1, len(qls)):
-        a, b = qls[i - 1], qls[i]
-        if a.hidden != b.hidden:
-            raise InputError(f"{what} {i} takes {b.hidden} features, {what} {i - 1} gives "
-                             f"{a.hidden}")
-        if not np.array_equal(np.asarray(a.out_scale), np.asarray(b.in_scale)):
-            raise InputError(f"{what} {i}'s input scale is not {what} {i - 1}'s output "
-                             f"scale: quantize the {what}s as a chain")
 
 
 def quantize_chain(weights: list[dict], calibration_inputs: list, **options) -> list:
@@ -60,7 +45,6 @@ def integer_encoder(x_q: np.ndarray, qls, mask=None) -> np.ndarray:
     """The chained integer BERT layers (golden, no command stream)."""
     from .quantize import integer_bert_layer
 
-    check_chain(qls)
     for ql in qls:
         x_q = integer_bert_layer(x_q, ql, mask)
     return x_q
@@ -144,7 +128,6 @@ def generate(model: Gpt2Model, qls, prompt, steps: int, step, progress=None
     inputs through every block (after the earlier ones) and returns the last block's int8
     outputs. Returns the generated ids and each step's outputs."""
     from .quantize import dequantize, quantize_activation
-    check_chain(qls, "block")
     ids, outs = list(prompt), []
     x = quantize_activation(model.embed(ids), qls[0].in_scale)
     for t in range(steps):

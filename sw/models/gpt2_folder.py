@@ -23,6 +23,7 @@ from .minilm import (
     _import_dependencies,
     _model_file,
     _safetensors_header,
+    read_tensor,
 )
 from .reference import check_weights
 
@@ -106,15 +107,7 @@ def load_gpt2_folder(folder) -> tuple[Gpt2Model, object, dict]:
         raise ModelError(f"{weights} cannot be read as safetensors: {e}") from None
     with opened as tensors:
         def get(name: str) -> np.ndarray:
-            try:
-                t = tensors.get_tensor(prefix + name).astype(np.float64)
-            except Exception as e:
-                raise ModelError(f"{weights}: tensor {prefix + name} cannot be read: "
-                                 f"{e}") from None
-            if not np.isfinite(t).all():
-                raise ModelError(f"{weights}: tensor {prefix + name} holds NaN or infinite "
-                                 f"values; a corrupt file?")
-            return t
+            return read_tensor(tensors, weights, prefix + name)
 
         blocks = []
         for i in range(config["n_layer"]):

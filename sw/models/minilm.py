@@ -339,6 +339,24 @@ def _check_folder(folder: Path):
     return config, weights, tok_path, prefix
 
 
+def read_tensor(tensors, path: Path, name: str, dtype=np.float64) -> np.ndarray:
+    """Tensor ``name`` of an open safetensors file ``path``, as ``dtype``, finite.
+
+    Raises
+    ------
+    ModelError
+        If it cannot be read or holds NaN or infinite values.
+    """
+    try:
+        t = tensors.get_tensor(name).astype(dtype)
+    except Exception as e:    # the loader's own error classes
+        raise ModelError(f"{path}: tensor {name} cannot be read: {e}") from None
+    if not np.isfinite(t).all():
+        raise ModelError(f"{path}: tensor {name} holds NaN or infinite values; a corrupt "
+                         f"file?")
+    return t
+
+
 @functools.lru_cache(maxsize=2)
 def load_minilm(folder: str | Path | None = None) -> MiniLM:
     """Load all-MiniLM-L6-v2 (cached: later calls return the same object).
@@ -371,15 +389,7 @@ def load_minilm(folder: str | Path | None = None) -> MiniLM:
 
     with opened as tensors:
         def get(name: str, dtype=np.float64) -> np.ndarray:
-            try:
-                t = tensors.get_tensor(prefix + name).astype(dtype)
-            except Exception as e:
-                raise ModelError(f"{weights}: tensor {prefix + name} cannot be read: "
-                                 f"{e}") from None
-            if not np.isfinite(t).all():
-                raise ModelError(f"{weights}: tensor {prefix + name} holds NaN or infinite "
-                                 f"values; a corrupt file?")
-            return t
+            return read_tensor(tensors, weights, prefix + name, dtype)
 
         layers = []
         for i in range(config["num_hidden_layers"]):
