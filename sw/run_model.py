@@ -142,7 +142,9 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
 
     pooled = np.stack([dequantize(o, qls[-1].out_scale).mean(axis=0) for o in outs])
     got = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-    ref = minilm.encode(sentences, max_len, model=model)
+    states = minilm.hidden_states(ids, mask, model)
+    ref = minilm.mean_pool(states[-1], mask)
+    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     cos = np.sum(got * ref, axis=1)
     sim_got, sim_ref = got @ got.T, ref @ ref.T
     upper = np.triu_indices(len(sentences), 1)
@@ -157,20 +159,12 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
         else None,
         "wall_seconds": round(wall, 1), "embeddings": got,
     }
-    counters = result.counters
     if backend != "golden":
-        peak = config.rows * config.cols
-        cycles = counters["cycles"]
-        moved = counters.get("bytes_read", 0) + counters.get("bytes_written", 0)
-        fig.update({"cycles": cycles, "macs": counters["macs"],
-                    "utilization": counters["macs"] / (cycles * peak),
-                    "bus_utilization": moved / (cycles * config.bus_bytes),
-                    "cycles_per_second": cycles / max(result.wall_seconds, 1e-9),
-                    "memory": rt.memory_timing()})
+        fig.update(_rtl_run_figures(config, result, rt))
     if per_op and backend != "golden":
         fig["layers_table"] = _per_layer(config, backend, qls, xs, runtime, say)
     if explain:
-        fig["explain"] = explain_errors(model, qls, ids, mask)
+        fig["explain"] = explain_errors(model, qls, states, mask)
     if check_golden:
         # The chained integer layers (no command stream) on the same inputs.
         want = [integer_encoder(x, qls) for x in xs]
@@ -179,8 +173,9 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     return fig
 
 
-def explain_errors(model, qls, ids, mask) -> list[dict]:
-    """Where the embeddings' error comes from, layer by layer (on the real tokens):
+def explain_errors(model, qls, states, mask) -> list[dict]:
+    """Where the embeddings' error comes from, layer by layer (on the real tokens of
+    ``mask``; ``states``: the float model's hidden states, :func:`minilm.hidden_states`):
 
     * ``chain_cosine``: the integer chain's hidden state after the layer against the float
       model's (the error accumulated so far);
@@ -189,7 +184,6 @@ def explain_errors(model, qls, ids, mask) -> list[dict]:
       (:func:`~.models.quantize.layer_errors`), so that the operation that loses most
       stands out.
     """
-    from .models import minilm
     from .models.quantize import (
         cosine,
         dequantize,
@@ -198,7 +192,6 @@ def explain_errors(model, qls, ids, mask) -> list[dict]:
         quantize_activation,
     )
 
-    states = minilm.hidden_states(ids, mask, model)
     keep = mask.astype(bool)
     x = quantize_activation(states[0], qls[0].in_scale)
     out = []
@@ -292,14 +285,19 @@ def save_embeddings(path, emb: np.ndarray) -> Path:
     return p
 
 
-def _rtl_run_figures(config: TesseraConfig, result, rt) -> dict:
-    counters = result.counters
+def _counter_figures(config: TesseraConfig, counters: dict) -> dict:
+    """Cycles, MACs, MAC and bus utilization of one run's hardware counters."""
     cycles = counters["cycles"]
     moved = counters.get("bytes_read", 0) + counters.get("bytes_written", 0)
     return {"cycles": cycles, "macs": counters["macs"],
             "utilization": counters["macs"] / (cycles * config.rows * config.cols),
-            "bus_utilization": moved / (cycles * config.bus_bytes),
-            "cycles_per_second": cycles / max(result.wall_seconds, 1e-9),
+            "bus_utilization": moved / (cycles * config.bus_bytes)}
+
+
+def _rtl_run_figures(config: TesseraConfig, result, rt) -> dict:
+    """A whole RTL run's figures: its counters', its speed, the memory's timing."""
+    return {**_counter_figures(config, result.counters),
+            "cycles_per_second": result.counters["cycles"] / max(result.wall_seconds, 1e-9),
             "memory": rt.memory_timing()}
 
 
@@ -458,13 +456,9 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
         fig.update({"prompt": tokenizer.decode(prompt_ids), "text": tokenizer.decode(got),
                     "text_float": tokenizer.decode(ref)})
     if backend != "golden":
-        steps = []
-        for n, result, commands in dec.results:
-            c = result.counters
-            moved = c.get("bytes_read", 0) + c.get("bytes_written", 0)
-            steps.append({"tokens": n, "commands": commands, "cycles": c["cycles"],
-                          "macs": c["macs"],
-                          "bus_utilization": moved / (c["cycles"] * config.bus_bytes)})
+        steps = [{"tokens": n, "commands": commands,
+                  **_counter_figures(config, result.counters)}
+                 for n, result, commands in dec.results]
         decode = steps[1:]
         fig.update({"steps": steps, "prefill_cycles": steps[0]["cycles"],
                     "cycles_per_token": (sum(s["cycles"] for s in decode) / len(decode)

@@ -108,6 +108,12 @@ def run_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = (), **run_
     return from_blocked(rt.read(p.out, shape.nbytes), shape), result, prog
 
 
+def _split(out: np.ndarray, lengths) -> list[np.ndarray]:
+    """A batch's output rows, sequence by sequence."""
+    ends = np.cumsum(lengths)
+    return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)]
+
+
 def run_batch(rt, qls, xs: list[np.ndarray], **run_args):
     """Several sequences (int8 ``(length, hidden)`` each, any lengths) through the encoder
     in one program: their tokens one after the other, with no padding, so the matrix
@@ -122,8 +128,7 @@ def run_batch(rt, qls, xs: list[np.ndarray], **run_args):
         raise LoweringError("a batch needs at least one sequence")
     lengths = tuple(int(x.shape[0]) for x in xs)
     out, result, prog = run_encoder(rt, qls, np.concatenate(xs), lengths=lengths, **run_args)
-    ends = np.cumsum(lengths)
-    return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], result, prog
+    return _split(out, lengths), result, prog
 
 
 def run_batch_by_phase(rt, qls, xs: list[np.ndarray], **run_args):
@@ -152,5 +157,4 @@ def run_batch_by_phase(rt, qls, xs: list[np.ndarray], **run_args):
     S, H = sum(lengths), qls[0].hidden
     shape = Blocked(S, H, rt.config.rows)
     out = from_blocked(rt.read(p.out, shape.nbytes), shape)
-    ends = np.cumsum(lengths)
-    return [out[e - n:e] for e, n in zip(ends, lengths, strict=True)], runs, all_phases
+    return _split(out, lengths), runs, all_phases
