@@ -358,7 +358,6 @@ def _illegal_word(config: TesseraConfig, gen: _Generator, rng) -> tuple[int, str
              "store_window", "store_shape", "store_local", "compute_local", "compute_count",
              "no_weights", "unanswered_wait", "dataflow"]
     kind = kinds[int(rng.integers(len(kinds)))]
-    mem_end = gen.base + REGION_BYTES * 2
 
     def word(cmd):
         return encode(c, cmd)
@@ -436,7 +435,6 @@ def _illegal_word(config: TesseraConfig, gen: _Generator, rng) -> tuple[int, str
             kind = "unanswered_wait"
         else:
             return word(Command(Opcode.CONFIG, {"os": int(c.dataflow == "ws")})), kind
-    del mem_end
     # A wait that nothing answers.
     return word(Command(Opcode.NOP, {"queue": Queue.STORE}, wait_prev=True)), "deadlock"
 
@@ -464,7 +462,8 @@ def _mem_size(config) -> int:
 def generate(config: TesseraConfig, seed: int, base: int, illegal: bool = False,
              length: int | None = None) -> Case:
     """A random program whose data region starts at ``base`` (2 * REGION_BYTES: inputs,
-    then outputs)."""
+    then outputs). The illegal commands at the window's edges take ``base`` as the start
+    of main memory: the fuzzer's runtimes allocate the region first."""
     rng = np.random.default_rng(seed)
     gen = _Generator(config, rng, base)
     n = length if length is not None else int(rng.integers(4, 40))
