@@ -14,11 +14,12 @@ ALLOWED = {
     "hw": set(),
     "check": {"hw"},
     "golden": {"hw"},
+    "perf": {"hw", "golden"},
     "sim": {"hw", "golden"},
-    "runtime": {"hw", "golden", "sim", "check"},
+    "runtime": {"hw", "golden", "sim", "check", "perf"},
     "lower": {"hw", "golden", "runtime", "check"},
     "models": {"hw", "golden", "check"},
-    "cli": {"hw", "golden", "sim", "runtime", "lower", "models", "check"},
+    "cli": {"hw", "golden", "sim", "runtime", "lower", "models", "check", "perf"},
 }
 
 
@@ -32,7 +33,8 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if parts[1] in ("hw", "sim"):
         return parts[1]
-    if len(parts) > 2 and parts[2] in ("golden", "runtime", "lower", "models", "check"):
+    if len(parts) > 2 and parts[2] in ("golden", "runtime", "lower", "models", "check",
+                                          "perf"):
         return parts[2]
     return "cli"      # sw's own modules: the command line, run, bench
 

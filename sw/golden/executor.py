@@ -32,7 +32,7 @@ from . import softmax as gsm
 from .matmul import wrap
 from .output import output_op
 
-__all__ = ["ExecutionError", "Machine"]
+__all__ = ["ExecutionError", "Machine", "store_segments"]
 
 _CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
 
@@ -301,12 +301,20 @@ class Machine:
 
     def _nop(self, queue):
         pass  # only its tokens
-    def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
-               param_addr=0, blocked=0, prescale=0):
+
+    def _check_store(self, desc, acc_addr, to_spad, spad_addr, transpose=0, param_addr=0,
+                     prescale=0):
+        """The store unit's checks of a STORE, in its order (the shape, then the local
+        rows); returns its operation and the chunks per row.
+
+        Raises
+        ------
+        _Refused
+            With SHAPE or LOCAL, as the unit reports them.
+        """
         c = self.config
         C = c.cols
         op, length, nrows = desc["op"], desc["length"], desc["rows"]
-        # The store unit's checks, in its order: the shape, then the local rows.
         if op not in set(OutputOp):
             raise _Refused(f"output operation {int(op)} does not exist (0 .. "
                            f"{max(o.value for o in OutputOp)})", ErrorCode.SHAPE)
@@ -329,6 +337,15 @@ class Machine:
                 param_addr + chunks * (PARAM_ROWS + bool(prescale)) > c.acc_rows:
             raise _Refused("accumulator, scratchpad or parameter rows out of range",
                            ErrorCode.LOCAL)
+        return op, chunks
+
+    def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
+               param_addr=0, blocked=0, prescale=0):
+        c = self.config
+        C = c.cols
+        op, length, nrows = desc["op"], desc["length"], desc["rows"]
+        op, chunks = self._check_store(desc, acc_addr, to_spad, spad_addr, transpose,
+                                       param_addr, prescale)
         if nrows == 0:
             return
         x = self.acc[acc_addr:acc_addr + nrows * chunks]
@@ -375,34 +392,24 @@ class Machine:
             self._store_segments(y, nrows, length, dram_addr, stride, blocked)
 
     def _store_segments(self, y, nrows, length, dram_addr, stride, blocked) -> None:
-        """Rows to main memory as the store unit hands them to the DMA: one DMA store per
-        segment (the whole command when its rows are whole chunks that follow each other;
-        a blocked row's chunks; otherwise each row's whole chunks, then its tail). Each
-        segment is checked alone: one outside the window writes nothing, the later ones
-        still go, and the first error is reported with the failing segment's address.
-        Addresses wrap at the bus's width, as the unit's row address does."""
+        """Rows to main memory as the store unit hands them to the DMA (:func:`store_segments`).
+        Each segment is checked alone: one outside the window writes nothing, the later ones
+        still go, and the first error is reported with the failing segment's address."""
         c = self.config
-        C, wrap_addr = c.cols, (1 << c.addr_bits) - 1
-        full, tail = divmod(length, C)
-        chunks = full + bool(tail)
+        C = c.cols
+        chunks = -(-length // C)
         padded = np.zeros((nrows, chunks * C), dtype=np.int64)
         padded[:, :length] = y
         data = (padded & 0xFF).astype(np.uint8)
         segments = []   # (address, stride, rows, row bytes, the bytes row by row)
-        if blocked:
-            for r in range(nrows):
-                segments.append(((dram_addr + r * C) & wrap_addr, stride, chunks, C,
-                                 data[r].reshape(chunks, C)))
-        elif tail == 0 and stride == length:
-            segments.append((dram_addr, C, nrows * full, C, data.reshape(-1, C)))
-        else:
-            for r in range(nrows):
-                row = (dram_addr + r * stride) & wrap_addr
-                if full:
-                    segments.append((row, C, full, C, data[r, :full * C].reshape(full, C)))
-                if tail:
-                    segments.append(((row + full * C) & wrap_addr, C, 1, tail,
-                                     data[r, full * C:length].reshape(1, tail)))
+        for addr, seg_stride, rows, row_bytes, row, first_byte in store_segments(
+                c, nrows, length, dram_addr, stride, blocked):
+            if rows == nrows * chunks and row_bytes == C:       # the whole command
+                part = data.reshape(-1, C)
+            else:
+                part = data[row, first_byte:first_byte + rows * row_bytes].reshape(rows,
+                                                                                   row_bytes)
+            segments.append((addr, seg_stride, rows, row_bytes, part))
         first = None
         for addr, seg_stride, rows, row_bytes, rows_data in segments:
             cmd = gdma.DmaCommand(addr, seg_stride, rows, row_bytes)
@@ -436,3 +443,34 @@ class Machine:
                                               desc["m"], desc["e"], gamma_scale=1.0,
                                               out_scale=1.0)
         return output_op(op, x, desc["m"], desc["e"], **kw)
+
+
+def store_segments(config: TesseraConfig, nrows: int, length: int, dram_addr: int,
+                   stride: int, blocked: bool) -> list[tuple]:
+    """The DMA stores a STORE to main memory is cut into, as the store unit hands them to
+    the DMA: the whole command when its rows are whole chunks that follow each other; a
+    blocked row's chunks; otherwise each row's whole chunks, then its tail. Addresses wrap
+    at the bus's width, as the unit's row address does.
+
+    Returns
+    -------
+    list of tuple
+        ``(address, stride, rows, row_bytes, logical row, its first byte)`` per DMA store,
+        in order (the performance model reads the same list).
+    """
+    C, wrap_addr = config.cols, (1 << config.addr_bits) - 1
+    full, tail = divmod(length, C)
+    chunks = full + bool(tail)
+    if not blocked and tail == 0 and stride == length:
+        return [(dram_addr, C, nrows * full, C, 0, 0)]
+    segments = []
+    for r in range(nrows):
+        if blocked:
+            segments.append(((dram_addr + r * C) & wrap_addr, stride, chunks, C, r, 0))
+            continue
+        row = (dram_addr + r * stride) & wrap_addr
+        if full:
+            segments.append((row, C, full, C, r, 0))
+        if tail:
+            segments.append(((row + full * C) & wrap_addr, C, 1, tail, r, full * C))
+    return segments

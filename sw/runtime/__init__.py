@@ -23,6 +23,12 @@ scratchpad and accumulator are zero and nothing carries over but main memory.
 * ``amaranth``: the accelerator in Amaranth's own simulator (``sim/accel_amaranth.py``),
   with a Python memory model over the image: nothing to build, about 1,000 cycles per
   second on the tiny configuration. For small programs and the fast test tier.
+* ``model``: the performance model (:class:`~tessera.sw.perf.PerfModel`): the cycles and
+  counters the hardware would report, predicted from the configuration and the memory's
+  timing (``mem_latency``, ``mem_gap``) in a fraction of a second, with no data computed
+  (main memory is left as it was) unless ``model_data=True``, when the golden executor
+  computes it too. Errors the golden model detects (illegal commands, deadlocks) are
+  reported as it reports them.
 * ``uart``: the accelerator on a board (``hw/board.py``), through its UART host link
   (``sw/runtime/uart.py``; ``port`` is a serial device or a transport object): main
   memory is the board's block RAM; the used part of the image crosses the link each run.
@@ -61,7 +67,7 @@ from ..golden.executor import ExecutionError, Machine
 __all__ = ["Runtime", "RunResult", "RunError", "MainMemoryFull", "BACKENDS", "HARNESSES",
            "BusFaults", "ErrorRange", "ProtocolViolation"]
 
-BACKENDS = ("golden", "icarus", "verilator", "amaranth", "uart")
+BACKENDS = ("golden", "icarus", "verilator", "amaranth", "uart", "model")
 HARNESSES = ("native", "cocotb")
 
 
@@ -119,7 +125,7 @@ class Runtime:
     ----------
     config : TesseraConfig
     backend : str
-        ``golden``, ``icarus``, ``verilator``, ``amaranth`` or ``uart``.
+        ``golden``, ``icarus``, ``verilator``, ``amaranth``, ``uart`` or ``model``.
     mem_size, mem_base : int
         Main memory; for the RTL backends they must be (and default to) the simulated
         system's (``uart``: the board's, as its ``PING`` reports them).
@@ -131,16 +137,19 @@ class Runtime:
         no Python per cycle, main memory shared) or ``cocotb`` (the cocotb testbench,
         as ``icarus`` always runs; kept to compare the two).
     mem_latency, mem_gap : int
-        RTL backends: the main-memory model's latency in cycles (from an address to its
-        first data beat, and from a write's last beat to its response; default 100) and
-        its idle cycles after each beat (0: one beat per cycle, the bus's full bandwidth;
-        ``g``: ``1 / (g + 1)`` of it). Set per runtime, without a rebuild.
+        RTL backends and ``model``: the main-memory model's latency in cycles (from an
+        address to its first data beat, and from a write's last beat to its response;
+        default 100) and its idle cycles after each beat (0: one beat per cycle, the bus's
+        full bandwidth; ``g``: ``1 / (g + 1)`` of it). Set per runtime, without a rebuild.
     faults : BusFaults, optional
         ``verilator`` and ``icarus``: random latency, backpressure on the five AXI channels
         and error responses of the memory model (:mod:`tessera.sim.bus_faults`); none by
         default. Set per run without a rebuild (the attribute may be changed between
         runs). Every RTL run on these backends is also watched by the AXI4 and AXI4-Lite
         protocol checkers: a violation raises :class:`ProtocolViolation`.
+    model_data : bool
+        ``model``: also compute the program's data with the golden executor (main memory
+        then holds the results, as on the other backends); off by default.
     port, baud
         ``uart``: the board's serial port (a device name, or an object with ``write`` and
         ``read`` such as the simulated board's transport) and its baud rate.
@@ -158,7 +167,8 @@ class Runtime:
                  mem_latency: int = MEM_LATENCY, mem_gap: int = 0,
                  faults: BusFaults | None = None,
                  trace: str | Path | None = None, trace_from: int = 0,
-                 trace_cycles: int = 10_000, port=None, baud: int | None = None):
+                 trace_cycles: int = 10_000, port=None, baud: int | None = None,
+                 model_data: bool = False):
         if not isinstance(config, TesseraConfig):
             raise InputError(f"config must be a TesseraConfig (preset(NAME) or "
                              f"TesseraConfig.from_file(PATH)), not {type(config).__name__}")
@@ -181,6 +191,8 @@ class Runtime:
         if harness not in HARNESSES:
             raise ValueError(f"unknown harness {harness!r}; choose one of "
                              f"{', '.join(HARNESSES)}")
+        if model_data and backend != "model":
+            raise ValueError(f"model_data is an option of the model backend, not of {backend}")
         if backend == "icarus":
             harness = "cocotb"
         if backend == "amaranth":
@@ -205,14 +217,16 @@ class Runtime:
         if backend == "uart":
             harness = "uart"
             sys_size = self._open_board(port, baud, mem_latency, mem_gap)
-        if backend != "golden" and (mem_size not in (None, sys_size)
+        if backend not in ("golden", "model") and (mem_size not in (None, sys_size)
                                     or mem_base not in (None, sys_base)):
             raise ValueError(f"the {'board' if backend == 'uart' else 'simulated system'} has "
                              f"{sys_size} bytes of main memory at {sys_base:#x}; the "
                              f"{backend} backend cannot use others")
         self.mem_size = mem_size or sys_size
         self.mem_base = sys_base if mem_base is None else mem_base
-        self.harness = harness if backend != "golden" else None
+        self.harness = harness if backend not in ("golden", "model") else None
+        self.model_data = model_data
+        self._model = None
         self.mem_latency, self.mem_gap = mem_latency, mem_gap
         self.faults = faults
         if faults is not None and faults.latency and mem_latency != MEM_LATENCY:
@@ -352,6 +366,8 @@ class Runtime:
         try:
             if self.backend == "golden":
                 result = self._run_golden(words, onchip)
+            elif self.backend == "model":
+                result = self._run_model(words, buf, onchip)
             else:
                 result = self._run_rtl(buf, len(words), timeout_cycles, onchip, progress)
         finally:
@@ -374,6 +390,29 @@ class Runtime:
         result.counters = {"commands": len(words), "macs": m.macs,
                            "bytes_loaded": m.bytes_loaded, "bytes_stored": m.bytes_stored}
         if onchip:
+            result.spad, result.acc = m.spad.copy(), m.acc.copy()
+        return result
+
+    def _run_model(self, words, cmd_addr, onchip) -> RunResult:
+        """The performance model's prediction (the golden executor's data too, with
+        ``model_data``)."""
+        from ..perf import PerfModel
+
+        if self._model is None:
+            self._model = PerfModel(self.config, self.mem_latency, self.mem_gap)
+        m = self._model.machine(self.mem_size, self.mem_base,
+                                self.machine if self.model_data else None)
+        if self.model_data:
+            m.mem = self.image
+        pred = self._model.predict(words, cmd_addr=cmd_addr, machine=m)
+        result = RunResult("model", error=pred.error, error_index=pred.error_index,
+                           error_addr=pred.error_addr, message=pred.message,
+                           counters=pred.counters, wall_seconds=pred.wall_seconds,
+                           memory=self.memory_timing())
+        if onchip:
+            if not self.model_data:
+                raise ValueError("the model backend computes the on-chip memories only with "
+                                 "model_data=True")
             result.spad, result.acc = m.spad.copy(), m.acc.copy()
         return result
 

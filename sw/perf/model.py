@@ -1,0 +1,639 @@
+"""A performance model of the accelerator: the cycles and counters of a command program,
+predicted from the configuration and the memory's timing, with no data computed.
+
+The model follows the machine's structure (``docs/architecture.md``):
+
+* the **fetcher** reads the command buffer in bursts of up to ``FETCH_BURST`` words into a
+  ``FETCH_DEPTH``-word FIFO, asking for a burst only when the FIFO has room for it;
+* the **dispatcher** takes one word per cycle, in order, and waits while the next word's
+  queue is full (``*_queue_depth`` commands not yet issued); FENCE and FINISH wait until
+  every unit is idle;
+* each **queue** issues its head once the dependency tokens it waits for have been signalled
+  (a token is signalled when the command that sends it completes) and its unit can take it;
+* the **DMA's loads** alternate between two readers: a command's bursts (its rows merged
+  into ranges, cut at 4 KiB and 256 beats, one address per cycle, at most ``max_reads`` in
+  flight) go out once the previous command's are out, their data returns in order on the
+  shared read channel ``mem_latency`` cycles after the address, one beat per
+  ``mem_gap + 1`` cycles, and local rows are written one per cycle;
+* the **execute unit** streams a COMPUTE's rows through the array one per cycle; a
+  weight-stationary tile costs at least ``rows`` cycles to stream in its weights (hidden
+  behind the previous tile's rows when the weights and the activations sit in different
+  scratchpad banks), the pipeline fills and drains once per run of back-to-back tiles;
+* the **store unit** runs one STORE at a time: the output path's passes over each row
+  (``hw.output_path.row_cycles``: Softmax and LayerNorm take three passes and the gaps
+  between them), its pipeline latency, and the DMA stores the golden model cuts the rows
+  into (:func:`~tessera.sw.golden.executor.store_segments`), each of which waits for its
+  write response.
+
+The order in which the queues' commands run is the golden executor's
+(:class:`~tessera.sw.golden.executor.Machine`): it decodes the words, makes the dispatcher's
+and the units' checks (so an illegal command or a deadlock is reported exactly as the golden
+model reports it) and hands each command, once its tokens are there, to the timing model.
+Any order the golden executor may choose respects the dependencies the times depend on, so
+the times are those of the concurrent machine.
+
+Counters (the names of ``hw.registers.COUNTERS``):
+
+* exact: ``commands`` (words dispatched), ``macs``, ``bytes_read`` (load beats and command
+  words, whole beats), ``bytes_written`` (store beats), ``array_busy`` (rows streamed);
+* estimates: ``cycles``, the ``*_busy`` and ``*_token_wait`` counters, ``load_mem_wait``
+  (load busy cycles less the load's beats), ``exec_mem_wait`` (execute busy less array
+  busy), ``store_mem_wait`` (a write response's wait per DMA store), ``nonlinear_busy``
+  and ``nonlinear_exposed``.
+
+Not modelled: contention between the command fetch and the DMA for the read channel
+(fetch beats are counted, not timed against loads), scratchpad and accumulator bank
+conflicts between the DMA, the store unit and the array (only the array's own weight and
+activation readers sharing a bank are), and bus faults.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ...hw.accelerator import FETCH_BURST, FETCH_DEPTH
+from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
+from ...hw.config import TesseraConfig
+from ...hw.dma import CHECK_CYCLES
+from ...hw.isa import ErrorCode, Opcode, Queue, command_bits, decode
+from ...hw.output_path import OutputOp, latency_cycles, row_cycles
+from ..golden import dma as gdma
+from ..golden.executor import ExecutionError, Machine, _Refused, store_segments
+
+__all__ = ["Timing", "PerfModel", "Prediction"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every latency the model uses, in clock cycles; :meth:`of` derives them from the
+    configuration and the memory's timing. The fixed constants were measured with
+    single-command programs on the Verilator backend (tiny and default presets).
+
+    Members
+    -------
+    mem_latency, mem_gap : int
+        The memory model's: address to first data beat (and last write beat to its
+        response); idle cycles after each beat.
+    beats_per_word : int
+        Bus beats per command word.
+    fetch_start, fetch_ask : int
+        Cycles from START to the first burst request; between two burst requests.
+    dispatch_delay : int
+        From a word's last beat to its dispatch (two registers stand between).
+    issue_delay : int
+        From dispatch to the earliest issue by its queue.
+    finish_delay : int
+        From the last completion (or FINISH's dispatch) to the end of the run.
+    load_setup, load_tail : int
+        From a LOAD's issue to its first burst address (the DMA's checks); from its last
+        local row to its completion.
+    load_order : int
+        A LOAD's local rows start this many cycles before the older LOAD completes.
+    ws_fill, ws_drain : int
+        A weight-stationary run: from issue to its first row entering the array (the first
+        weight tile streaming in); from its last row to the last result written.
+    os_fill, os_drain : int
+        The same for an output-stationary COMPUTE.
+    same_bank_extra, same_bank_fill : int
+        Cycles added per weight tile, and once before the first, when the weights and the
+        activations share a bank.
+    exec_simple : int
+        CONFIG, PRELOAD, NOP, an empty COMPUTE: issue to completion.
+    exec_in_flight : int
+        Execute commands in flight at once (the unit's record FIFO).
+    store_setup : int
+        From a STORE's issue to its first chunk leaving the output path, less the path's
+        own latency (``hw.output_path.latency_cycles``).
+    store_dma : int
+        From the last chunk of a one-piece store to its write response being awaited.
+    segment_extra : int
+        Per DMA store of a store cut into pieces, beyond its chunks and the round trip.
+    """
+
+    mem_latency: int
+    mem_gap: int
+    beats_per_word: int
+    fetch_start: int = 2
+    fetch_ask: int = 2
+    dispatch_delay: int = 2
+    issue_delay: int = 1
+    finish_delay: int = 1
+    load_setup: int = CHECK_CYCLES + 2
+    load_tail: int = 5
+    load_order: int = 2
+    ws_fill: int = 0
+    ws_drain: int = 0
+    os_fill: int = 0
+    os_drain: int = 0
+    same_bank_extra: int = 1
+    same_bank_fill: int = 3
+    exec_simple: int = 2
+    exec_in_flight: int = 8
+    store_setup: int = 17
+    store_dma: int = 3
+    segment_extra: int = 9
+
+    @classmethod
+    def of(cls, config: TesseraConfig, mem_latency: int = 100, mem_gap: int = 0,
+           **overrides) -> Timing:
+        """The timing of ``config`` with the memory model's ``mem_latency`` and
+        ``mem_gap``; ``overrides`` replace single constants (for calibration)."""
+        R, C = config.rows, config.cols
+        base = {"mem_latency": mem_latency, "mem_gap": mem_gap,
+                "beats_per_word": command_bits(config) // config.bus_bits,
+                # The pipeline: weights stream in over R cycles; a row crosses R rows and C
+                # columns of PEs (a multiplier and an adder each), then the accumulator.
+                "ws_fill": R + 2, "ws_drain": R + C + 2,
+                "os_fill": 2, "os_drain": 2 * R + C + 2}
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class Prediction:
+    """What the model predicts for one program.
+
+    Members
+    -------
+    counters : dict
+        The hardware's counters (``hw.registers.COUNTERS`` names), as far as modelled.
+    error : ErrorCode
+        How the run ends (NONE, or the golden model's error).
+    error_index, error_addr, message
+        The error's command, address and text (as :class:`ExecutionError` gives them).
+    issue, done : list
+        Per command (program index): the cycle its queue issued it and the cycle it
+        completed (None for commands that did not run).
+    wall_seconds : float
+        The model's own run time.
+    """
+
+    counters: dict = field(default_factory=dict)
+    error: ErrorCode = ErrorCode.NONE
+    error_index: int | None = None
+    error_addr: int = 0
+    message: str = ""
+    issue: list = field(default_factory=list)
+    done: list = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+_CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
+_NONLINEAR = (OutputOp.GELU, OutputOp.SOFTMAX, OutputOp.LAYERNORM)
+
+
+class _Checker(Machine):
+    """The golden executor with the units' checks but without their data: a LOAD is
+    checked as the DMA checks it, a STORE as the store unit and the DMA check it; nothing
+    is read or written."""
+
+    def _load(self, **args):
+        cmd = gdma.DmaCommand(**args)
+        error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size, load=True)
+        if error != "NONE":
+            raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error], cmd.dram_addr)
+        self.bytes_loaded += cmd.rows * cmd.row_bytes
+
+    def _preload(self, spad_addr):
+        pass
+
+    def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, count=0, a_stride=0):
+        c = self.config
+        self.macs += rows * c.rows * c.cols * (count if count and not self.os else 1)
+
+    def _store(self, desc, acc_addr, to_spad, spad_addr, dram_addr, stride, transpose=0,
+               param_addr=0, blocked=0, prescale=0):
+        self._check_store(desc, acc_addr, to_spad, spad_addr, transpose, param_addr, prescale)
+        nrows, length = desc["rows"], desc["length"]
+        if nrows == 0 or to_spad:
+            return
+        first = None
+        for addr, seg_stride, rows, row_bytes, _, _ in store_segments(
+                self.config, nrows, length, dram_addr, stride, blocked):
+            cmd = gdma.DmaCommand(addr, seg_stride, rows, row_bytes)
+            error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size,
+                                       load=False)
+            if error != "NONE":
+                first = first or (error, addr)
+                continue
+            self.bytes_stored += rows * row_bytes
+        if first:
+            error, addr = first
+            raise _Refused(f"a DMA store at {addr:#x} is refused ({error}); the others were "
+                           f"written", ErrorCode[error], addr)
+
+
+def _timed(base: type[Machine]) -> type[Machine]:
+    """``base`` with each command, once it has run, handed to the timing model."""
+
+    class Timed(base):
+        timer: _Timer
+
+        def _execute(self, cmd):
+            super()._execute(cmd)
+            self.timer.execute(cmd, self.os)
+
+    Timed.__name__ = f"Timed{base.__name__}"
+    return Timed
+
+
+_TimedChecker = _timed(_Checker)
+_TimedMachine = _timed(Machine)
+
+
+def _range_bursts(addr: int, nbytes: int, bus_bytes: int) -> list[int]:
+    """The beats of each INCR burst a contiguous range is cut into (at 4 KiB boundaries and
+    at 256 beats), as the DMA's burst splitter cuts it."""
+    out = []
+    end = addr + nbytes
+    a = addr - addr % bus_bytes
+    while a < end:
+        boundary = (a // BOUNDARY_BYTES + 1) * BOUNDARY_BYTES
+        stop = min(end, boundary, a + MAX_BURST_BEATS * bus_bytes)
+        beats = -(-(stop - a) // bus_bytes)
+        out.append(beats)
+        a += beats * bus_bytes
+    return out
+
+
+class _Timer:
+    """The timing state of one run; :meth:`execute` times each command in the order the
+    golden executor runs it."""
+
+    def __init__(self, config: TesseraConfig, timing: Timing, cmds: list, cmd_addr: int):
+        self.c, self.t, self.cmds = config, timing, cmds
+        n = len(cmds)
+        self.cmd_addr = cmd_addr
+        self.queue_of = [cmd.queue if cmd is not None else None for cmd in cmds]
+        self.positions = {q: [] for q in _CHAIN}
+        self.pos = [0] * n
+        for i, q in enumerate(self.queue_of):
+            if q in self.positions:
+                self.pos[i] = len(self.positions[q])
+                self.positions[q].append(i)
+        self.ran = {q: 0 for q in _CHAIN}
+        self.depth = {Queue.LOAD: config.load_queue_depth,
+                      Queue.EXECUTE: config.exec_queue_depth,
+                      Queue.STORE: config.store_queue_depth}
+        self.issue: list = [None] * n
+        self.done: list = [None] * n
+        self.disp: list = []
+        self.arrive: list = []
+        self.fetch_asks = deque()       # (ask cycle, first word, words)
+        self.last_ask = None
+        self.fetched = 0                # words asked for so far
+        self.max_done = 0               # latest completion so far
+        self.tokens = {(a, b): deque() for a in _CHAIN for b in _CHAIN
+                       if abs(_CHAIN.index(a) - _CHAIN.index(b)) == 1}
+        self.last_issue = {q: -1 for q in _CHAIN}
+        # Units.
+        self.load_dones = deque([0, 0], maxlen=2)     # the two readers
+        self.load_addr_end = 0
+        self.load_done = 0
+        self.read_data_end = 0
+        self.read_inflight = deque()                  # data end of bursts in flight
+        self.exec_dones = deque(maxlen=timing.exec_in_flight)
+        self.exec_done = 0
+        self.array_free = 0
+        self.weights_at = None                        # scratchpad row of the preloaded tile
+        self.store_done = 0
+        # Counters.
+        self.k = dict.fromkeys(("load_busy", "exec_busy", "store_busy", "array_busy",
+                                "load_token_wait", "exec_token_wait", "store_token_wait",
+                                "load_mem_wait", "exec_mem_wait", "store_mem_wait",
+                                "nonlinear_busy", "nonlinear_exposed", "load_beats",
+                                "store_beats"), 0)
+        self.busy_end = {q: 0 for q in _CHAIN}
+        self.array_spans: list = []
+        self.nonlinear_spans: list = []
+
+    # --- fetch and dispatch ------------------------------------------------------------
+
+    def _arrival(self, j: int) -> int:
+        """The cycle command word ``j``'s last beat arrives."""
+        t = self.t
+        while len(self.arrive) <= j:
+            s = self.fetched
+            n = min(FETCH_BURST, len(self.cmds) - s)
+            word_bytes = t.beats_per_word * self.c.bus_bytes
+            to_boundary = (BOUNDARY_BYTES - (self.cmd_addr + s * word_bytes) % BOUNDARY_BYTES) \
+                // word_bytes
+            n = max(1, min(n, to_boundary))
+            ask = t.fetch_start if self.last_ask is None else self.last_ask + t.fetch_ask
+            room = s + n - FETCH_DEPTH - 1       # this word must have left the FIFO
+            if room >= 0:
+                ask = max(ask, self._dispatch(room) + 1)
+            self.last_ask = ask
+            data = max(ask + 1 + t.mem_latency, self.arrive[-1] if self.arrive else 0)
+            gap = t.mem_gap + 1
+            for w in range(n):
+                self.arrive.append(data + (w + 1) * t.beats_per_word * gap - 1)
+            self.fetched += n
+        return self.arrive[j]
+
+    def _dispatch(self, j: int) -> int:
+        """The cycle the dispatcher takes word ``j`` (computed in program order)."""
+        t = self.t
+        while len(self.disp) <= j:
+            i = len(self.disp)
+            d = max(self.disp[-1] + 1 if self.disp else 0, self._arrival(i) + t.dispatch_delay)
+            q = self.queue_of[i]
+            if q in self.positions:
+                p = self.pos[i]
+                if p >= self.depth[q]:
+                    d = max(d, self.issue[self.positions[q][p - self.depth[q]]] + 1)
+            elif q == Queue.DISPATCH:
+                d = max(d, self.max_done + 1)
+            self.disp.append(d)
+        return self.disp[j]
+
+    # --- the queues ----------------------------------------------------------------------
+
+    def execute(self, cmd, os_mode: bool) -> None:
+        q = cmd.queue
+        i = self.positions[q][self.ran[q]]
+        self.ran[q] += 1
+        t = self.t
+        head = max(self._dispatch(i) + t.issue_delay, self.last_issue[q] + 1)
+        token = 0
+        for side, other in (("prev", -1), ("next", 1)):
+            if getattr(cmd, f"wait_{side}"):
+                src = _CHAIN[_CHAIN.index(q) + other]
+                token = max(token, self.tokens[(src, q)].popleft())
+        name = q.name.lower() if q != Queue.EXECUTE else "exec"
+        if token > head:
+            self.k[f"{name}_token_wait"] += token - head
+        start = max(head, token)
+        op = cmd.opcode
+        if q == Queue.LOAD:
+            issue, done = self._load(cmd, start)
+        elif q == Queue.EXECUTE:
+            issue, done = self._exec(cmd, start, os_mode)
+        else:
+            issue, done = self._store(cmd, start)
+        self.last_issue[q] = issue
+        self.issue[i], self.done[i] = issue, done
+        self.max_done = max(self.max_done, done)
+        # Busy: cycles with a command of the queue in flight (the union of the spans).
+        lo = max(issue, self.busy_end[q])
+        if done > lo:
+            self.k[f"{name}_busy"] += done - lo
+        self.busy_end[q] = max(self.busy_end[q], done)
+        for side, other in (("prev", -1), ("next", 1)):
+            if getattr(cmd, f"signal_{side}"):
+                dst = _CHAIN[_CHAIN.index(q) + other]
+                self.tokens[(q, dst)].append(done + 1)
+        del op
+
+    # --- LOAD ------------------------------------------------------------------------------
+
+    def _load(self, cmd, start: int) -> tuple[int, int]:
+        t, c = self.t, self.c
+        if cmd.opcode == Opcode.NOP:
+            issue = start
+            return issue, max(issue, self.load_done) + 1
+        a = cmd.args
+        issue = max(start, self.load_dones[0])        # a free reader
+        rows, rb, stride, addr = a["rows"], a["row_bytes"], a["stride"], a["dram_addr"]
+        bb = c.bus_bytes
+        if stride == rb or rows == 1:
+            bursts = _range_bursts(addr, rows * rb, bb)
+        else:
+            bursts = []
+            for r in range(rows):
+                bursts += _range_bursts(addr + r * stride, rb, bb)
+        gap = t.mem_gap + 1
+        at = max(issue + t.load_setup, self.load_addr_end + 1)
+        first_data = None
+        inflight = self.read_inflight
+        for beats in bursts:
+            if len(inflight) >= c.max_reads:
+                at = max(at, inflight.popleft())
+            data = max(at + t.mem_latency, self.read_data_end)
+            end = data + beats * gap
+            if first_data is None:
+                first_data = data
+            inflight.append(end)
+            self.read_data_end = end
+            at += 1
+        self.load_addr_end = at - 1
+        nbeats = sum(bursts)
+        self.k["load_beats"] += nbeats
+        # Local rows are written one per cycle, once the older command has written its own.
+        local = max(self.read_data_end,
+                    max(first_data, self.load_done - t.load_order) + rows)
+        done = max(local + t.load_tail, self.load_done + 1)
+        self.load_done = done
+        self.load_dones.append(done)
+        return issue, done
+
+    # --- EXECUTE ---------------------------------------------------------------------------
+
+    def _exec(self, cmd, start: int, os_mode: bool) -> tuple[int, int]:
+        t, c = self.t, self.c
+        issue = start
+        if len(self.exec_dones) == t.exec_in_flight:
+            issue = max(issue, self.exec_dones[0])
+        op, a = cmd.opcode, cmd.args
+        if op == Opcode.PRELOAD:
+            self.weights_at = a["spad_addr"]
+        rows = a.get("rows", 0) if op == Opcode.COMPUTE else 0
+        if op == Opcode.CONFIG:
+            done = max(issue, self.array_free) + t.exec_simple
+        elif not rows:
+            done = issue + t.exec_simple
+        elif os_mode:
+            first = max(issue + t.os_fill, self.array_free)
+            self.array_free = first + rows + 1
+            done = first + rows + t.os_drain
+            self._array(first, rows, rows)
+        else:
+            R = c.rows
+            count = a.get("count", 0)
+            tiles = count or 1
+            weights = a["b_addr"] if count else (self.weights_at or 0)
+            bank_rows = c.spad_rows // c.spad_banks
+            fill = t.ws_fill
+            if weights // bank_rows == a["a_addr"] // bank_rows:
+                per_tile = rows + R + t.same_bank_extra
+                fill += t.same_bank_fill
+            else:
+                per_tile = max(rows + 1, R)
+            first = max(issue + fill, self.array_free)
+            span = (tiles - 1) * per_tile + rows
+            self.array_free = first + tiles * per_tile
+            done = first + span + t.ws_drain
+            self._array(first, span, rows * tiles)
+        done = max(done, self.exec_done + 1)
+        self.exec_done = done
+        self.exec_dones.append(done)
+        return issue, done
+
+    def _array(self, first: int, span: int, rows: int) -> None:
+        self.k["array_busy"] += rows
+        self.array_spans.append((first, first + span))
+
+    # --- STORE -----------------------------------------------------------------------------
+
+    def _store(self, cmd, start: int) -> tuple[int, int]:
+        t, c = self.t, self.c
+        issue = max(start, self.store_done)
+        if cmd.opcode == Opcode.NOP:
+            done = issue + 1
+            self.store_done = done
+            return issue, done
+        a = cmd.args
+        desc = a["desc"]
+        op, length, nrows = OutputOp(desc["op"]), desc["length"], desc["rows"]
+        if nrows == 0:
+            done = issue + t.exec_simple
+            self.store_done = done
+            return issue, done
+        C, bb, gap = c.cols, c.bus_bytes, t.mem_gap + 1
+        chunks = -(-length // C)
+        per_row = 2 * chunks if a.get("transpose") else row_cycles(op, length, C)
+        work = nrows * per_row
+        setup = t.store_setup + latency_cycles(op)
+        if a["to_spad"]:
+            done = issue + setup + work
+        else:
+            segs = store_segments(c, nrows, length, a["dram_addr"], a["stride"],
+                                  a.get("blocked", 0))
+            beats = []
+            for addr, seg_stride, srows, row_bytes, _, _ in segs:
+                if seg_stride == row_bytes or srows == 1:
+                    beats.append(sum(_range_bursts(addr, srows * row_bytes, bb)))
+                else:
+                    beats.append(srows * sum(_range_bursts(addr, row_bytes, bb)))
+            self.k["store_beats"] += sum(beats)
+            if len(segs) == 1:
+                done = issue + setup + max(work, beats[0] * gap) + t.store_dma + t.mem_latency
+                self.k["store_mem_wait"] += done - issue - 14 - beats[0]
+            else:
+                # One DMA store at a time, each waiting for its write response.
+                seg_cycles = len(segs) * (t.mem_latency + t.segment_extra) + \
+                    sum(b * gap for b in beats)
+                done = issue + setup + max(work, seg_cycles)
+                self.k["store_mem_wait"] += done - issue - sum(beats) - 10 * len(segs)
+        if op in _NONLINEAR:
+            self.nonlinear_spans.append((issue + 5, done))
+            self.k["nonlinear_busy"] += done - issue - 5
+        self.store_done = done
+        return issue, done
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def finish(self, n_dispatched: int) -> dict:
+        """The counters once the words up to ``n_dispatched`` have been dispatched."""
+        t, c = self.t, self.c
+        last = self._dispatch(n_dispatched - 1) if n_dispatched else t.fetch_start
+        end = max(last, self.max_done) + t.finish_delay
+        k = self.k
+        k["exec_mem_wait"] = max(0, k["exec_busy"] - k["array_busy"])
+        k["load_mem_wait"] = max(0, k["load_busy"] - k["load_beats"])
+        k["nonlinear_exposed"] = _uncovered(self.nonlinear_spans, self.array_spans)
+        words_read = self.fetched if self.fetched else 0
+        counters = {
+            "cycles": end,
+            "commands": n_dispatched,
+            "macs": k["array_busy"] * c.rows * c.cols,
+            "bytes_read": (k["load_beats"] + words_read * t.beats_per_word) * c.bus_bytes,
+            "bytes_written": k["store_beats"] * c.bus_bytes,
+        }
+        for name in ("load_busy", "exec_busy", "store_busy", "array_busy", "load_token_wait",
+                     "exec_token_wait", "store_token_wait", "load_mem_wait", "exec_mem_wait",
+                     "store_mem_wait", "nonlinear_busy", "nonlinear_exposed"):
+            counters[name] = int(k[name])
+        return counters
+
+
+def _uncovered(spans: list, cover: list) -> int:
+    """Cycles of ``spans`` (start, end) not inside any of ``cover`` (both sorted by start;
+    ``cover``'s spans may overlap)."""
+    total, j, cover_end = 0, 0, -1
+    merged = []
+    for s, e in sorted(cover):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    for s, e in spans:
+        while j < len(merged) and merged[j][1] <= s:
+            j += 1
+        covered, k = 0, j
+        while k < len(merged) and merged[k][0] < e:
+            covered += min(e, merged[k][1]) - max(s, merged[k][0])
+            k += 1
+        total += max(0, e - s - covered)
+    del cover_end
+    return total
+
+
+class PerfModel:
+    """Predicts the cycles and counters of command programs on one configuration.
+
+    Parameters
+    ----------
+    config : TesseraConfig
+    mem_latency, mem_gap : int
+        The memory's timing, as :class:`~tessera.sw.runtime.Runtime` takes it.
+    timing : Timing, optional
+        The latencies (default: :meth:`Timing.of` the configuration).
+    """
+
+    def __init__(self, config: TesseraConfig, mem_latency: int = 100, mem_gap: int = 0,
+                 timing: Timing | None = None):
+        self.config = config
+        self.timing = timing or Timing.of(config, mem_latency, mem_gap)
+        self._decoded: dict = {}
+
+    def _decode(self, word):
+        if not isinstance(word, int):
+            return word
+        cmd = self._decoded.get(word)
+        if cmd is None:
+            try:
+                cmd = decode(self.config, word)
+            except ValueError:
+                return None
+            if len(self._decoded) < 1 << 20:
+                self._decoded[word] = cmd
+        return cmd
+
+    def machine(self, mem_size: int, mem_base: int, data: type[Machine] | None = None):
+        """The golden executor a prediction runs on: by default one that checks every
+        command but computes no data; ``data``: that :class:`Machine` class, computing the
+        data as the golden backend does."""
+        cls = _TimedChecker if data is None else _timed(data)
+        return cls(self.config, mem_size, mem_base)
+
+    def predict(self, program, *, cmd_addr: int, machine: Machine) -> Prediction:
+        """The prediction for ``program`` (command words or :class:`Command` objects), its
+        buffer at ``cmd_addr``, run on ``machine`` (from :meth:`machine`)."""
+        t0 = time.perf_counter()
+        words = list(program)
+        cmds = [self._decode(w) for w in words]
+        # A word that does not decode ends the dispatch there (the golden executor reports
+        # it); the commands after it are never fetched into a queue.
+        stop = next((i for i, cmd in enumerate(cmds) if cmd is None), len(cmds))
+        timer = _Timer(self.config, self.timing, cmds[:stop], cmd_addr)
+        machine.timer = timer
+        run = [cmds[i] if i < stop else words[i] for i in range(len(words))]
+        pred = Prediction()
+        finish = next((i for i, cmd in enumerate(cmds[:stop]) if cmd.opcode == Opcode.FINISH),
+                      None)
+        dispatched = len(words) if finish is None else finish + 1
+        try:
+            machine.run(run)
+        except ExecutionError as e:
+            pred.error, pred.error_index, pred.message = e.code, e.index, str(e)
+            pred.error_addr = e.addr
+            # The dispatcher stops at a refused command; a unit's error or a deadlock ends
+            # the run once what was dispatched has drained.
+            dispatched = min(dispatched, stop, max(len(timer.disp), (e.index or 0) + 1))
+        pred.counters = timer.finish(dispatched)
+        pred.issue, pred.done = timer.issue, timer.done
+        pred.wall_seconds = time.perf_counter() - t0
+        return pred
