@@ -439,3 +439,99 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
         fig["same_counters"] = fig["native"]["counters"] == fig["cocotb"]["counters"]
     return fig
 
+
+
+#: The benchmark layers of ``tessera bench model``: (name, what runs it).
+MODEL_BENCHMARKS = ("gemm 512x512x512", "gemm 128x768x3072", "bert-base layer (seq 128)",
+                    "gpt2 decode step (after 128 tokens)", "minilm (8 sentences)")
+
+
+def _benchmark_ops(config: TesseraConfig, name: str, backend: str, runtime: dict,
+                   progress) -> tuple[list, float]:
+    """One benchmark layer on ``backend``: its cycles per operation (``(op, cycles)``; one
+    entry for a single program) and the run's wall time, built by the commands that run
+    it elsewhere (``tessera bench gemm``, ``tessera run``)."""
+    t = time.perf_counter()
+    if name.startswith("gemm"):
+        m, k, n = (int(v) for v in name.split()[1].split("x"))
+        fig = bench_gemm(config, backend, m, k, n, runtime=runtime)
+        ops = [("gemm", fig["cycles"])]
+    elif name.startswith("bert"):
+        from .run import run_bert
+
+        fig = run_bert(config, backend, seq=128, runtime=runtime)
+        ops = [(op["op"], op["cycles"]) for op in fig["ops"]]
+    elif name.startswith("gpt2"):
+        from .run import run_gpt2
+
+        fig = run_gpt2(config, backend, decode=True, seq=128, steps=1, runtime=runtime)
+        ops = [(op["op"], op["cycles"]) for op in fig["ops"]]
+    else:
+        from .models.minilm import EVALUATION_SENTENCES
+        from .run_model import run_minilm
+
+        fig = run_minilm(config, backend, list(EVALUATION_SENTENCES), runtime=runtime,
+                         check_golden=False)
+        ops = [("whole model, one program", fig["cycles"])]
+    return ops, time.perf_counter() - t
+
+
+def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=None,
+                mem_latency: int = 100, mem_gap: int = 0) -> dict:
+    """The performance model (``Runtime(config, backend="model")``) against the Verilator
+    counters on the benchmark layers: predicted and measured cycles per operation and in
+    total, with the error in percent.
+
+    Returns
+    -------
+    dict
+        ``benchmarks``: per layer its ``ops`` (``op``, ``measured``, ``predicted``,
+        ``error_pct``), ``measured``, ``predicted``, ``error_pct``, and the wall seconds of
+        both runs; ``max_error_pct``: the largest total error.
+    """
+    unknown = [b for b in benchmarks if b not in MODEL_BENCHMARKS]
+    if unknown:
+        raise InputError(f"unknown benchmark {unknown[0]!r}; choose from "
+                         f"{', '.join(MODEL_BENCHMARKS)}")
+    timing = {"mem_latency": mem_latency, "mem_gap": mem_gap}
+    out = []
+    for name in benchmarks:
+        _log(progress, f"{name}: on Verilator...")
+        measured, rtl_s = _benchmark_ops(config, name, "verilator", timing, progress)
+        _log(progress, f"{name}: on the model...")
+        # The model computes the data too, so that the layers' own checks hold.
+        predicted, model_s = _benchmark_ops(config, name, "model",
+                                            {**timing, "model_data": True}, progress)
+        ops = [{"op": op, "measured": m, "predicted": p, "error_pct": _error_pct(p, m)}
+               for (op, m), (_, p) in zip(measured, predicted, strict=True)]
+        total_m = sum(o["measured"] for o in ops)
+        total_p = sum(o["predicted"] for o in ops)
+        out.append({"benchmark": name, "ops": ops, "measured": total_m, "predicted": total_p,
+                    "error_pct": _error_pct(total_p, total_m),
+                    "verilator_seconds": round(rtl_s, 1), "model_seconds": round(model_s, 1)})
+    return {"config": config.hash, "describe": config.describe(),
+            "memory": {"latency_cycles": mem_latency, "gap_cycles": mem_gap},
+            "benchmarks": out,
+            "max_error_pct": max((abs(b["error_pct"]) for b in out), default=0.0)}
+
+
+def _error_pct(predicted: int, measured: int) -> float:
+    return round(100.0 * (predicted - measured) / measured, 2) if measured else 0.0
+
+
+def format_model_bench(fig: dict) -> str:
+    """``tessera bench model``'s table: predicted against measured cycles."""
+    lines = [f"performance model against Verilator: {fig['describe']}; memory latency "
+             f"{fig['memory']['latency_cycles']} cycles, gap {fig['memory']['gap_cycles']}",
+             f"  {'benchmark / operation':44} {'measured':>12} {'predicted':>12} {'error':>8}"]
+    for b in fig["benchmarks"]:
+        lines.append(f"  {b['benchmark']:44} {b['measured']:>12,} {b['predicted']:>12,} "
+                     f"{b['error_pct']:>+7.2f}%")
+        if len(b["ops"]) > 1:
+            for o in b["ops"]:
+                lines.append(f"    {o['op']:42} {o['measured']:>12,} {o['predicted']:>12,} "
+                             f"{o['error_pct']:>+7.2f}%")
+        lines.append(f"    (Verilator {b['verilator_seconds']} s, model with data "
+                     f"{b['model_seconds']} s)")
+    lines.append(f"  largest error in total: {fig['max_error_pct']:.2f}%")
+    return "\n".join(lines)

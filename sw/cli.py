@@ -1,4 +1,4 @@
-"""The ``tessera`` command line: generate, lint, bench, demo, config, isa, disasm."""
+"""The ``tessera`` command line: generate, lint, bench, demo, config, isa, disasm, sweep."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def _print_figures(fig: dict, keys) -> None:
 def cmd_bench(args) -> int:
     cfg = _config(args)
     benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear,
-               "gemm": _bench_gemm, "sim": _bench_sim}
+               "gemm": _bench_gemm, "sim": _bench_sim, "model": _bench_model}
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
@@ -133,7 +133,7 @@ def cmd_bench(args) -> int:
 #: What ``--sim`` of each benchmark may name (gemm runs on any runtime backend but uart).
 BENCH_SIMS = {"gemm": ("golden", "icarus", "verilator", "amaranth"), "sim": ("verilator",),
               "array": ("icarus", "verilator"), "dma": ("icarus", "verilator"),
-              "nonlinear": ("icarus", "verilator")}
+              "nonlinear": ("icarus", "verilator"), "model": ("verilator",)}
 
 
 def _check_sims(args) -> None:
@@ -305,6 +305,15 @@ def _bench_sim(cfg, args) -> int:
           f"{'; cached: the time of its first build' if fig['build_cached'] else ''})")
     _write_json(args.json, fig)
     return 0 if fig.get("same_counters", True) else 1
+
+
+def _bench_model(cfg, args) -> int:
+    from .bench import bench_model, format_model_bench
+
+    fig = bench_model(cfg, progress=_progress)
+    print(format_model_bench(fig))
+    _write_json(args.json, fig)
+    return 0
 
 
 def _bench_gemm(cfg, args) -> int:
@@ -633,7 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure a unit on the generated Verilog")
     p.add_argument("target", metavar="TARGET",
                    help="what to measure: gemm (the whole accelerator), sim (simulation "
-                        "speed: native against cocotb), array, dma, nonlinear")
+                        "speed: native against cocotb), array, dma, nonlinear, model (the "
+                        "performance model's cycles against Verilator's on the benchmark "
+                        "layers)")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")
@@ -742,7 +753,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --replay: the memory timing the mismatch was found with")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.set_defaults(func=cmd_fuzz)
+
+    p = sub.add_parser("sweep", help="a design-space sweep: configurations x workloads as "
+                                     "Dask tasks, cost, Pareto fronts, RTL re-check")
+    p.add_argument("spec", metavar="SPEC", help="the sweep's specification (YAML or JSON; "
+                                                "examples/sweep-*.yaml)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler (tcp://HOST:8786); default: a local "
+                        "cluster on this machine")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="workers of the local cluster (default: one per core, at most 2)")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="where the table, plots and cache go (default: build/sweep-NAME)")
+    p.add_argument("--recheck", metavar="WHICH",
+                   help="points re-run on RTL: pareto, none, or a number per workload "
+                        "(default: the specification's, else pareto)")
+    p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import format_summary, load_spec, run_sweep
+
+    recheck = args.recheck
+    if recheck is not None and recheck not in ("pareto", "none"):
+        try:
+            recheck = whole_number(int(recheck), "--recheck", 0)
+        except ValueError:
+            raise UsageError(f"--recheck must be pareto, none or a number of points, not "
+                             f"{args.recheck!r}") from None
+    spec = load_spec(args.spec)
+    out = run_sweep(spec, output=args.output, scheduler=args.scheduler,
+                    workers=args.workers, recheck=recheck,
+                    progress=lambda m: _progress(f"sweep: {m}"))
+    print(format_summary(out))
+    _write_json(args.json, out)
+    return 0
 
 
 def cmd_fuzz(args) -> int:
@@ -805,6 +852,7 @@ INT_OPTIONS = {
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
     "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
     "prompt_len": (1, None), "generate": (1, None), "vocab": (2, 1 << 17),
+    "workers": (1, 256),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

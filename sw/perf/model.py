@@ -57,7 +57,7 @@ from ...hw.accelerator import FETCH_BURST, FETCH_DEPTH
 from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
 from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
-from ...hw.isa import ErrorCode, Opcode, Queue, command_bits, decode
+from ...hw.isa import QUEUE_OF, ErrorCode, Opcode, Queue, command_bits, decode
 from ...hw.output_path import OutputOp, latency_cycles, row_cycles
 from ..golden import dma as gdma
 from ..golden.executor import ExecutionError, Machine, _Refused, store_segments
@@ -181,6 +181,21 @@ class Prediction:
 
 
 _CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
+#: The queue of each opcode, by its value (NOP: its argument's), as 0 LOAD, 1 EXECUTE,
+#: 2 STORE, 3 the dispatcher.
+_QUEUE_BY_OPCODE = [Queue.DISPATCH.value if q is None else q.value
+                    for q in (QUEUE_OF[Opcode(v)] for v in range(len(Opcode)))]
+_BUSY = ("load_busy", "exec_busy", "store_busy")
+_TOKEN_WAIT = ("load_token_wait", "exec_token_wait", "store_token_wait")
+
+
+def _queue_value(cmd) -> int:
+    """The queue that runs ``cmd`` (0, 1, 2; 3: the dispatcher), without enum hashing."""
+    op = cmd.opcode.value
+    if op == Opcode.NOP.value:
+        queue = cmd.args.get("queue", Queue.DISPATCH)
+        return getattr(queue, "value", queue)
+    return _QUEUE_BY_OPCODE[op]
 _NONLINEAR = (OutputOp.GELU, OutputOp.SOFTMAX, OutputOp.LAYERNORM)
 
 
@@ -266,17 +281,18 @@ class _Timer:
         self.c, self.t, self.cmds = config, timing, cmds
         n = len(cmds)
         self.cmd_addr = cmd_addr
-        self.queue_of = [cmd.queue if cmd is not None else None for cmd in cmds]
-        self.positions = {q: [] for q in _CHAIN}
+        self.queue_of = [_queue_value(cmd) for cmd in cmds]
+        self.positions = ([], [], [])
         self.pos = [0] * n
         for i, q in enumerate(self.queue_of):
-            if q in self.positions:
+            if q < 3:
                 self.pos[i] = len(self.positions[q])
                 self.positions[q].append(i)
-        self.ran = {q: 0 for q in _CHAIN}
-        self.depth = {Queue.LOAD: config.load_queue_depth,
-                      Queue.EXECUTE: config.exec_queue_depth,
-                      Queue.STORE: config.store_queue_depth}
+        self.ran = [0, 0, 0]
+        self.depth = (config.load_queue_depth, config.exec_queue_depth,
+                      config.store_queue_depth)
+        self.bank_rows = config.spad_rows // config.spad_banks
+        self.bus_bytes, self.max_reads = config.bus_bytes, config.max_reads
         self.issue: list = [None] * n
         self.done: list = [None] * n
         self.disp: list = []
@@ -285,9 +301,8 @@ class _Timer:
         self.last_ask = None
         self.fetched = 0                # words asked for so far
         self.max_done = 0               # latest completion so far
-        self.tokens = {(a, b): deque() for a in _CHAIN for b in _CHAIN
-                       if abs(_CHAIN.index(a) - _CHAIN.index(b)) == 1}
-        self.last_issue = {q: -1 for q in _CHAIN}
+        self.tokens = [deque() for _ in range(9)]     # from queue a to b: 3 * a + b
+        self.last_issue = [-1, -1, -1]
         # Units.
         self.load_dones = deque([0, 0], maxlen=2)     # the two readers
         self.load_addr_end = 0
@@ -305,7 +320,7 @@ class _Timer:
                                 "load_mem_wait", "exec_mem_wait", "store_mem_wait",
                                 "nonlinear_busy", "nonlinear_exposed", "load_beats",
                                 "store_beats"), 0)
-        self.busy_end = {q: 0 for q in _CHAIN}
+        self.busy_end = [0, 0, 0]
         self.array_spans: list = []
         self.nonlinear_spans: list = []
 
@@ -340,11 +355,11 @@ class _Timer:
             i = len(self.disp)
             d = max(self.disp[-1] + 1 if self.disp else 0, self._arrival(i) + t.dispatch_delay)
             q = self.queue_of[i]
-            if q in self.positions:
+            if q < 3:
                 p = self.pos[i]
                 if p >= self.depth[q]:
                     d = max(d, self.issue[self.positions[q][p - self.depth[q]]] + 1)
-            elif q == Queue.DISPATCH:
+            else:
                 d = max(d, self.max_done + 1)
             self.disp.append(d)
         return self.disp[j]
@@ -352,52 +367,50 @@ class _Timer:
     # --- the queues ----------------------------------------------------------------------
 
     def execute(self, cmd, os_mode: bool) -> None:
-        q = cmd.queue
+        q = _queue_value(cmd)
         i = self.positions[q][self.ran[q]]
         self.ran[q] += 1
         t = self.t
         head = max(self._dispatch(i) + t.issue_delay, self.last_issue[q] + 1)
         token = 0
-        for side, other in (("prev", -1), ("next", 1)):
-            if getattr(cmd, f"wait_{side}"):
-                src = _CHAIN[_CHAIN.index(q) + other]
-                token = max(token, self.tokens[(src, q)].popleft())
-        name = q.name.lower() if q != Queue.EXECUTE else "exec"
+        if cmd.wait_prev:
+            token = self.tokens[3 * (q - 1) + q].popleft()
+        if cmd.wait_next:
+            token = max(token, self.tokens[3 * (q + 1) + q].popleft())
         if token > head:
-            self.k[f"{name}_token_wait"] += token - head
+            self.k[_TOKEN_WAIT[q]] += token - head
         start = max(head, token)
-        op = cmd.opcode
-        if q == Queue.LOAD:
+        if q == 0:
             issue, done = self._load(cmd, start)
-        elif q == Queue.EXECUTE:
+        elif q == 1:
             issue, done = self._exec(cmd, start, os_mode)
         else:
             issue, done = self._store(cmd, start)
         self.last_issue[q] = issue
         self.issue[i], self.done[i] = issue, done
-        self.max_done = max(self.max_done, done)
+        if done > self.max_done:
+            self.max_done = done
         # Busy: cycles with a command of the queue in flight (the union of the spans).
         lo = max(issue, self.busy_end[q])
         if done > lo:
-            self.k[f"{name}_busy"] += done - lo
-        self.busy_end[q] = max(self.busy_end[q], done)
-        for side, other in (("prev", -1), ("next", 1)):
-            if getattr(cmd, f"signal_{side}"):
-                dst = _CHAIN[_CHAIN.index(q) + other]
-                self.tokens[(q, dst)].append(done + 1)
-        del op
+            self.k[_BUSY[q]] += done - lo
+            self.busy_end[q] = done
+        if cmd.signal_prev:
+            self.tokens[3 * q + q - 1].append(done + 1)
+        if cmd.signal_next:
+            self.tokens[3 * q + q + 1].append(done + 1)
 
     # --- LOAD ------------------------------------------------------------------------------
 
     def _load(self, cmd, start: int) -> tuple[int, int]:
-        t, c = self.t, self.c
+        t = self.t
         if cmd.opcode == Opcode.NOP:
             issue = start
             return issue, max(issue, self.load_done) + 1
         a = cmd.args
         issue = max(start, self.load_dones[0])        # a free reader
         rows, rb, stride, addr = a["rows"], a["row_bytes"], a["stride"], a["dram_addr"]
-        bb = c.bus_bytes
+        bb = self.bus_bytes
         if stride == rb or rows == 1:
             bursts = _range_bursts(addr, rows * rb, bb)
         else:
@@ -409,7 +422,7 @@ class _Timer:
         first_data = None
         inflight = self.read_inflight
         for beats in bursts:
-            if len(inflight) >= c.max_reads:
+            if len(inflight) >= self.max_reads:
                 at = max(at, inflight.popleft())
             data = max(at + t.mem_latency, self.read_data_end)
             end = data + beats * gap
@@ -454,7 +467,7 @@ class _Timer:
             count = a.get("count", 0)
             tiles = count or 1
             weights = a["b_addr"] if count else (self.weights_at or 0)
-            bank_rows = c.spad_rows // c.spad_banks
+            bank_rows = self.bank_rows
             fill = t.ws_fill
             if weights // bank_rows == a["a_addr"] // bank_rows:
                 per_tile = rows + R + t.same_bank_extra
