@@ -1,0 +1,188 @@
+"""The performance model (``sw/perf``, ``Runtime(config, backend="model")``): its counters
+against the Verilator backend's on the tiny configuration for programs of different
+character, its exact counters equal, its errors the golden model's, and the backend's
+interface."""
+
+import numpy as np
+import pytest
+from test_lowering import gemm_on, output_spec
+
+from tessera.hw.config import preset
+from tessera.hw.isa import Command, ErrorCode, Opcode, Queue
+from tessera.hw.output_path import OutputOp
+from tessera.sw.lower.plan import GemmShape, plan_gemm
+from tessera.sw.runtime import Runtime
+
+RTL = pytest.mark.rtl
+TINY = preset("tiny")
+#: The cycles the model may miss by. Its constants were measured on single commands and
+#: it times every queue, burst and tile; what it leaves out (the command fetch competing
+#: with loads for the read channel, bank conflicts between the DMA and the array) costs
+#: a few percent on programs that mix them (the benchmark layers of ``tessera bench
+#: model`` are within 5% on the default configuration).
+TOLERANCE = 0.05
+EXACT = ("commands", "macs", "bytes_read", "bytes_written", "array_busy")
+
+
+def _store(rows, length, op=OutputOp.REQUANT, dram=0, **kw):
+    args = dict(desc=dict(op=op, length=length, rows=rows, m=1, e=0), acc_addr=0, to_spad=0,
+                spad_addr=0, dram_addr=dram, stride=length)
+    return Command(Opcode.STORE, {**args, **kw})
+
+
+def _pair(program_of, **runtime):
+    """The counters of the same program on Verilator and on the model."""
+    out = []
+    for backend in ("verilator", "model"):
+        rt = Runtime(TINY, backend, **runtime)
+        out.append(rt.run(program_of(rt), check=True).counters)
+    return out
+
+
+def _gemm(M, K, N, bias, kind, plan=None):
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+    bv = rng.integers(-99, 99, N) if bias else None
+    counters = []
+    for backend in ("verilator", "model"):
+        rt = Runtime(TINY, backend)
+        _, _, result = gemm_on(rt, a, b, bv, output_spec(kind), plan)
+        assert result.ok
+        counters.append(result.counters)
+    return counters
+
+
+def _check(rtl: dict, model: dict, tolerance: float = TOLERANCE) -> None:
+    for name in EXACT:
+        assert model[name] == rtl[name], name
+    assert abs(model["cycles"] - rtl["cycles"]) <= tolerance * rtl["cycles"], \
+        (model["cycles"], rtl["cycles"])
+
+
+@RTL
+def test_array_bound_gemm():
+    """Long K runs through the array (every weight tile behind the previous one's rows)."""
+    _check(*_gemm(64, 64, 64, False, "requant"))
+
+
+@RTL
+def test_bus_bound_gemm():
+    """One activation row per weight tile (a decode-shaped product): the weights' loads and
+    their memory round trips set the time."""
+    _check(*_gemm(1, 128, 64, True, "requant"))
+
+
+@RTL
+def test_nonlinear_stores():
+    """Softmax and LayerNorm stores: three passes per row and the gaps between them; GELU;
+    blocked stores cut into one DMA store per row."""
+    def program(rt):
+        buf = rt.alloc(1 << 14)
+        C = TINY.cols
+        return [_store(16, 4 * C, OutputOp.SOFTMAX, buf),
+                _store(8, 4 * C, OutputOp.LAYERNORM, buf, param_addr=TINY.acc_rows // 2),
+                _store(16, 4 * C, OutputOp.GELU, buf),
+                _store(8, 4 * C, OutputOp.REQUANT, buf, blocked=1, stride=8 * C),
+                Command(Opcode.FINISH, {})]
+
+    rtl, model = _pair(program)
+    _check(rtl, model)
+    assert model["nonlinear_busy"] == pytest.approx(rtl["nonlinear_busy"], rel=TOLERANCE)
+
+
+@RTL
+def test_token_heavy_program():
+    """A load, a compute and a store per step, each waiting for the previous one's token
+    (nothing overlaps): the token hand-overs and each unit's latency add up."""
+    R = TINY.rows
+    bank = TINY.spad_rows // TINY.spad_banks
+
+    def program(rt):
+        buf = rt.alloc(1 << 12)
+        steps = []
+        for i in range(6):
+            steps += [
+                Command(Opcode.LOAD, dict(dram_addr=buf, stride=R, rows=16, row_bytes=R,
+                                          local_addr=16 * (i % 2)), signal_next=True),
+                Command(Opcode.COMPUTE, dict(a_addr=16 * (i % 2), b_addr=bank, rows=16,
+                                             acc_addr=0, accumulate=0, count=1, a_stride=16),
+                        wait_prev=True, signal_next=True),
+                Command(Opcode.STORE, dict(desc=dict(op=OutputOp.REQUANT, length=R, rows=16,
+                                                     m=1, e=0), acc_addr=0, to_spad=0,
+                                           spad_addr=0, dram_addr=buf + 2048, stride=R),
+                        wait_prev=True)]
+        return steps + [Command(Opcode.FINISH, {})]
+
+    rtl, model = _pair(program)
+    _check(rtl, model)
+
+
+@RTL
+def test_memory_timing_follows_the_runtime():
+    """A slower memory (latency 40, a beat every third cycle) changes both alike."""
+    plan = plan_gemm(TINY, GemmShape(16, 32, 16))
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(-128, 128, (16, 32)), rng.integers(-128, 128, (32, 16))
+    counters = []
+    for backend in ("verilator", "model"):
+        rt = Runtime(TINY, backend, mem_latency=40, mem_gap=2)
+        _, _, result = gemm_on(rt, a, b, None, output_spec("requant"), plan)
+        counters.append(result.counters)
+    _check(*counters)
+
+
+def test_model_backend_computes_no_data_unless_asked():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(-128, 128, (10, 13)), rng.integers(-128, 128, (13, 9))
+    gold, plain, full = (Runtime(TINY, "golden"), Runtime(TINY, "model"),
+                         Runtime(TINY, "model", model_data=True))
+    want, _, gres = gemm_on(gold, a, b, None, output_spec("requant"))
+    got, prog, res = gemm_on(plain, a, b, None, output_spec("requant"))
+    assert res.ok and res.backend == "model"
+    assert not got.any()                     # main memory as it was: no result written
+    assert res.counters["cycles"] > 0 and res.counters["commands"] == len(prog)
+    assert res.counters["macs"] == gres.counters["macs"]
+    got_full, _, res_full = gemm_on(full, a, b, None, output_spec("requant"))
+    assert np.array_equal(got_full, want)
+    assert np.array_equal(full.image, gold.image)
+    assert res_full.counters == res.counters     # the data does not change the timing
+
+
+def test_model_predictions_follow_the_program():
+    """More work is more cycles: twice the rows streamed, a slower memory."""
+    def cycles(rows, **runtime):
+        rt = Runtime(TINY, "model", **runtime)
+        prog = [Command(Opcode.PRELOAD, {"spad_addr": 0}),
+                Command(Opcode.COMPUTE, dict(a_addr=0, b_addr=0, rows=rows, acc_addr=0,
+                                             accumulate=0)),
+                Command(Opcode.FINISH, {})]
+        return rt.run(prog).counters["cycles"]
+
+    assert cycles(64) - cycles(32) == 32        # a row per cycle
+    assert cycles(32, mem_latency=200) > cycles(32) + 90    # the command fetch's round trip
+
+
+@pytest.mark.parametrize("program, code, index", [
+    ([Command(Opcode.COMPUTE, dict(a_addr=0, b_addr=0, rows=4, acc_addr=0, accumulate=0))],
+     ErrorCode.ILLEGAL_FIELD, 0),                                    # no weights preloaded
+    ([Command(Opcode.NOP, {"queue": Queue.LOAD}, wait_next=True)], ErrorCode.DEADLOCK, 0),
+    ([Command(Opcode.LOAD, dict(dram_addr=0, stride=4, rows=1, row_bytes=4, local_addr=0))],
+     ErrorCode.WINDOW, 0),
+    ([Command(Opcode.NOP, {"queue": Queue.EXECUTE}), 15 << 0], ErrorCode.ILLEGAL_OPCODE, 1),
+])
+def test_errors_are_reported_as_golden_reports_them(program, code, index):
+    results = [Runtime(TINY, b).run(program) for b in ("golden", "model")]
+    gold, model = results
+    assert gold.error == model.error == code
+    assert gold.error_index == model.error_index == index
+    assert model.message == gold.message
+    assert model.counters["cycles"] > 0
+
+
+def test_model_backend_options_are_checked():
+    with pytest.raises(ValueError, match="model_data is an option of the model backend"):
+        Runtime(TINY, "golden", model_data=True)
+    rt = Runtime(TINY, "model")
+    with pytest.raises(ValueError, match="model_data=True"):
+        rt.run([Command(Opcode.FINISH, {})], onchip=True)
+    assert Runtime(TINY, "model", mem_size=1 << 20).mem_size == 1 << 20
