@@ -19,7 +19,8 @@ ALLOWED = {
     "runtime": {"hw", "golden", "sim", "check", "perf"},
     "lower": {"hw", "golden", "runtime", "check"},
     "models": {"hw", "golden", "check"},
-    "cli": {"hw", "golden", "sim", "runtime", "lower", "models", "check", "perf"},
+    "sweep": {"hw", "golden", "sim", "runtime", "lower", "models", "check"},
+    "cli": {"hw", "golden", "sim", "runtime", "lower", "models", "check", "perf", "sweep"},
 }
 
 
@@ -34,7 +35,7 @@ def _layer(module: str) -> str:
     if parts[1] in ("hw", "sim"):
         return parts[1]
     if len(parts) > 2 and parts[2] in ("golden", "runtime", "lower", "models", "check",
-                                          "perf"):
+                                          "perf", "sweep"):
         return parts[2]
     return "cli"      # sw's own modules: the command line, run, bench
 
