@@ -49,6 +49,7 @@ activation readers sharing a bank are), and bus faults.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -258,9 +259,14 @@ _TimedChecker = _timed(_Checker)
 _TimedMachine = _timed(Machine)
 
 
-def _range_bursts(addr: int, nbytes: int, bus_bytes: int) -> list[int]:
+def _range_bursts(addr: int, nbytes: int, bus_bytes: int) -> tuple[int, ...]:
     """The beats of each INCR burst a contiguous range is cut into (at 4 KiB boundaries and
     at 256 beats), as the DMA's burst splitter cuts it."""
+    return _split_range(addr % BOUNDARY_BYTES, nbytes, bus_bytes)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _split_range(addr: int, nbytes: int, bus_bytes: int) -> tuple[int, ...]:
     out = []
     end = addr + nbytes
     a = addr - addr % bus_bytes
@@ -270,7 +276,7 @@ def _range_bursts(addr: int, nbytes: int, bus_bytes: int) -> list[int]:
         beats = -(-(stop - a) // bus_bytes)
         out.append(beats)
         a += beats * bus_bytes
-    return out
+    return tuple(out)
 
 
 class _Timer:
@@ -289,6 +295,7 @@ class _Timer:
                 self.pos[i] = len(self.positions[q])
                 self.positions[q].append(i)
         self.ran = [0, 0, 0]
+        self.queued_before = 0          # queue commands before the next word to dispatch
         self.depth = (config.load_queue_depth, config.exec_queue_depth,
                       config.store_queue_depth)
         self.bank_rows = config.spad_rows // config.spad_banks
@@ -348,21 +355,34 @@ class _Timer:
             self.fetched += n
         return self.arrive[j]
 
-    def _dispatch(self, j: int) -> int:
-        """The cycle the dispatcher takes word ``j`` (computed in program order)."""
+    def _dispatch(self, j: int) -> int | None:
+        """The cycle the dispatcher takes word ``j`` (computed in program order), or None
+        while it depends on a command not yet timed (the one whose issue makes room in the
+        queue, or for a FENCE any command before it)."""
         t = self.t
-        while len(self.disp) <= j:
-            i = len(self.disp)
-            d = max(self.disp[-1] + 1 if self.disp else 0, self._arrival(i) + t.dispatch_delay)
+        disp = self.disp
+        while len(disp) <= j:
+            i = len(disp)
             q = self.queue_of[i]
             if q < 3:
                 p = self.pos[i]
-                if p >= self.depth[q]:
-                    d = max(d, self.issue[self.positions[q][p - self.depth[q]]] + 1)
+                depth = self.depth[q]
+                room = 0
+                if p >= depth:
+                    room = self.issue[self.positions[q][p - depth]]
+                    if room is None:
+                        return None
+                    room += 1
+                self.queued_before += 1
             else:
-                d = max(d, self.max_done + 1)
-            self.disp.append(d)
-        return self.disp[j]
+                if sum(self.ran) < self.queued_before:
+                    return None
+                room = self.max_done + 1
+            d = self._arrival(i) + t.dispatch_delay
+            if disp and disp[-1] >= d:
+                d = disp[-1] + 1
+            disp.append(d if d > room else room)
+        return disp[j]
 
     # --- the queues ----------------------------------------------------------------------
 
@@ -601,6 +621,9 @@ class PerfModel:
         self.config = config
         self.timing = timing or Timing.of(config, mem_latency, mem_gap)
         self._decoded: dict = {}
+        self._checked: dict = {}        # the commands checked, kept alive by their ids
+        self._dispatch_checked: dict = {}   # (command, dataflow, weights) -> the state after
+        self._unit_checked: set = set()     # LOADs and STOREs that passed their unit's checks
 
     def _decode(self, word):
         if not isinstance(word, int):
@@ -624,29 +647,95 @@ class PerfModel:
 
     def predict(self, program, *, cmd_addr: int, machine: Machine) -> Prediction:
         """The prediction for ``program`` (command words or :class:`Command` objects), its
-        buffer at ``cmd_addr``, run on ``machine`` (from :meth:`machine`)."""
+        buffer at ``cmd_addr``, run on ``machine`` (from :meth:`machine`).
+
+        A program the golden executor would run to its end without an error is timed in
+        the order its queues can run (:meth:`_fast`), with the golden executor's checks of
+        each command (cached per command word); any other program, and every program whose
+        data is computed, runs on ``machine`` itself, which reports the error as the
+        golden backend does."""
         t0 = time.perf_counter()
         words = list(program)
         cmds = [self._decode(w) for w in words]
         # A word that does not decode ends the dispatch there (the golden executor reports
         # it); the commands after it are never fetched into a queue.
         stop = next((i for i, cmd in enumerate(cmds) if cmd is None), len(cmds))
-        timer = _Timer(self.config, self.timing, cmds[:stop], cmd_addr)
-        machine.timer = timer
-        run = [cmds[i] if i < stop else words[i] for i in range(len(words))]
-        pred = Prediction()
         finish = next((i for i, cmd in enumerate(cmds[:stop]) if cmd.opcode == Opcode.FINISH),
                       None)
         dispatched = len(words) if finish is None else finish + 1
-        try:
-            machine.run(run)
-        except ExecutionError as e:
-            pred.error, pred.error_index, pred.message = e.code, e.index, str(e)
-            pred.error_addr = e.addr
-            # The dispatcher stops at a refused command; a unit's error or a deadlock ends
-            # the run once what was dispatched has drained.
-            dispatched = min(dispatched, stop, max(len(timer.disp), (e.index or 0) + 1))
+        pred = Prediction()
+        timer = None
+        if type(machine) is _TimedChecker and stop == len(words):
+            timer = self._fast(cmds[:dispatched], cmd_addr, machine)
+        if timer is None:
+            timer = _Timer(self.config, self.timing, cmds[:stop], cmd_addr)
+            machine.timer = timer
+            run = [cmds[i] if i < stop else words[i] for i in range(len(words))]
+            try:
+                machine.run(run)
+            except ExecutionError as e:
+                pred.error, pred.error_index, pred.message = e.code, e.index, str(e)
+                pred.error_addr = e.addr
+                # The dispatcher stops at a refused command; a unit's error or a deadlock
+                # ends the run once what was dispatched has drained.
+                dispatched = min(dispatched, stop, max(len(timer.disp), (e.index or 0) + 1))
         pred.counters = timer.finish(dispatched)
         pred.issue, pred.done = timer.issue, timer.done
         pred.wall_seconds = time.perf_counter() - t0
         return pred
+
+    def _fast(self, cmds: list, cmd_addr: int, checker: _Checker) -> _Timer | None:
+        """The timing of ``cmds`` (up to and including a FINISH), each queue's commands
+        timed as soon as what they depend on is (their dispatch, the commands that signal
+        their tokens); None if a command fails the golden executor's checks or the queues
+        deadlock (the caller then runs the golden executor for its report)."""
+        try:
+            if not self._checks_pass(cmds, checker):
+                return None
+        except _Refused:
+            return None
+        timer = _Timer(self.config, self.timing, cmds, cmd_addr)
+        os_mode = self.config.dataflow == "os"
+        lists, tokens, ran = timer.positions, timer.tokens, timer.ran
+        progress = True
+        while progress:
+            progress = False
+            for q in (0, 1, 2):
+                queue, n = lists[q], len(lists[q])
+                while ran[q] < n:
+                    i = queue[ran[q]]
+                    cmd = cmds[i]
+                    if cmd.wait_prev and not tokens[3 * (q - 1) + q] or \
+                            cmd.wait_next and not tokens[3 * (q + 1) + q] or \
+                            timer._dispatch(i) is None:
+                        break
+                    if q == 1 and cmd.opcode == Opcode.CONFIG:
+                        os_mode = bool(cmd.args["os"])
+                    timer.execute(cmd, os_mode)
+                    progress = True
+        if any(ran[q] < len(lists[q]) for q in (0, 1, 2)):
+            return None             # a deadlock: the golden executor names it
+        return timer
+
+    def _checks_pass(self, cmds: list, checker: _Checker) -> bool:
+        """Whether every command passes the dispatcher's and its unit's checks (the golden
+        executor's own, in program order; a unit's check cached per command)."""
+        os_mode, weights = checker.os, checker.weights is not None
+        seen, dispatch = self._checked, self._dispatch_checked
+        for cmd in cmds:
+            # The dispatcher's checks depend on the command and the state they leave.
+            key = (id(cmd), os_mode, weights)
+            after = dispatch.get(key)
+            if after is None:
+                after = checker._check_dispatch(cmd, os_mode, weights)
+                if len(dispatch) < 1 << 20:
+                    dispatch[key] = after
+                    seen.setdefault(id(cmd), cmd)     # kept alive: its id stays its own
+            os_mode, weights = after
+            op = cmd.opcode
+            if (op == Opcode.LOAD or op == Opcode.STORE) and id(cmd) not in self._unit_checked:
+                Machine._execute(checker, cmd)     # the unit's checks, untimed
+                if len(self._unit_checked) < 1 << 20:
+                    self._unit_checked.add(id(cmd))
+                    seen.setdefault(id(cmd), cmd)
+        return True
