@@ -49,6 +49,7 @@ activation readers sharing a bank are), and bus faults.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import time
 from collections import deque
@@ -59,7 +60,8 @@ from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
 from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
 from ...hw.isa import QUEUE_OF, ErrorCode, Opcode, Queue, command_bits, decode
-from ...hw.output_path import OutputOp, latency_cycles, row_cycles
+from ...hw.output_path import OutputOp, gap_cycles, latency_cycles, row_cycles
+from ...hw.store_unit import PARAM_ROWS
 from ..golden import dma as gdma
 from ..golden.executor import ExecutionError, Machine, _Refused, store_segments
 
@@ -111,6 +113,12 @@ class Timing:
         From the last chunk of a one-piece store to its write response being awaited.
     segment_extra : int
         Per DMA store of a store cut into pieces, beyond its chunks and the round trip.
+    prescale_chunks : int
+        A LayerNorm store with ``prescale`` takes a cycle more per this many chunks of a
+        row (its fourth table row).
+    bank_share : float
+        The part of the time two units stream into one memory bank together that each
+        loses to the other.
     """
 
     mem_latency: int
@@ -135,6 +143,8 @@ class Timing:
     store_setup: int = 17
     store_dma: int = 3
     segment_extra: int = 9
+    prescale_chunks: int = 4
+    bank_share: float = 0.25
 
     @classmethod
     def of(cls, config: TesseraConfig, mem_latency: int = 100, mem_gap: int = 0,
@@ -299,6 +309,8 @@ class _Timer:
         self.depth = (config.load_queue_depth, config.exec_queue_depth,
                       config.store_queue_depth)
         self.bank_rows = config.spad_rows // config.spad_banks
+        self.acc_bank_rows = config.acc_rows // config.acc_banks
+        self.bank_use: dict = {}     # (memory, bank) -> unit -> (starts, ends)
         self.bus_bytes, self.max_reads = config.bus_bytes, config.max_reads
         self.issue: list = [None] * n
         self.done: list = [None] * n
@@ -454,9 +466,13 @@ class _Timer:
         self.load_addr_end = at - 1
         nbeats = sum(bursts)
         self.k["load_beats"] += nbeats
-        # Local rows are written one per cycle, once the older command has written its own.
-        local = max(self.read_data_end,
-                    max(first_data, self.load_done - t.load_order) + rows)
+        # Local rows are written one per cycle, once the older command has written its own,
+        # sharing their bank with the other units' accesses there.
+        begin = max(first_data, self.load_done - t.load_order)
+        local = max(self.read_data_end, begin + rows)
+        bank = (1, a["local_addr"] // self.acc_bank_rows) if a["to_acc"] else \
+            (0, a["local_addr"] // self.bank_rows)
+        local += self._share(0, (bank,), begin, local - begin)
         done = max(local + t.load_tail, self.load_done + 1)
         self.load_done = done
         self.load_dones.append(done)
@@ -479,9 +495,11 @@ class _Timer:
             done = issue + t.exec_simple
         elif os_mode:
             first = max(issue + t.os_fill, self.array_free)
-            self.array_free = first + rows + 1
-            done = first + rows + t.os_drain
-            self._array(first, rows, rows)
+            extra = self._share(1, ((0, a["a_addr"] // self.bank_rows),
+                                    (1, a["acc_addr"] // self.acc_bank_rows)), first, rows)
+            self.array_free = first + rows + 1 + extra
+            done = first + rows + extra + t.os_drain
+            self._array(first, rows + extra, rows)
         else:
             R = c.rows
             count = a.get("count", 0)
@@ -496,13 +514,66 @@ class _Timer:
                 per_tile = max(rows + 1, R)
             first = max(issue + fill, self.array_free)
             span = (tiles - 1) * per_tile + rows
-            self.array_free = first + tiles * per_tile
+            extra = self._share(1, ((0, a["a_addr"] // bank_rows),
+                                    (1, a["acc_addr"] // self.acc_bank_rows)), first, span)
+            span += extra
+            self.array_free = first + tiles * per_tile + extra
             done = first + span + t.ws_drain
             self._array(first, span, rows * tiles)
         done = max(done, self.exec_done + 1)
         self.exec_done = done
         self.exec_dones.append(done)
         return issue, done
+
+    def _share(self, unit: int, banks: tuple, start: int, span: int) -> int:
+        """The cycles a unit's accesses to ``banks`` (``(memory, bank)``: 0 the scratchpad,
+        1 the accumulator) over ``span`` cycles from ``start`` lose to the other units'
+        accesses to the same banks. Each bank serves one access per cycle, round-robin
+        among the ports that want it; of the time two units use a bank together, each
+        loses ``bank_share`` (measured single pairs lose about half of it; the benchmark
+        layers, whose spans are not all dense, fit a quarter). This unit's span is
+        extended by its loss; the other unit's next command starts later by its own."""
+        if span <= 0:
+            return 0
+        end = start + span
+        lost = [0, 0, 0]
+        for bank in banks:
+            for other, (starts, ends) in self.bank_use.get(bank, {}).items():
+                if other == unit:
+                    continue
+                j = bisect.bisect_right(ends, start)
+                while j < len(starts) and starts[j] < end:
+                    lost[other] += min(end, ends[j]) - max(start, starts[j])
+                    j += 1
+        share = self.t.bank_share
+        extra = int(sum(lost) * share)
+        for other in (0, 1, 2):
+            if lost[other]:
+                self._delay(other, int(lost[other] * share))
+        for bank in banks:
+            starts, ends = self.bank_use.setdefault(bank, {}).setdefault(unit, ([], []))
+            if ends and ends[-1] > end + extra:
+                continue        # inside an earlier span of the same unit: keep them sorted
+            starts.append(start)
+            ends.append(end + extra)
+        return extra
+
+    def _delay(self, unit: int, cycles: int) -> None:
+        """The unit's work in flight takes ``cycles`` longer: its next command starts
+        that much later, and the run cannot end before."""
+        if unit == 0:
+            self.load_done += cycles
+            self.read_data_end += cycles
+            end = self.load_done
+        elif unit == 1:
+            self.array_free += cycles
+            self.exec_done += cycles
+            end = self.exec_done
+        else:
+            self.store_done += cycles
+            end = self.store_done
+        self.busy_end[unit] = max(self.busy_end[unit], end)
+        self.max_done = max(self.max_done, end)
 
     def _array(self, first: int, span: int, rows: int) -> None:
         self.k["array_busy"] += rows
@@ -526,9 +597,25 @@ class _Timer:
             return issue, done
         C, bb, gap = c.cols, c.bus_bytes, t.mem_gap + 1
         chunks = -(-length // C)
-        per_row = 2 * chunks if a.get("transpose") else row_cycles(op, length, C)
-        work = nrows * per_row
+        if a.get("transpose"):
+            # A block of C rows in, then C rows (the block's columns) out.
+            work = nrows + -(-nrows // C) * C
+        else:
+            per_row = row_cycles(op, length, C)
+            if op == OutputOp.LAYERNORM:
+                # The write-out pass reads the chunk's table rows with it, at a quarter of
+                # the rate; what the feeder fetches during the gap after pass 1 is hidden.
+                per_row += max(0, (PARAM_ROWS * chunks - gap_cycles(op, C)[1] - 1))
+                if a.get("prescale"):
+                    per_row += chunks // t.prescale_chunks
+            work = nrows * per_row
         setup = t.store_setup + latency_cycles(op)
+        # The accumulator's rows are read once per pass (the table's too, for LayerNorm),
+        # the scratchpad's written once; both banks are shared with the other units.
+        banks = ((1, a["acc_addr"] // self.acc_bank_rows),)
+        if a["to_spad"]:
+            banks += ((0, a["spad_addr"] // self.bank_rows),)
+        work += self._share(2, banks, issue + t.store_setup, work)
         if a["to_spad"]:
             done = issue + setup + work
         else:
@@ -642,18 +729,17 @@ class PerfModel:
         """The golden executor a prediction runs on: by default one that checks every
         command but computes no data; ``data``: that :class:`Machine` class, computing the
         data as the golden backend does."""
-        cls = _TimedChecker if data is None else _timed(data)
-        return cls(self.config, mem_size, mem_base)
+        return (data or _Checker)(self.config, mem_size, mem_base)
 
     def predict(self, program, *, cmd_addr: int, machine: Machine) -> Prediction:
         """The prediction for ``program`` (command words or :class:`Command` objects), its
-        buffer at ``cmd_addr``, run on ``machine`` (from :meth:`machine`).
+        buffer at ``cmd_addr``, with ``machine`` (from :meth:`machine`).
 
-        A program the golden executor would run to its end without an error is timed in
-        the order its queues can run (:meth:`_fast`), with the golden executor's checks of
-        each command (cached per command word); any other program, and every program whose
-        data is computed, runs on ``machine`` itself, which reports the error as the
-        golden backend does."""
+        A program the golden executor runs to its end without an error is timed in time
+        order (:meth:`_fast`), with the golden executor's checks of each command (cached
+        per command word); a machine that computes data runs the program first. A program
+        with an error is timed in the golden executor's own order up to its error, which is
+        reported as the golden backend reports it."""
         t0 = time.perf_counter()
         words = list(program)
         cmds = [self._decode(w) for w in words]
@@ -663,32 +749,43 @@ class PerfModel:
         finish = next((i for i, cmd in enumerate(cmds[:stop]) if cmd.opcode == Opcode.FINISH),
                       None)
         dispatched = len(words) if finish is None else finish + 1
+        run = [cmds[i] if i < stop else words[i] for i in range(len(words))]
         pred = Prediction()
-        timer = None
-        if type(machine) is _TimedChecker and stop == len(words):
-            timer = self._fast(cmds[:dispatched], cmd_addr, machine)
-        if timer is None:
-            timer = _Timer(self.config, self.timing, cmds[:stop], cmd_addr)
-            machine.timer = timer
-            run = [cmds[i] if i < stop else words[i] for i in range(len(words))]
+        error = None
+        if type(machine) is not _Checker:
             try:
                 machine.run(run)
             except ExecutionError as e:
-                pred.error, pred.error_index, pred.message = e.code, e.index, str(e)
-                pred.error_addr = e.addr
-                # The dispatcher stops at a refused command; a unit's error or a deadlock
-                # ends the run once what was dispatched has drained.
-                dispatched = min(dispatched, stop, max(len(timer.disp), (e.index or 0) + 1))
+                error = e
+        timer = None
+        if error is None and stop == len(words):
+            checker = machine if type(machine) is _Checker else \
+                _Checker(self.config, machine.mem_size, machine.mem_base)
+            timer = self._fast(cmds[:dispatched], cmd_addr, checker)
+        if timer is None:
+            timed = _TimedChecker(self.config, machine.mem_size, machine.mem_base)
+            timed.timer = timer = _Timer(self.config, self.timing, cmds[:stop], cmd_addr)
+            try:
+                timed.run(run)
+            except ExecutionError as e:
+                error = error or e
+        if error is not None:
+            pred.error, pred.error_index, pred.message = error.code, error.index, str(error)
+            pred.error_addr = error.addr
+            # The dispatcher stops at a refused command; a unit's error or a deadlock ends
+            # the run once what was dispatched has drained.
+            dispatched = min(dispatched, stop, max(len(timer.disp), (error.index or 0) + 1))
         pred.counters = timer.finish(dispatched)
         pred.issue, pred.done = timer.issue, timer.done
         pred.wall_seconds = time.perf_counter() - t0
         return pred
 
     def _fast(self, cmds: list, cmd_addr: int, checker: _Checker) -> _Timer | None:
-        """The timing of ``cmds`` (up to and including a FINISH), each queue's commands
-        timed as soon as what they depend on is (their dispatch, the commands that signal
-        their tokens); None if a command fails the golden executor's checks or the queues
-        deadlock (the caller then runs the golden executor for its report)."""
+        """The timing of ``cmds`` (up to and including a FINISH): of the queue heads whose
+        dispatch and tokens are known, the one that can start first is timed next (so the
+        units' shares of the memory banks are taken in time order); None if a command
+        fails the golden executor's checks or the queues deadlock (the caller then runs
+        the golden executor for its report)."""
         try:
             if not self._checks_pass(cmds, checker):
                 return None
@@ -696,24 +793,41 @@ class PerfModel:
             return None
         timer = _Timer(self.config, self.timing, cmds, cmd_addr)
         os_mode = self.config.dataflow == "os"
-        lists, tokens, ran = timer.positions, timer.tokens, timer.ran
-        progress = True
-        while progress:
-            progress = False
+        lists, tokens, ran, last = timer.positions, timer.tokens, timer.ran, timer.last_issue
+        sizes = [len(q) for q in lists]
+        dispatch = timer._dispatch
+        while True:
+            best, when = -1, 0
             for q in (0, 1, 2):
-                queue, n = lists[q], len(lists[q])
-                while ran[q] < n:
-                    i = queue[ran[q]]
-                    cmd = cmds[i]
-                    if cmd.wait_prev and not tokens[3 * (q - 1) + q] or \
-                            cmd.wait_next and not tokens[3 * (q + 1) + q] or \
-                            timer._dispatch(i) is None:
-                        break
-                    if q == 1 and cmd.opcode == Opcode.CONFIG:
-                        os_mode = bool(cmd.args["os"])
-                    timer.execute(cmd, os_mode)
-                    progress = True
-        if any(ran[q] < len(lists[q]) for q in (0, 1, 2)):
+                if ran[q] == sizes[q]:
+                    continue
+                i = lists[q][ran[q]]
+                cmd = cmds[i]
+                ready = last[q] + 1
+                if cmd.wait_prev:
+                    waiting = tokens[3 * (q - 1) + q]
+                    if not waiting:
+                        continue
+                    ready = max(ready, waiting[0])
+                if cmd.wait_next:
+                    waiting = tokens[3 * (q + 1) + q]
+                    if not waiting:
+                        continue
+                    ready = max(ready, waiting[0])
+                d = dispatch(i)
+                if d is None:
+                    continue
+                if d > ready:
+                    ready = d
+                if best < 0 or ready < when:
+                    best, when = q, ready
+            if best < 0:
+                break
+            cmd = cmds[lists[best][ran[best]]]
+            if best == 1 and cmd.opcode == Opcode.CONFIG:
+                os_mode = bool(cmd.args["os"])
+            timer.execute(cmd, os_mode)
+        if ran != sizes:
             return None             # a deadlock: the golden executor names it
         return timer
 
