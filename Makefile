@@ -20,13 +20,14 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench fuzz synth-report fpga lint clean help
+.PHONY: install demo test test-fast bench fuzz sweep synth-report fpga lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2, the whole model, on eight real sentences through the generated $(PRESET) accelerator on Verilator as one program: embeddings' similarity beside the float model's, accuracy, per-layer and per-operation table, RTL vs the integer model"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
+	@echo "make sweep   the scratchpad/accumulator split of a 320 KiB SRAM budget against BERT-base, on the performance model as Dask tasks, the front re-run on Verilator (build/sweep-bert-sram/; docs/dse.md)"
 	@echo "make synth-report  resources per unit (ECP5, sky130 area) and the ECP5 clock of tiny, small and default (build/synth-*.json; long: place and route)"
 	@echo "make fpga    the ULX3S bitstream (BOARD=ulx3s): the tiny accelerator, block-RAM memory and a UART host link (build/fpga-ulx3s/; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
@@ -91,6 +92,12 @@ fuzz: install
 	@mkdir -p build
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset tiny --streams 10000 --seed 1 --bus-timing --out build/fuzz-tiny --json build/fuzz-tiny.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) fuzz --preset default --streams 1000 --seed 1 --out build/fuzz-default --json build/fuzz-default.json
+
+# A design-space sweep (docs/dse.md): configurations x workloads as tasks on a local Dask
+# cluster, on the performance model; the Pareto points and the baseline re-run on Verilator.
+sweep: install
+	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) sweep examples/sweep-bert.yaml --json build/sweep-bert-sram.json
 
 synth-report: install
 	@mkdir -p build

@@ -239,13 +239,14 @@ def _findings(rows, spec) -> dict:
     out = {}
     for w in spec.workloads:
         ok = [r for r in rows if r["workload"] == w.name and r["status"] == "ok"]
+        unfit = sum(r["status"] == "unfit" for r in rows if r["workload"] == w.name)
         if not ok:
-            out[w.name] = {"fastest": None}
+            out[w.name] = {"fastest": None, "unfit": unfit, "why": sorted(
+                {r["message"] for r in rows if r["workload"] == w.name and r.get("message")})}
             continue
         best = min(ok, key=lambda r: r["cycles"])
         f = {"fastest": {a: best[a] for a in spec.axes}, "fastest_cycles": best["cycles"],
-             "fastest_utilization": best["utilization"],
-             "unfit": sum(r["status"] == "unfit" for r in rows if r["workload"] == w.name)}
+             "fastest_utilization": best["utilization"], "unfit": unfit}
         base = [r for r in ok if r.get("baseline")]
         if base:
             b = min(base, key=lambda r: r["cycles"])
@@ -286,6 +287,8 @@ def format_summary(s: dict) -> str:
             ax = ", ".join(f"{k}={v}" for k, v in r["axes"].items())
             lines.append(f"  {ax:50} {r['cycles']:>14,} cycles {r['latency_ms']:>10.3f} ms "
                          f"{r['area']:>8.3f} area  util {r['utilization']:.3f}")
+        if not f.get("fastest"):
+            lines.append("  no point runs it: " + "; ".join(f.get("why", []))[:600])
         if f.get("fastest"):
             ax = ", ".join(f"{k}={v}" for k, v in f["fastest"].items())
             line = f"  fastest: {ax}: {f['fastest_cycles']:,} cycles"
