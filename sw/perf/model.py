@@ -398,8 +398,10 @@ class _Timer:
 
     # --- the queues ----------------------------------------------------------------------
 
-    def execute(self, cmd, os_mode: bool) -> None:
-        q = _queue_value(cmd)
+    def execute(self, cmd, os_mode: bool, q: int | None = None) -> None:
+        """Time ``cmd``, the next command of its queue (``q``, if known: its number)."""
+        if q is None:
+            q = _queue_value(cmd)
         i = self.positions[q][self.ran[q]]
         self.ran[q] += 1
         t = self.t
@@ -826,7 +828,7 @@ class PerfModel:
             cmd = cmds[lists[best][ran[best]]]
             if best == 1 and cmd.opcode == Opcode.CONFIG:
                 os_mode = bool(cmd.args["os"])
-            timer.execute(cmd, os_mode)
+            timer.execute(cmd, os_mode, best)
         if ran != sizes:
             return None             # a deadlock: the golden executor names it
         return timer
