@@ -228,7 +228,30 @@ def test_sweep_end_to_end_on_a_local_dask_cluster_and_resume(tmp_path):
             for ext in ("png", "svg"):
                 assert (out / "plots" / f"{kind}-{wl}.{ext}").stat().st_size > 1000
         assert s["fronts"][wl], wl
-    # Resumed: the same sweep again computes nothing and writes the same figures.
-    again = run_sweep(spec, output=out, workers=1, cost_folders=[costs])
+    # Resumed, through a running scheduler (--scheduler): the same sweep again computes
+    # nothing and writes the same figures.
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        again = run_sweep(spec, output=out, scheduler=cluster.scheduler_address,
+                          cost_folders=[costs])
     assert (again["computed"], again["cached"]) == (0, 6)
     assert _table(out) == rows
+
+
+@pytest.mark.rtl
+def test_sweep_rechecks_the_front_on_verilator(tmp_path):
+    costs = tmp_path / "costs"
+    costs.mkdir()
+    for c in _configs():
+        _report(costs, c, "ecp5")
+    spec = parse_spec({"name": "rtl", "base": "tiny", "axes": {"mem_latency": [100]},
+                       "workloads": [GEMM], "recheck": "pareto"})
+    s = run_sweep(spec, output=tmp_path / "out", workers=1, cost_folders=[costs])
+    (r,) = s["rtl"]
+    assert r["rtl_status"] == "ok (verilator)" and r["rtl_cycles"] > 0
+    # The model's cycles against Verilator's: the table carries both.
+    assert abs(r["model_error_pct"]) < 10
+    row = next(x for x in _table(tmp_path / "out") if x["workload"] == "gemm-32x32x16")
+    assert int(row["rtl_cycles"]) == r["rtl_cycles"] and row["pareto"] == "True"

@@ -168,6 +168,10 @@ def draw_plots(rows: list[dict], axes: list[str], workloads: list[str], folder: 
                     for r in best]
             ax.barh(range(len(best)), vals, left=left, color=f"C{k % 10}", label=name)
             left = [a + b for a, b in zip(left, vals, strict=True)]
+        measured = [(i, r["rtl_cycles"] / 1e6) for i, r in enumerate(best) if r.get("rtl_cycles")]
+        if measured:
+            ax.scatter([m for _, m in measured], [i for i, _ in measured], marker="x",
+                       color="k", s=50, zorder=4, label="RTL measured (total)")
         ax.set_yticks(range(len(best)), [("baseline: " if r.get("baseline") else "")
                                          + _label(r, varied or axes) for r in best],
                       fontsize=7)

@@ -128,6 +128,11 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
                "area": area, "clock": {"assumed_mhz": clock, "note": note, "sources": sorted(
                    {r["clock_source"] for r in rows if r.get("clock_source")})},
                "fronts": fronts, "findings": _findings(rows, spec),
+               "rtl": [{"workload": r["workload"], "axes": {a: r[a] for a in spec.axes},
+                        "config": r["config"], "model_cycles": r["cycles"],
+                        "rtl_cycles": r.get("rtl_cycles"), "rtl_status": r["rtl_status"],
+                        "model_error_pct": r.get("model_error_pct")}
+                       for r in rows if r.get("rtl_status")],
                "table": [str(csv_path), str(json_path)], "plots": [str(p) for p in plots],
                "wall_seconds": round(time.time() - t0, 1)}
     (output / "summary.json").write_text(__import__("json").dumps(summary, indent=1,
@@ -296,6 +301,16 @@ def format_summary(s: dict) -> str:
                 line += (f"; {f['reduction_pct']:.1f}% fewer cycles than the baseline "
                          f"({f['baseline_cycles']:,}), {f['speedup']:.2f}x")
             lines.append(line)
+    if s.get("rtl"):
+        lines.append(f"re-run on RTL ({len(s['rtl'])}): the model's cycles against the "
+                     f"measured ones")
+        for r in s["rtl"]:
+            ax = ", ".join(f"{k}={v}" for k, v in r["axes"].items())
+            if r["rtl_cycles"]:
+                lines.append(f"  {r['workload']:24} {ax:36} model {r['model_cycles']:>12,} "
+                             f"RTL {r['rtl_cycles']:>12,} ({r['model_error_pct']:+.2f}%)")
+            else:
+                lines.append(f"  {r['workload']:24} {ax:36} {r['rtl_status'][:200]}")
     lines.append("latency at each point's clock: " + "; ".join(s["clock"]["sources"]))
     lines.append(f"table: {', '.join(s['table'])}")
     lines.append(f"plots: {len(s['plots'])} files in {Path(s['output']) / 'plots'}")

@@ -58,6 +58,9 @@ def check_fits_shape(config: TesseraConfig, kind: str, p: dict) -> None:
     if (p["hidden"] // p["heads"]) % d:
         raise WorkloadUnfit(f"the head dimension {p['hidden'] // p['heads']} is not whole "
                             f"blocks of the array's {d} rows")
+    if p["hidden"] > config.max_row_len:
+        raise WorkloadUnfit(f"LayerNorm over rows of {p['hidden']} elements: the units "
+                            f"normalise rows of at most max_row_len = {config.max_row_len}")
     keys = p["seq"] + (1 if kind == "gpt2-decode" else 0)
     if keys > config.max_row_len:
         raise WorkloadUnfit(f"attention over {keys} keys: Softmax rows hold at most "
