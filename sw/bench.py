@@ -497,7 +497,13 @@ def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=
     out = []
     for name in benchmarks:
         _log(progress, f"{name}: on Verilator...")
-        measured, rtl_s = _benchmark_ops(config, name, "verilator", timing, progress)
+        try:
+            measured, rtl_s = _benchmark_ops(config, name, "verilator", timing, progress)
+        except InputError as e:
+            # A layer this configuration cannot hold (its main memory, its array's shape).
+            _log(progress, f"{name}: skipped: {e}")
+            out.append({"benchmark": name, "skipped": str(e)})
+            continue
         _log(progress, f"{name}: on the model...")
         # The model computes the data too, so that the layers' own checks hold.
         predicted, model_s = _benchmark_ops(config, name, "model",
@@ -512,7 +518,8 @@ def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=
     return {"config": config.hash, "describe": config.describe(),
             "memory": {"latency_cycles": mem_latency, "gap_cycles": mem_gap},
             "benchmarks": out,
-            "max_error_pct": max((abs(b["error_pct"]) for b in out), default=0.0)}
+            "max_error_pct": max((abs(b["error_pct"]) for b in out if "ops" in b),
+                                 default=0.0)}
 
 
 def _error_pct(predicted: int, measured: int) -> float:
@@ -525,6 +532,9 @@ def format_model_bench(fig: dict) -> str:
              f"{fig['memory']['latency_cycles']} cycles, gap {fig['memory']['gap_cycles']}",
              f"  {'benchmark / operation':44} {'measured':>12} {'predicted':>12} {'error':>8}"]
     for b in fig["benchmarks"]:
+        if "skipped" in b:
+            lines.append(f"  {b['benchmark']:44} skipped: {b['skipped']}")
+            continue
         lines.append(f"  {b['benchmark']:44} {b['measured']:>12,} {b['predicted']:>12,} "
                      f"{b['error_pct']:>+7.2f}%")
         if len(b["ops"]) > 1:

@@ -116,9 +116,10 @@ class Timing:
     prescale_chunks : int
         A LayerNorm store with ``prescale`` takes a cycle more per this many chunks of a
         row (its fourth table row).
-    bank_share : float
+    bank_shares : tuple of float
         The part of the time two units stream into one memory bank together that each
-        loses to the other.
+        loses to the other: the DMA's loads and the array, the loads and the store unit,
+        the array and the store unit.
     """
 
     mem_latency: int
@@ -144,7 +145,7 @@ class Timing:
     store_dma: int = 3
     segment_extra: int = 9
     prescale_chunks: int = 4
-    bank_share: float = 0.25
+    bank_shares: tuple = (0.4, 0.75, 0.15)
 
     @classmethod
     def of(cls, config: TesseraConfig, mem_latency: int = 100, mem_gap: int = 0,
@@ -516,8 +517,9 @@ class _Timer:
                 per_tile = max(rows + 1, R)
             first = max(issue + fill, self.array_free)
             span = (tiles - 1) * per_tile + rows
-            extra = self._share(1, ((0, a["a_addr"] // bank_rows),
-                                    (1, a["acc_addr"] // self.acc_bank_rows)), first, span)
+            banks = {(0, a["a_addr"] // bank_rows), (0, weights // bank_rows),
+                     (1, a["acc_addr"] // self.acc_bank_rows)}
+            extra = self._share(1, tuple(banks), first, span)
             span += extra
             self.array_free = first + tiles * per_tile + extra
             done = first + span + t.ws_drain
@@ -532,9 +534,9 @@ class _Timer:
         1 the accumulator) over ``span`` cycles from ``start`` lose to the other units'
         accesses to the same banks. Each bank serves one access per cycle, round-robin
         among the ports that want it; of the time two units use a bank together, each
-        loses ``bank_share`` (measured single pairs lose about half of it; the benchmark
-        layers, whose spans are not all dense, fit a quarter). This unit's span is
-        extended by its loss; the other unit's next command starts later by its own."""
+        loses its pair's share (``Timing.bank_shares``, fitted to the benchmark layers:
+        the spans are taken as busy throughout, which they are not all). This unit's span
+        is extended by its loss; the other unit's next command starts later by its own."""
         if span <= 0:
             return 0
         end = start + span
@@ -547,11 +549,15 @@ class _Timer:
                 while j < len(starts) and starts[j] < end:
                     lost[other] += min(end, ends[j]) - max(start, starts[j])
                     j += 1
-        share = self.t.bank_share
-        extra = int(sum(lost) * share)
+        t = self.t
+        # The pair's share: 0 + 1 the DMA and the array, 0 + 2 the DMA and the store
+        # unit, 1 + 2 the array and the store unit.
+        shares = [t.bank_shares[unit + other - 1] if other != unit else 0.0
+                  for other in (0, 1, 2)]
+        extra = int(sum(lost[o] * shares[o] for o in (0, 1, 2)))
         for other in (0, 1, 2):
             if lost[other]:
-                self._delay(other, int(lost[other] * share))
+                self._delay(other, int(lost[other] * shares[other]))
         for bank in banks:
             starts, ends = self.bank_use.setdefault(bank, {}).setdefault(unit, ([], []))
             if ends and ends[-1] > end + extra:
