@@ -117,9 +117,11 @@ def draw_plots(rows: list[dict], axes: list[str], workloads: list[str], folder: 
                        [r["rtl_cycles"] / (r["clock_mhz"] * 1e3) for r in checked],
                        marker="x", s=40, color="C2", zorder=5, label="RTL measured")
         ax.set_xlabel(ok[0]["area_axis"])
-        ax.set_ylabel(f"latency, ms (at each point's clock; {ok[0]['clock_source'][:40]}...)"
-                      if len({r['clock_source'] for r in ok}) == 1 else "latency, ms")
-        ax.set_title(f"{title}: {wl}" if title else wl, fontsize=10)
+        clocks = {r["clock_source"].split(" (")[0] for r in ok}
+        ax.set_ylabel("latency, ms")
+        ax.set_title((f"{title}: {wl}" if title else wl) + "\nclock: "
+                     + ("; ".join(sorted(clocks)) if len(clocks) < 3 else "per point (table)"),
+                     fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         written += _save(fig, folder, f"pareto-{wl}")

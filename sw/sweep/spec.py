@@ -423,7 +423,9 @@ def _workloads(entry, where: str, base_dir: Path | None) -> list[Workload]:
         kind, shape = _folder_shape(folder, kind, where, base_dir)
         for k, v in shape.items():
             entry.setdefault(k, v)
-        entry.setdefault("model", Path(str(folder)).name)
+        folder_path = Path(str(folder))
+        entry.setdefault("model", folder_path.name if folder_path.name != "model"
+                         else folder_path.resolve().parent.name)
     if kind not in WORKLOAD_KINDS:
         raise SpecError(f"{where}.kind must be one of {', '.join(WORKLOAD_KINDS)} (or give "
                         f"a model folder as folder), not {kind!r}")

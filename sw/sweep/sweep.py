@@ -81,6 +81,7 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
     with Executor(cache, scheduler, workers or spec.workers, say) as ex:
         results = ex.run(list(jobs.values()), f"{spec.backend} backend")
         computed = ex.computed
+        rtl_computed = 0
         rows = _rows(spec, points, jobs, results, costs)
         area = _choose_area(rows)
         fronts = _fronts(rows, spec)
@@ -100,7 +101,7 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
             res = ex.run(list(rtl_jobs.values()), f"re-run on {spec.rtl_backend}",
                          parallel=spec.rtl_parallel)
             rtl = {k: res[j["key"]] for k, j in rtl_jobs.items()}
-            computed += ex.computed
+            rtl_computed = ex.computed
     for r in rows:
         got = rtl.get((r["point"], r["workload"]))
         if got is None:
@@ -122,7 +123,8 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
                "points": len(points), "refused": len(points) - len(valid),
                "excluded": excluded, "workloads": [w.to_dict() for w in spec.workloads],
                "evaluations": len(jobs), "computed": computed,
-               "cached": len(jobs) + len(rtl) - computed, "rtl_rechecked": len(rtl),
+               "cached": len(jobs) - computed, "rtl_rechecked": len(rtl),
+               "rtl_computed": rtl_computed,
                "rtl_note": rtl_note, "cost_fit": _loo_summary(loo),
                "synthesized": {t: len(costs_model.synthesized(t)) for t in ("ecp5", "sky130")},
                "area": area, "clock": {"assumed_mhz": clock, "note": note, "sources": sorted(
@@ -273,7 +275,9 @@ def format_summary(s: dict) -> str:
     lines = [f"sweep {s['name']}: {s['points']} configuration(s) ({s['refused']} refused, "
              f"{s['excluded']} left out by the constraints), {s['evaluations']} evaluations "
              f"on the {s['backend']} backend ({s['computed']} computed, {s['cached']} from the "
-             f"cache), {s['rtl_rechecked']} re-run on RTL; {s['wall_seconds']} s"]
+             f"cache), {s['rtl_rechecked']} re-run on RTL ({s['rtl_computed']} computed, "
+             f"{s['rtl_rechecked'] - s['rtl_computed']} from the cache); "
+             f"{s['wall_seconds']} s"]
     if s.get("rtl_note"):
         lines.append(f"  {s['rtl_note']}")
     fit = s["cost_fit"]
