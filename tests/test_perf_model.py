@@ -213,3 +213,21 @@ def test_model_backend_options_are_checked():
     with pytest.raises(ValueError, match="model_data=True"):
         rt.run([Command(Opcode.FINISH, {})], onchip=True)
     assert Runtime(TINY, "model", mem_size=1 << 20).mem_size == 1 << 20
+
+
+def test_bench_model_refuses_unknown_layers_and_reports_skipped_ones():
+    from tessera.sw.bench import bench_model, format_model_bench
+    from tessera.sw.check import InputError
+
+    with pytest.raises(InputError, match="unknown benchmark 'resnet'"):
+        bench_model(TINY, benchmarks=("resnet",))
+    fig = {"describe": TINY.describe(), "memory": {"latency_cycles": 100, "gap_cycles": 0},
+           "benchmarks": [{"benchmark": "gemm 512x512x512", "measured": 1000,
+                           "predicted": 1020, "error_pct": 2.0, "verilator_seconds": 1.0,
+                           "model_seconds": 0.1,
+                           "ops": [{"op": "gemm", "measured": 1000, "predicted": 1020,
+                                    "error_pct": 2.0}]},
+                          {"benchmark": "minilm (8 sentences)", "skipped": "no room"}],
+           "max_error_pct": 2.0}
+    text = format_model_bench(fig)
+    assert "+2.00%" in text and "skipped: no room" in text
