@@ -312,6 +312,10 @@ class _Timer:
         self.bank_rows = config.spad_rows // config.spad_banks
         self.acc_bank_rows = config.acc_rows // config.acc_banks
         self.bank_use: dict = {}     # (memory, bank) -> unit -> (starts, ends)
+        # Per unit, the share of an overlap it loses to each unit: 0 + 1 the DMA and the
+        # array, 0 + 2 the DMA and the store unit, 1 + 2 the array and the store unit.
+        self.shares = [[timing.bank_shares[u + o - 1] if o != u else 0.0 for o in (0, 1, 2)]
+                       for u in (0, 1, 2)]
         self.bus_bytes, self.max_reads = config.bus_bytes, config.max_reads
         self.issue: list = [None] * n
         self.done: list = [None] * n
@@ -549,15 +553,13 @@ class _Timer:
                 while j < len(starts) and starts[j] < end:
                     lost[other] += min(end, ends[j]) - max(start, starts[j])
                     j += 1
-        t = self.t
-        # The pair's share: 0 + 1 the DMA and the array, 0 + 2 the DMA and the store
-        # unit, 1 + 2 the array and the store unit.
-        shares = [t.bank_shares[unit + other - 1] if other != unit else 0.0
-                  for other in (0, 1, 2)]
-        extra = int(sum(lost[o] * shares[o] for o in (0, 1, 2)))
-        for other in (0, 1, 2):
-            if lost[other]:
-                self._delay(other, int(lost[other] * shares[other]))
+        extra = 0
+        if lost[0] or lost[1] or lost[2]:
+            shares = self.shares[unit]
+            extra = int(lost[0] * shares[0] + lost[1] * shares[1] + lost[2] * shares[2])
+            for other in (0, 1, 2):
+                if lost[other]:
+                    self._delay(other, int(lost[other] * shares[other]))
         for bank in banks:
             starts, ends = self.bank_use.setdefault(bank, {}).setdefault(unit, ([], []))
             if ends and ends[-1] > end + extra:
@@ -804,33 +806,40 @@ class PerfModel:
         lists, tokens, ran, last = timer.positions, timer.tokens, timer.ran, timer.last_issue
         sizes = [len(q) for q in lists]
         dispatch = timer._dispatch
+        # A head's earliest start, once known, holds until its queue moves on (its dispatch,
+        # the tokens at the front of its waits and its queue's last issue are fixed).
+        known = [None, None, None]
         while True:
             best, when = -1, 0
             for q in (0, 1, 2):
-                if ran[q] == sizes[q]:
-                    continue
-                i = lists[q][ran[q]]
-                cmd = cmds[i]
-                ready = last[q] + 1
-                if cmd.wait_prev:
-                    waiting = tokens[3 * (q - 1) + q]
-                    if not waiting:
+                ready = known[q]
+                if ready is None:
+                    if ran[q] == sizes[q]:
                         continue
-                    ready = max(ready, waiting[0])
-                if cmd.wait_next:
-                    waiting = tokens[3 * (q + 1) + q]
-                    if not waiting:
+                    i = lists[q][ran[q]]
+                    cmd = cmds[i]
+                    ready = last[q] + 1
+                    if cmd.wait_prev:
+                        waiting = tokens[3 * (q - 1) + q]
+                        if not waiting:
+                            continue
+                        ready = max(ready, waiting[0])
+                    if cmd.wait_next:
+                        waiting = tokens[3 * (q + 1) + q]
+                        if not waiting:
+                            continue
+                        ready = max(ready, waiting[0])
+                    d = dispatch(i)
+                    if d is None:
                         continue
-                    ready = max(ready, waiting[0])
-                d = dispatch(i)
-                if d is None:
-                    continue
-                if d > ready:
-                    ready = d
+                    if d > ready:
+                        ready = d
+                    known[q] = ready
                 if best < 0 or ready < when:
                     best, when = q, ready
             if best < 0:
                 break
+            known[best] = None
             cmd = cmds[lists[best][ran[best]]]
             if best == 1 and cmd.opcode == Opcode.CONFIG:
                 os_mode = bool(cmd.args["os"])
