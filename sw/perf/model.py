@@ -311,7 +311,7 @@ class _Timer:
                       config.store_queue_depth)
         self.bank_rows = config.spad_rows // config.spad_banks
         self.acc_bank_rows = config.acc_rows // config.acc_banks
-        self.bank_use: dict = {}     # (memory, bank) -> unit -> (starts, ends)
+        self.bank_use: dict = {}     # (memory, bank) -> per unit (starts, ends)
         # Per unit, the share of an overlap it loses to each unit: 0 + 1 the DMA and the
         # array, 0 + 2 the DMA and the store unit, 1 + 2 the array and the store unit.
         self.shares = [[timing.bank_shares[u + o - 1] if o != u else 0.0 for o in (0, 1, 2)]
@@ -545,12 +545,18 @@ class _Timer:
             return 0
         end = start + span
         lost = [0, 0, 0]
+        use = self.bank_use
         for bank in banks:
-            for other, (starts, ends) in self.bank_use.get(bank, {}).items():
-                if other == unit:
+            units = use.get(bank)
+            if units is None:
+                use[bank] = units = (([], []), ([], []), ([], []))
+            for other in (0, 1, 2):
+                starts, ends = units[other]
+                if other == unit or not ends or ends[-1] <= start:
                     continue
                 j = bisect.bisect_right(ends, start)
-                while j < len(starts) and starts[j] < end:
+                n = len(starts)
+                while j < n and starts[j] < end:
                     lost[other] += min(end, ends[j]) - max(start, starts[j])
                     j += 1
         extra = 0
@@ -561,7 +567,7 @@ class _Timer:
                 if lost[other]:
                     self._delay(other, int(lost[other] * shares[other]))
         for bank in banks:
-            starts, ends = self.bank_use.setdefault(bank, {}).setdefault(unit, ([], []))
+            starts, ends = use[bank][unit]
             if ends and ends[-1] > end + extra:
                 continue        # inside an earlier span of the same unit: keep them sorted
             starts.append(start)
