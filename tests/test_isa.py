@@ -3,7 +3,9 @@ disassembler, and docs/isa.md kept in step with hw/isa.py."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from amaranth.lib.enum import Enum
 
 from tessera.hw.config import PRESETS, preset
 from tessera.hw.isa import (
@@ -11,12 +13,15 @@ from tessera.hw.isa import (
     Command,
     Opcode,
     Queue,
+    _tree,
+    check_tokens,
     command_bits,
     command_layout_for,
     decode,
     disassemble,
     encode,
     isa_markdown,
+    used_bits,
 )
 from tessera.hw.output_path import OutputOp
 from tessera.sw.cli import main
@@ -121,3 +126,83 @@ def test_disasm_command(tmp_path, capsys):
     (tmp_path / "bad.bin").write_bytes(buf[:-1])
     assert main(["disasm", "--preset", "default", str(tmp_path / "bad.bin")]) == 2
     assert "not a whole number of 32-byte commands" in capsys.readouterr().err
+
+
+def _random_args(rng, tree: dict) -> dict:
+    """Random values for the fields of ``tree`` (one alternative of a union), with the
+    same values as Layout.const takes them."""
+    out = {}
+    for name, field in tree.items():
+        if isinstance(field, dict):
+            if name == "consts":        # a union: one alternative
+                alt = sorted(field)[rng.integers(len(field))]
+                out[name] = {alt: _random_args(rng, field[alt])}
+            else:
+                out[name] = _random_args(rng, field)
+        elif field.enum is not None:
+            members = list(field.enum)
+            out[name] = members[rng.integers(len(members))]
+        else:
+            out[name] = int(rng.integers(field.lo, field.hi, endpoint=True))
+    return out
+
+
+def _fields_of(view, args: dict) -> dict:
+    """The fields named in ``args`` as Amaranth's Layout view reads them."""
+    return {name: _fields_of(view[name], value) if isinstance(value, dict) else
+            (view[name] if isinstance(value, Enum) else int(view[name]))
+            for name, value in args.items()}
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_encode_and_decode_agree_with_the_layouts(name):
+    """encode packs and decode unpacks with shifts and masks from the layouts' offsets: the
+    words are Layout.const's, the fields from_bits's, for every opcode and random values
+    (signed fields, enums, union alternatives, every legal token), and decode ignores the
+    reserved bits."""
+    cfg = preset(name)
+    layout, bits = command_layout_for(cfg), command_bits(cfg)
+    rng = np.random.default_rng(7)
+    for op in Opcode:
+        tree = _tree(cfg, op)
+        for _ in range(60):
+            args = _random_args(rng, tree) if tree is not None else {}
+            queue = args["queue"] if op == Opcode.NOP else QUEUE_OF[op]
+            tokens = {t: bool(rng.integers(2)) for t in
+                      ("wait_prev", "wait_next", "signal_prev", "signal_next")}
+            cmd = Command(op, args, **tokens)
+            try:
+                check_tokens(cmd)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    encode(cfg, cmd)
+                continue
+            init = {"header": {"opcode": op, **{t: int(v) for t, v in tokens.items()}}}
+            if tree is not None:
+                init["args"] = {op.name.lower(): args}
+            word = encode(cfg, cmd)
+            assert word == layout.const(init).as_bits(), (op, args, tokens, queue)
+            # numpy integers and bools take the checked way: the same word
+            slow = Command(op, {k: np.int64(v) if type(v) is int else v
+                                for k, v in args.items()}, **tokens)
+            assert encode(cfg, slow) == word
+            reserved = int(rng.integers(1 << 62)) << 2 | 3
+            noisy = word | (reserved & ~used_bits(cfg, op) & ((1 << bits) - 1))
+            got = decode(cfg, noisy)
+            assert got == decode(cfg, word)
+            assert (got.opcode, got.wait_prev, got.wait_next, got.signal_prev,
+                    got.signal_next) == (op, *tokens.values())
+            view = layout.from_bits(noisy)
+            if tree is not None:
+                assert got.args == _fields_of(view.args[op.name.lower()], got.args)
+                if op != Opcode.STORE:      # decode keeps the constants the op reads
+                    assert got.args == args
+    # values that do not fit, or of the wrong kind, are refused as before
+    with pytest.raises(ValueError, match="between"):
+        encode(cfg, Command(Opcode.PRELOAD, {"spad_addr": -1}))
+    with pytest.raises(ValueError, match="no argument"):
+        encode(cfg, Command(Opcode.PRELOAD, {"spad": 1}))
+    with pytest.raises(ValueError, match="not allowed"):
+        encode(cfg, Command(Opcode.LOAD, {}, wait_prev=True))
+    with pytest.raises(ValueError, match="DISPATCH"):
+        encode(cfg, Command(Opcode.NOP, {"queue": Queue.DISPATCH}))
