@@ -388,38 +388,54 @@ def decode(config: TesseraConfig, word: int) -> Command:
         what = "negative" if word < 0 else f"{word.bit_length()} bits"
         raise ValueError(f"a command word is a non-negative integer of {bits} bits, not "
                          f"{what}")
+    opcode_at, opcode_mask, token_at, opcodes = _unpacker(config)
+    raw = (word >> opcode_at) & opcode_mask
+    if raw not in opcodes:
+        raise ValueError(f"illegal opcode {raw} in command word {word:#x}")
+    opcode, fields = opcodes[raw]
+    args = {}
+    if fields is not None:
+        args = _unpack(fields, word)
+        if opcode is Opcode.STORE:
+            _select_constants(args["desc"])
+    wait_prev, wait_next, signal_prev, signal_next = token_at
+    return Command(opcode, args, bool(word >> wait_prev & 1), bool(word >> wait_next & 1),
+                   bool(word >> signal_prev & 1), bool(word >> signal_next & 1))
+
+
+@functools.cache
+def _unpacker(config: TesseraConfig) -> tuple:
+    """What :func:`decode` reads, from :func:`_tree`: the opcode's offset and mask, the
+    tokens' offsets (in :data:`_TOKENS` order), and per opcode value its opcode and fields
+    (name -> ``(offset, mask, sign bit or 0, enum members by value or None)`` or the
+    nested fields)."""
+    def flat(tree):
+        return {name: flat(f) if isinstance(f, dict) else
+                (f.offset, (1 << f.width) - 1, 1 << (f.width - 1) if f.lo < 0 else 0,
+                 None if f.enum is None else {m.value: m for m in f.enum})
+                for name, f in tree.items()}
+
     h = header_layout()
     hbase = command_layout_for(config)["header"].offset
-    field = h["opcode"]
-    raw = (word >> (hbase + field.offset)) & ((1 << field.width) - 1)
-    try:
-        opcode = Opcode(raw)
-    except ValueError:
-        raise ValueError(f"illegal opcode {raw} in command word {word:#x}") from None
-    tree = _tree(config, opcode)
-    args = {}
-    if tree is not None:
-        args = _decode_args(tree, word)
-        if opcode == Opcode.STORE:
-            _select_constants(args["desc"])
-    tokens = {t: bool((word >> (hbase + h[t].offset)) & 1) for t in _TOKENS}
-    return Command(opcode, args, **tokens)
+    opcodes = {op.value: (op, None if _tree(config, op) is None else flat(_tree(config, op)))
+               for op in Opcode}
+    return (hbase + h["opcode"].offset, (1 << h["opcode"].width) - 1,
+            tuple(hbase + h[t].offset for t in _TOKENS), opcodes)
 
 
-def _decode_args(tree: dict, word: int) -> dict:
+def _unpack(fields: dict, word: int) -> dict:
     out = {}
-    for name, field in tree.items():
-        if isinstance(field, dict):
-            out[name] = _decode_args(field, word)
+    for name, field in fields.items():
+        if type(field) is dict:
+            out[name] = _unpack(field, word)
             continue
-        value = (word >> field.offset) & ((1 << field.width) - 1)
-        if field.lo < 0 and value >> (field.width - 1):
-            value -= 1 << field.width
-        if field.enum is not None:
-            try:
-                value = field.enum(value)
-            except ValueError:
-                pass
+        offset, mask, sign, members = field
+        value = (word >> offset) & mask
+        if value & sign:
+            value -= mask + 1
+        if members is not None:
+            # A value no member has stays a number (the machine reports it, not decode).
+            value = members.get(value, value)
         out[name] = value
     return out
 

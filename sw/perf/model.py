@@ -59,7 +59,7 @@ from ...hw.accelerator import FETCH_BURST, FETCH_DEPTH
 from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
 from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
-from ...hw.isa import QUEUE_OF, ErrorCode, Opcode, Queue, command_bits, decode
+from ...hw.isa import QUEUE_OF, ErrorCode, Opcode, Queue, _tree, command_bits, decode
 from ...hw.output_path import OutputOp, gap_cycles, latency_cycles, row_cycles
 from ...hw.store_unit import PARAM_ROWS
 from ..golden import dma as gdma
@@ -290,6 +290,35 @@ def _split_range(addr: int, nbytes: int, bus_bytes: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _load_bursts(addr: int, stride: int, rows: int, row_bytes: int,
+                 bus_bytes: int) -> tuple[int, ...]:
+    """The beats of each burst of a LOAD at ``addr`` (modulo 4 KiB: all its bursts depend
+    on): its rows merged into one range when they follow each other."""
+    if stride == row_bytes or rows == 1:
+        return _range_bursts(addr, rows * row_bytes, bus_bytes)
+    bursts = ()
+    for r in range(rows):
+        bursts += _range_bursts(addr + r * stride, row_bytes, bus_bytes)
+    return bursts
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _store_beats(config: TesseraConfig, nrows: int, length: int, addr: int, stride: int,
+                 blocked: int) -> tuple[int, ...]:
+    """The beats of each DMA store a STORE to main memory at ``addr`` (modulo 4 KiB: all
+    they depend on, addresses wrap at a multiple of it) is cut into."""
+    bb = config.bus_bytes
+    beats = []
+    for seg_addr, seg_stride, rows, row_bytes, _, _ in store_segments(
+            config, nrows, length, addr, stride, blocked):
+        if seg_stride == row_bytes or rows == 1:
+            beats.append(sum(_range_bursts(seg_addr, rows * row_bytes, bb)))
+        else:
+            beats.append(rows * sum(_range_bursts(seg_addr, row_bytes, bb)))
+    return tuple(beats)
+
+
 class _Timer:
     """The timing state of one run; :meth:`execute` times each command in the order the
     golden executor runs it."""
@@ -347,6 +376,7 @@ class _Timer:
         self.busy_end = [0, 0, 0]
         self.array_spans: list = []
         self.nonlinear_spans: list = []
+        self.exposed = 0        # nonlinear_exposed of the segments whose spans are not kept
 
     # --- fetch and dispatch ------------------------------------------------------------
 
@@ -448,14 +478,9 @@ class _Timer:
             return issue, max(issue, self.load_done) + 1
         a = cmd.args
         issue = max(start, self.load_dones[0])        # a free reader
-        rows, rb, stride, addr = a["rows"], a["row_bytes"], a["stride"], a["dram_addr"]
-        bb = self.bus_bytes
-        if stride == rb or rows == 1:
-            bursts = _range_bursts(addr, rows * rb, bb)
-        else:
-            bursts = []
-            for r in range(rows):
-                bursts += _range_bursts(addr + r * stride, rb, bb)
+        rows = a["rows"]
+        bursts = _load_bursts(a["dram_addr"] % BOUNDARY_BYTES, a["stride"], rows,
+                              a["row_bytes"], self.bus_bytes)
         gap = t.mem_gap + 1
         at = max(issue + t.load_setup, self.load_addr_end + 1)
         first_data = None
@@ -611,7 +636,7 @@ class _Timer:
             done = issue + t.exec_simple
             self.store_done = done
             return issue, done
-        C, bb, gap = c.cols, c.bus_bytes, t.mem_gap + 1
+        C, gap = c.cols, t.mem_gap + 1
         chunks = -(-length // C)
         if a.get("transpose"):
             # A block of C rows in, then C rows (the block's columns) out.
@@ -635,24 +660,18 @@ class _Timer:
         if a["to_spad"]:
             done = issue + setup + work
         else:
-            segs = store_segments(c, nrows, length, a["dram_addr"], a["stride"],
-                                  a.get("blocked", 0))
-            beats = []
-            for addr, seg_stride, srows, row_bytes, _, _ in segs:
-                if seg_stride == row_bytes or srows == 1:
-                    beats.append(sum(_range_bursts(addr, srows * row_bytes, bb)))
-                else:
-                    beats.append(srows * sum(_range_bursts(addr, row_bytes, bb)))
+            beats = _store_beats(c, nrows, length, a["dram_addr"] % BOUNDARY_BYTES, a["stride"],
+                                 a.get("blocked", 0))
             self.k["store_beats"] += sum(beats)
-            if len(segs) == 1:
+            if len(beats) == 1:
                 done = issue + setup + max(work, beats[0] * gap) + t.store_dma + t.mem_latency
                 self.k["store_mem_wait"] += done - issue - 14 - beats[0]
             else:
                 # One DMA store at a time, each waiting for its write response.
-                seg_cycles = len(segs) * (t.mem_latency + t.segment_extra) + \
+                seg_cycles = len(beats) * (t.mem_latency + t.segment_extra) + \
                     sum(b * gap for b in beats)
                 done = issue + setup + max(work, seg_cycles)
-                self.k["store_mem_wait"] += done - issue - sum(beats) - 10 * len(segs)
+                self.k["store_mem_wait"] += done - issue - sum(beats) - 10 * len(beats)
         if op in _NONLINEAR:
             self.nonlinear_spans.append((issue + 5, done))
             self.k["nonlinear_busy"] += done - issue - 5
@@ -669,7 +688,8 @@ class _Timer:
         k = self.k
         k["exec_mem_wait"] = max(0, k["exec_busy"] - k["array_busy"])
         k["load_mem_wait"] = max(0, k["load_busy"] - k["load_beats"])
-        k["nonlinear_exposed"] = _uncovered(self.nonlinear_spans, self.array_spans)
+        k["nonlinear_exposed"] = _uncovered(self.nonlinear_spans, self.array_spans) + \
+            self.exposed
         words_read = self.fetched if self.fetched else 0
         counters = {
             "cycles": end,
@@ -707,6 +727,104 @@ def _uncovered(spans: list, cover: list) -> int:
     return total
 
 
+@functools.cache
+def _address_field(config: TesseraConfig, opcode: Opcode) -> tuple[int, int] | None:
+    """``(offset, mask)`` of the main-memory address in a word of ``opcode`` (from the ISA's
+    field table), None if it has none."""
+    field = (_tree(config, opcode) or {}).get("dram_addr")
+    if field is None:
+        return None
+    # The timing reads an address modulo 4 KiB, and addresses wrap at a multiple of it.
+    assert (1 << field.width) % BOUNDARY_BYTES == 0
+    return field.offset, (1 << field.width) - 1
+
+
+def _queue_counts(queue_of: list, first: int, last: int) -> list:
+    """The commands of each unit's queue among ``first .. last``."""
+    part = queue_of[first:last + 1]
+    return [part.count(0), part.count(1), part.count(2)]
+
+
+#: A timer's unit state: each a time (or a container of times) the next segment reads.
+_UNIT_TIMES = ("load_addr_end", "load_done", "read_data_end", "exec_done", "array_free",
+               "store_done")
+_UNIT_QUEUES = ("load_dones", "read_inflight", "exec_dones")
+
+
+class _Segment:
+    """The timing of one FENCE-delimited segment, relative to the FENCE before it: what
+    :meth:`apply` writes into a timer to reproduce it (see :meth:`PerfModel._segmented`)."""
+
+    @staticmethod
+    def start(timer: _Timer, first: int) -> tuple:
+        """What :meth:`end` needs of the timer before commands ``first ..`` are timed."""
+        return dict(timer.k), len(timer.array_spans), len(timer.nonlinear_spans)
+
+    @classmethod
+    def end(cls, timer: _Timer, state: tuple, first: int, last: int, os_mode: bool,
+            checks: tuple) -> _Segment:
+        """The segment of commands ``first .. last``, timed just now from ``state``."""
+        k0, arrays, nonlinears = state
+        t0 = timer.disp[first - 1] if first else 0
+        seg = cls()
+        seg.os_mode, seg.checks, seg.weights_at = os_mode, checks, timer.weights_at
+        seg.counts = _queue_counts(timer.queue_of, first, last)
+        seg.issue = [None if x is None else x - t0 for x in timer.issue[first:last + 1]]
+        seg.done = [None if x is None else x - t0 for x in timer.done[first:last + 1]]
+        seg.disp = [d - t0 for d in timer.disp[first:last + 1]]
+        seg.max_done = timer.max_done - t0
+        seg.k = {name: value - k0[name] for name, value in timer.k.items()}
+        seg.exposed = _uncovered(timer.nonlinear_spans[nonlinears:],
+                                 timer.array_spans[arrays:])
+        seg.times = [getattr(timer, name) - t0 for name in _UNIT_TIMES]
+        seg.queues = [[x - t0 for x in getattr(timer, name)] for name in _UNIT_QUEUES]
+        seg.busy_end = [x - t0 for x in timer.busy_end]
+        seg.last_issue = [x - t0 for x in timer.last_issue]
+        return seg
+
+    def apply(self, timer: _Timer, first: int) -> bool:
+        """Time commands ``first ..`` of ``timer`` as this segment (the FENCE before them
+        dispatched, the timer in the state the segment's key names), if the dispatcher
+        takes its words when it did (the fetcher's state is not in the key); False, with
+        the timer as it was, if it does not."""
+        t0 = timer.disp[first - 1]
+        last = first + len(self.issue) - 1
+        before = (len(timer.arrive), timer.fetched, timer.last_ask, timer.queued_before,
+                  timer.max_done)
+        # The dispatch of a word depends on the fetcher, on the issue of the command a
+        # queue's depth before it and, for the FENCE, on the last completion: with this
+        # segment's, the dispatch times it was timed with must come out again, and then
+        # every command is issued and completes as it did.
+        timer.issue[first:last + 1] = [None if x is None else x + t0 for x in self.issue]
+        timer.done[first:last + 1] = [None if x is None else x + t0 for x in self.done]
+        ran = timer.ran
+        for q in (0, 1, 2):
+            ran[q] += self.counts[q]
+        timer.max_done = self.max_done + t0
+        timer._dispatch(last)
+        if timer.disp[first:] != [d + t0 for d in self.disp]:
+            del timer.disp[first:], timer.arrive[before[0]:]
+            timer.fetched, timer.last_ask, timer.queued_before, timer.max_done = before[1:]
+            for q in (0, 1, 2):
+                ran[q] -= self.counts[q]
+            timer.issue[first:last + 1] = timer.done[first:last + 1] = [None] * len(self.issue)
+            return False
+        k = timer.k
+        for name, value in self.k.items():
+            k[name] += value
+        timer.exposed += self.exposed
+        for name, value in zip(_UNIT_TIMES, self.times, strict=True):
+            setattr(timer, name, value + t0)
+        for name, values in zip(_UNIT_QUEUES, self.queues, strict=True):
+            queue = getattr(timer, name)
+            queue.clear()
+            queue.extend([x + t0 for x in values])
+        timer.busy_end = [x + t0 for x in self.busy_end]
+        timer.last_issue = [x + t0 for x in self.last_issue]
+        timer.weights_at = self.weights_at
+        return True
+
+
 class PerfModel:
     """Predicts the cycles and counters of command programs on one configuration.
 
@@ -727,6 +845,14 @@ class PerfModel:
         self._checked: dict = {}        # the commands checked, kept alive by their ids
         self._dispatch_checked: dict = {}   # (command, dataflow, weights) -> the state after
         self._unit_checked: set = set()     # LOADs and STOREs that passed their unit's checks
+        #: Time the programs of command words segment by segment, each segment's timing
+        #: kept (:meth:`_segmented`); False: every command timed (the same predictions).
+        self.memo = True
+        self._words: dict = {}          # window -> word -> (timing word, its command)
+        self._segments: dict = {}       # a segment's key -> its _Segment
+        self._bursts_alike: dict = {}   # (word less its address, its bursts) -> a word
+        self.reused = 0                 # commands whose segment's timing was reused
+        self._segment_commands = 0      # commands in self._segments, for a bound
 
     def _decode(self, word):
         if not isinstance(word, int):
@@ -758,6 +884,13 @@ class PerfModel:
         reported as the golden backend reports it."""
         t0 = time.perf_counter()
         words = list(program)
+        if self.memo and type(machine) is _Checker and all(type(w) is int for w in words):
+            timer = self._segmented(words, cmd_addr, machine)
+            if timer is not None:
+                pred = Prediction(counters=timer.finish(len(timer.cmds)), issue=timer.issue,
+                                  done=timer.done)
+                pred.wall_seconds = time.perf_counter() - t0
+                return pred
         cmds = [self._decode(w) for w in words]
         # A word that does not decode ends the dispatch there (the golden executor reports
         # it); the commands after it are never fetched into a queue.
@@ -808,9 +941,19 @@ class PerfModel:
         except _Refused:
             return None
         timer = _Timer(self.config, self.timing, cmds, cmd_addr)
-        os_mode = self.config.dataflow == "os"
+        ends = [len(q) for q in timer.positions]
+        if self._run_queues(timer, ends, self.config.dataflow == "os") is None:
+            return None             # a deadlock: the golden executor names it
+        return timer
+
+    @staticmethod
+    def _run_queues(timer: _Timer, ends: list, os_mode: bool) -> bool | None:
+        """Time the commands of each queue ``q`` up to its ``ends[q]``-th: of the queue
+        heads whose dispatch and tokens are known, the one that can start first is timed
+        next (so the units' shares of the memory banks are taken in time order). The
+        dataflow after them, or None if the queues deadlock first."""
+        cmds = timer.cmds
         lists, tokens, ran, last = timer.positions, timer.tokens, timer.ran, timer.last_issue
-        sizes = [len(q) for q in lists]
         dispatch = timer._dispatch
         # A head's earliest start, once known, holds until its queue moves on (its dispatch,
         # the tokens at the front of its waits and its queue's last issue are fixed).
@@ -820,7 +963,7 @@ class PerfModel:
             for q in (0, 1, 2):
                 ready = known[q]
                 if ready is None:
-                    if ran[q] == sizes[q]:
+                    if ran[q] == ends[q]:
                         continue
                     i = lists[q][ran[q]]
                     cmd = cmds[i]
@@ -850,9 +993,138 @@ class PerfModel:
             if best == 1 and cmd.opcode == Opcode.CONFIG:
                 os_mode = bool(cmd.args["os"])
             timer.execute(cmd, os_mode, best)
-        if ran != sizes:
-            return None             # a deadlock: the golden executor names it
+        return os_mode if ran == ends else None
+
+    def _segmented(self, words: list, cmd_addr: int, checker: _Checker) -> _Timer | None:
+        """:meth:`_fast` for command words, FENCE-delimited segment by segment, a segment's
+        timing kept and reused: the same prediction. None where :meth:`_fast` gives None,
+        and for a word that does not decode (the caller then takes the plain way).
+
+        Why a segment's timing can be reused: a FENCE (or FINISH) is dispatched once every
+        command before it has completed, so no unit is busy then and the times the units
+        keep (their last completions, the bank spans) are all before it: the commands
+        after it depend on them only through maxima with later times. What they depend on
+        is their own words, the dataflow, the preloaded weights' row (the key) and the
+        times the dispatcher takes their words, which depend on the fetcher too: a kept
+        segment is reused only if its words are dispatched at the same times relative to
+        the FENCE (:meth:`_Segment.apply`), else it is timed again. Of a LOAD's or
+        STORE's main-memory address the timing reads only the bursts it is cut into
+        (:meth:`_timing_word`). A segment with a token outstanding at either end is
+        timed, not kept; so are the first and a last one without a FENCE.
+        """
+        window = (checker.mem_base, checker.mem_size)
+        memo = self._words.setdefault(window, {})
+        keys, cmds = [], []
+        for w in words:
+            known = memo.get(w)
+            if known is None:
+                known = self._timing_word(w, checker)
+                if known is None:
+                    return None
+                if len(memo) < 1 << 20:
+                    memo[w] = known
+            keys.append(known[0])
+            cmds.append(known[1])
+        finish = next((i for i, cmd in enumerate(cmds) if cmd.opcode is Opcode.FINISH), None)
+        if finish is not None:
+            del cmds[finish + 1:], keys[finish + 1:]
+        n = len(cmds)
+        timer = _Timer(self.config, self.timing, cmds, cmd_addr)
+        if not n:
+            return timer
+        fences = [i for i, q in enumerate(timer.queue_of) if q == 3
+                  and cmds[i].opcode is not Opcode.NOP]
+        if not fences or fences[-1] != n - 1:
+            fences.append(n - 1)
+        os_mode = self.config.dataflow == "os"
+        checks = (checker.os, checker.weights is not None)
+        first = 0
+        for last in fences:
+            key = self._segment_key(timer, keys, first, last, os_mode, checks)
+            seg = self._segments.get(key) if key is not None else None
+            if seg is not None and seg.apply(timer, first):
+                self.reused += last + 1 - first
+            else:
+                try:
+                    after = self._dispatch_checks(cmds[first:last + 1], checks, checker)
+                except _Refused:
+                    return None
+                state = _Segment.start(timer, first)
+                os_after = self._run_queues(timer, [first_q + n_q for first_q, n_q in zip(
+                    timer.ran, _queue_counts(timer.queue_of, first, last), strict=True)],
+                    os_mode)
+                if os_after is None or timer._dispatch(last) is None:
+                    return None         # a deadlock: the golden executor names it
+                seg = _Segment.end(timer, state, first, last, os_after, after)
+                if key is not None and not any(timer.tokens) and \
+                        self._segment_commands + last - first < 1 << 22:
+                    self._segments[key] = seg
+                    self._segment_commands += last + 1 - first
+            os_mode, checks = seg.os_mode, seg.checks
+            first = last + 1
         return timer
+
+    def _segment_key(self, timer: _Timer, keys: list, first: int, last: int, os_mode: bool,
+                     checks: tuple) -> tuple | None:
+        """What the timing of commands ``first .. last`` (a FENCE or FINISH last) depends on
+        beside their words (see :meth:`_segmented`), times relative to the FENCE before
+        them; None if they are not to be kept (the first segment, the last without a
+        FENCE, a token outstanding)."""
+        if not first or any(timer.tokens) or timer.queue_of[last] != 3 or \
+                timer.cmds[last].opcode is Opcode.NOP:
+            return None
+        return tuple(keys[first:last + 1]), os_mode, checks, timer.weights_at
+
+    def _timing_word(self, word: int, checker: _Checker) -> tuple | None:
+        """``(timing word, its command)`` for a command word, once the word has passed its
+        unit's checks at its own address: a LOAD or STORE is timed as the first word seen
+        that differs from it at most in a main-memory address cut into the same bursts
+        (all the timing reads of an address); None if it does not decode or is
+        refused."""
+        try:
+            cmd = decode(self.config, word)
+        except ValueError:
+            return None
+        field = _address_field(self.config, cmd.opcode)
+        if field is None:
+            return word, self._decode(word)
+        try:
+            Machine._execute(checker, cmd)      # the unit's checks, untimed
+        except _Refused:
+            return None
+        a = cmd.args
+        addr = a["dram_addr"] % BOUNDARY_BYTES
+        if cmd.opcode == Opcode.LOAD:
+            bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
+                                  self.config.bus_bytes)
+        else:
+            desc = a["desc"]
+            bursts = _store_beats(self.config, desc["rows"], desc["length"], addr,
+                                  a["stride"], a.get("blocked", 0))
+        offset, mask = field
+        same = (word & ~(mask << offset), bursts)
+        timed = self._bursts_alike.get(same)
+        if timed is None:
+            timed = word
+            if len(self._bursts_alike) < 1 << 20:
+                self._bursts_alike[same] = word
+        return timed, self._decode(timed)
+
+    def _dispatch_checks(self, cmds: list, checks: tuple, checker: _Checker) -> tuple:
+        """The dispatcher's checks of ``cmds`` from the state ``checks`` (dataflow, weights
+        preloaded), cached per command; the state after them. Raises _Refused."""
+        os_mode, weights = checks
+        dispatch = self._dispatch_checked
+        for cmd in cmds:
+            key = (id(cmd), os_mode, weights)
+            after = dispatch.get(key)
+            if after is None:
+                after = checker._check_dispatch(cmd, os_mode, weights)
+                if len(dispatch) < 1 << 20:
+                    dispatch[key] = after
+                    self._checked.setdefault(id(cmd), cmd)     # its id stays its own
+            os_mode, weights = after
+        return os_mode, weights
 
     def _checks_pass(self, cmds: list, checker: _Checker) -> bool:
         """Whether every command passes the dispatcher's and its unit's checks (the golden
