@@ -36,9 +36,9 @@ MAX_SENTENCES = 64
 #: evaluation sentences and 0.9701 / 0.9875 on the 28 ``minilm.HELD_OUT_SENTENCES``
 #: (``tessera run minilm [--held-out]``). Measured and not taken (``docs/accuracy.md``):
 #: 8-bit probabilities, 70 calibration sentences, calibrating each layer on the integer
-#: chain's own outputs, 99.99th-percentile ranges for q, k, v, ctx, alpha 1 for x and out or
-#: 0.75 for h1 and f, hidden dimensions regrouped so outlier columns share a scale group:
-#: none was better on both sets, most were worse on both.
+#: chain's own outputs, 99.99th-percentile ranges for q, k, v, ctx, alpha 1 for x and out,
+#: other alphas for h1 and f, a clipped f, hidden dimensions regrouped so that outlier
+#: columns share a scale group: none was better on both sets, most were worse on both.
 ENCODER_QUANTIZATION = {"ln_prescale": True,
                         "smooth": {"h1": 0.5, "f": 0.5, "x": 0.75, "out": 0.75}}
 
