@@ -48,8 +48,9 @@ Operations (the golden model in ``tessera.sw.golden`` is the bit-exact specifica
 * NONE: ``saturate(x, 8)`` (requantization with ``m = 1``, ``e = 0``).
 * REQUANT: ``requant.requantize(x, m, e, 8)``. RELU: ``requant.relu`` of that.
 * GELU: ``requantize(gelu.i_gelu(x, consts.gelu), m, e, 8)``.
-* SOFTMAX: ``softmax.i_softmax(x, consts.exp) >> e`` (``e`` = 0: codes 0..255 at
-  ``2**-8``; ``e`` = 1: 0..127 at ``2**-7``, which the array can multiply as int8).
+* SOFTMAX: ``softmax.i_softmax(x, consts.exp, shift=e)``, rounded to ``8 - e`` bits
+  (``e`` = 0: codes 0..255 at ``2**-8``; ``e`` = 1: 0..127 at ``2**-7``, which the array
+  can multiply as int8). The Softmax unit gives 9-bit floored codes; the rounding is here.
 * LAYERNORM: ``layernorm.i_layernorm`` with its ``m, e`` in the descriptor and its
   ``gamma_q`` / ``beta_q`` on ``i_param``.
 
@@ -66,7 +67,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -401,10 +402,22 @@ class OutputPath(wiring.Component):
         result = Signal(self.out_layout, name="result")
         out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
         out_tag = chunk_tag_layout(C)(out_tag)
+        # Softmax's codes to 8 - e bits, rounded half up: (p9 + 2**e) >> (e + 1), at most
+        # 255 >> e (a one-hot row's 2**32 / 2**23 = 512 is clipped to 511 by the unit and
+        # rounds to 256 here; the clip makes it 255). e > 8 leaves nothing.
+        e = Signal(range(10), name="prob_drop")
+        m.d.comb += e.eq(Mux(s.cmd.e > 8, 9, s.cmd.e))
+        limit = Const(0xFF, 8) >> e
+        s.prob = []
         for j in range(C):
-            # SOFTMAX: the probability code shifted right by ``e`` (e = 1: 7-bit codes at
-            # 2**-7, non-negative as int8, for the array's signed operands).
-            byte = Mux(sm.o_valid, sm.o_data[j] >> s.cmd.e, rq.o_data[j].as_unsigned())
+            rounded = (sm.o_data[j] + (Const(1, 10) << e)) >> (e + 1)
+            p = Signal(8, name=f"prob{j}")
+            m.d.comb += p.eq(Mux(rounded > limit, limit, rounded))
+            s.prob.append(p)
+        for j in range(C):
+            # SOFTMAX: the 9-bit code rounded to 8 - e bits (e = 1: 7-bit codes at 2**-7,
+            # non-negative as int8, for the array's signed operands); e >= 9 gives 0.
+            byte = Mux(sm.o_valid, s.prob[j], rq.o_data[j].as_unsigned())
             m.d.comb += result.data[j].eq(Mux(out_tag.mask[j], byte, 0))
         m.d.comb += [
             result.last.eq(out_tag.last),

@@ -10,8 +10,10 @@ pass 1 (sum)
     ``e = i_exp(x - xm)`` per lane, ``sum(e)`` over the row; then, once per row,
     ``factor = floor(2**32 / sum)`` by the iterative :class:`~.intmath.Reciprocal`.
 pass 2 (write-out)
-    ``e`` again, ``out = min((e * factor) >> 24, 255)``: unsigned 8-bit probabilities at
-    scale ``2**-8``.
+    ``e`` again, ``out = min((e * factor) >> 23, 511)``: unsigned 9-bit probability codes
+    at scale ``2**-9``, floored; the output path rounds them to 8 bits or fewer
+    (``golden.softmax.i_softmax``: ``floor((floor(y) + 2**k) / 2**(k+1)) = floor((y + 2**k)
+    / 2**(k+1))``, so rounding the floored 9-bit code is rounding the exact value).
 
 i-exp per lane (widths of the golden model's table; ``t``, ``N = ln2_q``, ``q_b``, ``q_c``,
 ``w = out_shift`` are per-command constants):
@@ -29,7 +31,7 @@ stage  value                                                                    
 10     ``poly = q_c - r (q_b - r)``; ``z + w``                                     u31
 11     ``e = poly >> (z + w)``                                                     u20
 12     pass 2: ``(e >> 2) * factor`` (one 18 x 18 DSP) and ``(e & 3) * factor``     u32
-13     pass 2: ``min((e * factor) >> 24, 255)``                                    u8
+13     pass 2: ``min((e * factor) >> 23, 511)``                                    u9
 =====  ==========================================================================  =====
 
 Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep (two
@@ -82,8 +84,11 @@ PASSES = 3
 EXP_Z_MAX = 30
 EXP_BITS = 20
 RECIP_BITS = 32
-OUT_SHIFT = 24
-OUT_MAX = 255
+#: The unit's codes keep one bit more than the golden model's 8 (``2**-9``): the output
+#: path rounds them (:class:`~.output_path.OutputPath`).
+OUT_SHIFT = 23
+OUT_BITS = 9
+OUT_MAX = (1 << OUT_BITS) - 1
 #: ``factor = floor(2**32 / sum)`` with ``sum >= 2**19`` (the row maximum's own code) is at
 #: most ``2**13``.
 FACTOR_BITS = 14
@@ -143,8 +148,8 @@ class SoftmaxUnit(wiring.Component):
     accept : Out(1)
         Low from the last chunk of a statistics pass until its per-row value is ready.
     o_valid, o_data, o_tag : Out
-        A write-out chunk: ``cols`` unsigned 8-bit probabilities, :data:`LATENCY` enabled
-        cycles after its input.
+        A write-out chunk: ``cols`` unsigned 9-bit probability codes (scale ``2**-9``,
+        floored), :data:`LATENCY` enabled cycles after its input.
     busy : Out(1)
         A chunk is in the pipeline or a per-row value is being computed.
     """
@@ -161,7 +166,7 @@ class SoftmaxUnit(wiring.Component):
             "consts": In(EXP_CONSTS),
             "accept": Out(1),
             "o_valid": Out(1),
-            "o_data": Out(data.ArrayLayout(unsigned(8), cols)),
+            "o_data": Out(data.ArrayLayout(unsigned(OUT_BITS), cols)),
             "o_tag": Out(tag),
             "busy": Out(1),
         })
@@ -298,7 +303,7 @@ class SoftmaxUnit(wiring.Component):
                        f"sm_scaled_lo12_{j}")
             scaled = (hi << SPLIT_BITS) + lo
             shifted = scaled >> OUT_SHIFT
-            p = Signal(unsigned(8), name=f"sm_p{j}")
+            p = Signal(unsigned(OUT_BITS), name=f"sm_p{j}")
             m.d.comb += p.eq(Mux(shifted > OUT_MAX, OUT_MAX, shifted))
             m.d.comb += self.o_data[j].eq(stage(m, en, p, f"sm_p13_{j}"))
         t = s.tags[LATENCY]

@@ -322,8 +322,9 @@ def random_job(config: TesseraConfig, op: OutputOp, rows: int, length: int, rng,
         m, e = grq.dyadic_multiplier(g.out_scale / (scale * 2.0 ** rng.uniform(0, 12)))
         return OutputJob(op, x, m=m, e=e, gelu=g)
     if op == OutputOp.SOFTMAX:
-        # e shifts the probability codes right: 0 (8-bit codes) or 1 (7-bit, for P x V).
-        return OutputJob(op, x, e=int(rng.integers(0, 2)),
+        # e drops bits of the probability codes, rounding: mostly 0 (8-bit codes) or 1
+        # (7-bit, for P x V); sometimes more, up to past the last bit (9, 63).
+        return OutputJob(op, x, e=int(rng.choice([0, 1, 0, 1, 2, 7, 8, 9, 63])),
                          exp=gsm.exp_constants(2.0 ** rng.uniform(-24, -2)))
     if op == OutputOp.LAYERNORM:
         gamma = rng.normal(1.0, 0.3, length)

@@ -392,8 +392,9 @@ def cmd_run(args) -> int:
         return _run_encoder(cfg, args)
     if args.layer == "gpt2":
         return _run_decoder(cfg, args)
-    if args.text or args.sentences or args.out:
-        raise UsageError("--text, --sentences and --out belong to 'tessera run minilm'")
+    if args.text or args.sentences or args.out or args.held_out:
+        raise UsageError("--text, --sentences, --held-out and --out belong to 'tessera run "
+                         "minilm'")
     layers = ("bert-layer", "gpt2-layer", "gpt2-decode", "minilm", "bert", "gpt2")
     if args.layer not in layers:
         raise UsageError(f"unknown layer {args.layer!r}; available: {', '.join(layers)}")
@@ -470,6 +471,11 @@ def _run_minilm(cfg, args, model_dir: Path | None = None) -> int:
     sentences = list(args.text or [])
     if args.sentences:
         sentences += read_sentences(args.sentences)
+    if args.held_out:
+        if model_dir is not None:
+            raise UsageError("--held-out measures all-MiniLM-L6-v2: tessera run minilm "
+                             "--held-out")
+        sentences += minilm.HELD_OUT_SENTENCES
     if not sentences:
         sentences = list(minilm.EVALUATION_SENTENCES)
         _progress(f"no --text or --sentences: the {len(sentences)} evaluation sentences")
@@ -710,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minilm: a sentence to embed (repeat for several)")
     p.add_argument("--sentences", metavar="FILE",
                    help="minilm: sentences to embed, one per line")
+    p.add_argument("--held-out", action="store_true",
+                   help="minilm: the sentences written to measure fidelity on and never used "
+                        "to choose the quantization (minilm.HELD_OUT_SENTENCES)")
     p.add_argument("--per-op", action="store_true",
                    help="minilm on RTL: also run the same commands phase by phase, for the "
                         "per-layer and per-operation table of the hardware counters")

@@ -62,8 +62,9 @@ GELU_RMS_ERR = 0.0085
 #: i-GELU at any input scale ``S``: max abs error at most ``GELU_POLY_MAX_ERR + S`` (the
 #: polynomial's 0.01815, then one input step of output rounding).
 GELU_POLY_MAX_ERR = 0.0182
-#: i-Softmax, absolute error of a probability: the floor to 8 bits (< 2**-8) plus the
-#: exp error relative to the row sum.
+#: i-Softmax, absolute error of a probability: the rounding to 8 bits (<= 2**-9), or the
+#: clip of a near one-hot row's 256 to 255 (2**-8), plus the exp error relative to the row
+#: sum.
 SOFTMAX_MAX_ERR = 5e-3
 #: i-LayerNorm normalized value ``(x - mean) / std``, absolute, before gamma and beta.
 LAYERNORM_NORM_MAX_ERR = 4e-3

@@ -25,8 +25,9 @@ def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
     Parameters
     ----------
     m, e : int
-        The dyadic requantization (REQUANT, RELU, GELU); for SOFTMAX, ``e`` shifts the
-        8-bit probability codes right (``min(e, 8)``).
+        The dyadic requantization (REQUANT, RELU, GELU); for SOFTMAX, ``e`` is the bits
+        dropped from the 8-bit probability codes, with rounding (``i_softmax``'s
+        ``shift``).
     gelu, exp, ln : constants
         i-GELU's, i-exp's (Softmax) and i-LayerNorm's integer constants.
 
@@ -51,5 +52,5 @@ def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
     if op == OutputOp.GELU:
         return grq.requantize(ggelu.i_gelu(x, gelu)[0], m, e, 8).astype(np.int64)
     if op == OutputOp.SOFTMAX:
-        return (gsm.i_softmax(x, exp) >> np.uint8(min(e, 8))).view(np.int8).astype(np.int64)
+        return gsm.i_softmax(x, exp, e).view(np.int8).astype(np.int64)
     return gln.i_layernorm(x, ln).astype(np.int64)

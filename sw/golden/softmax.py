@@ -6,6 +6,7 @@ and the reference code (``IntSoftmax``): subtract the row maximum so every input
 ``exp(p) ~ 0.35815147 p**2 + 0.96963238 p + 1`` (max error 1.9e-3 on ``(-ln 2, 0]``) and
 shift right by ``z``; clamp ``z`` at 30. Then ``factor = floor(2**32 / sum)`` and
 ``out = floor(exp * factor / 2**24)``: unsigned 8-bit probabilities at scale ``2**-8``.
+Here ``out`` is rounded (half up) instead of floored (:func:`i_softmax`).
 
 One departure in width: the reference code requantizes exp to 16 bits before the sum. On
 long rows with a dominant score (attention sinks) that floors thousands of small terms to 0:
@@ -39,7 +40,7 @@ row max ``xm``  ``max(x)`` over the row                                s32
 ``sum``         sum of ``e`` over the row: below ``4096 * 2**20``      32
 ``factor``      ``floor(2**32 / sum)``; ``sum >= 2**19``               14
 ``e * factor``  at most ``2**32``                                      33
-``out``         ``min((e * factor) >> 24, 255)``                       8
+``out``         ``min((e * factor + 2**23) >> 24, 255)``               8
 ==============  =====================================================  ====
 
 ``N = ceil(ln 2 / S_t)`` lies in ``(2**13, 2**14]``, where ``S_t = S * 2**t`` is the scale
@@ -280,11 +281,15 @@ def softmax_stats(x: np.ndarray, consts: ExpConstants) -> SoftmaxStats:
     return _rows(x, consts)[1]
 
 
-def i_softmax(x: np.ndarray, consts: ExpConstants) -> np.ndarray:
-    """Integer-only Softmax over the last axis (I-BERT's i-Softmax).
+def i_softmax(x: np.ndarray, consts: ExpConstants, shift: int = 0) -> np.ndarray:
+    """Integer-only Softmax over the last axis (I-BERT's i-Softmax, its output rounded).
 
-    ``out = min(floor(e * floor(2**32 / sum(e)) / 2**24), 255)`` where ``e`` is
-    :func:`i_exp` of ``x - max(x)``.
+    ``out = min(round(e * floor(2**32 / sum(e)) / 2**(24 + shift)), 255 >> shift)`` where
+    ``e`` is :func:`i_exp` of ``x - max(x)`` and ``round`` rounds half up (the values are
+    non-negative: half away from zero). I-BERT floors instead; that biases every
+    probability down by half a step on average, so a row of ``n`` keys sums to about
+    ``1 - n / 2**(9 - shift)``: 0.68 for 82 keys at 7 bits, an attenuation of the whole
+    attention output that grows with the sentence (``docs/accuracy.md``).
 
     Parameters
     ----------
@@ -292,19 +297,30 @@ def i_softmax(x: np.ndarray, consts: ExpConstants) -> np.ndarray:
         Scores at scale ``S``; rows along the last axis, 1 to 4096 elements each.
     consts : ExpConstants
         From ``exp_constants(S)``.
+    shift : int
+        Bits dropped from the 8-bit codes, 0 or more: ``shift = 1`` gives 7-bit codes
+        0..127 at scale ``2**-7`` (what the array multiplies as signed int8); 9 and more
+        give 0.
 
     Returns
     -------
     ndarray of uint8
-        Probabilities at scale ``2**-8`` (:data:`SOFTMAX_OUT_SCALE`), same shape as ``x``.
+        Probabilities at scale ``2**(shift - 8)`` (``SOFTMAX_OUT_SCALE`` for
+        ``shift = 0``), same shape as ``x``.
 
     Raises
     ------
     ValueError
-        If ``x`` is not an int32 array with rows of 1 to 4096 elements.
+        If ``x`` is not an int32 array with rows of 1 to 4096 elements, or ``shift`` is not
+        a non-negative integer.
     """
     _check_rows(x)
+    shift = check_int(shift, "shift", 0, 63)
     e, stats = _rows(x, consts)
-    out = (e * stats.factor) >> np.int64(SOFTMAX_OUT_SHIFT)  # e * factor <= 2**32
-    return np.minimum(out, np.int64(SOFTMAX_OUT_MAX)).astype(np.uint8)
+    if shift > 8:
+        return np.zeros(x.shape, dtype=np.uint8)
+    total = np.int64(SOFTMAX_OUT_SHIFT + shift)
+    # e * factor <= 2**32, so the sum with the rounding constant fits int64.
+    out = (e * stats.factor + (np.int64(1) << (total - 1))) >> total
+    return np.minimum(out, np.int64(SOFTMAX_OUT_MAX >> shift)).astype(np.uint8)
 

