@@ -59,7 +59,18 @@ from ...hw.accelerator import FETCH_BURST, FETCH_DEPTH
 from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
 from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
-from ...hw.isa import QUEUE_OF, ErrorCode, Opcode, Queue, _tree, command_bits, decode
+from ...hw.isa import (
+    QUEUE_OF,
+    Command,
+    ErrorCode,
+    Opcode,
+    Queue,
+    _tree,
+    command_bits,
+    command_layout_for,
+    decode,
+    header_layout,
+)
 from ...hw.output_path import OutputOp, gap_cycles, latency_cycles, row_cycles
 from ...hw.store_unit import PARAM_ROWS
 from ..golden import dma as gdma
@@ -198,6 +209,7 @@ _CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
 _QUEUE_BY_OPCODE = [Queue.DISPATCH.value if q is None else q.value
                     for q in (QUEUE_OF[Opcode(v)] for v in range(len(Opcode)))]
 _BUSY = ("load_busy", "exec_busy", "store_busy")
+_NOP = Opcode.NOP
 _TOKEN_WAIT = ("load_token_wait", "exec_token_wait", "store_token_wait")
 
 
@@ -323,11 +335,12 @@ class _Timer:
     """The timing state of one run; :meth:`execute` times each command in the order the
     golden executor runs it."""
 
-    def __init__(self, config: TesseraConfig, timing: Timing, cmds: list, cmd_addr: int):
+    def __init__(self, config: TesseraConfig, timing: Timing, cmds: list, cmd_addr: int,
+                 queue_of: list | None = None):
         self.c, self.t, self.cmds = config, timing, cmds
         n = len(cmds)
         self.cmd_addr = cmd_addr
-        self.queue_of = [_queue_value(cmd) for cmd in cmds]
+        self.queue_of = queue_of if queue_of is not None else [_queue_value(c) for c in cmds]
         self.positions = ([], [], [])
         self.pos = [0] * n
         for i, q in enumerate(self.queue_of):
@@ -435,20 +448,29 @@ class _Timer:
 
     def execute(self, cmd, os_mode: bool, q: int | None = None) -> None:
         """Time ``cmd``, the next command of its queue (``q``, if known: its number)."""
+        # The hot path of a prediction: conditional expressions rather than max(), the
+        # dispatch time read once known.
         if q is None:
             q = _queue_value(cmd)
-        i = self.positions[q][self.ran[q]]
-        self.ran[q] += 1
-        t = self.t
-        head = max(self._dispatch(i) + t.issue_delay, self.last_issue[q] + 1)
-        token = 0
-        if cmd.wait_prev:
-            token = self.tokens[3 * (q - 1) + q].popleft()
-        if cmd.wait_next:
-            token = max(token, self.tokens[3 * (q + 1) + q].popleft())
-        if token > head:
-            self.k[_TOKEN_WAIT[q]] += token - head
-        start = max(head, token)
+        ran = self.ran
+        i = self.positions[q][ran[q]]
+        ran[q] += 1
+        disp = self.disp
+        d = disp[i] if i < len(disp) else self._dispatch(i)
+        head = d + self.t.issue_delay
+        last = self.last_issue[q] + 1
+        if last > head:
+            head = last
+        start = head
+        if cmd.wait_prev or cmd.wait_next:
+            token = 0
+            if cmd.wait_prev:
+                token = self.tokens[3 * (q - 1) + q].popleft()
+            if cmd.wait_next:
+                token = max(token, self.tokens[3 * (q + 1) + q].popleft())
+            if token > head:
+                self.k[_TOKEN_WAIT[q]] += token - head
+                start = token
         if q == 0:
             issue, done = self._load(cmd, start)
         elif q == 1:
@@ -460,10 +482,11 @@ class _Timer:
         if done > self.max_done:
             self.max_done = done
         # Busy: cycles with a command of the queue in flight (the union of the spans).
-        lo = max(issue, self.busy_end[q])
+        busy_end = self.busy_end
+        lo = issue if issue > busy_end[q] else busy_end[q]
         if done > lo:
             self.k[_BUSY[q]] += done - lo
-            self.busy_end[q] = done
+            busy_end[q] = done
         if cmd.signal_prev:
             self.tokens[3 * q + q - 1].append(done + 1)
         if cmd.signal_next:
@@ -473,35 +496,43 @@ class _Timer:
 
     def _load(self, cmd, start: int) -> tuple[int, int]:
         t = self.t
-        if cmd.opcode == Opcode.NOP:
+        if cmd.opcode is _NOP:
             issue = start
             return issue, max(issue, self.load_done) + 1
         a = cmd.args
-        issue = max(start, self.load_dones[0])        # a free reader
+        issue = self.load_dones[0]                    # a free reader
+        if start > issue:
+            issue = start
         rows = a["rows"]
         bursts = _load_bursts(a["dram_addr"] % BOUNDARY_BYTES, a["stride"], rows,
                               a["row_bytes"], self.bus_bytes)
-        gap = t.mem_gap + 1
-        at = max(issue + t.load_setup, self.load_addr_end + 1)
-        first_data = None
+        gap, latency, max_reads = t.mem_gap + 1, t.mem_latency, self.max_reads
+        at = issue + t.load_setup
+        if self.load_addr_end + 1 > at:
+            at = self.load_addr_end + 1
         inflight = self.read_inflight
+        data_end = self.read_data_end
+        first_data = None
         for beats in bursts:
-            if len(inflight) >= self.max_reads:
-                at = max(at, inflight.popleft())
-            data = max(at + t.mem_latency, self.read_data_end)
-            end = data + beats * gap
+            if len(inflight) >= max_reads:
+                free = inflight.popleft()
+                if free > at:
+                    at = free
+            data = at + latency
+            if data_end > data:
+                data = data_end
             if first_data is None:
                 first_data = data
-            inflight.append(end)
-            self.read_data_end = end
+            data_end = data + beats * gap
+            inflight.append(data_end)
             at += 1
+        self.read_data_end = data_end
         self.load_addr_end = at - 1
-        nbeats = sum(bursts)
-        self.k["load_beats"] += nbeats
+        self.k["load_beats"] += sum(bursts)
         # Local rows are written one per cycle, once the older command has written its own,
         # sharing their bank with the other units' accesses there.
         begin = max(first_data, self.load_done - t.load_order)
-        local = max(self.read_data_end, begin + rows)
+        local = max(data_end, begin + rows)
         bank = (1, a["local_addr"] // self.acc_bank_rows) if a["to_acc"] else \
             (0, a["local_addr"] // self.bank_rows)
         local += self._share(0, (bank,), begin, local - begin)
@@ -728,10 +759,19 @@ def _uncovered(spans: list, cover: list) -> int:
 
 
 @functools.cache
-def _address_field(config: TesseraConfig, opcode: Opcode) -> tuple[int, int] | None:
-    """``(offset, mask)`` of the main-memory address in a word of ``opcode`` (from the ISA's
-    field table), None if it has none."""
-    field = (_tree(config, opcode) or {}).get("dram_addr")
+def _opcode_field(config: TesseraConfig) -> tuple[int, int]:
+    """``(offset, mask)`` of the opcode in a command word."""
+    field = header_layout()["opcode"]
+    return command_layout_for(config)["header"].offset + field.offset, (1 << field.width) - 1
+
+
+@functools.cache
+def _address_field(config: TesseraConfig, opcode: int) -> tuple[int, int] | None:
+    """``(offset, mask)`` of the main-memory address in a word of opcode value ``opcode``
+    (from the ISA's field table), None if it has none."""
+    if opcode not in {op.value for op in Opcode}:
+        return None
+    field = (_tree(config, Opcode(opcode)) or {}).get("dram_addr")
     if field is None:
         return None
     # The timing reads an address modulo 4 KiB, and addresses wrap at a multiple of it.
@@ -1014,7 +1054,7 @@ class PerfModel:
         """
         window = (checker.mem_base, checker.mem_size)
         memo = self._words.setdefault(window, {})
-        keys, cmds = [], []
+        keys, cmds, queues = [], [], []
         for w in words:
             known = memo.get(w)
             if known is None:
@@ -1025,11 +1065,12 @@ class PerfModel:
                     memo[w] = known
             keys.append(known[0])
             cmds.append(known[1])
+            queues.append(known[2])
         finish = next((i for i, cmd in enumerate(cmds) if cmd.opcode is Opcode.FINISH), None)
         if finish is not None:
-            del cmds[finish + 1:], keys[finish + 1:]
+            del cmds[finish + 1:], keys[finish + 1:], queues[finish + 1:]
         n = len(cmds)
-        timer = _Timer(self.config, self.timing, cmds, cmd_addr)
+        timer = _Timer(self.config, self.timing, cmds, cmd_addr, queues)
         if not n:
             return timer
         fences = [i for i, q in enumerate(timer.queue_of) if q == 3
@@ -1076,39 +1117,46 @@ class PerfModel:
         return tuple(keys[first:last + 1]), os_mode, checks, timer.weights_at
 
     def _timing_word(self, word: int, checker: _Checker) -> tuple | None:
-        """``(timing word, its command)`` for a command word, once the word has passed its
-        unit's checks at its own address: a LOAD or STORE is timed as the first word seen
-        that differs from it at most in a main-memory address cut into the same bursts
-        (all the timing reads of an address); None if it does not decode or is
+        """``(timing word, its command, its queue)`` for a command word, once the word has
+        passed its unit's checks at its own address: a LOAD or STORE is timed as the first
+        word seen that differs from it at most in a main-memory address cut into the same
+        bursts (all the timing reads of an address); None if it does not decode or is
         refused."""
-        try:
-            cmd = decode(self.config, word)
-        except ValueError:
-            return None
-        field = _address_field(self.config, cmd.opcode)
+        at, opcode_mask = _opcode_field(self.config)
+        field = _address_field(self.config, (word >> at) & opcode_mask)
         if field is None:
-            return word, self._decode(word)
+            cmd = self._decode(word)
+            return None if cmd is None else (word, cmd, _queue_value(cmd))
+        # The word decodes as the one with its address cleared, but for the address: the
+        # words of a program's LOADs differ mostly there.
+        offset, mask = field
+        addr = (word >> offset) & mask
+        alike = self._decode(word & ~(mask << offset))
+        if alike is None:
+            return None
+        a = {**alike.args, "dram_addr": addr}
         try:
-            Machine._execute(checker, cmd)      # the unit's checks, untimed
+            Machine._execute(checker, Command(alike.opcode, a, alike.wait_prev,
+                                              alike.wait_next, alike.signal_prev,
+                                              alike.signal_next))   # the unit's checks
         except _Refused:
             return None
-        a = cmd.args
-        addr = a["dram_addr"] % BOUNDARY_BYTES
-        if cmd.opcode == Opcode.LOAD:
+        addr %= BOUNDARY_BYTES
+        if alike.opcode == Opcode.LOAD:
             bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
                                   self.config.bus_bytes)
         else:
             desc = a["desc"]
             bursts = _store_beats(self.config, desc["rows"], desc["length"], addr,
                                   a["stride"], a.get("blocked", 0))
-        offset, mask = field
         same = (word & ~(mask << offset), bursts)
         timed = self._bursts_alike.get(same)
         if timed is None:
             timed = word
             if len(self._bursts_alike) < 1 << 20:
                 self._bursts_alike[same] = word
-        return timed, self._decode(timed)
+        cmd = self._decode(timed)
+        return timed, cmd, _queue_value(cmd)
 
     def _dispatch_checks(self, cmds: list, checks: tuple, checker: _Checker) -> tuple:
         """The dispatcher's checks of ``cmds`` from the state ``checks`` (dataflow, weights
