@@ -209,7 +209,7 @@ _CHAIN = (Queue.LOAD, Queue.EXECUTE, Queue.STORE)
 _QUEUE_BY_OPCODE = [Queue.DISPATCH.value if q is None else q.value
                     for q in (QUEUE_OF[Opcode(v)] for v in range(len(Opcode)))]
 _BUSY = ("load_busy", "exec_busy", "store_busy")
-_NOP = Opcode.NOP
+_NOP, _PRELOAD, _COMPUTE, _CONFIG = Opcode.NOP, Opcode.PRELOAD, Opcode.COMPUTE, Opcode.CONFIG
 _TOKEN_WAIT = ("load_token_wait", "exec_token_wait", "store_token_wait")
 
 
@@ -549,10 +549,10 @@ class _Timer:
         if len(self.exec_dones) == t.exec_in_flight:
             issue = max(issue, self.exec_dones[0])
         op, a = cmd.opcode, cmd.args
-        if op == Opcode.PRELOAD:
+        if op is _PRELOAD:
             self.weights_at = a["spad_addr"]
-        rows = a.get("rows", 0) if op == Opcode.COMPUTE else 0
-        if op == Opcode.CONFIG:
+        rows = a.get("rows", 0) if op is _COMPUTE else 0
+        if op is _CONFIG:
             done = max(issue, self.array_free) + t.exec_simple
         elif not rows:
             done = issue + t.exec_simple
@@ -584,7 +584,8 @@ class _Timer:
             self.array_free = first + tiles * per_tile + extra
             done = first + span + t.ws_drain
             self._array(first, span, rows * tiles)
-        done = max(done, self.exec_done + 1)
+        if self.exec_done >= done:
+            done = self.exec_done + 1
         self.exec_done = done
         self.exec_dones.append(done)
         return issue, done
@@ -602,10 +603,12 @@ class _Timer:
         end = start + span
         lost = [0, 0, 0]
         use = self.bank_use
+        mine = []
         for bank in banks:
             units = use.get(bank)
             if units is None:
                 use[bank] = units = (([], []), ([], []), ([], []))
+            mine.append(units[unit])
             for other in (0, 1, 2):
                 starts, ends = units[other]
                 if other == unit or not ends or ends[-1] <= start:
@@ -622,8 +625,7 @@ class _Timer:
             for other in (0, 1, 2):
                 if lost[other]:
                     self._delay(other, int(lost[other] * shares[other]))
-        for bank in banks:
-            starts, ends = use[bank][unit]
+        for starts, ends in mine:
             if ends and ends[-1] > end + extra:
                 continue        # inside an earlier span of the same unit: keep them sorted
             starts.append(start)
@@ -1097,6 +1099,10 @@ class PerfModel:
                 if os_after is None or timer._dispatch(last) is None:
                     return None         # a deadlock: the golden executor names it
                 seg = _Segment.end(timer, state, first, last, os_after, after)
+                # Its nonlinear_exposed is its own (its spans are apart from the others'):
+                # counted now, its spans need not be kept.
+                timer.exposed += seg.exposed
+                del timer.array_spans[state[1]:], timer.nonlinear_spans[state[2]:]
                 if key is not None and not any(timer.tokens) and \
                         self._segment_commands + last - first < 1 << 22:
                     self._segments[key] = seg
