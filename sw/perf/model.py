@@ -61,7 +61,6 @@ from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
 from ...hw.isa import (
     QUEUE_OF,
-    Command,
     ErrorCode,
     Opcode,
     Queue,
@@ -1141,14 +1140,14 @@ class PerfModel:
         if alike is None:
             return None
         a = {**alike.args, "dram_addr": addr}
+        load = alike.opcode == Opcode.LOAD
         try:
-            Machine._execute(checker, Command(alike.opcode, a, alike.wait_prev,
-                                              alike.wait_next, alike.signal_prev,
-                                              alike.signal_next))   # the unit's checks
+            # The unit's checks, as Machine._execute makes them.
+            (checker._load if load else checker._store)(**a)
         except _Refused:
             return None
         addr %= BOUNDARY_BYTES
-        if alike.opcode == Opcode.LOAD:
+        if load:
             bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
                                   self.config.bus_bytes)
         else:
