@@ -893,6 +893,9 @@ class PerfModel:
         self._segments: dict = {}       # a segment's key -> its _Segment
         self._bursts_alike: dict = {}   # (word less its address, its bursts) -> a word
         self.reused = 0                 # commands whose segment's timing was reused
+        self._address_fields = (*_opcode_field(config), {
+            op.value: _address_field(config, op.value) for op in Opcode
+            if _address_field(config, op.value) is not None})
         self._segment_commands = 0      # commands in self._segments, for a bound
 
     def _decode(self, word):
@@ -1127,8 +1130,8 @@ class PerfModel:
         word seen that differs from it at most in a main-memory address cut into the same
         bursts (all the timing reads of an address); None if it does not decode or is
         refused."""
-        at, opcode_mask = _opcode_field(self.config)
-        field = _address_field(self.config, (word >> at) & opcode_mask)
+        at, opcode_mask, fields = self._address_fields
+        field = fields.get((word >> at) & opcode_mask)
         if field is None:
             cmd = self._decode(word)
             return None if cmd is None else (word, cmd, _queue_value(cmd))
