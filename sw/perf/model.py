@@ -386,6 +386,9 @@ class _Timer:
                                 "nonlinear_busy", "nonlinear_exposed", "load_beats",
                                 "store_beats"), 0)
         self.busy_end = [0, 0, 0]
+        # Per command (by id, with the command: an id may be reused once its command is
+        # gone), what its timing needs of its arguments, worked out once.
+        self.plans: dict = {}
         self.array_spans: list = []
         self.nonlinear_spans: list = []
         self.exposed = 0        # nonlinear_exposed of the segments whose spans are not kept
@@ -498,13 +501,18 @@ class _Timer:
         if cmd.opcode is _NOP:
             issue = start
             return issue, max(issue, self.load_done) + 1
-        a = cmd.args
         issue = self.load_dones[0]                    # a free reader
         if start > issue:
             issue = start
-        rows = a["rows"]
-        bursts = _load_bursts(a["dram_addr"] % BOUNDARY_BYTES, a["stride"], rows,
-                              a["row_bytes"], self.bus_bytes)
+        plan = self.plans.get(id(cmd))
+        if plan is None or plan[0] is not cmd:
+            a = cmd.args
+            bursts = _load_bursts(a["dram_addr"] % BOUNDARY_BYTES, a["stride"], a["rows"],
+                                  a["row_bytes"], self.bus_bytes)
+            bank = (1, a["local_addr"] // self.acc_bank_rows) if a["to_acc"] else \
+                (0, a["local_addr"] // self.bank_rows)
+            self.plans[id(cmd)] = plan = (cmd, a["rows"], bursts, sum(bursts), (bank,))
+        _, rows, bursts, nbeats, banks = plan
         gap, latency, max_reads = t.mem_gap + 1, t.mem_latency, self.max_reads
         at = issue + t.load_setup
         if self.load_addr_end + 1 > at:
@@ -527,14 +535,12 @@ class _Timer:
             at += 1
         self.read_data_end = data_end
         self.load_addr_end = at - 1
-        self.k["load_beats"] += sum(bursts)
+        self.k["load_beats"] += nbeats
         # Local rows are written one per cycle, once the older command has written its own,
         # sharing their bank with the other units' accesses there.
         begin = max(first_data, self.load_done - t.load_order)
         local = max(data_end, begin + rows)
-        bank = (1, a["local_addr"] // self.acc_bank_rows) if a["to_acc"] else \
-            (0, a["local_addr"] // self.bank_rows)
-        local += self._share(0, (bank,), begin, local - begin)
+        local += self._share(0, banks, begin, local - begin)
         done = max(local + t.load_tail, self.load_done + 1)
         self.load_done = done
         self.load_dones.append(done)
@@ -543,7 +549,7 @@ class _Timer:
     # --- EXECUTE ---------------------------------------------------------------------------
 
     def _exec(self, cmd, start: int, os_mode: bool) -> tuple[int, int]:
-        t, c = self.t, self.c
+        t = self.t
         issue = start
         if len(self.exec_dones) == t.exec_in_flight:
             issue = max(issue, self.exec_dones[0])
@@ -563,22 +569,15 @@ class _Timer:
             done = first + rows + extra + t.os_drain
             self._array(first, rows + extra, rows)
         else:
-            R = c.rows
-            count = a.get("count", 0)
-            tiles = count or 1
-            weights = a["b_addr"] if count else (self.weights_at or 0)
-            bank_rows = self.bank_rows
-            fill = t.ws_fill
-            if weights // bank_rows == a["a_addr"] // bank_rows:
-                per_tile = rows + R + t.same_bank_extra
-                fill += t.same_bank_fill
-            else:
-                per_tile = max(rows + 1, R)
-            first = max(issue + fill, self.array_free)
+            plan = self.plans.get((id(cmd), self.weights_at))
+            if plan is None or plan[0] is not cmd:
+                plan = self.plans[id(cmd), self.weights_at] = (cmd, *self._ws_plan(a, rows))
+            _, tiles, per_tile, fill, banks = plan
+            first = issue + fill
+            if self.array_free > first:
+                first = self.array_free
             span = (tiles - 1) * per_tile + rows
-            banks = {(0, a["a_addr"] // bank_rows), (0, weights // bank_rows),
-                     (1, a["acc_addr"] // self.acc_bank_rows)}
-            extra = self._share(1, tuple(banks), first, span)
+            extra = self._share(1, banks, first, span)
             span += extra
             self.array_free = first + tiles * per_tile + extra
             done = first + span + t.ws_drain
@@ -588,6 +587,23 @@ class _Timer:
         self.exec_done = done
         self.exec_dones.append(done)
         return issue, done
+
+    def _ws_plan(self, a: dict, rows: int) -> tuple:
+        """What a weight-stationary COMPUTE of ``rows`` rows (arguments ``a``) takes with the
+        weights preloaded now: its tiles, the cycles per tile, its fill and its banks."""
+        t, R = self.t, self.c.rows
+        count = a.get("count", 0)
+        weights = a["b_addr"] if count else (self.weights_at or 0)
+        bank_rows = self.bank_rows
+        fill = t.ws_fill
+        if weights // bank_rows == a["a_addr"] // bank_rows:
+            per_tile = rows + R + t.same_bank_extra
+            fill += t.same_bank_fill
+        else:
+            per_tile = max(rows + 1, R)
+        banks = {(0, a["a_addr"] // bank_rows), (0, weights // bank_rows),
+                 (1, a["acc_addr"] // self.acc_bank_rows)}
+        return count or 1, per_tile, fill, tuple(banks)
 
     def _share(self, unit: int, banks: tuple, start: int, span: int) -> int:
         """The cycles a unit's accesses to ``banks`` (``(memory, bank)``: 0 the scratchpad,
