@@ -440,7 +440,8 @@ class _Timer:
                 if sum(self.ran) < self.queued_before:
                     return None
                 room = self.max_done + 1
-            d = self._arrival(i) + t.dispatch_delay
+            arrive = self.arrive
+            d = (arrive[i] if i < len(arrive) else self._arrival(i)) + t.dispatch_delay
             if disp and disp[-1] >= d:
                 d = disp[-1] + 1
             disp.append(d if d > room else room)
@@ -1014,7 +1015,7 @@ class PerfModel:
         dataflow after them, or None if the queues deadlock first."""
         cmds = timer.cmds
         lists, tokens, ran, last = timer.positions, timer.tokens, timer.ran, timer.last_issue
-        dispatch = timer._dispatch
+        dispatch, disp = timer._dispatch, timer.disp
         # A head's earliest start, once known, holds until its queue moves on (its dispatch,
         # the tokens at the front of its waits and its queue's last issue are fixed).
         known = [None, None, None]
@@ -1038,7 +1039,7 @@ class PerfModel:
                         if not waiting:
                             continue
                         ready = max(ready, waiting[0])
-                    d = dispatch(i)
+                    d = disp[i] if i < len(disp) else dispatch(i)
                     if d is None:
                         continue
                     if d > ready:
