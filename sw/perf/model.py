@@ -308,10 +308,10 @@ def _load_bursts(addr: int, stride: int, rows: int, row_bytes: int,
     on): its rows merged into one range when they follow each other."""
     if stride == row_bytes or rows == 1:
         return _range_bursts(addr, rows * row_bytes, bus_bytes)
-    bursts = ()
+    bursts = []
     for r in range(rows):
         bursts += _range_bursts(addr + r * stride, row_bytes, bus_bytes)
-    return bursts
+    return tuple(bursts)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -940,7 +940,10 @@ class PerfModel:
 
         A program the golden executor runs to its end without an error is timed in time
         order (:meth:`_fast`), with the golden executor's checks of each command (cached
-        per command word); a machine that computes data runs the program first. A program
+        per command word); a program of command words on the checking machine is timed so
+        FENCE by FENCE, a segment's timing kept and reused (:meth:`_segmented`, the same
+        prediction; off with ``memo = False``); a machine that computes data runs the
+        program first. A program
         with an error is timed in the golden executor's own order up to its error, which is
         reported as the golden backend reports it."""
         t0 = time.perf_counter()
