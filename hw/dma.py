@@ -431,8 +431,11 @@ class _Transfer:
         bb = c.bus_bytes
         m.submodules.split = self.split = split = BurstSplitter(
             c, max_load_row_bytes(c) if is_load else max_row_bytes(c))
+        # (Each burst with the valid bytes of its first beat, so the data channel's byte
+        # count does not wait for arithmetic on the FIFO's output.)
+        burst_bits = _burst_layout(c).size
         m.submodules.info = self.info = info = fifo.SyncFIFO(
-            width=_burst_layout(c).size, depth=max_bursts)
+            width=burst_bits + (bb).bit_length(), depth=max_bursts)
         self.cmd = cmd = Signal(unit.i_cmd.payload.shape())
         self.running = running = Signal()
         self.err = err = Signal(DmaError)
@@ -477,19 +480,24 @@ class _Transfer:
                      & ~self.failed),
             fire.eq(valid & getattr(unit, f"{prefix}ready")),
             split.o_burst.ready.eq(fire),
-            info.w_data.eq(burst.as_value()),
+            info.w_data.eq(Cat(burst.as_value(),
+                               Mux(burst.bytes < bb - burst.first, burst.bytes,
+                                   bb - burst.first))),
             info.w_en.eq(fire),
         ]
 
         # Data channel: the valid bytes [lo, lo + n) of the current beat of the oldest burst.
         self.head = head = Signal(_burst_layout(c))
-        m.d.comb += head.eq(info.r_data)
+        m.d.comb += head.eq(info.r_data[:burst_bits])
         self.first_beat = Signal(init=1)
         self.rem = Signal.like(head.bytes)
         self.cur_rem = Mux(self.first_beat, head.bytes, self.rem)
         self.lo = Mux(self.first_beat, head.first, 0)
         self.n = Signal(range(bb + 1))
-        m.d.comb += self.n.eq(Mux(self.cur_rem < bb - self.lo, self.cur_rem, bb - self.lo))
+        # n = min(cur_rem, bb - lo): for the first beat written with the burst; for the
+        # others (lo = 0) from the register rem.
+        m.d.comb += self.n.eq(Mux(self.first_beat, info.r_data[burst_bits:],
+                                  Mux(self.rem < bb, self.rem, bb)))
 
     def beat_taken(self, fire, last) -> None:
         """Account for a data beat (``last``: the final beat of the oldest burst)."""
@@ -576,7 +584,9 @@ class DmaReader(wiring.Component):
         t.beat_taken(r_fire, self.rlast)
         with m.If(r_fire & self.rresp[1] & ~failed):  # SLVERR or DECERR
             m.d.sync += [t.err.eq(_resp_error(self.rresp)), t.err_addr.eq(t.head.start)]
-        keep = (Const(1, bb * 8 + 1) << (t.n * 8)) - 1  # the n valid bytes
+        # The n valid bytes: byte i is kept when i < n (a comparison each, not the carry
+        # chain of 2**(8 n) - 1, which ended the reader's longest path).
+        keep = Cat((t.n > i).replicate(8) for i in range(bb))
         m.d.comb += [beats.w_data.eq(Cat(((self.rdata >> (t.lo * 8)) & keep)[:bb * 8], t.n)),
                      beats.w_en.eq(r_fire & ~failed)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
