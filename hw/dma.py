@@ -36,12 +36,13 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Resp
 from .config import TesseraConfig
+from .intmath import carry_sum
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members
 
 __all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "command_layout", "block_layout",
-           "done_layout", "BurstSplitter", "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS",
-           "SCALE_BITS"]
+           "done_layout", "local_write_layout", "times_int8", "BurstSplitter", "DmaReader",
+           "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS", "CHECK_CYCLES", "check_cycles"]
 
 SCALE_BITS = 16
 
@@ -99,6 +100,43 @@ def done_layout(config: TesseraConfig) -> data.StructLayout:
     return data.StructLayout({"error": DmaError, "addr": config.addr_bits})
 
 
+def local_write_layout(config: TesseraConfig) -> data.StructLayout:
+    """A reader's local write: a row of bytes (zero past the block's row), where it goes
+    and, for the accumulator, how the engine turns it into lanes (``wide``; else each int8
+    times ``scale``, for which ``scale_x3 = 3 scale`` and ``scale_neg = -scale``)."""
+    return data.StructLayout({
+        "addr": range(max(config.spad_rows, config.acc_rows)),
+        "to_acc": 1,
+        "accumulate": 1,
+        "wide": 1,
+        "scale": signed(SCALE_BITS),
+        "scale_x3": signed(SCALE_BITS + 2),
+        "scale_neg": signed(SCALE_BITS + 1),
+        "row": data.ArrayLayout(signed(8), max_load_row_bytes(config)),
+    })
+
+
+def times_int8(m: Module, x, scale, scale_x3, scale_neg, name: str):
+    """``x * scale`` for an int8 ``x``, by shifts and sums (DSP blocks are kept for the
+    array and the output path).
+
+    ``x``'s radix-4 digits, the three low ones unsigned (0..3) and the top one signed
+    (-2..1), each choose among ``0, scale, 2 scale, 3 scale`` (or ``-scale, -2 scale``),
+    precomputed once per command; the four are summed in a tree of two carry chains'
+    depth (:func:`~.intmath.carry_sum`). Returns a signed value of at least 24 bits whose
+    low 24 bits are the exact product.
+    """
+    terms = []
+    for k in range(4):
+        d1, d0 = x[2 * k + 1], x[2 * k]
+        if k < 3:
+            term = Mux(d1, Mux(d0, scale_x3, scale << 1), Mux(d0, scale, 0))
+        else:   # the sign digit: -2 d1 + d0
+            term = Mux(d1, Mux(d0, scale_neg, scale_neg << 1), Mux(d0, scale, 0))
+        terms.append(term << (2 * k))
+    return carry_sum(m, terms, name)
+
+
 def _burst_layout(config: TesseraConfig) -> data.StructLayout:
     return data.StructLayout({
         "addr": config.addr_bits,      # beat-aligned start
@@ -112,12 +150,13 @@ def _burst_layout(config: TesseraConfig) -> data.StructLayout:
 class BurstSplitter(wiring.Component):
     """Cuts a 2-D block into AXI INCR bursts, one per cycle.
 
-    A command is taken, set up for a cycle (its first range: the whole block when its rows
-    are contiguous, else its first row), then cut. Each burst's length and end come from
-    registers without an adder in series with another: a range is kept as ``lo``, the
-    offset of its last byte from the current burst's beat-aligned start, and the beats to
-    the next burst boundary (4 KiB, or the longest burst) are the address's own low bits,
-    inverted; the next burst's start is the current one's boundary, an increment.
+    A command is taken, set up for a cycle (its first range: the whole block, ``total``
+    bytes, when its rows are contiguous, else its first row), then cut. Each burst's
+    length and end come from registers without an adder in series with another: a range
+    is kept as ``lo``, the offset of its last byte from the current burst's beat-aligned
+    start, and the beats to the next burst boundary (4 KiB, or the longest burst) are the
+    address's own low bits, inverted; the next burst's start is the current one's
+    boundary, an increment.
 
     Parameters
     ----------
@@ -128,7 +167,10 @@ class BurstSplitter(wiring.Component):
     Members
     -------
     i_cmd : In(stream)
-        ``addr``, ``stride``, ``rows``, ``row_bytes`` (all nonzero).
+        ``addr``, ``stride``, ``rows``, ``row_bytes`` (all nonzero), and ``total``, the
+        block's bytes ``rows * row_bytes``, read only when the rows are contiguous
+        (``stride == row_bytes``; the DMA takes it from its command check, which sums the
+        block's extent ``(rows - 1) * stride + row_bytes``, so no multiplier is needed here).
     o_burst : Out(stream)
         ``addr`` (beat-aligned), ``len`` (beats - 1), ``first`` (offset of the first valid
         byte in the first beat), ``bytes`` (valid bytes), ``start`` (address of that byte).
@@ -145,8 +187,9 @@ class BurstSplitter(wiring.Component):
         self._config = config
         self._row_bytes_limit = row_bytes_limit
         a = config.addr_bits
-        self.cmd_layout = data.StructLayout({"addr": a, "stride": a, "rows": ROWS_BITS,
-                                             "row_bytes": range(row_bytes_limit + 1)})
+        self.cmd_layout = data.StructLayout({
+            "addr": a, "stride": a, "rows": ROWS_BITS, "row_bytes": range(row_bytes_limit + 1),
+            "total": ROWS_BITS + row_bytes_limit.bit_length()})
         super().__init__({
             "i_cmd": In(stream.Signature(self.cmd_layout)),
             "o_burst": Out(stream.Signature(_burst_layout(config))),
@@ -173,7 +216,7 @@ class BurstSplitter(wiring.Component):
         stride = Signal(a)
         row_bytes = Signal(range(self._row_bytes_limit + 1))
         rb_m1 = Signal(range(self._row_bytes_limit))
-        prod = Signal(range_bits)
+        total = Signal(range_bits)
         contiguous = Signal()
         # The current range: its next byte, and lo = (offset of that byte in its beat) +
         # (bytes left in the range) - 1, the offset of its last byte from the beat.
@@ -221,7 +264,7 @@ class BurstSplitter(wiring.Component):
             m.d.sync += [
                 setup.eq(1),
                 addr.eq(p.addr),
-                prod.eq(p.rows * p.row_bytes),
+                total.eq(p.total),
                 contiguous.eq(same),
                 rows_left.eq(Mux(same, 0, p.rows - 1)),
                 next_row.eq(p.addr + p.stride),
@@ -231,7 +274,7 @@ class BurstSplitter(wiring.Component):
             ]
         with m.Elif(setup):
             m.d.sync += [setup.eq(0), active.eq(1),
-                         lo.eq(Mux(contiguous, prod, row_bytes) + off_m1)]
+                         lo.eq(Mux(contiguous, total, row_bytes) + off_m1)]
         with m.Elif(active & (~self.o_burst.valid | self.o_burst.ready)):
             b = self.o_burst.payload
             m.d.sync += [
@@ -254,20 +297,74 @@ class BurstSplitter(wiring.Component):
         return m
 
 
-#: Clock cycles from taking a command to starting (or refusing) it: the command is
-#: registered, then checked in two registered steps (the block's extent, a multiply; its
-#: end, a sum; then the comparisons), so no path from a command port to the splitter is
-#: longer than one multiply or one carry chain.
+#: Bits of ``rows - 1`` the block's extent takes per cycle: two radix-4 digits, each a
+#: choice among ``0, stride, 2 stride, 3 stride`` (shifted), added in two carry chains.
+SPAN_BITS_PER_CYCLE = 4
+#: Clock cycles from taking a command to starting (or refusing) it, for blocks of at most
+#: ``2**SPAN_BITS_PER_CYCLE`` rows: the command is registered, the block's extent
+#: ``(rows - 1) * stride`` is taken by shifts and sums (one cycle per
+#: :data:`SPAN_BITS_PER_CYCLE` bits of ``rows - 1``, at least one: :func:`check_cycles`),
+#: its end is summed, then compared. No path from a command port to the splitter is
+#: longer than two carry chains, and no DSP block is used.
 CHECK_CYCLES = 3
 
 
-def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_load: bool):
-    """The error code of the registered command ``p`` (``DmaError.NONE`` if fine),
-    :data:`CHECK_CYCLES` - 1 cycles after ``p`` is set, before any bus traffic."""
+def check_cycles(rows: int) -> int:
+    """Cycles from taking a command of ``rows`` rows to starting (or refusing) it."""
+    steps = max(rows - 1, 0).bit_length()
+    return CHECK_CYCLES - 1 + max(1, -(-steps // SPAN_BITS_PER_CYCLE))
+
+
+class _Check(enum.Enum, shape=2):
+    IDLE = 0
+    SPAN = 1    # (rows - 1) * stride, SPAN_BITS_PER_CYCLE bits of rows - 1 per cycle
+    END = 2     # the block's extent and end
+    START = 3   # the comparisons: start the command, or refuse it
+
+
+def _check_command(m: Module, c: TesseraConfig, p, new, accept, window_base, window_size,
+                   is_load: bool):
+    """Check the command ``p`` registered from ``new`` when ``accept`` is high, before any
+    bus traffic (see :data:`CHECK_CYCLES`).
+
+    Returns ``(busy, start, code, extent)``: a command is being checked; it is checked
+    this cycle, with the error code ``code`` (``DmaError.NONE`` if fine); and ``extent``,
+    the bytes from its first byte to its last, ``(rows - 1) * stride + row_bytes`` (the
+    whole block, ``rows * row_bytes``, when its rows are contiguous).
+    """
     a = c.addr_bits
-    # Step 1: the extent of the block, the local rows and the shape.
-    span = Signal(a + ROWS_BITS + 1)
-    m.d.sync += span.eq((p.rows - 1) * p.stride)
+    phase = Signal(_Check)
+    # The extent of the block, (rows - 1) * stride, by shifts and sums (a multiply by a
+    # 16-bit operand would take DSP blocks): least significant digits first, stride and
+    # 3 * stride shifted left as the digits of rows - 1 are used, until no set bit is
+    # left. 3 * stride is summed as the command is taken.
+    step = SPAN_BITS_PER_CYCLE
+    left = Signal(ROWS_BITS)                 # the bits of rows - 1 not yet used
+    sh1 = Signal(a + ROWS_BITS)              # stride << (step * k)
+    sh3 = Signal(a + ROWS_BITS)              # 3 * stride << (step * k)
+    span = Signal(a + ROWS_BITS)
+    with m.If(accept):
+        m.d.sync += [phase.eq(_Check.SPAN), span.eq(0),
+                     left.eq(Mux(new.rows == 0, 0, new.rows - 1)),
+                     sh1.eq(new.stride), sh3.eq(new.stride + (new.stride << 1))]
+
+    def multiple(digit, shift):
+        """``digit * stride << (step * k + shift)`` for a radix-4 digit."""
+        return Mux(digit[1], Mux(digit[0], sh3, sh1 << 1), Mux(digit[0], sh1, 0)) << shift
+
+    with m.If(phase == _Check.SPAN):
+        m.d.sync += [span.eq(carry_sum(m, [span, multiple(left[0:2], 0),
+                                           multiple(left[2:4], 2)], "span")),
+                     left.eq(left >> step), sh1.eq(sh1 << step), sh3.eq(sh3 << step)]
+        with m.If((left >> step) == 0):
+            m.d.sync += phase.eq(_Check.END)
+    with m.If(phase == _Check.END):
+        m.d.sync += phase.eq(_Check.START)
+    with m.If(phase == _Check.START):
+        m.d.sync += phase.eq(_Check.IDLE)
+
+    # The local rows and the shape, from the registered command (registered twice, so
+    # they are ready with the end).
     rb = p.row_bytes
     bad_shape = (p.rows == 0) | (rb == 0)
     if is_load:
@@ -288,11 +385,14 @@ def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_
     m.d.sync += [shape1.eq(bad_shape), local1.eq(bad_local),
                  below1.eq(p.dram_addr < window_base),
                  window_end.eq(window_base + window_size)]
-    # Step 2: the block's end.
-    end = Signal(a + ROWS_BITS + 2)
-    m.d.sync += end.eq(p.dram_addr + span + p.row_bytes)
     shape2, local2, below2 = Signal(), Signal(), Signal()
     m.d.sync += [shape2.eq(shape1), local2.eq(local1), below2.eq(below1)]
+    # The block's end and extent.
+    end = Signal(a + ROWS_BITS + 2)
+    extent = Signal(a + ROWS_BITS + 1)
+    span_rb = carry_sum(m, [span, p.row_bytes], "extent")
+    with m.If(phase == _Check.END):
+        m.d.sync += [extent.eq(span_rb), end.eq(carry_sum(m, [span_rb, p.dram_addr], "end"))]
     code = Signal(DmaError)
     with m.If(shape2):
         m.d.comb += code.eq(DmaError.SHAPE)
@@ -302,7 +402,7 @@ def _check_command(m: Module, c: TesseraConfig, p, window_base, window_size, is_
         m.d.comb += code.eq(DmaError.LOCAL)
     with m.Else():
         m.d.comb += code.eq(DmaError.NONE)
-    return code
+    return phase != _Check.IDLE, phase == _Check.START, code, extent
 
 
 def _resp_error(resp):
@@ -331,8 +431,11 @@ class _Transfer:
         bb = c.bus_bytes
         m.submodules.split = self.split = split = BurstSplitter(
             c, max_load_row_bytes(c) if is_load else max_row_bytes(c))
+        # (Each burst with the valid bytes of its first beat, so the data channel's byte
+        # count does not wait for arithmetic on the FIFO's output.)
+        burst_bits = _burst_layout(c).size
         m.submodules.info = self.info = info = fifo.SyncFIFO(
-            width=_burst_layout(c).size, depth=max_bursts)
+            width=burst_bits + (bb).bit_length(), depth=max_bursts)
         self.cmd = cmd = Signal(unit.i_cmd.payload.shape())
         self.running = running = Signal()
         self.err = err = Signal(DmaError)
@@ -341,21 +444,21 @@ class _Transfer:
         self.done_pending = done_pending = Signal()
         self.failed = err != DmaError.NONE
 
-        # Command: register it, check it (CHECK_CYCLES), then start the splitter (a refused
+        # Command: register it, check it (check_cycles), then start the splitter (a refused
         # command only reports).
         accept = unit.i_cmd.valid & unit.i_cmd.ready
-        self.checking = checking = Signal(CHECK_CYCLES)
-        m.d.sync += checking.eq(Cat(accept, checking[:-1]))
-        start = checking[-1]
         with m.If(accept):
             m.d.sync += cmd.eq(unit.i_cmd.payload)
-        code = _check_command(m, c, cmd, unit.window_base, unit.window_size, is_load)
+        checking, start, code, extent = _check_command(
+            m, c, cmd, unit.i_cmd.payload, accept, unit.window_base, unit.window_size, is_load)
+        self.start = start
         m.d.comb += [
-            unit.i_cmd.ready.eq(~running & ~done_pending & ~split.busy & ~checking.any()),
+            unit.i_cmd.ready.eq(~running & ~done_pending & ~split.busy & ~checking),
             split.i_cmd.payload.addr.eq(cmd.dram_addr),
             split.i_cmd.payload.stride.eq(cmd.stride),
             split.i_cmd.payload.rows.eq(cmd.rows),
             split.i_cmd.payload.row_bytes.eq(cmd.row_bytes),
+            split.i_cmd.payload.total.eq(extent),
             split.i_cmd.valid.eq(start & (code == DmaError.NONE)),
             split.abort.eq(running & self.failed),
         ]
@@ -377,19 +480,24 @@ class _Transfer:
                      & ~self.failed),
             fire.eq(valid & getattr(unit, f"{prefix}ready")),
             split.o_burst.ready.eq(fire),
-            info.w_data.eq(burst.as_value()),
+            info.w_data.eq(Cat(burst.as_value(),
+                               Mux(burst.bytes < bb - burst.first, burst.bytes,
+                                   bb - burst.first))),
             info.w_en.eq(fire),
         ]
 
         # Data channel: the valid bytes [lo, lo + n) of the current beat of the oldest burst.
         self.head = head = Signal(_burst_layout(c))
-        m.d.comb += head.eq(info.r_data)
+        m.d.comb += head.eq(info.r_data[:burst_bits])
         self.first_beat = Signal(init=1)
         self.rem = Signal.like(head.bytes)
         self.cur_rem = Mux(self.first_beat, head.bytes, self.rem)
         self.lo = Mux(self.first_beat, head.first, 0)
         self.n = Signal(range(bb + 1))
-        m.d.comb += self.n.eq(Mux(self.cur_rem < bb - self.lo, self.cur_rem, bb - self.lo))
+        # n = min(cur_rem, bb - lo): for the first beat written with the burst; for the
+        # others (lo = 0) from the register rem.
+        m.d.comb += self.n.eq(Mux(self.first_beat, info.r_data[burst_bits:],
+                                  Mux(self.rem < bb, self.rem, bb)))
 
     def beat_taken(self, fire, last) -> None:
         """Account for a data beat (``last``: the final beat of the oldest burst)."""
@@ -421,8 +529,9 @@ class DmaReader(wiring.Component):
     i_cmd : In(stream(command_layout))
     o_done : Out(stream(done_layout))
         One completion per command, in order.
-    spad, acc : Out(MemoryPortSignature)
-        Write ports into the scratchpad and the accumulator.
+    o_write : Out(stream(local_write_layout))
+        Rows for the scratchpad or the accumulator, one per transfer, in order; the
+        engine widens and scales those for the accumulator.
     window_base, window_size : In
         The main-memory window the block must lie in.
     may_write : In(1)
@@ -438,8 +547,7 @@ class DmaReader(wiring.Component):
         super().__init__({
             "i_cmd": In(stream.Signature(command_layout(c))),
             "o_done": Out(stream.Signature(done_layout(c))),
-            "spad": Out(spad_port_signature(c)),
-            "acc": Out(acc_port_signature(c)),
+            "o_write": Out(stream.Signature(local_write_layout(c))),
             "window_base": In(c.addr_bits),
             "window_size": In(c.addr_bits),
             "may_write": In(1, init=1),
@@ -476,7 +584,9 @@ class DmaReader(wiring.Component):
         t.beat_taken(r_fire, self.rlast)
         with m.If(r_fire & self.rresp[1] & ~failed):  # SLVERR or DECERR
             m.d.sync += [t.err.eq(_resp_error(self.rresp)), t.err_addr.eq(t.head.start)]
-        keep = (Const(1, bb * 8 + 1) << (t.n * 8)) - 1  # the n valid bytes
+        # The n valid bytes: byte i is kept when i < n (a comparison each, not the carry
+        # chain of 2**(8 n) - 1, which ended the reader's longest path).
+        keep = Cat((t.n > i).replicate(8) for i in range(bb))
         m.d.comb += [beats.w_data.eq(Cat(((self.rdata >> (t.lo * 8)) & keep)[:bb * 8], t.n)),
                      beats.w_en.eq(r_fire & ~failed)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
@@ -491,10 +601,10 @@ class DmaReader(wiring.Component):
         rb2 = Signal(range(2 * rb_max + 1))
         m.d.comb += rb2.eq(rb << 1)
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
-        # A row leaves the buffer into a register (the local write, its scaled lanes
-        # computed), which writes it while the next row is taken.
+        # A row leaves the buffer into a register (the local write), which is written while
+        # the next row is taken.
         w_valid = Signal()
-        w_taken = Mux(cmd.to_acc, self.acc.req.ready, self.spad.req.ready)
+        w_taken = self.o_write.ready
         # may_write: an older command's reader has finished writing (see DmaEngine).
         live = t.running & ~failed
         row_ready = live & ~fill_less[-1] & self.may_write      # fill >= row_bytes
@@ -513,41 +623,32 @@ class DmaReader(wiring.Component):
         with m.If(take | emit):
             m.d.sync += [buf.eq(Mux(take, kept | placed, kept)), fill.eq(fill_new),
                          fill_less.eq(less_new)]
-        with m.If(t.checking[-1]):
+        with m.If(t.start):
             m.d.sync += fill_less.eq(-rb)   # a new command: fill is 0
 
-        # --- Local writes: one row per cycle, padded with zeros past row_bytes. ----------
+        # --- Local writes: one row per cycle, padded with zeros past row_bytes. The engine
+        # widens and scales rows for the accumulator (one set of lanes for both readers).
         row = Signal(data.ArrayLayout(signed(8), rb_max))
         for i in range(rb_max):
             m.d.comb += row[i].eq(Mux(i < rb, buf[i * 8:(i + 1) * 8], 0))
-        w_addr = Signal(range(max(c.spad_rows, c.acc_rows)))
-        w_spad = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
-        w_acc = Signal(data.ArrayLayout(signed(c.acc_bits), c.cols))
+        w_addr = Signal.like(self.o_write.payload.addr)
+        w_row = Signal.like(self.o_write.payload.row)
+        # The scale's multiples that the engine's lanes choose among, registered from the
+        # command (they are ready long before its first row: the check takes 3 cycles).
+        scale_x3 = Signal.like(self.o_write.payload.scale_x3)
+        scale_neg = Signal.like(self.o_write.payload.scale_neg)
+        m.d.sync += [scale_x3.eq(cmd.scale + (cmd.scale << 1)), scale_neg.eq(-cmd.scale)]
         with m.If(w_taken):
             m.d.sync += w_valid.eq(0)
         with m.If(emit):
-            m.d.sync += [w_valid.eq(1), w_addr.eq(cmd.local_addr + rows_done),
-                         w_spad.eq(row.as_value()[:c.spad_row_bytes * 8])]
+            m.d.sync += [w_valid.eq(1), w_addr.eq(cmd.local_addr + rows_done), w_row.eq(row)]
+        w = self.o_write.payload
         m.d.comb += [
-            self.spad.req.valid.eq(w_valid & ~cmd.to_acc),
-            self.spad.req.payload.addr.eq(w_addr),
-            self.spad.req.payload.write.eq(1),
-            self.spad.req.payload.data.eq(w_spad),
-            self.acc.req.valid.eq(w_valid & cmd.to_acc),
-            self.acc.req.payload.addr.eq(w_addr),
-            self.acc.req.payload.write.eq(1),
-            self.acc.req.payload.accumulate.eq(cmd.accumulate),
-            self.acc.req.payload.data.eq(w_acc),
+            self.o_write.valid.eq(w_valid),
+            w.addr.eq(w_addr), w.row.eq(w_row), w.to_acc.eq(cmd.to_acc),
+            w.accumulate.eq(cmd.accumulate), w.wide.eq(cmd.wide), w.scale.eq(cmd.scale),
+            w.scale_x3.eq(scale_x3), w.scale_neg.eq(scale_neg),
         ]
-        for i in range(c.cols):
-            lane = row[i] * cmd.scale   # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8
-            if c.acc_bits % 8 == 0:
-                # A wide row holds the lanes in order, each little-endian, so lane i is
-                # the row's bits i * acc_bits and up; past row_bytes (whole lanes) it is 0.
-                wide_lane = row.as_value()[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
-                lane = Mux(cmd.wide, wide_lane, lane)
-            with m.If(emit):
-                m.d.sync += w_acc[i].eq(lane)
         with m.If(emit):
             m.d.sync += rows_done.eq(rows_done + 1)
 
@@ -740,13 +841,33 @@ class DmaEngine(wiring.Component):
                                             rds[0].o_done.payload.as_value())),
             order.r_en.eq(self.o_load_done.valid & self.o_load_done.ready),
         ]
-        for port in ("spad", "acc"):
-            ours = getattr(self, port).req
-            a, b = getattr(rds[0], port).req, getattr(rds[1], port).req
-            m.d.comb += [ours.valid.eq(a.valid | b.valid),
-                         ours.payload.eq(Mux(b.valid, b.payload.as_value(),
-                                             a.payload.as_value())),
-                         a.ready.eq(ours.ready & a.valid), b.ready.eq(ours.ready & b.valid)]
+        # Local writes: only the oldest command's reader writes, so one set of lanes widens
+        # and scales the rows of both.
+        a, b = rds[0].o_write, rds[1].o_write
+        w = Signal(local_write_layout(c))
+        m.d.comb += w.eq(Mux(b.valid, b.payload.as_value(), a.payload.as_value()))
+        spad, acc = self.spad.req, self.acc.req
+        ready = Mux(w.to_acc, acc.ready, spad.ready)
+        m.d.comb += [
+            a.ready.eq(ready & a.valid), b.ready.eq(ready & b.valid),
+            spad.valid.eq((a.valid | b.valid) & ~w.to_acc),
+            spad.payload.addr.eq(w.addr),
+            spad.payload.write.eq(1),
+            spad.payload.data.eq(w.row.as_value()[:c.spad_row_bytes * 8]),
+            acc.valid.eq((a.valid | b.valid) & w.to_acc),
+            acc.payload.addr.eq(w.addr),
+            acc.payload.write.eq(1),
+            acc.payload.accumulate.eq(w.accumulate),
+        ]
+        for i in range(c.cols):
+            # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8
+            lane = times_int8(m, w.row[i], w.scale, w.scale_x3, w.scale_neg, f"scaled{i}")
+            if c.acc_bits % 8 == 0:
+                # A wide row holds the lanes in order, each little-endian, so lane i is
+                # the row's bits i * acc_bits and up; past row_bytes (whole lanes) it is 0.
+                wide_lane = w.row.as_value()[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
+                lane = Mux(w.wide, wide_lane, lane)
+            m.d.comb += acc.payload.data[i].eq(lane)
 
         # AR in command order: the younger reader goes once the older one's bursts are out.
         # R beats go to the reader of their burst.

@@ -33,8 +33,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .intmath import chunk_tag_layout, shift_right_half_away, stage
+from .multipliers import MultiplierSignature, multiply
 
-__all__ = ["GeluLanes", "GELU_CONSTS", "LATENCY"]
+__all__ = ["GeluLanes", "GELU_CONSTS", "LATENCY", "MUL_SLOTS"]
 
 #: The integer constants of ``golden.gelu.GeluConstants`` (their full ranges fit).
 GELU_CONSTS = data.StructLayout({
@@ -48,6 +49,9 @@ GELU_CONSTS = data.StructLayout({
 LATENCY = 10
 #: ``out = round(q * G / 2**OUT_SHIFT)`` (``golden.gelu.GELU_OUT_SHIFT``).
 OUT_SHIFT = 17
+#: Multipliers per lane on the ``mul`` port: ``d**2`` (u15 x u15), ``ql G`` (u16 x u17),
+#: ``qh G`` (s16 x u17).
+MUL_SLOTS = 3
 
 
 class GeluLanes(wiring.Component):
@@ -71,12 +75,16 @@ class GeluLanes(wiring.Component):
         ``cols`` int32 GELU values at the golden model's ``out_scale``.
     busy : Out(1)
         A chunk is in the pipeline.
+    mul : Out(MultiplierSignature(cols, MUL_SLOTS))
+        The lanes' products, computed outside (the output path shares its multipliers
+        between GELU, Softmax and LayerNorm); each is registered here.
     """
 
     def __init__(self, cols: int):
         self.cols = cols
         tag = chunk_tag_layout(cols)
         super().__init__({
+            "mul": Out(MultiplierSignature(cols, MUL_SLOTS)),
             "en": In(1),
             "i_valid": In(1),
             "i_data": In(data.ArrayLayout(signed(32), cols)),
@@ -134,7 +142,7 @@ class GeluLanes(wiring.Component):
             diff = stage(m, en, Mux(shifted > big_b, 0, (big_b - shifted)[:15]),
                          f"gelu_diff{j}")
             # 4: d**2
-            sq = stage(m, en, diff * diff, f"gelu_sq{j}")
+            sq = stage(m, en, multiply(m, self.mul, j, 0, diff, diff), f"gelu_sq{j}")
             # 5, 6: (Pmax - d**2) >> r
             pm = stage(m, en, (p_max - sq)[:29], f"gelu_pm{j}")
             p_r = stage(m, en, pm >> r, f"gelu_pr{j}")
@@ -144,8 +152,9 @@ class GeluLanes(wiring.Component):
             g7 = stage(m, en, g, f"gelu_g7_{j}")
             # 8, 9: q * G
             q7 = q[7]
-            lo = stage(m, en, q7[:16] * g7, f"gelu_lo{j}")
-            hi = stage(m, en, q7[16:].as_signed() * g7, f"gelu_hi{j}")
+            lo = stage(m, en, multiply(m, self.mul, j, 1, q7[:16], g7), f"gelu_lo{j}")
+            hi = stage(m, en, multiply(m, self.mul, j, 2, q7[16:].as_signed(), g7),
+                       f"gelu_hi{j}")
             prod = Signal(signed(50), name=f"gelu_prod{j}")
             m.d.comb += prod.eq((hi << 16) + lo)
             prod9 = stage(m, en, prod, f"gelu_prod9_{j}")

@@ -16,6 +16,7 @@ from .execute_unit import ExecuteUnit
 from .gelu import GeluLanes
 from .layernorm import LayerNormUnit
 from .matrix_unit import MatrixUnit
+from .multipliers import WithMultipliers
 from .output_path import OutputPath
 from .registers import register_map_json
 from .requant import RequantLanes
@@ -57,10 +58,13 @@ TOPS: dict[str, Top] = {
     # The output path's lane units alone (cols lanes), to time or size each by itself.
     "requant": Top(lambda c: RequantLanes(c.cols), "tessera_requant",
                    "the requantization lanes (the output path's last stage)"),
-    "gelu": Top(lambda c: GeluLanes(c.cols), "tessera_gelu", "the i-GELU lanes"),
-    "softmax": Top(lambda c: SoftmaxUnit(c.cols), "tessera_softmax",
+    # (GELU, Softmax and LayerNorm alone, each with a bank of multipliers of its own: in the
+    # output path they share one.)
+    "gelu": Top(lambda c: WithMultipliers(GeluLanes(c.cols)), "tessera_gelu",
+                "the i-GELU lanes"),
+    "softmax": Top(lambda c: WithMultipliers(SoftmaxUnit(c.cols)), "tessera_softmax",
                    "the i-Softmax unit (its lanes, statistics and reciprocal)"),
-    "layernorm": Top(lambda c: LayerNormUnit(c.cols), "tessera_layernorm",
+    "layernorm": Top(lambda c: WithMultipliers(LayerNormUnit(c.cols)), "tessera_layernorm",
                      "the i-LayerNorm unit (its lanes, statistics, square root and reciprocal)"),
     "board": Top(BoardTop, "tessera_board",
                  "the generic board top: the accelerator, block-RAM main memory and a UART "

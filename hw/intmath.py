@@ -30,6 +30,8 @@ __all__ = [
     "saturate",
     "bit_length",
     "times_const",
+    "carry_sum",
+    "times_unsigned",
     "IntSqrt",
     "Reciprocal",
     "sqrt_latency_cycles",
@@ -144,6 +146,39 @@ def times_const(x, k: int):
         result = result + (x << i) if digit > 0 else result - (x << i)
     out = result[:len(x) + max(k.bit_length(), 1)]
     return out.as_signed() if x.shape().signed else out
+
+
+def carry_sum(m: Module, terms, name: str):
+    """The sum of ``terms`` as a balanced tree of two-operand adders, each sum a wire Yosys
+    keeps. Yosys merges a tree of adders whose inner sums have no other use into one
+    multi-operand adder and builds it from LUTs (full adders, then one carry chain); kept
+    wires leave every adder on a carry chain of its own (CCU2C on an ECP5), which costs
+    several times fewer LUTs for a few terms. ``terms`` must be Amaranth values."""
+    terms = list(terms)
+    if not terms:
+        raise ValueError("carry_sum needs at least one term")
+    level = 0
+    while len(terms) > 1:
+        nxt = []
+        for i in range(0, len(terms) - 1, 2):
+            total = terms[i] + terms[i + 1]
+            wire = Signal(total.shape(), name=f"{name}_s{level}_{i // 2}",
+                          attrs={"keep": 1})
+            m.d.comb += wire.eq(total)
+            nxt.append(wire)
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms, level = nxt, level + 1
+    return terms[0]
+
+
+def times_unsigned(m: Module, a, b, name: str):
+    """``a * b`` of two unsigned values by shifts and sums: each bit of ``b`` selects ``a``
+    shifted, summed by :func:`carry_sum` (``ceil(log2(len(b)))`` carry chains deep). For a
+    narrow ``b``, where a DSP block would be mostly unused."""
+    if a.shape().signed or b.shape().signed:
+        raise ValueError("times_unsigned takes unsigned operands")
+    return carry_sum(m, [Mux(b[i], a << i, 0) for i in range(len(b))], name)
 
 
 def bit_length(x):

@@ -71,12 +71,17 @@ from .intmath import (
     stage,
     tree_stages,
 )
+from .multipliers import MultiplierSignature, multiply
 
 __all__ = ["LayerNormUnit", "LATENCY", "PASSES", "GAMMA_BITS", "BETA_BITS", "LENGTH_BITS",
-           "gap_cycles", "stats_stage", "var_stage"]
+           "gap_cycles", "stats_stage", "var_stage", "MUL_SLOTS"]
 
 #: Pipeline stages from input to output.
 LATENCY = 10
+#: Multipliers per lane on the ``mul`` port: ``xl n`` (u16 x u13), ``xh n`` (s16 x u13),
+#: ``d * d`` or ``d * factor`` (s16 x s18), ``yl gamma`` (u17 x s16), ``yh gamma``
+#: (s16 x s16).
+MUL_SLOTS = 5
 #: Passes over each row.
 PASSES = 3
 #: gamma_q is int16; beta_q has ``|beta_q| < 2**45`` (golden ``BETA_LIMIT``): s46.
@@ -168,6 +173,9 @@ class LayerNormUnit(wiring.Component):
         A write-out chunk: ``cols`` values ``acc32`` (int32, to be requantized).
     busy : Out(1)
         A chunk is in the pipeline or a per-row value is being computed.
+    mul : Out(MultiplierSignature(cols, MUL_SLOTS))
+        The lanes' products, computed outside (the output path shares its multipliers
+        between GELU, Softmax and LayerNorm); each is registered here.
 
     Raises
     ------
@@ -184,6 +192,7 @@ class LayerNormUnit(wiring.Component):
         self.recip = Reciprocal(RECIP_BITS, self.sqrt.root_bits, steps_per_cycle)
         tag = chunk_tag_layout(cols)
         super().__init__({
+            "mul": Out(MultiplierSignature(cols, MUL_SLOTS)),
             "en": In(1),
             "i_valid": In(1),
             "i_data": In(data.ArrayLayout(signed(32), cols)),
@@ -276,8 +285,9 @@ class LayerNormUnit(wiring.Component):
             # would be two LUT levels on the multiplier's path.)
             x, load = Mux(s.scale_mul, (s.max_acc, s.min_acc)[j], x), en | s.scale_mul
         # 1, 2: n x
-        lo = stage(m, load, x[:16] * self.length, f"ln_nxl{j}")
-        hi = stage(m, load, x[16:].as_signed() * self.length, f"ln_nxh{j}")
+        lo = stage(m, load, multiply(m, self.mul, j, 0, x[:16], self.length), f"ln_nxl{j}")
+        hi = stage(m, load, multiply(m, self.mul, j, 1, x[16:].as_signed(), self.length),
+                   f"ln_nxh{j}")
         nx = Signal(signed(46), name=f"ln_nx{j}")
         m.d.comb += nx.eq((hi << 16) + lo)
         s.nx.append(nx)
@@ -295,7 +305,7 @@ class LayerNormUnit(wiring.Component):
         other = Signal(signed(FACTOR_BITS + 1), name=f"ln_other{j}")
         m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor[:FACTOR_BITS]))
         top = stage(m, en, (t4.pass_index != 1) & s.factor[FACTOR_BITS], f"ln_top{j}")
-        pd = stage(m, en, d4 * other, f"ln_pd{j}")
+        pd = stage(m, en, multiply(m, self.mul, j, 2, d4, other), f"ln_pd{j}")
         d5 = stage(m, en, d4, f"ln_d5_{j}")
         prod = Signal(signed(16 + FACTOR_BITS + 1), name=f"ln_prod{j}")
         m.d.comb += prod.eq(Mux(top, d5 << FACTOR_BITS, pd))
@@ -312,8 +322,9 @@ class LayerNormUnit(wiring.Component):
         for k in range(1, 9):
             beta = stage(m, en, beta, f"ln_beta{k}_{j}")
         # 7, 8, pass 2: y * gamma_q
-        yl = stage(m, en, val6[:17] * gamma, f"ln_yl{j}")
-        yh = stage(m, en, val6[17:].as_signed() * gamma, f"ln_yh{j}")
+        yl = stage(m, en, multiply(m, self.mul, j, 3, val6[:17], gamma), f"ln_yl{j}")
+        yh = stage(m, en, multiply(m, self.mul, j, 4, val6[17:].as_signed(), gamma),
+                   f"ln_yh{j}")
         yg = Signal(signed(48), name=f"ln_yg{j}")
         m.d.comb += yg.eq((yh << 17) + yl)
         yg8 = stage(m, en, yg, f"ln_yg8_{j}")

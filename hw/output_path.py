@@ -54,6 +54,12 @@ Operations (the golden model in ``tessera.sw.golden`` is the bit-exact specifica
 * LAYERNORM: ``layernorm.i_layernorm`` with its ``m, e`` in the descriptor and its
   ``gamma_q`` / ``beta_q`` on ``i_param``.
 
+Multipliers: i-GELU, i-Softmax and i-LayerNorm never hold chunks at the same time (a
+descriptor is taken once the previous command has left the pipelines), so they share one
+bank of :data:`~.multipliers.BANK_SLOTS` 18 x 18 multipliers per lane
+(:class:`~.multipliers.LaneMultipliers`), each slot's operands chosen by the command's
+operation; requantization has its own.
+
 Timing: every pass takes one chunk per cycle while the streams flow. Between passes the
 input waits for the pass's statistic (:func:`gap_cycles`); after a command's last chunk
 the next descriptor waits for the pipelines to drain (:func:`command_gap_cycles`). Latency
@@ -74,14 +80,18 @@ from amaranth.lib.wiring import In, Out
 from .config import MAX_ROW_LEN, TesseraConfig
 from .gelu import GELU_CONSTS, GeluLanes
 from .gelu import LATENCY as GELU_LATENCY
+from .gelu import MUL_SLOTS as GELU_SLOTS
 from .intmath import STEPS_PER_CYCLE, chunk_tag_layout
 from .layernorm import BETA_BITS, GAMMA_BITS, LayerNormUnit
 from .layernorm import LATENCY as LN_LATENCY
+from .layernorm import MUL_SLOTS as LN_SLOTS
 from .layernorm import gap_cycles as ln_gap_cycles
+from .multipliers import BANK_SLOTS, LaneMultipliers
 from .requant import LATENCY as RQ_LATENCY
 from .requant import MULTIPLIER_BITS, SHIFT_BITS, RequantLanes
 from .softmax import EXP_CONSTS, SoftmaxUnit
 from .softmax import LATENCY as SM_LATENCY
+from .softmax import MUL_SLOTS as SM_SLOTS
 from .softmax import gap_cycles as sm_gap_cycles
 
 __all__ = ["OutputOp", "OutputPath", "PASSES", "MAX_ROW_LEN", "ROWS_BITS", "STEPS_PER_CYCLE",
@@ -261,6 +271,7 @@ class OutputPath(wiring.Component):
         m.submodules.softmax = s.sm = SoftmaxUnit(C, self.steps_per_cycle)
         m.submodules.layernorm = s.ln = LayerNormUnit(C, self.steps_per_cycle)
         m.submodules.requant = s.rq = RequantLanes(C)
+        m.submodules.multipliers = s.mul = LaneMultipliers(C, BANK_SLOTS)
         m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
         s.advance = Signal(name="advance")
         m.d.comb += s.advance.eq(s.out_fifo.w_rdy)
@@ -269,6 +280,7 @@ class OutputPath(wiring.Component):
         self._command(m, s)
         self._chunks_in(m, s)
         self._units(m, s)
+        self._multipliers(m, s)
         self._chunks_out(m, s)
         m.d.comb += self.idle.eq((s.state == _State.IDLE) & ~s.pipe_busy & ~s.out_fifo.r_rdy)
         return m
@@ -395,6 +407,33 @@ class OutputPath(wiring.Component):
             rq.e.eq(Mux(op == OutputOp.NONE, 0, cmd.e)),
             rq.relu.eq(op == OutputOp.RELU),
         ]
+
+    def _multipliers(self, m: Module, s: SimpleNamespace) -> None:
+        """One bank of multipliers per lane for GELU, Softmax and LayerNorm, which never
+        hold chunks at the same time (a descriptor is taken once the pipelines are empty):
+        LayerNorm's five slots, GELU's three in the first of them, Softmax's two in the
+        last. Each slot's operands are LayerNorm's or the other unit's, chosen by a
+        register per lane set with the descriptor (one LUT level in front of the DSP)."""
+        C, bank = self._config.cols, s.mul.mul
+        assert LN_SLOTS == BANK_SLOTS and GELU_SLOTS + SM_SLOTS <= BANK_SLOTS
+        users = [(s.gelu.mul, k) for k in range(GELU_SLOTS)] + \
+            [(s.sm.mul, k) for k in range(SM_SLOTS)]
+        for j in range(C):
+            use_ln = Signal(name=f"mul_ln{j}")
+            with m.If(self.i_cmd.valid & self.i_cmd.ready):
+                m.d.sync += use_ln.eq(self.i_cmd.payload.op == OutputOp.LAYERNORM)
+            for slot in range(BANK_SLOTS):
+                m.d.comb += [s.ln.mul.p[j][slot].eq(bank.p[j][slot])]
+                if slot >= len(users):
+                    m.d.comb += [bank.a[j][slot].eq(s.ln.mul.a[j][slot]),
+                                 bank.b[j][slot].eq(s.ln.mul.b[j][slot])]
+                    continue
+                port, k = users[slot]
+                m.d.comb += [
+                    bank.a[j][slot].eq(Mux(use_ln, s.ln.mul.a[j][slot], port.a[j][k])),
+                    bank.b[j][slot].eq(Mux(use_ln, s.ln.mul.b[j][slot], port.b[j][k])),
+                    port.p[j][k].eq(bank.p[j][slot]),
+                ]
 
     def _chunks_out(self, m: Module, s: SimpleNamespace) -> None:
         """Chunks out, through a two-entry FIFO: lanes beyond the row are 0."""

@@ -30,7 +30,7 @@ stage  value                                                                    
 9      ``r (q_b - r)``                                                             u30
 10     ``poly = q_c - r (q_b - r)``; ``z + w``                                     u31
 11     ``e = poly >> (z + w)``                                                     u20
-12     pass 2: ``(e >> 2) * factor`` (one 18 x 18 DSP) and ``(e & 3) * factor``     u32
+12     pass 2: ``(e >> 3) * factor`` (one 18 x 18 DSP) and ``(e & 7) * factor``     u32
 13     pass 2: ``min((e * factor) >> 23, 511)``                                    u9
 =====  ==========================================================================  =====
 
@@ -59,11 +59,13 @@ from .intmath import (
     reciprocal_latency_cycles,
     stage,
     times_const,
+    times_unsigned,
     tree_stages,
 )
+from .multipliers import OPERAND_BITS, MultiplierSignature, multiply
 
 __all__ = ["SoftmaxUnit", "EXP_CONSTS", "LATENCY", "PASSES", "gap_cycles", "max_stage",
-           "sum_stage"]
+           "sum_stage", "MUL_SLOTS"]
 
 #: The integer constants of ``golden.softmax.ExpConstants`` (their full ranges fit).
 EXP_CONSTS = data.StructLayout({
@@ -92,9 +94,12 @@ OUT_MAX = (1 << OUT_BITS) - 1
 #: ``factor = floor(2**32 / sum)`` with ``sum >= 2**19`` (the row maximum's own code) is at
 #: most ``2**13``.
 FACTOR_BITS = 14
-#: Low bits of the exp code taken out of pass 2's product, leaving an 18-bit operand: the
-#: product is one 18 x 18 DSP block.
-SPLIT_BITS = EXP_BITS - 18
+#: Low bits of the exp code taken out of pass 2's product, leaving an unsigned 17-bit
+#: operand: the product is one signed 18 x 18 DSP block (of the output path's shared bank).
+SPLIT_BITS = EXP_BITS - (OPERAND_BITS - 1)
+#: Multipliers per lane on the ``mul`` port: the polynomial's ``r (q_b - r)`` (u14 x u16)
+#: and pass 2's ``(e >> SPLIT_BITS) * factor`` (u17 x u14).
+MUL_SLOTS = 2
 INT32_MIN = -(1 << 31)
 
 
@@ -152,6 +157,9 @@ class SoftmaxUnit(wiring.Component):
         floored), :data:`LATENCY` enabled cycles after its input.
     busy : Out(1)
         A chunk is in the pipeline or a per-row value is being computed.
+    mul : Out(MultiplierSignature(cols, MUL_SLOTS))
+        The lanes' products, computed outside (the output path shares its multipliers
+        between GELU, Softmax and LayerNorm); each is registered here.
     """
 
     def __init__(self, cols: int, steps_per_cycle: int = STEPS_PER_CYCLE):
@@ -159,6 +167,7 @@ class SoftmaxUnit(wiring.Component):
         self.recip = Reciprocal(RECIP_BITS, 32, steps_per_cycle)
         tag = chunk_tag_layout(cols)
         super().__init__({
+            "mul": Out(MultiplierSignature(cols, MUL_SLOTS)),
             "en": In(1),
             "i_valid": In(1),
             "i_data": In(data.ArrayLayout(signed(32), cols)),
@@ -270,7 +279,7 @@ class SoftmaxUnit(wiring.Component):
         qb8 = stage(m, en, (s.q_b - r7)[:16], f"sm_qb8_{j}")
         r8 = stage(m, en, r7, f"sm_r8_{j}")
         z8 = stage(m, en, z7, f"sm_z8_{j}")
-        prod9 = stage(m, en, r8 * qb8, f"sm_prod9_{j}")
+        prod9 = stage(m, en, multiply(m, self.mul, j, 0, r8, qb8), f"sm_prod9_{j}")
         zw9 = stage(m, en, z8 + s.w, f"sm_zw9_{j}")
         poly = Signal(unsigned(31), name=f"sm_poly{j}")
         m.d.comb += poly.eq(s.q_c - prod9)
@@ -294,12 +303,13 @@ class SoftmaxUnit(wiring.Component):
             s.sum_valid = stage(m, en, s.sum_valid, f"sm_sum_valid{i}")
             s.sum_tag = stage(m, en, s.sum_tag, f"sm_sum_tag{i}")
         for j in range(C):
-            # 12: e * factor (u20 x u14) as one 18 x 18 DSP product, e's top 18 bits times
-            # factor, and beside it e's low bits times factor (an adder); 13: the two
+            # 12: e * factor (u20 x u14) as one 18 x 18 DSP product, e's top 17 bits times
+            # factor, and beside it e's low bits times factor (adders); 13: the two
             # added, shifted and clipped.
             e = s.e11[j]
-            hi = stage(m, en, e[SPLIT_BITS:] * s.factor, f"sm_scaled_hi12_{j}")
-            lo = stage(m, en, sum(Mux(e[i], s.factor << i, 0) for i in range(SPLIT_BITS)),
+            hi = stage(m, en, multiply(m, self.mul, j, 1, e[SPLIT_BITS:], s.factor),
+                       f"sm_scaled_hi12_{j}")
+            lo = stage(m, en, times_unsigned(m, s.factor, e[:SPLIT_BITS], f"sm_lo{j}"),
                        f"sm_scaled_lo12_{j}")
             scaled = (hi << SPLIT_BITS) + lo
             shifted = scaled >> OUT_SHIFT

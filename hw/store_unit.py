@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import CHECK_CYCLES, ROWS_BITS, DmaError, block_layout, done_layout
-from .intmath import saturate, stage
+from .intmath import saturate, stage, times_unsigned
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -223,7 +223,9 @@ class StoreUnit(wiring.Component):
         # LayerNorm's table: PARAM_ROWS rows per chunk, one more with the prescale (as
         # shifts and sums: no multiplier in front of the comparison).
         table_span = Signal(range((PARAM_ROWS + 1) * (c.max_row_len // C + 1) + 1))
-        m.d.sync += [span.eq(p.desc.rows * s.chunks),
+        # (rows * chunks by shifts and sums: chunks is narrow, a DSP block would be mostly
+        # unused; span holds it for the current command from a cycle after it is taken.)
+        m.d.sync += [span.eq(times_unsigned(m, p.desc.rows, s.chunks, "span")),
                      groups.eq((p.desc.rows + C - 1) // C), bad_shape.eq(shape),
                      table_span.eq(Mux(p.prescale, _times(s.chunks, PARAM_ROWS + 1),
                                        _times(s.chunks, PARAM_ROWS)))]
@@ -253,7 +255,7 @@ class StoreUnit(wiring.Component):
         with m.If(self.op_cmd.valid & self.op_cmd.ready):
             m.d.sync += desc_pending.eq(0)
 
-        s.p, s.p_ln, s.bad_shape, s.bad_local = p, p_ln, bad_shape2, bad_local
+        s.p, s.p_ln, s.bad_shape, s.bad_local, s.span = p, p_ln, bad_shape2, bad_local, span
 
     def _read_side(self, m: Module, s) -> None:
         """Every row once per pass, through a small credit-checked FIFO; LayerNorm's table
@@ -423,7 +425,7 @@ class StoreUnit(wiring.Component):
         or to main memory through the DMA."""
         c = self._config
         C = c.cols
-        cmd, rows, length, full, tail, p = s.cmd, s.rows, s.length, s.full, s.tail, s.p
+        cmd, length, tail, p = s.cmd, s.length, s.tail, s.p
         out = self.op_out
         padded = Signal(data.ArrayLayout(signed(8), c.spad_row_bytes))
         for i in range(C):
@@ -442,7 +444,9 @@ class StoreUnit(wiring.Component):
         if c.acc_rows >= 1 << ROWS_BITS:
             # More rows than one DMA store can carry go row by row.
             whole_rows = whole_rows & (total < 1 << ROWS_BITS)
-        m.d.comb += [total.eq(rows * full), contiguous.eq(whole_rows)]
+        # (rows * full = rows * chunks when the rows are whole chunks: the check's span,
+        # which fits, as the command's accumulator rows were checked.)
+        m.d.comb += [total.eq(s.span), contiguous.eq(whole_rows)]
         wr_spad_row = Signal(range(c.spad_rows))          # blocked: the row's first chunk
         with m.If(s.start):
             m.d.sync += [wr_row.eq(0), wr_spad.eq(p.spad_addr), wr_spad_row.eq(p.spad_addr),

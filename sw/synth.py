@@ -93,6 +93,8 @@ ACCELERATOR_UNITS = [
     ("GELU", "output.gelu"),
     ("Softmax", "output.softmax"),
     ("LayerNorm", "output.layernorm"),
+    # (GELU's, Softmax's and LayerNorm's multipliers: one bank per lane, which they share)
+    ("shared multipliers", "output.multipliers"),
     ("output path", "output"),
     ("command processor", "fetch"),
     ("command processor", "queues"),

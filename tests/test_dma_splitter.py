@@ -55,7 +55,9 @@ def run_splitter(bus_bits: int, limit: int, blocks, pause_p: float, seed: int):
     want = sum(len(reference_bursts(cfg.bus_bytes, **b)) for b in blocks)
 
     async def source(ctx):
-        await send(ctx, dut.i_cmd, blocks, random_pauses(pause_p, seed))
+        # (total: the block's bytes, which the DMA's command check gives the splitter)
+        cmds = [dict(b, total=b["rows"] * b["row_bytes"]) for b in blocks]
+        await send(ctx, dut.i_cmd, cmds, random_pauses(pause_p, seed))
 
     async def sink(ctx):
         pause, cycle = random_pauses(pause_p, seed + 1), 0

@@ -60,6 +60,7 @@ def test_modules_and_nets_belong_to_their_units():
     assert unit_of(r"\tessera_accelerator.exe.read_a", top) == "execute control"
     assert unit_of(r"\tessera_accelerator.output.softmax.recip", top) == "Softmax"
     assert unit_of(r"\tessera_accelerator.output.out_fifo", top) == "output path"
+    assert unit_of(r"\tessera_accelerator.output.multipliers", top) == "shared multipliers"
     assert unit_of(r"\tessera_accelerator.accumulate_x", top) == "command processor"
     assert unit_of(r"\tessera_accelerator", top) == "command processor"
     assert unit_of(r"\tessera_accelerator.acc", top) == "accumulator"

@@ -1,0 +1,69 @@
+# amaranth: UnusedElaboratable=no
+"""The output path's shared multiplier bank: what its helpers refuse, and a unit given a
+bank of its own (the output path's tests check the shared bank against the golden model)."""
+
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.sim import Simulator
+
+from tessera.hw.gelu import GeluLanes
+from tessera.hw.multipliers import (
+    LaneMultipliers,
+    MultiplierSignature,
+    WithMultipliers,
+    multiply,
+)
+from tessera.hw.requant import RequantLanes
+
+
+def test_signature_and_operands_are_checked():
+    with pytest.raises(ValueError, match="cols must be a positive integer, not 0"):
+        MultiplierSignature(0, 3)
+    with pytest.raises(ValueError, match="slots must be a positive integer, not -1"):
+        MultiplierSignature(2, -1)
+    port = MultiplierSignature(1, 1).create()
+    m = Module()
+    with pytest.raises(ValueError, match=r"operand a \(unsigned\(18\)\) does not fit"):
+        multiply(m, port, 0, 0, Signal(unsigned(18)), Signal(unsigned(4)))
+    with pytest.raises(ValueError, match=r"operand b \(signed\(19\)\) does not fit"):
+        multiply(m, port, 0, 0, Signal(unsigned(17)), Signal(signed(19)))
+    with pytest.raises(ValueError, match="RequantLanes has no 'mul' port"):
+        WithMultipliers(RequantLanes(2))
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [(unsigned(17), signed(18)),
+                                              (signed(18), signed(18)),
+                                              (unsigned(15), unsigned(13))])
+def test_products_come_back_exact_in_the_operands_shape(a_shape, b_shape):
+    bank = LaneMultipliers(1, 1)
+    m = Module()
+    m.submodules.bank = bank
+    port = MultiplierSignature(1, 1).create()
+    a, b = Signal(a_shape), Signal(b_shape)
+    p = multiply(m, port, 0, 0, a, b)
+    m.d.comb += [bank.mul.a[0][0].eq(port.a[0][0]), bank.mul.b[0][0].eq(port.b[0][0]),
+                 port.p[0][0].eq(bank.mul.p[0][0])]
+    assert p.shape() == (a * b).shape()
+
+    def edges(shape):
+        lo = -(1 << (shape.width - 1)) if shape.signed else 0
+        hi = (1 << (shape.width - (1 if shape.signed else 0))) - 1
+        return sorted({lo, lo + 1, -1 if shape.signed else 2, 0, 1, hi // 3, hi - 1, hi})
+
+    async def bench(ctx):
+        for x in edges(a_shape):
+            for y in edges(b_shape):
+                ctx.set(a, x)
+                ctx.set(b, y)
+                assert ctx.get(p) == x * y, (x, y)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_a_unit_with_its_own_bank_keeps_its_other_ports():
+    unit = GeluLanes(2)
+    alone = WithMultipliers(unit)
+    assert "mul" not in alone.signature.members
+    assert set(alone.signature.members) == set(unit.signature.members) - {"mul"}
