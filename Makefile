@@ -65,7 +65,7 @@ demo: install
 
 # One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
 test: install
-	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest
+	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest --durations=15
 
 test-fast: install
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -m "not rtl"
