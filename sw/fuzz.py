@@ -173,6 +173,13 @@ class _Generator:
         self.prog.append(_Cmd(Opcode.FENCE, {}, Queue.DISPATCH))
         self.history = []
 
+    def restart(self) -> None:
+        """A new program after a FENCE (an illegal program's tail): no commands, and no
+        signallers, whose indices would be the old program's and would make :meth:`_order`
+        take a conflict as already ordered. The dataflow and the preloaded weights carry
+        over, as in the hardware."""
+        self.prog, self.history, self.last_signal = [], [], {}
+
     # --- commands ------------------------------------------------------------------
 
     def _rows(self, total: int, most: int) -> tuple[int, int]:
@@ -475,7 +482,7 @@ def generate(config: TesseraConfig, seed: int, base: int, illegal: bool = False,
         bad, kind = _illegal_word(config, gen, rng)
         words.append(bad)
         words.append(encode(config, Command(Opcode.FENCE, {})))
-        gen.prog, gen.history = [], []
+        gen.restart()
         gen.legal(int(rng.integers(0, 4)))
         words += [_noise(config, rng, c) for c in gen.prog]
     words.append(encode(config, Command(Opcode.FINISH, {})))

@@ -40,6 +40,17 @@ def test_generated_programs_do_not_depend_on_the_schedule(name):
     assert "legal" in kinds and len(kinds) > 3
 
 
+def test_an_illegal_programs_tail_orders_its_conflicts():
+    """The legal commands after an illegal one start a new program: the signallers of the
+    program before are forgotten. Seed 11000677 (found by ``tessera fuzz --preset tiny
+    --streams 3000 --seed 11``) put a LOAD into the accumulator and a STORE reading its
+    rows there with no token between them, because a signaller of the earlier program had
+    the same index."""
+    case = generate(TINY, 11000677, MEM_BASE, illegal=True)
+    assert schedule_independent(TINY, case, MEM_BASE, MEM_BASE, mem_bytes(TINY)), \
+        case.describe()
+
+
 def test_a_missing_token_is_found_by_the_schedule_check():
     """The check itself: a LOAD and the PRELOAD and COMPUTE that read its rows, without
     the token between them, give different results in different orders."""
