@@ -247,13 +247,18 @@ class Machine:
     def _config(self, os):
         self.os = bool(os)
 
-    def _load(self, **args):
+    def _check_load(self, args: dict) -> gdma.DmaCommand:
+        """The DMA's checks of a LOAD (raises _Refused), and the bytes it counts."""
         cmd = gdma.DmaCommand(**args)
         error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size, load=True)
         if error != "NONE":
             # The DMA names the command's address whatever its check found.
             raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error], cmd.dram_addr)
         self.bytes_loaded += cmd.rows * cmd.row_bytes
+        return cmd
+
+    def _load(self, **args):
+        cmd = self._check_load(args)
         gdma.load(self.mem, cmd, self.config, self.acc if cmd.to_acc else self.spad,
                   self.mem_base)
 

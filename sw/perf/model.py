@@ -228,11 +228,7 @@ class _Checker(Machine):
     is read or written."""
 
     def _load(self, **args):
-        cmd = gdma.DmaCommand(**args)
-        error = gdma.check_command(cmd, self.config, self.mem_base, self.mem_size, load=True)
-        if error != "NONE":
-            raise _Refused(f"the DMA refuses it ({error})", ErrorCode[error], cmd.dram_addr)
-        self.bytes_loaded += cmd.rows * cmd.row_bytes
+        self._check_load(args)
 
     def _preload(self, spad_addr):
         pass
@@ -1186,37 +1182,34 @@ class PerfModel:
         cmd = self._decode(timed)
         return timed, cmd, _queue_value(cmd)
 
+    def _dispatch_check(self, cmd, os_mode: bool, weights: bool, checker: _Checker) -> tuple:
+        """The dispatcher's checks of ``cmd`` from the state (dataflow, weights preloaded)
+        they depend on, cached per command and state; the state after it. Raises
+        _Refused."""
+        key = (id(cmd), os_mode, weights)
+        after = self._dispatch_checked.get(key)
+        if after is None:
+            after = checker._check_dispatch(cmd, os_mode, weights)
+            if len(self._dispatch_checked) < 1 << 20:
+                self._dispatch_checked[key] = after
+                self._checked.setdefault(id(cmd), cmd)     # kept alive: its id stays its own
+        return after
+
     def _dispatch_checks(self, cmds: list, checks: tuple, checker: _Checker) -> tuple:
-        """The dispatcher's checks of ``cmds`` from the state ``checks`` (dataflow, weights
-        preloaded), cached per command; the state after them. Raises _Refused."""
+        """The dispatcher's checks of ``cmds`` from the state ``checks``; the state after
+        them. Raises _Refused."""
         os_mode, weights = checks
-        dispatch = self._dispatch_checked
         for cmd in cmds:
-            key = (id(cmd), os_mode, weights)
-            after = dispatch.get(key)
-            if after is None:
-                after = checker._check_dispatch(cmd, os_mode, weights)
-                if len(dispatch) < 1 << 20:
-                    dispatch[key] = after
-                    self._checked.setdefault(id(cmd), cmd)     # its id stays its own
-            os_mode, weights = after
+            os_mode, weights = self._dispatch_check(cmd, os_mode, weights, checker)
         return os_mode, weights
 
     def _checks_pass(self, cmds: list, checker: _Checker) -> bool:
         """Whether every command passes the dispatcher's and its unit's checks (the golden
         executor's own, in program order; a unit's check cached per command)."""
         os_mode, weights = checker.os, checker.weights is not None
-        seen, dispatch = self._checked, self._dispatch_checked
+        seen = self._checked
         for cmd in cmds:
-            # The dispatcher's checks depend on the command and the state they leave.
-            key = (id(cmd), os_mode, weights)
-            after = dispatch.get(key)
-            if after is None:
-                after = checker._check_dispatch(cmd, os_mode, weights)
-                if len(dispatch) < 1 << 20:
-                    dispatch[key] = after
-                    seen.setdefault(id(cmd), cmd)     # kept alive: its id stays its own
-            os_mode, weights = after
+            os_mode, weights = self._dispatch_check(cmd, os_mode, weights, checker)
             op = cmd.opcode
             if (op == Opcode.LOAD or op == Opcode.STORE) and id(cmd) not in self._unit_checked:
                 Machine._execute(checker, cmd)     # the unit's checks, untimed
