@@ -440,14 +440,14 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
     return fig
 
 
-
-#: The benchmark layers of ``tessera bench model``: (name, what runs it).
+#: The benchmark layers of ``tessera bench model``, by name (:func:`_benchmark_ops` runs
+#: each).
 MODEL_BENCHMARKS = ("gemm 512x512x512", "gemm 128x768x3072", "bert-base layer (seq 128)",
                     "gpt2 decode step (after 128 tokens)", "minilm (8 sentences)")
 
 
-def _benchmark_ops(config: TesseraConfig, name: str, backend: str, runtime: dict,
-                   progress) -> tuple[list, float]:
+def _benchmark_ops(config: TesseraConfig, name: str, backend: str,
+                   runtime: dict) -> tuple[list, float]:
     """One benchmark layer on ``backend``: its cycles per operation (``(op, cycles)``; one
     entry for a single program) and the run's wall time, built by the commands that run
     it elsewhere (``tessera bench gemm``, ``tessera run``)."""
@@ -498,7 +498,7 @@ def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=
     for name in benchmarks:
         _log(progress, f"{name}: on Verilator...")
         try:
-            measured, rtl_s = _benchmark_ops(config, name, "verilator", timing, progress)
+            measured, rtl_s = _benchmark_ops(config, name, "verilator", timing)
         except InputError as e:
             # A layer this configuration cannot hold (its main memory, its array's shape).
             _log(progress, f"{name}: skipped: {e}")
@@ -507,7 +507,7 @@ def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=
         _log(progress, f"{name}: on the model...")
         # The model computes the data too, so that the layers' own checks hold.
         predicted, model_s = _benchmark_ops(config, name, "model",
-                                            {**timing, "model_data": True}, progress)
+                                            {**timing, "model_data": True})
         ops = [{"op": op, "measured": m, "predicted": p, "error_pct": _error_pct(p, m)}
                for (op, m), (_, p) in zip(measured, predicted, strict=True)]
         total_m = sum(o["measured"] for o in ops)
