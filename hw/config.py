@@ -8,6 +8,7 @@ the driver and the testbenches load it from there, never from a copy kept by han
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -391,30 +392,31 @@ class TesseraConfig(ArrayConfig):
                        f"at least {self.rows} rows in each of its {nbanks} banks; "
                        f"raise {kib} or lower {banks}")
 
-    # Derived values ---------------------------------------------------------------------
+    # Derived values (each computed once: the lowering and the performance model read them
+    # for every command) ------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def bus_bytes(self) -> int:
         """Bytes per beat on the AXI4 master: the DMA's peak bytes per cycle."""
         return self.bus_bits // 8
 
-    @property
+    @functools.cached_property
     def spad_row_bytes(self) -> int:
         """Bytes of one scratchpad row (wide enough for an input or a weight row)."""
         return math.ceil(max(self.rows * self.input_bits, self.cols * self.weight_bits) / 8)
 
-    @property
+    @functools.cached_property
     def acc_row_bytes(self) -> int:
         """Bytes of one accumulator row (``cols`` values of ``acc_bits``)."""
         return self.cols * self.acc_bits // 8
 
-    @property
+    @functools.cached_property
     def spad_rows(self) -> int:
         """Scratchpad rows: as many as fit, a whole number in each bank."""
         per_bank = self.spad_kib * 1024 // self.spad_row_bytes // self.spad_banks
         return per_bank * self.spad_banks
 
-    @property
+    @functools.cached_property
     def acc_rows(self) -> int:
         """Accumulator rows: as many as fit, a whole number in each bank."""
         per_bank = self.acc_kib * 1024 // self.acc_row_bytes // self.acc_banks

@@ -25,6 +25,23 @@ def test_matmul_equals_python_integers_wrapped():
             assert got[i, j] == wrapped
 
 
+@pytest.mark.parametrize("acc_bits", [20, 32])
+def test_matmul_exact_at_the_extremes(acc_bits):
+    # The largest products summed over a long K (the float64 path must stay exact): every
+    # row of -128 against columns of -128, 127 and a mix; sums up to 2^14 x 65,536 = 2^30.
+    cfg = preset("default").replace(acc_bits=acc_bits)
+    K = 1 << 16
+    a = np.full((3, K), -128)
+    a[1, ::2] = 127
+    b = np.stack([np.full(K, -128), np.full(K, 127), np.where(np.arange(K) % 3, -128, 127)], 1)
+    got = g.matmul(a, b, cfg)
+    for i in range(3):
+        for j in range(3):
+            exact = int(np.dot(a[i].astype(object), b[:, j].astype(object)))
+            half = 1 << (acc_bits - 1)
+            assert got[i, j] == (exact + half) % (1 << acc_bits) - half
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 1), (5, 3, 9), (16, 17, 15), (33, 40, 7)])
 @pytest.mark.parametrize("cfg", [preset("tiny"), TesseraConfig(rows=3, cols=5, spad_kib=16,
                                                                  acc_kib=8, max_row_len=256)])

@@ -51,12 +51,21 @@ def check_command(cmd: DmaCommand, config: TesseraConfig, window_base: int, wind
     if cmd.rows == 0 or cmd.row_bytes == 0 or cmd.row_bytes > width or cmd.row_bytes % unit \
             or (cmd.wide and not (load and cmd.to_acc and config.acc_bits % 8 == 0)):
         return "SHAPE"
-    end = cmd.dram_addr + (cmd.rows - 1) * cmd.stride + cmd.row_bytes
-    if cmd.dram_addr < window_base or end > window_base + window_size:
+    if not in_window(cmd.dram_addr, extent(cmd), window_base, window_size):
         return "WINDOW"
     if load and cmd.local_addr + cmd.rows > (config.acc_rows if cmd.to_acc else config.spad_rows):
         return "LOCAL"
     return "NONE"
+
+
+def extent(cmd: DmaCommand) -> int:
+    """Bytes from the block's first byte in main memory to the byte after its last."""
+    return (cmd.rows - 1) * cmd.stride + cmd.row_bytes
+
+
+def in_window(addr: int, nbytes: int, window_base: int, window_size: int) -> bool:
+    """Whether ``nbytes`` from ``addr`` lie inside the window."""
+    return window_base <= addr and addr + nbytes <= window_base + window_size
 
 
 def lane_bytes(config: TesseraConfig) -> int:

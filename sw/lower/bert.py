@@ -84,8 +84,10 @@ def group_of_block(lin, block: int, d: int) -> int:
 
 def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
                      x_at: int | None = None, seq: int | None = None,
-                     lengths: tuple = ()) -> BertPlacement:
-    """Write the layer's weights, tables and input into ``rt``'s main memory. With
+                     lengths: tuple = (), align: int = 64) -> BertPlacement:
+    """Write the layer's weights, tables and input into ``rt``'s main memory, each tensor
+    at an address of ``align`` bytes (a chained encoder places each at the start of a
+    4 KiB page, see :func:`~tessera.sw.lower.encoder.place_encoder`). With
     ``x_at`` (and ``seq``), the input is already there, in the blocked layout (the
     previous layer's output, in a chained encoder), and ``x_q`` is None. ``lengths``: the
     rows are a batch of sequences of these lengths, one after the other (no ``mask``:
@@ -106,25 +108,28 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
             raise LoweringError("a batch's sequences attend to all of their own tokens: "
                                 "give their lengths, not a mask")
 
+    def place(data):
+        return rt.place(data, align)
+
     def weights(w):
-        return rt.place(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
+        return place(to_blocked(w, Blocked(w.shape[0], w.shape[1], d, d)))
 
     def space(rows, cols):
-        return rt.alloc(Blocked(rows, cols, d).nbytes)
+        return rt.alloc(Blocked(rows, cols, d).nbytes, align)
 
     wqkv = np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)
     bqkv = np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias])
     p = BertPlacement(
-        seq=S, x=x_at if x_at is not None else rt.place(to_blocked(x_q, Blocked(S, H, d))),
+        seq=S, x=x_at if x_at is not None else place(to_blocked(x_q, Blocked(S, H, d))),
         wqkv=weights(wqkv),
-        bqkv=rt.place(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
-        wo=weights(ql.wo.weight), bo=rt.place(bias_bytes(ql.wo.bias, d)),
-        ln1=rt.place(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
-                                per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
-        w1=weights(ql.w1.weight), b1=rt.place(bias_bytes(ql.w1.bias, d)), f=space(S, F),
-        w2=weights(ql.w2.weight), b2=rt.place(bias_bytes(ql.w2.bias, d)),
-        ln2=rt.place(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
-                                per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H),
+        bqkv=place(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
+        wo=weights(ql.wo.weight), bo=place(bias_bytes(ql.wo.bias, d)),
+        ln1=place(layernorm_table(ql.ln1.gamma_q, ql.ln1.beta_q, d,
+                                  per_block(ql.wo, ql.ln1_prescale, d))), h1=space(S, H),
+        w1=weights(ql.w1.weight), b1=place(bias_bytes(ql.w1.bias, d)), f=space(S, F),
+        w2=weights(ql.w2.weight), b2=place(bias_bytes(ql.w2.bias, d)),
+        ln2=place(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
+                                  per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H),
         lengths=tuple(int(n) for n in lengths))
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
@@ -135,7 +140,7 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
         s_pad = -(-S // d) * d
         bias = np.zeros(s_pad, dtype="<i4")
         bias[:S][~keep] = ql.mask_bias
-        p.mask = rt.place(bias)
+        p.mask = place(bias)
     return p
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...hw.axi import BOUNDARY_BYTES
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
 from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
@@ -69,13 +70,19 @@ def place_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = ()
                   ) -> EncoderPlacement:
     """Write every layer's weights and tables, and the first layer's input, into ``rt``'s
     main memory; each later layer reads its input where the one before writes it.
-    ``lengths``: ``x_q``'s rows are a batch of sequences of these lengths."""
+    ``lengths``: ``x_q``'s rows are a batch of sequences of these lengths.
+
+    Every tensor starts a 4 KiB page (at most a page of padding each, a fraction of a
+    percent of a layer's bytes): the DMA cuts its bursts at page boundaries, so every
+    layer's transfers are cut alike, and the performance model times the layers after the
+    first as the first (it reuses a segment's timing when its commands are cut into the
+    same bursts)."""
     check_chain(qls)
     S = x_q.shape[0]
-    layers = [place_bert_layer(rt, qls[0], x_q, mask, lengths=lengths)]
+    layers = [place_bert_layer(rt, qls[0], x_q, mask, lengths=lengths, align=BOUNDARY_BYTES)]
     for ql in qls[1:]:
         layers.append(place_bert_layer(rt, ql, None, mask, x_at=layers[-1].out, seq=S,
-                                       lengths=lengths))
+                                       lengths=lengths, align=BOUNDARY_BYTES))
     return EncoderPlacement(layers)
 
 

@@ -17,6 +17,7 @@ orders them and gives them their dependency tokens.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -127,10 +128,12 @@ def _candidates(limit: int, dim: int, whole: int):
     return sorted(values)
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
               latency: int = LATENCY_CYCLES, *, full_rows: bool = False,
               reserve: int = 0) -> GemmPlan:
-    """The cheapest plan for ``shape`` on ``config`` by the cost model.
+    """The cheapest plan for ``shape`` on ``config`` by the cost model (kept per
+    argument: a model's layers ask for the same few products; the plan is frozen).
 
     ``full_rows``: every tile spans all of N (a LayerNorm over the output rows needs whole
     rows in the accumulator). ``reserve``: accumulator rows kept out of the tiles (at the

@@ -61,6 +61,7 @@ from ...hw.config import TesseraConfig
 from ...hw.dma import CHECK_CYCLES
 from ...hw.isa import (
     QUEUE_OF,
+    Command,
     ErrorCode,
     Opcode,
     Queue,
@@ -68,6 +69,7 @@ from ...hw.isa import (
     command_bits,
     command_layout_for,
     decode,
+    encode,
     header_layout,
 )
 from ...hw.output_path import OutputOp, gap_cycles, latency_cycles, row_cycles
@@ -793,6 +795,31 @@ def _address_field(config: TesseraConfig, opcode: int) -> tuple[int, int] | None
     return field.offset, (1 << field.width) - 1
 
 
+#: The fields of a LOAD's and a STORE's word whose values the timing does not read: the
+#: DMA widens any scale in the same cycles, and the output path's requantization and
+#: non-linear units have latencies that do not depend on their constants. A chained
+#: model's layers differ in them (each its own scales), and in their addresses.
+_UNTIMED_FIELDS = {Opcode.LOAD: ("scale",), Opcode.STORE: ("desc.m", "desc.e", "desc.consts")}
+
+
+@functools.cache
+def _untimed_bits(config: TesseraConfig, opcode: int) -> int:
+    """The bits of :data:`_UNTIMED_FIELDS` in a word of opcode value ``opcode``."""
+    bits = 0
+    for path in _UNTIMED_FIELDS.get(Opcode(opcode), ()):
+        node = _tree(config, Opcode(opcode))
+        for name in path.split("."):
+            node = node[name]
+        stack = [node]
+        while stack:
+            f = stack.pop()
+            if isinstance(f, dict):
+                stack.extend(f.values())
+            else:
+                bits |= ((1 << f.width) - 1) << f.offset
+    return bits
+
+
 def _queue_counts(queue_of: list, first: int, last: int) -> list:
     """The commands of each unit's queue among ``first .. last``."""
     part = queue_of[first:last + 1]
@@ -904,12 +931,15 @@ class PerfModel:
         self.memo = True
         self._words: dict = {}          # window -> word -> (timing word, its command)
         self._segments: dict = {}       # a segment's key -> its _Segment
-        self._bursts_alike: dict = {}   # (word less its address, its bursts) -> a word
+        self._bursts_alike: dict = {}   # (timed bits of a word, its bursts) -> a word
+        self._page_alike: dict = {}     # (timed bits, address in its page) -> a word
+        self._load_extents: dict = {}   # a LOAD's word less its address -> its extent
         self.reused = 0                 # commands whose segment's timing was reused
         self._address_fields = (*_opcode_field(config), {
-            op.value: _address_field(config, op.value) for op in Opcode
-            if _address_field(config, op.value) is not None})
+            op.value: (*_address_field(config, op.value), _untimed_bits(config, op.value))
+            for op in Opcode if _address_field(config, op.value) is not None})
         self._segment_commands = 0      # commands in self._segments, for a bound
+        self._fence_word = encode(config, Command(Opcode.FENCE, {}))
 
     def _decode(self, word):
         if not isinstance(word, int):
@@ -1144,41 +1174,61 @@ class PerfModel:
         """``(timing word, its command, its queue)`` for a command word, once the word has
         passed its unit's checks at its own address: a LOAD or STORE is timed as the first
         word seen that differs from it at most in a main-memory address cut into the same
-        bursts (all the timing reads of an address); None if it does not decode or is
-        refused."""
+        bursts (all the timing reads of an address) and in fields the timing does not read
+        (:data:`_UNTIMED_FIELDS`); None if it does not decode or is refused."""
         at, opcode_mask, fields = self._address_fields
         field = fields.get((word >> at) & opcode_mask)
         if field is None:
             cmd = self._decode(word)
-            return None if cmd is None else (word, cmd, _queue_value(cmd))
+            if cmd is None:
+                return None
+            if cmd.opcode is Opcode.FINISH:
+                # Dispatched as a FENCE is (once every command before it has completed):
+                # a program's last segment is timed as the same segment ending in a FENCE.
+                return self._fence_word, cmd, _queue_value(cmd)
+            return word, cmd, _queue_value(cmd)
         # The word decodes as the one with its address cleared, but for the address: the
         # words of a program's LOADs differ mostly there.
-        offset, mask = field
+        offset, mask, untimed = field
         addr = (word >> offset) & mask
-        alike = self._decode(word & ~(mask << offset))
+        alike_word = word & ~(mask << offset)
+        alike = self._decode(alike_word)
         if alike is None:
             return None
-        a = {**alike.args, "dram_addr": addr}
+        a = alike.args
         load = alike.opcode == Opcode.LOAD
-        try:
-            # The unit's checks, as Machine._execute makes them.
-            (checker._load if load else checker._store)(**a)
-        except _Refused:
-            return None
+        # The unit's checks, as Machine._execute makes them. Of a LOAD's, only the window's
+        # reads the address: a LOAD alike but for an address inside the window passes as
+        # the first one did.
+        extent = self._load_extents.get(alike_word) if load else None
+        if extent is None or not gdma.in_window(addr, extent, checker.mem_base,
+                                                checker.mem_size):
+            try:
+                (checker._load if load else checker._store)(**{**a, "dram_addr": addr})
+            except _Refused:
+                return None
+            if load and len(self._load_extents) < 1 << 20:
+                self._load_extents[alike_word] = gdma.extent(gdma.DmaCommand(**a))
         addr %= BOUNDARY_BYTES
-        if load:
-            bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
-                                  self.config.bus_bytes)
-        else:
-            desc = a["desc"]
-            bursts = _store_beats(self.config, desc["rows"], desc["length"], addr,
-                                  a["stride"], a.get("blocked", 0))
-        same = (word & ~(mask << offset), bursts)
-        timed = self._bursts_alike.get(same)
+        timed_bits = word & ~(mask << offset) & ~untimed
+        timed = self._page_alike.get((timed_bits, addr))
         if timed is None:
-            timed = word
-            if len(self._bursts_alike) < 1 << 20:
-                self._bursts_alike[same] = word
+            if load:
+                bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
+                                      self.config.bus_bytes)
+            else:
+                desc = a["desc"]
+                bursts = _store_beats(self.config, desc["rows"], desc["length"], addr,
+                                      a["stride"], a.get("blocked", 0))
+            same = (timed_bits, bursts)
+            timed = self._bursts_alike.get(same)
+            if timed is None:
+                timed = word
+                if len(self._bursts_alike) < 1 << 20:
+                    self._bursts_alike[same] = word
+            if len(self._page_alike) < 1 << 20:
+                # The same bursts at the same offset in a page, whatever the page.
+                self._page_alike[(timed_bits, addr)] = timed
         cmd = self._decode(timed)
         return timed, cmd, _queue_value(cmd)
 

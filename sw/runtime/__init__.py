@@ -306,11 +306,11 @@ class Runtime:
         self.image[off:off + raw.size] = raw
         self._used = max(self._used, off + raw.size)
 
-    def place(self, data) -> int:
-        """Allocate room for ``data`` (an array's bytes, at least one) and write it there;
-        returns the address."""
+    def place(self, data, align: int = 64) -> int:
+        """Allocate room for ``data`` (an array's bytes, at least one), aligned, and write it
+        there; returns the address."""
         raw = _raw_bytes(data)
-        at = self.alloc(max(raw.size, 1))
+        at = self.alloc(max(raw.size, 1), align)
         self.write(at, raw)
         return at
 
@@ -356,13 +356,20 @@ class Runtime:
             raise InputError(f"program must be a sequence of Command objects or command "
                              f"words, not {type(program).__name__}")
         wbytes = command_bits(self.config) // 8
-        words = [encode(self.config, c) if isinstance(c, Command)
-                 else whole_number(c, f"command word {i}", 0, (1 << (8 * wbytes)) - 1)
-                 for i, c in enumerate(program)]
+        top = (1 << (8 * wbytes)) - 1
+        program = list(program)
+        words = [encode(self.config, c) if isinstance(c, Command) else c for c in program]
+        if not all(type(w) is int for w in words) or words and (min(words) < 0 or
+                                                                max(words) > top):
+            # Some element is not a plain word in range: check each, to name it.
+            words = [w if isinstance(c, Command) else
+                     whole_number(c, f"command word {i}", 0, top)
+                     for i, (c, w) in enumerate(zip(program, words, strict=True))]
         room = max(len(words), 1) * wbytes     # an empty program's buffer: one word
         buf = self.alloc(room, align=max(64, wbytes))
-        raw = b"".join(w.to_bytes(wbytes, "little") for w in words)
-        self.write(buf, raw)
+        if self.backend != "model" or self.model_data:
+            # (The performance model without data reads nothing from main memory.)
+            self.write(buf, b"".join(w.to_bytes(wbytes, "little") for w in words))
         try:
             if self.backend == "golden":
                 result = self._run_golden(words, onchip)
