@@ -285,6 +285,32 @@ def test_options_are_checked(bert):
     assert ql.ranges["f"].range < ql.ranges["f"].columns.max()
 
 
+def test_split_ffn_outliers_keeps_the_function_and_narrows_w2(bert):
+    """Two planted outlier units of ``w2`` (40 and 20 times the rest) are emptied and
+    split over 16 new units (in proportion, 11 and 5); the float layer is unchanged, and
+    the integer layer with ``split_ffn`` is closer to it than without."""
+    w, calib, x = bert
+    w = dict(w)
+    w["w2"] = w["w2"].copy()
+    top = np.abs(w["w2"]).max()
+    w["w2"][100, 7], w["w2"][900, 30] = 40 * top, -20 * top
+    split = Q.split_ffn_outliers(w)
+    assert split["w1"].shape == (256, 1040) and split["w2"].shape == (1040, 256)
+    assert not split["w1"][:, 100].any() and not split["w2"][900].any()
+    assert np.allclose(split["w2"][1024:1035].sum(axis=0), w["w2"][100])
+    assert np.allclose(split["w2"][1035:].sum(axis=0), w["w2"][900])
+    assert np.abs(R.bert_layer(x, split) - R.bert_layer(x, w)).max() < 1e-12
+    assert Q.split_ffn_outliers(split) is split  # nothing left above the ratio
+    errors = {}
+    for on in (False, True):
+        ql = Q.quantize_bert_layer(w, calib, split_ffn=on, **Q.EXTENDED)
+        assert ql.ffn == (1040 if on else 1024) and ql.options["split_ffn"] is on
+        errors[on] = Q.layer_errors(x, w, ql)["out"]["rms"]
+    assert errors[True] < 0.8 * errors[False], errors
+    with pytest.raises(ValueError, match="split_ffn must be a bool, not 1"):
+        Q.quantize_bert_layer(w, calib, split_ffn=1)
+
+
 # --------------------------------------------------------------------------------------
 # all-MiniLM-L6-v2
 # --------------------------------------------------------------------------------------

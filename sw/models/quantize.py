@@ -144,6 +144,8 @@ __all__ = [
     "RESIDUAL_MAX",
     "ACTIVATIONS",
     "EXTENDED",
+    "SPLIT_RATIO",
+    "split_ffn_outliers",
     "MATMUL_CONFIG",
     "quantize_activation",
     "dequantize",
@@ -180,6 +182,9 @@ _SMOOTHABLE = ("x", "h1", "f", "out")
 _RESIDUAL_FED = ("x", "h1", "out")
 #: The extended dataflow's options that reach cosine 0.99 on every MiniLM layer.
 EXTENDED = {"ln_prescale": True, "smooth": {"h1": 0.5, "f": 0.5}}
+#: An FFN unit is split (:func:`split_ffn_outliers`) when the largest weight of its ``w2`` row
+#: is more than this many times the median row's largest weight.
+SPLIT_RATIO = 16
 #: The matrix unit the dataflow assumes: int8 x int8, int32 wrapping accumulation.
 MATMUL_CONFIG = TesseraConfig(input_bits=8, weight_bits=8, acc_bits=32)
 
@@ -660,10 +665,69 @@ def _check_options(smooth, ln_prescale: bool) -> dict:
     return smooth
 
 
+def split_ffn_outliers(w: dict, group: int = GROUP, ratio: float = SPLIT_RATIO) -> dict:
+    """The layer ``w`` with its outlier FFN units split over ``group`` new units: the same
+    function in exact arithmetic, a finer int8 scale for ``w2`` in integers.
+
+    A unit ``u`` is an outlier when ``max |w2[u, :]|`` exceeds ``ratio`` times the median
+    of that maximum over the units. Its slot is emptied (``w1[:, u]``, ``b1[u]`` and
+    ``w2[u]`` set to 0, so that it computes GELU(0) = 0 and adds nothing) and ``k_u``
+    copies of it are appended, each with ``w2[u] / k_u``: ``sum k_u GELU(z) w2[u] / k_u``
+    is what the unit gave. The ``k_u`` add up to ``group`` (one more scale group of ``w1``'s
+    outputs; ``F`` grows by ``group``), shared in proportion to the units' largest weights,
+    at least one each (the ``group`` largest outliers if there are more).
+
+    Why: ``w2`` has one scale per group of output columns, and in all-MiniLM-L6-v2's layers
+    0 to 3 one unit writes the residual stream's outlier dimension with a weight 22 to 55
+    times the median unit's largest one, so the group of that column keeps 0 or 1 int8
+    codes for its other weights. Split 16 ways the unit's weights are 16 times smaller.
+
+    Parameters
+    ----------
+    w : dict
+        A float BERT layer (:func:`tessera.sw.models.reference.bert_layer`).
+    group : int
+        Units added (one scale group).
+    ratio : float
+        The outlier threshold.
+
+    Returns
+    -------
+    dict
+        ``w`` itself if no unit is an outlier, else a copy with ``w1``, ``b1``, ``w2`` of
+        ``F + group`` units.
+    """
+    w1, b1, w2 = (np.asarray(w[n], dtype=np.float64) for n in ("w1", "b1", "w2"))
+    row_max = np.abs(w2).max(axis=1)
+    order = np.argsort(row_max)[::-1]
+    units = [int(u) for u in order[:group] if row_max[u] > ratio * np.median(row_max)]
+    if not units:
+        return w
+    size = row_max[units]
+    copies = np.maximum(1, np.floor(group * size / size.sum())).astype(int)
+    while copies.sum() < group:
+        copies[np.argmax(size / copies)] += 1
+    while copies.sum() > group:
+        copies[np.argmax(copies)] -= 1
+    w1, b1, w2 = w1.copy(), b1.copy(), w2.copy()
+    cols, biases, rows = [], [], []
+    for u, k in zip(units, copies, strict=True):
+        cols += [w1[:, u].copy()] * k  # copies: the slot is emptied next
+        biases += [b1[u]] * k
+        rows += [w2[u] / k] * k
+        w1[:, u], b1[u], w2[u] = 0.0, 0.0, 0.0
+    split = dict(w)
+    split["w1"] = np.concatenate([w1, np.stack(cols, axis=1)], axis=1)
+    split["b1"] = np.concatenate([b1, biases])
+    split["w2"] = np.concatenate([w2, np.stack(rows)], axis=0)
+    return split
+
+
 def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
                         in_scale=None, percentile: float | dict | None = None,
                         ln_prescale: bool = False,
-                        smooth: dict | None = None) -> QuantizedBertLayer:
+                        smooth: dict | None = None,
+                        split_ffn: bool = False) -> QuantizedBertLayer:
     """Quantize a BERT layer for :func:`integer_bert_layer` (driver side).
 
     The defaults give the base dataflow of the module docstring; ``ln_prescale=True``
@@ -690,6 +754,9 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     smooth : dict, optional
         ``{name: alpha}`` for ``x``, ``h1``, ``f``, ``out``: per-group int8 scales
         ``range (r_g / r_max)**alpha / 127``; ``x``, ``h1``, ``out`` need ``ln_prescale``.
+    split_ffn : bool
+        Quantize :func:`split_ffn_outliers` of ``w`` (the same function, ``group`` more FFN
+        units when a unit is an outlier): ``ql.ffn`` is then ``F + group``.
 
     Returns
     -------
@@ -705,6 +772,10 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     smooth = _check_options(smooth, ln_prescale)
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ValueError(f"group must be a positive integer, not {group!r}")
+    if not isinstance(split_ffn, bool):
+        raise ValueError(f"split_ffn must be a bool, not {split_ffn!r}")
+    if split_ffn:
+        w = split_ffn_outliers(w, group)
     dh = hidden // heads
     if dh > _MAX_HEAD_DIM:
         raise ValueError(f"the head size must be at most {_MAX_HEAD_DIM} (so that masked "
@@ -748,7 +819,8 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         ctx_requant=dyadic_multiplier(PROB_SCALE * s["v"] / s["ctx"]),
         ln1_prescale=ln1_prescale, ln2_prescale=ln2_prescale, ln1=ln1, ln2=ln2,
         gelu=gelu, f_requant=f_requant, scales=scales, ranges=ranges,
-        options={"ln_prescale": ln_prescale, "smooth": smooth, "percentile": percentile})
+        options={"ln_prescale": ln_prescale, "smooth": smooth, "percentile": percentile,
+                 "split_ffn": split_ffn})
 
 
 # --------------------------------------------------------------------------------------
@@ -994,6 +1066,8 @@ def layer_errors(x, w: dict, ql: QuantizedBertLayer, mask=None) -> dict[str, dic
         and (for the ``(S, X)`` tensors) the smallest cosine of one token's vector.
     """
     x = np.asarray(x, dtype=np.float64)
+    if ql.options.get("split_ffn"):
+        w = split_ffn_outliers(w, ql.group)  # the FFN intermediates as the layer has them
     ref = bert_layer_trace(x, w, mask)
     deq = dequantize_trace(integer_bert_layer_trace(quantize_activation(x, ql.in_scale), ql,
                                                     mask), ql)
