@@ -522,6 +522,70 @@ def bench_model(config: TesseraConfig, *, benchmarks=MODEL_BENCHMARKS, progress=
                                  default=0.0)}
 
 
+def bench_model_speed(config: TesseraConfig, *, layers: int = 12, seq: int = 128,
+                      hidden: int = 768, heads: int = 12, ffn: int = 3072,
+                      progress=None) -> dict:
+    """How long the performance model takes over a whole encoder (BERT-base's shape by
+    default, random weights, one program): CPU seconds to lower it, to encode its
+    commands, to predict it (the model backend without data) and to predict it again on
+    the same runtime (its segments' timings kept).
+
+    Raises
+    ------
+    InputError
+        If the shapes are not positive or do not fit the configuration's main memory.
+    """
+    from ..hw.isa import encode
+    from .lower.encoder import lower_encoder, place_encoder
+    from .models.chain import quantize_chain
+    from .models.quantize import EXTENDED, quantize_activation
+    from .models.reference import random_bert_weights
+    from .run import check_fits, check_layer_shape, layer_bytes
+    from .runtime import Runtime
+
+    for name, value in (("layers", layers), ("seq", seq), ("hidden", hidden),
+                        ("heads", heads), ("ffn", ffn)):
+        whole_number(value, name, 1)
+    check_layer_shape(config, hidden, heads)
+    check_fits(config, "model", layers * layer_bytes(config, "bert", seq, hidden, ffn),
+               f"a {layers}-layer encoder over {seq} tokens")
+    rng = np.random.default_rng(1)
+    _log(progress, f"quantizing {layers} random layers (hidden {hidden}, FFN {ffn}; not "
+                   f"timed)")
+    ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
+    qls = quantize_chain(ws, [rng.normal(0, 1, (seq, hidden)) for _ in range(2)], **EXTENDED)
+    x = quantize_activation(rng.normal(0, 1, (seq, hidden)), qls[0].in_scale)
+    rt = Runtime(config, backend="model")
+    placement = place_encoder(rt, qls, x, lengths=(seq,))
+
+    def cpu(f):
+        t = time.process_time()
+        out = f()
+        return out, time.process_time() - t
+
+    _log(progress, "lowering, encoding and predicting")
+    prog, lower_s = cpu(lambda: lower_encoder(config, qls, placement))
+    words, encode_s = cpu(lambda: [encode(config, c) for c in prog])
+    first, predict_s = cpu(lambda: rt.run(words, check=True))
+    again, again_s = cpu(lambda: rt.run(words, check=True))
+    return {"config": config.hash, "describe": config.describe(), "layers": layers,
+            "seq": seq, "hidden": hidden, "ffn": ffn, "commands": len(prog),
+            "cycles": first.counters["cycles"], "lower_s": round(lower_s, 2),
+            "encode_s": round(encode_s, 2), "predict_s": round(predict_s, 2),
+            "predict_again_s": round(again_s, 2),
+            "reused_commands": rt._model.reused}
+
+
+def format_model_speed(fig: dict) -> str:
+    return "\n".join([
+        f"performance model speed: a {fig['layers']}-layer encoder (hidden {fig['hidden']}, "
+        f"FFN {fig['ffn']}, {fig['seq']} tokens; random weights) on {fig['describe']}",
+        f"  {fig['commands']:,} commands, {fig['cycles']:,} cycles predicted",
+        f"  CPU seconds: lowering {fig['lower_s']:.2f}, encoding the commands "
+        f"{fig['encode_s']:.2f}, prediction {fig['predict_s']:.2f} (again on the same "
+        f"runtime: {fig['predict_again_s']:.2f})"])
+
+
 def _error_pct(predicted: int, measured: int) -> float:
     return round(100.0 * (predicted - measured) / measured, 2) if measured else 0.0
 

@@ -122,7 +122,8 @@ def _print_figures(fig: dict, keys) -> None:
 def cmd_bench(args) -> int:
     cfg = _config(args)
     benches = {"array": _bench_array, "dma": _bench_dma, "nonlinear": _bench_nonlinear,
-               "gemm": _bench_gemm, "sim": _bench_sim, "model": _bench_model}
+               "gemm": _bench_gemm, "sim": _bench_sim, "model": _bench_model,
+               "model-speed": _bench_model_speed}
     if args.target not in benches:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
@@ -133,7 +134,8 @@ def cmd_bench(args) -> int:
 #: What ``--sim`` of each benchmark may name (gemm runs on any runtime backend but uart).
 BENCH_SIMS = {"gemm": ("golden", "icarus", "verilator", "amaranth"), "sim": ("verilator",),
               "array": ("icarus", "verilator"), "dma": ("icarus", "verilator"),
-              "nonlinear": ("icarus", "verilator"), "model": ("verilator",)}
+              "nonlinear": ("icarus", "verilator"), "model": ("verilator",),
+              "model-speed": ("verilator",)}
 
 
 def _check_sims(args) -> None:
@@ -312,6 +314,15 @@ def _bench_model(cfg, args) -> int:
 
     fig = bench_model(cfg, progress=_progress)
     print(format_model_bench(fig))
+    _write_json(args.json, fig)
+    return 0
+
+
+def _bench_model_speed(cfg, args) -> int:
+    from .bench import bench_model_speed, format_model_speed
+
+    fig = bench_model_speed(cfg, progress=_progress)
+    print(format_model_speed(fig))
     _write_json(args.json, fig)
     return 0
 
@@ -650,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to measure: gemm (the whole accelerator), sim (simulation "
                         "speed: native against cocotb), array, dma, nonlinear, model (the "
                         "performance model's cycles against Verilator's on the benchmark "
-                        "layers)")
+                        "layers), model-speed (the CPU time of the model over a whole "
+                        "BERT-base encoder)")
     _add_config_args(p)
     p.add_argument("--sim", default="verilator",
                    help="icarus, verilator, or both comma-separated (default: verilator)")

@@ -932,7 +932,7 @@ class PerfModel:
         self._words: dict = {}          # window -> word -> (timing word, its command)
         self._segments: dict = {}       # a segment's key -> its _Segment
         self._bursts_alike: dict = {}   # (timed bits of a word, its bursts) -> a word
-        self._page_alike: dict = {}     # (timed bits, address in its page) -> a word
+        self._page_alike: dict = {}     # (timed bits, address in its page) -> timing
         self._load_extents: dict = {}   # a LOAD's word less its address -> its extent
         self.reused = 0                 # commands whose segment's timing was reused
         self._address_fields = (*_opcode_field(config), {
@@ -1104,18 +1104,17 @@ class PerfModel:
         """
         window = (checker.mem_base, checker.mem_size)
         memo = self._words.setdefault(window, {})
-        keys, cmds, queues = [], [], []
-        for w in words:
-            known = memo.get(w)
-            if known is None:
-                known = self._timing_word(w, checker)
-                if known is None:
+        known = [memo.get(w) for w in words]
+        for i, k in enumerate(known):
+            if k is None:
+                k = known[i] = self._timing_word(words[i], checker)
+                if k is None:
                     return None
                 if len(memo) < 1 << 20:
-                    memo[w] = known
-            keys.append(known[0])
-            cmds.append(known[1])
-            queues.append(known[2])
+                    memo[words[i]] = k
+        keys = [k[0] for k in known]
+        cmds = [k[1] for k in known]
+        queues = [k[2] for k in known]
         finish = next((i for i, cmd in enumerate(cmds) if cmd.opcode is Opcode.FINISH), None)
         if finish is not None:
             del cmds[finish + 1:], keys[finish + 1:], queues[finish + 1:]
@@ -1192,45 +1191,47 @@ class PerfModel:
         offset, mask, untimed = field
         addr = (word >> offset) & mask
         alike_word = word & ~(mask << offset)
-        alike = self._decode(alike_word)
-        if alike is None:
-            return None
-        a = alike.args
-        load = alike.opcode == Opcode.LOAD
         # The unit's checks, as Machine._execute makes them. Of a LOAD's, only the window's
         # reads the address: a LOAD alike but for an address inside the window passes as
         # the first one did.
-        extent = self._load_extents.get(alike_word) if load else None
+        extent = self._load_extents.get(alike_word)
         if extent is None or not gdma.in_window(addr, extent, checker.mem_base,
                                                 checker.mem_size):
+            alike = self._decode(alike_word)
+            if alike is None:
+                return None
+            load = alike.opcode == Opcode.LOAD
             try:
-                (checker._load if load else checker._store)(**{**a, "dram_addr": addr})
+                (checker._load if load else checker._store)(**{**alike.args, "dram_addr": addr})
             except _Refused:
                 return None
             if load and len(self._load_extents) < 1 << 20:
-                self._load_extents[alike_word] = gdma.extent(gdma.DmaCommand(**a))
-        addr %= BOUNDARY_BYTES
-        timed_bits = word & ~(mask << offset) & ~untimed
-        timed = self._page_alike.get((timed_bits, addr))
-        if timed is None:
-            if load:
-                bursts = _load_bursts(addr, a["stride"], a["rows"], a["row_bytes"],
+                self._load_extents[alike_word] = gdma.extent(gdma.DmaCommand(**alike.args))
+        # Timed as the first word seen with the same timed bits and the same bursts; the
+        # same offset in a page gives the same bursts, whatever the page.
+        page_key = (alike_word & ~untimed, addr % BOUNDARY_BYTES)
+        known = self._page_alike.get(page_key)
+        if known is None:
+            alike = self._decode(alike_word)
+            a = alike.args
+            if alike.opcode == Opcode.LOAD:
+                bursts = _load_bursts(page_key[1], a["stride"], a["rows"], a["row_bytes"],
                                       self.config.bus_bytes)
             else:
                 desc = a["desc"]
-                bursts = _store_beats(self.config, desc["rows"], desc["length"], addr,
+                bursts = _store_beats(self.config, desc["rows"], desc["length"], page_key[1],
                                       a["stride"], a.get("blocked", 0))
-            same = (timed_bits, bursts)
+            same = (page_key[0], bursts)
             timed = self._bursts_alike.get(same)
             if timed is None:
                 timed = word
                 if len(self._bursts_alike) < 1 << 20:
                     self._bursts_alike[same] = word
+            cmd = self._decode(timed)
+            known = (timed, cmd, _queue_value(cmd))
             if len(self._page_alike) < 1 << 20:
-                # The same bursts at the same offset in a page, whatever the page.
-                self._page_alike[(timed_bits, addr)] = timed
-        cmd = self._decode(timed)
-        return timed, cmd, _queue_value(cmd)
+                self._page_alike[page_key] = known
+        return known
 
     def _dispatch_check(self, cmd, os_mode: bool, weights: bool, checker: _Checker) -> tuple:
         """The dispatcher's checks of ``cmd`` from the state (dataflow, weights preloaded)
