@@ -82,10 +82,9 @@ bench: install
 	# a GPT-2 decode step after 128 cached tokens (bus utilization).
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert-layer --preset $(PRESET) --backend verilator --json build/run-bert-base.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2-decode --seq 128 --preset $(PRESET) --backend verilator --json build/run-gpt2-decode.json
+	# The performance model's speed over a whole BERT-base encoder (CPU seconds).
+	$(TESSERA) bench model-speed --preset $(PRESET) --json build/bench-model-speed.json
 
-# The physical flow with the open tools (YoWASP): resources per unit on the ECP5-85F and a
-# sky130 area estimate for each preset that is meant for silicon or an FPGA, and the clock
-# after placement where the design fits the ECP5-85F. Tens of minutes: not part of `make test`.
 # Command-stream fuzzing: random programs on the RTL and the golden model (sw/fuzz.py,
 # docs/semantics.md); mismatches are shrunk and written to build/fuzz-*/.
 fuzz: install
@@ -99,6 +98,9 @@ sweep: install
 	@mkdir -p build
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) sweep examples/sweep-bert.yaml --json build/sweep-bert-sram.json
 
+# The physical flow with the open tools (YoWASP): resources per unit on the ECP5-85F and a
+# sky130 area estimate for each preset that is meant for silicon or an FPGA, and the clock
+# after placement where the design fits the ECP5-85F. Tens of minutes: not part of `make test`.
 synth-report: install
 	@mkdir -p build
 	$(TESSERA) synth --preset tiny --target ecp5 --place --json build/synth-tiny-ecp5.json
