@@ -174,6 +174,42 @@ def test_linear_round_trip_groups_and_residual():
         Q.quantize_linear(w, b, 0.02, 16, residual_scale=np.linspace(0.01, 0.02, 40))
 
 
+def test_gptq_rounding_keeps_the_outputs_closer():
+    """GPTQ's codes: the same scales, int8, and a smaller output error on the inputs they
+    were fitted to than rounding each weight to nearest; bad arguments are named."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, (400, 48)) @ rng.normal(0, 1, (48, 48))  # correlated inputs
+    w = rng.normal(0, 0.05, (48, 32))
+    b = np.zeros(32)
+    near = Q.quantize_linear(w, b, 0.02)
+    gptq = Q.quantize_linear(w, b, 0.02, inputs=x, damp=0.01)
+    assert gptq.weight.dtype == np.int8 and np.array_equal(gptq.acc_scale, near.acc_scale)
+    want = x @ w
+    def err(lin):
+        return np.linalg.norm(x @ (lin.weight * lin.acc_scales() / 0.02) - want)
+    assert err(gptq) < 0.8 * err(near)
+    assert np.abs(gptq.weight.astype(int) - near.weight).max() <= 3  # a nudge, not a refit
+    with pytest.raises(ValueError, match="inputs need a damp"):
+        Q.quantize_linear(w, b, 0.02, inputs=x)
+    with pytest.raises(ValueError, match=r"inputs must be \(n, 48\), not \(400, 47\)"):
+        Q.quantize_linear(w, b, 0.02, inputs=x[:, :47], damp=0.01)
+    with pytest.raises(ValueError, match="damp must be a positive number, not 0"):
+        Q.gptq_codes(w, x, 0)
+    with pytest.raises(ValueError, match="the inputs are all 0"):
+        Q.gptq_codes(w, np.zeros_like(x), 0.01)
+
+
+def test_quantize_bert_layer_gptq_option(bert):
+    w, calib, x = bert
+    ql = Q.quantize_bert_layer(w, calib, gptq=0.03, **Q.EXTENDED)
+    base = Q.quantize_bert_layer(w, calib, **Q.EXTENDED)
+    assert ql.options["gptq"] == 0.03 and base.options["gptq"] is None
+    assert np.array_equal(ql.w1.acc_scale, base.w1.acc_scale)
+    assert not np.array_equal(ql.w1.weight, base.w1.weight)
+    with pytest.raises(ValueError, match="gptq must be None or a positive damping, not -1"):
+        Q.quantize_bert_layer(w, calib, gptq=-1)
+
+
 def test_integer_layer_is_integer_and_deterministic(bert, bert_q):
     w, _, x = bert
     ql = bert_q

@@ -71,21 +71,25 @@ def test_bert_layer_refuses_minilm_options(capsys):
 def test_minilm_fidelity_on_the_evaluation_sentences():
     """The chained integer MiniLM (what the accelerator computes bit for bit) against the
     float model on the 8 evaluation sentences, with run_minilm's quantization. Measured
-    worst 0.99285, mean 0.99445 (0.98855 / 0.99009 before the outlier FFN units were split,
-    0.9827 / 0.9886 before i-Softmax rounded its output)."""
+    worst 0.99292, mean 0.99455 (0.99285 / 0.99445 before GPTQ rounded the weights,
+    0.98855 / 0.99009 before the outlier FFN units were split, 0.9827 / 0.9886 before
+    i-Softmax rounded its output)."""
     from tessera.sw.run_model import ENCODER_QUANTIZATION
     model = minilm.load_minilm()
     qls = minilm.quantize_encoder(model=model, **ENCODER_QUANTIZATION)
     got = minilm.encode_integer(minilm.EVALUATION_SENTENCES, qls, model=model)
     want = minilm.encode(minilm.EVALUATION_SENTENCES, model=model)
     cos = np.sum(got * want, axis=1)
-    assert cos.min() > 0.992 and cos.mean() > 0.994, cos
+    assert cos.min() > 0.9925 and cos.mean() > 0.9944, cos
 
 
 def test_the_held_out_sentences_are_apart_from_the_others():
     held = set(minilm.HELD_OUT_SENTENCES)
     assert len(held) == len(minilm.HELD_OUT_SENTENCES) >= 24
-    assert not held & (set(minilm.CALIBRATION_SENTENCES) | set(minilm.EVALUATION_SENTENCES))
+    assert not held & (set(minilm.ENCODER_CALIBRATION_SENTENCES)
+                       | set(minilm.EVALUATION_SENTENCES))
+    assert not set(minilm.ENCODER_CALIBRATION_SENTENCES) & set(minilm.EVALUATION_SENTENCES)
+    assert set(minilm.CALIBRATION_SENTENCES) <= set(minilm.ENCODER_CALIBRATION_SENTENCES)
     words = [len(s.split()) for s in held]
     assert min(words) <= 3 and max(words) >= 60
 

@@ -45,6 +45,7 @@ __all__ = [
     "mean_pool",
     "encode",
     "CALIBRATION_SENTENCES",
+    "ENCODER_CALIBRATION_SENTENCES",
     "EVALUATION_SENTENCES",
     "HELD_OUT_SENTENCES",
     "quantize_encoder",
@@ -69,6 +70,74 @@ CALIBRATION_SENTENCES = (
     "He fixed the bicycle chain with a pair of pliers.",
     "Global temperatures have risen over the last century.",
     "Can you recommend a good Italian restaurant nearby?",
+)
+#: The chained encoder's calibration (:func:`quantize_encoder`): the sentences above and 58
+#: more, 14 of them of 1 to 4 words (very short sentences are the most sensitive to noise,
+#: ``docs/accuracy.md``). Their 885 tokens are GPTQ's data (``gptq``): its Hessians are
+#: 384 and 1552 wide, which the 198 tokens above cannot fill.
+ENCODER_CALIBRATION_SENTENCES = CALIBRATION_SENTENCES + (
+    "The bakery on the corner sells fresh croissants every morning.",
+    "Our flight was delayed by three hours because of fog.",
+    "I think the new phone is too expensive for what it offers.",
+    "The river flooded the lower part of the village last spring.",
+    "Please remember to lock the door when you leave.",
+    "The orchestra rehearsed the symphony twice before the concert.",
+    "Most birds migrate south when the days get shorter.",
+    "The software update introduced a bug in the login screen.",
+    "She has been learning Japanese for almost two years.",
+    "The recipe calls for two eggs, a cup of milk and some sugar.",
+    "Traffic on the highway was slow all afternoon.",
+    "He forgot his umbrella and got soaked on the way home.",
+    "The company hired forty new engineers this quarter.",
+    "Volcanoes release gases such as carbon dioxide and sulfur dioxide.",
+    "Is the bank open late on weekends?",
+    "The kids built a sandcastle at the beach.",
+    "Our team lost the semifinal by a single point.",
+    "The library extended its opening hours during exams.",
+    "My laptop battery barely lasts two hours now.",
+    "The painting was sold at auction for a record price.",
+    "Why does bread go stale so quickly?",
+    "The hotel room had a beautiful view of the harbour.",
+    "Electric cars are becoming cheaper every year.",
+    "The teacher asked the students to read chapter five.",
+    "A strong earthquake shook the coastal city overnight.",
+    "I usually drink tea in the morning and coffee after lunch.",
+    "The committee approved the budget after a long discussion.",
+    "Wolves hunt in packs and communicate by howling.",
+    "The server crashed because the disk was full.",
+    "We watched an old black and white film last night.",
+    "The garden is full of roses and lavender in June.",
+    "You need a valid passport to cross the border.",
+    "The price of oil fell sharply after the announcement.",
+    "Honey never spoils if it is stored properly.",
+    "The marathon runners passed the bridge at noon.",
+    "Where can I buy tickets for the museum?",
+    "The baby finally fell asleep after midnight.",
+    "This compiler error means a semicolon is missing.",
+    "Farmers are worried about the long dry summer.",
+    "The astronauts returned safely after six months in orbit.",
+    "Sure.",
+    "Pleased to meet you.",
+    "No problem.",
+    "Really?",
+    "Five hundred",
+    "Well done!",
+    "Let's go.",
+    "I'm sorry.",
+    "Not bad at all.",
+    "Catch you later.",
+    "Cheers, mate.",
+    "Hmm, interesting.",
+    "Fine, thanks.",
+    "Absolutely not!",
+    "After the storm passed, neighbours gathered in the street to clear fallen branches, "
+    "check on the elderly residents and share whatever food and batteries they had left.",
+    "The report, which was published on Monday, argues that rising rents are pushing young "
+    "families out of the city centre and into distant suburbs with poor public transport.",
+    "When the algorithm finds a shorter path, it updates the distance table and pushes the "
+    "neighbouring nodes back onto the priority queue.",
+    "Although the team trained hard all season, injuries to two key players meant they never "
+    "reached the form they showed the year before.",
 )
 #: Held-out sentences to measure on (none is in the calibration set); pairs (0, 1), (2, 3),
 #: (4, 5) are paraphrases, the others unrelated.
@@ -602,7 +671,7 @@ def encode(sentences, max_len: int = 128, normalize: bool = True,
     return pooled
 
 
-def quantize_encoder(sentences=CALIBRATION_SENTENCES, model: MiniLM | None = None,
+def quantize_encoder(sentences=ENCODER_CALIBRATION_SENTENCES, model: MiniLM | None = None,
                      max_len: int = 128, **options) -> list:
     """Quantize the six layers for a chained integer encoder.
 
@@ -613,12 +682,13 @@ def quantize_encoder(sentences=CALIBRATION_SENTENCES, model: MiniLM | None = Non
     Parameters
     ----------
     sentences : sequence of str
-        Calibration sentences.
+        Calibration sentences (:data:`ENCODER_CALIBRATION_SENTENCES` by default).
     model : MiniLM, optional
     max_len : int
     **options
         Passed to :func:`~.quantize.quantize_bert_layer` (``ln_prescale``, ``smooth``,
-        ``percentile``, ``group``); for example ``**quantize.EXTENDED``.
+        ``percentile``, ``group``, ``split_ffn``, ``gptq``); for example
+        ``**quantize.EXTENDED``.
 
     Returns
     -------

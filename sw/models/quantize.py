@@ -150,6 +150,7 @@ __all__ = [
     "quantize_activation",
     "dequantize",
     "QuantizedLinear",
+    "gptq_codes",
     "quantize_linear",
     "CalibratedRange",
     "calibrate",
@@ -325,8 +326,74 @@ class QuantizedLinear:
         return self.acc_scale / self.in_scale[0]
 
 
+def gptq_codes(target: np.ndarray, x: np.ndarray, damp: float) -> np.ndarray:
+    """int8 codes for the real weight codes ``target`` that keep ``x @ codes`` close to
+    ``x @ target``: GPTQ (Frantar et al. 2023, arXiv 2210.17323).
+
+    The input rows are rounded one after the other (to nearest, saturating at +-127), and
+    each row's rounding error is made up for by the rows not yet rounded, weighted by the
+    inverse of the inputs' Hessian ``H = x^T x + damp mean(diag H) I``: the least-squares
+    correction of the output error ``x @ (codes - target)`` on the inputs. Only the integer
+    codes change; the scales stay those of ``target``.
+
+    Why: rounding every weight to its nearest code makes the errors of one output add up
+    as they come; on all-MiniLM-L6-v2 the weights cause about half of the chained
+    encoder's error (``docs/accuracy.md``), and the correlated inputs (LayerNorm outputs,
+    GELU outputs) let a rounding error be cancelled by the next rows.
+
+    Parameters
+    ----------
+    target : ndarray (in, out) of float
+        The weights in code units (``in_scale w / acc_scale``).
+    x : ndarray (n, in) of float
+        Inputs in code units (``x / in_scale``), for example the calibration data's.
+    damp : float
+        Added to the Hessian's diagonal, as a fraction of its mean: above 0; larger values
+        trust the inputs less (towards rounding to nearest).
+
+    Returns
+    -------
+    ndarray (in, out) of int8
+
+    Raises
+    ------
+    ValueError
+        For bad shapes, a damp that is not a positive number, or inputs that are all 0.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if target.ndim != 2 or x.ndim != 2 or x.shape[1] != target.shape[0]:
+        raise ValueError(f"target must be (in, out) and x (n, in), not {target.shape} and "
+                         f"{x.shape}")
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < math.inf:
+        raise ValueError(f"damp must be a positive number, not {damp!r}")
+    h = x.T @ x
+    diag = np.diag(h).copy()
+    live = diag > 0
+    if not live.any():
+        raise ValueError("the inputs are all 0")
+    h[~live, ~live] = 1.0  # an input that is always 0: its row is rounded to nearest
+    h += damp * diag[live].mean() * np.eye(len(h))
+    # The upper Cholesky factor of H^-1: row i holds the weights that spread row i's error
+    # over rows i + 1 ... (GPTQ's formulation).
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    w = target.copy()
+    codes = np.empty_like(w)
+    block = 128  # rows whose corrections of later blocks are applied at once (the same sums)
+    for start in range(0, len(w), block):
+        end = min(start + block, len(w))
+        err = np.empty((end - start, w.shape[1]))
+        for i in range(start, end):
+            codes[i] = np.clip(_round(w[i]), -_INT8_MAX, _INT8_MAX)
+            err[i - start] = (w[i] - codes[i]) / u[i, i]
+            w[i + 1:end] -= np.outer(u[i, i + 1:end], err[i - start])
+        w[end:] -= u[start:end, end:].T @ err
+    return codes.astype(np.int8)
+
+
 def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = GROUP,
-                    residual_scale=None) -> QuantizedLinear:
+                    residual_scale=None, inputs: np.ndarray | None = None,
+                    damp: float | None = None) -> QuantizedLinear:
     """Quantize ``y = x @ w + b`` for int8 inputs at ``in_scale`` (driver side).
 
     The accumulator scale of column group ``g`` is ``c_g = max |in_scale[i] w[i, j]| / 127``
@@ -346,6 +413,12 @@ def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = 
     residual_scale : float or ndarray (out,), optional
         Scale of the int8 residual added into the accumulator; it must be uniform within
         each group.
+    inputs : ndarray (n, in), optional
+        Float inputs of the layer (calibration data). With them (and ``damp``) the weights
+        are rounded by :func:`gptq_codes` to keep ``inputs @ w`` close, not each weight to
+        its nearest code; the scales are the same.
+    damp : float, optional
+        GPTQ's damping, needed with ``inputs``.
 
     Returns
     -------
@@ -354,8 +427,9 @@ def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = 
     Raises
     ------
     ValueError
-        For bad shapes or scales, a residual scale that varies within a group, or a bias
-        that does not fit int32 at its scale.
+        For bad shapes or scales, a residual scale that varies within a group, a bias that
+        does not fit int32 at its scale, or ``inputs`` of the wrong shape or without
+        ``damp``.
     """
     w = np.asarray(w, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -385,7 +459,15 @@ def quantize_linear(w: np.ndarray, b: np.ndarray, in_scale, group: int | None = 
         residual = np.clip(np.floor(s_res_g / acc), 1, RESIDUAL_MAX).astype(np.int64)
         acc = s_res_g / residual  # never finer than max-abs: no weight saturates
     col = np.repeat(acc, group)[:n]
-    weight = np.clip(_round(scaled / col), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    if inputs is None:
+        weight = np.clip(_round(scaled / col), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    else:
+        x = np.asarray(inputs, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ValueError(f"inputs must be (n, {n_in}), not {x.shape}")
+        if damp is None:
+            raise ValueError("inputs need a damp (GPTQ's damping)")
+        weight = gptq_codes(scaled / col, x / s_in, damp)
     bias = _round(b / col)
     if bias.size and (bias.min() < _INT32_MIN or bias.max() > _INT32_MAX):
         raise ValueError(f"the bias does not fit int32 at its accumulator scale (largest "
@@ -485,17 +567,25 @@ def calibrate(w: dict, calibration_inputs, percentile: float | dict | None = Non
     """
     check_weights(w)
     pct = check_percentiles(percentile, ACTIVATIONS)
-    values = {name: [] for name in _CALIBRATED}
+    values = {name: [np.abs(t) for t in rows]
+              for name, rows in _calibration_rows(w, calibration_inputs, _CALIBRATED).items()}
+    return calibrated_ranges(values, pct)
+
+
+def _calibration_rows(w: dict, calibration_inputs, names) -> dict[str, list[np.ndarray]]:
+    """The float reference's tensors ``names`` over the calibration inputs: for each, a
+    list of ``(tokens, columns)`` arrays of the real (unmasked) tokens."""
+    values = {name: [] for name in names}
     for x, mask in _calibration_items(calibration_inputs):
         trace = bert_layer_trace(x, w, mask)
         x = trace["x"]
         rows = None
         if mask is not None and np.shape(mask) == x.shape[:-1]:
             rows = np.asarray(mask).astype(bool)
-        for name in _CALIBRATED:
-            t = np.abs(trace[name])
+        for name in names:
+            t = trace[name]
             values[name].append(t.reshape(-1, t.shape[-1]) if rows is None else t[rows])
-    return calibrated_ranges(values, pct)
+    return values
 
 
 def activation_scales(cal: CalibratedRange, group: int, alpha: float) -> np.ndarray:
@@ -580,7 +670,7 @@ class QuantizedBertLayer(LayerShape):
     ranges : dict
         The calibrated ranges they were made from (``{name: CalibratedRange}``).
     options : dict
-        ``ln_prescale``, ``smooth``, ``percentile``, as given to
+        ``ln_prescale``, ``smooth``, ``percentile``, ``split_ffn``, ``gptq``, as given to
         :func:`quantize_bert_layer`.
     """
 
@@ -727,7 +817,8 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
                         in_scale=None, percentile: float | dict | None = None,
                         ln_prescale: bool = False,
                         smooth: dict | None = None,
-                        split_ffn: bool = False) -> QuantizedBertLayer:
+                        split_ffn: bool = False,
+                        gptq: float | None = None) -> QuantizedBertLayer:
     """Quantize a BERT layer for :func:`integer_bert_layer` (driver side).
 
     The defaults give the base dataflow of the module docstring; ``ln_prescale=True``
@@ -757,6 +848,10 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     split_ffn : bool
         Quantize :func:`split_ffn_outliers` of ``w`` (the same function, ``group`` more FFN
         units when a unit is an outlier): ``ql.ffn`` is then ``F + group``.
+    gptq : float, optional
+        Round the six matrices' weights by :func:`gptq_codes` on the calibration inputs
+        (the float reference's ``x``, ``ctx``, ``h1``, ``f``) with this damping, instead of
+        to nearest. The scales do not change.
 
     Returns
     -------
@@ -774,13 +869,19 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         raise ValueError(f"group must be a positive integer, not {group!r}")
     if not isinstance(split_ffn, bool):
         raise ValueError(f"split_ffn must be a bool, not {split_ffn!r}")
+    if gptq is not None and (isinstance(gptq, bool) or not isinstance(gptq, (int, float))
+                             or not 0 < gptq < math.inf):
+        raise ValueError(f"gptq must be None or a positive damping, not {gptq!r}")
     if split_ffn:
         w = split_ffn_outliers(w, group)
     dh = hidden // heads
     if dh > _MAX_HEAD_DIM:
         raise ValueError(f"the head size must be at most {_MAX_HEAD_DIM} (so that masked "
                          f"scores stay within int32), not {dh}")
-    ranges = calibrate(w, calibration_inputs, percentile)
+    # One pass of the float reference gives the ranges and GPTQ's inputs (as calibrate).
+    pct = check_percentiles(percentile, ACTIVATIONS)
+    rows = _calibration_rows(w, calibration_inputs, _CALIBRATED)
+    ranges = calibrated_ranges({name: [np.abs(t) for t in r] for name, r in rows.items()}, pct)
     s = {name: activation_scales(ranges[name], group, smooth.get(name, 0.0))
          for name in ACTIVATIONS}
     if in_scale is not None:
@@ -790,19 +891,24 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     for name in ("q", "k", "v", "ctx"):
         s[name] = float(s[name][0])
 
-    wq, wk, wv = (quantize_linear(w[f"w{n}"], w[f"b{n}"], s["x"], group) for n in "qkv")
+    inputs = {name: None if gptq is None else np.concatenate(rows[name])
+              for name in ("x", "ctx", "h1", "f")}
+    wq, wk, wv = (quantize_linear(w[f"w{n}"], w[f"b{n}"], s["x"], group, inputs=inputs["x"],
+                                  damp=gptq) for n in "qkv")
     score_scale = s["q"] * s["k"] / math.sqrt(dh)
     softmax = exp_constants(score_scale)
     if ((1 << 30) - 2 * dh * 127 * 128) * score_scale < 32 * math.log(2.0):
         raise ValueError(f"the score scale {score_scale:.3g} is so fine that MASK_BIAS "
                          f"does not drive masked probabilities to 0")
     res_group = group if ln_prescale else None
-    wo = quantize_linear(w["wo"], w["bo"], s["ctx"], res_group, residual_scale=s["x"])
+    wo = quantize_linear(w["wo"], w["bo"], s["ctx"], res_group, residual_scale=s["x"],
+                         inputs=inputs["ctx"], damp=gptq)
     ln1_prescale, c1 = _prescale(wo, ranges["res1"].range) if ln_prescale else (None, None)
     ln1 = scaled_layernorm(w["ln1_g"], w["ln1_b"], s["h1"])
-    w1 = quantize_linear(w["w1"], w["b1"], s["h1"], group)
+    w1 = quantize_linear(w["w1"], w["b1"], s["h1"], group, inputs=inputs["h1"], damp=gptq)
     gelu = tuple(gelu_constants(float(c)) for c in w1.acc_scale)
-    w2 = quantize_linear(w["w2"], w["b2"], s["f"], res_group, residual_scale=s["h1"])
+    w2 = quantize_linear(w["w2"], w["b2"], s["f"], res_group, residual_scale=s["h1"],
+                         inputs=inputs["f"], damp=gptq)
     ln2_prescale, c2 = _prescale(w2, ranges["res2"].range) if ln_prescale else (None, None)
     ln2 = scaled_layernorm(w["ln2_g"], w["ln2_b"], s["out"])
     f_requant = tuple(dyadic_multiplier(g.out_scale / float(s["f"][cols.start]))
@@ -820,7 +926,7 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         ln1_prescale=ln1_prescale, ln2_prescale=ln2_prescale, ln1=ln1, ln2=ln2,
         gelu=gelu, f_requant=f_requant, scales=scales, ranges=ranges,
         options={"ln_prescale": ln_prescale, "smooth": smooth, "percentile": percentile,
-                 "split_ffn": split_ffn})
+                 "split_ffn": split_ffn, "gptq": gptq})
 
 
 # --------------------------------------------------------------------------------------
