@@ -1107,11 +1107,15 @@ class PerfModel:
         known = [memo.get(w) for w in words]
         for i, k in enumerate(known):
             if k is None:
-                k = known[i] = self._timing_word(words[i], checker)
+                w = words[i]
+                k = memo.get(w)         # the same word earlier in this program
                 if k is None:
-                    return None
-                if len(memo) < 1 << 20:
-                    memo[words[i]] = k
+                    k = self._timing_word(w, checker)
+                    if k is None:
+                        return None
+                    if len(memo) < 1 << 20:
+                        memo[w] = k
+                known[i] = k
         keys = [k[0] for k in known]
         cmds = [k[1] for k in known]
         queues = [k[2] for k in known]
