@@ -36,6 +36,12 @@ def _clock(timing: dict) -> str:
     return text
 
 
+def _mapper(r: dict) -> str:
+    """A note for a whole design whose LUTs the classic ABC mapped (see ``synth.py``)."""
+    mapper = r.get("lut_mapper", "")
+    return " (classic LUT mapping)" if mapper and not mapper.startswith("the target") else ""
+
+
 def _ecp5_row(name: str, r: dict) -> str:
     t, cap = r["total"], r.get("capacity", {})
 
@@ -48,7 +54,8 @@ def _ecp5_row(name: str, r: dict) -> str:
     lut = t.get("LUT4", 0)
     lut_share = f" ({lut / cap['LUT4']:.0%})" if cap.get("LUT4") else ""
     return (f"| {name} | {lut:,}{lut_share} | {t.get('carry', 0):,} | {t.get('FF', 0):,} | "
-            f"{part('DSP')} | {part('BRAM')} | {fits} | {_clock(r.get('timing', {}))} |")
+            f"{part('DSP')} | {part('BRAM')} | {fits} | {_clock(r.get('timing', {}))}"
+            f"{_mapper(r)} |")
 
 
 def _sky130_row(name: str, r: dict) -> str:
@@ -57,12 +64,12 @@ def _sky130_row(name: str, r: dict) -> str:
             f"{t.get('area um2', 0) / 1e6:.2f} | {t.get('SRAM bits', 0):,} |")
 
 
-def tables(reports: dict[str, dict]) -> str:
-    """Markdown tables of ``reports`` (name -> ``SynthReport.to_dict()``), one per target,
-    in the order given."""
+def tables(reports) -> str:
+    """Markdown tables of ``reports`` (``(name, SynthReport.to_dict())`` pairs, or a dict
+    of them), one per target, in the order given."""
     out = []
     by_target: dict[str, list[tuple[str, dict]]] = {}
-    for name, r in reports.items():
+    for name, r in (reports.items() if isinstance(reports, dict) else reports):
         by_target.setdefault(r["target"], []).append((name, r))
     for target, rows in by_target.items():
         device = rows[0][1].get("device", target)
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no such report: {', '.join(missing)}", file=sys.stderr)
         return 2
-    reports = {_name(p): json.loads(p.read_text()) for p in args.reports}
+    # A preset may come once per target (synth-tiny-ecp5.json, synth-tiny-sky130.json).
+    reports = [(_name(p), json.loads(p.read_text())) for p in args.reports]
     body = tables(reports)
     if args.docs is None:
         print(body, end="")

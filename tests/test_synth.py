@@ -185,8 +185,11 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
             "timing": {"fmax_mhz": 52.25, "routed": False, "path_units": ["DMA", "DMA"]}}
     sky = {"target": "sky130", "device": "sky130", "capacity": {},
            "total": {"cells": 1234, "FF": 5, "area um2": 1_590_000.0, "SRAM bits": 99}}
+    tiny = {**ecp5, "timing": {}, "lut_mapper": "LUTs mapped by Yosys's classic ABC flow"}
     reports = []
-    for name, r in (("synth-small-ecp5.json", ecp5), ("synth-tiny-sky130.json", sky)):
+    # tiny on two targets: both rows (the table's key is the preset and the target).
+    for name, r in (("synth-small-ecp5.json", ecp5), ("synth-tiny-sky130.json", sky),
+                    ("synth-tiny-ecp5.json", tiny)):
         (tmp_path / name).write_text(json.dumps(r))
         reports.append(str(tmp_path / name))
     doc = tmp_path / "doc.md"
@@ -198,6 +201,8 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     assert "| small | 41,820 (50%) | 10 | 7 | 200 of 156 | 3 | no: DSP | 52.2 MHz (after " \
            "placement); critical path: DMA -> DMA |" in text
     assert "| tiny | 1,234 | 5 | 1.59 | 99 |" in text
+    assert "| tiny | 41,820 (50%) | 10 | 7 | 200 of 156 | 3 | no: DSP | not placed (classic " \
+        "LUT mapping) |" in text
     # A document without the markers is refused and left as it was.
     doc.write_text("no markers\n")
     assert synth_table.main(reports + ["--docs", str(doc)]) == 2
