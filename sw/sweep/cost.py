@@ -300,24 +300,24 @@ def reference_configs() -> list[TesseraConfig]:
             preset("default")]
 
 
-def make_reference(targets=tuple(COLUMNS), progress=None) -> list[Path]:
+def make_reference(targets=tuple(COLUMNS), progress=None) -> tuple[list[Path], list[str]]:
     """Synthesize :func:`reference_configs` for ``targets`` (in the build folder's
     ``cost`` folder, where a report of this hardware is reused) and copy the reports into
-    :data:`REFERENCE_DIR`, replacing those of other hardware; the reports' paths.
-
-    Raises
-    ------
-    CostError
-        If a synthesis fails.
-    """
+    :data:`REFERENCE_DIR`, replacing those of other hardware. A synthesis that fails is
+    named and the others go on. Returns the reports' paths and the failures."""
     folder = REFERENCE_DIR
     folder.mkdir(exist_ok=True)
-    out = []
+    out, failed = [], []
     for config in reference_configs():
         for target in targets:
-            made = synthesize(config, target, progress=progress)
+            try:
+                made = synthesize(config, target, progress=progress)
+            except CostError as e:
+                failed.append(str(e))
+                if progress:
+                    progress(f"  failed: {e}")
+                continue
             copy = folder / made.name
             copy.write_bytes(made.read_bytes())
             out.append(copy)
-    return out
-
+    return out, failed

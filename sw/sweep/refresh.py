@@ -19,9 +19,12 @@ def main(argv=None) -> int:
     unknown = [t for t in targets if t not in COLUMNS]
     if unknown:
         parser.error(f"unknown target {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
-    for path in make_reference(targets, progress=print):
+    made, failed = make_reference(targets, progress=print)
+    for path in made:
         print(path)
-    return 0
+    for message in failed:
+        print(f"failed: {message}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
