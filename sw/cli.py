@@ -202,6 +202,9 @@ def _runtime_options(args, backend: str) -> dict:
     """The RTL runtime's options from the command line: the memory model's timing, and a
     waveform window (Verilator only)."""
     opts = {"mem_latency": args.mem_latency, "mem_gap": args.mem_gap}
+    if backend == "model":
+        # The runners check their outputs: the model computes them as the golden model does.
+        opts["model_data"] = True
     faults = _bus_faults(args)
     if faults is not None:
         if backend not in ("verilator", "icarus"):
@@ -699,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "blocks: --prompt-len, --generate)")
     _add_config_args(p)
     p.add_argument("--backend", default="golden",
-                   choices=["golden", "icarus", "verilator", "amaranth", "uart"])
+                   choices=["golden", "icarus", "verilator", "amaranth", "uart", "model"],
+                   help="where it runs (default: golden); model: the performance model's "
+                        "predicted cycles and counters, the data by the golden model")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)

@@ -35,6 +35,12 @@ __all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_byte
            "check_fits", "check_layer_shape", "check_run_args", "check_duration",
            "layer_macs"]
 
+#: Said of the counters of a run on the model backend (``Runtime(..., "model",
+#: model_data=True)``): the cycles are the performance model's, the data the golden
+#: executor's.
+PREDICTED = ("cycles and counters predicted by the performance model (docs/perf-model.md); "
+             "the data computed by the golden model")
+
 
 def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False) -> int:
     """Bytes of a ``rows x cols`` int8 matrix in main memory's blocked layout (column
@@ -269,8 +275,9 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
     }
     fig.update(layer_figures(config, [results], phases, PHASES, PHASE_TITLES))
     _rtl_figures(fig, rt)
-    if backend != "golden":
-        # The golden executor on the same layer: the RTL must equal it bit for bit.
+    if backend not in ("golden", "model"):
+        # The golden executor on the same layer: the RTL must equal it bit for bit (the
+        # model backend's data is the golden executor's own).
         gold, _, _ = run_bert_layer(Runtime(config, "golden"), ql, xq, keep, check=True)
         fig["bit_exact_with_golden"] = bool((got == gold).all())
     return fig
@@ -378,7 +385,7 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
     }
     fig.update(layer_figures(config, runs, phases, GPT2_PHASES, GPT2_TITLES))
     _rtl_figures(fig, runtimes[0])
-    if backend != "golden":
+    if backend not in ("golden", "model"):
         gold, _, _ = on("golden", {})
         fig["bit_exact_with_golden"] = bool((got == gold).all())
     return fig
@@ -390,6 +397,11 @@ def _rtl_figures(fig: dict, rt: Runtime) -> None:
     if rt.backend == "golden" or not fig.get("cycles"):
         return
     fig["memory"] = rt.memory_timing()
+    if rt.backend == "model":
+        # Predicted, not simulated: no simulation speed to report.
+        fig.pop("_sim_seconds", None)
+        fig["predicted"] = True
+        return
     fig["harness"] = rt.harness
     sim = fig.pop("_sim_seconds")
     fig["sim_seconds"] = round(sim, 2)
@@ -464,9 +476,12 @@ def format_report(fig: dict) -> str:
             mem = fig["memory"]
             lines.append(f"  main memory: {mem['latency_cycles']}-cycle latency, "
                          f"{mem['bytes_per_cycle']:g} bytes/cycle")
-            lines.append(f"  simulated {fig['sim_cycles_per_s']:,} cycles/s "
-                         f"({fig['sim_seconds']} s of simulation, {fig['harness']} harness; "
-                         f"{fig['wall_seconds']} s in all)")
+            if fig.get("predicted"):
+                lines.append(f"  {PREDICTED} ({fig['wall_seconds']} s in all)")
+            else:
+                lines.append(f"  simulated {fig['sim_cycles_per_s']:,} cycles/s "
+                             f"({fig['sim_seconds']} s of simulation, {fig['harness']} "
+                             f"harness; {fig['wall_seconds']} s in all)")
         for path in fig.get("traces", []):
             lines.append(f"  waveform: {path}")
     a = fig["accuracy"]

@@ -255,8 +255,7 @@ def format_minilm(fig: dict, sentences: list[str]) -> str:
             out.append(f"ranking agreement of the pairs (Spearman): {fig['spearman']:.4f}")
     if "cycles" in fig:
         out += ["", f"{fig['cycles']:,} cycles, MAC utilization {fig['utilization']:.3f}, "
-                    f"bus utilization {fig['bus_utilization']:.3f}, "
-                    f"{fig['cycles_per_second']:,.0f} simulated cycles/s"]
+                    f"bus utilization {fig['bus_utilization']:.3f}, " + _speed(fig)]
     if fig.get("layers_table"):
         total = sum(t["cycles"] for t in fig["layers_table"])
         out += ["", "per layer and operation (each phase its own program, the same commands; "
@@ -305,10 +304,23 @@ def _counter_figures(config: TesseraConfig, counters: dict) -> dict:
 
 
 def _rtl_run_figures(config: TesseraConfig, result, rt) -> dict:
-    """A whole RTL run's figures: its counters', its speed, the memory's timing."""
-    return {**_counter_figures(config, result.counters),
-            "cycles_per_second": result.counters["cycles"] / max(result.wall_seconds, 1e-9),
-            "memory": rt.memory_timing()}
+    """A whole RTL run's figures: its counters', its speed, the memory's timing (on the
+    model backend: predicted, with no simulation speed)."""
+    fig = {**_counter_figures(config, result.counters), "memory": rt.memory_timing()}
+    if rt.backend == "model":
+        fig["predicted"] = True
+    else:
+        fig["cycles_per_second"] = result.counters["cycles"] / max(result.wall_seconds, 1e-9)
+    return fig
+
+
+def _speed(fig: dict) -> str:
+    """How a run's cycles were obtained: simulated (at what speed) or predicted."""
+    if fig.get("predicted"):
+        from .run import PREDICTED
+
+        return PREDICTED
+    return f"{fig['cycles_per_second']:,.0f} simulated cycles/s"
 
 
 def run_encoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
@@ -371,8 +383,7 @@ def format_encoder(fig: dict) -> str:
            f"in one program"]
     if "cycles" in fig:
         out.append(f"{fig['cycles']:,} cycles, MAC utilization {fig['utilization']:.3f}, "
-                   f"bus utilization {fig['bus_utilization']:.3f}, "
-                   f"{fig['cycles_per_second']:,.0f} simulated cycles/s")
+                   f"bus utilization {fig['bus_utilization']:.3f}, " + _speed(fig))
     out.append(f"cosine with the float encoder: {fig['cosine_min']:.5f} (worst sequence)")
     out.append("bit-exact with the chained integer layers: "
                + ("yes" if fig["bit_exact_with_integer_model"] else "NO"))
@@ -477,6 +488,8 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
                         sum(s["bus_utilization"] * s["cycles"] for s in decode)
                         / sum(s["cycles"] for s in decode) if decode else None),
                     "memory": rt.memory_timing()})
+        if backend == "model":
+            fig["predicted"] = True
     return fig
 
 
@@ -503,5 +516,7 @@ def format_decoder(fig: dict) -> str:
         for i, st in enumerate(fig["steps"]):
             out.append(f"  {i:4d}  {st['tokens']:6d}  {st['cycles']:8,}  "
                        f"{st['bus_utilization']:.3f}")
+        if fig.get("predicted"):
+            out.append(_speed(fig))
     out.append(f"wall time {fig['wall_seconds']} s")
     return "\n".join(out)

@@ -171,6 +171,37 @@ def test_run_bert_layer_reports_every_operation(tmp_path, capsys):
         "4.0 MiB" in capsys.readouterr().err
 
 
+def test_run_on_the_model_backend_predicts_the_counters(tmp_path, capsys):
+    # The performance model's cycles with the golden model's data: the layer's and the
+    # whole encoder's checks hold, and the report says the figures are predicted.
+    from tessera.hw.config import preset
+    from tessera.sw.run import PREDICTED, run_bert
+
+    small = ["--preset", "tiny", "--seq", "10", "--hidden", "32", "--heads", "2", "--ffn",
+             "64"]
+    out = tmp_path / "run.json"
+    assert main(["run", "bert-layer", *small, "--backend", "model", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["predicted"] and fig["bit_exact_with_integer_model"]
+    assert "sim_cycles_per_s" not in fig and "bit_exact_with_golden" not in fig
+    want = run_bert(preset("tiny"), "model", seq=10, hidden=32, heads=2, ffn=64,
+                    runtime={"model_data": True})
+    assert [op["cycles"] for op in fig["ops"]] == [op["cycles"] for op in want["ops"]]
+    assert fig["cycles"] == sum(op["cycles"] for op in fig["ops"]) > 0
+    assert PREDICTED in capsys.readouterr().out
+    assert main(["run", "bert", *small, "--layers", "2", "--backend", "model", "--json",
+                 str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["predicted"] and fig["bit_exact_with_integer_model"] and fig["cycles"] > 0
+    assert PREDICTED in capsys.readouterr().out
+    assert main(["run", "gpt2", "--preset", "tiny", "--layers", "2", "--hidden", "32",
+                 "--heads", "2", "--ffn", "64", "--prompt-len", "4", "--generate", "2",
+                 "--backend", "model", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["predicted"] and fig["bit_exact_with_integer_model"] and fig["prefill_cycles"]
+    assert PREDICTED in capsys.readouterr().out
+
+
 def test_run_gpt2_prefill_and_decode(tmp_path, capsys):
     small = ["--preset", "tiny", "--seq", "9", "--hidden", "32", "--heads", "2", "--ffn", "64"]
     out = tmp_path / "gpt2.json"
