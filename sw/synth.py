@@ -429,7 +429,11 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
             "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
             "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
             "--log", "pnr.log"]
-    if not route:
+    if route:
+        # router2 routes the whole tiny accelerator in minutes; nextpnr's default router1
+        # was still resolving congestion after an hour.
+        argv += ["--router", "router2"]
+    else:
         argv.append("--no-route")
     seconds_pnr = _run(argv, work / "pnr.log",
                        "place and route on the ECP5-85F" if route else
