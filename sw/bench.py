@@ -537,24 +537,14 @@ def bench_model_speed(config: TesseraConfig, *, layers: int = 12, seq: int = 128
     """
     from ..hw.isa import encode
     from .lower.encoder import lower_encoder, place_encoder
-    from .models.chain import quantize_chain
-    from .models.quantize import EXTENDED, quantize_activation
-    from .models.reference import random_bert_weights
-    from .run import check_fits, check_layer_shape, layer_bytes
+    from .run_model import random_encoder
     from .runtime import Runtime
 
-    for name, value in (("layers", layers), ("seq", seq), ("hidden", hidden),
-                        ("heads", heads), ("ffn", ffn)):
+    for name, value in (("seq", seq), ("hidden", hidden), ("heads", heads), ("ffn", ffn)):
         whole_number(value, name, 1)
-    check_layer_shape(config, hidden, heads)
-    check_fits(config, "model", layers * layer_bytes(config, "bert", seq, hidden, ffn),
-               f"a {layers}-layer encoder over {seq} tokens")
-    rng = np.random.default_rng(1)
-    _log(progress, f"quantizing {layers} random layers (hidden {hidden}, FFN {ffn}; not "
-                   f"timed)")
-    ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
-    qls = quantize_chain(ws, [rng.normal(0, 1, (seq, hidden)) for _ in range(2)], **EXTENDED)
-    x = quantize_activation(rng.normal(0, 1, (seq, hidden)), qls[0].in_scale)
+    _, qls, _, (x,) = random_encoder(config, "model", layers=layers, seq=seq, hidden=hidden,
+                                     heads=heads, ffn=ffn, progress=lambda m: _log(
+                                         progress, f"{m} (not timed)"))
     rt = Runtime(config, backend="model")
     placement = place_encoder(rt, qls, x, lengths=(seq,))
 

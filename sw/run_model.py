@@ -323,6 +323,42 @@ def _speed(fig: dict) -> str:
     return f"{fig['cycles_per_second']:,.0f} simulated cycles/s"
 
 
+def random_encoder(config: TesseraConfig, backend: str, *, layers: int, seq: int,
+                   hidden: int, heads: int, ffn: int, batch: int = 1, seed: int = 1,
+                   progress=None):
+    """A BERT encoder of ``layers`` random layers quantized as a chain, and ``batch`` random
+    sequences of ``seq`` tokens, once the shapes are checked to fit ``config`` on
+    ``backend``: ``(float weights, quantized layers, float inputs, int8 inputs)``.
+
+    Raises
+    ------
+    InputError
+        For a number of layers or sequences out of range, a shape the array cannot run, or
+        tensors that do not fit main memory.
+    """
+    from .check import whole_number
+    from .models.chain import quantize_chain
+    from .models.quantize import EXTENDED, quantize_activation
+    from .models.reference import random_bert_weights
+    from .run import check_fits, check_layer_shape, layer_bytes
+
+    whole_number(layers, "layers", 1, 96)
+    whole_number(batch, "batch", 1, MAX_SENTENCES)
+    check_layer_shape(config, hidden, heads)
+    need = layers * layer_bytes(config, "bert", seq * batch, hidden, ffn)
+    check_fits(config, backend, need, f"a {layers}-layer encoder over {batch} x {seq} "
+                                      f"tokens")
+    rng = np.random.default_rng(seed)
+    ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
+    if progress:
+        progress(f"quantizing {layers} random layers (hidden {hidden}, {heads} heads, FFN "
+                 f"{ffn}) as a chain")
+    qls = quantize_chain(ws, [rng.normal(0, 1, (seq, hidden)) for _ in range(2)], **EXTENDED)
+    xs_f = [rng.normal(0, 1, (seq, hidden)) for _ in range(batch)]
+    xs = [quantize_activation(x, qls[0].in_scale) for x in xs_f]
+    return ws, qls, xs_f, xs
+
+
 def run_encoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
                       seq: int = 128, hidden: int = 768, heads: int = 12, ffn: int = 3072,
                       batch: int = 1, seed: int = 1, progress=None,
@@ -330,27 +366,15 @@ def run_encoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     """A whole BERT encoder of random weights (``layers`` of the given shape) over
     ``batch`` random sequences of ``seq`` tokens, as one program; the figures as a dict
     (:func:`format_encoder`)."""
-    from .check import whole_number
-    from .models.chain import quantize_chain
-    from .models.quantize import EXTENDED, cosine, dequantize, quantize_activation
-    from .models.reference import bert_layer, random_bert_weights
-    from .run import check_fits, check_layer_shape, check_run_args, layer_bytes
+    from .models.quantize import cosine, dequantize
+    from .models.reference import bert_layer
+    from .run import check_run_args
 
     check_run_args(config, backend, seq=seq, hidden=hidden, heads=heads, ffn=ffn, seed=seed)
-    whole_number(layers, "layers", 1, 96)
-    whole_number(batch, "batch", 1, MAX_SENTENCES)
-    check_layer_shape(config, hidden, heads)
-    need = layers * layer_bytes(config, "bert", seq * batch, hidden, ffn)
-    check_fits(config, backend, need, f"a {layers}-layer encoder over {batch} x {seq} "
-                                      f"tokens")
     say = progress or (lambda _: None)
-    rng = np.random.default_rng(seed)
-    ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
-    say(f"quantizing {layers} random layers (hidden {hidden}, {heads} heads, FFN {ffn}) as "
-        f"a chain")
-    qls = quantize_chain(ws, [rng.normal(0, 1, (seq, hidden)) for _ in range(2)], **EXTENDED)
-    xs_f = [rng.normal(0, 1, (seq, hidden)) for _ in range(batch)]
-    xs = [quantize_activation(x, qls[0].in_scale) for x in xs_f]
+    ws, qls, xs_f, xs = random_encoder(config, backend, layers=layers, seq=seq,
+                                       hidden=hidden, heads=heads, ffn=ffn, batch=batch,
+                                       seed=seed, progress=say)
     say(f"{batch} sequence(s) of {seq} tokens through {layers} layers: one program on "
         f"{backend}")
 
