@@ -200,15 +200,15 @@ CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for 
                 "the ECP5 flow's abc9 stopped on an internal Yosys assertion")
 
 
-def _flat_script(t: dict, top: str, out: str, classic: bool) -> str:
-    """The Yosys script of a whole flattened design with the target's flow, or (``classic``)
-    with the flow's LUT mapping replaced by its ``lut_map`` (the classic ABC)."""
-    flow = t["flow"]
+def _flow_script(t: dict, top: str, out: str, classic: bool, flatten: bool = True) -> str:
+    """The Yosys script of a design with the target's flow, or (``classic``) with the
+    flow's LUT mapping replaced by its ``lut_map`` (the classic ABC); ``flatten``: the
+    whole flattened, else each module with the hierarchy kept."""
+    flow = f"{t['flow']} -top {top}" + ("" if flatten else " -noflatten")
     if not classic:
-        lines = [f"{flow} -top {top}"]
+        lines = [flow]
     else:
-        lines = [f"{flow} -top {top} -run :map_luts", *t["lut_map"],
-                 f"{flow} -top {top} -run map_cells:"]
+        lines = [f"{flow} -run :map_luts", *t["lut_map"], f"{flow} -run map_cells:"]
     return "\n".join([*lines, out]) + "\n"
 
 
@@ -219,13 +219,13 @@ def _run_flow(yosys: str, work: Path, name: str, read: str, t: dict, top: str, o
     ("" when the target's own flow ran)."""
     try:
         return _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log", what,
-                    read + _flat_script(t, top, out, classic=False)), ""
+                    read + _flow_script(t, top, out, classic=False)), ""
     except SynthError as e:
         if not t.get("lut_map") or _ABC9_ASSERT not in str(e):
             raise
     seconds = _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log",
                    f"{what} (again, classic LUT mapper: abc9 stopped on a Yosys assertion)",
-                   read + _flat_script(t, top, out, classic=True))
+                   read + _flow_script(t, top, out, classic=True))
     return seconds, CLASSIC_NOTE
 
 
@@ -362,10 +362,9 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     if target == "sky130":
         hier = _sky130_script(spec.module, False, "units.json")
     elif t["lut_map"]:
-        flow = t["flow"]
-        hier = ["read_rtlil design.il", f"{flow} -top {spec.module} -noflatten -run :map_luts",
-                *t["lut_map"], f"{flow} -top {spec.module} -noflatten -run map_cells:",
-                "tee -q -o units.json stat -json"]
+        hier = ["read_rtlil design.il",
+                _flow_script(t, spec.module, "tee -q -o units.json stat -json", classic=True,
+                             flatten=False).rstrip("\n")]
     else:
         hier = ["read_rtlil design.il", f"synth -top {spec.module}",
                 "tee -q -o units.json stat -json"]
