@@ -536,6 +536,9 @@ class DmaReader(wiring.Component):
         The main-memory window the block must lie in.
     may_write : In(1)
         Local writes are allowed (another reader's older command has finished).
+    settled : In(1)
+        Every local write taken has been written (the memories take writes into a
+        buffer): a load is reported done only then, as another unit may read its rows.
     issuing : Out(1)
         Bursts of the current command remain to be issued.
     ar*, r* : the AXI4 read channels.
@@ -551,6 +554,7 @@ class DmaReader(wiring.Component):
             "window_base": In(c.addr_bits),
             "window_size": In(c.addr_bits),
             "may_write": In(1, init=1),
+            "settled": In(1, init=1),
             "issuing": Out(1),
             **_bus_members(c, READ_MEMBERS),
         })
@@ -656,7 +660,7 @@ class DmaReader(wiring.Component):
         # a row taken from the buffer is written, as it was when rows were written as
         # they left the buffer).
         finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_valid \
-            & (failed | ((rows_done == cmd.rows) & ~emit))
+            & self.settled & (failed | ((rows_done == cmd.rows) & ~emit))
         m.d.comb += clear.eq(finished)
         t.complete(finished, [fill, buf])
         return m
@@ -829,10 +833,17 @@ class DmaEngine(wiring.Component):
                                                          & self.i_load.ready)]
         with m.If(self.i_load.valid & self.i_load.ready):
             m.d.sync += nxt.eq(~nxt)
+        # Local writes taken by the memories and not yet written: the oldest command's
+        # (only it writes), at most two in each port's buffer and one being written.
+        unwritten = Signal(range(8))
+        m.d.sync += unwritten.eq(unwritten
+                                 + ((self.spad.req.valid & self.spad.req.ready)
+                                    | (self.acc.req.valid & self.acc.req.ready))
+                                 - self.spad.resp.written - self.acc.resp.written)
         # Completions in order; only the oldest command's reader writes.
         for i, rd in enumerate(rds):
             is_head = order.r_rdy & (head == i)
-            m.d.comb += [rd.may_write.eq(is_head),
+            m.d.comb += [rd.may_write.eq(is_head), rd.settled.eq(unwritten == 0),
                          rd.o_done.ready.eq(is_head & self.o_load_done.ready)]
         m.d.comb += [
             self.o_load_done.valid.eq(order.r_rdy & Mux(head, rds[1].o_done.valid,
@@ -853,11 +864,13 @@ class DmaEngine(wiring.Component):
             spad.valid.eq((a.valid | b.valid) & ~w.to_acc),
             spad.payload.addr.eq(w.addr),
             spad.payload.write.eq(1),
+            spad.payload.tag.eq(0),
             spad.payload.data.eq(w.row.as_value()[:c.spad_row_bytes * 8]),
             acc.valid.eq((a.valid | b.valid) & w.to_acc),
             acc.payload.addr.eq(w.addr),
             acc.payload.write.eq(1),
             acc.payload.accumulate.eq(w.accumulate),
+            acc.payload.tag.eq(0),
         ]
         for i in range(c.cols):
             # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8

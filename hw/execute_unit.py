@@ -23,7 +23,7 @@ or B (OS). In weight-stationary mode the weight reader starts a COMPUTE's weight
 soon as it is free, while the previous tile's activations still stream (the array buffers
 one tile of weights ahead), and up to two COMPUTEs' activations wait for their reader, so
 back-to-back COMPUTEs stream with no bubble. ``o_done`` reports every command's completion
-in order: a COMPUTE once its last result row is written.
+in order: a COMPUTE once the accumulator has written its last result row.
 """
 
 from __future__ import annotations
@@ -234,7 +234,11 @@ class ExecuteUnit(wiring.Component):
         mxu, rec_layout, recs = s.mxu, s.rec_layout, s.recs
         head = Signal(rec_layout)
         m.d.comb += head.eq(recs.r_data)
-        m.submodules.done_q = done_q = fifo.SyncFIFO(width=Opcode.as_shape().width, depth=2)
+        # Completions wait here in order. One whose command wrote rows is reported once
+        # the accumulator has written its last row (``resp.written`` with the row's mark
+        # in the tag): until then another unit could still read the old row.
+        done_layout = data.StructLayout({"opcode": Opcode, "wait": 1})
+        m.submodules.done_q = done_q = fifo.SyncFIFO(width=done_layout.size, depth=4)
         written = Signal(ROWS_BITS)
         last_row = written + 1 == head.rows
         req = self.acc.req
@@ -245,17 +249,27 @@ class ExecuteUnit(wiring.Component):
                      req.payload.addr.eq(head.acc_addr + written),
                      req.payload.write.eq(1),
                      req.payload.accumulate.eq(head.accumulate),
+                     req.payload.tag.eq(last_row & head.report),
                      req.payload.data.eq(mxu.o_result.payload.data),
                      mxu.o_result.ready.eq(req.valid & req.ready)]
         row_done = req.valid & req.ready
         finished = recs.r_rdy & can_report & ((head.rows == 0) | (row_done & last_row))
-        m.d.comb += [done_q.w_en.eq(finished & head.report), done_q.w_data.eq(head.opcode),
+        entry, out = Signal(done_layout), Signal(done_layout)
+        m.d.comb += [entry.opcode.eq(head.opcode), entry.wait.eq(head.rows != 0),
+                     out.eq(done_q.r_data)]
+        # Marked rows written whose completion is not reported yet (at most one per
+        # waiting entry: a mark is written at least two cycles after its entry is queued).
+        marked = Signal(range(done_q.depth + 1))
+        report = done_q.r_rdy & (~out.wait | (marked != 0))
+        reported = report & self.o_done.ready
+        m.d.sync += marked.eq(marked + (self.acc.resp.written & self.acc.resp.tag[0])
+                              - (reported & out.wait))
+        m.d.comb += [done_q.w_en.eq(finished & head.report), done_q.w_data.eq(entry),
                      recs.r_en.eq(finished),
-                     self.o_done.valid.eq(done_q.r_rdy),
-                     self.o_done.payload.opcode.eq(done_q.r_data),
-                     done_q.r_en.eq(self.o_done.ready)]
+                     self.o_done.valid.eq(report),
+                     self.o_done.payload.opcode.eq(out.opcode),
+                     done_q.r_en.eq(reported)]
         with m.If(row_done):
             m.d.sync += written.eq(written + 1)
         with m.If(finished):
             m.d.sync += written.eq(0)
-

@@ -7,12 +7,24 @@ unit reads another. Each requester has its own port; in every cycle each bank se
 request, chosen round-robin among the ports that want it. A port whose request is not
 served sees ``req.ready`` low and keeps it up: conflicts cost cycles, never data.
 
-Timing (fixed, for every port): a request accepted in cycle ``t`` has its read data on
-``resp.data`` with ``resp.valid`` high in cycle ``t + 1``; a write (or accumulate) accepted
-in cycle ``t`` is written at the end of cycle ``t + 1``. Reads see every write accepted
-before them, including one accepted in the previous cycle (the read port is transparent to
-the bank's write port). The accumulator's accumulate writes are read-modify-write in the
-same two cycles: the row read in cycle ``t`` plus the request's data is written in ``t+1``.
+Every port takes its requests into a buffer of two (``req.ready`` is a register: the
+buffer is not full), and the banks are arbitrated among the buffers' heads (registers), so
+no combinational path runs from one requester through the arbitration into another: each
+unit's timing stays its own (``docs/physical.md``).
+
+Timing, for every port: a request accepted in cycle ``t`` is granted in cycle ``t + 1`` at
+the earliest (later when another port wins its bank, or while the port's earlier requests
+wait); a request granted in cycle ``g`` has its read data on ``resp.data`` with
+``resp.valid`` high in cycle ``g + 1``, and a write (or accumulate) granted in ``g`` is
+written at the end of cycle ``g + 1``, with ``resp.written`` high in that cycle. Each port's
+requests are served in the order they were accepted, and ``resp.tag`` gives back the
+request's ``tag`` with its data (or with ``written``): what the requester needs to know of
+the answer travels with the request. Reads see every write granted before them, including
+one granted in the previous cycle (the read port is transparent to the bank's write port).
+A requester that reports a write as done to others waits for its ``written``: until then
+another port may still read the old row. The accumulator's accumulate writes are
+read-modify-write in the same two cycles: the row read in cycle ``g`` plus the request's
+data is written in ``g + 1``.
 """
 
 from __future__ import annotations
@@ -25,32 +37,49 @@ from .config import TesseraConfig
 
 __all__ = ["MemoryPortSignature", "BankedMemory", "Scratchpad", "Accumulator",
            "READ_LATENCY_CYCLES", "spad_port_signature", "acc_port_signature", "RowReader",
-           "ROWS_BITS"]
+           "ROWS_BITS", "SPAD_TAG_BITS", "ACC_TAG_BITS"]
 
-#: Cycles from an accepted read request to its data.
-READ_LATENCY_CYCLES = 1
+#: Cycles from an accepted read request to its data, at the least (no other port on its
+#: bank, no earlier request of its port waiting).
+READ_LATENCY_CYCLES = 2
+#: Bits of ``tag`` on a scratchpad port (the row reader's last-row mark).
+SPAD_TAG_BITS = 1
+#: Bits of ``tag`` on an accumulator port (the store unit's: what the row read is; the
+#: execute unit's: the write that finishes a command).
+ACC_TAG_BITS = 5
 #: Width of a row count in commands (up to 65,535 rows).
 ROWS_BITS = 16
 
 
-def _req_layout(depth: int, row_shape, accumulate: bool) -> data.StructLayout:
+def _req_layout(depth: int, row_shape, accumulate: bool, tag_bits: int) -> data.StructLayout:
     fields = {"addr": range(depth), "write": 1, "data": row_shape}
     if accumulate:
         fields["accumulate"] = 1
+    if tag_bits:
+        fields["tag"] = tag_bits
+    return data.StructLayout(fields)
+
+
+def _resp_layout(row_shape, tag_bits: int) -> data.StructLayout:
+    fields = {"valid": 1, "data": row_shape, "written": 1}
+    if tag_bits:
+        fields["tag"] = tag_bits
     return data.StructLayout(fields)
 
 
 class MemoryPortSignature(wiring.Signature):
-    """One requester's port: ``req`` (stream: addr, write, data[, accumulate]) and ``resp``
-    (``valid`` and ``data``, one cycle after the read request was accepted; no ready)."""
+    """One requester's port: ``req`` (stream: addr, write, data[, accumulate][, tag]) and
+    ``resp`` (no ready): ``valid`` and ``data`` in the cycle after a read is granted,
+    ``written`` in the cycle a write is written, with the request's ``tag``."""
 
-    def __init__(self, depth: int, row_shape, accumulate: bool = False):
+    def __init__(self, depth: int, row_shape, accumulate: bool = False, tag_bits: int = 0):
         self.depth = depth
         self.row_shape = row_shape
         self.accumulate = accumulate
+        self.tag_bits = tag_bits
         super().__init__({
-            "req": Out(stream.Signature(_req_layout(depth, row_shape, accumulate))),
-            "resp": In(data.StructLayout({"valid": 1, "data": row_shape})),
+            "req": Out(stream.Signature(_req_layout(depth, row_shape, accumulate, tag_bits))),
+            "resp": In(_resp_layout(row_shape, tag_bits)),
         })
 
 
@@ -69,6 +98,8 @@ class BankedMemory(wiring.Component):
         Number of requester ports (``port0`` .. ``port{n-1}``).
     accumulate : bool
         Writes may add to the stored row (lane by lane, wrapping) instead of replacing it.
+    tag_bits : int
+        Width of the tag each request carries back to its requester.
 
     Members
     -------
@@ -76,7 +107,7 @@ class BankedMemory(wiring.Component):
     """
 
     def __init__(self, depth: int, banks: int, row_shape: data.ArrayLayout, ports: int,
-                 accumulate: bool = False):
+                 accumulate: bool = False, tag_bits: int = 0):
         error = None
         if banks <= 0 or banks & (banks - 1):
             error = f"banks must be a power of two, not {banks}"
@@ -84,6 +115,8 @@ class BankedMemory(wiring.Component):
             error = f"depth must be a positive multiple of banks ({banks}), not {depth}"
         elif ports < 1:
             error = f"ports must be at least 1, not {ports}"
+        elif tag_bits < 0:
+            error = f"tag_bits must be at least 0, not {tag_bits}"
         if error:
             self._MustUse__silence = True  # never built: no "created but never used" warning
             raise ValueError(error)
@@ -93,29 +126,53 @@ class BankedMemory(wiring.Component):
         self.row_shape = row_shape
         self.n_ports = ports
         self.accumulate = accumulate
-        sig = MemoryPortSignature(depth, row_shape, accumulate)
+        self.tag_bits = tag_bits
+        sig = MemoryPortSignature(depth, row_shape, accumulate, tag_bits)
         super().__init__({f"port{i}": In(sig) for i in range(ports)})
 
     def port(self, i: int):
         return getattr(self, f"port{i}")
+
+    def _buffer(self, m: Module, i: int, layout) -> tuple:
+        """Port ``i``'s request buffer of two: its head (valid, payload: registers) and the
+        head's ``pop``. ``req.ready`` is the spare place being free, a register."""
+        p = self.port(i)
+        head_valid = Signal(name=f"head{i}_valid")
+        head = Signal(layout, name=f"head{i}")
+        spare_valid = Signal(name=f"spare{i}_valid")
+        spare = Signal(layout, name=f"spare{i}")
+        pop = Signal(name=f"pop{i}")
+        m.d.comb += p.req.ready.eq(~spare_valid)
+        take = p.req.valid & ~spare_valid
+        with m.If(spare_valid):
+            with m.If(pop):
+                m.d.sync += [head.eq(spare), spare_valid.eq(0)]
+        with m.Elif(take):
+            with m.If(head_valid & ~pop):
+                m.d.sync += [spare.eq(p.req.payload), spare_valid.eq(1)]
+            with m.Else():
+                m.d.sync += [head.eq(p.req.payload), head_valid.eq(1)]
+        with m.Elif(pop):
+            m.d.sync += head_valid.eq(0)
+        return head_valid, head, pop
 
     def elaborate(self, platform):
         m = Module()
         n, nb = self.n_ports, self.banks
         bank_bits = (nb - 1).bit_length()
         row_bits = (self.rows_per_bank - 1).bit_length()
-        ports = [self.port(i) for i in range(n)]
+        layout = _req_layout(self.depth, self.row_shape, self.accumulate, self.tag_bits)
+        heads = [self._buffer(m, i, layout) for i in range(n)]
 
-        # Which bank each port wants.
+        # Which bank each port's head wants (registers only in front of the arbitration).
         want = [Signal(nb, name=f"want{i}") for i in range(n)]
-        for i, p in enumerate(ports):
-            bank = p.req.payload.addr[row_bits:row_bits + bank_bits] if bank_bits else 0
-            m.d.comb += want[i].eq(Mux(p.req.valid, 1 << bank if bank_bits else 1, 0))
+        for i, (valid, head, _) in enumerate(heads):
+            bank = head.addr[row_bits:row_bits + bank_bits] if bank_bits else 0
+            m.d.comb += want[i].eq(Mux(valid, 1 << bank if bank_bits else 1, 0))
 
         granted_any = [Signal(name=f"granted{i}") for i in range(n)]
-        # Per port: what it asked for in the previous cycle, to route the read data back.
+        # Per port: what was granted in the previous cycle, to route the answer back.
         resp_bank = [Signal(range(max(nb, 2)), name=f"resp_bank{i}") for i in range(n)]
-        resp_read = [Signal(name=f"resp_read{i}") for i in range(n)]
         bank_rdata = []
 
         for b in range(nb):
@@ -142,15 +199,14 @@ class BankedMemory(wiring.Component):
                 with m.If(grant[i]):
                     m.d.sync += last.eq(i)
 
-            payload = Signal(_req_layout(self.depth, self.row_shape, self.accumulate),
-                             name=f"bank{b}_payload")
-            m.d.comb += payload.eq(Mux(grant.any(), ports[0].req.payload, 0))
+            payload = Signal(layout, name=f"bank{b}_payload")
+            m.d.comb += payload.eq(Mux(grant.any(), heads[0][1], 0))
             for i in range(n):
                 with m.If(grant[i]):
-                    m.d.comb += payload.eq(ports[i].req.payload)
+                    m.d.comb += payload.eq(heads[i][1])
             m.d.comb += rp.addr.eq(payload.addr[:row_bits] if row_bits else 0)
 
-            # Stage 1: write (or read-modify-write) one cycle after acceptance.
+            # Stage 1: write (or read-modify-write) one cycle after the grant.
             s1_write = Signal(name=f"bank{b}_s1_write")
             s1_addr = Signal(max(row_bits, 1), name=f"bank{b}_s1_addr")
             s1_data = Signal(self.row_shape, name=f"bank{b}_s1_data")
@@ -174,26 +230,35 @@ class BankedMemory(wiring.Component):
                     m.d.comb += granted_any[i].eq(1)
                     m.d.sync += resp_bank[i].eq(b)
 
-        for i, p in enumerate(ports):
-            m.d.comb += p.req.ready.eq(granted_any[i])
-            m.d.sync += resp_read[i].eq(granted_any[i] & ~p.req.payload.write)
+        for i, (p, (_, head, pop)) in enumerate(zip((self.port(i) for i in range(n)), heads)):
+            m.d.comb += pop.eq(granted_any[i])
+            resp_read, resp_written = Signal(name=f"resp_read{i}"), Signal(name=f"resp_written{i}")
+            m.d.sync += [resp_read.eq(granted_any[i] & ~head.write),
+                         resp_written.eq(granted_any[i] & head.write)]
+            if self.tag_bits:
+                resp_tag = Signal(self.tag_bits, name=f"resp_tag{i}")
+                with m.If(granted_any[i]):
+                    m.d.sync += resp_tag.eq(head.tag)
+                m.d.comb += p.resp.tag.eq(resp_tag)
             rdata = bank_rdata[0]
             for b in range(1, nb):
                 rdata = Mux(resp_bank[i] == b, bank_rdata[b], rdata)
-            m.d.comb += [p.resp.valid.eq(resp_read[i]), p.resp.data.eq(rdata)]
+            m.d.comb += [p.resp.valid.eq(resp_read), p.resp.written.eq(resp_written),
+                         p.resp.data.eq(rdata)]
         return m
 
 
 def spad_port_signature(config: TesseraConfig) -> MemoryPortSignature:
     """A requester's port on the scratchpad."""
-    return MemoryPortSignature(config.spad_rows, data.ArrayLayout(signed(8), config.spad_row_bytes))
+    return MemoryPortSignature(config.spad_rows, data.ArrayLayout(signed(8), config.spad_row_bytes),
+                               tag_bits=SPAD_TAG_BITS)
 
 
 def acc_port_signature(config: TesseraConfig) -> MemoryPortSignature:
     """A requester's port on the accumulator."""
     return MemoryPortSignature(config.acc_rows,
                                data.ArrayLayout(signed(config.acc_bits), config.cols),
-                               accumulate=True)
+                               accumulate=True, tag_bits=ACC_TAG_BITS)
 
 
 class Scratchpad(BankedMemory):
@@ -202,7 +267,8 @@ class Scratchpad(BankedMemory):
     def __init__(self, config: TesseraConfig, ports: int):
         self.config = config
         super().__init__(config.spad_rows, config.spad_banks,
-                         data.ArrayLayout(signed(8), config.spad_row_bytes), ports)
+                         data.ArrayLayout(signed(8), config.spad_row_bytes), ports,
+                         tag_bits=SPAD_TAG_BITS)
 
 
 class Accumulator(BankedMemory):
@@ -213,7 +279,7 @@ class Accumulator(BankedMemory):
         self.config = config
         super().__init__(config.acc_rows, config.acc_banks,
                          data.ArrayLayout(signed(config.acc_bits), config.cols), ports,
-                         accumulate=True)
+                         accumulate=True, tag_bits=ACC_TAG_BITS)
 
 
 class RowReader(wiring.Component):
@@ -249,14 +315,15 @@ class RowReader(wiring.Component):
         m.d.comb += [req.valid.eq((left != 0) & (q.level + in_flight < depth)),
                      req.payload.addr.eq(addr), req.payload.write.eq(0),
                      self.busy.eq(left != 0)]
+        # The last row's read carries its mark in the tag.
+        m.d.comb += req.payload.tag.eq(left == 1)
         issued = req.valid & req.ready
-        last = Signal()
         with m.If(issued):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 1)]
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
         m.d.sync += in_flight.eq(in_flight + issued - self.port.resp.valid)
         m.d.comb += self.pending.eq((left != 0) | (in_flight != 0))
         entry = Signal(self.out_layout)
-        m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(last),
+        m.d.comb += [entry.row.eq(self.port.resp.data), entry.last.eq(self.port.resp.tag[0]),
                      q.w_data.eq(entry), q.w_en.eq(self.port.resp.valid),
                      self.o_row.valid.eq(q.r_rdy), self.o_row.payload.eq(q.r_data),
                      q.r_en.eq(self.o_row.ready)]

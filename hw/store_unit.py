@@ -271,7 +271,9 @@ class StoreUnit(wiring.Component):
         # --- Read side: every row once per pass, through a small credit-checked FIFO. ----
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
-        depth = 4 + PRESCALE_STAGES       # room for the chunks in the prescale pipeline
+        # Room for the chunks in the prescale pipeline and on their way from the
+        # accumulator (two cycles from request to answer at the least).
+        depth = 5 + PRESCALE_STAGES
         entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
                                           "param": param_layout(c)})
         m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
@@ -297,7 +299,8 @@ class StoreUnit(wiring.Component):
         n_chunks = c.max_row_len // C + 1
         m.submodules.prescales = ps = memory.Memory(shape=unsigned(PRESCALE_BITS),
                                                     depth=n_chunks, init=[])
-        ps_w, ps_r = ps.write_port(), ps.read_port()
+        ps_w = ps.write_port()
+        ps_r = ps.read_port(transparent_for=(ps_w,))
         pre = Signal()                      # reading the (m, e) rows
         pre_gap = Signal()                  # one cycle for the last one to be written
         pre_k = Signal(range(n_chunks + 1))
@@ -324,27 +327,42 @@ class StoreUnit(wiring.Component):
                                              Mux(doing_param, param_ptr, rd_ptr))),
                      req.payload.write.eq(0)]
         issued = req.valid & req.ready
-        resp_last = Signal()
-        resp_kind = Signal(2)
-        resp_param = Signal()
-        resp_pre = Signal()
+        # What each read is travels with it (the tag) and comes back with its row: the
+        # row's kind (a table row 0..2, or PARAM_ROWS: a chunk), whether the chunk carries
+        # table rows, whether it ends its row, whether it is an (m, e) row.
+        tag_layout = data.StructLayout({"kind": 2, "param": 1, "last": 1, "pre": 1})
+        tag_out, tag_in = Signal(tag_layout), Signal(tag_layout)
+        m.d.comb += [tag_out.kind.eq(Mux(doing_param, sub, PARAM_ROWS)),
+                     tag_out.param.eq(ln_out), tag_out.last.eq(rd_last), tag_out.pre.eq(pre),
+                     req.payload.tag.eq(tag_out), tag_in.eq(self.acc.resp.tag)]
+        resp_last, resp_kind, resp_param = tag_in.last, tag_in.kind, tag_in.param
+        resp_pre = tag_in.pre
+        # The answers come in request order: the (m, e) rows count up from 0, and each
+        # chunk's (m, e) is read ahead, for the next chunk to come back (the read port
+        # gives the value of the cycle before).
         resp_pre_k = Signal.like(pre_k)
-        m.d.sync += resp_pre.eq(issued & pre)
-        with m.If(issued):
-            m.d.sync += [resp_kind.eq(Mux(doing_param, sub, PARAM_ROWS)),
-                         resp_param.eq(ln_out), resp_pre_k.eq(pre_k)]
+        resp_chunk = Signal.like(rd_chunk)
+        resp_chunk_next = Signal.like(rd_chunk)
+        resp_chunk_in = self.acc.resp.valid & ~resp_pre & (resp_kind == PARAM_ROWS)
+        m.d.comb += resp_chunk_next.eq(Mux(resp_chunk_in, Mux(resp_last, 0, resp_chunk + 1),
+                                           resp_chunk))
+        m.d.sync += resp_chunk.eq(resp_chunk_next)
+        with m.If(self.acc.resp.valid & resp_pre):
+            m.d.sync += resp_pre_k.eq(resp_pre_k + 1)
+        with m.If(s.start):
+            m.d.sync += [resp_pre_k.eq(0), resp_chunk.eq(0)]
         with m.If(issued & pre):
             m.d.sync += pre_k.eq(pre_k + 1)
             with m.If(pre_k + 1 == chunks):
                 m.d.sync += [pre.eq(0), pre_gap.eq(1)]
         with m.If(issued & ~pre & doing_param):
             m.d.sync += sub.eq(sub + 1)
-        m.d.comb += [ps_r.addr.eq(rd_chunk), ps_r.en.eq(issued & ~pre & ~doing_param),
+        m.d.comb += [ps_r.addr.eq(resp_chunk_next),
                      ps_w.addr.eq(resp_pre_k), ps_w.en.eq(self.acc.resp.valid & resp_pre),
                      ps_w.data.eq(Cat(self.acc.resp.data[0][:MULTIPLIER_BITS],
                                       self.acc.resp.data[1][:SHIFT_BITS]))]
         with m.If(issued & ~pre & ~doing_param):
-            m.d.sync += [resp_last.eq(rd_last), sub.eq(0),
+            m.d.sync += [sub.eq(0),
                          rd_chunk.eq(Mux(rd_last, 0, rd_chunk + 1)),
                          param_row.eq(Mux(rd_last, cmd.param_addr, param_row + table_stride))]
             next_row = Mux(cmd.blocked, rd_row_start + 1, rd_ptr + 1)
@@ -483,6 +501,7 @@ class StoreUnit(wiring.Component):
         m.d.comb += [self.spad.req.valid.eq(writing & flushing),
                      self.spad.req.payload.addr.eq(wr_spad),
                      self.spad.req.payload.write.eq(1),
+                     self.spad.req.payload.tag.eq(0),
                      self.spad.req.payload.data.eq(t_row),
                      out.ready.eq(writing & ~flushing)]
         with m.If(out.valid & out.ready):
@@ -508,6 +527,7 @@ class StoreUnit(wiring.Component):
         m.d.comb += [self.spad.req.valid.eq(writing & out.valid),
                      self.spad.req.payload.addr.eq(wr_spad),
                      self.spad.req.payload.write.eq(1),
+                     self.spad.req.payload.tag.eq(0),
                      self.spad.req.payload.data.eq(padded),
                      out.ready.eq(writing & self.spad.req.ready)]
         with m.If(out.valid & out.ready):
@@ -573,12 +593,18 @@ class StoreUnit(wiring.Component):
                         m.d.sync += writing.eq(0)
 
     def _completion(self, m: Module, s) -> None:
-        """Once both sides are done."""
+        """Once both sides are done, and the scratchpad has written every row (another
+        unit may read them as soon as the command is reported done)."""
         busy_prev, reading, writing = s.busy_prev, s.reading, s.writing
         done_pending, err, err_addr = s.done_pending, s.err, s.err_addr
         with m.If(busy_prev & ~reading & ~writing):
             m.d.sync += done_pending.eq(1)
-        m.d.comb += [self.o_done.valid.eq(done_pending),
+        # Scratchpad writes accepted and not yet written (at most the port's buffer of
+        # two and the one being written).
+        unwritten = Signal(range(4))
+        m.d.sync += unwritten.eq(unwritten + (self.spad.req.valid & self.spad.req.ready)
+                                 - self.spad.resp.written)
+        m.d.comb += [self.o_done.valid.eq(done_pending & (unwritten == 0)),
                      self.o_done.payload.error.eq(err),
                      self.o_done.payload.addr.eq(err_addr)]
         with m.If(self.o_done.valid & self.o_done.ready):

@@ -228,10 +228,12 @@ class AccelSystem(wiring.Component):
                     m.d.accel += [sp.valid.eq(0), ac.valid.eq(0)]
                     m.next = "ANSWER"
             with m.State("ANSWER"):
-                m.d.accel += [self.dbg_data.eq(Mux(which, accel.dbg_acc.resp.data.as_value(),
-                                                   accel.dbg_spad.resp.data.as_value())),
-                              self.dbg_ack.eq(~self.dbg_ack)]
-                m.next = "IDLE"
+                with m.If(Mux(which, accel.dbg_acc.resp.valid, accel.dbg_spad.resp.valid)):
+                    m.d.accel += [self.dbg_data.eq(Mux(which,
+                                                       accel.dbg_acc.resp.data.as_value(),
+                                                       accel.dbg_spad.resp.data.as_value())),
+                                  self.dbg_ack.eq(~self.dbg_ack)]
+                    m.next = "IDLE"
 
 
 ACCEL_SYSTEM = Top(AccelSystem, "tessera_accel_system",

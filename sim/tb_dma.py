@@ -109,12 +109,18 @@ class Harness:
             fields["accumulate"] = 0
         port = f"dbg_{which}__req"
         await self.send(port, req_layout.const(fields).as_value().value)
-        await ReadOnly()
-        resp = int(getattr(self.dut, f"dbg_{which}__resp").value)
+        # The answer (a read's data, a write's "written") comes once the port's request
+        # is served: a few cycles at most, as nothing else runs meanwhile.
         resp_layout = sig.members["resp"].shape
-        data = resp >> resp_layout["data"].offset
-        await self.step()
-        return unpack_lanes([data], sig.row_shape)[0]
+        answered = resp_layout["written" if write else "valid"].offset
+        for _ in range(16):
+            await ReadOnly()
+            resp = int(getattr(self.dut, f"dbg_{which}__resp").value)
+            await self.step()
+            if resp >> answered & 1:
+                data = resp >> resp_layout["data"].offset & ((1 << sig.row_shape.size) - 1)
+                return unpack_lanes([data], sig.row_shape)[0]
+        raise TimeoutError(f"no answer from the {which} debug port (a hang)")
 
 
 def random_command(rng: random.Random, h: Harness, load: bool) -> golden.DmaCommand:

@@ -48,7 +48,11 @@ def run_on_amaranth(cfg, spad_rows: np.ndarray, prog):
                                               "data": [0] * cfg.cols, "accumulate": 0})
             await ctx.tick().until(dut.dbg_acc.req.ready)
             ctx.set(dut.dbg_acc.req.valid, 0)
-            _, _, data = await ctx.tick().sample(dut.dbg_acc.resp.data)
+            while True:
+                _, _, valid, data = await ctx.tick().sample(dut.dbg_acc.resp.valid,
+                                                            dut.dbg_acc.resp.data)
+                if valid:
+                    break
             acc_out.append([int(v) for v in data])
 
     sim = Simulator(dut)

@@ -123,6 +123,9 @@ class Timing:
         own latency (``hw.output_path.latency_cycles``).
     store_dma : int
         From the last chunk of a one-piece store to its write response being awaited.
+    spad_store_tail : int
+        From the last chunk of a store into the scratchpad to its completion (the row
+        written).
     segment_extra : int
         Per DMA store of a store cut into pieces, beyond its chunks and the round trip.
     prescale_chunks : int
@@ -143,7 +146,7 @@ class Timing:
     issue_delay: int = 1
     finish_delay: int = 1
     load_setup: int = CHECK_CYCLES + 2
-    load_tail: int = 5
+    load_tail: int = 7
     load_order: int = 2
     ws_fill: int = 0
     ws_drain: int = 0
@@ -153,8 +156,9 @@ class Timing:
     same_bank_fill: int = 3
     exec_simple: int = 2
     exec_in_flight: int = 8
-    store_setup: int = 17
+    store_setup: int = 18
     store_dma: int = 3
+    spad_store_tail: int = 1
     segment_extra: int = 9
     prescale_chunks: int = 4
     bank_shares: tuple = (0.4, 0.75, 0.15)
@@ -168,9 +172,10 @@ class Timing:
         base = {"mem_latency": mem_latency, "mem_gap": mem_gap,
                 "beats_per_word": command_bits(config) // config.bus_bits,
                 # The pipeline: weights stream in over R cycles; a row crosses R rows and C
-                # columns of PEs (a multiplier and an adder each), then the accumulator.
-                "ws_fill": R + 2, "ws_drain": R + C + 2,
-                "os_fill": 2, "os_drain": 2 * R + C + 2}
+                # columns of PEs (a multiplier and an adder each), then the accumulator
+                # (whose port buffers it: a cycle in, a cycle until it is written).
+                "ws_fill": R + 3, "ws_drain": R + C + 4,
+                "os_fill": 3, "os_drain": 2 * R + C + 4}
         base.update(overrides)
         return cls(**base)
 
@@ -705,7 +710,7 @@ class _Timer:
             banks += ((0, a["spad_addr"] // self.bank_rows),)
         work += self._share(2, banks, issue + t.store_setup, work)
         if a["to_spad"]:
-            done = issue + setup + work
+            done = issue + setup + work + t.spad_store_tail
         else:
             beats = _store_beats(c, nrows, length, a["dram_addr"] % BOUNDARY_BYTES, a["stride"],
                                  a.get("blocked", 0))
