@@ -37,7 +37,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature
-from .command_check import FLAGS, command_flags, decide
+from .command_check import FLAGS, command_flags, decide, run_product
 from .config import TesseraConfig
 from .counters import Counters
 from .dma import DmaEngine, DmaError
@@ -54,6 +54,7 @@ from .registers import (
     MAGIC,
     MAP_VERSION,
 )
+from .skid import SkidBuffer
 from .store_unit import StoreUnit
 
 __all__ = ["Accelerator", "CommandFetcher", "FETCH_DEPTH", "FETCH_BURST"]
@@ -322,9 +323,14 @@ class Accelerator(wiring.Component):
                 ("load", (s.dma.i_load, s.dma.o_load_done), qs.load_head.word.args.load),
                 ("exec", (s.exe.i_cmd, s.exe.o_done), qs.exec_head.word),
                 ("store", (s.st.i_cmd, s.st.o_done), qs.store_head.word.args.store)):
-            m.d.comb += [unit_cmd.payload.eq(payload),
-                         unit_cmd.valid.eq(getattr(qs, f"{q}_valid")),
-                         getattr(qs, f"{q}_ready").eq(unit_cmd.ready),
+            # Each head reaches its unit through a register slice: the head's token checks
+            # and the unit's readiness are in different cycles.
+            slice_ = ResetInserter(s.start)(SkidBuffer(unit_cmd.payload.shape()))
+            m.submodules[f"{q}_issue"] = slice_
+            wiring.connect(m, slice_.o, unit_cmd)
+            m.d.comb += [slice_.i.payload.eq(payload),
+                         slice_.i.valid.eq(getattr(qs, f"{q}_valid")),
+                         getattr(qs, f"{q}_ready").eq(slice_.i.ready),
                          getattr(qs, f"{q}_done_valid").eq(unit_done.valid),
                          unit_done.ready.eq(getattr(qs, f"{q}_done_ready"))]
 
@@ -379,11 +385,16 @@ class Accelerator(wiring.Component):
                             & Mux(is_sync, qs.idle, target_ready))
         d2_free = ~d2_valid | take
         d1_free = ~d1_valid | d2_free
+        # (A run's (count - 1) * a_stride, a multiplier, is taken with the word, so that
+        # the checks of the next stage are sums and comparisons.)
+        product = run_product(fetch.o_word.payload.word)
+        d1_product = Signal(product.shape(), name="dispatch_product1")
         with m.If(d2_free):
-            m.d.sync += [dh.eq(d1), flags.eq(command_flags(m, c, d1.word)),
+            m.d.sync += [dh.eq(d1), flags.eq(command_flags(m, c, d1.word, d1_product)),
                          d2_valid.eq(d1_valid)]
         with m.If(d1_free):
-            m.d.sync += [d1.eq(fetch.o_word.payload), d1_valid.eq(fetch.o_word.valid)]
+            m.d.sync += [d1.eq(fetch.o_word.payload), d1_valid.eq(fetch.o_word.valid),
+                         d1_product.eq(product)]
         m.d.comb += [fetch.o_word.ready.eq(d1_free),
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
@@ -475,7 +486,12 @@ class Accelerator(wiring.Component):
                          getattr(regs, f"{name}_hi").eq(count[32:])]
         with m.If(regs.status_done_clear):
             m.d.sync += s.done.eq(0)
-        m.d.comb += s.start.eq(regs.control_start & ~s.running)
+        # START from a register: ``start`` resets thousands of flip-flops (the fetcher,
+        # the execute unit, the queues), so it leaves a flip-flop rather than the
+        # register file's write decoding.
+        start_req = Signal()
+        m.d.sync += start_req.eq(regs.control_start & ~s.running & ~start_req)
+        m.d.comb += s.start.eq(start_req)
         with m.If(s.start):
             m.d.sync += [s.running.eq(1), s.done.eq(0), s.fault.eq(0), s.fault_code.eq(0),
                          s.fault_index.eq(0), s.fault_addr.eq(0)]

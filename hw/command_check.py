@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from .config import TesseraConfig
 from .isa import ErrorCode, Opcode, Queue, command_layout_for, run_count_shape
 
-__all__ = ["CommandCheck", "FLAGS", "command_flags", "decide"]
+__all__ = ["CommandCheck", "FLAGS", "command_flags", "decide", "run_product"]
 
 #: Width of the sums ``start + count`` the range checks compare (no overflow).
 _SUM_BITS = 32 + 18
@@ -31,9 +31,17 @@ FLAGS = data.StructLayout({
 })
 
 
-def command_flags(m: Module, c: TesseraConfig, w):
+def run_product(w):
+    """``(count - 1) * a_stride`` of a COMPUTE word: where a run's last activation block
+    starts, from its first (a multiplier; the dispatcher registers it a stage ahead)."""
+    comp = w.args.compute
+    return (comp.count - 1) * comp.a_stride
+
+
+def command_flags(m: Module, c: TesseraConfig, w, product=None):
     """The facts about command word ``w`` that do not depend on the dispatch state (a
-    :data:`FLAGS` value)."""
+    :data:`FLAGS` value); ``product``: ``run_product(w)`` if it is at hand (registered),
+    else it is computed here."""
     f = Signal(FLAGS)
     hdr = w.header
     op = hdr.opcode
@@ -76,8 +84,8 @@ def command_flags(m: Module, c: TesseraConfig, w):
         f.is_run.eq(comp.count != 0),
         f.count_big.eq(comp.count > run_count_shape(c).stop - 1),
         f.run_out.eq(past(comp.b_addr, comp.count * R, c.spad_rows)
-                     | past(comp.a_addr + (comp.count - 1) * comp.a_stride, comp.rows,
-                            c.spad_rows)),
+                     | past(comp.a_addr + (run_product(w) if product is None else product),
+                            comp.rows, c.spad_rows)),
     ]
     return f
 

@@ -39,6 +39,7 @@ from .config import TesseraConfig
 from .intmath import carry_sum
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members
+from .skid import SkidBuffer
 
 __all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "command_layout", "block_layout",
            "done_layout", "local_write_layout", "times_int8", "BurstSplitter", "DmaReader",
@@ -258,11 +259,14 @@ class BurstSplitter(wiring.Component):
 
         with m.If(self.abort):
             m.d.sync += [setup.eq(0), active.eq(0), self.o_burst.valid.eq(0)]
-        with m.Elif(self.i_cmd.valid & self.i_cmd.ready):
+        with m.Elif(self.i_cmd.ready):
+            # Idle: the command's fields are taken every cycle, and kept once one is valid
+            # (so the command's valid, the end of its checks, enables two flip-flops, not
+            # every register of the splitter).
             p = self.i_cmd.payload
             same = p.stride == p.row_bytes
             m.d.sync += [
-                setup.eq(1),
+                setup.eq(self.i_cmd.valid),
                 addr.eq(p.addr),
                 total.eq(p.total),
                 contiguous.eq(same),
@@ -605,16 +609,17 @@ class DmaReader(wiring.Component):
         rb2 = Signal(range(2 * rb_max + 1))
         m.d.comb += rb2.eq(rb << 1)
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
-        # A row leaves the buffer into a register (the local write), which is written while
-        # the next row is taken.
-        w_valid = Signal()
-        w_taken = self.o_write.ready
+        # A row leaves the buffer into a register slice (the local writes): its ready is a
+        # register, so the memories' and the engine's handshake stays out of this logic.
+        m.submodules.writes = writes = SkidBuffer(local_write_layout(c))
+        wiring.connect(m, writes.o, wiring.flipped(self.o_write))
+        w_pending = writes.o.valid | ~writes.i.ready        # a row in the slice
         # may_write: an older command's reader has finished writing (see DmaEngine).
         live = t.running & ~failed
         row_ready = live & ~fill_less[-1] & self.may_write      # fill >= row_bytes
         m.d.comb += self.issuing.eq(t.split.busy)
         emit = Signal()
-        m.d.comb += emit.eq(row_ready & (~w_valid | w_taken))
+        m.d.comb += emit.eq(row_ready & writes.i.ready)
         take = Signal()
         m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill < rb2, fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
@@ -635,21 +640,15 @@ class DmaReader(wiring.Component):
         row = Signal(data.ArrayLayout(signed(8), rb_max))
         for i in range(rb_max):
             m.d.comb += row[i].eq(Mux(i < rb, buf[i * 8:(i + 1) * 8], 0))
-        w_addr = Signal.like(self.o_write.payload.addr)
-        w_row = Signal.like(self.o_write.payload.row)
         # The scale's multiples that the engine's lanes choose among, registered from the
         # command (they are ready long before its first row: the check takes 3 cycles).
         scale_x3 = Signal.like(self.o_write.payload.scale_x3)
         scale_neg = Signal.like(self.o_write.payload.scale_neg)
         m.d.sync += [scale_x3.eq(cmd.scale + (cmd.scale << 1)), scale_neg.eq(-cmd.scale)]
-        with m.If(w_taken):
-            m.d.sync += w_valid.eq(0)
-        with m.If(emit):
-            m.d.sync += [w_valid.eq(1), w_addr.eq(cmd.local_addr + rows_done), w_row.eq(row)]
-        w = self.o_write.payload
+        w = writes.i.payload
         m.d.comb += [
-            self.o_write.valid.eq(w_valid),
-            w.addr.eq(w_addr), w.row.eq(w_row), w.to_acc.eq(cmd.to_acc),
+            writes.i.valid.eq(emit),
+            w.addr.eq(cmd.local_addr + rows_done), w.row.eq(row), w.to_acc.eq(cmd.to_acc),
             w.accumulate.eq(cmd.accumulate), w.wide.eq(cmd.wide), w.scale.eq(cmd.scale),
             w.scale_x3.eq(scale_x3), w.scale_neg.eq(scale_neg),
         ]
@@ -659,7 +658,7 @@ class DmaReader(wiring.Component):
         # Finished once every row is out of the buffer and written (also after an error:
         # a row taken from the buffer is written, as it was when rows were written as
         # they left the buffer).
-        finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_valid \
+        finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_pending \
             & self.settled & (failed | ((rows_done == cmd.rows) & ~emit))
         m.d.comb += clear.eq(finished)
         t.complete(finished, [fill, buf])
@@ -731,7 +730,10 @@ class DmaWriter(wiring.Component):
         m.d.comb += fill_after.eq(fill - Mux(w_fire, t.n, 0))
         discard = failed & ~t.split.busy & ~winfo.r_rdy
         want_row = t.running & (rows_taken != cmd.rows)
-        m.d.comb += self.i_row.ready.eq(want_row & (discard | (fill_after + rb <= cap)))
+        # Room for a row counted without this cycle's beat leaving (registers only: the
+        # W channel's handshake stays out of the row source's ready); a full buffer takes
+        # its next row a cycle later.
+        m.d.comb += self.i_row.ready.eq(want_row & (discard | (fill + rb <= cap)))
         row_fire = self.i_row.valid & self.i_row.ready
         row_bytes = Signal(rb_max * 8)
         for i in range(rb_max):
@@ -807,7 +809,11 @@ class DmaEngine(wiring.Component):
             m.submodules[f"reader{i}"] = rd
         m.submodules.writer = wr = DmaWriter(c)
         wiring.connect(m, wiring.flipped(self.i_store), wr.i_cmd)
-        wiring.connect(m, wiring.flipped(self.i_store_row), wr.i_row)
+        # The rows to store through a register slice: the writer's ready (its buffer's
+        # fill against the W channel) stays out of the row source's timing.
+        m.submodules.store_rows = rows = SkidBuffer(self.i_store_row.payload.shape())
+        wiring.connect(m, wiring.flipped(self.i_store_row), rows.i)
+        wiring.connect(m, rows.o, wr.i_row)
         wiring.connect(m, wr.o_done, wiring.flipped(self.o_store_done))
         for unit in (*rds, wr):
             m.d.comb += [unit.window_base.eq(self.window_base),
@@ -840,10 +846,23 @@ class DmaEngine(wiring.Component):
                                  + ((self.spad.req.valid & self.spad.req.ready)
                                     | (self.acc.req.valid & self.acc.req.ready))
                                  - self.spad.resp.written - self.acc.resp.written)
-        # Completions in order; only the oldest command's reader writes.
+        # Only the oldest command's reader writes: which reader that is next cycle, as a
+        # register (the order FIFO's head is a LUT RAM read, too slow in front of the
+        # readers' realignment logic). Commands alternate between the readers, and so do
+        # their completions.
+        oldest = Signal()
+        pushed = self.i_load.valid & self.i_load.ready
+        popped = self.o_load_done.valid & self.o_load_done.ready
+        with m.If(popped):
+            m.d.sync += oldest.eq(~oldest)
+        level_next = order.level + pushed - popped
+        may_write = [Signal(name=f"may_write{i}") for i in range(self.READERS)]
+        for i in range(self.READERS):
+            m.d.sync += may_write[i].eq((level_next != 0) & ((oldest ^ popped) == i))
+        # Completions in order.
         for i, rd in enumerate(rds):
             is_head = order.r_rdy & (head == i)
-            m.d.comb += [rd.may_write.eq(is_head), rd.settled.eq(unwritten == 0),
+            m.d.comb += [rd.may_write.eq(may_write[i]), rd.settled.eq(unwritten == 0),
                          rd.o_done.ready.eq(is_head & self.o_load_done.ready)]
         m.d.comb += [
             self.o_load_done.valid.eq(order.r_rdy & Mux(head, rds[1].o_done.valid,

@@ -34,6 +34,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
+from .skid import SkidBuffer
 
 __all__ = ["MemoryPortSignature", "BankedMemory", "Scratchpad", "Accumulator",
            "READ_LATENCY_CYCLES", "spad_port_signature", "acc_port_signature", "RowReader",
@@ -134,27 +135,13 @@ class BankedMemory(wiring.Component):
         return getattr(self, f"port{i}")
 
     def _buffer(self, m: Module, i: int, layout) -> tuple:
-        """Port ``i``'s request buffer of two: its head (valid, payload: registers) and the
-        head's ``pop``. ``req.ready`` is the spare place being free, a register."""
-        p = self.port(i)
-        head_valid = Signal(name=f"head{i}_valid")
-        head = Signal(layout, name=f"head{i}")
-        spare_valid = Signal(name=f"spare{i}_valid")
-        spare = Signal(layout, name=f"spare{i}")
+        """Port ``i``'s request buffer (a :class:`SkidBuffer` of two): its head's valid and
+        payload (registers) and the head's ``pop``."""
+        m.submodules[f"buffer{i}"] = buf = SkidBuffer(layout)
+        wiring.connect(m, wiring.flipped(self.port(i).req), buf.i)
         pop = Signal(name=f"pop{i}")
-        m.d.comb += p.req.ready.eq(~spare_valid)
-        take = p.req.valid & ~spare_valid
-        with m.If(spare_valid):
-            with m.If(pop):
-                m.d.sync += [head.eq(spare), spare_valid.eq(0)]
-        with m.Elif(take):
-            with m.If(head_valid & ~pop):
-                m.d.sync += [spare.eq(p.req.payload), spare_valid.eq(1)]
-            with m.Else():
-                m.d.sync += [head.eq(p.req.payload), head_valid.eq(1)]
-        with m.Elif(pop):
-            m.d.sync += head_valid.eq(0)
-        return head_valid, head, pop
+        m.d.comb += buf.o.ready.eq(pop)
+        return buf.o.valid, buf.o.payload, pop
 
     def elaborate(self, platform):
         m = Module()
@@ -230,9 +217,11 @@ class BankedMemory(wiring.Component):
                     m.d.comb += granted_any[i].eq(1)
                     m.d.sync += resp_bank[i].eq(b)
 
-        for i, (p, (_, head, pop)) in enumerate(zip((self.port(i) for i in range(n)), heads)):
+        for i, (_, head, pop) in enumerate(heads):
+            p = self.port(i)
             m.d.comb += pop.eq(granted_any[i])
-            resp_read, resp_written = Signal(name=f"resp_read{i}"), Signal(name=f"resp_written{i}")
+            resp_read = Signal(name=f"resp_read{i}")
+            resp_written = Signal(name=f"resp_written{i}")
             m.d.sync += [resp_read.eq(granted_any[i] & ~head.write),
                          resp_written.eq(granted_any[i] & head.write)]
             if self.tag_bits:

@@ -54,12 +54,12 @@ class _QueueControl:
         self.hdr = head.word.header
         self.stop = stop
         self.nop_in_unit = nop_in_unit
-        # Filled in by the accelerator: token counts available to this queue's waits.
-        self.tok_prev = Signal(TOKEN_BITS, name=f"{name}_tok_prev")
-        self.tok_next = Signal(TOKEN_BITS, name=f"{name}_tok_next")
+        # Filled in below: a token is there for this queue's waits (registers).
+        self.tok_prev = Signal(name=f"{name}_tok_prev")
+        self.tok_next = Signal(name=f"{name}_tok_next")
         self.tok_ok = Signal(name=f"{name}_tok_ok")
-        m.d.comb += self.tok_ok.eq((~self.hdr.wait_prev | (self.tok_prev != 0))
-                                   & (~self.hdr.wait_next | (self.tok_next != 0)))
+        m.d.comb += self.tok_ok.eq((~self.hdr.wait_prev | self.tok_prev)
+                                   & (~self.hdr.wait_next | self.tok_next))
         self.blocked = Signal(name=f"{name}_blocked")   # the head waits for a token
         m.d.comb += self.blocked.eq(q.r_rdy & ~self.tok_ok)
         self.issue = Signal(name=f"{name}_issue")
@@ -111,7 +111,7 @@ class CommandQueues(wiring.Component):
     push_<q> : In(1)
         Put ``i_entry`` in queue ``q`` (``load``, ``exec``, ``store``).
     room_<q> : Out(1)
-        Queue ``q`` has room.
+        Queue ``q`` has room (a register: after the previous cycle's push and issue).
     <q>_head : Out(entry_layout(config))
         The command at the head of queue ``q``.
     <q>_valid, <q>_ready : Out(1), In(1)
@@ -123,7 +123,8 @@ class CommandQueues(wiring.Component):
     <q>_busy, <q>_blocked : Out(1)
         Commands in flight; the head waits for a token.
     idle : Out(1)
-        Every queue empty, nothing in flight.
+        Every queue empty, nothing in flight, in the previous cycle and nothing pushed
+        then (a register; it may come a cycle after the queues drain, never before).
     dispatch_stuck : In(1)
         The dispatcher cannot move (its command has no room, or waits for idle queues, or
         everything was dispatched).
@@ -156,9 +157,19 @@ class CommandQueues(wiring.Component):
         for name, (inflight, nop_in_unit) in QUEUES.items():
             q = qs[name] = _QueueControl(m, name, c, depths[name], inflight, self.stop,
                                          nop_in_unit)
+            push = getattr(self, f"push_{name}")
+            # Room as a register (the dispatcher's decision reads it): what the FIFO's
+            # ready will be after this cycle's push and issue, from its level.
+            room = Signal(init=1, name=f"room_{name}_r")
+            level, depth = q.fifo.level, depths[name]
+            with m.If(self.stop):
+                m.d.sync += room.eq(1)
+            with m.Else():
+                m.d.sync += room.eq(Mux(push & ~q.issue, level < depth - 1,
+                                        Mux(q.issue & ~push, 1, level < depth)))
             m.d.comb += [q.fifo.w_data.eq(self.i_entry),
-                         q.fifo.w_en.eq(getattr(self, f"push_{name}")),
-                         getattr(self, f"room_{name}").eq(q.fifo.w_rdy),
+                         q.fifo.w_en.eq(push),
+                         getattr(self, f"room_{name}").eq(room),
                          getattr(self, f"{name}_head").eq(q.head),
                          getattr(self, f"{name}_busy").eq(q.busy),
                          getattr(self, f"{name}_blocked").eq(q.blocked),
@@ -172,13 +183,18 @@ class CommandQueues(wiring.Component):
         # Tokens: LOAD <-> EXECUTE <-> STORE.
         def token(src: _QueueControl, dst: _QueueControl, src_side: str, dst_side: str):
             count = Signal(TOKEN_BITS, name=f"tok_{src.name}_{dst.name}")
+            # Whether a token is there, kept as a register beside the count: the head's
+            # issue reads one flip-flop, not a 16-bit comparison.
+            there = Signal(name=f"tok_{src.name}_{dst.name}_there")
             inc = src.done & getattr(src, f"done_signal_{src_side}")
             dec = dst.issue & getattr(dst.hdr, f"wait_{dst_side}")
+            count_next = Signal(TOKEN_BITS, name=f"tok_{src.name}_{dst.name}_next")
+            m.d.comb += count_next.eq(count + inc - dec)
             with m.If(self.start):
-                m.d.sync += count.eq(0)
+                m.d.sync += [count.eq(0), there.eq(0)]
             with m.Else():
-                m.d.sync += count.eq(count + inc - dec)
-            m.d.comb += getattr(dst, f"tok_{dst_side}").eq(count)
+                m.d.sync += [count.eq(count_next), there.eq(count_next != 0)]
+            m.d.comb += getattr(dst, f"tok_{dst_side}").eq(there)
 
         lq, xq, sq = qs["load"], qs["exec"], qs["store"]
         token(lq, xq, "next", "prev")
@@ -186,8 +202,13 @@ class CommandQueues(wiring.Component):
         token(xq, sq, "next", "prev")
         token(sq, xq, "prev", "next")
 
-        m.d.comb += self.idle.eq(~lq.fifo.r_rdy & ~xq.fifo.r_rdy & ~sq.fifo.r_rdy & ~lq.busy
-                                 & ~xq.busy & ~sq.busy)
+        # Idle as a register, one cycle late: idle in the previous cycle with nothing
+        # pushed then (only a push ends idleness), so the dispatcher's decision reads a
+        # flip-flop.
+        idle_now = ~lq.fifo.r_rdy & ~xq.fifo.r_rdy & ~sq.fifo.r_rdy & ~lq.busy & ~xq.busy \
+            & ~sq.busy
+        pushed = Cat(getattr(self, f"push_{q}") for q in QUEUES).any()
+        m.d.sync += self.idle.eq(idle_now & ~pushed)
 
         # Deadlock: nothing in flight, every waiting queue blocked, no way forward.
         quiet = [~q.fifo.r_rdy | q.blocked for q in qs.values()]

@@ -98,9 +98,15 @@ class Timing:
     dispatch_delay : int
         From a word's last beat to its dispatch (two registers stand between).
     issue_delay : int
-        From dispatch to the earliest issue by its queue.
+        From dispatch to the earliest start by its unit (the queue's head, then the
+        register slice in front of the unit).
+    token_delay : int
+        From a command's completion to the earliest start of a command waiting for the
+        token it signals.
     finish_delay : int
         From the last completion (or FINISH's dispatch) to the end of the run.
+    sync_delay : int
+        From the last completion to the dispatch of a FENCE or FINISH waiting for it.
     load_setup, load_tail : int
         From a LOAD's issue to its first burst address (the DMA's checks); from its last
         local row to its completion.
@@ -143,8 +149,10 @@ class Timing:
     fetch_start: int = 2
     fetch_ask: int = 2
     dispatch_delay: int = 2
-    issue_delay: int = 1
+    issue_delay: int = 2
+    token_delay: int = 2
     finish_delay: int = 1
+    sync_delay: int = 2
     load_setup: int = CHECK_CYCLES + 2
     load_tail: int = 7
     load_order: int = 2
@@ -157,7 +165,7 @@ class Timing:
     exec_simple: int = 2
     exec_in_flight: int = 8
     store_setup: int = 18
-    store_dma: int = 3
+    store_dma: int = 4
     spad_store_tail: int = 1
     segment_extra: int = 9
     prescale_chunks: int = 4
@@ -442,7 +450,7 @@ class _Timer:
             else:
                 if sum(self.ran) < self.queued_before:
                     return None
-                room = self.max_done + 1
+                room = self.max_done + t.sync_delay
             arrive = self.arrive
             d = (arrive[i] if i < len(arrive) else self._arrival(i)) + t.dispatch_delay
             if disp and disp[-1] >= d:
@@ -494,9 +502,9 @@ class _Timer:
             self.k[_BUSY[q]] += done - lo
             busy_end[q] = done
         if cmd.signal_prev:
-            self.tokens[3 * q + q - 1].append(done + 1)
+            self.tokens[3 * q + q - 1].append(done + self.t.token_delay)
         if cmd.signal_next:
-            self.tokens[3 * q + q + 1].append(done + 1)
+            self.tokens[3 * q + q + 1].append(done + self.t.token_delay)
 
     # --- LOAD ------------------------------------------------------------------------------
 
