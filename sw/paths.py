@@ -1,0 +1,242 @@
+"""The slow paths of a synthesized ECP5 netlist, ranked before placement.
+
+nextpnr names one critical path per routed run, and a run of the whole accelerator takes
+half an hour. :func:`estimate_paths` reads the netlist Yosys wrote for nextpnr
+(``wrapped.json``) and, in seconds, estimates every register-to-register path's delay
+with typical ECP5 (speed 6) cell delays and a routing delay per net that grows with its
+fanout, then groups the endpoints that miss a clock period by the unit and signal their
+worst path starts from and the unit it ends in. It is a ranking of what to pipeline next,
+not a timing sign-off: placement decides the routing, which is most of a slow path's
+delay on this device (two thirds to four fifths in the routed reports so far), and the
+block RAM and DSP delays are typical values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .synth import unit_of
+
+__all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths"]
+
+#: Typical delays, ns (ECP5 speed 6; the logic ones as nextpnr's routed reports give them).
+DELAYS = {
+    "clk_to_q": 0.52,        # TRELLIS_FF
+    "setup": 0.42,
+    "lut": 0.24,             # LUT4 input -> output
+    "mux_data": 0.17,        # PFUMX / L6MUX21 data input -> output
+    "mux_select": 0.26,
+    "carry_in": 0.45,        # CCU2C: an operand -> its sum or the carry out
+    "carry_through": 0.07,   # CCU2C: carry in -> carry out (two bits)
+    "carry_sum": 0.30,       # CCU2C: carry in -> sum
+    "lutram_read": 0.60,     # TRELLIS_DPR16X4: read address -> data
+    "bram_clk_to_out": 4.0,  # DP16KD without its output register
+    "dsp": 4.0,              # MULT18X18D without registers: operand -> product
+    "route": 0.8,            # a net of fanout 1 ...
+    "route_per_fanout": 0.25,  # ... plus this per doubling of its fanout
+}
+
+#: Cell input ports whose nets are dedicated wires (no general routing).
+_DEDICATED = {("CCU2C", "CIN"), ("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"),
+              ("L6MUX21", "D1")}
+#: Endpoints: the inputs a clock edge samples.
+_ENDPOINTS = {"TRELLIS_FF": ("DI", "LSR", "CE"), "TRELLIS_DPR16X4": ("DI", "WAD", "WRE")}
+
+
+@dataclass
+class PathGroup:
+    """The endpoints whose worst path starts at ``start_signal`` (in ``start_unit``) and
+    ends in ``end_unit``: how many miss the period, the worst delay, its cells and the
+    units it crosses, and one endpoint's signal."""
+
+    start_unit: str
+    end_unit: str
+    start_signal: str
+    endpoints: int = 0
+    worst_ns: float = 0.0
+    cells: int = 0
+    units: list = field(default_factory=list)
+    example: str = ""
+
+
+@dataclass
+class PathEstimate:
+    period_ns: float
+    endpoints: int
+    failing: int
+    worst_ns: float
+    groups: list
+
+    def to_dict(self) -> dict:
+        return {"period_ns": self.period_ns, "endpoints": self.endpoints,
+                "failing": self.failing, "worst_ns": round(self.worst_ns, 2),
+                "groups": [g.__dict__ for g in self.groups]}
+
+
+class _Netlist:
+    def __init__(self, module: dict):
+        self.cells = module["cells"]
+        self.driver, self.sinks, self.names = {}, defaultdict(list), {}
+        for name, c in self.cells.items():
+            for port, bits in c["connections"].items():
+                out = c["port_directions"].get(port) == "output"
+                for b in bits:
+                    if isinstance(b, str):
+                        continue            # a constant
+                    if out:
+                        self.driver[b] = (name, port)
+                    else:
+                        self.sinks[b].append((name, port))
+        for net, info in module["netnames"].items():
+            if net.startswith("$"):
+                continue
+            for i, b in enumerate(info["bits"]):
+                if not isinstance(b, str) and (b not in self.names
+                                               or len(net) < len(self.names[b][0])):
+                    self.names[b] = (net, i)
+        self.arrival, self.pred = {}, {}
+
+    def route(self, bit, cell: str, port: str) -> float:
+        if (self.cells[cell]["type"], port) in _DEDICATED:
+            return 0.0
+        fanout = max(len(self.sinks[bit]), 1)
+        return DELAYS["route"] + DELAYS["route_per_fanout"] * math.log2(fanout)
+
+    def _inputs(self, cell: str, ports):
+        conns = self.cells[cell]["connections"]
+        return [(b, p) for p in ports for b in conns.get(p, []) if not isinstance(b, str)]
+
+    def _worst(self, cell: str, ports, delay: float):
+        best, who = -1.0, None
+        for b, p in self._inputs(cell, ports):
+            t = self.at(b) + self.route(b, cell, p) + delay
+            if t > best:
+                best, who = t, b
+        return best, who
+
+    def at(self, bit) -> float:
+        """The arrival time of ``bit``, ns after the clock edge (memoized)."""
+        if bit in self.arrival:
+            return self.arrival[bit]
+        self.arrival[bit] = 0.0                 # a combinational loop counts once
+        if bit not in self.driver:
+            return 0.0
+        cell, port = self.driver[bit]
+        c = self.cells[cell]
+        t, d = c["type"], DELAYS
+        if t == "TRELLIS_FF":
+            options = [(d["clk_to_q"], None)]
+        elif t in ("DP16KD", "PDPW16KD"):
+            options = [(d["bram_clk_to_out"], None)]
+        elif t == "LUT4":
+            options = [self._worst(cell, "ABCD", d["lut"])]
+        elif t == "CCU2C":
+            lo, hi = ["A0", "B0", "C0", "D0"], ["A1", "B1", "C1", "D1"]
+            if port == "S0":
+                options = [self._worst(cell, lo, d["carry_in"]),
+                           self._worst(cell, ["CIN"], d["carry_sum"])]
+            elif port == "S1":
+                options = [self._worst(cell, hi + lo, d["carry_in"]),
+                           self._worst(cell, ["CIN"], d["carry_sum"] + d["carry_through"])]
+            else:
+                options = [self._worst(cell, lo + hi, d["carry_in"]),
+                           self._worst(cell, ["CIN"], d["carry_through"])]
+        elif t in ("PFUMX", "L6MUX21"):
+            data_ports, select = (("ALUT", "BLUT"), "C0") if t == "PFUMX" else \
+                (("D0", "D1"), "SD")
+            options = [self._worst(cell, data_ports, d["mux_data"]),
+                       self._worst(cell, [select], d["mux_select"])]
+        elif t == "TRELLIS_DPR16X4":
+            options = [self._worst(cell, ["RAD"], d["lutram_read"]), (d["lutram_read"], None)]
+        elif t == "MULT18X18D":
+            operands = [p for p in c["port_directions"]
+                        if p[0] in "AB" and p[1:].isdigit()]
+            options = [self._worst(cell, operands, d["dsp"])]
+        else:                                   # I/O and the rest: a start point
+            options = [(0.0, None)]
+        value, who = max(options, key=lambda o: o[0])
+        self.arrival[bit], self.pred[bit] = value, who
+        return value
+
+    def signal(self, bit) -> str:
+        name = self.names.get(bit)
+        return name[0].lstrip("\\") if name else f"${bit}"
+
+    def chain(self, bit) -> list:
+        out = [bit]
+        while self.pred.get(out[-1]) is not None:
+            out.append(self.pred[out[-1]])
+        return out[::-1]
+
+
+def _unit(signal: str, top_module: str) -> str:
+    if not signal.startswith("inner."):
+        return "I/O wrapper"
+    return unit_of(signal.removeprefix("inner."), top_module)
+
+
+def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
+                   period_ns: float = 10.0, top: str = "tessera_pnr_top") -> PathEstimate:
+    """Rank the paths of ``netlist`` (Yosys JSON of ``top``, synthesized for the ECP5, the
+    design inside :class:`~tessera.hw.io_wrapper.ShiftWrapper` as ``inner``) against
+    ``period_ns`` (see the module docstring)."""
+    if sys.getrecursionlimit() < 100_000:
+        sys.setrecursionlimit(100_000)      # the arrival times recurse along the paths
+    module = json.loads(Path(netlist).read_text())["modules"][top]
+    n = _Netlist(module)
+    ends = []
+    for name, c in n.cells.items():
+        ports = _ENDPOINTS.get(c["type"])
+        if ports is None and c["type"] in ("DP16KD", "PDPW16KD"):
+            ports = [p for p, way in c["port_directions"].items()
+                     if way == "input" and not p.startswith("CLK")]
+        if not ports:
+            continue
+        worst = max(((n.at(b) + n.route(b, name, p) + DELAYS["setup"], b)
+                     for b, p in n._inputs(name, ports)), default=None, key=lambda e: e[0])
+        if worst:
+            ends.append(worst)
+    ends.sort(key=lambda e: -e[0])
+    groups: dict[tuple, PathGroup] = {}
+    failing = 0
+    for t, bit in ends:
+        if t <= period_ns:
+            break
+        failing += 1
+        chain = n.chain(bit)
+        start = n.signal(chain[0]).split("[")[0]
+        key = (_unit(start, top_module), _unit(n.signal(bit), top_module), start)
+        g = groups.get(key)
+        if g is None:
+            units = []
+            for b in chain:
+                if b not in n.names:
+                    continue                    # a net Yosys left unnamed
+                u = _unit(n.signal(b), top_module)
+                if not units or units[-1] != u:
+                    units.append(u)
+            g = groups[key] = PathGroup(*key, worst_ns=round(t, 2), cells=len(chain),
+                                        units=units, example=n.signal(bit))
+        g.endpoints += 1
+    ranked = sorted(groups.values(), key=lambda g: (-g.worst_ns, -g.endpoints))
+    return PathEstimate(period_ns, len(ends), failing, ends[0][0] if ends else 0.0, ranked)
+
+
+def format_paths(e: PathEstimate, limit: int = 20) -> str:
+    """A table of the worst groups."""
+    lines = [f"paths estimated before placement (typical delays; a ranking, not a clock): "
+             f"{e.failing} of {e.endpoints} endpoints over {e.period_ns:g} ns, the worst "
+             f"{e.worst_ns:.1f} ns",
+             f"{'worst ns':>8}  {'endpoints':>9}  {'cells':>5}  path (units) from the signal"]
+    for g in e.groups[:limit]:
+        lines.append(f"{g.worst_ns:8.1f}  {g.endpoints:9d}  {g.cells:5d}  "
+                     f"{' -> '.join(g.units)}: from {g.start_signal}")
+    if len(e.groups) > limit:
+        rest = sum(g.endpoints for g in e.groups[limit:])
+        lines.append(f"  ... {len(e.groups) - limit} more groups, {rest} endpoints")
+    return "\n".join(lines)

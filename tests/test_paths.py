@@ -1,0 +1,83 @@
+"""The path ranking before placement (``sw/paths.py``) on hand-made ECP5 netlists: the
+arrival times follow the delays, carry chains and multiplexers use their dedicated wires,
+endpoints are grouped by where their worst path starts and ends."""
+
+import json
+
+import pytest
+
+from tessera.sw.paths import DELAYS, estimate_paths, format_paths
+
+D = DELAYS
+
+
+def _ff(d, q, clk=1):
+    return {"type": "TRELLIS_FF", "port_directions": {"CLK": "input", "DI": "input",
+                                                      "LSR": "input", "Q": "output"},
+            "connections": {"CLK": [clk], "DI": [d], "LSR": ["0"], "Q": [q]}}
+
+
+def _lut(ins, z):
+    ports = "ABCD"
+    return {"type": "LUT4",
+            "port_directions": {**{p: "input" for p in ports}, "Z": "output"},
+            "connections": {**{p: [b] for p, b in zip(ports, ins + ["0"] * 4)}, "Z": [z]}}
+
+
+def _carry(a0, cin, s0, cout):
+    ports = {p: "input" for p in ("A0", "B0", "C0", "D0", "A1", "B1", "C1", "D1", "CIN")}
+    ports.update(S0="output", S1="output", COUT="output")
+    conns = {p: ["0"] for p in ports}
+    conns.update(A0=[a0], CIN=[cin], S0=[s0], S1=[900 + s0], COUT=[cout])
+    return {"type": "CCU2C", "port_directions": ports, "connections": conns}
+
+
+def _write(tmp_path, cells, names):
+    netnames = {n: {"bits": bits} for n, bits in names.items()}
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"modules": {"tessera_pnr_top": {
+        "cells": cells, "netnames": netnames}}}))
+    return path
+
+
+def test_a_chain_of_luts_between_two_units(tmp_path):
+    # inner.exe.a (FF) -> three LUTs -> inner.dma.b (FF); another FF straight to an FF.
+    cells = {"src": _ff(50, 10), "l1": _lut([10], 11), "l2": _lut([11], 12),
+             "l3": _lut([12], 13), "dst": _ff(13, 14),
+             "q1": _ff(60, 20), "q2": _ff(20, 21)}
+    path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [13],
+                                    "inner.store.c": [20]})
+    e = estimate_paths(path, period_ns=2.0)
+    hop = D["route"]                                # every net here has fanout 1
+    want = D["clk_to_q"] + 3 * (hop + D["lut"]) + hop + D["setup"]
+    assert e.worst_ns == pytest.approx(want)
+    assert e.failing == 1                           # the short path meets 2 ns
+    g = e.groups[0]
+    assert (g.start_unit, g.end_unit, g.start_signal) == ("execute control", "DMA",
+                                                           "inner.exe.a")
+    assert g.units == ["execute control", "DMA"] and g.cells == 4 and g.endpoints == 1
+    assert "DMA" in format_paths(e) and "1 of 4 endpoints over 2 ns" in format_paths(e)
+    # With a long enough period nothing fails.
+    assert estimate_paths(path, period_ns=want + 0.01).failing == 0
+
+
+def test_carry_chains_ride_their_dedicated_wires(tmp_path):
+    # FF -> carry cell 1 (operand) -> carry out -> carry cell 2 (carry in) -> sum -> FF.
+    cells = {"src": _ff(50, 10), "c1": _carry(10, "0", 11, 12), "c2": _carry("0", 12, 13, 14),
+             "dst": _ff(13, 15)}
+    path = _write(tmp_path, cells, {"inner.acc.x": [10], "inner.acc.y": [13]})
+    e = estimate_paths(path, period_ns=1.0)
+    want = (D["clk_to_q"] + D["route"] + D["carry_in"] + 0.0 + D["carry_sum"]
+            + D["route"] + D["setup"])
+    assert e.worst_ns == pytest.approx(want)
+
+
+def test_fanout_slows_a_net(tmp_path):
+    cells = {"src": _ff(50, 10)}
+    for i in range(8):                               # one net to eight flip-flops
+        cells[f"d{i}"] = _ff(10, 100 + i)
+    path = _write(tmp_path, cells, {"inner.regs.r": [10]})
+    e = estimate_paths(path, period_ns=0.5)
+    assert e.worst_ns == pytest.approx(D["clk_to_q"] + D["route"] + 3 * D["route_per_fanout"]
+                                       + D["setup"])
+    assert e.groups[0].endpoints == 8 and e.groups[0].start_unit == "registers"
