@@ -192,10 +192,24 @@ def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> fl
 
 
 #: What Yosys's timing-driven LUT mapper (abc9, the ECP5 flow's) stops on in some designs:
-#: an internal assertion when it puts the mapped logic back (Yosys 0.69 and 0.70, on the
+#: an internal assertion when it puts the mapped logic back (Yosys 0.67 to 0.70, on the
 #: whole tiny accelerator and on a 6x6 one; not on any unit alone, whatever the flow's
-#: options).
+#: options). Yosys 0.66 maps those, and stops on the 2x2 with another assertion
+#: (``count_id(wire->name) == 0``) as it reads ABC9's result back: any internal assertion
+#: while ABC9 runs counts (:func:`_abc9_stopped`).
 _ABC9_ASSERT = "Assert `GetSize(conn.first) == GetSize(conn.second)'"
+
+
+def _abc9_stopped(error: SynthError, log: Path) -> bool:
+    """Whether ``error`` is an internal Yosys assertion inside ABC9's steps."""
+    text = str(error)
+    if _ABC9_ASSERT in text:
+        return True
+    if "ERROR: Assert" not in text or not log.exists():
+        return False
+    steps = [line for line in log.read_text(errors="replace").splitlines()
+             if " Executing " in line]
+    return any("ABC9" in step or "AIGER" in step for step in steps[-3:])
 #: Said in the report when the whole was mapped by the classic mapper instead.
 CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for the units: "
                 "the ECP5 flow's abc9 stopped on an internal Yosys assertion")
@@ -222,7 +236,7 @@ def _run_flow(yosys: str, work: Path, name: str, read: str, t: dict, top: str, o
         return _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log", what,
                     read + _flow_script(t, top, out, classic=False)), ""
     except SynthError as e:
-        if not t.get("lut_map") or _ABC9_ASSERT not in str(e):
+        if not t.get("lut_map") or not _abc9_stopped(e, work / f"{name}.log"):
             raise
     seconds = _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log",
                    f"{what} (again, classic LUT mapper: abc9 stopped on a Yosys assertion)",

@@ -169,6 +169,28 @@ def test_an_abc9_assertion_reruns_the_whole_with_the_classic_mapper(tmp_path, mo
     assert "-run :map_luts" in scripts[1] and "abc -lut 4:7 -dress" in scripts[1] and \
         "-run map_cells:" in scripts[1] and scripts[1].startswith("read_rtlil d.il")
 
+    # Another internal assertion while ABC9 runs (Yosys 0.66 on the 2x2) counts too ...
+    log = tmp_path / "whole.log"
+    log.write_text("2.45.26.5. Executing ABC9.\n2.45.26.6. Executing AIGER frontend.\n"
+                   "ERROR: Assert `count_id(wire->name) == 0' failed in kernel/rtlil.cc.\n")
+    scripts.clear()
+
+    def other_assert(argv, log, what, script=None):
+        scripts.append(script)
+        if len(scripts) == 1:
+            raise SynthError(f"{what} failed (ERROR: Assert `count_id(wire->name) == 0' "
+                             f"failed in kernel/rtlil.cc.); log: {log}")
+        return 2.0
+
+    monkeypatch.setattr(synth, "_run", other_assert)
+    assert synth._run_flow("yosys", tmp_path, "whole", "", t, "top", "stat",
+                           "synthesis") == (2.0, synth.CLASSIC_NOTE)
+    # ... but not one elsewhere.
+    log.write_text("2.3. Executing PROC pass.\nERROR: Assert `x' failed in kernel/rtlil.cc.\n")
+    scripts.clear()
+    with pytest.raises(SynthError, match="count_id"):
+        synth._run_flow("yosys", tmp_path, "whole", "", t, "top", "stat", "synthesis")
+
     def other_failure(argv, log, what, script=None):
         raise SynthError(f"{what} failed (ERROR: Module `top' not found); log: {log}")
 
