@@ -46,7 +46,7 @@ def test_generate_from_a_config_file(tmp_path):
      "--trace: the folder '/nonexistent' does not exist"),
     (["bench", "sim", "--sim", "icarus"], "bench sim measures Verilator"),
     (["synth", "--preset", "tiny", "--target", "ice40", "--place"],
-     "--pnr and --place are for --target ecp5"),
+     "--pnr, --place and --paths are for --target ecp5"),
     (["synth", "--preset", "tiny", "--freq", "-5"], "--freq must be a positive number of MHz"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, capsys):
