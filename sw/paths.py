@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .synth import unit_of
+from .synth import _unit_of_net as _unit
 
 __all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths"]
 
@@ -172,12 +172,6 @@ class _Netlist:
         while self.pred.get(out[-1]) is not None:
             out.append(self.pred[out[-1]])
         return out[::-1]
-
-
-def _unit(signal: str, top_module: str) -> str:
-    if not signal.startswith("inner."):
-        return "I/O wrapper"
-    return unit_of(signal.removeprefix("inner."), top_module)
 
 
 def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",

@@ -210,6 +210,8 @@ def _abc9_stopped(error: SynthError, log: Path) -> bool:
     steps = [line for line in log.read_text(errors="replace").splitlines()
              if " Executing " in line]
     return any("ABC9" in step or "AIGER" in step for step in steps[-3:])
+
+
 #: Said in the report when the whole was mapped by the classic mapper instead.
 CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for the units: "
                 "the ECP5 flow's abc9 stopped on an internal Yosys assertion")

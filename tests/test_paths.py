@@ -19,9 +19,10 @@ def _ff(d, q, clk=1):
 
 def _lut(ins, z):
     ports = "ABCD"
+    nets = (ins + ["0"] * 4)[:4]
     return {"type": "LUT4",
             "port_directions": {**{p: "input" for p in ports}, "Z": "output"},
-            "connections": {**{p: [b] for p, b in zip(ports, ins + ["0"] * 4)}, "Z": [z]}}
+            "connections": {**{p: [b] for p, b in zip(ports, nets, strict=True)}, "Z": [z]}}
 
 
 def _carry(a0, cin, s0, cout):

@@ -153,14 +153,18 @@ def test_an_abc9_assertion_reruns_the_whole_with_the_classic_mapper(tmp_path, mo
 
     scripts = []
 
-    def fake_run(argv, log, what, script=None):
-        scripts.append(script)
-        if len(scripts) == 1:
-            raise SynthError(f"{what} failed (ERROR: {synth._ABC9_ASSERT} failed in "
-                             f"kernel/rtlil.cc:3091.); log: {log}")
-        return 1.0
+    def fails_once(error: str, seconds: float):
+        """A fake ``_run`` that stops with ``error`` the first time, then takes
+        ``seconds``; the scripts it is given go into ``scripts``."""
+        def fake_run(argv, log, what, script=None):
+            scripts.append(script)
+            if len(scripts) == 1:
+                raise SynthError(f"{what} failed (ERROR: {error} failed in "
+                                 f"kernel/rtlil.cc:3091.); log: {log}")
+            return seconds
+        return fake_run
 
-    monkeypatch.setattr(synth, "_run", fake_run)
+    monkeypatch.setattr(synth, "_run", fails_once(synth._ABC9_ASSERT, 1.0))
     t = synth.TARGETS["ecp5"]
     seconds, note = synth._run_flow("yosys", tmp_path, "whole", "read_rtlil d.il\n", t, "top",
                                     "stat", "synthesis")
@@ -174,15 +178,7 @@ def test_an_abc9_assertion_reruns_the_whole_with_the_classic_mapper(tmp_path, mo
     log.write_text("2.45.26.5. Executing ABC9.\n2.45.26.6. Executing AIGER frontend.\n"
                    "ERROR: Assert `count_id(wire->name) == 0' failed in kernel/rtlil.cc.\n")
     scripts.clear()
-
-    def other_assert(argv, log, what, script=None):
-        scripts.append(script)
-        if len(scripts) == 1:
-            raise SynthError(f"{what} failed (ERROR: Assert `count_id(wire->name) == 0' "
-                             f"failed in kernel/rtlil.cc.); log: {log}")
-        return 2.0
-
-    monkeypatch.setattr(synth, "_run", other_assert)
+    monkeypatch.setattr(synth, "_run", fails_once("Assert `count_id(wire->name) == 0'", 2.0))
     assert synth._run_flow("yosys", tmp_path, "whole", "", t, "top", "stat",
                            "synthesis") == (2.0, synth.CLASSIC_NOTE)
     # ... but not one elsewhere.
