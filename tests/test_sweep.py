@@ -199,6 +199,20 @@ def test_reports_of_other_hardware_are_left_out_and_the_reference_fills_in(tmp_p
         (big.hash, "sky130"), (big.hash, "ecp5")}
 
 
+def test_the_hardware_version_ignores_comments_and_docstrings_but_not_code():
+    # A report stays of "this hardware" through an edit of the sources' prose, and only
+    # then: the version hashes the code of hw/'s sources.
+    from tessera.hw.version import code_of
+
+    base = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    assert code_of(base) == code_of("def f(x):\n    # other words\n    return x+1\n")
+    assert code_of('class A:\n    """Only a docstring."""\n') == code_of("class A:\n    pass\n")
+    assert code_of(base) != code_of("def f(x):\n    return x + 2\n")
+    assert code_of(base) != code_of('def f(x):\n    return "Doc."\n')
+    assert code_of(base) != code_of("def g(x):\n    return x + 1\n")
+    assert len(HW) == 16 and int(HW, 16) >= 0
+
+
 def test_cost_fit_error_on_noisy_points_is_reported(tmp_path):
     rng = np.random.default_rng(3)
     for c in _configs():
