@@ -213,6 +213,49 @@ def test_the_hardware_version_ignores_comments_and_docstrings_but_not_code():
     assert len(HW) == 16 and int(HW, 16) >= 0
 
 
+def test_the_reference_set_is_made_two_syntheses_at_a_time_and_a_failure_named(
+        tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from tessera.sw.sweep import cost
+    from tessera.sw.sweep.refresh import main as refresh
+
+    running, most, calls = [0], [0], []
+    lock = threading.Lock()
+
+    def fake_synthesize(config, target, progress=None):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append((config.hash, target))
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if config.rows == 16 and target == "sky130":
+            raise cost.CostError(f"synthesis of {config.hash} for sky130 failed")
+        made = tmp_path / "cost" / f"{config.hash}-{target}.json"
+        made.parent.mkdir(exist_ok=True)
+        made.write_text(json.dumps({"hash": config.hash, "target": target}))
+        return made
+
+    monkeypatch.setattr(cost, "synthesize", fake_synthesize)
+    monkeypatch.setattr(cost, "REFERENCE_DIR", tmp_path / "reference")
+    made, failed = cost.make_reference(("ecp5", "sky130"), jobs=2)
+    configs = cost.reference_configs()
+    assert most[0] == 2 and len(calls) == 2 * len(configs)
+    assert [p.name for p in made] == [f"{c.hash}-{t}.json" for c in configs
+                                      for t in ("ecp5", "sky130")
+                                      if not (c.rows == 16 and t == "sky130")]
+    assert all(p.parent == tmp_path / "reference" and p.exists() for p in made)
+    assert len(failed) == 1 and "for sky130 failed" in failed[0]
+    with pytest.raises(cost.CostError, match="jobs"):
+        cost.make_reference(("ecp5",), jobs=0)
+    assert refresh(["--targets", "ecp5", "--jobs", "1"]) == 0 and most[0] == 2
+    with pytest.raises(SystemExit):
+        refresh(["--jobs", "0"])
+
+
 def test_cost_fit_error_on_noisy_points_is_reported(tmp_path):
     rng = np.random.default_rng(3)
     for c in _configs():

@@ -300,24 +300,35 @@ def reference_configs() -> list[TesseraConfig]:
             preset("default")]
 
 
-def make_reference(targets=tuple(COLUMNS), progress=None) -> tuple[list[Path], list[str]]:
+def make_reference(targets=tuple(COLUMNS), progress=None, jobs: int = 1
+                   ) -> tuple[list[Path], list[str]]:
     """Synthesize :func:`reference_configs` for ``targets`` (in the build folder's
     ``cost`` folder, where a report of this hardware is reused) and copy the reports into
-    :data:`REFERENCE_DIR`, replacing those of other hardware. A synthesis that fails is
-    named and the others go on. Returns the reports' paths and the failures."""
+    :data:`REFERENCE_DIR`, replacing those of other hardware; ``jobs`` syntheses at a time
+    (each is one single-threaded Yosys). A synthesis that fails is named and the others
+    go on. Returns the reports' paths (in the order of the configurations, then the
+    targets) and the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise CostError(f"jobs must be a positive whole number, not {jobs!r}")
     folder = REFERENCE_DIR
     folder.mkdir(exist_ok=True)
-    out, failed = [], []
-    for config in reference_configs():
-        for target in targets:
-            try:
-                made = synthesize(config, target, progress=progress)
-            except CostError as e:
-                failed.append(str(e))
-                if progress:
-                    progress(f"  failed: {e}")
-                continue
-            copy = folder / made.name
-            copy.write_bytes(made.read_bytes())
-            out.append(copy)
-    return out, failed
+    work = [(config, target) for config in reference_configs() for target in targets]
+
+    def one(item):
+        config, target = item
+        try:
+            made = synthesize(config, target, progress=progress)
+        except CostError as e:
+            if progress:
+                progress(f"  failed: {e}")
+            return None, str(e)
+        copy = folder / made.name
+        copy.write_bytes(made.read_bytes())
+        return copy, None
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(one, work))
+    return ([p for p, _ in results if p is not None],
+            [e for _, e in results if e is not None])
