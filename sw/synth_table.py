@@ -43,19 +43,23 @@ def _mapper(r: dict) -> str:
 
 
 def _ecp5_row(name: str, r: dict) -> str:
-    t, cap = r["total"], r.get("capacity", {})
+    from .synth import TARGETS, ecp5_logic, fit_verdict
+
+    t, target = r["total"], r["target"]
+    cap = TARGETS[target]["capacity"]
 
     def part(col: str) -> str:
         n = t.get(col, 0)
         return f"{n:,} of {cap[col]:,}" if col in ("DSP", "BRAM") and col in cap else f"{n:,}"
 
-    over = [c for c, n in cap.items() if t.get(c, 0) > n]
-    fits = "yes" if not over else "no: " + ", ".join(over)
-    lut = t.get("LUT4", 0)
-    lut_share = f" ({lut / cap['LUT4']:.0%})" if cap.get("LUT4") else ""
-    return (f"| {name} | {lut:,}{lut_share} | {t.get('carry', 0):,} | {t.get('FF', 0):,} | "
-            f"{part('DSP')} | {part('BRAM')} | {fits} | {_clock(r.get('timing', {}))}"
-            f"{_mapper(r)} |")
+    if target == "ecp5":
+        logic = t.get("logic", ecp5_logic(t))
+        sites = f"{logic:,} ({logic / cap['logic']:.0%})"
+    else:
+        sites = f"{t.get('LUT4', 0):,} ({t.get('LUT4', 0) / cap['LUT4']:.0%})"
+    return (f"| {name} | {sites} | {t.get('LUT4', 0):,} | {t.get('carry', 0):,} | "
+            f"{t.get('FF', 0):,} | {part('DSP')} | {part('BRAM')} | "
+            f"{fit_verdict(target, t)} | {_clock(r.get('timing', {}))}{_mapper(r)} |")
 
 
 def _sky130_row(name: str, r: dict) -> str:
@@ -79,8 +83,9 @@ def tables(reports) -> str:
             out.append("|---|---|---|---|---|")
             out += [_sky130_row(n, r) for n, r in rows]
         elif target in ("ecp5", "ice40"):
-            out.append("| preset | LUT4 | carry | FF | DSP | BRAM | fits | clock |")
-            out.append("|---|---|---|---|---|---|---|---|")
+            out.append("| preset | LUT4 sites (share) | LUT4 | carry | FF | DSP | BRAM | fits "
+                       "| clock |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
             out += [_ecp5_row(n, r) for n, r in rows]
         else:
             cols = list(rows[0][1]["total"])

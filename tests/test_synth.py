@@ -266,10 +266,13 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     sky = {"target": "sky130", "device": "sky130", "capacity": {},
            "total": {"cells": 1234, "FF": 5, "area um2": 1_590_000.0, "SRAM bits": 99}}
     tiny = {**ecp5, "timing": {}, "lut_mapper": "LUTs mapped by Yosys's classic ABC flow"}
+    # Fits the LUT4 sites (a LUT4 one, a carry two, a LUT RAM four), but not once placed.
+    tight = {**ecp5, "total": {"LUT4": 60_000, "carry": 10_000, "LUTRAM": 500, "FF": 9,
+                               "DSP": 150, "BRAM": 4}, "timing": {}}
     reports = []
     # tiny on two targets: both rows (the table's key is the preset and the target).
     for name, r in (("synth-small-ecp5.json", ecp5), ("synth-tiny-sky130.json", sky),
-                    ("synth-tiny-ecp5.json", tiny)):
+                    ("synth-tiny-ecp5.json", tiny), ("synth-big-ecp5.json", tight)):
         (tmp_path / name).write_text(json.dumps(r))
         reports.append(str(tmp_path / name))
     doc = tmp_path / "doc.md"
@@ -278,11 +281,13 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith(f"{synth_table.END}\nafter\n")
     assert "old table" not in text
-    assert "| small | 41,820 (50%) | 10 | 7 | 200 of 156 | 3 | no: DSP | 52.2 MHz (after " \
-           "placement); critical path: DMA -> DMA |" in text
+    assert "| small | 41,840 (50%) | 41,820 | 10 | 7 | 200 of 156 | 3 of 208 | no (DSP) | " \
+           "52.2 MHz (after placement); critical path: DMA -> DMA |" in text
     assert "| tiny | 1,234 | 5 | 1.59 | 99 |" in text
-    assert "| tiny | 41,820 (50%) | 10 | 7 | 200 of 156 | 3 | no: DSP | not placed (classic " \
-        "LUT mapping) |" in text
+    assert "| tiny | 41,840 (50%) | 41,820 | 10 | 7 | 200 of 156 | 3 of 208 | no (DSP) | not " \
+        "placed (classic LUT mapping) |" in text
+    assert "| big | 82,000 (98%) | 60,000 | 10,000 | 9 | 150 of 156 | 4 of 208 | no: 98% of " \
+        "the LUT4 sites, about 104% once placed | not placed |" in text
     # A document without the markers is refused and left as it was.
     doc.write_text("no markers\n")
     assert synth_table.main(reports + ["--docs", str(doc)]) == 2
