@@ -601,13 +601,13 @@ class DmaReader(wiring.Component):
 
         # --- The realignment buffer: a row out when it holds one, a beat in when the bytes
         # left after that are fewer than a row. Every candidate of the next state is
-        # computed beside the others from registers (fill, fill - row_bytes), then chosen.
+        # computed beside the others from registers (fill, fill - row_bytes,
+        # fill - 2 row_bytes), then chosen.
         buf = Signal(cap * 8)
         fill = Signal(range(cap + 1))
         fill_less = Signal(range(-2 * rb_max, cap + 1))   # fill - row_bytes
+        fill_less2 = Signal(range(-3 * rb_max, cap + 1))  # fill - 2 row_bytes
         rb = cmd.row_bytes
-        rb2 = Signal(range(2 * rb_max + 1))
-        m.d.comb += rb2.eq(rb << 1)
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
         # A row leaves the buffer into a register slice (the local writes): its ready is a
         # register, so the memories' and the engine's handshake stays out of this logic.
@@ -621,7 +621,7 @@ class DmaReader(wiring.Component):
         emit = Signal()
         m.d.comb += emit.eq(row_ready & writes.i.ready)
         take = Signal()
-        m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill < rb2, fill_less[-1]))
+        m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill_less2[-1], fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
         kept = Mux(emit, buf >> (rb * 8), buf)
         placed = Mux(emit, beat_bytes << (fill_less.as_unsigned()[:len(fill)] * 8),
@@ -629,17 +629,24 @@ class DmaReader(wiring.Component):
         fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
         less_new = Mux(take, Mux(emit, fill_less + n - rb, fill + n - rb),
                        Mux(emit, fill_less - rb, fill_less))
+        less2_new = Mux(take, Mux(emit, fill_less2 + n - rb, fill_less2 + n),
+                        Mux(emit, fill_less2 - rb, fill_less2))
         with m.If(take | emit):
             m.d.sync += [buf.eq(Mux(take, kept | placed, kept)), fill.eq(fill_new),
-                         fill_less.eq(less_new)]
+                         fill_less.eq(less_new), fill_less2.eq(less2_new)]
         with m.If(t.start):
-            m.d.sync += fill_less.eq(-rb)   # a new command: fill is 0
+            # a new command: fill is 0
+            m.d.sync += [fill_less.eq(-rb), fill_less2.eq(-(rb << 1))]
 
         # --- Local writes: one row per cycle, padded with zeros past row_bytes. The engine
         # widens and scales rows for the accumulator (one set of lanes for both readers).
+        # Which bytes of a row are the command's: a register set from the command (the
+        # comparisons with row_bytes share logic into a chain as long as the row).
+        in_row = Signal(rb_max)
+        m.d.sync += in_row.eq(Cat(i < rb for i in range(rb_max)))
         row = Signal(data.ArrayLayout(signed(8), rb_max))
         for i in range(rb_max):
-            m.d.comb += row[i].eq(Mux(i < rb, buf[i * 8:(i + 1) * 8], 0))
+            m.d.comb += row[i].eq(Mux(in_row[i], buf[i * 8:(i + 1) * 8], 0))
         # The scale's multiples that the engine's lanes choose among, registered from the
         # command (they are ready long before its first row: the check takes 3 cycles).
         scale_x3 = Signal.like(self.o_write.payload.scale_x3)
@@ -657,9 +664,10 @@ class DmaReader(wiring.Component):
 
         # Finished once every row is out of the buffer and written (also after an error:
         # a row taken from the buffer is written, as it was when rows were written as
-        # they left the buffer).
+        # they left the buffer). No row leaves once all have (the bursts bring exactly
+        # rows x row_bytes bytes, and row_bytes > 0), so this is of registers only.
         finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_pending \
-            & self.settled & (failed | ((rows_done == cmd.rows) & ~emit))
+            & self.settled & (failed | (rows_done == cmd.rows))
         m.d.comb += clear.eq(finished)
         t.complete(finished, [fill, buf])
         return m
@@ -735,9 +743,11 @@ class DmaWriter(wiring.Component):
         # its next row a cycle later.
         m.d.comb += self.i_row.ready.eq(want_row & (discard | (fill + rb <= cap)))
         row_fire = self.i_row.valid & self.i_row.ready
+        in_row = Signal(rb_max)     # which bytes of a row are the block's, from the command
+        m.d.sync += in_row.eq(Cat(i < rb for i in range(rb_max)))
         row_bytes = Signal(rb_max * 8)
         for i in range(rb_max):
-            m.d.comb += row_bytes[i * 8:(i + 1) * 8].eq(Mux(i < rb, self.i_row.payload[i], 0))
+            m.d.comb += row_bytes[i * 8:(i + 1) * 8].eq(Mux(in_row[i], self.i_row.payload[i], 0))
         shifted = Signal(cap * 8)
         m.d.comb += shifted.eq(Mux(w_fire, buf >> (t.n * 8), buf))
         with m.If(row_fire & ~discard):
