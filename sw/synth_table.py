@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from .synth import TARGETS, ecp5_logic, fit_verdict
+
 __all__ = ["BEGIN", "END", "tables", "replace_between_markers", "main"]
 
 BEGIN = "<!-- synth-report:begin -->"
@@ -43,8 +45,6 @@ def _mapper(r: dict) -> str:
 
 
 def _ecp5_row(name: str, r: dict) -> str:
-    from .synth import TARGETS, ecp5_logic, fit_verdict
-
     t, target = r["total"], r["target"]
     cap = TARGETS[target]["capacity"]
 
@@ -53,7 +53,7 @@ def _ecp5_row(name: str, r: dict) -> str:
         return f"{n:,} of {cap[col]:,}" if col in ("DSP", "BRAM") and col in cap else f"{n:,}"
 
     if target == "ecp5":
-        logic = t.get("logic", ecp5_logic(t))
+        logic = ecp5_logic(t)
         sites = f"{logic:,} ({logic / cap['logic']:.0%})"
     else:
         sites = f"{t.get('LUT4', 0):,} ({t.get('LUT4', 0) / cap['LUT4']:.0%})"

@@ -10,6 +10,7 @@ import pytest
 
 from tessera.hw.config import preset
 from tessera.hw.version import source_hash
+from tessera.sw.check import InputError
 from tessera.sw.cli import main
 from tessera.sw.sweep import SpecError, expand, load_spec, parse_spec, run_sweep
 from tessera.sw.sweep.cost import COLUMNS, FEATURES, CostModel, features
@@ -249,7 +250,7 @@ def test_the_reference_set_is_made_two_syntheses_at_a_time_and_a_failure_named(
                                       if not (c.rows == 16 and t == "sky130")]
     assert all(p.parent == tmp_path / "reference" and p.exists() for p in made)
     assert len(failed) == 1 and "for sky130 failed" in failed[0]
-    with pytest.raises(cost.CostError, match="jobs"):
+    with pytest.raises(InputError, match="jobs must be a positive integer, not 0"):
         cost.make_reference(("ecp5",), jobs=0)
     assert refresh(["--targets", "ecp5", "--jobs", "1"]) == 0 and most[0] == 2
     with pytest.raises(SystemExit):

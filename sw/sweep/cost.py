@@ -35,6 +35,7 @@ import numpy as np
 
 from ...hw.config import ConfigError, TesseraConfig, TesseraError
 from ...hw.version import source_hash
+from ..check import whole_number
 
 __all__ = ["CostModel", "Cost", "FEATURES", "COLUMNS", "features", "synthesize",
            "cost_dir", "CostError"]
@@ -310,8 +311,7 @@ def make_reference(targets=tuple(COLUMNS), progress=None, jobs: int = 1
     targets) and the failures."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise CostError(f"jobs must be a positive whole number, not {jobs!r}")
+    whole_number(jobs, "jobs")
     folder = REFERENCE_DIR
     folder.mkdir(exist_ok=True)
     work = [(config, target) for config in reference_configs() for target in targets]
