@@ -65,11 +65,12 @@ demo: install
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --seq $(DEMO_SEQ) --preset $(PRESET) --backend verilator --per-op --out build/demo-embeddings.npy --json build/demo-minilm.json
 
 # One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
+# One pytest worker per core (pytest-xdist); the simulator builds are shared between them.
 test: install
-	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest --durations=15
+	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest -n auto --durations=15
 
 test-fast: install
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -m "not rtl"
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not rtl"
 
 bench: install
 	@mkdir -p build

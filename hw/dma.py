@@ -14,7 +14,12 @@ block row, zero-padded to the local row's width). Any byte address and length is
   replace or add to the row. *Wide* loads into the accumulator (``wide``) instead read
   rows of whole little-endian ``acc_bits`` lanes (``acc_bits / 8`` bytes each, up to a
   whole accumulator row) and store them as they are, unscaled: biases, or partial sums
-  saved earlier. With ``stride`` 0 one such row fills many accumulator rows.
+  saved earlier. With ``stride`` 0 one such row fills many accumulator rows. A reader's
+  realignment buffer moves rows in chunks of :func:`chunk_bytes` (a narrow row is one
+  chunk; a wide row may be several, one per cycle, at least a beat each, so the bus
+  still sets the pace), and the engine assembles a wide row's chunks before writing it:
+  the buffer, its shifters and its output register are sized by a chunk, not by the
+  widest row, which is four times wider.
 * Stores take rows from ``i_row`` (the output path, or a scratchpad reader), realign them
   to the bus and write them with byte strobes, so partial beats touch only the block's
   bytes.
@@ -41,9 +46,10 @@ from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members
 from .skid import SkidBuffer
 
-__all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "command_layout", "block_layout",
-           "done_layout", "local_write_layout", "times_int8", "BurstSplitter", "DmaReader",
-           "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS", "CHECK_CYCLES", "check_cycles"]
+__all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "chunk_bytes", "max_chunks",
+           "command_layout", "block_layout", "done_layout", "local_write_layout", "times_int8",
+           "BurstSplitter", "DmaReader", "DmaWriter", "DmaEngine", "ROWS_BITS", "SCALE_BITS",
+           "CHECK_CYCLES", "check_cycles"]
 
 SCALE_BITS = 16
 
@@ -101,10 +107,25 @@ def done_layout(config: TesseraConfig) -> data.StructLayout:
     return data.StructLayout({"error": DmaError, "addr": config.addr_bits})
 
 
+def chunk_bytes(config: TesseraConfig) -> int:
+    """Bytes a reader moves from its realignment buffer to the local memories at a time:
+    the smallest power of two that holds a narrow row (a scratchpad row, or ``cols`` bytes
+    for a narrow load into the accumulator) and a bus beat, at most the widest row."""
+    narrow = max(config.spad_row_bytes, config.cols, config.bus_bytes)
+    return min(1 << (narrow - 1).bit_length(), max_load_row_bytes(config))
+
+
+def max_chunks(config: TesseraConfig) -> int:
+    """Chunks of the widest row (a wide load's whole accumulator row)."""
+    return -(-max_load_row_bytes(config) // chunk_bytes(config))
+
+
 def local_write_layout(config: TesseraConfig) -> data.StructLayout:
-    """A reader's local write: a row of bytes (zero past the block's row), where it goes
-    and, for the accumulator, how the engine turns it into lanes (``wide``; else each int8
-    times ``scale``, for which ``scale_x3 = 3 scale`` and ``scale_neg = -scale``)."""
+    """A reader's local write: a chunk of a row, bytes ``part * chunk_bytes`` and up (zero
+    past the block's row), whether it ends the row (``end``; a narrow row is one chunk),
+    where the row goes and, for the accumulator, how the engine turns it into lanes
+    (``wide``; else each int8 times ``scale``, for which ``scale_x3 = 3 scale`` and
+    ``scale_neg = -scale``)."""
     return data.StructLayout({
         "addr": range(max(config.spad_rows, config.acc_rows)),
         "to_acc": 1,
@@ -113,7 +134,9 @@ def local_write_layout(config: TesseraConfig) -> data.StructLayout:
         "scale": signed(SCALE_BITS),
         "scale_x3": signed(SCALE_BITS + 2),
         "scale_neg": signed(SCALE_BITS + 1),
-        "row": data.ArrayLayout(signed(8), max_load_row_bytes(config)),
+        "part": range(max_chunks(config)),
+        "end": 1,
+        "chunk": data.ArrayLayout(signed(8), chunk_bytes(config)),
     })
 
 
@@ -525,8 +548,8 @@ class _Transfer:
 class DmaReader(wiring.Component):
     """Loads: main memory to scratchpad or accumulator (see the module docstring).
 
-    The realignment buffer holds ``bus_bytes + max_load_row_bytes`` bytes: a beat beside
-    the widest row, which is a whole accumulator row for wide loads.
+    The realignment buffer holds ``bus_bytes + chunk_bytes`` bytes: a beat beside a
+    chunk (:func:`chunk_bytes`). Rows leave it a chunk per cycle.
 
     Members
     -------
@@ -534,8 +557,9 @@ class DmaReader(wiring.Component):
     o_done : Out(stream(done_layout))
         One completion per command, in order.
     o_write : Out(stream(local_write_layout))
-        Rows for the scratchpad or the accumulator, one per transfer, in order; the
-        engine widens and scales those for the accumulator.
+        Rows for the scratchpad or the accumulator, in order, a chunk per transfer; the
+        engine assembles a wide row's chunks, and widens and scales narrow rows for the
+        accumulator.
     window_base, window_size : In
         The main-memory window the block must lie in.
     may_write : In(1)
@@ -567,8 +591,9 @@ class DmaReader(wiring.Component):
         c = self._config
         m = Module()
         bb = c.bus_bytes
-        rb_max = max_load_row_bytes(c)
-        cap = bb + rb_max  # realignment buffer, bytes
+        wc = chunk_bytes(c)
+        n_max = max_chunks(c)
+        cap = bb + wc  # realignment buffer, bytes
         t = _Transfer(m, self, "ar", c.max_reads, is_load=True)
         cmd, failed, info = t.cmd, t.failed, t.info
         rows_done = Signal(ROWS_BITS)
@@ -599,54 +624,87 @@ class DmaReader(wiring.Component):
                      beats.w_en.eq(r_fire & ~failed)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
 
-        # --- The realignment buffer: a row out when it holds one, a beat in when the bytes
-        # left after that are fewer than a row. Every candidate of the next state is
-        # computed beside the others from registers (fill, fill - row_bytes,
-        # fill - 2 row_bytes), then chosen.
+        # --- The chunks of a row: all of chunk_bytes but the last, which has the rest.
+        # From the command, registered (ready long before its start: the check takes 3
+        # cycles): the last chunk's index and size, and which of its bytes are the row's.
+        rb = cmd.row_bytes
+        lg_wc = (wc - 1).bit_length()
+        last_k = Signal(range(n_max))
+        last_size = Signal(range(wc + 1))
+        if n_max > 1:       # wc is a power of two
+            m.d.sync += [last_k.eq((rb - 1) >> lg_wc), last_size.eq((rb - 1)[:lg_wc] + 1)]
+        else:
+            m.d.sync += last_size.eq(rb)
+        last_mask = Signal(wc)
+        m.d.sync += last_mask.eq(Cat(i < last_size for i in range(wc)))
+
+        def size(is_last):
+            return Mux(is_last, last_size, wc)
+
+        # The current chunk (its index in the row, whether it is the row's last, its size)
+        # and the next two (whether each is the last): a row of one chunk repeats it.
+        part = Signal(range(n_max))
+        last0, last1, last2 = Signal(), Signal(), Signal()
+        k2 = Signal(range(n_max))     # the index of the chunk after next
+        size0 = Signal(range(wc + 1))
+
+        # --- The realignment buffer: a chunk out when it holds one, a beat in when the
+        # bytes left after that are fewer than the next chunk. Every candidate of the next
+        # state is computed beside the others from registers (fill, fill - the current
+        # chunk's size, fill - the sizes of it and the next), then chosen.
         buf = Signal(cap * 8)
         fill = Signal(range(cap + 1))
-        fill_less = Signal(range(-2 * rb_max, cap + 1))   # fill - row_bytes
-        fill_less2 = Signal(range(-3 * rb_max, cap + 1))  # fill - 2 row_bytes
-        rb = cmd.row_bytes
+        fill_less = Signal(range(-2 * wc, cap + 1))   # fill - size0
+        fill_less2 = Signal(range(-3 * wc, cap + 1))  # fill - size0 - size1
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
-        # A row leaves the buffer into a register slice (the local writes): its ready is a
-        # register, so the memories' and the engine's handshake stays out of this logic.
+        # A chunk leaves the buffer into a register slice (the local writes): its ready is
+        # a register, so the memories' and the engine's handshake stays out of this logic.
         m.submodules.writes = writes = SkidBuffer(local_write_layout(c))
         wiring.connect(m, writes.o, wiring.flipped(self.o_write))
-        w_pending = writes.o.valid | ~writes.i.ready        # a row in the slice
+        w_pending = writes.o.valid | ~writes.i.ready        # a chunk in the slice
         # may_write: an older command's reader has finished writing (see DmaEngine).
         live = t.running & ~failed
-        row_ready = live & ~fill_less[-1] & self.may_write      # fill >= row_bytes
+        chunk_ready = live & ~fill_less[-1] & self.may_write      # fill >= size0
         m.d.comb += self.issuing.eq(t.split.busy)
         emit = Signal()
-        m.d.comb += emit.eq(row_ready & writes.i.ready)
+        m.d.comb += emit.eq(chunk_ready & writes.i.ready)
         take = Signal()
         m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill_less2[-1], fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
-        kept = Mux(emit, buf >> (rb * 8), buf)
+        kept = Mux(emit, buf >> (size0 * 8), buf)
         placed = Mux(emit, beat_bytes << (fill_less.as_unsigned()[:len(fill)] * 8),
                      beat_bytes << (fill * 8))
+        size2 = size(last2)
         fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
-        less_new = Mux(take, Mux(emit, fill_less + n - rb, fill + n - rb),
-                       Mux(emit, fill_less - rb, fill_less))
-        less2_new = Mux(take, Mux(emit, fill_less2 + n - rb, fill_less2 + n),
-                        Mux(emit, fill_less2 - rb, fill_less2))
+        less_new = Mux(take, Mux(emit, fill_less2 + n, fill_less + n),
+                       Mux(emit, fill_less2, fill_less))
+        less2_new = Mux(take, Mux(emit, fill_less2 + n - size2, fill_less2 + n),
+                        Mux(emit, fill_less2 - size2, fill_less2))
         with m.If(take | emit):
             m.d.sync += [buf.eq(Mux(take, kept | placed, kept)), fill.eq(fill_new),
                          fill_less.eq(less_new), fill_less2.eq(less2_new)]
+        with m.If(emit):
+            k2_next = Mux(k2 == last_k, 0, k2 + 1)
+            m.d.sync += [part.eq(Mux(last0, 0, part + 1)), last0.eq(last1), last1.eq(last2),
+                         size0.eq(size(last1)), k2.eq(k2_next), last2.eq(k2_next == last_k)]
         with m.If(t.start):
-            # a new command: fill is 0
-            m.d.sync += [fill_less.eq(-rb), fill_less2.eq(-(rb << 1))]
+            # A new command: fill is 0, the first chunk is chunk 0 of the first row. Chunk
+            # i of a row is the last when i mod chunks = last_k.
+            start_last1 = last_k <= 1
+            start_last2 = (last_k == 0) | (last_k == 2)
+            m.d.sync += [fill_less.eq(-size(last_k == 0)),
+                         fill_less2.eq(-(size(last_k == 0) + size(start_last1))),
+                         part.eq(0), last0.eq(last_k == 0), last1.eq(start_last1),
+                         last2.eq(start_last2), size0.eq(size(last_k == 0)),
+                         k2.eq(Mux(last_k <= 1, 0, 2))]
 
-        # --- Local writes: one row per cycle, padded with zeros past row_bytes. The engine
-        # widens and scales rows for the accumulator (one set of lanes for both readers).
-        # Which bytes of a row are the command's: a register set from the command (the
-        # comparisons with row_bytes share logic into a chain as long as the row).
-        in_row = Signal(rb_max)
-        m.d.sync += in_row.eq(Cat(i < rb for i in range(rb_max)))
-        row = Signal(data.ArrayLayout(signed(8), rb_max))
-        for i in range(rb_max):
-            m.d.comb += row[i].eq(Mux(in_row[i], buf[i * 8:(i + 1) * 8], 0))
+        # --- Local writes: one chunk per cycle, zero past the row's bytes. The engine
+        # assembles wide rows, and widens and scales rows for the accumulator (one set of
+        # lanes for both readers).
+        chunk = Signal(data.ArrayLayout(signed(8), wc))
+        in_chunk = Mux(last0, last_mask, (1 << wc) - 1)
+        for i in range(wc):
+            m.d.comb += chunk[i].eq(Mux(in_chunk[i], buf[i * 8:(i + 1) * 8], 0))
         # The scale's multiples that the engine's lanes choose among, registered from the
         # command (they are ready long before its first row: the check takes 3 cycles).
         scale_x3 = Signal.like(self.o_write.payload.scale_x3)
@@ -655,11 +713,12 @@ class DmaReader(wiring.Component):
         w = writes.i.payload
         m.d.comb += [
             writes.i.valid.eq(emit),
-            w.addr.eq(cmd.local_addr + rows_done), w.row.eq(row), w.to_acc.eq(cmd.to_acc),
+            w.addr.eq(cmd.local_addr + rows_done), w.chunk.eq(chunk), w.part.eq(part),
+            w.end.eq(last0), w.to_acc.eq(cmd.to_acc),
             w.accumulate.eq(cmd.accumulate), w.wide.eq(cmd.wide), w.scale.eq(cmd.scale),
             w.scale_x3.eq(scale_x3), w.scale_neg.eq(scale_neg),
         ]
-        with m.If(emit):
+        with m.If(emit & last0):
             m.d.sync += rows_done.eq(rows_done + 1)
 
         # Finished once every row is out of the buffer and written (also after an error:
@@ -882,32 +941,45 @@ class DmaEngine(wiring.Component):
             order.r_en.eq(self.o_load_done.valid & self.o_load_done.ready),
         ]
         # Local writes: only the oldest command's reader writes, so one set of lanes widens
-        # and scales the rows of both.
+        # and scales the rows of both, and one register assembles the chunks of their wide
+        # rows: chunk k of a row is kept until its last chunk comes, then the row is
+        # written whole (bytes past its last chunk are 0).
         a, b = rds[0].o_write, rds[1].o_write
         w = Signal(local_write_layout(c))
         m.d.comb += w.eq(Mux(b.valid, b.payload.as_value(), a.payload.as_value()))
+        wc, n_max = chunk_bytes(c), max_chunks(c)
+        kept = Signal(max(n_max - 1, 0) * wc * 8)
+        with m.If((a.valid | b.valid) & ~w.end):
+            for k in range(n_max - 1):
+                with m.If(w.part == k):
+                    m.d.sync += kept[k * wc * 8:(k + 1) * wc * 8].eq(w.chunk.as_value())
+        row = Signal(n_max * wc * 8)
+        for k in range(n_max):
+            earlier = kept[k * wc * 8:(k + 1) * wc * 8] if k < n_max - 1 else 0
+            m.d.comb += row[k * wc * 8:(k + 1) * wc * 8].eq(
+                Mux(w.part == k, w.chunk.as_value(), Mux(w.part > k, earlier, 0)))
         spad, acc = self.spad.req, self.acc.req
-        ready = Mux(w.to_acc, acc.ready, spad.ready)
+        ready = Mux(w.end, Mux(w.to_acc, acc.ready, spad.ready), 1)
         m.d.comb += [
             a.ready.eq(ready & a.valid), b.ready.eq(ready & b.valid),
-            spad.valid.eq((a.valid | b.valid) & ~w.to_acc),
+            spad.valid.eq((a.valid | b.valid) & w.end & ~w.to_acc),
             spad.payload.addr.eq(w.addr),
             spad.payload.write.eq(1),
             spad.payload.tag.eq(0),
-            spad.payload.data.eq(w.row.as_value()[:c.spad_row_bytes * 8]),
-            acc.valid.eq((a.valid | b.valid) & w.to_acc),
+            spad.payload.data.eq(w.chunk.as_value()[:c.spad_row_bytes * 8]),
+            acc.valid.eq((a.valid | b.valid) & w.end & w.to_acc),
             acc.payload.addr.eq(w.addr),
             acc.payload.write.eq(1),
             acc.payload.accumulate.eq(w.accumulate),
             acc.payload.tag.eq(0),
         ]
         for i in range(c.cols):
-            # rb_max >= acc_row_bytes >= cols, as acc_bits >= 8
-            lane = times_int8(m, w.row[i], w.scale, w.scale_x3, w.scale_neg, f"scaled{i}")
+            # chunk_bytes >= cols: a narrow row is one chunk
+            lane = times_int8(m, w.chunk[i], w.scale, w.scale_x3, w.scale_neg, f"scaled{i}")
             if c.acc_bits % 8 == 0:
                 # A wide row holds the lanes in order, each little-endian, so lane i is
                 # the row's bits i * acc_bits and up; past row_bytes (whole lanes) it is 0.
-                wide_lane = w.row.as_value()[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
+                wide_lane = row[i * c.acc_bits:(i + 1) * c.acc_bits].as_signed()
                 lane = Mux(w.wide, wide_lane, lane)
             m.d.comb += acc.payload.data[i].eq(lane)
 

@@ -14,7 +14,8 @@ The model follows the machine's structure (``docs/architecture.md``):
   into ranges, cut at 4 KiB and 256 beats, one address per cycle, at most ``max_reads`` in
   flight) go out once the previous command's are out, their data returns in order on the
   shared read channel ``mem_latency`` cycles after the address, one beat per
-  ``mem_gap + 1`` cycles, and local rows are written one per cycle;
+  ``mem_gap + 1`` cycles, and local rows leave the buffer a chunk per cycle (a wide row
+  may be several);
 * the **execute unit** streams a COMPUTE's rows through the array one per cycle; a
   weight-stationary tile costs at least ``rows`` cycles to stream in its weights (hidden
   behind the previous tile's rows when the weights and the activations sit in different
@@ -58,7 +59,7 @@ from dataclasses import dataclass, field
 from ...hw.accelerator import FETCH_BURST, FETCH_DEPTH
 from ...hw.axi import BOUNDARY_BYTES, MAX_BURST_BEATS
 from ...hw.config import TesseraConfig
-from ...hw.dma import CHECK_CYCLES
+from ...hw.dma import CHECK_CYCLES, chunk_bytes
 from ...hw.isa import (
     QUEUE_OF,
     Command,
@@ -369,6 +370,7 @@ class _Timer:
         self.shares = [[timing.bank_shares[u + o - 1] if o != u else 0.0 for o in (0, 1, 2)]
                        for u in (0, 1, 2)]
         self.bus_bytes, self.max_reads = config.bus_bytes, config.max_reads
+        self.chunk_bytes = chunk_bytes(config)
         self.issue: list = [None] * n
         self.done: list = [None] * n
         self.disp: list = []
@@ -523,8 +525,10 @@ class _Timer:
                                   a["row_bytes"], self.bus_bytes)
             bank = (1, a["local_addr"] // self.acc_bank_rows) if a["to_acc"] else \
                 (0, a["local_addr"] // self.bank_rows)
-            self.plans[id(cmd)] = plan = (cmd, a["rows"], bursts, sum(bursts), (bank,))
-        _, rows, bursts, nbeats, banks = plan
+            # one chunk of a row to the local memories per cycle (a wide row may be several)
+            chunks = a["rows"] * -(-a["row_bytes"] // self.chunk_bytes)
+            self.plans[id(cmd)] = plan = (cmd, chunks, bursts, sum(bursts), (bank,))
+        _, chunks, bursts, nbeats, banks = plan
         gap, latency, max_reads = t.mem_gap + 1, t.mem_latency, self.max_reads
         at = issue + t.load_setup
         if self.load_addr_end + 1 > at:
@@ -548,10 +552,10 @@ class _Timer:
         self.read_data_end = data_end
         self.load_addr_end = at - 1
         self.k["load_beats"] += nbeats
-        # Local rows are written one per cycle, once the older command has written its own,
-        # sharing their bank with the other units' accesses there.
+        # Local rows leave the buffer a chunk per cycle, once the older command has written
+        # its own, sharing their bank with the other units' accesses there.
         begin = max(first_data, self.load_done - t.load_order)
-        local = max(data_end, begin + rows)
+        local = max(data_end, begin + chunks)
         local += self._share(0, banks, begin, local - begin)
         done = max(local + t.load_tail, self.load_done + 1)
         self.load_done = done
