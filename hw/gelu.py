@@ -10,8 +10,9 @@ Per lane, with the per-command constants ``t`` (``shift``), ``B = -q_b``, ``Pmax
 ======  ==========================================================================  ======
 stage   value                                                                       bits
 ======  ==========================================================================  ======
-1       ``|q|`` and ``|q| + 2**(t-1)`` (two adders side by side)                    u33
-2       ``s = (|q| + 2**(t-1)) >> t`` (rounded half up) or ``|q| << -t``            u45
+1       ``|q| + 2**(t-1)`` (``|q|`` for a left shift)                                u33
+2       ``s = (|q| + 2**(t-1)) >> t`` (rounded half up) or ``|q| << -t``: its       u15
+        low 15 bits, and whether any bit above them is set
 3       ``d = B - min(s, B)`` (compare and subtract side by side)                   u15
 4       ``d**2``                                                                    u30
 5       ``P = Pmax - d**2``                                                         u29
@@ -47,6 +48,8 @@ GELU_CONSTS = data.StructLayout({
 
 #: Pipeline stages from input to output.
 LATENCY = 10
+#: Bits of ``B = -q_b`` (``B < 2**15``).
+B_BITS = 15
 #: ``out = round(q * G / 2**OUT_SHIFT)`` (``golden.gelu.GELU_OUT_SHIFT``).
 OUT_SHIFT = 17
 #: Multipliers per lane on the ``mul`` port: ``d**2`` (u15 x u15), ``ql G`` (u16 x u17),
@@ -105,6 +108,9 @@ class GeluLanes(wiring.Component):
         t_neg = Signal(range(32))   # left shift, for t < 0
         t_pos = Signal(range(32))   # right shift, for t >= 0
         half_t = Signal(unsigned(31))
+        # The input bits that put the shifted value at 2**B_BITS or more, past any B: bit i
+        # of |q| + 2**(t-1) when i >= B_BITS + t (t may be negative: a left shift).
+        over_bits = Signal(unsigned(33))
         big_b = Signal(unsigned(15))
         p_max = Signal(unsigned(29))
         r = Signal(unsigned(5))
@@ -114,6 +120,7 @@ class GeluLanes(wiring.Component):
             t_neg.eq(Mux(neg_t, -c.shift, 0)),
             t_pos.eq(Mux(neg_t, 0, c.shift)),
             half_t.eq(Mux(neg_t, 0, (1 << c.shift.as_unsigned()[:5]) >> 1)),
+            over_bits.eq(Cat(i >= B_BITS + c.shift for i in range(33))),
             big_b.eq(-c.q_b),
             p_max.eq(-c.q_c),
             r.eq(c.poly_shift),
@@ -133,13 +140,17 @@ class GeluLanes(wiring.Component):
             for k in range(1, 8):
                 q.append(stage(m, en, q[-1], f"gelu_q{k}_{j}"))
             q0 = q[0]
-            # 1: |q| (of -2**31: 2**31, 32 bits unsigned) and |q| + 2**(t-1)
-            mag = stage(m, en, Mux(q0 < 0, -q0, q0)[:32], f"gelu_mag{j}")
+            # 1: |q| + 2**(t-1), which is |q| for a left shift (half_t is 0 then; |q| of
+            # -2**31 is 2**31, 32 bits unsigned)
             rnd = stage(m, en, Mux(q0 < 0, half_t - q0, half_t + q0)[:33], f"gelu_rnd{j}")
-            # 2: the shift
-            shifted = stage(m, en, Mux(is_left, mag << t_neg, rnd >> t_pos), f"gelu_sh{j}")
+            # 2: the shift: the B_BITS bits min(s, B) can keep, and whether any bit above
+            # them is set (then s > B): not a 45-bit shifter and compare.
+            over = (rnd & over_bits).any()
+            low = Mux(is_left, (rnd << t_neg)[:B_BITS], (rnd >> t_pos)[:B_BITS])
+            shifted = stage(m, en, low, f"gelu_sh{j}")
+            over2 = stage(m, en, over, f"gelu_over{j}")
             # 3: d = B - min(shifted, B)
-            diff = stage(m, en, Mux(shifted > big_b, 0, (big_b - shifted)[:15]),
+            diff = stage(m, en, Mux(over2 | (shifted > big_b), 0, (big_b - shifted)[:15]),
                          f"gelu_diff{j}")
             # 4: d**2
             sq = stage(m, en, multiply(m, self.mul, j, 0, diff, diff), f"gelu_sq{j}")

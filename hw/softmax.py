@@ -23,7 +23,8 @@ stage  value                                                                    
 =====  ==========================================================================  =====
 1      ``a = xm - x``                                                              u32
 2      ``a`` and ``a + 2**(t-1)``                                                  u33
-3      ``a >> t`` rounded half up, or ``a << -t``                                  u63
+3      ``a >> t`` rounded half up, or ``a << -t``: its low 19 bits, and whether    u19
+       any bit above them is set
 4      ``a_t = min(that, 30 N)``                                                   u19
 5-7    ``z = a_t // N``, ``r = a_t - z N`` (five restoring steps, two per stage)   u5, u14
 8      ``q_b - r``                                                                 u16
@@ -86,6 +87,8 @@ PASSES = 3
 EXP_Z_MAX = 30
 EXP_BITS = 20
 RECIP_BITS = 32
+#: Bits of the clamp at ``EXP_Z_MAX`` ln 2 (``30 N < 2**19`` for ``N <= 2**14``).
+CLAMP_BITS = 19
 #: The unit's codes keep one bit more than the golden model's 8 (``2**-9``): the output
 #: path rounds them (:class:`~.output_path.OutputPath`).
 OUT_SHIFT = 23
@@ -206,7 +209,8 @@ class SoftmaxUnit(wiring.Component):
         c = self.consts
         s = SimpleNamespace()
         for name, shape in (("t_neg", range(32)), ("t_pos", range(32)),
-                            ("half_t", unsigned(31)), ("clamp", unsigned(19))):
+                            ("half_t", unsigned(31)), ("clamp", unsigned(CLAMP_BITS)),
+                            ("over_bits", unsigned(33))):
             setattr(s, name, Signal(shape, name=name))
         s.n_mul = [Signal(unsigned(19), name=f"ln2_x{1 << k}") for k in range(5)]
         for name, shape in (("q_b", unsigned(16)), ("q_c", unsigned(31)), ("w", unsigned(5)),
@@ -219,6 +223,10 @@ class SoftmaxUnit(wiring.Component):
             s.t_pos.eq(Mux(neg_t, 0, c.shift)),
             s.half_t.eq(Mux(neg_t, 0, (1 << c.shift.as_unsigned()[:5]) >> 1)),
             s.clamp.eq(times_const(c.ln2_q, EXP_Z_MAX)),
+            # The input bits that put the shifted value at 2**CLAMP_BITS or more, past any
+            # clamp: bit i of a + 2**(t-1) when i >= CLAMP_BITS + t (t may be negative: a
+            # left shift).
+            s.over_bits.eq(Cat(i >= CLAMP_BITS + c.shift for i in range(33))),
             s.q_b.eq(c.q_b),
             s.q_c.eq(c.q_c),
             s.w.eq(c.out_shift),
@@ -254,12 +262,17 @@ class SoftmaxUnit(wiring.Component):
         a = Signal(unsigned(32), name=f"sm_a{j}")
         m.d.comb += a.eq(s.row_max - self.i_data[j])
         a1 = stage(m, en, a, f"sm_a1_{j}")
-        # 2-4: the input shift, then the clamp at 30 ln 2.
-        a2 = stage(m, en, a1, f"sm_a2_{j}")
+        # 2-4: the input shift, then the clamp at 30 ln 2. a + 2**(t-1) is a for a left
+        # shift (half_t is 0 then).
         rnd2 = stage(m, en, a1 + s.half_t, f"sm_rnd2_{j}")
-        sh3 = stage(m, en, Mux(s.is_left, a2 << s.t_neg, rnd2 >> s.t_pos), f"sm_sh3_{j}")
-        a_t = Signal(unsigned(19), name=f"sm_at{j}")
-        m.d.comb += a_t.eq(Mux(sh3 > s.clamp, s.clamp, sh3))
+        # The shift keeps the CLAMP_BITS bits the clamp can leave, and whether any bit
+        # above them would be set (then the clamp wins): not a 63-bit shifter and compare.
+        over = (rnd2 & s.over_bits).any()
+        low = Mux(s.is_left, (rnd2 << s.t_neg)[:CLAMP_BITS], (rnd2 >> s.t_pos)[:CLAMP_BITS])
+        sh3 = stage(m, en, low, f"sm_sh3_{j}")
+        over3 = stage(m, en, over, f"sm_over3_{j}")
+        a_t = Signal(unsigned(CLAMP_BITS), name=f"sm_at{j}")
+        m.d.comb += a_t.eq(Mux(over3 | (sh3 > s.clamp), s.clamp, sh3))
         rem = stage(m, en, a_t, f"sm_at4_{j}")
         # 5-7: z = a_t // N and r = a_t % N, a restoring division with z < 32, two steps
         # per stage.

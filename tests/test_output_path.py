@@ -109,6 +109,29 @@ def test_extreme_constants():
     run.check()
 
 
+def test_every_input_shift_of_gelu_and_softmax():
+    # Input scales from 2**-40 to 1 give every shift the constants allow, left (t < 0)
+    # and right: the units keep only the bits under B (GELU) or the clamp (Softmax) and a
+    # flag for any bit above, which must agree with the golden model's full-width shift.
+    cfg = TINY
+    rng = np.random.default_rng(9)
+    shifts = {"gelu": set(), "exp": set()}
+    jobs = []
+    for k in range(41):
+        for kind in ("random", "extremes"):
+            j = random_job(cfg, OutputOp.GELU, 1, 5, rng, kind)
+            j.gelu = ggelu.gelu_constants(2.0 ** -k)
+            shifts["gelu"].add(j.gelu.shift)
+            jobs.append(j)
+            j = random_job(cfg, OutputOp.SOFTMAX, 1, 5, rng, kind)
+            j.exp = gsm.exp_constants(2.0 ** -k)
+            shifts["exp"].add(j.exp.shift)
+            jobs.append(j)
+    assert min(shifts["gelu"]) < 0 < max(shifts["gelu"])
+    assert min(shifts["exp"]) < 0 < max(shifts["exp"])
+    run_jobs(cfg, jobs).check()
+
+
 def test_every_pass_takes_cols_elements_per_cycle():
     cfg = TINY
     rng = np.random.default_rng(9)
