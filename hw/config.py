@@ -451,10 +451,12 @@ PRESETS: dict[str, TesseraConfig] = {
     # with a 256 KiB accumulator: the survey's transformer sizing, and what LayerNorm over
     # a 768-wide row needs to keep tiles tall (32 rows instead of 8 with 64 KiB; a
     # BERT-base layer goes from 0.40 to 0.70 MAC utilization).
-    # An 8x8 array with small memories: the FPGA-sized accelerator (an ECP5-85F).
-    "small": dataclasses.replace(_DEFAULT, rows=8, cols=8, spad_kib=32, spad_banks=2,
-                                 acc_kib=32, acc_banks=2, bus_bits=64, max_reads=4,
-                                 max_writes=4, max_row_len=1024),
+    # An 8x8 array with small memories: the FPGA-sized accelerator (an ECP5-85F). Weight-
+    # stationary only, the dataflow every lowering uses: the output-stationary one costs
+    # about 10,800 LUT4 and 1,000 carry cells more on this array (docs/physical.md).
+    "small": dataclasses.replace(_DEFAULT, rows=8, cols=8, dataflow="ws", spad_kib=32,
+                                 spad_banks=2, acc_kib=32, acc_banks=2, bus_bits=64,
+                                 max_reads=4, max_writes=4, max_row_len=1024),
     "default": _DEFAULT,
     "large": dataclasses.replace(_DEFAULT, rows=32, cols=32, spad_kib=512, acc_kib=256,
                                  bus_bits=256),

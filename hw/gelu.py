@@ -150,8 +150,9 @@ class GeluLanes(wiring.Component):
             shifted = stage(m, en, low, f"gelu_sh{j}")
             over2 = stage(m, en, over, f"gelu_over{j}")
             # 3: d = B - min(shifted, B)
-            diff = stage(m, en, Mux(over2 | (shifted > big_b), 0, (big_b - shifted)[:15]),
-                         f"gelu_diff{j}")
+            b_less = Signal(signed(B_BITS + 1), name=f"gelu_bs{j}")   # its sign: s > B
+            m.d.comb += b_less.eq(big_b - shifted)
+            diff = stage(m, en, Mux(over2 | b_less[-1], 0, b_less[:B_BITS]), f"gelu_diff{j}")
             # 4: d**2
             sq = stage(m, en, multiply(m, self.mul, j, 0, diff, diff), f"gelu_sq{j}")
             # 5, 6: (Pmax - d**2) >> r

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -119,10 +119,21 @@ def shift_right_half_away(x, s, half):
 
 
 def saturate(x, bits: int):
-    """Clip a signed value to ``[-2**(bits-1), 2**(bits-1) - 1]`` (a ``signed(bits)`` value)."""
+    """Clip a signed value to ``[-2**(bits-1), 2**(bits-1) - 1]`` (a ``signed(bits)`` value).
+
+    ``x`` fits when its bits from ``bits - 1`` up are all equal (all copies of its sign):
+    a reduction of those bits, not two comparisons, each a carry chain as wide as ``x``.
+    """
+    x = Value.cast(x)
+    if not x.shape().signed:
+        raise TypeError(f"saturate takes a signed value, not {x.shape()!r}")
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(x > hi, Const(hi, signed(bits)),
-               Mux(x < lo, Const(lo, signed(bits)), x[:bits].as_signed()))
+    if len(x) <= bits:
+        return x.as_signed()
+    upper = x[bits - 1:]
+    fits = upper.all() | ~upper.any()
+    return Mux(fits, x[:bits].as_signed(),
+               Mux(x[-1], Const(lo, signed(bits)), Const(hi, signed(bits))))
 
 
 def times_const(x, k: int):

@@ -278,8 +278,11 @@ class SoftmaxUnit(wiring.Component):
         # per stage.
         z_bits = []
         for k in reversed(range(5)):
-            fits = rem >= s.n_mul[k]
-            rem = Mux(fits, rem - s.n_mul[k], rem)
+            # one subtraction: its borrow is the comparison
+            diff = Signal(signed(CLAMP_BITS + 1), name=f"sm_div{k}_{j}")
+            m.d.comb += diff.eq(rem - s.n_mul[k])
+            fits = ~diff[-1]
+            rem = Mux(fits, diff[:CLAMP_BITS], rem)
             z_bits.append(fits)
             if k in (3, 1, 0):
                 n = {3: 5, 1: 6, 0: 7}[k]
