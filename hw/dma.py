@@ -690,13 +690,16 @@ class DmaReader(wiring.Component):
         with m.If(t.start):
             # A new command: fill is 0, the first chunk is chunk 0 of the first row. Chunk
             # i of a row is the last when i mod chunks = last_k.
-            start_last1 = last_k <= 1
-            start_last2 = (last_k == 0) | (last_k == 2)
+            if n_max > 2:
+                start_last1 = last_k <= 1
+                start_last2 = (last_k == 0) | (last_k == 2)
+                start_k2 = Mux(start_last1, 0, 2)
+            else:   # (rows of at most two chunks: no comparison that cannot fail)
+                start_last1, start_last2, start_k2 = Const(1), last_k == 0, 0
             m.d.sync += [fill_less.eq(-size(last_k == 0)),
                          fill_less2.eq(-(size(last_k == 0) + size(start_last1))),
                          part.eq(0), last0.eq(last_k == 0), last1.eq(start_last1),
-                         last2.eq(start_last2), size0.eq(size(last_k == 0)),
-                         k2.eq(Mux(last_k <= 1, 0, 2))]
+                         last2.eq(start_last2), size0.eq(size(last_k == 0)), k2.eq(start_k2)]
 
         # --- Local writes: one chunk per cycle, zero past the row's bytes. The engine
         # assembles wide rows, and widens and scales rows for the accumulator (one set of
@@ -955,9 +958,11 @@ class DmaEngine(wiring.Component):
                     m.d.sync += kept[k * wc * 8:(k + 1) * wc * 8].eq(w.chunk.as_value())
         row = Signal(n_max * wc * 8)
         for k in range(n_max):
-            earlier = kept[k * wc * 8:(k + 1) * wc * 8] if k < n_max - 1 else 0
+            # chunk k: this one, an earlier one kept, or past the row (0)
+            earlier = Mux(w.part > k, kept[k * wc * 8:(k + 1) * wc * 8], 0) \
+                if k < n_max - 1 else 0
             m.d.comb += row[k * wc * 8:(k + 1) * wc * 8].eq(
-                Mux(w.part == k, w.chunk.as_value(), Mux(w.part > k, earlier, 0)))
+                Mux(w.part == k, w.chunk.as_value(), earlier))
         spad, acc = self.spad.req, self.acc.req
         ready = Mux(w.end, Mux(w.to_acc, acc.ready, spad.ready), 1)
         m.d.comb += [
