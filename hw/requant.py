@@ -4,9 +4,9 @@ The datapath of ``tessera.sw.golden.requant.requantize(q, m, e, 8)`` and ``relu`
 Kim et al. 2021, arXiv 2101.01321, section 3.1): ``saturate(round(q * m / 2**e), 8)``,
 rounding half away from zero.
 
-Widths (per lane): ``q`` s32, ``m`` u31, ``q * m`` s63 (``|q m| <= 2**62 - 2**31``), plus the
-rounding constant ``2**(e-1) <= 2**62``: the sum fits s64; arithmetic shift by ``e`` (0 to
-63); saturation to s8; ReLU after saturation (it commutes with requantization).
+Widths (per lane): ``q`` s32, ``m`` u31, ``q * m`` s63 (``|q m| <= 2**62 - 2**31``);
+arithmetic shift by ``e`` (0 to 63), keeping the bits the int8 result and its rounding
+need; saturation to s8; ReLU after saturation (it commutes with requantization).
 
 Pipeline (lock step, :data:`LATENCY` enabled cycles), every stage at most one DSP multiply
 or one carry chain deep, for a 100 MHz clock on an ECP5 (speed 6). The 32 x 31-bit product
@@ -21,10 +21,13 @@ product.
 3. ``(qh + ql)(mh + ml) - qh mh`` (= ``mid + ql ml``) and, beside it,
    ``qh mh 2**32 + ql ml - ql ml 2**16`` (``ql ml < 2**32``: the first two side by side)
 4. ``p = q m``: the two added, the first at bit 16
-5. ``p + 2**(e-1) - (p < 0)`` (``p`` itself when ``e = 0``)
-6. ``>> (e & ~7)`` (whole bytes)
-7. ``>> (e & 7)``
-8. saturate, ReLU
+5. ``2 p >> (e & ~7)`` (whole bytes; 16 bits kept), and three flags: the result fits (the
+   bits of ``p`` from ``7 + e`` up equal its sign), ``p < 0``, a bit of ``2 p`` below
+   ``e`` is set
+6. ``>> (e & 7)``: ``r = floor(2 p / 2**e)``, 9 bits kept
+7. ``(r + c) >> 1`` (``c``: ``p >= 0``, or the bit below ``e``), saturated: the rounded
+   quotient, half away from zero (:func:`dyadic_lanes`)
+8. ReLU
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -45,12 +48,21 @@ MULTIPLIER_BITS = 31
 SHIFT_BITS = 6
 
 
-def dyadic_lanes(m: Module, en, qs, mult, e, name: str) -> list:
-    """``round(q * mult / 2**e)``, rounding half away from zero (not yet saturated), of
-    every int32 lane ``q`` of ``qs``, with the u31 ``mult`` and u6 ``e`` that the lanes
-    share given with them: s64 values :data:`DYADIC_STAGES` enabled cycles later (stages
-    1 to 7 of the module docstring). ``mult`` and ``e`` travel down the pipeline with the
-    lanes, so they may change from one set of lanes to the next."""
+def dyadic_lanes(m: Module, en, qs, mult, e, name: str, bits: int) -> list:
+    """``saturate(round(q * mult / 2**e), bits)``, rounding half away from zero, of every
+    int32 lane ``q`` of ``qs``, with the u31 ``mult`` and u6 ``e`` that the lanes share
+    given with them: ``signed(bits)`` values :data:`DYADIC_STAGES` enabled cycles later
+    (stages 1 to 7 of the module docstring). ``mult`` and ``e`` travel down the pipeline
+    with the lanes, so they may change from one set of lanes to the next.
+
+    The rounding is done after the shift, on the few bits kept: with ``p = q * mult`` and
+    ``r = floor(2 p / 2**e)`` (``p`` with one bit more, shifted), the result is
+    ``floor((r + c) / 2)`` with ``c = 1`` for ``p >= 0`` and, for ``p < 0``, ``c = 1``
+    exactly when a bit of ``2 p`` below ``e`` is set (then ``p / 2**e`` is not a tie or
+    below it). ``r`` fits ``bits + 1`` bits when the bits of ``p`` from ``bits - 1 + e``
+    up all equal its sign; otherwise the result saturates. So the shifters keep ``bits +
+    8`` and ``bits + 1`` bits, not 64, and the rounding adds one bit to ``bits + 1``.
+    """
     e_at = [e]
     for k in range(1, DYADIC_STAGES):
         e_at.append(stage(m, en, e_at[-1], f"{name}_e{k}"))
@@ -58,15 +70,21 @@ def dyadic_lanes(m: Module, en, qs, mult, e, name: str) -> list:
     ml1 = stage(m, en, mult[:16], f"{name}_ml1")
     mh1 = stage(m, en, mult[16:], f"{name}_mh1")
     msum1 = stage(m, en, mult[:16] + mult[16:], f"{name}_msum1")
-    # The rounding constants 2**(e-1) and 2**(e-1) - 1 of positive and negative products
-    # (both 0 for e = 0, where nothing is rounded), ready at stage 4: bit i of each is a
-    # function of e alone (e = i + 1, e > i + 1), with no carry chain.
-    half = stage(m, en, Cat(*[e_at[3] == i + 1 for i in range(63)]), f"{name}_half4")
-    # (e is at most 63, so the top bit of 2**(e-1) - 1 is always 0: a constant, not a
-    # comparison that can never hold.)
-    top = (1 << len(e_at[3])) - 1
-    half_neg = stage(m, en, Cat(*[e_at[3] > i + 1 if i + 1 < top else Const(0, 1)
-                                  for i in range(63)]), f"{name}_half_neg4")
+    # Which bits of p must equal its sign for the result to fit (i >= bits - 1 + e), and
+    # which are below the rounding bit (i + 1 < e): bit i of each a comparison of e with
+    # a constant (none where it cannot fail), shared by the lanes, ready at stage 4.
+    e3, e_max = e_at[3], (1 << len(e_at[3])) - 1
+
+    def at_most(k):     # e <= k
+        return Const(0, 1) if k < 0 else Const(1, 1) if k >= e_max else e3 <= k
+
+    def at_least(k):    # e >= k
+        return Const(1, 1) if k <= 0 else Const(0, 1) if k > e_max else e3 >= k
+
+    sign_bits = stage(m, en, Cat(*[at_most(i - (bits - 1)) for i in range(64)]),
+                      f"{name}_sign_bits4")
+    low_bits = stage(m, en, Cat(*[at_least(i + 2) for i in range(64)]), f"{name}_low_bits4")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     outs = []
     for j, q in enumerate(qs):
         # 1: q's halves and their sum
@@ -88,13 +106,26 @@ def dyadic_lanes(m: Module, en, qs, mult, e, name: str) -> list:
         prod = Signal(signed(64), name=f"{name}_prod{j}")
         m.d.comb += prod.eq(outer3 + (mid3 << 16))
         p4 = stage(m, en, prod, f"{name}_p4_{j}")
-        # 5: rounded, half away from zero
-        rounded = Signal(signed(64), name=f"{name}_round{j}")
-        m.d.comb += rounded.eq(p4 + Mux(p4 < 0, half_neg, half))
-        p5 = stage(m, en, rounded, f"{name}_p5_{j}")
-        # 6, 7: the arithmetic shift, whole bytes then bits
-        p6 = stage(m, en, p5 >> Cat(Const(0, 3), e_at[5][3:]), f"{name}_p6_{j}")
-        outs.append(stage(m, en, p6 >> e_at[6][:3], f"{name}_p7_{j}"))
+        # 5: 2 p shifted by whole bytes (bits + 8 bits kept); whether it fits, its sign and
+        # whether a bit below the rounding bit is set
+        neg = p4[63]
+        fits = ~((p4 ^ neg.replicate(64)) & sign_bits).any()
+        sticky = (p4 & low_bits).any()
+        twice = Cat(Const(0, 1), p4).as_signed()
+        by_bytes = (twice >> Cat(Const(0, 3), e_at[4][3:]))[:bits + 8]
+        s5 = stage(m, en, by_bytes, f"{name}_s5_{j}")
+        flags5 = stage(m, en, Cat(fits, neg, sticky), f"{name}_flags5_{j}")
+        # 6: then by bits: r (bits + 1 bits)
+        s6 = stage(m, en, (s5.as_signed() >> e_at[5][:3])[:bits + 1], f"{name}_s6_{j}")
+        flags6 = stage(m, en, flags5, f"{name}_flags6_{j}")
+        # 7: (r + c) / 2, saturated
+        fits6, neg6, sticky6 = flags6[0], flags6[1], flags6[2]
+        total = Signal(signed(bits + 2), name=f"{name}_total{j}")
+        m.d.comb += total.eq(s6.as_signed() + (~neg6 | sticky6))
+        out = Signal(signed(bits), name=f"{name}_out{j}")
+        m.d.comb += out.eq(Mux(fits6, saturate(total[1:].as_signed(), bits),
+                               Mux(neg6, Const(lo, signed(bits)), Const(hi, signed(bits)))))
+        outs.append(stage(m, en, out, f"{name}_p7_{j}"))
     return outs
 
 
@@ -147,13 +178,12 @@ class RequantLanes(wiring.Component):
         relu = [self.relu]
         for k in range(1, DYADIC_STAGES + 1):
             relu.append(stage(m, en, relu[-1], f"rq_relu{k}"))
-        shifted = dyadic_lanes(m, en, [self.i_data[j] for j in range(self.cols)], self.m,
-                               self.e, "rq")
-        for j, p7 in enumerate(shifted):
-            # 8: saturate, ReLU
-            sat = saturate(p7, 8)
+        scaled = dyadic_lanes(m, en, [self.i_data[j] for j in range(self.cols)], self.m,
+                              self.e, "rq", 8)
+        for j, p7 in enumerate(scaled):
+            # 8: ReLU
             out = Signal(signed(8), name=f"rq_out{j}")
-            m.d.comb += out.eq(Mux(relu[-1] & (sat < 0), 0, sat))
+            m.d.comb += out.eq(Mux(relu[-1] & p7[-1], 0, p7))
             m.d.comb += self.o_data[j].eq(stage(m, en, out, f"rq_p8_{j}"))
         m.d.comb += [self.o_valid.eq(valid[-1]), self.o_tag.eq(tags[-1]),
                      self.busy.eq(Cat(*valid[1:]).any())]

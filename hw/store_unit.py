@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
 from .dma import CHECK_CYCLES, ROWS_BITS, DmaError, block_layout, done_layout
-from .intmath import saturate, stage, times_unsigned
+from .intmath import stage, times_unsigned
 from .memory import acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
@@ -418,13 +418,13 @@ class StoreUnit(wiring.Component):
         e1 = stage(m, one, Mux(cmd.prescale, ps_e, 0), "ps_e1")
         lanes = [Signal(signed(32), name=f"ps_lane{i}") for i in range(C)]
         m.d.comb += [lane.eq(raw1[i]) for i, lane in enumerate(lanes)]
-        shifted = dyadic_lanes(m, one, lanes, m1, e1, "ps")
+        shifted = dyadic_lanes(m, one, lanes, m1, e1, "ps", PARAM_LANE_BITS)
         for k in range(2, PRESCALE_STAGES + 1):
             v, ctl, par = (stage(m, one, x, f"ps_{n}{k}") for x, n in (
                 (v, "valid"), (ctl, "ctl"), (par, "param")))
         scaled = Signal(data.ArrayLayout(signed(PARAM_LANE_BITS), C))
         for i in range(C):
-            m.d.comb += scaled[i].eq(saturate(shifted[i], PARAM_LANE_BITS))
+            m.d.comb += scaled[i].eq(shifted[i])
         scaled_r = stage(m, one, scaled, "ps_scaled")
         entry = Signal(entry_layout)
         # (An unscaled lane is its accumulator value again: it fits acc_bits.)

@@ -144,10 +144,12 @@ def dyadic_edges(rng):
     return cases
 
 
-def test_dyadic_lanes_are_the_exact_rounded_product():
-    """``requant.dyadic_lanes`` (the requantizer's and the store unit's prescale
-    multiplier: three DSPs per lane, Karatsuba) gives ``round_half_away(q m / 2**e)`` as
-    s64 for every edge of its operands, with ``m`` and ``e`` changing every cycle."""
+@pytest.mark.parametrize("bits", [8, 32])
+def test_dyadic_lanes_are_the_exact_rounded_product(bits):
+    """``requant.dyadic_lanes`` (the requantizer's, to int8, and the store unit's prescale,
+    to int32: three DSPs per lane, Karatsuba, rounding after the shift) gives
+    ``saturate(round_half_away(q m / 2**e), bits)`` for every edge of its operands, with
+    ``m`` and ``e`` changing every cycle."""
     lanes = 4
     rng = np.random.default_rng(7)
     cases = dyadic_edges(rng)
@@ -155,7 +157,7 @@ def test_dyadic_lanes_are_the_exact_rounded_product():
     q = [Signal(signed(32), name=f"q{j}") for j in range(lanes)]
     mult, e = Signal(unsigned(hrq.MULTIPLIER_BITS)), Signal(unsigned(hrq.SHIFT_BITS))
     m = Module()
-    outs = hrq.dyadic_lanes(m, Const(1), q, mult, e, "t")
+    outs = hrq.dyadic_lanes(m, Const(1), q, mult, e, "t", bits)
     # Lanes of one chunk share m and e: chunk i takes cases[lanes * i : lanes * (i + 1)]'s
     # q and the first one's (m, e).
     chunks = [cases[i:i + lanes] for i in range(0, len(cases), lanes)]
@@ -180,7 +182,7 @@ def test_dyadic_lanes_are_the_exact_rounded_product():
     for chunk, out in zip(chunks, got, strict=True):
         mv, ev = chunk[0][1], chunk[0][2]
         qv = np.array([c[0] for c in chunk], dtype=np.int64)
-        want = gint.shift_right(qv * np.int64(mv), ev, "half_away")
+        exact = gint.shift_right(qv * np.int64(mv), ev, "half_away")
+        want = np.clip(exact, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
         assert out == want.tolist(), (chunk, out)
-        assert [max(-128, min(127, v)) for v in out] == \
-            grq.requantize(qv.astype(np.int32), mv, ev, 8).tolist()
+        assert out == grq.requantize(qv.astype(np.int32), mv, ev, bits).tolist()
