@@ -106,7 +106,7 @@ sweep: install
 synth-report: install
 	@mkdir -p build
 	$(TESSERA) synth --preset tiny --target ecp5 --place --json build/synth-tiny-ecp5.json
-	$(TESSERA) synth --preset small --target ecp5 --json build/synth-small-ecp5.json
+	$(TESSERA) synth --preset small --target ecp5 --place --json build/synth-small-ecp5.json
 	$(TESSERA) synth --preset default --target ecp5 --json build/synth-default-ecp5.json
 	$(TESSERA) synth --preset tiny --target sky130 --json build/synth-tiny-sky130.json
 	$(TESSERA) synth --preset small --target sky130 --json build/synth-small-sky130.json

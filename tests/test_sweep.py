@@ -123,9 +123,9 @@ def test_pareto_front():
 # --- the cost model ---------------------------------------------------------------------
 
 
-TRUTH = {"ecp5_lut4": (5000, 900, 300, 20), "ecp5_ff": (3000, 700, 500, 10),
+TRUTH = {"ecp5_lut4": (5000, 900, 150, 300, 20), "ecp5_ff": (3000, 700, 120, 500, 10),
          "ecp5_dsp": (10, 1, 7), "ecp5_bram": (2, 0.5, 0.01),
-         "sky130_um2": (4e5, 9e4, 3e4, 500), "sram_bits": (1000, 8192, 4)}
+         "sky130_um2": (4e5, 9e4, 2e4, 3e4, 500), "sram_bits": (1000, 8192, 4)}
 
 
 HW = source_hash()
@@ -152,7 +152,8 @@ def _configs():
     return [t, t.replace(bus_bits=128), t.replace(rows=2, cols=2),
             t.replace(rows=8, cols=8, spad_kib=32, acc_kib=32), t.replace(rows=6, cols=6,
                                                                           spad_kib=32),
-            t.replace(spad_kib=64, acc_kib=32, bus_bits=256)]
+            t.replace(spad_kib=64, acc_kib=32, bus_bits=256), t.replace(dataflow="ws"),
+            t.replace(rows=8, cols=8, dataflow="ws")]
 
 
 def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
@@ -163,7 +164,7 @@ def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
     loo = model.loo()
     assert set(loo) == set(FEATURES)
     for name, v in loo.items():
-        assert v["points"] == 6 and v["max_abs_pct"] < 1e-6, name
+        assert v["points"] == 8 and v["max_abs_pct"] < 1e-6, name
     # A configuration not synthesized: fitted, and exact on a linear truth.
     new = preset("tiny").replace(rows=5, cols=5, bus_bits=128)
     cost = model.cost(new, 50.0, "a test clock")
@@ -263,7 +264,7 @@ def test_cost_fit_error_on_noisy_points_is_reported(tmp_path):
         _report(tmp_path, c, "ecp5", noise=0.05, rng=rng)
     loo = CostModel([tmp_path], reference=None).loo()
     assert 0.5 < loo["ecp5_lut4"]["mean_abs_pct"] < 50
-    assert len(loo["ecp5_lut4"]["per_point"]) == 6
+    assert len(loo["ecp5_lut4"]["per_point"]) == 8
     assert "sky130_um2" not in loo          # no sky130 reports: nothing to fit
 
 

@@ -45,15 +45,17 @@ COLUMNS = {"ecp5": (("LUT4", "ecp5_lut4"), ("FF", "ecp5_ff"), ("DSP", "ecp5_dsp"
                     ("BRAM", "ecp5_bram")),
            "sky130": (("area um2", "sky130_um2"), ("SRAM bits", "sram_bits"))}
 
-#: The features each figure is fitted on. The array's cost goes with its MACs; the output
-#: path (requantization, GELU, Softmax, LayerNorm) and the accumulator's ports with its
-#: lanes (cols); the DMA's realignment with the bus; the memories with their bits.
+#: The features each figure is fitted on. The array's cost goes with its MACs, and more
+#: with both dataflows (``dual_macs``: a second accumulator, adder and drain register per
+#: PE, and the muxes between them); the output path (requantization, GELU, Softmax,
+#: LayerNorm) and the accumulator's ports with its lanes (cols); the DMA's realignment with
+#: the bus; the memories with their bits.
 FEATURES = {
-    "ecp5_lut4": ("one", "macs", "cols", "bus_bits"),
-    "ecp5_ff": ("one", "macs", "cols", "bus_bits"),
+    "ecp5_lut4": ("one", "macs", "dual_macs", "cols", "bus_bits"),
+    "ecp5_ff": ("one", "macs", "dual_macs", "cols", "bus_bits"),
     "ecp5_dsp": ("one", "macs", "cols"),
     "ecp5_bram": ("one", "sram_kib", "bus_bits"),
-    "sky130_um2": ("one", "macs", "cols", "bus_bits"),
+    "sky130_um2": ("one", "macs", "dual_macs", "cols", "bus_bits"),
     "sram_bits": ("one", "sram_kib", "bus_bits"),
 }
 
@@ -64,8 +66,9 @@ class CostError(TesseraError, RuntimeError):
 
 def features(config: TesseraConfig) -> dict:
     """The configuration's features for the fit."""
-    return {"one": 1.0, "macs": float(config.rows * config.cols), "cols": float(config.cols),
-            "bus_bits": float(config.bus_bits),
+    macs = float(config.rows * config.cols)
+    return {"one": 1.0, "macs": macs, "dual_macs": macs if config.dataflow == "both" else 0.0,
+            "cols": float(config.cols), "bus_bits": float(config.bus_bits),
             "sram_kib": float(config.spad_kib + config.acc_kib)}
 
 
