@@ -862,7 +862,7 @@ def cmd_synth(args) -> int:
 
         work = Path(report.workdir)
         if not (args.pnr or args.place):
-            synthesize_wrapped(report)
+            synthesize_wrapped(report, names=False)
         estimate = estimate_paths(work / "wrapped.json", top_spec(args.top).module,
                                   1e3 / args.freq)
         text += "\n\n" + format_paths(estimate, args.paths)

