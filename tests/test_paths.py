@@ -47,7 +47,7 @@ def test_a_chain_of_luts_between_two_units(tmp_path):
              "l3": _lut([12], 13), "dst": _ff(13, 14),
              "q1": _ff(60, 20), "q2": _ff(20, 21)}
     path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [13],
-                                    "inner.store.c": [20]})
+                                    "inner.dma.b_LUT4_Z_C": [12], "inner.store.c": [20]})
     e = estimate_paths(path, period_ns=2.0)
     hop = D["route"]                                # every net here has fanout 1
     want = D["clk_to_q"] + 3 * (hop + D["lut"]) + hop + D["setup"]
@@ -57,6 +57,8 @@ def test_a_chain_of_luts_between_two_units(tmp_path):
     assert (g.start_unit, g.end_unit, g.start_signal) == ("execute control", "DMA",
                                                            "inner.exe.a")
     assert g.units == ["execute control", "DMA"] and g.cells == 4 and g.endpoints == 1
+    # The named signals along it, a name Yosys derived (autoname) cut back to its signal.
+    assert g.through == ["inner.exe.a", "inner.dma.b"]
     assert "DMA" in format_paths(e) and "1 of 4 endpoints over 2 ns" in format_paths(e)
     # With a long enough period nothing fails.
     assert estimate_paths(path, period_ns=want + 0.01).failing == 0
