@@ -33,7 +33,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BOUNDARY_BYTES, BURST_INCR, Axi4Signature, AxiLiteSignature
@@ -135,18 +135,26 @@ class CommandFetcher(wiring.Component):
                              r_addr.eq(self.base)]
 
         # --- AR: one burst register, held until accepted. ------------------------------------
+        # The next burst's size, a register computed from the state a cycle before
+        # (``n_ok`` once it is of the current state: a burst changes the state, and the
+        # next can only be asked for once the last has been accepted).
         to_boundary = Signal(range(BOUNDARY_BYTES // word_bytes + 1))
         m.d.comb += to_boundary.eq((BOUNDARY_BYTES - next_addr[:12]) >> word_shift)
-        n = Signal(range(FETCH_BURST + 1))
+        n_next = Signal(range(FETCH_BURST + 1))
         with m.If((words_left < FETCH_BURST) & (words_left < to_boundary)):
-            m.d.comb += n.eq(words_left)
+            m.d.comb += n_next.eq(words_left)
         with m.Elif(to_boundary < FETCH_BURST):
-            m.d.comb += n.eq(to_boundary)
+            m.d.comb += n_next.eq(to_boundary)
         with m.Else():
-            m.d.comb += n.eq(FETCH_BURST)
+            m.d.comb += n_next.eq(FETCH_BURST)
+        n = Signal(range(FETCH_BURST + 1))
+        n_ok = Signal()
+        m.d.sync += [n.eq(n_next), n_ok.eq(1)]
         popped = self.o_word.valid & self.o_word.ready
-        ask = ~self.arvalid & (words_left != 0) & ~self.fault & ~self.abort & \
+        ask = ~self.arvalid & n_ok & (n != 0) & ~self.fault & ~self.abort & \
             (reserved + n <= FETCH_DEPTH)
+        with m.If(self.start | ask):
+            m.d.sync += n_ok.eq(0)
         # Room is reserved when a burst is asked for, and freed as its words leave.
         m.d.sync += reserved.eq(reserved + Mux(ask, n, 0) - popped)
         with m.If(ask):
@@ -356,8 +364,13 @@ class Accelerator(wiring.Component):
         # that those and the decision (in the golden executor's order, with the dispatch
         # state) each get a clock cycle. A word moves on whenever the next register is
         # free or being dispatched: one command per cycle, two cycles later.
-        d1 = Signal(entry_layout(c), name="dispatch_word1")
-        d1_valid = Signal(name="dispatch_valid1")
+        # The first register is a register slice (reset on START): the fetcher's FIFO sees
+        # its ready, a flip-flop, not the dispatch decision.
+        product = run_product(fetch.o_word.payload.word)
+        m.submodules.dispatch1 = d1_slice = ResetInserter(s.start)(SkidBuffer(
+            data.StructLayout({"entry": entry_layout(c), "product": product.shape()})))
+        d1, d1_valid = d1_slice.o.payload.entry, d1_slice.o.valid
+        d1_product = d1_slice.o.payload.product
         dh = Signal(entry_layout(c), name="dispatch_word2")
         d2_valid = Signal(name="dispatch_valid2")
         flags = Signal(FLAGS, name="dispatch_flags2")
@@ -384,18 +397,15 @@ class Accelerator(wiring.Component):
         m.d.comb += take.eq(head & (code == ErrorCode.NONE)
                             & Mux(is_sync, qs.idle, target_ready))
         d2_free = ~d2_valid | take
-        d1_free = ~d1_valid | d2_free
         # (A run's (count - 1) * a_stride, a multiplier, is taken with the word, so that
         # the checks of the next stage are sums and comparisons.)
-        product = run_product(fetch.o_word.payload.word)
-        d1_product = Signal(product.shape(), name="dispatch_product1")
         with m.If(d2_free):
             m.d.sync += [dh.eq(d1), flags.eq(command_flags(m, c, d1.word, d1_product)),
                          d2_valid.eq(d1_valid)]
-        with m.If(d1_free):
-            m.d.sync += [d1.eq(fetch.o_word.payload), d1_valid.eq(fetch.o_word.valid),
-                         d1_product.eq(product)]
-        m.d.comb += [fetch.o_word.ready.eq(d1_free),
+        m.d.comb += [d1_slice.i.valid.eq(fetch.o_word.valid),
+                     d1_slice.i.payload.entry.eq(fetch.o_word.payload),
+                     d1_slice.i.payload.product.eq(product),
+                     fetch.o_word.ready.eq(d1_slice.i.ready), d1_slice.o.ready.eq(d2_free),
                      qs.i_entry.eq(dh), qs.push_load.eq(take & to_load),
                      qs.push_exec.eq(take & to_exec), qs.push_store.eq(take & to_store)]
         with m.If(head & (code != ErrorCode.NONE)):
@@ -426,7 +436,7 @@ class Accelerator(wiring.Component):
                                          | s.all_dispatched)
         with m.If(s.start):
             m.d.sync += [dispatched.eq(0), s.finished.eq(0), refused.eq(0), weights.eq(0),
-                         os_mode.eq(int(c.dataflow == "os")), d1_valid.eq(0), d2_valid.eq(0)]
+                         os_mode.eq(int(c.dataflow == "os")), d2_valid.eq(0)]
         self._raise_fault(m, s, qs.deadlock, ErrorCode.DEADLOCK.value, qs.deadlock_index)
 
     def _end_of_run(self, m: Module, s) -> None:

@@ -43,7 +43,7 @@ from .axi import BOUNDARY_BYTES, BURST_INCR, MAX_BURST_BEATS, Axi4Signature, Res
 from .config import TesseraConfig
 from .intmath import carry_sum
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
-from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members
+from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members, connect_through_ar_slice
 from .skid import SkidBuffer
 
 __all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "chunk_bytes", "max_chunks",
@@ -671,9 +671,18 @@ class DmaReader(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill_less2[-1], fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
-        kept = Mux(emit, buf >> (size0 * 8), buf)
-        placed = Mux(emit, beat_bytes << (fill_less.as_unsigned()[:len(fill)] * 8),
-                     beat_bytes << (fill * 8))
+        # The next buffer from registers, emit choosing last: the FIFO's head is written
+        # over the bytes from fill up whether it is taken or not (the buffer's bytes past
+        # fill are never read), then the chunk leaves. One shifter, so Yosys has no two
+        # to share behind a multiplexer of emit or take. With the beat in, the buffer may
+        # hold up to a chunk more than cap until the chunk leaves.
+        placed = beat_bytes << (fill * 8)
+        beat_in = Signal((cap + wc) * 8)
+        for i in range(cap + wc):
+            byte = placed[i * 8:(i + 1) * 8]
+            if i < cap:
+                byte = Mux(fill > i, buf[i * 8:(i + 1) * 8], byte)
+            m.d.comb += beat_in[i * 8:(i + 1) * 8].eq(byte)
         size2 = size(last2)
         fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
         less_new = Mux(take, Mux(emit, fill_less2 + n, fill_less + n),
@@ -681,7 +690,7 @@ class DmaReader(wiring.Component):
         less2_new = Mux(take, Mux(emit, fill_less2 + n - size2, fill_less2 + n),
                         Mux(emit, fill_less2 - size2, fill_less2))
         with m.If(take | emit):
-            m.d.sync += [buf.eq(Mux(take, kept | placed, kept)), fill.eq(fill_new),
+            m.d.sync += [buf.eq(Mux(emit, beat_in >> (size0 * 8), beat_in)), fill.eq(fill_new),
                          fill_less.eq(less_new), fill_less2.eq(less2_new)]
         with m.If(emit):
             k2_next = Mux(k2 == last_k, 0, k2 + 1)
@@ -778,27 +787,41 @@ class DmaWriter(wiring.Component):
             m.d.sync += rows_taken.eq(0)
 
         # --- W: beats from the realignment buffer, strobes on the block's bytes only. ----
+        # Each beat's plan (its valid bytes [lo, lo + n), its strobes, whether it ends its
+        # burst) is made a beat ahead from the burst FIFO into a register slice, so the W
+        # channel's handshake starts from flip-flops.
+        plan_layout = data.StructLayout({"n": range(bb + 1), "lo": range(bb), "strobe": bb,
+                                         "last": 1})
+        m.submodules.plan = plan = SkidBuffer(plan_layout)
+        plan_fire = plan.i.valid & plan.i.ready
+        plan_last = t.cur_rem == t.n
+        m.d.comb += [
+            plan.i.valid.eq(winfo.r_rdy),
+            plan.i.payload.n.eq(t.n), plan.i.payload.lo.eq(t.lo), plan.i.payload.last.eq(plan_last),
+            plan.i.payload.strobe.eq(((Const(1, bb + 1) << t.n) - 1) << t.lo),
+            winfo.r_en.eq(plan_fire & plan_last),
+        ]
+        t.beat_taken(plan_fire, plan_last)
+        beat = plan.o.payload
         buf = Signal(cap * 8)
         fill = Signal(range(cap + 1))
         w_fire = Signal()
-        strobe = Signal(bb)
-        m.d.comb += strobe.eq(((Const(1, bb + 1) << t.n) - 1) << t.lo)
         m.d.comb += [
-            self.wvalid.eq(winfo.r_rdy & (fill >= t.n)),
-            self.wdata.eq(buf << (t.lo * 8)),
-            self.wstrb.eq(Mux(failed, 0, strobe)),
-            self.wlast.eq(t.cur_rem == t.n),
+            self.wvalid.eq(plan.o.valid & (fill >= beat.n)),
+            self.wdata.eq(buf << (beat.lo * 8)),
+            self.wstrb.eq(Mux(failed, 0, beat.strobe)),
+            self.wlast.eq(beat.last),
             w_fire.eq(self.wvalid & self.wready),
-            winfo.r_en.eq(w_fire & self.wlast),
+            plan.o.ready.eq(w_fire),
         ]
-        t.beat_taken(w_fire, self.wlast)
+        owed = winfo.r_rdy | plan.o.valid       # beats of the bursts out still to send
 
         # --- Rows in. Once a failed store owes no more beats, its remaining rows are
         # taken and dropped, so the row source never waits on a dead transfer.
         rb = cmd.row_bytes
-        fill_after = Signal(range(cap + 1))
-        m.d.comb += fill_after.eq(fill - Mux(w_fire, t.n, 0))
-        discard = failed & ~t.split.busy & ~winfo.r_rdy
+        fill_less = Signal(range(-bb, cap + 1))     # fill - the beat's bytes (registers)
+        m.d.comb += fill_less.eq(fill - beat.n)
+        discard = failed & ~t.split.busy & ~owed
         want_row = t.running & (rows_taken != cmd.rows)
         # Room for a row counted without this cycle's beat leaving (registers only: the
         # W channel's handshake stays out of the row source's ready); a full buffer takes
@@ -810,13 +833,21 @@ class DmaWriter(wiring.Component):
         row_bytes = Signal(rb_max * 8)
         for i in range(rb_max):
             m.d.comb += row_bytes[i * 8:(i + 1) * 8].eq(Mux(in_row[i], self.i_row.payload[i], 0))
-        shifted = Signal(cap * 8)
-        m.d.comb += shifted.eq(Mux(w_fire, buf >> (t.n * 8), buf))
-        with m.If(row_fire & ~discard):
-            m.d.sync += [buf.eq(shifted | (row_bytes << (fill_after * 8))),
-                         fill.eq(fill_after + rb)]
-        with m.Else():
-            m.d.sync += [buf.eq(shifted), fill.eq(fill_after)]
+        # The row source's head is written over the bytes from fill up whether it is taken
+        # or not (the bytes past fill are never sent: the strobes cover a beat's bytes
+        # only), then the beat's bytes leave: both shifts from registers, w_fire chooses
+        # last. (Placing the row after the beat had left made Yosys share one shifter
+        # between the two outcomes, with w_fire in front of it.)
+        add_row = row_fire & ~discard
+        placed = row_bytes << (fill * 8)
+        held = Signal(cap * 8)
+        for i in range(cap):
+            m.d.comb += held[i * 8:(i + 1) * 8].eq(
+                Mux(fill > i, buf[i * 8:(i + 1) * 8], placed[i * 8:(i + 1) * 8]))
+        row_in = Mux(add_row, rb, 0)
+        m.d.sync += [buf.eq(Mux(w_fire, held >> (beat.n * 8), held)),
+                     fill.eq(Mux(w_fire, fill_less.as_unsigned()[:len(fill)] + row_in,
+                                 fill + row_in))]
         with m.If(row_fire):
             m.d.sync += rows_taken.eq(rows_taken + 1)
 
@@ -828,7 +859,7 @@ class DmaWriter(wiring.Component):
             m.d.sync += [t.err.eq(_resp_error(self.bresp)), t.err_addr.eq(baddr.r_data)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - b_fire)
 
-        t.complete(t.running & (t.outstanding == 0) & ~t.split.busy & ~winfo.r_rdy
+        t.complete(t.running & (t.outstanding == 0) & ~t.split.busy & ~owed
                    & (rows_taken == cmd.rows) & ~t.addr_fire, [fill, buf])
         return m
 
@@ -988,13 +1019,16 @@ class DmaEngine(wiring.Component):
                 lane = Mux(w.wide, wide_lane, lane)
             m.d.comb += acc.payload.data[i].eq(lane)
 
-        # AR in command order: the younger reader goes once the older one's bursts are out.
-        # R beats go to the reader of their burst.
+        # AR in command order: the younger reader goes once the older one's bursts are out
+        # (the choice a register, a cycle behind: a stale choice costs a cycle, as the
+        # arbiter only serves a reader that asks, and the owner FIFO routes the beats).
+        # R beats go to the reader of their burst. A register slice on AR keeps the
+        # readers' burst logic and the accelerator's own arbiter apart.
         m.submodules.arbiter = arb = ReadArbiter(c.addr_bits, c.bus_bits,
                                                  depth=self.READERS * c.max_reads)
-        m.d.comb += arb.choose.eq(Mux(order.r_rdy & Mux(head, rds[1].issuing, rds[0].issuing),
+        m.d.sync += arb.choose.eq(Mux(order.r_rdy & Mux(head, rds[1].issuing, rds[0].issuing),
                                       head, Mux(order.r_rdy, ~head, nxt)))
         connect_members(m, rds[0], arb.m0)
         connect_members(m, rds[1], arb.m1)
-        connect_members(m, arb.bus, self.bus)
+        connect_through_ar_slice(m, arb.bus, self.bus, "ar_slice")
         return m

@@ -39,6 +39,7 @@ from .dma import ROWS_BITS
 from .isa import Opcode, command_layout_for
 from .matrix_unit import MODE_OS, MODE_WS, MatrixUnit
 from .memory import RowReader, acc_port_signature, spad_port_signature
+from .skid import SkidBuffer
 
 __all__ = ["ExecuteUnit", "EXEC_DONE_LAYOUT"]
 
@@ -105,7 +106,8 @@ class ExecuteUnit(wiring.Component):
         rec_layout = data.StructLayout({"opcode": Opcode, "rows": ROWS_BITS,
                                         "acc_addr": range(c.acc_rows), "accumulate": 1,
                                         "report": 1})
-        m.submodules.recs = recs = fifo.SyncFIFO(width=rec_layout.size, depth=8)
+        # (Buffered: the head is a register, in front of the result rows' handshake.)
+        m.submodules.recs = recs = fifo.SyncFIFOBuffered(width=rec_layout.size, depth=8)
         # Weight-stationary COMPUTEs: the weight reader starts as soon as it is free (the
         # array takes the next tile's weights while the current tile streams), and the
         # activation rows wait here for the activation reader.
@@ -239,10 +241,16 @@ class ExecuteUnit(wiring.Component):
         # in the tag): until then another unit could still read the old row.
         done_layout = data.StructLayout({"opcode": Opcode, "wait": 1})
         m.submodules.done_q = done_q = fifo.SyncFIFO(width=done_layout.size, depth=4)
+        # The array's result rows through a register slice: the accumulator's handshake
+        # stays out of the array's output FIFO and the counters behind it.
+        m.submodules.results = res = SkidBuffer(mxu.result_layout)
+        wiring.connect(m, mxu.o_result, res.i)
+        result = res.o
         written = Signal(ROWS_BITS)
-        last_row = written + 1 == head.rows
+        written_1 = Signal(ROWS_BITS + 1, init=1)      # written + 1, a register
+        last_row = written_1 == head.rows
         req = self.acc.req
-        writing = mxu.o_result.valid & recs.r_rdy & (head.rows != 0)
+        writing = result.valid & recs.r_rdy & (head.rows != 0)
         can_report = done_q.w_rdy | ~head.report
         # The last row of a command is written only when its completion can be queued.
         m.d.comb += [req.valid.eq(writing & (~last_row | can_report)),
@@ -250,8 +258,8 @@ class ExecuteUnit(wiring.Component):
                      req.payload.write.eq(1),
                      req.payload.accumulate.eq(head.accumulate),
                      req.payload.tag.eq(last_row & head.report),
-                     req.payload.data.eq(mxu.o_result.payload.data),
-                     mxu.o_result.ready.eq(req.valid & req.ready)]
+                     req.payload.data.eq(result.payload.data),
+                     result.ready.eq(req.valid & req.ready)]
         row_done = req.valid & req.ready
         finished = recs.r_rdy & can_report & ((head.rows == 0) | (row_done & last_row))
         entry, out = Signal(done_layout), Signal(done_layout)
@@ -270,6 +278,6 @@ class ExecuteUnit(wiring.Component):
                      self.o_done.payload.opcode.eq(out.opcode),
                      done_q.r_en.eq(reported)]
         with m.If(row_done):
-            m.d.sync += written.eq(written + 1)
+            m.d.sync += [written.eq(written + 1), written_1.eq(written_1 + 1)]
         with m.If(finished):
-            m.d.sync += written.eq(0)
+            m.d.sync += [written.eq(0), written_1.eq(1)]

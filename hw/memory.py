@@ -12,19 +12,24 @@ buffer is not full), and the banks are arbitrated among the buffers' heads (regi
 no combinational path runs from one requester through the arbitration into another: each
 unit's timing stays its own (``docs/physical.md``).
 
+A granted request is registered (stage 0) before it reaches its bank, so the arbitration
+and the choice of the payload have a cycle of their own and the bank's address comes from
+flip-flops.
+
 Timing, for every port: a request accepted in cycle ``t`` is granted in cycle ``t + 1`` at
 the earliest (later when another port wins its bank, or while the port's earlier requests
-wait); a request granted in cycle ``g`` has its read data on ``resp.data`` with
-``resp.valid`` high in cycle ``g + 1``, and a write (or accumulate) granted in ``g`` is
-written at the end of cycle ``g + 1``, with ``resp.written`` high in that cycle. Each port's
+wait); a request granted in cycle ``g`` reads its bank in ``g + 1`` (stage 0) and has its
+read data on ``resp.data`` with ``resp.valid`` high in cycle ``g + 2``, and a write (or
+accumulate) granted in ``g`` is written at the end of cycle ``g + 2``, with
+``resp.written`` high in that cycle. Each port's
 requests are served in the order they were accepted, and ``resp.tag`` gives back the
 request's ``tag`` with its data (or with ``written``): what the requester needs to know of
 the answer travels with the request. Reads see every write granted before them, including
 one granted in the previous cycle (the read port is transparent to the bank's write port).
 A requester that reports a write as done to others waits for its ``written``: until then
 another port may still read the old row. The accumulator's accumulate writes are
-read-modify-write in the same two cycles: the row read in cycle ``g`` plus the request's
-data is written in ``g + 1``.
+read-modify-write in the same cycles: the row read in cycle ``g + 1`` plus the request's
+data is written in ``g + 2``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ __all__ = ["MemoryPortSignature", "BankedMemory", "Scratchpad", "Accumulator",
 
 #: Cycles from an accepted read request to its data, at the least (no other port on its
 #: bank, no earlier request of its port waiting).
-READ_LATENCY_CYCLES = 2
+READ_LATENCY_CYCLES = 3
 #: Bits of ``tag`` on a scratchpad port (the row reader's last-row mark).
 SPAD_TAG_BITS = 1
 #: Bits of ``tag`` on an accumulator port (the store unit's: what the row read is; the
@@ -158,8 +163,8 @@ class BankedMemory(wiring.Component):
             m.d.comb += want[i].eq(Mux(valid, 1 << bank if bank_bits else 1, 0))
 
         granted_any = [Signal(name=f"granted{i}") for i in range(n)]
-        # Per port: what was granted in the previous cycle, to route the answer back.
-        resp_bank = [Signal(range(max(nb, 2)), name=f"resp_bank{i}") for i in range(n)]
+        # Per port: the bank of its request in stage 0, to route the answer back.
+        s0_bank = [Signal(range(max(nb, 2)), name=f"s0_bank{i}") for i in range(n)]
         bank_rdata = []
 
         for b in range(nb):
@@ -191,18 +196,26 @@ class BankedMemory(wiring.Component):
             for i in range(n):
                 with m.If(grant[i]):
                     m.d.comb += payload.eq(heads[i][1])
-            m.d.comb += rp.addr.eq(payload.addr[:row_bits] if row_bits else 0)
 
-            # Stage 1: write (or read-modify-write) one cycle after the grant.
+            # Stage 0: the granted request, registered (the arbitration and the payload's
+            # choice take their own cycle; the bank's address comes from flip-flops).
+            s0_valid = Signal(name=f"bank{b}_s0_valid")
+            s0 = Signal(layout, name=f"bank{b}_s0")
+            m.d.sync += s0_valid.eq(grant.any())
+            with m.If(grant.any()):
+                m.d.sync += s0.eq(payload)
+            m.d.comb += rp.addr.eq(s0.addr[:row_bits] if row_bits else 0)
+
+            # Stage 1: write (or read-modify-write) one cycle after the read.
             s1_write = Signal(name=f"bank{b}_s1_write")
             s1_addr = Signal(max(row_bits, 1), name=f"bank{b}_s1_addr")
             s1_data = Signal(self.row_shape, name=f"bank{b}_s1_data")
-            m.d.sync += [s1_write.eq(grant.any() & payload.write),
-                         s1_addr.eq(payload.addr[:row_bits] if row_bits else 0),
-                         s1_data.eq(payload.data)]
+            m.d.sync += [s1_write.eq(s0_valid & s0.write),
+                         s1_addr.eq(s0.addr[:row_bits] if row_bits else 0),
+                         s1_data.eq(s0.data)]
             if self.accumulate:
                 s1_acc = Signal(name=f"bank{b}_s1_acc")
-                m.d.sync += s1_acc.eq(payload.accumulate)
+                m.d.sync += s1_acc.eq(s0.accumulate)
                 summed = Signal(self.row_shape, name=f"bank{b}_sum")
                 for lane in range(self.row_shape.length):
                     m.d.comb += summed[lane].eq(rp.data[lane] + s1_data[lane])
@@ -215,23 +228,31 @@ class BankedMemory(wiring.Component):
             for i in range(n):
                 with m.If(grant[i]):
                     m.d.comb += granted_any[i].eq(1)
-                    m.d.sync += resp_bank[i].eq(b)
+                    m.d.sync += s0_bank[i].eq(b)
 
         for i, (_, head, pop) in enumerate(heads):
             p = self.port(i)
             m.d.comb += pop.eq(granted_any[i])
+            # What was granted, a cycle later (stage 0), and its answer a cycle after that.
+            s0_read = Signal(name=f"s0_read{i}")
+            s0_written = Signal(name=f"s0_written{i}")
+            resp_bank = Signal.like(s0_bank[i], name=f"resp_bank{i}")
             resp_read = Signal(name=f"resp_read{i}")
             resp_written = Signal(name=f"resp_written{i}")
-            m.d.sync += [resp_read.eq(granted_any[i] & ~head.write),
-                         resp_written.eq(granted_any[i] & head.write)]
+            m.d.sync += [s0_read.eq(granted_any[i] & ~head.write),
+                         s0_written.eq(granted_any[i] & head.write),
+                         resp_read.eq(s0_read), resp_written.eq(s0_written),
+                         resp_bank.eq(s0_bank[i])]
             if self.tag_bits:
+                s0_tag = Signal(self.tag_bits, name=f"s0_tag{i}")
                 resp_tag = Signal(self.tag_bits, name=f"resp_tag{i}")
                 with m.If(granted_any[i]):
-                    m.d.sync += resp_tag.eq(head.tag)
+                    m.d.sync += s0_tag.eq(head.tag)
+                m.d.sync += resp_tag.eq(s0_tag)
                 m.d.comb += p.resp.tag.eq(resp_tag)
             rdata = bank_rdata[0]
             for b in range(1, nb):
-                rdata = Mux(resp_bank[i] == b, bank_rdata[b], rdata)
+                rdata = Mux(resp_bank == b, bank_rdata[b], rdata)
             m.d.comb += [p.resp.valid.eq(resp_read), p.resp.written.eq(resp_written),
                          p.resp.data.eq(rdata)]
         return m
@@ -293,7 +314,7 @@ class RowReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        depth = 4
+        depth = READ_LATENCY_CYCLES + 2          # a row per cycle: reads in flight, and room
         m.submodules.q = q = fifo.SyncFIFO(width=self.out_layout.size, depth=depth)
         addr = Signal.like(self.addr)
         left = Signal(ROWS_BITS)

@@ -444,12 +444,15 @@ class OutputPath(wiring.Component):
         # Softmax's codes to 8 - e bits, rounded half up: (p9 + 2**e) >> (e + 1), at most
         # 255 >> e (a one-hot row's 2**32 / 2**23 = 512 is clipped to 511 by the unit and
         # rounds to 256 here; the clip makes it 255). e > 8 leaves nothing.
+        # (e's constants are registers that follow the command: its first chunk leaves
+        # Softmax many cycles after the command is taken.)
         e = Signal(range(10), name="prob_drop")
         m.d.comb += e.eq(Mux(s.cmd.e > 8, 9, s.cmd.e))
-        limit = Const(0xFF, 8) >> e
+        limit, half, drop = Signal(8), Signal(10), Signal(range(11))
+        m.d.sync += [limit.eq(Const(0xFF, 8) >> e), half.eq(Const(1, 10) << e), drop.eq(e + 1)]
         s.prob = []
         for j in range(C):
-            rounded = (sm.o_data[j] + (Const(1, 10) << e)) >> (e + 1)
+            rounded = (sm.o_data[j] + half) >> drop
             p = Signal(8, name=f"prob{j}")
             m.d.comb += p.eq(Mux(rounded > limit, limit, rounded))
             s.prob.append(p)

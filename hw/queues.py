@@ -186,14 +186,17 @@ class CommandQueues(wiring.Component):
             # Whether a token is there, kept as a register beside the count: the head's
             # issue reads one flip-flop, not a 16-bit comparison.
             there = Signal(name=f"tok_{src.name}_{dst.name}_there")
+            # (Both outcomes from registers, chosen by the completion and the issue: no
+            # adder or comparison behind the issue.)
             inc = src.done & getattr(src, f"done_signal_{src_side}")
             dec = dst.issue & getattr(dst.hdr, f"wait_{dst_side}")
-            count_next = Signal(TOKEN_BITS, name=f"tok_{src.name}_{dst.name}_next")
-            m.d.comb += count_next.eq(count + inc - dec)
+            up, down = inc & ~dec, dec & ~inc
             with m.If(self.start):
                 m.d.sync += [count.eq(0), there.eq(0)]
-            with m.Else():
-                m.d.sync += [count.eq(count_next), there.eq(count_next != 0)]
+            with m.Elif(up):
+                m.d.sync += [count.eq(count + 1), there.eq(count != 2**TOKEN_BITS - 1)]
+            with m.Elif(down):
+                m.d.sync += [count.eq(count - 1), there.eq(count != 1)]
             m.d.comb += getattr(dst, f"tok_{dst_side}").eq(there)
 
         lq, xq, sq = qs["load"], qs["exec"], qs["store"]

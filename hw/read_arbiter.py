@@ -10,12 +10,14 @@ at IDs.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import Axi4Signature
+from .skid import SkidBuffer
 
-__all__ = ["READ_MEMBERS", "ReadArbiter", "read_signature", "connect_members"]
+__all__ = ["READ_MEMBERS", "ReadArbiter", "read_signature", "connect_members",
+           "connect_through_ar_slice"]
 
 #: The read channels' members of :class:`~.axi.Axi4Signature`.
 READ_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "arready",
@@ -40,6 +42,23 @@ def connect_members(m: Module, manager, subordinate, names=READ_MEMBERS) -> None
             m.d.comb += getattr(subordinate, name).eq(getattr(manager, name))
         else:
             m.d.comb += getattr(manager, name).eq(getattr(subordinate, name))
+
+
+def connect_through_ar_slice(m: Module, manager, subordinate, name: str) -> None:
+    """:func:`connect_members` for the read channels, with a register slice
+    (:class:`~.skid.SkidBuffer`) on the address channel: the manager's ``arready`` and the
+    subordinate's ``arvalid`` and address come from flip-flops, so no path runs from one
+    side's request logic into the other's. A request waits a cycle more; the R channel is
+    joined as it is."""
+    layout = data.StructLayout({n: len(getattr(manager, n)) for n in _AR_PAYLOAD})
+    m.submodules[name] = ar = SkidBuffer(layout)
+    m.d.comb += [ar.i.valid.eq(manager.arvalid), manager.arready.eq(ar.i.ready),
+                 subordinate.arvalid.eq(ar.o.valid), ar.o.ready.eq(subordinate.arready)]
+    for n in _AR_PAYLOAD:
+        m.d.comb += [ar.i.payload[n].eq(getattr(manager, n)),
+                     getattr(subordinate, n).eq(ar.o.payload[n])]
+    connect_members(m, manager, subordinate, ("rid", "rdata", "rresp", "rlast", "rvalid",
+                                              "rready"))
 
 
 class ReadArbiter(wiring.Component):

@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from .config import TesseraConfig
 from .dma import CHECK_CYCLES, ROWS_BITS, DmaError, block_layout, done_layout
 from .intmath import stage, times_unsigned
-from .memory import acc_port_signature, spad_port_signature
+from .memory import READ_LATENCY_CYCLES, acc_port_signature, spad_port_signature
 from .output_path import (
     PASSES,
     OutputOp,
@@ -272,14 +272,14 @@ class StoreUnit(wiring.Component):
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
         # Room for the chunks in the prescale pipeline and on their way from the
-        # accumulator (two cycles from request to answer at the least).
-        depth = 5 + PRESCALE_STAGES
+        # accumulator (READ_LATENCY_CYCLES from request to answer at the least).
+        depth = 3 + READ_LATENCY_CYCLES + PRESCALE_STAGES
         entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
                                           "param": param_layout(c)})
         m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
         rd_pass = Signal(range(4))
+        # LayerNorm's write-out pass (the third): a register that follows rd_pass.
         ln_out = Signal()
-        m.d.comb += ln_out.eq((desc.op == OutputOp.LAYERNORM) & (rd_pass == 2))
         sub = Signal(2)                                   # 0..2: a table row; then the chunk
         rd_chunk = Signal(range(c.max_row_len // C + 1))
         doing_param = Signal()
@@ -288,11 +288,12 @@ class StoreUnit(wiring.Component):
         # a register, so the credit check is a comparison with a constant.
         used = Signal(range(depth + 1))
         rd_row = Signal(ROWS_BITS)
-        rd_base = Signal(range(c.max_row_len + C))       # first element of the chunk
+        rd_end = Signal(range(c.max_row_len + 2 * C))    # the chunk's first element + C
         rd_ptr = Signal(range(c.acc_rows))
         rd_row_start = Signal(range(c.acc_rows))
         with m.If(s.start):
-            m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_base.eq(0), sub.eq(0), rd_chunk.eq(0),
+            m.d.sync += [rd_row.eq(0), rd_pass.eq(0), rd_end.eq(C), ln_out.eq(0),
+                         sub.eq(0), rd_chunk.eq(0),
                          rd_ptr.eq(p.acc_addr), rd_row_start.eq(p.acc_addr)]
         # LayerNorm's prescale: first read every chunk's (m, e) from the table into a
         # small memory, then look each chunk's up as its data is read.
@@ -308,7 +309,7 @@ class StoreUnit(wiring.Component):
             m.d.sync += [pre.eq(p_ln & p.prescale & ~bad_shape & ~bad_local
                                 & (p.desc.rows != 0)), pre_k.eq(0)]
         m.d.sync += pre_gap.eq(0)
-        rd_last = rd_base + C >= length
+        rd_last = rd_end >= length
         req = self.acc.req
         table_stride = Mux(cmd.prescale, PARAM_ROWS + 1, PARAM_ROWS)
         # The chunk's table rows start at param_addr + rd_chunk * table_stride: kept in a
@@ -367,12 +368,15 @@ class StoreUnit(wiring.Component):
                          param_row.eq(Mux(rd_last, cmd.param_addr, param_row + table_stride))]
             next_row = Mux(cmd.blocked, rd_row_start + 1, rd_ptr + 1)
             with m.If(~rd_last):
-                m.d.sync += [rd_base.eq(rd_base + C),
+                m.d.sync += [rd_end.eq(rd_end + C),
                              rd_ptr.eq(rd_ptr + Mux(cmd.blocked, rows, 1))]
             with m.Elif(rd_pass + 1 < passes):
-                m.d.sync += [rd_base.eq(0), rd_pass.eq(rd_pass + 1), rd_ptr.eq(rd_row_start)]
+                m.d.sync += [rd_end.eq(C), rd_pass.eq(rd_pass + 1),
+                             rd_ptr.eq(rd_row_start),
+                             ln_out.eq((desc.op == OutputOp.LAYERNORM) & (rd_pass == 1))]
             with m.Else():
-                m.d.sync += [rd_base.eq(0), rd_pass.eq(0), rd_row.eq(rd_row + 1),
+                m.d.sync += [rd_end.eq(C), rd_pass.eq(0), ln_out.eq(0),
+                             rd_row.eq(rd_row + 1),
                              rd_ptr.eq(next_row), rd_row_start.eq(next_row)]
                 with m.If(rd_row + 1 == rows):
                     m.d.sync += reading.eq(0)

@@ -147,15 +147,15 @@ class Timing:
     mem_latency: int
     mem_gap: int
     beats_per_word: int
-    fetch_start: int = 2
+    fetch_start: int = 3
     fetch_ask: int = 2
     dispatch_delay: int = 2
     issue_delay: int = 2
     token_delay: int = 2
     finish_delay: int = 1
     sync_delay: int = 2
-    load_setup: int = CHECK_CYCLES + 2
-    load_tail: int = 7
+    load_setup: int = CHECK_CYCLES + 3
+    load_tail: int = 8
     load_order: int = 2
     ws_fill: int = 0
     ws_drain: int = 0
@@ -163,11 +163,11 @@ class Timing:
     os_drain: int = 0
     same_bank_extra: int = 1
     same_bank_fill: int = 3
-    exec_simple: int = 2
+    exec_simple: int = 3
     exec_in_flight: int = 8
-    store_setup: int = 18
-    store_dma: int = 4
-    spad_store_tail: int = 1
+    store_setup: int = 19
+    store_dma: int = 5
+    spad_store_tail: int = 2
     segment_extra: int = 9
     prescale_chunks: int = 4
     bank_shares: tuple = (0.4, 0.75, 0.15)
@@ -181,10 +181,11 @@ class Timing:
         base = {"mem_latency": mem_latency, "mem_gap": mem_gap,
                 "beats_per_word": command_bits(config) // config.bus_bits,
                 # The pipeline: weights stream in over R cycles; a row crosses R rows and C
-                # columns of PEs (a multiplier and an adder each), then the accumulator
-                # (whose port buffers it: a cycle in, a cycle until it is written).
-                "ws_fill": R + 3, "ws_drain": R + C + 4,
-                "os_fill": 3, "os_drain": 2 * R + C + 4}
+                # columns of PEs (a multiplier and an adder each), the execute unit's result
+                # slice, then the accumulator (whose port buffers it: a cycle in, a cycle to
+                # its bank, a cycle until it is written).
+                "ws_fill": R + 4, "ws_drain": R + C + 6,
+                "os_fill": 4, "os_drain": 2 * R + C + 6}
         base.update(overrides)
         return cls(**base)
 
