@@ -545,6 +545,20 @@ class _Transfer:
             m.d.sync += self.done_pending.eq(0)
 
 
+def _written_from(m: Module, buf, new, fill, nbytes: int) -> Signal:
+    """``nbytes`` bytes: ``buf``'s below ``fill``, then ``new``'s from byte ``fill`` up (a
+    realignment buffer with data written over its tail, whose bytes past ``fill`` are
+    never read). A byte-wise choice from registers, no OR with the old tail."""
+    placed = new << (fill * 8)
+    out = Signal(nbytes * 8)
+    for i in range(nbytes):
+        byte = placed[i * 8:(i + 1) * 8]
+        if i * 8 < len(buf):
+            byte = Mux(fill > i, buf[i * 8:(i + 1) * 8], byte)
+        m.d.comb += out[i * 8:(i + 1) * 8].eq(byte)
+    return out
+
+
 class DmaReader(wiring.Component):
     """Loads: main memory to scratchpad or accumulator (see the module docstring).
 
@@ -676,13 +690,7 @@ class DmaReader(wiring.Component):
         # fill are never read), then the chunk leaves. One shifter, so Yosys has no two
         # to share behind a multiplexer of emit or take. With the beat in, the buffer may
         # hold up to a chunk more than cap until the chunk leaves.
-        placed = beat_bytes << (fill * 8)
-        beat_in = Signal((cap + wc) * 8)
-        for i in range(cap + wc):
-            byte = placed[i * 8:(i + 1) * 8]
-            if i < cap:
-                byte = Mux(fill > i, buf[i * 8:(i + 1) * 8], byte)
-            m.d.comb += beat_in[i * 8:(i + 1) * 8].eq(byte)
+        beat_in = _written_from(m, buf, beat_bytes, fill, cap + wc)
         size2 = size(last2)
         fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
         less_new = Mux(take, Mux(emit, fill_less2 + n, fill_less + n),
@@ -839,11 +847,7 @@ class DmaWriter(wiring.Component):
         # last. (Placing the row after the beat had left made Yosys share one shifter
         # between the two outcomes, with w_fire in front of it.)
         add_row = row_fire & ~discard
-        placed = row_bytes << (fill * 8)
-        held = Signal(cap * 8)
-        for i in range(cap):
-            m.d.comb += held[i * 8:(i + 1) * 8].eq(
-                Mux(fill > i, buf[i * 8:(i + 1) * 8], placed[i * 8:(i + 1) * 8]))
+        held = _written_from(m, buf, row_bytes, fill, cap)
         row_in = Mux(add_row, rb, 0)
         m.d.sync += [buf.eq(Mux(w_fire, held >> (beat.n * 8), held)),
                      fill.eq(Mux(w_fire, fill_less.as_unsigned()[:len(fill)] + row_in,
