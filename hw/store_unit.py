@@ -272,11 +272,14 @@ class StoreUnit(wiring.Component):
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
         # Room for the chunks in the prescale pipeline and on their way from the
-        # accumulator (READ_LATENCY_CYCLES from request to answer at the least).
-        depth = 3 + READ_LATENCY_CYCLES + PRESCALE_STAGES
+        # accumulator (READ_LATENCY_CYCLES from request to answer at the least). The FIFO's
+        # head is a register (the output path's lanes go straight to its multipliers:
+        # from a LUT RAM's read they set the routed critical path); it costs a cycle from
+        # write to read, so one entry more keeps a chunk per cycle.
+        depth = 4 + READ_LATENCY_CYCLES + PRESCALE_STAGES
         entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
                                           "param": param_layout(c)})
-        m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
+        m.submodules.chunks = q = fifo.SyncFIFOBuffered(width=entry_layout.size, depth=depth)
         rd_pass = Signal(range(4))
         # LayerNorm's write-out pass (the third): a register that follows rd_pass.
         ln_out = Signal()
