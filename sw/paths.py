@@ -9,6 +9,12 @@ worst path starts from and the unit it ends in. It is a ranking of what to pipel
 not a timing sign-off: placement decides the routing, which is most of a slow path's
 delay on this device (two thirds to four fifths in the routed reports so far), and the
 block RAM and DSP delays are typical values.
+
+After a routed run, :func:`read_routed_delays` reads nextpnr's detailed timing report
+(``pnr.json``, written with ``--detailed-timing-report``) and :func:`estimate_paths` takes
+each net's routed delay to each of its sinks instead of the fanout estimate: the ranking
+then follows the routing nextpnr made (the cell delays are still the typical ones, and a
+net that packing absorbed keeps its estimate).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from pathlib import Path
 
 from .synth import _unit_of_net as _unit
 
-__all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths"]
+__all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths",
+           "read_routed_delays"]
 
 #: Typical delays, ns (ECP5 speed 6; the logic ones as nextpnr's routed reports give them).
 DELAYS = {
@@ -78,16 +85,39 @@ class PathEstimate:
     failing: int
     worst_ns: float
     groups: list
+    #: The share of the nets' sinks whose delay is nextpnr's routed one (0: an estimate
+    #: before placement).
+    routed_share: float = 0.0
 
     def to_dict(self) -> dict:
         return {"period_ns": self.period_ns, "endpoints": self.endpoints,
                 "failing": self.failing, "worst_ns": round(self.worst_ns, 2),
+                "routed_share": round(self.routed_share, 3),
                 "groups": [g.__dict__ for g in self.groups]}
 
 
+def read_routed_delays(report: Path) -> dict:
+    """nextpnr's routed delays from its JSON report with ``--detailed-timing-report``:
+    ``{net name: {sink cell: ns}}`` (the largest of a sink's ports), plus ``"*"``: the
+    net's largest. Empty if the report has no detailed timing."""
+    data = json.loads(Path(report).read_text())
+    out = {}
+    for net in data.get("detailed_net_timings", []):
+        sinks = {}
+        for e in net.get("endpoints", []):
+            delay = e.get("delay")
+            ns = max(delay) if isinstance(delay, list) else float(delay or 0.0)
+            sinks[e["cell"]] = max(sinks.get(e["cell"], 0.0), ns)
+        if sinks:
+            sinks["*"] = max(sinks.values())
+            out[net["net"].lstrip("\\")] = sinks
+    return out
+
+
 class _Netlist:
-    def __init__(self, module: dict):
+    def __init__(self, module: dict, routed: dict | None = None):
         self.cells = module["cells"]
+        self.routed = {}                    # bit -> {sink cell: routed ns, "*": largest}
         self.driver, self.sinks, self.names = {}, defaultdict(list), {}
         for name, c in self.cells.items():
             for port, bits in c["connections"].items():
@@ -100,9 +130,18 @@ class _Netlist:
                     else:
                         self.sinks[b].append((name, port))
         for net, info in module["netnames"].items():
+            bits = info["bits"]
+            if routed:
+                # nextpnr names a net after one of its bit's names: bit i of a wider
+                # net is "net[i]".
+                bare = net.lstrip("\\")
+                for i, b in enumerate(bits):
+                    key = bare if len(bits) == 1 else f"{bare}[{i}]"
+                    if not isinstance(b, str) and key in routed and b not in self.routed:
+                        self.routed[b] = routed[key]
             if net.startswith("$"):
                 continue
-            for i, b in enumerate(info["bits"]):
+            for i, b in enumerate(bits):
                 if not isinstance(b, str) and (b not in self.names
                                                or len(net) < len(self.names[b][0])):
                     self.names[b] = (net, i)
@@ -111,6 +150,9 @@ class _Netlist:
     def route(self, bit, cell: str, port: str) -> float:
         if (self.cells[cell]["type"], port) in _DEDICATED:
             return 0.0
+        sinks = self.routed.get(bit)
+        if sinks is not None:
+            return sinks.get(cell, sinks["*"])
         fanout = max(len(self.sinks[bit]), 1)
         return DELAYS["route"] + DELAYS["route_per_fanout"] * math.log2(fanout)
 
@@ -182,14 +224,16 @@ class _Netlist:
 
 
 def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
-                   period_ns: float = 10.0, top: str = "tessera_pnr_top") -> PathEstimate:
+                   period_ns: float = 10.0, top: str = "tessera_pnr_top",
+                   routed: dict | None = None) -> PathEstimate:
     """Rank the paths of ``netlist`` (Yosys JSON of ``top``, synthesized for the ECP5, the
     design inside :class:`~tessera.hw.io_wrapper.ShiftWrapper` as ``inner``) against
-    ``period_ns`` (see the module docstring)."""
+    ``period_ns`` (see the module docstring); ``routed``: :func:`read_routed_delays` of a
+    routed run of that netlist, whose delays replace the estimates of the nets it names."""
     if sys.getrecursionlimit() < 100_000:
         sys.setrecursionlimit(100_000)      # the arrival times recurse along the paths
     module = json.loads(Path(netlist).read_text())["modules"][top]
-    n = _Netlist(module)
+    n = _Netlist(module, routed)
     ends = []
     for name, c in n.cells.items():
         ports = _ENDPOINTS.get(c["type"])
@@ -228,19 +272,64 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
                                         units=units, example=n.signal(bit), through=through)
         g.endpoints += 1
     ranked = sorted(groups.values(), key=lambda g: (-g.worst_ns, -g.endpoints))
-    return PathEstimate(period_ns, len(ends), failing, ends[0][0] if ends else 0.0, ranked)
+    # (The connections a path can take: driven by a cell, not a clock, not dedicated.)
+    routable = [(b, c) for b, sinks in n.sinks.items() if b in n.driver for c, p in sinks
+                if (n.cells[c]["type"], p) not in _DEDICATED and not p.startswith("CLK")]
+    share = (sum(b in n.routed for b, _ in routable) / len(routable)) if routable else 0.0
+    return PathEstimate(period_ns, len(ends), failing, ends[0][0] if ends else 0.0, ranked,
+                        share)
 
 
-def format_paths(e: PathEstimate, limit: int = 20) -> str:
-    """A table of the worst groups."""
-    lines = [f"paths estimated before placement (typical delays; a ranking, not a clock): "
+def format_paths(e: PathEstimate, limit: int = 20, through: bool = False) -> str:
+    """A table of the worst groups; ``through``: each with the named signals along its
+    worst path."""
+    if e.routed_share:
+        how = (f"paths with nextpnr's routed net delays ({e.routed_share:.0%} of the "
+               f"connections; typical cell delays, so a ranking close to the routed clock)")
+    else:
+        how = "paths estimated before placement (typical delays; a ranking, not a clock)"
+    lines = [f"{how}: "
              f"{e.failing} of {e.endpoints} endpoints over {e.period_ns:g} ns, the worst "
              f"{e.worst_ns:.1f} ns",
              f"{'worst ns':>8}  {'endpoints':>9}  {'cells':>5}  path (units) from the signal"]
     for g in e.groups[:limit]:
         lines.append(f"{g.worst_ns:8.1f}  {g.endpoints:9d}  {g.cells:5d}  "
                      f"{' -> '.join(g.units)}: from {g.start_signal}")
+        if through and len(g.through) > 1:
+            lines.append(f"{'':28}through {' | '.join(g.through[1:])}")
     if len(e.groups) > limit:
         rest = sum(g.endpoints for g in e.groups[limit:])
         lines.append(f"  ... {len(e.groups) - limit} more groups, {rest} endpoints")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Rank the paths of a finished synthesis folder again (``wrapped.json``, and
+    ``pnr.json`` of a routed run if it is there)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tessera.sw.paths", description=main.__doc__)
+    p.add_argument("workdir", type=Path, help="a tessera synth work folder (build/synth/...)")
+    p.add_argument("--freq", type=float, default=100.0, metavar="MHZ")
+    p.add_argument("--limit", type=int, default=40, help="groups to list (default 40)")
+    p.add_argument("--module", default="tessera_accelerator",
+                   help="the wrapped top's module (default tessera_accelerator)")
+    p.add_argument("--estimate", action="store_true",
+                   help="ignore pnr.json: the estimate before placement")
+    p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
+    args = p.parse_args(argv)
+    netlist, report = args.workdir / "wrapped.json", args.workdir / "pnr.json"
+    if not netlist.exists():
+        p.error(f"{netlist} does not exist: run tessera synth --paths or --pnr first")
+    if args.freq <= 0:
+        p.error("--freq must be positive")
+    routed = None if args.estimate or not report.exists() else read_routed_delays(report)
+    e = estimate_paths(netlist, args.module, 1e3 / args.freq, routed=routed)
+    print(format_paths(e, args.limit, through=True))
+    if args.json:
+        Path(args.json).write_text(json.dumps(e.to_dict(), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -534,7 +534,7 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
             "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
             "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
-            "--log", "pnr.log"]
+            "--detailed-timing-report", "--log", "pnr.log"]
     if route:
         # router2 routes the whole tiny accelerator in minutes; nextpnr's default router1
         # was still resolving congestion after an hour.

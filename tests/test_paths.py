@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tessera.sw.paths import DELAYS, estimate_paths, format_paths
+from tessera.sw.paths import DELAYS, estimate_paths, format_paths, read_routed_delays
+from tessera.sw.paths import main as paths_main
 
 D = DELAYS
 
@@ -84,3 +85,48 @@ def test_fanout_slows_a_net(tmp_path):
     assert e.worst_ns == pytest.approx(D["clk_to_q"] + D["route"] + 3 * D["route_per_fanout"]
                                        + D["setup"])
     assert e.groups[0].endpoints == 8 and e.groups[0].start_unit == "registers"
+
+
+def test_routed_delays_replace_the_estimates(tmp_path):
+    # inner.exe.a (FF) -> a LUT -> two flip-flops; the LUT's output is bit 1 of a wider net.
+    cells = {"src": _ff(50, 10), "l1": _lut([10], 11), "near": _ff(11, 20), "far": _ff(11, 21)}
+    path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [30, 11]})
+    report = tmp_path / "pnr.json"
+    report.write_text(json.dumps({"detailed_net_timings": [
+        {"net": "inner.exe.a", "driver": "src", "port": "Q",
+         "endpoints": [{"cell": "l1", "port": "A", "delay": [1.0, 1.5]}]},
+        {"net": "inner.dma.b[1]", "driver": "l1", "port": "Z",
+         "endpoints": [{"cell": "near", "port": "DI", "delay": [0.2, 0.3]},
+                       {"cell": "far", "port": "DI", "delay": [2.5, 3.0]}]}]}))
+    routed = read_routed_delays(report)
+    assert routed["inner.dma.b[1]"] == {"near": 0.3, "far": 3.0, "*": 3.0}
+    e = estimate_paths(path, period_ns=1.0, routed=routed)
+    base = D["clk_to_q"] + 1.5 + D["lut"] + D["setup"]
+    assert e.worst_ns == pytest.approx(base + 3.0)            # the far flip-flop's route
+    assert e.routed_share == 1.0 and "routed net delays" in format_paths(e)
+    # Only the far sink misses a period between the two routes.
+    assert estimate_paths(path, period_ns=base + 1.0, routed=routed).failing == 1
+    # Without the report the same netlist is estimated: fanout 2 on the LUT's net.
+    plain = estimate_paths(path, period_ns=1.0)
+    assert plain.routed_share == 0.0
+    assert plain.worst_ns == pytest.approx(D["clk_to_q"] + D["route"] + D["lut"] + D["route"]
+                                           + D["route_per_fanout"] + D["setup"])
+    # A report without detailed timing names nothing.
+    report.write_text(json.dumps({"fmax": {}}))
+    assert read_routed_delays(report) == {}
+
+
+def test_ranking_a_finished_folder_again(tmp_path, capsys):
+    cells = {"src": _ff(50, 10), "l1": _lut([10], 11), "dst": _ff(11, 12)}
+    _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [11]})
+    assert paths_main([str(tmp_path), "--freq", "1000"]) == 0
+    assert "estimated before placement" in capsys.readouterr().out
+    (tmp_path / "pnr.json").write_text(json.dumps({"detailed_net_timings": [
+        {"net": "inner.exe.a", "driver": "src", "port": "Q",
+         "endpoints": [{"cell": "l1", "port": "A", "delay": [4.0, 5.0]}]}]}))
+    out_json = tmp_path / "rank.json"
+    assert paths_main([str(tmp_path), "--freq", "1000", "--json", str(out_json)]) == 0
+    assert "routed net delays" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["worst_ns"] > 5.0
+    with pytest.raises(SystemExit):
+        paths_main([str(tmp_path / "missing")])
