@@ -221,12 +221,18 @@ class CommandQueues(wiring.Component):
         stuck_for = Signal(range(DEADLOCK_CYCLES + 1))
         m.d.sync += stuck_for.eq(Mux(stuck_now, stuck_for + (stuck_for < DEADLOCK_CYCLES), 0))
         m.d.comb += self.deadlock.eq(stuck_for == DEADLOCK_CYCLES)
-        # The earliest command at a blocked head.
+        # The earliest command at a blocked head. Two register stages (the heads, then the
+        # comparisons): while the queues are stuck their heads do not move, and a deadlock
+        # is raised only after DEADLOCK_CYCLES stuck cycles, so the index is exact; it keeps
+        # the heads' LUT RAM reads and two comparison chains out of one cycle.
+        assert DEADLOCK_CYCLES > 2
         earliest = Const(2**INDEX_BITS - 1, INDEX_BITS)
         for q in qs.values():
+            there = Signal(name=f"deadlock_{q.name}_there")
+            index = Signal(INDEX_BITS, name=f"deadlock_{q.name}_index")
+            m.d.sync += [there.eq(q.fifo.r_rdy), index.eq(q.head.index)]
             better = Signal(INDEX_BITS, name=f"earliest_{q.name}")
-            m.d.comb += better.eq(Mux(q.fifo.r_rdy & (q.head.index < earliest), q.head.index,
-                                      earliest))
+            m.d.comb += better.eq(Mux(there & (index < earliest), index, earliest))
             earliest = better
-        m.d.comb += self.deadlock_index.eq(earliest)
+        m.d.sync += self.deadlock_index.eq(earliest)
         return m
