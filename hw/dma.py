@@ -946,12 +946,17 @@ class DmaEngine(wiring.Component):
                                                          & self.i_load.ready)]
         with m.If(self.i_load.valid & self.i_load.ready):
             m.d.sync += nxt.eq(~nxt)
-        # Local writes taken by the memories and not yet written: the oldest command's
-        # (only it writes), at most two in each port's buffer and one being written.
+        # The accumulator's writes leave through a register slice: the lanes that widen
+        # and scale a row (a multiplexer and two carry chains) end in its register, not
+        # in the accumulator's request buffer.
+        m.submodules.acc_writes = acc_writes = SkidBuffer(self.acc.req.payload.shape())
+        wiring.connect(m, acc_writes.o, wiring.flipped(self.acc.req))
+        # Local writes taken and not yet written: the oldest command's (only it writes),
+        # at most two in the slice, two in each port's buffer and one being written.
         unwritten = Signal(range(8))
         m.d.sync += unwritten.eq(unwritten
                                  + ((self.spad.req.valid & self.spad.req.ready)
-                                    | (self.acc.req.valid & self.acc.req.ready))
+                                    | (acc_writes.i.valid & acc_writes.i.ready))
                                  - self.spad.resp.written - self.acc.resp.written)
         # Only the oldest command's reader writes: which reader that is next cycle, as a
         # register (the order FIFO's head is a LUT RAM read, too slow in front of the
@@ -998,7 +1003,7 @@ class DmaEngine(wiring.Component):
                 if k < n_max - 1 else 0
             m.d.comb += row[k * wc * 8:(k + 1) * wc * 8].eq(
                 Mux(w.part == k, w.chunk.as_value(), earlier))
-        spad, acc = self.spad.req, self.acc.req
+        spad, acc = self.spad.req, acc_writes.i
         ready = Mux(w.end, Mux(w.to_acc, acc.ready, spad.ready), 1)
         m.d.comb += [
             a.ready.eq(ready & a.valid), b.ready.eq(ready & b.valid),

@@ -249,7 +249,11 @@ class ExecuteUnit(wiring.Component):
         written = Signal(ROWS_BITS)
         written_1 = Signal(ROWS_BITS + 1, init=1)      # written + 1, a register
         last_row = written_1 == head.rows
-        req = self.acc.req
+        # The writes leave through a register slice too: the accumulator's arbitration and
+        # request buffer stay out of the last-row test and the results' handshake.
+        m.submodules.acc_writes = acc_writes = SkidBuffer(self.acc.req.payload.shape())
+        wiring.connect(m, acc_writes.o, wiring.flipped(self.acc.req))
+        req = acc_writes.i
         writing = result.valid & recs.r_rdy & (head.rows != 0)
         can_report = done_q.w_rdy | ~head.report
         # The last row of a command is written only when its completion can be queued.
