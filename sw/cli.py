@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", type=int, default=0, metavar="N",
                    help="ecp5: rank the N worst groups of paths over the --freq period, "
                         "estimated before placement (minutes, where placing takes half an "
-                        "hour); with --pnr, from nextpnr's routed net delays")
+                        "hour); with --pnr, ranked by nextpnr's routed arrival times")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=cmd_synth)
 
@@ -857,14 +857,14 @@ def cmd_synth(args) -> int:
     out = report.to_dict()
     text = format_report(report)
     if args.paths:
-        from .paths import estimate_paths, format_paths, read_routed_delays
+        from .paths import estimate_paths, format_paths, read_routed_arrivals
         from .synth import synthesize_wrapped
 
         work = Path(report.workdir)
         if not (args.pnr or args.place):
             synthesize_wrapped(report, names=False)
-        # After routing, the ranking takes nextpnr's routed delay of every net it can name.
-        routed = read_routed_delays(work / "pnr.json") if args.pnr else None
+        # After routing, the ranking takes nextpnr's arrival time at every endpoint.
+        routed = read_routed_arrivals(work / "pnr.json") if args.pnr else None
         estimate = estimate_paths(work / "wrapped.json", top_spec(args.top).module,
                                   1e3 / args.freq, routed=routed)
         text += "\n\n" + format_paths(estimate, args.paths)

@@ -10,11 +10,13 @@ not a timing sign-off: placement decides the routing, which is most of a slow pa
 delay on this device (two thirds to four fifths in the routed reports so far), and the
 block RAM and DSP delays are typical values.
 
-After a routed run, :func:`read_routed_delays` reads nextpnr's detailed timing report
-(``pnr.json``, written with ``--detailed-timing-report``) and :func:`estimate_paths` takes
-each net's routed delay to each of its sinks instead of the fanout estimate: the ranking
-then follows the routing nextpnr made (the cell delays are still the typical ones, and a
-net that packing absorbed keeps its estimate).
+After a routed run, :func:`read_routed_arrivals` reads nextpnr's detailed timing report
+(``pnr.json``, written with ``--detailed-timing-report``: the routed arrival time at every
+endpoint, keyed by the net that feeds it) and :func:`estimate_paths` takes each endpoint's
+routed arrival instead of its estimate: which endpoints miss the clock, and by how much,
+are then nextpnr's own figures. The path to each (its start, the signals along it) is
+still traced through the netlist with the typical delays, so a group's start is the
+likeliest one, not necessarily the one nextpnr timed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from .synth import _unit_of_net as _unit
 
 __all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths",
-           "read_routed_delays"]
+           "read_routed_arrivals"]
 
 #: Typical delays, ns (ECP5 speed 6; the logic ones as nextpnr's routed reports give them).
 DELAYS = {
@@ -85,7 +87,7 @@ class PathEstimate:
     failing: int
     worst_ns: float
     groups: list
-    #: The share of the nets' sinks whose delay is nextpnr's routed one (0: an estimate
+    #: The share of the endpoints whose time is nextpnr's routed arrival (0: an estimate
     #: before placement).
     routed_share: float = 0.0
 
@@ -96,28 +98,28 @@ class PathEstimate:
                 "groups": [g.__dict__ for g in self.groups]}
 
 
-def read_routed_delays(report: Path) -> dict:
-    """nextpnr's routed delays from its JSON report with ``--detailed-timing-report``:
-    ``{net name: {sink cell: ns}}`` (the largest of a sink's ports), plus ``"*"``: the
-    net's largest. Empty if the report has no detailed timing."""
+def read_routed_arrivals(report: Path) -> dict:
+    """nextpnr's routed arrival time, ns after the clock edge, at each endpoint cell of a
+    clock-to-clock path (the latest of its inputs; paths from the asynchronous reset are
+    left out), from its JSON report with ``--detailed-timing-report``. Empty if the report
+    has no detailed timing."""
     data = json.loads(Path(report).read_text())
-    out = {}
+    out: dict = {}
     for net in data.get("detailed_net_timings", []):
-        sinks = {}
+        if net.get("event", "").startswith("<async>"):
+            continue
         for e in net.get("endpoints", []):
+            if e.get("event", "").startswith("<async>"):
+                continue
             delay = e.get("delay")
             ns = max(delay) if isinstance(delay, list) else float(delay or 0.0)
-            sinks[e["cell"]] = max(sinks.get(e["cell"], 0.0), ns)
-        if sinks:
-            sinks["*"] = max(sinks.values())
-            out[net["net"].lstrip("\\")] = sinks
+            out[e["cell"]] = max(out.get(e["cell"], 0.0), ns)
     return out
 
 
 class _Netlist:
-    def __init__(self, module: dict, routed: dict | None = None):
+    def __init__(self, module: dict):
         self.cells = module["cells"]
-        self.routed = {}                    # bit -> {sink cell: routed ns, "*": largest}
         self.driver, self.sinks, self.names = {}, defaultdict(list), {}
         for name, c in self.cells.items():
             for port, bits in c["connections"].items():
@@ -131,14 +133,6 @@ class _Netlist:
                         self.sinks[b].append((name, port))
         for net, info in module["netnames"].items():
             bits = info["bits"]
-            if routed:
-                # nextpnr names a net after one of its bit's names: bit i of a wider
-                # net is "net[i]".
-                bare = net.lstrip("\\")
-                for i, b in enumerate(bits):
-                    key = bare if len(bits) == 1 else f"{bare}[{i}]"
-                    if not isinstance(b, str) and key in routed and b not in self.routed:
-                        self.routed[b] = routed[key]
             if net.startswith("$"):
                 continue
             for i, b in enumerate(bits):
@@ -150,9 +144,6 @@ class _Netlist:
     def route(self, bit, cell: str, port: str) -> float:
         if (self.cells[cell]["type"], port) in _DEDICATED:
             return 0.0
-        sinks = self.routed.get(bit)
-        if sinks is not None:
-            return sinks.get(cell, sinks["*"])
         fanout = max(len(self.sinks[bit]), 1)
         return DELAYS["route"] + DELAYS["route_per_fanout"] * math.log2(fanout)
 
@@ -228,12 +219,15 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
                    routed: dict | None = None) -> PathEstimate:
     """Rank the paths of ``netlist`` (Yosys JSON of ``top``, synthesized for the ECP5, the
     design inside :class:`~tessera.hw.io_wrapper.ShiftWrapper` as ``inner``) against
-    ``period_ns`` (see the module docstring); ``routed``: :func:`read_routed_delays` of a
-    routed run of that netlist, whose delays replace the estimates of the nets it names."""
+    ``period_ns`` (see the module docstring); ``routed``: :func:`read_routed_arrivals` of a
+    routed run of that netlist, whose arrival times replace the estimates of the endpoints
+    it names."""
     if sys.getrecursionlimit() < 100_000:
         sys.setrecursionlimit(100_000)      # the arrival times recurse along the paths
     module = json.loads(Path(netlist).read_text())["modules"][top]
-    n = _Netlist(module, routed)
+    n = _Netlist(module)
+    routed = routed or {}
+    hits = 0
     ends = []
     for name, c in n.cells.items():
         ports = _ENDPOINTS.get(c["type"])
@@ -244,6 +238,8 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
             continue
         worst = max(((n.at(b) + n.route(b, name, p) + DELAYS["setup"], b)
                      for b, p in n._inputs(name, ports)), default=None, key=lambda e: e[0])
+        if worst and name in routed:
+            worst, hits = (routed[name], worst[1]), hits + 1
         if worst:
             ends.append(worst)
     ends.sort(key=lambda e: -e[0])
@@ -272,10 +268,7 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
                                         units=units, example=n.signal(bit), through=through)
         g.endpoints += 1
     ranked = sorted(groups.values(), key=lambda g: (-g.worst_ns, -g.endpoints))
-    # (The connections a path can take: driven by a cell, not a clock, not dedicated.)
-    routable = [(b, c) for b, sinks in n.sinks.items() if b in n.driver for c, p in sinks
-                if (n.cells[c]["type"], p) not in _DEDICATED and not p.startswith("CLK")]
-    share = (sum(b in n.routed for b, _ in routable) / len(routable)) if routable else 0.0
+    share = hits / len(ends) if ends else 0.0
     return PathEstimate(period_ns, len(ends), failing, ends[0][0] if ends else 0.0, ranked,
                         share)
 
@@ -284,8 +277,8 @@ def format_paths(e: PathEstimate, limit: int = 20, through: bool = False) -> str
     """A table of the worst groups; ``through``: each with the named signals along its
     worst path."""
     if e.routed_share:
-        how = (f"paths with nextpnr's routed net delays ({e.routed_share:.0%} of the "
-               f"connections; typical cell delays, so a ranking close to the routed clock)")
+        how = (f"paths after routing (nextpnr's arrival times at {e.routed_share:.0%} of the "
+               f"endpoints; each group's start and signals traced with typical delays)")
     else:
         how = "paths estimated before placement (typical delays; a ranking, not a clock)"
     lines = [f"{how}: "
@@ -323,7 +316,7 @@ def main(argv=None) -> int:
         p.error(f"{netlist} does not exist: run tessera synth --paths or --pnr first")
     if args.freq <= 0:
         p.error("--freq must be positive")
-    routed = None if args.estimate or not report.exists() else read_routed_delays(report)
+    routed = None if args.estimate or not report.exists() else read_routed_arrivals(report)
     e = estimate_paths(netlist, args.module, 1e3 / args.freq, routed=routed)
     print(format_paths(e, args.limit, through=True))
     if args.json:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tessera.sw.paths import DELAYS, estimate_paths, format_paths, read_routed_delays
+from tessera.sw.paths import DELAYS, estimate_paths, format_paths, read_routed_arrivals
 from tessera.sw.paths import main as paths_main
 
 D = DELAYS
@@ -87,25 +87,30 @@ def test_fanout_slows_a_net(tmp_path):
     assert e.groups[0].endpoints == 8 and e.groups[0].start_unit == "registers"
 
 
-def test_routed_delays_replace_the_estimates(tmp_path):
-    # inner.exe.a (FF) -> a LUT -> two flip-flops; the LUT's output is bit 1 of a wider net.
+def test_routed_arrivals_replace_the_estimates(tmp_path):
+    # inner.exe.a (FF) -> a LUT -> two flip-flops.
     cells = {"src": _ff(50, 10), "l1": _lut([10], 11), "near": _ff(11, 20), "far": _ff(11, 21)}
-    path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [30, 11]})
+    path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.dma.b": [11]})
     report = tmp_path / "pnr.json"
+    clk, reset = "posedge clk", "<async>"
     report.write_text(json.dumps({"detailed_net_timings": [
-        {"net": "inner.exe.a", "driver": "src", "port": "Q",
-         "endpoints": [{"cell": "l1", "port": "A", "delay": [1.0, 1.5]}]},
-        {"net": "inner.dma.b[1]", "driver": "l1", "port": "Z",
-         "endpoints": [{"cell": "near", "port": "DI", "delay": [0.2, 0.3]},
-                       {"cell": "far", "port": "DI", "delay": [2.5, 3.0]}]}]}))
-    routed = read_routed_delays(report)
-    assert routed["inner.dma.b[1]"] == {"near": 0.3, "far": 3.0, "*": 3.0}
-    e = estimate_paths(path, period_ns=1.0, routed=routed)
-    base = D["clk_to_q"] + 1.5 + D["lut"] + D["setup"]
-    assert e.worst_ns == pytest.approx(base + 3.0)            # the far flip-flop's route
-    assert e.routed_share == 1.0 and "routed net delays" in format_paths(e)
-    # Only the far sink misses a period between the two routes.
-    assert estimate_paths(path, period_ns=base + 1.0, routed=routed).failing == 1
+        # nextpnr's arrival at each endpoint, listed under the net that feeds it.
+        {"net": "inner.dma.b", "driver": "l1", "port": "Z", "event": clk,
+         "endpoints": [{"cell": "near", "port": "DI", "event": clk, "delay": [1.0, 2.0]},
+                       {"cell": "far", "port": "M", "event": clk, "delay": [3.0, 7.5]}]},
+        # A path from the asynchronous reset is not a clock's.
+        {"net": "rst", "driver": "io", "port": "O", "event": reset,
+         "endpoints": [{"cell": "far", "port": "LSR", "event": clk, "delay": [9.0, 9.0]}]}]}))
+    routed = read_routed_arrivals(report)
+    assert routed == {"near": 2.0, "far": 7.5}
+    e = estimate_paths(path, period_ns=1.5, routed=routed)
+    assert e.worst_ns == pytest.approx(7.5) and e.failing == 2   # src's input: 1.22 ns
+    # Two of the three endpoints (src's input has no path) took nextpnr's times.
+    assert e.routed_share == pytest.approx(2 / 3) and "after routing" in format_paths(e)
+    g = e.groups[0]
+    assert (g.start_signal, g.end_unit, g.example) == ("inner.exe.a", "DMA", "inner.dma.b")
+    # Between the two arrivals only the far flip-flop misses the period.
+    assert estimate_paths(path, period_ns=5.0, routed=routed).failing == 1
     # Without the report the same netlist is estimated: fanout 2 on the LUT's net.
     plain = estimate_paths(path, period_ns=1.0)
     assert plain.routed_share == 0.0
@@ -113,7 +118,7 @@ def test_routed_delays_replace_the_estimates(tmp_path):
                                            + D["route_per_fanout"] + D["setup"])
     # A report without detailed timing names nothing.
     report.write_text(json.dumps({"fmax": {}}))
-    assert read_routed_delays(report) == {}
+    assert read_routed_arrivals(report) == {}
 
 
 def test_ranking_a_finished_folder_again(tmp_path, capsys):
@@ -122,11 +127,12 @@ def test_ranking_a_finished_folder_again(tmp_path, capsys):
     assert paths_main([str(tmp_path), "--freq", "1000"]) == 0
     assert "estimated before placement" in capsys.readouterr().out
     (tmp_path / "pnr.json").write_text(json.dumps({"detailed_net_timings": [
-        {"net": "inner.exe.a", "driver": "src", "port": "Q",
-         "endpoints": [{"cell": "l1", "port": "A", "delay": [4.0, 5.0]}]}]}))
+        {"net": "inner.dma.b", "driver": "l1", "port": "Z", "event": "posedge clk",
+         "endpoints": [{"cell": "dst", "port": "DI", "event": "posedge clk",
+                        "delay": [4.0, 5.5]}]}]}))
     out_json = tmp_path / "rank.json"
     assert paths_main([str(tmp_path), "--freq", "1000", "--json", str(out_json)]) == 0
-    assert "routed net delays" in capsys.readouterr().out
+    assert "after routing" in capsys.readouterr().out
     assert json.loads(out_json.read_text())["worst_ns"] > 5.0
     with pytest.raises(SystemExit):
         paths_main([str(tmp_path / "missing")])
