@@ -4,7 +4,7 @@ when it ends, so a read after the run is consistent)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,9 +19,9 @@ class Counters(wiring.Component):
     Members
     -------
     clear : In(1)
-        Every counter to 0 (it wins over ``enable``).
+        Every counter to 0 (it wins over ``enable``; increments not yet added are dropped).
     enable : In(1)
-        Add this cycle's increments.
+        Add this cycle's increments (they show in the counts a cycle later).
     inc_<name> : In(range(increment + 1))
         The event's count in this cycle.
     <name> : Out(64)
@@ -45,10 +45,16 @@ class Counters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for name in self._increments:
+        for name, most in self._increments.items():
             count = getattr(self, name)
+            # The increment is registered first, so a count includes a cycle's events one
+            # cycle later: the events (bus handshakes, the dispatch decision) and the 64-bit
+            # carry chain are in different cycles. Reads come over the register bus, cycles
+            # after a run has ended.
+            step = Signal(range(most + 1), name=f"{name}_step")
             with m.If(self.clear):
-                m.d.sync += count.eq(0)
-            with m.Elif(self.enable):
-                m.d.sync += count.eq(count + getattr(self, f"inc_{name}"))
+                m.d.sync += [count.eq(0), step.eq(0)]
+            with m.Else():
+                m.d.sync += [count.eq(count + step),
+                             step.eq(Mux(self.enable, getattr(self, f"inc_{name}"), 0))]
         return m

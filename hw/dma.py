@@ -619,7 +619,9 @@ class DmaReader(wiring.Component):
         # only, and the buffer's update starts from registers.)
         n_bits = (bb).bit_length()
         clear = Signal()
-        beats = fifo.SyncFIFO(width=bb * 8 + n_bits, depth=2)
+        # (Its head is a register, so the realignment starts from flip-flops; three
+        # entries keep a beat per cycle.)
+        beats = fifo.SyncFIFOBuffered(width=bb * 8 + n_bits, depth=3)
         m.submodules.beats = beats = ResetInserter(clear)(beats)
         r_fire = Signal()
         m.d.comb += [

@@ -154,7 +154,7 @@ class GeluLanes(wiring.Component):
             m.d.comb += b_less.eq(big_b - shifted)
             diff = stage(m, en, Mux(over2 | b_less[-1], 0, b_less[:B_BITS]), f"gelu_diff{j}")
             # 4: d**2
-            sq = stage(m, en, multiply(m, self.mul, j, 0, diff, diff), f"gelu_sq{j}")
+            sq = multiply(m, self.mul, j, 0, diff, diff, en)
             # 5, 6: (Pmax - d**2) >> r
             pm = stage(m, en, (p_max - sq)[:29], f"gelu_pm{j}")
             p_r = stage(m, en, pm >> r, f"gelu_pr{j}")
@@ -164,9 +164,8 @@ class GeluLanes(wiring.Component):
             g7 = stage(m, en, g, f"gelu_g7_{j}")
             # 8, 9: q * G
             q7 = q[7]
-            lo = stage(m, en, multiply(m, self.mul, j, 1, q7[:16], g7), f"gelu_lo{j}")
-            hi = stage(m, en, multiply(m, self.mul, j, 2, q7[16:].as_signed(), g7),
-                       f"gelu_hi{j}")
+            lo = multiply(m, self.mul, j, 1, q7[:16], g7, en)
+            hi = multiply(m, self.mul, j, 2, q7[16:].as_signed(), g7, en)
             prod = Signal(signed(50), name=f"gelu_prod{j}")
             m.d.comb += prod.eq((hi << 16) + lo)
             prod9 = stage(m, en, prod, f"gelu_prod9_{j}")

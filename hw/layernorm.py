@@ -285,9 +285,8 @@ class LayerNormUnit(wiring.Component):
             # would be two LUT levels on the multiplier's path.)
             x, load = Mux(s.scale_mul, (s.max_acc, s.min_acc)[j], x), en | s.scale_mul
         # 1, 2: n x
-        lo = stage(m, load, multiply(m, self.mul, j, 0, x[:16], self.length), f"ln_nxl{j}")
-        hi = stage(m, load, multiply(m, self.mul, j, 1, x[16:].as_signed(), self.length),
-                   f"ln_nxh{j}")
+        lo = multiply(m, self.mul, j, 0, x[:16], self.length, load)
+        hi = multiply(m, self.mul, j, 1, x[16:].as_signed(), self.length, load)
         nx = Signal(signed(46), name=f"ln_nx{j}")
         m.d.comb += nx.eq((hi << 16) + lo)
         s.nx.append(nx)
@@ -305,7 +304,7 @@ class LayerNormUnit(wiring.Component):
         other = Signal(signed(FACTOR_BITS + 1), name=f"ln_other{j}")
         m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor[:FACTOR_BITS]))
         top = stage(m, en, (t4.pass_index != 1) & s.factor[FACTOR_BITS], f"ln_top{j}")
-        pd = stage(m, en, multiply(m, self.mul, j, 2, d4, other), f"ln_pd{j}")
+        pd = multiply(m, self.mul, j, 2, d4, other, en)
         d5 = stage(m, en, d4, f"ln_d5_{j}")
         prod = Signal(signed(16 + FACTOR_BITS + 1), name=f"ln_prod{j}")
         m.d.comb += prod.eq(Mux(top, d5 << FACTOR_BITS, pd))
@@ -322,9 +321,8 @@ class LayerNormUnit(wiring.Component):
         for k in range(1, 9):
             beta = stage(m, en, beta, f"ln_beta{k}_{j}")
         # 7, 8, pass 2: y * gamma_q
-        yl = stage(m, en, multiply(m, self.mul, j, 3, val6[:17], gamma), f"ln_yl{j}")
-        yh = stage(m, en, multiply(m, self.mul, j, 4, val6[17:].as_signed(), gamma),
-                   f"ln_yh{j}")
+        yl = multiply(m, self.mul, j, 3, val6[:17], gamma, en)
+        yh = multiply(m, self.mul, j, 4, val6[17:].as_signed(), gamma, en)
         yg = Signal(signed(48), name=f"ln_yg{j}")
         m.d.comb += yg.eq((yh << 17) + yl)
         yg8 = stage(m, en, yg, f"ln_yg8_{j}")

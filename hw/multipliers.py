@@ -5,10 +5,12 @@ The three units never hold chunks at the same time (the output path takes a desc
 only once the previous command has left the pipelines), so the output path owns one bank
 of :data:`BANK_SLOTS` multipliers per lane and gives each slot the operands of the unit
 that the command's operation names. A unit states what it multiplies through a
-:class:`MultiplierSignature` port: per lane and slot, the operands ``a`` and ``b`` out, the
-product ``p`` back in the same cycle (combinational: the unit registers it as before, so
-its pipeline is unchanged). Every operand fits a signed 18-bit value: each product is one
-ECP5 MULT18X18D.
+:class:`MultiplierSignature` port: per lane and slot, the operands ``a`` and ``b`` and the
+register's enable ``en`` out, the product ``p`` back, registered in the bank: it is the
+pipeline register that would otherwise follow the multiplier in the unit, so the unit's
+pipeline is unchanged, and the product's register sits at its DSP block (an unregistered
+product routed to three units' registers set the routed critical path). Every operand fits
+a signed 18-bit value: each product is one ECP5 MULT18X18D.
 
 :class:`LaneMultipliers` is the bank; :class:`WithMultipliers` gives a unit a bank of its
 own, for a unit synthesized or simulated alone.
@@ -16,7 +18,7 @@ own, for a unit synthesized or simulated alone.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +35,8 @@ BANK_SLOTS = 5
 
 class MultiplierSignature(wiring.Signature):
     """A unit's use of ``slots`` multipliers in each of ``cols`` lanes (from the unit's side:
-    the operands ``a``, ``b`` out, the product ``p`` in).
+    the operands ``a``, ``b`` and the product register's enable ``en`` out, the registered
+    product ``p`` in).
 
     Parameters
     ----------
@@ -58,13 +61,16 @@ class MultiplierSignature(wiring.Signature):
         super().__init__({
             "a": Out(lanes(signed(OPERAND_BITS))),
             "b": Out(lanes(signed(OPERAND_BITS))),
+            "en": Out(lanes(unsigned(1))),
             "p": In(lanes(signed(PRODUCT_BITS))),
         })
 
 
-def multiply(m: Module, port, lane: int, slot: int, a, b):
-    """``a * b`` on multiplier ``slot`` of ``lane`` of the unit's ``port``: the operands are
-    driven onto the port and the product comes back in the shape ``a * b`` has.
+def multiply(m: Module, port, lane: int, slot: int, a, b, en):
+    """``a * b`` on multiplier ``slot`` of ``lane`` of the unit's ``port``, registered: the
+    operands and ``en`` are driven onto the port, and the product comes back in the shape
+    ``a * b`` has, after the next clock edge on which ``en`` is high (what
+    ``stage(m, en, a * b)`` gives; it holds otherwise).
 
     Raises
     ------
@@ -76,19 +82,21 @@ def multiply(m: Module, port, lane: int, slot: int, a, b):
         if len(x) + (0 if shape.signed else 1) > OPERAND_BITS:
             raise ValueError(f"operand {name} ({shape}) does not fit signed({OPERAND_BITS})")
     shape = (a * b).shape()
-    m.d.comb += [port.a[lane][slot].eq(a), port.b[lane][slot].eq(b)]
+    m.d.comb += [port.a[lane][slot].eq(a), port.b[lane][slot].eq(b),
+                 port.en[lane][slot].eq(en)]
     p = port.p[lane][slot]
     width = min(shape.width, PRODUCT_BITS)
     return p[:width].as_signed() if shape.signed else p[:width]
 
 
 class LaneMultipliers(wiring.Component):
-    """``slots`` signed 18 x 18 multipliers in each of ``cols`` lanes, combinational.
+    """``slots`` signed 18 x 18 multipliers in each of ``cols`` lanes, each product into a
+    register loaded when its ``en`` is high.
 
     Members
     -------
     mul : In(MultiplierSignature(cols, slots))
-        The operands in, the products out.
+        The operands and enables in, the registered products out.
     """
 
     def __init__(self, cols: int, slots: int):
@@ -99,7 +107,8 @@ class LaneMultipliers(wiring.Component):
         sig = self.mul.signature
         for j in range(sig.cols):
             for k in range(sig.slots):
-                m.d.comb += self.mul.p[j][k].eq(self.mul.a[j][k] * self.mul.b[j][k])
+                with m.If(self.mul.en[j][k]):
+                    m.d.sync += self.mul.p[j][k].eq(self.mul.a[j][k] * self.mul.b[j][k])
         return m
 
 

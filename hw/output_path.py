@@ -58,7 +58,7 @@ Multipliers: i-GELU, i-Softmax and i-LayerNorm never hold chunks at the same tim
 descriptor is taken once the previous command has left the pipelines), so they share one
 bank of :data:`~.multipliers.BANK_SLOTS` 18 x 18 multipliers per lane
 (:class:`~.multipliers.LaneMultipliers`), each slot's operands chosen by the command's
-operation; requantization has its own.
+operation and its product registered in the bank; requantization has its own.
 
 Timing: every pass takes one chunk per cycle while the streams flow. Between passes the
 input waits for the pass's statistic (:func:`gap_cycles`); after a command's last chunk
@@ -412,8 +412,9 @@ class OutputPath(wiring.Component):
         """One bank of multipliers per lane for GELU, Softmax and LayerNorm, which never
         hold chunks at the same time (a descriptor is taken once the pipelines are empty):
         LayerNorm's five slots, GELU's three in the first of them, Softmax's two in the
-        last. Each slot's operands are LayerNorm's or the other unit's, chosen by a
-        register per lane set with the descriptor (one LUT level in front of the DSP)."""
+        last. Each slot's operands and enable are LayerNorm's or the other unit's, chosen
+        by a register per lane set with the descriptor (one LUT level in front of the
+        DSP); its registered product goes back to both."""
         C, bank = self._config.cols, s.mul.mul
         assert LN_SLOTS == BANK_SLOTS and GELU_SLOTS + SM_SLOTS <= BANK_SLOTS
         users = [(s.gelu.mul, k) for k in range(GELU_SLOTS)] + \
@@ -426,12 +427,14 @@ class OutputPath(wiring.Component):
                 m.d.comb += [s.ln.mul.p[j][slot].eq(bank.p[j][slot])]
                 if slot >= len(users):
                     m.d.comb += [bank.a[j][slot].eq(s.ln.mul.a[j][slot]),
-                                 bank.b[j][slot].eq(s.ln.mul.b[j][slot])]
+                                 bank.b[j][slot].eq(s.ln.mul.b[j][slot]),
+                                 bank.en[j][slot].eq(s.ln.mul.en[j][slot])]
                     continue
                 port, k = users[slot]
                 m.d.comb += [
                     bank.a[j][slot].eq(Mux(use_ln, s.ln.mul.a[j][slot], port.a[j][k])),
                     bank.b[j][slot].eq(Mux(use_ln, s.ln.mul.b[j][slot], port.b[j][k])),
+                    bank.en[j][slot].eq(Mux(use_ln, s.ln.mul.en[j][slot], port.en[j][k])),
                     port.p[j][k].eq(bank.p[j][slot]),
                 ]
 

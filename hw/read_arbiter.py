@@ -97,7 +97,10 @@ class ReadArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus, managers = self.bus, (self.m0, self.m1)
-        m.submodules.owner = owner = fifo.SyncFIFO(width=1, depth=self._depth)
+        # The owners' head is a register (SyncFIFOBuffered): the R beats' routing starts
+        # from flip-flops, not a LUT RAM read behind the FIFO's level. A burst's owner is
+        # readable two cycles after its AR; a beat sooner than that waits (rready low).
+        m.submodules.owner = owner = fifo.SyncFIFOBuffered(width=1, depth=self._depth)
         hold, held, pick = Signal(), Signal(), Signal()
         m.d.comb += pick.eq(Mux(hold, held, self.choose))
         m.d.sync += [hold.eq(bus.arvalid & ~bus.arready), held.eq(pick)]

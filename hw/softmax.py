@@ -295,7 +295,7 @@ class SoftmaxUnit(wiring.Component):
         qb8 = stage(m, en, (s.q_b - r7)[:16], f"sm_qb8_{j}")
         r8 = stage(m, en, r7, f"sm_r8_{j}")
         z8 = stage(m, en, z7, f"sm_z8_{j}")
-        prod9 = stage(m, en, multiply(m, self.mul, j, 0, r8, qb8), f"sm_prod9_{j}")
+        prod9 = multiply(m, self.mul, j, 0, r8, qb8, en)
         zw9 = stage(m, en, z8 + s.w, f"sm_zw9_{j}")
         poly = Signal(unsigned(31), name=f"sm_poly{j}")
         m.d.comb += poly.eq(s.q_c - prod9)
@@ -323,8 +323,7 @@ class SoftmaxUnit(wiring.Component):
             # factor, and beside it e's low bits times factor (adders); 13: the two
             # added, shifted and clipped.
             e = s.e11[j]
-            hi = stage(m, en, multiply(m, self.mul, j, 1, e[SPLIT_BITS:], s.factor),
-                       f"sm_scaled_hi12_{j}")
+            hi = multiply(m, self.mul, j, 1, e[SPLIT_BITS:], s.factor, en)
             lo = stage(m, en, times_unsigned(m, s.factor, e[:SPLIT_BITS], f"sm_lo{j}"),
                        f"sm_scaled_lo12_{j}")
             scaled = (hi << SPLIT_BITS) + lo

@@ -25,8 +25,15 @@ def test_counters_add_what_they_are_given():
                 ctx.set(getattr(dut, f"inc_{name}"), inc)
             await ctx.tick()
             for name, inc in incs.items():
+                # A count shows the increments of the cycles before the last one (none
+                # once cleared).
+                assert ctx.get(getattr(dut, name)) == (0 if clear else want[name]), \
+                    (step, name)
                 want[name] = 0 if clear else want[name] + (inc if enable else 0)
-                assert ctx.get(getattr(dut, name)) == want[name], (step, name)
+        ctx.set(dut.enable, 0)                  # ... and the last cycle's, a cycle later
+        await ctx.tick()
+        for name in incs:
+            assert ctx.get(getattr(dut, name)) == want[name], name
         assert want["macs"] > 0
 
     sim = Simulator(dut)

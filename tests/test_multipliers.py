@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""The output path's shared multiplier bank: what its helpers refuse, and a unit given a
-bank of its own (the output path's tests check the shared bank against the golden model)."""
+"""The output path's shared multiplier bank: what its helpers refuse, products registered
+when enabled, and a unit given a bank of its own (the output path's tests check the shared
+bank against the golden model)."""
 
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
@@ -24,9 +25,9 @@ def test_signature_and_operands_are_checked():
     port = MultiplierSignature(1, 1).create()
     m = Module()
     with pytest.raises(ValueError, match=r"operand a \(unsigned\(18\)\) does not fit"):
-        multiply(m, port, 0, 0, Signal(unsigned(18)), Signal(unsigned(4)))
+        multiply(m, port, 0, 0, Signal(unsigned(18)), Signal(unsigned(4)), 1)
     with pytest.raises(ValueError, match=r"operand b \(signed\(19\)\) does not fit"):
-        multiply(m, port, 0, 0, Signal(unsigned(17)), Signal(signed(19)))
+        multiply(m, port, 0, 0, Signal(unsigned(17)), Signal(signed(19)), 1)
     with pytest.raises(ValueError, match="RequantLanes has no 'mul' port"):
         WithMultipliers(RequantLanes(2))
 
@@ -39,10 +40,10 @@ def test_products_come_back_exact_in_the_operands_shape(a_shape, b_shape):
     m = Module()
     m.submodules.bank = bank
     port = MultiplierSignature(1, 1).create()
-    a, b = Signal(a_shape), Signal(b_shape)
-    p = multiply(m, port, 0, 0, a, b)
+    a, b, en = Signal(a_shape), Signal(b_shape), Signal()
+    p = multiply(m, port, 0, 0, a, b, en)
     m.d.comb += [bank.mul.a[0][0].eq(port.a[0][0]), bank.mul.b[0][0].eq(port.b[0][0]),
-                 port.p[0][0].eq(bank.mul.p[0][0])]
+                 bank.mul.en[0][0].eq(port.en[0][0]), port.p[0][0].eq(bank.mul.p[0][0])]
     assert p.shape() == (a * b).shape()
 
     def edges(shape):
@@ -51,13 +52,22 @@ def test_products_come_back_exact_in_the_operands_shape(a_shape, b_shape):
         return sorted({lo, lo + 1, -1 if shape.signed else 2, 0, 1, hi // 3, hi - 1, hi})
 
     async def bench(ctx):
+        held = None
         for x in edges(a_shape):
             for y in edges(b_shape):
                 ctx.set(a, x)
                 ctx.set(b, y)
+                ctx.set(en, 1)
+                await ctx.tick()                # registered: the product a clock later
                 assert ctx.get(p) == x * y, (x, y)
+                held = x * y
+        ctx.set(a, 1)
+        ctx.set(en, 0)                          # not enabled: the register holds
+        await ctx.tick()
+        assert ctx.get(p) == held
 
     sim = Simulator(m)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
 
