@@ -562,8 +562,10 @@ def _written_from(m: Module, buf, new, fill, nbytes: int) -> Signal:
 class DmaReader(wiring.Component):
     """Loads: main memory to scratchpad or accumulator (see the module docstring).
 
-    The realignment buffer holds ``bus_bytes + chunk_bytes`` bytes: a beat beside a
-    chunk (:func:`chunk_bytes`). Rows leave it a chunk per cycle.
+    The realignment buffer holds ``bus_bytes + 2 * chunk_bytes`` bytes: a beat beside a
+    chunk (:func:`chunk_bytes`), after up to a chunk's bytes already sent (the content
+    starts less than a chunk in; the buffer moves down a whole chunk at a time). Rows
+    leave it a chunk per cycle.
 
     Members
     -------
@@ -665,11 +667,19 @@ class DmaReader(wiring.Component):
         size0 = Signal(range(wc + 1))
 
         # --- The realignment buffer: a chunk out when it holds one, a beat in when the
-        # bytes left after that are fewer than the next chunk. Every candidate of the next
-        # state is computed beside the others from registers (fill, fill - the current
-        # chunk's size, fill - the sizes of it and the next), then chosen.
-        buf = Signal(cap * 8)
-        fill = Signal(range(cap + 1))
+        # bytes left after that are fewer than the next chunk. The content starts at byte
+        # ``off`` of the buffer (less than a chunk in) and ends at ``wpos``: a chunk leaves
+        # from ``off`` (a shifter on its way into the local writes' register), and the
+        # buffer moves down by a whole chunk, a constant shift, once ``off`` passes one. So
+        # the next buffer is the beat written over the bytes from ``wpos`` up, then at
+        # most that constant shift: no variable shifter after the handshake. The counts'
+        # candidates are computed beside each other from registers (fill, fill - the
+        # current chunk's size, fill - the sizes of it and the next), then chosen.
+        span = 2 * wc + bb    # off < wc; after a take fewer than wc + bb bytes are held
+        buf = Signal(span * 8)
+        fill = Signal(range(cap + 1))                 # the content's bytes
+        off = Signal(range(wc))
+        wpos = Signal(range(span + 1))                # off + fill
         fill_less = Signal(range(-2 * wc, cap + 1))   # fill - size0
         fill_less2 = Signal(range(-3 * wc, cap + 1))  # fill - size0 - size1
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
@@ -687,21 +697,26 @@ class DmaReader(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(live & beats.r_rdy & Mux(emit, fill_less2[-1], fill_less[-1]))
         m.d.comb += beats.r_en.eq(take)
-        # The next buffer from registers, emit choosing last: the FIFO's head is written
-        # over the bytes from fill up whether it is taken or not (the buffer's bytes past
-        # fill are never read), then the chunk leaves. One shifter, so Yosys has no two
-        # to share behind a multiplexer of emit or take. With the beat in, the buffer may
-        # hold up to a chunk more than cap until the chunk leaves.
-        beat_in = _written_from(m, buf, beat_bytes, fill, cap + wc)
+        # The FIFO's head is written over the bytes from wpos up whether it is taken or
+        # not (the buffer's bytes past wpos are never sent).
+        beat_in = _written_from(m, buf, beat_bytes, wpos, span + bb)
+        off_next = off + size0
+        wraps = off_next >= wc                  # the chunk leaving ends past a chunk
+        shift = Signal()
+        m.d.comb += shift.eq(emit & wraps)
         size2 = size(last2)
         fill_new = Mux(take, Mux(emit, fill_less + n, fill + n), Mux(emit, fill_less, fill))
         less_new = Mux(take, Mux(emit, fill_less2 + n, fill_less + n),
                        Mux(emit, fill_less2, fill_less))
         less2_new = Mux(take, Mux(emit, fill_less2 + n - size2, fill_less2 + n),
                         Mux(emit, fill_less2 - size2, fill_less2))
+        wpos_new = Mux(take, Mux(shift, wpos + n - wc, wpos + n), Mux(shift, wpos - wc, wpos))
         with m.If(take | emit):
-            m.d.sync += [buf.eq(Mux(emit, beat_in >> (size0 * 8), beat_in)), fill.eq(fill_new),
+            m.d.sync += [buf.eq(Mux(shift, beat_in[wc * 8:(wc + span) * 8], beat_in[:span * 8])),
+                         fill.eq(fill_new), wpos.eq(wpos_new),
                          fill_less.eq(less_new), fill_less2.eq(less2_new)]
+        with m.If(emit):
+            m.d.sync += off.eq(Mux(wraps, off_next - wc, off_next))
         with m.If(emit):
             k2_next = Mux(k2 == last_k, 0, k2 + 1)
             m.d.sync += [part.eq(Mux(last0, 0, part + 1)), last0.eq(last1), last1.eq(last2),
@@ -725,8 +740,9 @@ class DmaReader(wiring.Component):
         # lanes for both readers).
         chunk = Signal(data.ArrayLayout(signed(8), wc))
         in_chunk = Mux(last0, last_mask, (1 << wc) - 1)
+        head = (buf >> (off * 8))[:wc * 8]
         for i in range(wc):
-            m.d.comb += chunk[i].eq(Mux(in_chunk[i], buf[i * 8:(i + 1) * 8], 0))
+            m.d.comb += chunk[i].eq(Mux(in_chunk[i], head[i * 8:(i + 1) * 8], 0))
         # The scale's multiples that the engine's lanes choose among, registered from the
         # command (they are ready long before its first row: the check takes 3 cycles).
         scale_x3 = Signal.like(self.o_write.payload.scale_x3)
@@ -750,7 +766,7 @@ class DmaReader(wiring.Component):
         finished = t.running & (t.outstanding == 0) & ~t.split.busy & ~w_pending \
             & self.settled & (failed | (rows_done == cmd.rows))
         m.d.comb += clear.eq(finished)
-        t.complete(finished, [fill, buf])
+        t.complete(finished, [fill, buf, off, wpos])
         return m
 
 
