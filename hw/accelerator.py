@@ -70,10 +70,11 @@ class CommandFetcher(wiring.Component):
     Members
     -------
     start : In(1)
-        Begin (the fetcher is reset in the cycle before, see :class:`Accelerator`).
+        Begin (the fetcher is reset in the cycle before, see :class:`Accelerator`): the
+        buffer is checked, and fetching starts, in the next cycle.
     base, count : In
-        The command buffer; ``base`` must be aligned to a command word and the buffer must
-        lie in the window, or the fetch fails at once.
+        The command buffer (held from ``start`` on); ``base`` must be aligned to a command
+        word and the buffer must lie in the window, or the fetch fails at once.
     abort : In(1)
         Issue no more bursts (the bursts in flight are still taken, and dropped).
     o_word : Out(stream(entry_layout))
@@ -122,12 +123,20 @@ class CommandFetcher(wiring.Component):
         r_addr = Signal(a)
         out_index = Signal(INDEX_BITS)
 
-        # --- Start: check the buffer. ------------------------------------------------------
+        # --- Start: check the buffer, over two cycles: the buffer's and the window's ends
+        # (two adders) registered at start, compared in the next cycle (``begin``).
         end = Signal(a + INDEX_BITS + 1)
-        m.d.comb += end.eq(self.base + (self.count << word_shift))
-        bad = (self.base[:word_shift] != 0) | (self.base < self.window_base) | \
-            (end > self.window_base + self.window_size)
+        window_end = Signal(a + 1)
+        misplaced = Signal()
+        begin = Signal()
+        m.d.sync += begin.eq(self.start)
         with m.If(self.start):
+            m.d.sync += [end.eq(self.base + (self.count << word_shift)),
+                         window_end.eq(self.window_base + self.window_size),
+                         misplaced.eq((self.base[:word_shift] != 0)
+                                      | (self.base < self.window_base))]
+        bad = misplaced | (end > window_end)
+        with m.If(begin):
             with m.If(bad & (self.count != 0)):
                 m.d.sync += [self.fault.eq(1), self.fault_addr.eq(self.base)]
             with m.Else():
@@ -153,7 +162,7 @@ class CommandFetcher(wiring.Component):
         popped = self.o_word.valid & self.o_word.ready
         ask = ~self.arvalid & n_ok & (n != 0) & ~self.fault & ~self.abort & \
             (reserved + n <= FETCH_DEPTH)
-        with m.If(self.start | ask):
+        with m.If(begin | ask):
             m.d.sync += n_ok.eq(0)
         # Room is reserved when a burst is asked for, and freed as its words leave.
         m.d.sync += reserved.eq(reserved + Mux(ask, n, 0) - popped)

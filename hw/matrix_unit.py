@@ -30,6 +30,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import ArrayConfig, TesseraConfig
+from .skid import room_register
 from .systolic import SystolicGrid
 
 __all__ = ["MatrixUnit", "MODE_WS", "MODE_OS"]
@@ -106,9 +107,10 @@ class MatrixUnit(wiring.Component):
         m.submodules.grid = s.grid = SystolicGrid(c)
         m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(
             width=self.result_layout.size, depth=2)
-        # One step of the whole datapath per cycle in which the output FIFO has room.
-        s.advance = Signal(name="advance")
-        m.d.comb += [s.advance.eq(s.out_fifo.w_rdy), s.grid.en.eq(s.advance)]
+        # One step of the whole datapath per cycle in which the output FIFO has room (its
+        # w_rdy as a register: the enable of every register of the grid).
+        s.advance = room_register(m, s.out_fifo, "advance")
+        m.d.comb += s.grid.en.eq(s.advance)
         self._mode(m, s)
         self._tile_control(m, s)
         self._input_skew(m, s)

@@ -89,6 +89,7 @@ from .layernorm import gap_cycles as ln_gap_cycles
 from .multipliers import BANK_SLOTS, LaneMultipliers
 from .requant import LATENCY as RQ_LATENCY
 from .requant import MULTIPLIER_BITS, SHIFT_BITS, RequantLanes
+from .skid import room_register
 from .softmax import EXP_CONSTS, SoftmaxUnit
 from .softmax import LATENCY as SM_LATENCY
 from .softmax import MUL_SLOTS as SM_SLOTS
@@ -273,8 +274,9 @@ class OutputPath(wiring.Component):
         m.submodules.requant = s.rq = RequantLanes(C)
         m.submodules.multipliers = s.mul = LaneMultipliers(C, BANK_SLOTS)
         m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
-        s.advance = Signal(name="advance")
-        m.d.comb += s.advance.eq(s.out_fifo.w_rdy)
+        # The pipelines advance while the output FIFO has room: its w_rdy as a register,
+        # the enable of every pipeline register.
+        s.advance = room_register(m, s.out_fifo, "advance")
         for unit in (s.gelu, s.sm, s.ln, s.rq):
             m.d.comb += unit.en.eq(s.advance)
         self._command(m, s)

@@ -51,6 +51,7 @@ from .output_path import (
     row_layout,
 )
 from .requant import DYADIC_STAGES, MULTIPLIER_BITS, SHIFT_BITS, dyadic_lanes
+from .skid import SkidBuffer
 
 __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 
@@ -272,14 +273,13 @@ class StoreUnit(wiring.Component):
         # LAYERNORM's write-out pass reads, before each chunk, its gamma, beta-low and
         # beta-high rows from the table at param_addr; they travel with the chunk.
         # Room for the chunks in the prescale pipeline and on their way from the
-        # accumulator (READ_LATENCY_CYCLES from request to answer at the least). The FIFO's
-        # head is a register (the output path's lanes go straight to its multipliers:
-        # from a LUT RAM's read they set the routed critical path); it costs a cycle from
-        # write to read, so one entry more keeps a chunk per cycle.
+        # accumulator (READ_LATENCY_CYCLES from request to answer at the least), and one
+        # more. The FIFO's head reaches the output path through a register slice (in
+        # _to_output_path).
         depth = 4 + READ_LATENCY_CYCLES + PRESCALE_STAGES
         entry_layout = data.StructLayout({"chunk": row_layout(c), "has_param": 1,
                                           "param": param_layout(c)})
-        m.submodules.chunks = q = fifo.SyncFIFOBuffered(width=entry_layout.size, depth=depth)
+        m.submodules.chunks = q = fifo.SyncFIFO(width=entry_layout.size, depth=depth)
         rd_pass = Signal(range(4))
         # LayerNorm's write-out pass (the third): a register that follows rd_pass.
         ln_out = Signal()
@@ -438,12 +438,22 @@ class StoreUnit(wiring.Component):
         m.d.comb += [entry.chunk.data[i].eq(scaled_r[i]) for i in range(C)]
         m.d.comb += [entry.chunk.last.eq(ctl[0]), entry.has_param.eq(ctl[1]),
                      entry.param.eq(par), r.fifo_write.eq(v)]
+        # The FIFO's head into a register slice, the slice to the output path: the output
+        # path's lanes start from flip-flops (they go straight to its multipliers: from
+        # the FIFO's LUT RAM read that set the routed critical path), and its take reaches
+        # only the slice's registers, beside it, not the FIFO's read (a registered FIFO
+        # head put the take, the read and the head's enables in one cycle: the next
+        # critical path).
+        m.submodules.to_output = slice_ = SkidBuffer(entry_layout)
         head = Signal(entry_layout)
-        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v), head.eq(q.r_data),
-                     self.op_row.valid.eq(q.r_rdy), self.op_row.payload.eq(head.chunk),
-                     self.op_param.valid.eq(q.r_rdy & head.has_param),
+        m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v),
+                     slice_.i.valid.eq(q.r_rdy), slice_.i.payload.eq(q.r_data),
+                     q.r_en.eq(slice_.i.ready),
+                     head.eq(slice_.o.payload),
+                     self.op_row.valid.eq(slice_.o.valid), self.op_row.payload.eq(head.chunk),
+                     self.op_param.valid.eq(slice_.o.valid & head.has_param),
                      self.op_param.payload.eq(head.param),
-                     q.r_en.eq(self.op_row.ready)]
+                     slice_.o.ready.eq(self.op_row.ready)]
 
     def _write_side(self, m: Module, s) -> None:
         """The output path's results: transposed into the scratchpad, into the scratchpad,

@@ -147,7 +147,7 @@ class Timing:
     mem_latency: int
     mem_gap: int
     beats_per_word: int
-    fetch_start: int = 3
+    fetch_start: int = 4
     fetch_ask: int = 2
     dispatch_delay: int = 2
     issue_delay: int = 2
@@ -155,7 +155,7 @@ class Timing:
     finish_delay: int = 1
     sync_delay: int = 2
     load_setup: int = CHECK_CYCLES + 3
-    load_tail: int = 8
+    load_tail: int = 9
     load_order: int = 2
     ws_fill: int = 0
     ws_drain: int = 0
@@ -165,7 +165,7 @@ class Timing:
     same_bank_fill: int = 3
     exec_simple: int = 3
     exec_in_flight: int = 8
-    store_setup: int = 19
+    store_setup: int = 20
     store_dma: int = 5
     spad_store_tail: int = 2
     segment_extra: int = 9
@@ -184,8 +184,8 @@ class Timing:
                 # columns of PEs (a multiplier and an adder each), the execute unit's result
                 # slice, then the accumulator (whose port buffers it: a cycle in, a cycle to
                 # its bank, a cycle until it is written).
-                "ws_fill": R + 4, "ws_drain": R + C + 6,
-                "os_fill": 4, "os_drain": 2 * R + C + 6}
+                "ws_fill": R + 4, "ws_drain": R + C + 7,
+                "os_fill": 4, "os_drain": 2 * R + C + 7}
         base.update(overrides)
         return cls(**base)
 
