@@ -663,7 +663,8 @@ class DmaReader(wiring.Component):
         # The n valid bytes: byte i is kept when i < n (a comparison each, not the carry
         # chain of 2**(8 n) - 1, which ended the reader's longest path).
         keep = Cat((t.n > i).replicate(8) for i in range(bb))
-        m.d.comb += [beats.w_data.eq(Cat(_byte_shift(m, self.rdata, t.lo, bb, left=False, name="rdata") & keep, t.n)),
+        m.d.comb += [beats.w_data.eq(Cat(_byte_shift(m, self.rdata, t.lo, bb, left=False,
+                                                     name="rdata") & keep, t.n)),
                      beats.w_en.eq(r_fire & ~failed)]
         m.d.sync += t.outstanding.eq(t.outstanding + t.addr_fire - (r_fire & self.rlast))
 
@@ -892,7 +893,8 @@ class DmaWriter(wiring.Component):
         add_row = row_fire & ~discard
         held = _written_from(m, buf, row_bytes, fill, cap)
         row_in = Mux(add_row, rb, 0)
-        m.d.sync += [buf.eq(Mux(w_fire, _byte_shift(m, held, beat.n, cap, left=False, name="sent"), held)),
+        m.d.sync += [buf.eq(Mux(w_fire, _byte_shift(m, held, beat.n, cap, left=False,
+                                                    name="sent"), held)),
                      fill.eq(Mux(w_fire, fill_less.as_unsigned()[:len(fill)] + row_in,
                                  fill + row_in))]
         with m.If(row_fire):
