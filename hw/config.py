@@ -318,6 +318,13 @@ class TesseraConfig(ArrayConfig):
     max_row_len : int
         Longest row (in elements) the Softmax and LayerNorm units normalise: a power of two
         from ``cols`` to :data:`MAX_ROW_LEN`.
+    output_lanes : int
+        Lanes of the output path's units (requantization, GELU, Softmax, LayerNorm): 0 (the
+        default) for one per column, or a divisor of ``cols`` from 2 up. With fewer lanes
+        than columns each ``cols``-wide chunk passes in ``cols / output_lanes`` pieces: the
+        units cost that much less and a row's passes take that many more cycles
+        (:attr:`out_lanes`; ``docs/architecture.md``). Left out of :meth:`to_dict` (and so
+        of the hash) when 0 or ``cols``.
 
     Raises
     ------
@@ -340,6 +347,7 @@ class TesseraConfig(ArrayConfig):
     exec_queue_depth: int = 8
     store_queue_depth: int = 2
     max_row_len: int = 4096
+    output_lanes: int = 0
 
     KIND = "accelerator"
 
@@ -377,6 +385,10 @@ class TesseraConfig(ArrayConfig):
         if not (_is_pow2(self.max_row_len) and self.cols <= self.max_row_len <= MAX_ROW_LEN):
             yield (f"max_row_len must be a power of two from cols ({self.cols}) to "
                    f"{MAX_ROW_LEN}, not {self.max_row_len}")
+        if self.output_lanes and not (self.output_lanes >= 2 and self.cols > 0
+                                      and self.cols % self.output_lanes == 0):
+            yield (f"output_lanes must be 0 (one per column) or a divisor of cols "
+                   f"({self.cols}) from 2 up, not {self.output_lanes}")
         # Memory shapes: each bank must hold at least one tile.
         for mem, kib, banks, row_bytes in (
             ("scratchpad", "spad_kib", "spad_banks", self.spad_row_bytes),
@@ -392,8 +404,21 @@ class TesseraConfig(ArrayConfig):
                        f"at least {self.rows} rows in each of its {nbanks} banks; "
                        f"raise {kib} or lower {banks}")
 
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["output_lanes"] in (0, self.cols):
+            # One lane per column, however it is said: configurations from before the field
+            # hash as they did.
+            del d["output_lanes"]
+        return d
+
     # Derived values (each computed once: the lowering and the performance model read them
     # for every command) ------------------------------------------------------------------
+
+    @functools.cached_property
+    def out_lanes(self) -> int:
+        """Lanes of the output path's units: ``output_lanes``, or ``cols`` when it is 0."""
+        return self.output_lanes or self.cols
 
     @functools.cached_property
     def bus_bytes(self) -> int:
@@ -437,7 +462,8 @@ class TesseraConfig(ArrayConfig):
         return (f"{self.rows}x{self.cols} {self.dataflow.upper()} array, "
                 f"int{self.input_bits} x int{self.weight_bits} -> int{self.acc_bits}, "
                 f"{self.spad_kib} KiB scratchpad / {self.acc_kib} KiB accumulator, "
-                f"{self.bus_bits}-bit bus")
+                f"{self.bus_bits}-bit bus"
+                + (f", {self.out_lanes} output lanes" if self.out_lanes < self.cols else ""))
 
 
 _DEFAULT = TesseraConfig()
@@ -453,10 +479,14 @@ PRESETS: dict[str, TesseraConfig] = {
     # BERT-base layer goes from 0.40 to 0.70 MAC utilization).
     # An 8x8 array with small memories: the FPGA-sized accelerator (an ECP5-85F). Weight-
     # stationary only, the dataflow every lowering uses: the output-stationary one costs
-    # about 10,800 LUT4 and 1,000 carry cells more on this array (docs/physical.md).
+    # about 10,800 LUT4 and 1,000 carry cells more on this array. Four output lanes: the
+    # output path's units at half the columns take 60% of the 85F's LUT4 sites instead of
+    # 74% and 121 DSPs instead of 153, for about 1% more cycles on a BERT-style layer
+    # (docs/physical.md).
     "small": dataclasses.replace(_DEFAULT, rows=8, cols=8, dataflow="ws", spad_kib=32,
                                  spad_banks=2, acc_kib=32, acc_banks=2, bus_bits=64,
-                                 max_reads=4, max_writes=4, max_row_len=1024),
+                                 max_reads=4, max_writes=4, max_row_len=1024,
+                                 output_lanes=4),
     "default": _DEFAULT,
     "large": dataclasses.replace(_DEFAULT, rows=32, cols=32, spad_kib=512, acc_kib=256,
                                  bus_bits=256),

@@ -138,21 +138,24 @@ def descriptor_layout(config: TesseraConfig) -> data.StructLayout:
     })
 
 
-def row_layout(config: TesseraConfig) -> data.StructLayout:
-    """The layout of an ``i_row`` chunk: ``cols`` accumulator values and ``last``."""
-    return data.StructLayout({"data": data.ArrayLayout(signed(config.acc_bits), config.cols),
-                              "last": 1})
+def row_layout(config: TesseraConfig, lanes: int | None = None) -> data.StructLayout:
+    """The layout of an ``i_row`` chunk: ``cols`` (or ``lanes``) accumulator values and
+    ``last``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(config.acc_bits), lanes or config.cols), "last": 1})
 
 
-def param_layout(config: TesseraConfig) -> data.StructLayout:
+def param_layout(config: TesseraConfig, lanes: int | None = None) -> data.StructLayout:
     """The layout of an ``i_param`` beat: LayerNorm's ``gamma`` and ``beta`` lanes."""
-    return data.StructLayout({"gamma": data.ArrayLayout(signed(GAMMA_BITS), config.cols),
-                              "beta": data.ArrayLayout(signed(BETA_BITS), config.cols)})
+    n = lanes or config.cols
+    return data.StructLayout({"gamma": data.ArrayLayout(signed(GAMMA_BITS), n),
+                              "beta": data.ArrayLayout(signed(BETA_BITS), n)})
 
 
-def out_layout(config: TesseraConfig) -> data.StructLayout:
-    """The layout of an ``o_row`` chunk: ``cols`` bytes and ``last``."""
-    return data.StructLayout({"data": data.ArrayLayout(signed(8), config.cols), "last": 1})
+def out_layout(config: TesseraConfig, lanes: int | None = None) -> data.StructLayout:
+    """The layout of an ``o_row`` chunk: ``cols`` (or ``lanes``) bytes and ``last``."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), lanes or config.cols),
+                              "last": 1})
 
 
 def latency_cycles(op: OutputOp) -> int:
@@ -166,16 +169,17 @@ def latency_cycles(op: OutputOp) -> int:
     return stages + 1
 
 
-def gap_cycles(op: OutputOp, cols: int,
+def gap_cycles(op: OutputOp, lanes: int,
                steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, ...]:
     """Idle ``i_row`` cycles after the last chunk of each statistics pass of a row (one entry
     per pass but the last) while the streams flow: the time to finish the pass's per-row
-    value (``softmax.gap_cycles``, ``layernorm.gap_cycles``)."""
+    value (``softmax.gap_cycles``, ``layernorm.gap_cycles``) with ``lanes`` lanes
+    (``config.out_lanes``)."""
     op = OutputOp(op)
     if op == OutputOp.SOFTMAX:
-        return sm_gap_cycles(cols, steps_per_cycle)
+        return sm_gap_cycles(lanes, steps_per_cycle)
     if op == OutputOp.LAYERNORM:
-        return ln_gap_cycles(cols, steps_per_cycle)
+        return ln_gap_cycles(lanes, steps_per_cycle)
     return ()
 
 
@@ -190,13 +194,14 @@ def command_gap_cycles(op: OutputOp) -> int:
     return stages + 1 + SETUP_CYCLES
 
 
-def row_cycles(op: OutputOp, length: int, cols: int,
+def row_cycles(op: OutputOp, length: int, lanes: int,
                steps_per_cycle: int = STEPS_PER_CYCLE) -> int:
-    """Input cycles per row of ``length`` elements in a long command whose streams flow:
-    one per chunk in every pass, plus the gaps between passes."""
+    """Input cycles per row of ``length`` elements in a long command whose streams flow,
+    with ``lanes`` lanes (``config.out_lanes``): one per ``lanes`` elements in every pass,
+    plus the gaps between passes."""
     op = OutputOp(op)
-    chunks = -(-length // cols)
-    return PASSES[op] * chunks + sum(gap_cycles(op, cols, steps_per_cycle))
+    pieces = -(-length // lanes)
+    return PASSES[op] * pieces + sum(gap_cycles(op, lanes, steps_per_cycle))
 
 
 def _mask(remaining, cols: int, taken: int = 0):
@@ -237,6 +242,7 @@ class OutputPath(wiring.Component):
 
     def __init__(self, config: TesseraConfig, steps_per_cycle: int = STEPS_PER_CYCLE):
         self._config = config
+        self.lanes = config.out_lanes
         self.steps_per_cycle = steps_per_cycle
         self.cmd_layout = descriptor_layout(config)
         self.row_layout = row_layout(config)
@@ -262,18 +268,26 @@ class OutputPath(wiring.Component):
 
     def gap_cycles(self, op: OutputOp) -> tuple[int, ...]:
         """See :func:`gap_cycles`."""
-        return gap_cycles(op, self._config.cols, self.steps_per_cycle)
+        return gap_cycles(op, self.lanes, self.steps_per_cycle)
 
     def elaborate(self, platform):
-        C = self._config.cols
+        c, C = self._config, self.lanes
         m = Module()
         s = SimpleNamespace()
+        if C == c.cols:
+            s.i_row, s.i_param, s.o_row = self.i_row, self.i_param, self.o_row
+        else:
+            # The units' streams, ``lanes`` wide, between the splitter and the packer.
+            s.i_row = stream.Signature(row_layout(c, C)).create(path=("piece_row",))
+            s.i_param = stream.Signature(param_layout(c, C)).create(path=("piece_param",))
+            s.o_row = stream.Signature(out_layout(c, C)).create(path=("piece_out",))
         m.submodules.gelu = s.gelu = GeluLanes(C)
         m.submodules.softmax = s.sm = SoftmaxUnit(C, self.steps_per_cycle)
         m.submodules.layernorm = s.ln = LayerNormUnit(C, self.steps_per_cycle)
         m.submodules.requant = s.rq = RequantLanes(C)
         m.submodules.multipliers = s.mul = LaneMultipliers(C, BANK_SLOTS)
-        m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=self.out_layout.size, depth=2)
+        m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=s.o_row.payload.shape().size,
+                                                           depth=2)
         # The pipelines advance while the output FIFO has room: its w_rdy as a register,
         # the enable of every pipeline register.
         s.advance = room_register(m, s.out_fifo, "advance")
@@ -284,8 +298,88 @@ class OutputPath(wiring.Component):
         self._units(m, s)
         self._multipliers(m, s)
         self._chunks_out(m, s)
-        m.d.comb += self.idle.eq((s.state == _State.IDLE) & ~s.pipe_busy & ~s.out_fifo.r_rdy)
+        pieces_idle = Const(1)
+        if C != c.cols:
+            pieces_idle = self._split(m, s) & self._pack(m, s)
+        m.d.comb += self.idle.eq((s.state == _State.IDLE) & ~s.pipe_busy & ~s.out_fifo.r_rdy
+                                 & pieces_idle)
         return m
+
+    def _split(self, m: Module, s: SimpleNamespace):
+        """Each ``cols``-lane chunk on ``i_row`` (and its ``i_param`` beat) to the units as
+        pieces of ``lanes`` lanes, one per cycle, taken from the chunk as it stands (the
+        store unit offers it from a register slice): piece ``k`` until the chunk's last
+        piece, which ends the row or holds the chunk's last lanes (pieces past the row's
+        end are not sent). The chunk is taken with its last piece; a piece's ``last`` is the
+        chunk's on its last piece. Returns "no chunk half taken"."""
+        c, L = self._config, self.lanes
+        S = c.cols // L
+        k = Signal(range(S), name="piece")
+        # Elements of the row from the piece's first on; whether the piece is its chunk's
+        # last (a register, so the chunk's take is one gate after the units' take).
+        rem = Signal(range(c.max_row_len + 1), name="piece_rem")
+        final = Signal(name="piece_final")
+        outer, inner, outer_p, inner_p = self.i_row, s.i_row, self.i_param, s.i_param
+
+        def piece(view, bits):
+            return view.as_value().word_select(k, L * bits)
+
+        m.d.comb += [
+            inner.valid.eq(outer.valid),
+            inner.payload.data.eq(piece(outer.payload.data, c.acc_bits)),
+            inner.payload.last.eq(outer.payload.last & final),
+            inner_p.valid.eq(outer_p.valid),
+            inner_p.payload.gamma.eq(piece(outer_p.payload.gamma, GAMMA_BITS)),
+            inner_p.payload.beta.eq(piece(outer_p.payload.beta, BETA_BITS)),
+            outer.ready.eq(inner.ready & final),
+            outer_p.ready.eq(inner_p.ready & final),
+        ]
+
+        def go(new_rem, new_k):
+            m.d.sync += [rem.eq(new_rem), k.eq(new_k),
+                         final.eq((new_rem <= L) | (new_k == S - 1))]
+
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            go(self.i_cmd.payload.length, 0)
+        with m.Elif(inner.valid & inner.ready):
+            with m.If(final):
+                # The row's end starts its next pass (or row) at its full length.
+                go(Mux(rem <= L, s.length, rem - L), 0)
+            with m.Else():
+                go(rem - L, k + 1)
+        return k == 0
+
+    def _pack(self, m: Module, s: SimpleNamespace):
+        """The units' ``lanes``-byte pieces back into ``cols``-byte chunks on ``o_row``: the
+        pieces before a chunk's last are held; the last (``last``, or the chunk's last
+        lanes) leaves with them, lanes past the pieces 0. Returns "no chunk half packed"."""
+        c, L = self._config, self.lanes
+        S = c.cols // L
+        j = Signal(range(S), name="pack_piece")
+        held = [Signal(8 * L, name=f"pack{g}") for g in range(S - 1)]
+        inner, outer = s.o_row, self.o_row
+        done = inner.payload.last | (j == S - 1)
+        piece = inner.payload.data.as_value()
+        groups = []
+        for g in range(S):
+            here = Mux(j == g, piece, 0)
+            groups.append(Mux(j > g, held[g], here) if g < S - 1 else here)
+        m.d.comb += [
+            outer.valid.eq(inner.valid & done),
+            outer.payload.data.eq(Cat(*groups)),
+            outer.payload.last.eq(inner.payload.last),
+            inner.ready.eq(~done | outer.ready),
+        ]
+        with m.If(inner.valid & inner.ready):
+            with m.If(done):
+                m.d.sync += j.eq(0)
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+                with m.Switch(j):
+                    for g in range(S - 1):
+                        with m.Case(g):
+                            m.d.sync += held[g].eq(piece)
+        return j == 0
 
     def _command(self, m: Module, s: SimpleNamespace) -> None:
         """The descriptor: accepted when the units are idle, checked (an unknown operation
@@ -304,10 +398,10 @@ class OutputPath(wiring.Component):
         # the row's pass, registered with it (they are the units' first input: the lane
         # reductions' first level takes them).
         s.remaining = Signal(range(c.max_row_len + 1), name="remaining")
-        s.mask = Signal(c.cols, name="mask")
+        s.mask = Signal(self.lanes, name="mask")
         s.end = Signal(name="end")
         # The same for a row's first chunk.
-        s.mask_first = Signal(c.cols, name="mask_first")
+        s.mask_first = Signal(self.lanes, name="mask_first")
         s.end_first = Signal(name="end_first")
         s.first = Signal(name="first")
         s.rows_left = Signal(ROWS_BITS, name="rows_left")
@@ -322,10 +416,10 @@ class OutputPath(wiring.Component):
             good_len = (new.length >= 1) & (new.length <= c.max_row_len)
             m.d.sync += [cmd.eq(new), s.pass_index.eq(0), s.remaining.eq(new.length),
                          s.first.eq(1), s.rows_left.eq(new.rows)]
-            m.d.sync += [x.eq(v) for x, v in ((s.mask, _mask(new.length, c.cols)),
-                                              (s.mask_first, _mask(new.length, c.cols)),
-                                              (s.end, new.length <= c.cols),
-                                              (s.end_first, new.length <= c.cols))]
+            m.d.sync += [x.eq(v) for x, v in ((s.mask, _mask(new.length, self.lanes)),
+                                              (s.mask_first, _mask(new.length, self.lanes)),
+                                              (s.end, new.length <= self.lanes),
+                                              (s.end_first, new.length <= self.lanes))]
             with m.If(~known_op | ~good_len):
                 m.d.sync += self.error.eq(1)
             with m.Elif(new.rows != 0):
@@ -336,17 +430,18 @@ class OutputPath(wiring.Component):
     def _chunks_in(self, m: Module, s: SimpleNamespace) -> None:
         """Chunks taken (with LayerNorm's parameters in its last pass), tagged with their
         lanes, pass and place in the row; a row's passes, then the next row."""
-        C, op = self._config.cols, s.op
+        C, op = self.lanes, s.op
         unit_accept = Mux(op == OutputOp.SOFTMAX, s.sm.accept,
                           Mux(op == OutputOp.LAYERNORM, s.ln.accept, 1))
         need_param = (op == OutputOp.LAYERNORM) & (s.pass_index == 2)
         can_take = s.advance & (s.state == _State.RUN) & unit_accept
+        i_row, i_param = s.i_row, s.i_param
         m.d.comb += [
-            self.i_row.ready.eq(can_take & (~need_param | self.i_param.valid)),
-            self.i_param.ready.eq(can_take & need_param & self.i_row.valid),
+            i_row.ready.eq(can_take & (~need_param | i_param.valid)),
+            i_param.ready.eq(can_take & need_param & i_row.valid),
         ]
         s.fire = fire = Signal(name="fire")
-        m.d.comb += fire.eq(self.i_row.valid & self.i_row.ready)
+        m.d.comb += fire.eq(i_row.valid & i_row.ready)
 
         end = s.end
         s.tag = tag = Signal(chunk_tag_layout(C), name="tag")
@@ -358,7 +453,7 @@ class OutputPath(wiring.Component):
             tag.last.eq(end & s.final_pass),
         ]
         with m.If(fire):
-            with m.If(self.i_row.payload.last != end):
+            with m.If(i_row.payload.last != end):
                 m.d.sync += self.error.eq(1)
             m.d.sync += s.first.eq(end)
             with m.If(end):
@@ -377,7 +472,7 @@ class OutputPath(wiring.Component):
                              s.end.eq(s.remaining <= 2 * C)]
 
         s.lanes = Signal(data.ArrayLayout(signed(32), C), name="lanes")
-        m.d.comb += [s.lanes[j].eq(self.i_row.payload.data[j]) for j in range(C)]
+        m.d.comb += [s.lanes[j].eq(i_row.payload.data[j]) for j in range(C)]
 
     def _units(self, m: Module, s: SimpleNamespace) -> None:
         """The chunk into the operation's unit; requantization after GELU and LayerNorm,
@@ -391,7 +486,7 @@ class OutputPath(wiring.Component):
             sm.i_data.eq(lanes), sm.i_tag.eq(tag), sm.consts.eq(cmd.consts.exp),
             ln.i_valid.eq(fire & (op == OutputOp.LAYERNORM)),
             ln.i_data.eq(lanes), ln.i_tag.eq(tag), ln.length.eq(s.length),
-            ln.i_gamma.eq(self.i_param.payload.gamma), ln.i_beta.eq(self.i_param.payload.beta),
+            ln.i_gamma.eq(s.i_param.payload.gamma), ln.i_beta.eq(s.i_param.payload.beta),
         ]
         direct = (op == OutputOp.NONE) | (op == OutputOp.REQUANT) | (op == OutputOp.RELU)
         with m.Switch(op):
@@ -417,7 +512,7 @@ class OutputPath(wiring.Component):
         last. Each slot's operands and enable are LayerNorm's or the other unit's, chosen
         by a register per lane set with the descriptor (one LUT level in front of the
         DSP); its registered product goes back to both."""
-        C, bank = self._config.cols, s.mul.mul
+        C, bank = self.lanes, s.mul.mul
         assert LN_SLOTS == BANK_SLOTS and GELU_SLOTS + SM_SLOTS <= BANK_SLOTS
         users = [(s.gelu.mul, k) for k in range(GELU_SLOTS)] + \
             [(s.sm.mul, k) for k in range(SM_SLOTS)]
@@ -442,8 +537,8 @@ class OutputPath(wiring.Component):
 
     def _chunks_out(self, m: Module, s: SimpleNamespace) -> None:
         """Chunks out, through a two-entry FIFO: lanes beyond the row are 0."""
-        C, sm, rq, out_fifo = self._config.cols, s.sm, s.rq, s.out_fifo
-        result = Signal(self.out_layout, name="result")
+        C, sm, rq, out_fifo = self.lanes, s.sm, s.rq, s.out_fifo
+        result = Signal(out_layout(self._config, C), name="result")
         out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
         out_tag = chunk_tag_layout(C)(out_tag)
         # Softmax's codes to 8 - e bits, rounded half up: (p9 + 2**e) >> (e + 1), at most
@@ -470,8 +565,8 @@ class OutputPath(wiring.Component):
             result.last.eq(out_tag.last),
             out_fifo.w_data.eq(result.as_value()),
             out_fifo.w_en.eq(s.advance & (sm.o_valid | rq.o_valid)),
-            self.o_row.payload.eq(out_fifo.r_data),
-            self.o_row.valid.eq(out_fifo.r_rdy),
-            out_fifo.r_en.eq(self.o_row.ready),
+            s.o_row.payload.eq(out_fifo.r_data),
+            s.o_row.valid.eq(out_fifo.r_rdy),
+            out_fifo.r_en.eq(s.o_row.ready),
         ]
 

@@ -238,13 +238,16 @@ def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = No
     run = output_path_rtl.run_jobs(config, sim, jobs, seed=seed)
     run.check()
     chunks = -(-L // config.cols)
+    # A chunk is taken with its last piece of out_lanes elements: a pass starts that many
+    # cycles before its first chunk's take, less one.
+    lead = -(-min(config.cols, L) // config.out_lanes) - 1
     out_job = np.array([w[0] for w in run.out_where])
     ops = []
     for i, (job, starts) in enumerate(zip(jobs, run.pass_starts, strict=True)):
         rc = run.row_cycles
         outs = np.flatnonzero(out_job == i)
-        cycles = int(run.out_cycles[outs[-1]] - rc[starts[0]] + 1)
-        spans = [int(rc[s + chunks - 1] - rc[s] + 1) for s in starts]
+        cycles = int(run.out_cycles[outs[-1]] - rc[starts[0]] + lead + 1)
+        spans = [int(rc[s + chunks - 1] - rc[s] + lead + 1) for s in starts]
         row_cycles = (rc[starts[-job.passes]] - rc[starts[0]]) / (rows - 1)
         ops.append({
             "op": job.op.name,
@@ -255,14 +258,15 @@ def bench_nonlinear(config: TesseraConfig, sim: str, *, row_len: int | None = No
             "pass_elements_per_cycle": L / float(np.mean(spans)),
             "steady_elements_per_cycle": L / row_cycles,
             "row_cycles": float(row_cycles),
-            "model_row_cycles": op_.row_cycles(job.op, L, config.cols),
+            "model_row_cycles": op_.row_cycles(job.op, L, config.out_lanes),
             "latency_cycles": int(run.out_cycles[outs[0]] - rc[starts[job.passes - 1]]),
-            "gap_cycles": list(op_.gap_cycles(job.op, config.cols)),
+            "gap_cycles": list(op_.gap_cycles(job.op, config.out_lanes)),
         })
     fig = {
         "simulator": sim,
         "config_hash": config.hash,
         "cols": config.cols,
+        "lanes": config.out_lanes,
         "row_len": L,
         "rows": rows,
         "ops": ops,

@@ -25,6 +25,9 @@ RTL = pytest.mark.rtl
 #: simulator (the fast tier: no build; the same design before Verilog generation).
 SIMS = [pytest.param("icarus", marks=RTL), pytest.param("verilator", marks=RTL), "amaranth"]
 TINY = preset("tiny")
+#: Two output lanes for the tiny array's four columns: every chunk through the output path
+#: in two pieces (the store unit, the splitter and the packer around the units).
+LANES2 = TINY.replace(output_lanes=2)
 
 
 @pytest.mark.parametrize("sim", SIMS)
@@ -197,7 +200,7 @@ def store_program(rt):
     from tessera.sw.golden import softmax as gsm
     from tessera.sw.golden.requant import dyadic_multiplier
 
-    c = TINY
+    c = rt.config
     C = c.cols
     rng = np.random.default_rng(7)
     L, rows = 2 * C + 1, 3
@@ -254,11 +257,16 @@ def store_program(rt):
     ]
 
 
-@pytest.mark.parametrize("sim", SIMS)
-def test_store_operations_match_the_golden_executor(sim):
-    setup = Runtime(TINY, "golden")
+@pytest.mark.parametrize("sim, cfg", [
+    pytest.param("icarus", TINY, marks=RTL, id="icarus"),
+    pytest.param("verilator", TINY, marks=RTL, id="verilator"),
+    pytest.param("amaranth", TINY, id="amaranth"),
+    pytest.param("verilator", LANES2, marks=RTL, id="verilator-lanes2"),
+    pytest.param("amaranth", LANES2, id="amaranth-lanes2")])
+def test_store_operations_match_the_golden_executor(sim, cfg):
+    setup = Runtime(cfg, "golden")
     prog = store_program(setup)
-    rtl, gold = Runtime(TINY, sim), Runtime(TINY, "golden")
+    rtl, gold = Runtime(cfg, sim), Runtime(cfg, "golden")
     for rt in (rtl, gold):
         rt.image[:] = setup.image
         rt._top = setup._top
@@ -288,8 +296,11 @@ def test_attention_head_matches_the_golden_executor(sim):
 
 
 @RTL
-@pytest.mark.parametrize("sim, extended", [("icarus", False), ("verilator", True)])
-def test_bert_layer_equals_the_integer_model(sim, extended):
+@pytest.mark.parametrize("sim, extended, cfg", [("icarus", False, TINY),
+                                               ("verilator", True, TINY),
+                                               ("verilator", True, LANES2)],
+                         ids=["icarus", "verilator", "verilator-lanes2"])
+def test_bert_layer_equals_the_integer_model(sim, extended, cfg):
     """A small quantized BERT layer (QKV, two masked heads, output projection with the
     residual and LayerNorm, FFN with i-GELU, residual and LayerNorm) on the generated
     Verilog equals the integer model bit for bit; the extended dataflow's LayerNorms
@@ -313,7 +324,7 @@ def test_bert_layer_equals_the_integer_model(sim, extended):
     xq = quantize_activation(rng.normal(0, 1, (S, H)), ql.in_scale)
     mask = np.ones(S, bool)
     mask[-3:] = False
-    got, results, _ = run_bert_layer(Runtime(TINY, sim), ql, xq, mask, check=True)
+    got, results, _ = run_bert_layer(Runtime(cfg, sim), ql, xq, mask, check=True)
     assert (got == integer_bert_layer(xq, ql, mask)).all()
     c = results["layer"].counters
     assert c["cycles"] > 0

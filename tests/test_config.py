@@ -48,6 +48,11 @@ def test_unknown_preset_names_the_choices():
     ({"store_queue_depth": 0}, "store_queue_depth must be between 1 and 256, not 0"),
     ({"max_row_len": 8}, r"max_row_len must be a power of two from cols \(16\) to 4096, not 8"),
     ({"max_row_len": 2 * MAX_ROW_LEN}, "max_row_len must be a power of two from cols"),
+    ({"output_lanes": 1}, r"output_lanes must be 0 \(one per column\) or a divisor of cols "
+                          r"\(16\) from 2 up, not 1"),
+    ({"output_lanes": 6}, r"output_lanes must be .* divisor of cols \(16\) .*, not 6"),
+    ({"output_lanes": 32}, r"output_lanes must be .*, not 32"),
+    ({"output_lanes": -4}, r"output_lanes must be .*, not -4"),
     ({"rows": "16"}, "rows must be an integer, not '16'"),
     ({"rows": True}, "rows must be an integer, not True"),
     ({"acc_kib": 1, "acc_banks": 16}, "the accumulator .* must hold at least 16 rows in each"),
@@ -94,11 +99,26 @@ def test_hash_is_stable_and_sensitive():
             other = a.replace(**{f.name: getattr(a, f.name) * 2})
         elif f.name == "acc_banks":
             other = a.replace(acc_banks=1)
+        elif f.name == "output_lanes":
+            other = a.replace(output_lanes=8)
         else:
             other = a.replace(**{f.name: getattr(a, f.name) // 2 if f.name in ("rows", "cols")
                                  else getattr(a, f.name) - 8 if f.name == "acc_bits"
                                  else getattr(a, f.name) + 1})
         assert other.hash != a.hash, f.name
+
+
+def test_output_lanes_default_to_one_per_column_and_keep_the_hash():
+    c = preset("small")
+    full = c.replace(output_lanes=0)
+    assert full.out_lanes == 8 and c.replace(output_lanes=4).out_lanes == 4
+    # Saying "one per column" either way is the same hardware, with the hash it had
+    # before the field existed.
+    assert full.hash == c.replace(output_lanes=8).hash
+    assert "output_lanes" not in full.to_dict()
+    assert c.replace(output_lanes=4).to_dict()["output_lanes"] == 4
+    assert "4 output lanes" in c.replace(output_lanes=4).describe()
+    assert "output lanes" not in full.describe()
 
 
 def test_json_round_trip():
@@ -174,7 +194,8 @@ def random_valid_configs(n: int, seed: int):
                 max_reads=rng.choice([1, 2, 4, 16, 64]), max_writes=rng.choice([1, 2, 4, 16]),
                 load_queue_depth=rng.randint(1, 9), exec_queue_depth=rng.randint(1, 9),
                 store_queue_depth=rng.randint(1, 4),
-                max_row_len=rng.choice([2, 4, 8, 16, 64, 256, MAX_ROW_LEN])))
+                max_row_len=rng.choice([2, 4, 8, 16, 64, 256, MAX_ROW_LEN]),
+                output_lanes=rng.choice([0, 0, 2, 3, 4])))
         except ConfigError:
             continue
     return found

@@ -27,6 +27,9 @@ CONFIGS = {
     "cols3": TesseraConfig(cols=3, max_row_len=64, **SMALL),
     "cols2": TesseraConfig(cols=2, max_row_len=16, **SMALL),
     "cols5-acc24": TesseraConfig(cols=5, acc_bits=24, max_row_len=64, **SMALL),
+    # Fewer lanes than columns: each chunk in pieces (two; three).
+    "tiny-lanes2": TINY.replace(output_lanes=2),
+    "cols6-lanes2": TesseraConfig(cols=6, output_lanes=2, max_row_len=64, **SMALL),
 }
 
 
@@ -55,7 +58,8 @@ def test_every_op_and_row_kind_matches_golden(op, stalls):
     assert not run.error and run.idle
 
 
-@pytest.mark.parametrize("name", ["cols3", "cols2", "cols5-acc24"])
+@pytest.mark.parametrize("name", ["cols3", "cols2", "cols5-acc24", "tiny-lanes2",
+                                  "cols6-lanes2"])
 def test_other_configurations_with_stalls(name):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(len(name))
@@ -132,29 +136,36 @@ def test_every_input_shift_of_gelu_and_softmax():
     run_jobs(cfg, jobs).check()
 
 
-def test_every_pass_takes_cols_elements_per_cycle():
-    cfg = TINY
+@pytest.mark.parametrize("name", ["tiny", "tiny-lanes2"])
+def test_every_pass_takes_lanes_elements_per_cycle(name):
+    cfg = CONFIGS[name]
     rng = np.random.default_rng(9)
     L = 6 * cfg.cols + 1
+    lanes = cfg.out_lanes
+    # Cycles a chunk of the long rows takes (one per piece of out_lanes elements); a chunk
+    # is taken with its last piece.
+    chunks = -(-L // cfg.cols)
+    pieces = np.array([-(-min(cfg.cols, L - i * cfg.cols) // lanes) for i in range(chunks)])
     for op in OutputOp:
         jobs = [random_job(cfg, op, 3, L, rng), random_job(cfg, op, 1, 5, rng)]
         run = run_jobs(cfg, jobs)
         run.check()
         rc, starts = run.row_cycles, run.pass_starts[0]
-        chunks = -(-L // cfg.cols)
         passes = op_.PASSES[op]
-        for s in starts:  # within a pass: one chunk every cycle
-            assert (np.diff(rc[s:s + chunks]) == 1).all(), op
-        gaps = [int(rc[s] - rc[s - 1] - 1) for s in starts[1:]]
-        want = list(op_.gap_cycles(op, cfg.cols)) + [0]  # between passes, then between rows
+        for s in starts:  # within a pass: one piece every cycle
+            assert (np.diff(rc[s:s + chunks]) == pieces[1:]).all(), op
+        # Idle cycles before a pass's first piece: between passes, then between rows.
+        gaps = [int(rc[s] - (pieces[0] - 1) - rc[s - 1] - 1) for s in starts[1:]]
+        want = list(op_.gap_cycles(op, lanes)) + [0]
         assert gaps == (want * 3)[:len(gaps)], (op, gaps, want)
-        assert rc[starts[passes]] - rc[starts[0]] == op_.row_cycles(op, L, cfg.cols)
+        assert rc[starts[passes]] - rc[starts[0]] == op_.row_cycles(op, L, lanes)
         first_out = rc[starts[passes - 1]]
         assert run.out_cycles[0] - first_out == op_.latency_cycles(op)
         # Results leave as fast as they come.
-        assert (np.diff(run.out_cycles[:chunks]) == 1).all()
+        assert (np.diff(run.out_cycles[:chunks]) == pieces[1:]).all()
         nxt = run.pass_starts[1][0]
-        assert rc[nxt] - rc[nxt - 1] - 1 == op_.command_gap_cycles(op)
+        first_piece = rc[nxt] - (min(-(-5 // lanes), cfg.cols // lanes) - 1)
+        assert first_piece - rc[nxt - 1] - 1 == op_.command_gap_cycles(op)
 
 
 def test_heavy_backpressure_loses_and_duplicates_nothing():

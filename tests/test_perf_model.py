@@ -30,11 +30,11 @@ def _store(rows, length, op=OutputOp.REQUANT, dram=0, **kw):
     return Command(Opcode.STORE, {**args, **kw})
 
 
-def _pair(program_of, **runtime):
+def _pair(program_of, config=TINY, **runtime):
     """The counters of the same program on Verilator and on the model."""
     out = []
     for backend in ("verilator", "model"):
-        rt = Runtime(TINY, backend, **runtime)
+        rt = Runtime(config, backend, **runtime)
         out.append(rt.run(program_of(rt), check=True).counters)
     return out
 
@@ -73,9 +73,13 @@ def test_bus_bound_gemm():
 
 
 @RTL
-def test_nonlinear_stores():
+@pytest.mark.parametrize("lanes", [0, 2], ids=["lanes4", "lanes2"])
+def test_nonlinear_stores(lanes):
     """Softmax and LayerNorm stores: three passes per row and the gaps between them; GELU;
-    blocked stores cut into one DMA store per row."""
+    blocked stores cut into one DMA store per row. With two output lanes each chunk takes
+    two cycles."""
+    config = TINY.replace(output_lanes=lanes)
+
     def program(rt):
         buf = rt.alloc(1 << 14)
         C = TINY.cols
@@ -89,7 +93,7 @@ def test_nonlinear_stores():
                 _store(9, C, OutputOp.NONE, buf, to_spad=1, transpose=1),
                 Command(Opcode.FINISH, {})]
 
-    rtl, model = _pair(program)
+    rtl, model = _pair(program, config)
     _check(rtl, model)
     assert model["nonlinear_busy"] == pytest.approx(rtl["nonlinear_busy"], rel=TOLERANCE)
 

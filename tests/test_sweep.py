@@ -123,9 +123,10 @@ def test_pareto_front():
 # --- the cost model ---------------------------------------------------------------------
 
 
-TRUTH = {"ecp5_lut4": (5000, 900, 150, 300, 20), "ecp5_ff": (3000, 700, 120, 500, 10),
-         "ecp5_dsp": (10, 1, 7), "ecp5_bram": (2, 0.5, 0.01),
-         "sky130_um2": (4e5, 9e4, 2e4, 3e4, 500), "sram_bits": (1000, 8192, 4)}
+TRUTH = {"ecp5_lut4": (5000, 900, 150, 300, 1100, 20),
+         "ecp5_ff": (3000, 700, 120, 500, 400, 10),
+         "ecp5_dsp": (10, 1, 2, 5), "ecp5_bram": (2, 0.5, 0.01),
+         "sky130_um2": (4e5, 9e4, 2e4, 3e4, 6e4, 500), "sram_bits": (1000, 8192, 4)}
 
 
 HW = source_hash()
@@ -153,7 +154,8 @@ def _configs():
             t.replace(rows=8, cols=8, spad_kib=32, acc_kib=32), t.replace(rows=6, cols=6,
                                                                           spad_kib=32),
             t.replace(spad_kib=64, acc_kib=32, bus_bits=256), t.replace(dataflow="ws"),
-            t.replace(rows=8, cols=8, dataflow="ws")]
+            t.replace(rows=8, cols=8, dataflow="ws"), t.replace(output_lanes=2),
+            t.replace(rows=8, cols=8, dataflow="ws", output_lanes=4)]
 
 
 def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
@@ -164,9 +166,9 @@ def test_cost_fit_reproduces_a_linear_truth_and_measures_its_error(tmp_path):
     loo = model.loo()
     assert set(loo) == set(FEATURES)
     for name, v in loo.items():
-        assert v["points"] == 8 and v["max_abs_pct"] < 1e-6, name
+        assert v["points"] == 10 and v["max_abs_pct"] < 1e-6, name
     # A configuration not synthesized: fitted, and exact on a linear truth.
-    new = preset("tiny").replace(rows=5, cols=5, bus_bits=128)
+    new = preset("tiny").replace(rows=6, cols=6, bus_bits=128, output_lanes=3)
     cost = model.cost(new, 50.0, "a test clock")
     f = features(new)
     want = float(np.dot(TRUTH["ecp5_lut4"], [f[k] for k in FEATURES["ecp5_lut4"]]))
@@ -264,7 +266,7 @@ def test_cost_fit_error_on_noisy_points_is_reported(tmp_path):
         _report(tmp_path, c, "ecp5", noise=0.05, rng=rng)
     loo = CostModel([tmp_path], reference=None).loo()
     assert 0.5 < loo["ecp5_lut4"]["mean_abs_pct"] < 50
-    assert len(loo["ecp5_lut4"]["per_point"]) == 8
+    assert len(loo["ecp5_lut4"]["per_point"]) == 10
     assert "sky130_um2" not in loo          # no sky130 reports: nothing to fit
 
 

@@ -701,17 +701,21 @@ class _Timer:
             done = issue + t.exec_simple
             self.store_done = done
             return issue, done
-        C, gap = c.cols, t.mem_gap + 1
+        C, lanes, gap = c.cols, c.out_lanes, t.mem_gap + 1
         chunks = -(-length // C)
         if a.get("transpose"):
-            # A block of C rows in, then C rows (the block's columns) out.
-            work = nrows + -(-nrows // C) * C
+            # A block of C rows in (each in its pieces of out_lanes elements), then C rows
+            # (the block's columns) out.
+            work = nrows * -(-length // lanes) + -(-nrows // C) * C
         else:
-            per_row = row_cycles(op, length, C)
+            per_row = row_cycles(op, length, lanes)
             if op == OutputOp.LAYERNORM:
-                # The write-out pass reads the chunk's table rows with it, at a quarter of
-                # the rate; what the feeder fetches during the gap after pass 1 is hidden.
-                per_row += max(0, (PARAM_ROWS * chunks - gap_cycles(op, C)[1] - 1))
+                # The write-out pass reads the chunk's table rows with it: four reads per
+                # chunk against its pieces; what the feeder fetches during the gap after
+                # pass 1 is hidden.
+                pieces = -(-length // lanes)
+                per_row += max(0, ((PARAM_ROWS + 1) * chunks - pieces
+                                   - gap_cycles(op, lanes)[1] - 1))
                 if a.get("prescale"):
                     per_row += chunks // t.prescale_chunks
             work = nrows * per_row

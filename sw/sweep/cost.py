@@ -47,15 +47,16 @@ COLUMNS = {"ecp5": (("LUT4", "ecp5_lut4"), ("FF", "ecp5_ff"), ("DSP", "ecp5_dsp"
 
 #: The features each figure is fitted on. The array's cost goes with its MACs, and more
 #: with both dataflows (``dual_macs``: a second accumulator, adder and drain register per
-#: PE, and the muxes between them); the output path (requantization, GELU, Softmax,
-#: LayerNorm) and the accumulator's ports with its lanes (cols); the DMA's realignment with
-#: the bus; the memories with their bits.
+#: PE, and the muxes between them); the output path's units (requantization, GELU,
+#: Softmax, LayerNorm) with their lanes (``lanes``, ``config.out_lanes``); the
+#: accumulator's ports, the store unit and LayerNorm's prescale with the columns (cols);
+#: the DMA's realignment with the bus; the memories with their bits.
 FEATURES = {
-    "ecp5_lut4": ("one", "macs", "dual_macs", "cols", "bus_bits"),
-    "ecp5_ff": ("one", "macs", "dual_macs", "cols", "bus_bits"),
-    "ecp5_dsp": ("one", "macs", "cols"),
+    "ecp5_lut4": ("one", "macs", "dual_macs", "cols", "lanes", "bus_bits"),
+    "ecp5_ff": ("one", "macs", "dual_macs", "cols", "lanes", "bus_bits"),
+    "ecp5_dsp": ("one", "macs", "cols", "lanes"),
     "ecp5_bram": ("one", "sram_kib", "bus_bits"),
-    "sky130_um2": ("one", "macs", "dual_macs", "cols", "bus_bits"),
+    "sky130_um2": ("one", "macs", "dual_macs", "cols", "lanes", "bus_bits"),
     "sram_bits": ("one", "sram_kib", "bus_bits"),
 }
 
@@ -68,7 +69,8 @@ def features(config: TesseraConfig) -> dict:
     """The configuration's features for the fit."""
     macs = float(config.rows * config.cols)
     return {"one": 1.0, "macs": macs, "dual_macs": macs if config.dataflow == "both" else 0.0,
-            "cols": float(config.cols), "bus_bits": float(config.bus_bits),
+            "cols": float(config.cols), "lanes": float(config.out_lanes),
+            "bus_bits": float(config.bus_bits),
             "sram_kib": float(config.spad_kib + config.acc_kib)}
 
 
@@ -293,14 +295,16 @@ def synthesize(config: TesseraConfig, target: str, folder: Path | None = None,
 
 def reference_configs() -> list[TesseraConfig]:
     """The configurations of the reference reports (``make cost-reference``): arrays of
-    2x2 to 16x16, a weight-stationary-only array, a wider bus and larger memories, so
-    that each feature of :data:`FEATURES` varies."""
+    2x2 to 16x16, a weight-stationary-only array, a wider bus, larger memories and fewer
+    output lanes than columns (the 8x8 both ways), so that each feature of
+    :data:`FEATURES` varies."""
     from ...hw.config import preset
 
-    tiny = preset("tiny")
+    tiny, small = preset("tiny"), preset("small")
     return [tiny.replace(rows=2, cols=2), tiny, tiny.replace(dataflow="ws"),
             tiny.replace(bus_bits=128), tiny.replace(spad_kib=64, acc_kib=32),
-            tiny.replace(rows=6, cols=6, spad_kib=32, acc_kib=16), preset("small"),
+            tiny.replace(rows=6, cols=6, spad_kib=32, acc_kib=16),
+            tiny.replace(output_lanes=2), small, small.replace(output_lanes=small.cols),
             preset("default")]
 
 
