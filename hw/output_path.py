@@ -1,5 +1,5 @@
 """The output path: requantization, ReLU, i-GELU, i-Softmax and i-LayerNorm on accumulator
-rows, ``cols`` elements per cycle.
+rows, ``config.out_lanes`` elements per cycle (by default ``cols``).
 
 A self-contained stream component: a command processor gives it one operation descriptor
 on ``i_cmd`` and a feeder (the accumulator's read port) streams the rows on ``i_row``; the
@@ -59,6 +59,12 @@ descriptor is taken once the previous command has left the pipelines), so they s
 bank of :data:`~.multipliers.BANK_SLOTS` 18 x 18 multipliers per lane
 (:class:`~.multipliers.LaneMultipliers`), each slot's operands chosen by the command's
 operation and its product registered in the bank; requantization has its own.
+
+Lanes: the units are ``config.out_lanes`` lanes wide; the streams are ``cols`` wide. With
+fewer lanes than columns, each chunk (and its ``i_param`` beat) goes to the units as pieces
+of ``out_lanes`` lanes, one per cycle, pieces past the row's end left out, and is taken
+with its last piece; the results are packed back into ``cols``-byte chunks (so a chunk
+takes as many cycles as it has pieces, and everything below counts pieces).
 
 Timing: every pass takes one chunk per cycle while the streams flow. Between passes the
 input waits for the pass's statistic (:func:`gap_cycles`); after a command's last chunk
@@ -221,8 +227,9 @@ class OutputPath(wiring.Component):
     Parameters
     ----------
     config : TesseraConfig
-        ``cols`` (lanes), ``acc_bits`` (input width, at most 32) and ``max_row_len`` (at most
-        4096, the widths of the golden model).
+        ``cols`` (the streams' lanes), ``out_lanes`` (the units' lanes), ``acc_bits``
+        (input width, at most 32) and ``max_row_len`` (at most 4096, the widths of the
+        golden model).
     steps_per_cycle : int
         Bits per cycle of the iterative square root and reciprocal.
 
