@@ -622,7 +622,7 @@ def dsp_per_mac(r: SynthReport) -> dict | None:
     names the output path's. None for another top or a target without DSP blocks."""
     if r.top != "accelerator" or "DSP" not in TARGETS[r.target]["columns"]:
         return None
-    macs = r.config.rows * r.config.cols
+    macs = r.config.macs_per_cycle
     array = r.units.get("matrix unit", {}).get("DSP", 0)
     by_unit = {u: r.units.get(u, {}).get("DSP", 0) for u in OUTPUT_DSP_UNITS}
     by_unit = {u: n for u, n in by_unit.items() if n}

@@ -703,17 +703,17 @@ class _Timer:
             return issue, done
         C, lanes, gap = c.cols, c.out_lanes, t.mem_gap + 1
         chunks = -(-length // C)
+        pieces = -(-length // lanes)         # a row's cycles per pass in the output path
         if a.get("transpose"):
             # A block of C rows in (each in its pieces of out_lanes elements), then C rows
             # (the block's columns) out.
-            work = nrows * -(-length // lanes) + -(-nrows // C) * C
+            work = nrows * pieces + -(-nrows // C) * C
         else:
             per_row = row_cycles(op, length, lanes)
             if op == OutputOp.LAYERNORM:
                 # The write-out pass reads the chunk's table rows with it: four reads per
                 # chunk against its pieces; what the feeder fetches during the gap after
                 # pass 1 is hidden.
-                pieces = -(-length // lanes)
                 per_row += max(0, ((PARAM_ROWS + 1) * chunks - pieces
                                    - gap_cycles(op, lanes)[1] - 1))
                 if a.get("prescale"):
