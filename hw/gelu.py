@@ -14,17 +14,19 @@ stage   value                                                                   
 2       ``s = (|q| + 2**(t-1)) >> t`` (rounded half up) or ``|q| << -t``: its       u15
         low 15 bits, and whether any bit above them is set
 3       ``d = B - min(s, B)`` (compare and subtract side by side)                   u15
-4       ``d**2``                                                                    u30
-5       ``P = Pmax - d**2``                                                         u29
-6       ``P >> r``                                                                  u29
-7       ``G = one + (P >> r)`` if ``q >= 0`` else ``one - (P >> r)``                u17
-8       ``qh G``, ``ql G`` (``q = qh 2**16 + ql``: one 18 x 18 DSP each)            s34
-9       ``q G``                                                                     s50
-10      ``(q G + 2**16 - (q G < 0)) >> 17`` (half away from zero)                   s32
+4, 5    ``d**2`` (the operands' registers, then the product's)                      u30
+6       ``P = Pmax - d**2``                                                         u29
+7       ``P >> r``                                                                  u29
+8       ``G = one + (P >> r)`` if ``q >= 0`` else ``one - (P >> r)``                u17
+9, 10   ``qh G``, ``ql G`` (``q = qh 2**16 + ql``: one 18 x 18 DSP each)            s34
+11      ``q G``                                                                     s50
+12      ``(q G + 2**16 - (q G < 0)) >> 17`` (half away from zero)                   s32
 ======  ==========================================================================  ======
 
 Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep, for a
-100 MHz clock on an ECP5 (speed 6).
+100 MHz clock on an ECP5 (speed 6); a product takes two stages
+(:data:`~.multipliers.MULTIPLY_STAGES`: its operands and its result registered at the
+shared DSP block).
 
 The int32 result is then requantized by the output path's :class:`~.requant.RequantLanes`.
 """
@@ -47,7 +49,7 @@ GELU_CONSTS = data.StructLayout({
 })
 
 #: Pipeline stages from input to output.
-LATENCY = 10
+LATENCY = 12
 #: Bits of ``B = -q_b`` (``B < 2**15``).
 B_BITS = 15
 #: ``out = round(q * G / 2**OUT_SHIFT)`` (``golden.gelu.GELU_OUT_SHIFT``).
@@ -136,8 +138,8 @@ class GeluLanes(wiring.Component):
             tags.append(stage(m, en, tags[-1], f"gelu_tag{k}"))
 
         for j in range(self.cols):
-            q = [self.i_data[j]]            # q at each stage (its sign at stage 7, q at 8)
-            for k in range(1, 8):
+            q = [self.i_data[j]]            # q at each stage (its sign at stage 8, q at 9)
+            for k in range(1, 9):
                 q.append(stage(m, en, q[-1], f"gelu_q{k}_{j}"))
             q0 = q[0]
             # 1: |q| + 2**(t-1), which is |q| for a left shift (half_t is 0 then; |q| of
@@ -153,26 +155,26 @@ class GeluLanes(wiring.Component):
             b_less = Signal(signed(B_BITS + 1), name=f"gelu_bs{j}")   # its sign: s > B
             m.d.comb += b_less.eq(big_b - shifted)
             diff = stage(m, en, Mux(over2 | b_less[-1], 0, b_less[:B_BITS]), f"gelu_diff{j}")
-            # 4: d**2
+            # 4, 5: d**2
             sq = multiply(m, self.mul, j, 0, diff, diff, en)
-            # 5, 6: (Pmax - d**2) >> r
+            # 6, 7: (Pmax - d**2) >> r
             pm = stage(m, en, (p_max - sq)[:29], f"gelu_pm{j}")
             p_r = stage(m, en, pm >> r, f"gelu_pr{j}")
-            # 7: G = one +/- (P >> r), 1 + erf at 2 * one
+            # 8: G = one +/- (P >> r), 1 + erf at 2 * one
             g = Signal(unsigned(17), name=f"gelu_g{j}")
-            m.d.comb += g.eq(Mux(q[6] < 0, one - p_r, one + p_r))
-            g7 = stage(m, en, g, f"gelu_g7_{j}")
-            # 8, 9: q * G
-            q7 = q[7]
-            lo = multiply(m, self.mul, j, 1, q7[:16], g7, en)
-            hi = multiply(m, self.mul, j, 2, q7[16:].as_signed(), g7, en)
+            m.d.comb += g.eq(Mux(q[7] < 0, one - p_r, one + p_r))
+            g8 = stage(m, en, g, f"gelu_g8_{j}")
+            # 9, 10: q * G
+            q8 = q[8]
+            lo = multiply(m, self.mul, j, 1, q8[:16], g8, en)
+            hi = multiply(m, self.mul, j, 2, q8[16:].as_signed(), g8, en)
             prod = Signal(signed(50), name=f"gelu_prod{j}")
             m.d.comb += prod.eq((hi << 16) + lo)
-            prod9 = stage(m, en, prod, f"gelu_prod9_{j}")
-            # 10: round half away from zero, / 2**17; |out| <= |q| fits s32
+            prod11 = stage(m, en, prod, f"gelu_prod11_{j}")
+            # 12: round half away from zero, / 2**17; |out| <= |q| fits s32
             out = Signal(signed(32), name=f"gelu_out{j}")
-            m.d.comb += out.eq(shift_right_half_away(prod9, OUT_SHIFT, 1 << (OUT_SHIFT - 1)))
-            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"gelu_out10_{j}"))
+            m.d.comb += out.eq(shift_right_half_away(prod11, OUT_SHIFT, 1 << (OUT_SHIFT - 1)))
+            m.d.comb += self.o_data[j].eq(stage(m, en, out, f"gelu_out12_{j}"))
 
         m.d.comb += [self.o_valid.eq(valid[-1]), self.o_tag.eq(tags[-1]),
                      self.busy.eq(Cat(*valid[1:]).any())]

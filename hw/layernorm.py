@@ -22,33 +22,36 @@ Per lane (``s`` is signed: right with floor if ``s >= 0``, left otherwise):
 =====  ==================================================================  =====
 stage  value                                                               bits
 =====  ==================================================================  =====
-1      ``xh n``, ``xl n`` (``x = xh 2**16 + xl``: one 18 x 18 DSP each)      s30
-2      ``n x``                                                             s46
-3      ``dev = n x - sum``                                                 s46
-4      ``d = dev >> s`` or ``dev << -s``                                   s16
-5      ``d * d`` (pass 1) or ``d * (factor mod 2**17)`` (pass 2): one     s34
+1, 2   ``xh n``, ``xl n`` (``x = xh 2**16 + xl``: one 18 x 18 DSP each)      s30
+3      ``n x``                                                             s46
+4      ``dev = n x - sum``                                                 s46
+5      ``d = dev >> s`` or ``dev << -s``                                   s16
+6, 7   ``d * d`` (pass 1) or ``d * (factor mod 2**17)`` (pass 2): one     s34
        18 x 18 DSP for both (``factor = 2**17`` is a shift, see
        :data:`FACTOR_BITS`)
-6      pass 1: ``d**2``; pass 2: ``y = (d * factor) >> 1``                 s33
-7      pass 2: the partial products of ``y * gamma_q``                     s34
-8      ``y * gamma_q``                                                     s48
-9      ``y gamma_q + beta_q``                                              s48
-10     ``acc32 = (y gamma_q + beta_q) / 2**16``, half away                 s32
+8      pass 1: ``d**2``; pass 2: ``y = (d * factor) >> 1``                 s33
+9, 10  pass 2: the partial products of ``y * gamma_q``                     s34
+11     ``y * gamma_q``                                                     s48
+12     ``y gamma_q + beta_q``                                              s48
+13     ``acc32 = (y gamma_q + beta_q) / 2**16``, half away                 s32
 =====  ==================================================================  =====
 
 Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep, for a
-100 MHz clock on an ECP5 (speed 6). The chunk statistics are lane reductions, one tree
-level per cycle (:func:`~.intmath.pipelined_tree`): pass 0's sum, minimum and maximum
-from the input, taken at stage :func:`stats_stage`; pass 1's sum of ``d**2`` from stage
-6, taken at stage :func:`var_stage`.
+100 MHz clock on an ECP5 (speed 6); a product takes two stages
+(:data:`~.multipliers.MULTIPLY_STAGES`: its operands and its result registered at the
+shared DSP block). The chunk statistics are lane reductions, one tree level per cycle
+(:func:`~.intmath.pipelined_tree`): pass 0's sum, minimum and maximum from the input,
+taken at stage :func:`stats_stage`; pass 1's sum of ``d**2`` from stage 8, taken at stage
+:func:`var_stage`.
 
 gamma and beta come with each write-out chunk (the output path's ``i_param`` stream) and
 travel down the pipeline beside it. Per-row values (``sum``, ``s``, ``factor``) are
 replaced only after the last chunk of the pass that makes them has reached the stage
 where its statistic is taken; every chunk of an earlier row that still reads them is
 further down the lock-step pipeline by then, past the stage that reads them (``sum`` and
-``s`` are read from the registers of stages 2 and 3, and pass 0's statistics are taken no
-earlier than stage 3, whatever the lane count; ``factor`` is replaced after pass 1).
+``s`` are read from the registers of stages 3 and 4, and pass 0's statistics are taken no
+earlier than stage 4, whatever the lane count; ``factor`` is read from stage 5's and
+replaced after pass 1).
 """
 
 from types import SimpleNamespace
@@ -77,7 +80,7 @@ __all__ = ["LayerNormUnit", "LATENCY", "PASSES", "GAMMA_BITS", "BETA_BITS", "LEN
            "gap_cycles", "stats_stage", "var_stage", "MUL_SLOTS"]
 
 #: Pipeline stages from input to output.
-LATENCY = 10
+LATENCY = 13
 #: Multipliers per lane on the ``mul`` port: ``xl n`` (u16 x u13), ``xh n`` (s16 x u13),
 #: ``d * d`` or ``d * factor`` (s16 x s18), ``yl gamma`` (u17 x s16), ``yh gamma``
 #: (s16 x s16).
@@ -105,12 +108,13 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 #: The stages whose registers feed the reads of ``sum`` (the deviation) and ``s`` (the
 #: pre-shift); pass 0's statistics are taken no earlier than the later of them.
-SUM_READ_STAGE, SHIFT_READ_STAGE = 2, 3
+SUM_READ_STAGE, SHIFT_READ_STAGE = 3, 4
 #: The stage whose register holds pass 1's ``d**2`` (the variance tree's input).
-SQUARE_STAGE = 6
+SQUARE_STAGE = 8
 #: Cycles from pass 0's statistics to the pre-shift: ``n max`` and ``n min`` (in lanes 0
-#: and 1's multipliers), their partial products added, ``dmax``, its bit length, ``s``.
-SCALE_CYCLES = 5
+#: and 1's multipliers: two cycles), their partial products added, ``dmax``, its bit
+#: length, ``s``.
+SCALE_CYCLES = 6
 
 
 def stats_stage(cols: int) -> int:
@@ -138,14 +142,15 @@ def gap_cycles(cols: int, steps_per_cycle: int = STEPS_PER_CYCLE) -> tuple[int, 
 class _State(enum.Enum, shape=4):
     READY = 0
     WAIT = 1         # the last chunk of a statistics pass is on its way
-    SCALE_MUL = 2    # n * max, n * min: in lanes 0 and 1's multipliers
-    SCALE_SUM = 3    # their partial products added
-    SCALE_DMAX = 4   # dmax
-    SCALE_BITS = 5   # its bit length
-    SCALE_SHIFT = 6  # s
-    SQRT_REQ = 7     # start the square root
-    SQRT_WAIT = 8    # square root, then reciprocal, running
-    RECIP_WAIT = 9
+    SCALE_MUL = 2    # n * max, n * min: their operands into lanes 0 and 1's multipliers
+    SCALE_MUL2 = 3   # ... and their products
+    SCALE_SUM = 4    # their partial products added
+    SCALE_DMAX = 5   # dmax
+    SCALE_BITS = 6   # its bit length
+    SCALE_SHIFT = 7  # s
+    SQRT_REQ = 8     # start the square root
+    SQRT_WAIT = 9    # square root, then reciprocal, running
+    RECIP_WAIT = 10
 
 
 class LayerNormUnit(wiring.Component):
@@ -235,7 +240,7 @@ class LayerNormUnit(wiring.Component):
                             ("s_left", range(16)), ("factor", unsigned(RECIP_BITS + 1)),
                             ("state", _State)):
             setattr(s, name, Signal(shape, name=name))
-        s.scale_mul = Signal(name="scale_mul")    # state == SCALE_MUL
+        s.scale_mul = Signal(name="scale_mul")    # state in (SCALE_MUL, SCALE_MUL2)
         m.d.comb += self.accept.eq(s.state == _State.READY)
         return s
 
@@ -275,62 +280,63 @@ class LayerNormUnit(wiring.Component):
     def _lane(self, m: Module, s: SimpleNamespace, j: int) -> None:
         """Lane ``j``'s datapath: the deviation, its pre-shift, one multiplier pair for
         d**2 (pass 1) and d * factor (pass 2), then gamma, beta and the final shift."""
-        en, t4 = self.en, s.tags[4]
+        en, t5 = self.en, s.tags[5]
         x, load = self.i_data[j], en
         if j < 2:
-            # Once per row, in SCALE_MUL, lanes 0 and 1 take n * max and n * min: no chunk
-            # is in stage 1 then (none is taken from the end of pass 0 until the pre-shift
-            # is ready), so their multipliers are free and the bubble's registers may load.
-            # (The select is a register of its own: a state decode in front of the DSP
-            # would be two LUT levels on the multiplier's path.)
+            # Once per row, in SCALE_MUL and SCALE_MUL2, lanes 0 and 1 take n * max and
+            # n * min: no chunk is in stages 1 and 2 then (none is taken from the end of
+            # pass 0 until the pre-shift is ready), so their multipliers are free and the
+            # bubble's registers may load. (The select is a register of its own: a state
+            # decode in front of the operands' registers would be two LUT levels more.)
             x, load = Mux(s.scale_mul, (s.max_acc, s.min_acc)[j], x), en | s.scale_mul
-        # 1, 2: n x
+        # 1-3: n x
         lo = multiply(m, self.mul, j, 0, x[:16], self.length, load)
         hi = multiply(m, self.mul, j, 1, x[16:].as_signed(), self.length, load)
         nx = Signal(signed(46), name=f"ln_nx{j}")
         m.d.comb += nx.eq((hi << 16) + lo)
         s.nx.append(nx)
-        nx2 = stage(m, en, nx, f"ln_nx2_{j}")
-        # 3: the exact deviation n (x - mean)
-        dev3 = stage(m, en, (nx2 - s.row_sum)[:46].as_signed(), f"ln_dev3_{j}")
-        # 4: the pre-shift into int16
+        nx3 = stage(m, en, nx, f"ln_nx3_{j}")
+        # 4: the exact deviation n (x - mean)
+        dev4 = stage(m, en, (nx3 - s.row_sum)[:46].as_signed(), f"ln_dev4_{j}")
+        # 5: the pre-shift into int16
         d = Signal(signed(16), name=f"ln_d{j}")
-        m.d.comb += d.eq(Mux(s.s_left != 0, dev3 << s.s_left, dev3 >> s.s_right)[:16]
+        m.d.comb += d.eq(Mux(s.s_left != 0, dev4 << s.s_left, dev4 >> s.s_right)[:16]
                          .as_signed())
-        d4 = stage(m, en, d, f"ln_d4_{j}")
-        # 5, 6: one 18 x 18 multiplier for d**2 (pass 1) and d * factor (pass 2). In pass
+        d5 = stage(m, en, d, f"ln_d5_{j}")
+        # 6, 7: one 18 x 18 multiplier for d**2 (pass 1) and d * factor (pass 2). In pass
         # 2 either factor <= 2**17 (root >= 2**14), whose only value with bit 17 set is
         # 2**17 itself, a shift; or root = 0 and every d of the row is 0 (see FACTOR_BITS).
         other = Signal(signed(FACTOR_BITS + 1), name=f"ln_other{j}")
-        m.d.comb += other.eq(Mux(t4.pass_index == 1, d4, s.factor[:FACTOR_BITS]))
-        top = stage(m, en, (t4.pass_index != 1) & s.factor[FACTOR_BITS], f"ln_top{j}")
-        pd = multiply(m, self.mul, j, 2, d4, other, en)
-        d5 = stage(m, en, d4, f"ln_d5_{j}")
+        m.d.comb += other.eq(Mux(t5.pass_index == 1, d5, s.factor[:FACTOR_BITS]))
+        top = stage(m, en, (t5.pass_index != 1) & s.factor[FACTOR_BITS], f"ln_top6_{j}")
+        top = stage(m, en, top, f"ln_top7_{j}")
+        pd = multiply(m, self.mul, j, 2, d5, other, en)
+        d7 = stage(m, en, stage(m, en, d5, f"ln_d6_{j}"), f"ln_d7_{j}")
         prod = Signal(signed(16 + FACTOR_BITS + 1), name=f"ln_prod{j}")
-        m.d.comb += prod.eq(Mux(top, d5 << FACTOR_BITS, pd))
+        m.d.comb += prod.eq(Mux(top, d7 << FACTOR_BITS, pd))
         val = Signal(signed(33), name=f"ln_val{j}")
         # |d| <= root, so |d * factor| <= 2**31 and y = (d * factor) >> 1 fits s32.
-        m.d.comb += val.eq(Mux(s.tags[5].pass_index == 1, prod, prod >> 1))
-        val6 = stage(m, en, val, f"ln_val6_{j}")
-        s.sq.append(val6)
+        m.d.comb += val.eq(Mux(s.tags[7].pass_index == 1, prod, prod >> 1))
+        val8 = stage(m, en, val, f"ln_val8_{j}")
+        s.sq.append(val8)
         # gamma and beta travel beside the chunk.
         gamma = self.i_gamma[j]
         beta = self.i_beta[j]
         for k in range(1, SQUARE_STAGE + 1):
             gamma = stage(m, en, gamma, f"ln_gamma{k}_{j}")
-        for k in range(1, 9):
+        for k in range(1, LATENCY - 1):
             beta = stage(m, en, beta, f"ln_beta{k}_{j}")
-        # 7, 8, pass 2: y * gamma_q
-        yl = multiply(m, self.mul, j, 3, val6[:17], gamma, en)
-        yh = multiply(m, self.mul, j, 4, val6[17:].as_signed(), gamma, en)
+        # 9-11, pass 2: y * gamma_q
+        yl = multiply(m, self.mul, j, 3, val8[:17], gamma, en)
+        yh = multiply(m, self.mul, j, 4, val8[17:].as_signed(), gamma, en)
         yg = Signal(signed(48), name=f"ln_yg{j}")
         m.d.comb += yg.eq((yh << 17) + yl)
-        yg8 = stage(m, en, yg, f"ln_yg8_{j}")
-        # 9: + beta_q; 10: / 2**16 rounded half away from zero
-        acc9 = stage(m, en, (yg8 + beta)[:48].as_signed(), f"ln_acc9_{j}")
+        yg11 = stage(m, en, yg, f"ln_yg11_{j}")
+        # 12: + beta_q; 13: / 2**16 rounded half away from zero
+        acc12 = stage(m, en, (yg11 + beta)[:48].as_signed(), f"ln_acc12_{j}")
         out = Signal(signed(32), name=f"ln_out{j}")
-        m.d.comb += out.eq(shift_right_half_away(acc9, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
-        m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out10_{j}"))
+        m.d.comb += out.eq(shift_right_half_away(acc12, ACC_SHIFT, 1 << (ACC_SHIFT - 1)))
+        m.d.comb += self.o_data[j].eq(stage(m, en, out, f"ln_out13_{j}"))
 
     def _square_sum(self, m: Module, s: SimpleNamespace) -> None:
         """Pass 1: the chunk's sum of squares, taken at :func:`var_stage`; and the outputs'
@@ -360,6 +366,8 @@ class LayerNormUnit(wiring.Component):
             with m.If(t1.end):
                 m.d.sync += [s.state.eq(_State.SCALE_MUL), s.scale_mul.eq(1)]
         with m.If(s.state == _State.SCALE_MUL):
+            m.d.sync += s.state.eq(_State.SCALE_MUL2)
+        with m.If(s.state == _State.SCALE_MUL2):
             m.d.sync += [s.state.eq(_State.SCALE_SUM), s.scale_mul.eq(0)]
         with m.If(s.state == _State.SCALE_SUM):
             m.d.sync += [s.n_max.eq(s.nx[0]), s.n_min.eq(s.nx[1]),

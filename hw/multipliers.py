@@ -6,11 +6,15 @@ only once the previous command has left the pipelines), so the output path owns 
 of :data:`BANK_SLOTS` multipliers per lane and gives each slot the operands of the unit
 that the command's operation names. A unit states what it multiplies through a
 :class:`MultiplierSignature` port: per lane and slot, the operands ``a`` and ``b`` and the
-register's enable ``en`` out, the product ``p`` back, registered in the bank: it is the
-pipeline register that would otherwise follow the multiplier in the unit, so the unit's
-pipeline is unchanged, and the product's register sits at its DSP block (an unregistered
-product routed to three units' registers set the routed critical path). Every operand fits
-a signed 18-bit value: each product is one ECP5 MULT18X18D.
+registers' enable ``en`` out, the product ``p`` back.
+
+A product takes :data:`MULTIPLY_STAGES` pipeline stages, both registers in the bank and
+both loaded when ``en`` is high: the operands (after the choice of unit, at the DSP
+block's inputs), then the product (at its outputs). So neither the route from a unit to
+its shared DSP nor the route back shares a clock cycle with the DSP's own delay (with the
+operands unregistered, the choice of unit and its routes to the DSPs were the largest
+group of slow paths of the routed whole design). Every operand fits a signed 18-bit value:
+each product is one ECP5 MULT18X18D.
 
 :class:`LaneMultipliers` is the bank; :class:`WithMultipliers` gives a unit a bank of its
 own, for a unit synthesized or simulated alone.
@@ -18,16 +22,18 @@ own, for a unit synthesized or simulated alone.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OPERAND_BITS", "PRODUCT_BITS", "BANK_SLOTS", "MultiplierSignature",
-           "LaneMultipliers", "WithMultipliers", "multiply"]
+__all__ = ["OPERAND_BITS", "PRODUCT_BITS", "BANK_SLOTS", "MULTIPLY_STAGES",
+           "MultiplierSignature", "LaneMultipliers", "WithMultipliers", "multiply"]
 
 #: Operands are signed 18-bit values (unsigned ones at most 17 bits): one DSP block each.
 OPERAND_BITS = 18
 PRODUCT_BITS = 2 * OPERAND_BITS
+#: Pipeline stages of a product: its operands' registers, then its own.
+MULTIPLY_STAGES = 2
 #: Multipliers per lane in the output path's shared bank: i-LayerNorm's five, which also
 #: serve i-GELU's three and i-Softmax's two.
 BANK_SLOTS = 5
@@ -35,8 +41,8 @@ BANK_SLOTS = 5
 
 class MultiplierSignature(wiring.Signature):
     """A unit's use of ``slots`` multipliers in each of ``cols`` lanes (from the unit's side:
-    the operands ``a``, ``b`` and the product register's enable ``en`` out, the registered
-    product ``p`` in).
+    the operands ``a``, ``b`` and the registers' enable ``en`` out, the registered product
+    ``p`` in).
 
     Parameters
     ----------
@@ -67,10 +73,10 @@ class MultiplierSignature(wiring.Signature):
 
 
 def multiply(m: Module, port, lane: int, slot: int, a, b, en):
-    """``a * b`` on multiplier ``slot`` of ``lane`` of the unit's ``port``, registered: the
-    operands and ``en`` are driven onto the port, and the product comes back in the shape
-    ``a * b`` has, after the next clock edge on which ``en`` is high (what
-    ``stage(m, en, a * b)`` gives; it holds otherwise).
+    """``a * b`` on multiplier ``slot`` of ``lane`` of the unit's ``port``, as a pipeline of
+    :data:`MULTIPLY_STAGES` stages: the operands and ``en`` are driven onto the port, and
+    the product comes back in the shape ``a * b`` has, after the second clock edge on
+    which ``en`` is high (what two ``stage(m, en, ...)`` give; it holds otherwise).
 
     Raises
     ------
@@ -90,8 +96,8 @@ def multiply(m: Module, port, lane: int, slot: int, a, b, en):
 
 
 class LaneMultipliers(wiring.Component):
-    """``slots`` signed 18 x 18 multipliers in each of ``cols`` lanes, each product into a
-    register loaded when its ``en`` is high.
+    """``slots`` signed 18 x 18 multipliers in each of ``cols`` lanes, each with its operands'
+    registers and its product's, all loaded when the slot's ``en`` is high.
 
     Members
     -------
@@ -107,8 +113,11 @@ class LaneMultipliers(wiring.Component):
         sig = self.mul.signature
         for j in range(sig.cols):
             for k in range(sig.slots):
+                a = Signal(signed(OPERAND_BITS), name=f"mul_a{j}_{k}")
+                b = Signal(signed(OPERAND_BITS), name=f"mul_b{j}_{k}")
                 with m.If(self.mul.en[j][k]):
-                    m.d.sync += self.mul.p[j][k].eq(self.mul.a[j][k] * self.mul.b[j][k])
+                    m.d.sync += [a.eq(self.mul.a[j][k]), b.eq(self.mul.b[j][k]),
+                                 self.mul.p[j][k].eq(a * b)]
         return m
 
 

@@ -518,7 +518,7 @@ class OutputPath(wiring.Component):
         LayerNorm's five slots, GELU's three in the first of them, Softmax's two in the
         last. Each slot's operands and enable are LayerNorm's or the other unit's, chosen
         by a register per lane set with the descriptor (one LUT level in front of the
-        DSP); its registered product goes back to both."""
+        operands' registers at the DSP); its registered product goes back to both."""
         C, bank = self.lanes, s.mul.mul
         assert LN_SLOTS == BANK_SLOTS and GELU_SLOTS + SM_SLOTS <= BANK_SLOTS
         users = [(s.gelu.mul, k) for k in range(GELU_SLOTS)] + \

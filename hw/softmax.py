@@ -28,22 +28,24 @@ stage  value                                                                    
 4      ``a_t = min(that, 30 N)``                                                   u19
 5-7    ``z = a_t // N``, ``r = a_t - z N`` (five restoring steps, two per stage)   u5, u14
 8      ``q_b - r``                                                                 u16
-9      ``r (q_b - r)``                                                             u30
-10     ``poly = q_c - r (q_b - r)``; ``z + w``                                     u31
-11     ``e = poly >> (z + w)``                                                     u20
-12     pass 2: ``(e >> 3) * factor`` (one 18 x 18 DSP) and ``(e & 7) * factor``     u32
-13     pass 2: ``min((e * factor) >> 23, 511)``                                    u9
+9, 10  ``r (q_b - r)``; ``z + w``                                                  u30
+11     ``poly = q_c - r (q_b - r)``                                                u31
+12     ``e = poly >> (z + w)``                                                     u20
+13, 14 pass 2: ``(e >> 3) * factor`` (one 18 x 18 DSP) and ``(e & 7) * factor``     u32
+15     pass 2: ``min((e * factor) >> 23, 511)``                                    u9
 =====  ==========================================================================  =====
 
 Every stage is at most one DSP multiply, one carry chain or one barrel shifter deep (two
-19-bit restoring steps), for a 100 MHz clock on an ECP5 (speed 6). The chunk statistics
-are lane reductions, one tree level per cycle (:func:`~.intmath.pipelined_tree`): pass
-0's maximum from the input, taken at stage :func:`max_stage`; pass 1's sum of ``e`` from
-stage 11, taken at stage :func:`sum_stage`. Per-row values (``xm``, ``factor``) are only
-replaced after the last chunk of the pass that makes them has reached that stage; every
-chunk of an earlier row that still needs them is further down the lock-step pipeline by
-then, past the stage that reads them (``xm`` is read at the input, ``factor`` from stage
-11's register, and ``factor`` is replaced only after pass 1).
+19-bit restoring steps), for a 100 MHz clock on an ECP5 (speed 6); a product takes two
+stages (:data:`~.multipliers.MULTIPLY_STAGES`: its operands and its result registered at
+the shared DSP block). The chunk statistics are lane reductions, one tree level per cycle
+(:func:`~.intmath.pipelined_tree`): pass 0's maximum from the input, taken at stage
+:func:`max_stage`; pass 1's sum of ``e`` from stage 12, taken at stage :func:`sum_stage`.
+Per-row values (``xm``, ``factor``) are only replaced after the last chunk of the pass that
+makes them has reached that stage; every chunk of an earlier row that still needs them is
+further down the lock-step pipeline by then, past the stage that reads them (``xm`` is read
+at the input, ``factor`` from stage 12's register, and ``factor`` is replaced only after
+pass 1).
 """
 
 from types import SimpleNamespace
@@ -78,9 +80,9 @@ EXP_CONSTS = data.StructLayout({
 })
 
 #: Pipeline stages from input to output.
-LATENCY = 13
+LATENCY = 15
 #: The stage whose register holds the exp codes ``e``.
-EXP_STAGE = 11
+EXP_STAGE = 12
 #: Passes over each row.
 PASSES = 3
 #: The golden model's constants (``golden.softmax``).
@@ -198,7 +200,7 @@ class SoftmaxUnit(wiring.Component):
         for i in range(1, k + 1):
             s.max_valid = stage(m, self.en, s.max_valid, f"sm_max_valid{i}")
             s.max_tag = stage(m, self.en, s.max_tag, f"sm_max_tag{i}")
-        s.e11 = [self._exp_lane(m, s, j) for j in range(self.cols)]
+        s.e12 = [self._exp_lane(m, s, j) for j in range(self.cols)]
         self._sum_and_probabilities(m, s)
         self._row_statistics(m, s)
         m.d.comb += self.busy.eq(Cat(*s.valid[1:]).any() | (s.state != _State.READY))
@@ -257,7 +259,7 @@ class SoftmaxUnit(wiring.Component):
             s.tags.append(stage(m, self.en, s.tags[-1], f"sm_tag{k}"))
 
     def _exp_lane(self, m: Module, s: SimpleNamespace, j: int):
-        """Lane ``j`` from ``a = xm - x`` (stage 1) to its exp code (stage 11)."""
+        """Lane ``j`` from ``a = xm - x`` (stage 1) to its exp code (stage 12)."""
         en = self.en
         a = Signal(unsigned(32), name=f"sm_a{j}")
         m.d.comb += a.eq(s.row_max - self.i_data[j])
@@ -291,46 +293,48 @@ class SoftmaxUnit(wiring.Component):
         z7 = Signal(unsigned(5), name=f"sm_z7_{j}")
         m.d.comb += z7.eq(Cat(*reversed(z_bits)))
         r7 = rem[:14]
-        # 8-10: the polynomial (p + q_b) p + q_c with p = -r; z + w beside it.
+        # 8-11: the polynomial (p + q_b) p + q_c with p = -r; z + w beside it.
         qb8 = stage(m, en, (s.q_b - r7)[:16], f"sm_qb8_{j}")
         r8 = stage(m, en, r7, f"sm_r8_{j}")
         z8 = stage(m, en, z7, f"sm_z8_{j}")
-        prod9 = multiply(m, self.mul, j, 0, r8, qb8, en)
+        prod10 = multiply(m, self.mul, j, 0, r8, qb8, en)
         zw9 = stage(m, en, z8 + s.w, f"sm_zw9_{j}")
-        poly = Signal(unsigned(31), name=f"sm_poly{j}")
-        m.d.comb += poly.eq(s.q_c - prod9)
-        poly10 = stage(m, en, poly, f"sm_poly10_{j}")
         zw10 = stage(m, en, zw9, f"sm_zw10_{j}")
-        # 11: the exp code.
+        poly = Signal(unsigned(31), name=f"sm_poly{j}")
+        m.d.comb += poly.eq(s.q_c - prod10)
+        poly11 = stage(m, en, poly, f"sm_poly11_{j}")
+        zw11 = stage(m, en, zw10, f"sm_zw11_{j}")
+        # 12: the exp code.
         e = Signal(unsigned(EXP_BITS), name=f"sm_e{j}")
-        m.d.comb += e.eq(poly10 >> zw10)
-        return stage(m, en, e, f"sm_e11_{j}")
+        m.d.comb += e.eq(poly11 >> zw11)
+        return stage(m, en, e, f"sm_e12_{j}")
 
     def _sum_and_probabilities(self, m: Module, s: SimpleNamespace) -> None:
         """Pass 1: the chunk sum, taken at :func:`sum_stage`; pass 2: the probabilities
-        (stages 12, 13)."""
-        en, C, t11 = self.en, self.cols, s.tags[EXP_STAGE]
+        (stages 13 to 15)."""
+        en, C, t12 = self.en, self.cols, s.tags[EXP_STAGE]
         k = tree_stages(C)
-        s.csum = pipelined_tree(m, en, [Mux(t11.mask[j], s.e11[j], 0) for j in range(C)],
+        s.csum = pipelined_tree(m, en, [Mux(t12.mask[j], s.e12[j], 0) for j in range(C)],
                                 lambda a, b: a + b, "sm_csum", k)
-        s.sum_valid = s.valid[EXP_STAGE] & (t11.pass_index == 1)
-        s.sum_tag = t11
+        s.sum_valid = s.valid[EXP_STAGE] & (t12.pass_index == 1)
+        s.sum_tag = t12
         for i in range(1, k + 1):
             s.sum_valid = stage(m, en, s.sum_valid, f"sm_sum_valid{i}")
             s.sum_tag = stage(m, en, s.sum_tag, f"sm_sum_tag{i}")
         for j in range(C):
-            # 12: e * factor (u20 x u14) as one 18 x 18 DSP product, e's top 17 bits times
-            # factor, and beside it e's low bits times factor (adders); 13: the two
+            # 13, 14: e * factor (u20 x u14) as one 18 x 18 DSP product, e's top 17 bits
+            # times factor, and beside it e's low bits times factor (adders); 15: the two
             # added, shifted and clipped.
-            e = s.e11[j]
+            e = s.e12[j]
             hi = multiply(m, self.mul, j, 1, e[SPLIT_BITS:], s.factor, en)
             lo = stage(m, en, times_unsigned(m, s.factor, e[:SPLIT_BITS], f"sm_lo{j}"),
-                       f"sm_scaled_lo12_{j}")
+                       f"sm_scaled_lo13_{j}")
+            lo = stage(m, en, lo, f"sm_scaled_lo14_{j}")
             scaled = (hi << SPLIT_BITS) + lo
             shifted = scaled >> OUT_SHIFT
             p = Signal(unsigned(OUT_BITS), name=f"sm_p{j}")
             m.d.comb += p.eq(Mux(shifted > OUT_MAX, OUT_MAX, shifted))
-            m.d.comb += self.o_data[j].eq(stage(m, en, p, f"sm_p13_{j}"))
+            m.d.comb += self.o_data[j].eq(stage(m, en, p, f"sm_p15_{j}"))
         t = s.tags[LATENCY]
         m.d.comb += [self.o_valid.eq(s.valid[LATENCY] & (t.pass_index == 2)), self.o_tag.eq(t)]
 

@@ -51,7 +51,7 @@ from .output_path import (
     row_layout,
 )
 from .requant import DYADIC_STAGES, MULTIPLIER_BITS, SHIFT_BITS, dyadic_lanes
-from .skid import SkidBuffer
+from .skid import TurnSlice
 
 __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
 
@@ -439,12 +439,12 @@ class StoreUnit(wiring.Component):
         m.d.comb += [entry.chunk.last.eq(ctl[0]), entry.has_param.eq(ctl[1]),
                      entry.param.eq(par), r.fifo_write.eq(v)]
         # The FIFO's head into a register slice, the slice to the output path: the output
-        # path's lanes start from flip-flops (they go straight to its multipliers: from
-        # the FIFO's LUT RAM read that set the routed critical path), and its take reaches
-        # only the slice's registers, beside it, not the FIFO's read (a registered FIFO
-        # head put the take, the read and the head's enables in one cycle: the next
-        # critical path).
-        m.submodules.to_output = slice_ = SkidBuffer(entry_layout)
+        # path's lanes start from flip-flops and a multiplexer (from the FIFO's LUT RAM
+        # read they set the routed critical path), and its take reaches only the slice's
+        # pointer, not the FIFO's read (a registered FIFO head put the take, the read and
+        # the head's enables in one cycle: the next critical path), nor the enables of the
+        # slice's registers (a SkidBuffer's: the one after).
+        m.submodules.to_output = slice_ = TurnSlice(entry_layout)
         head = Signal(entry_layout)
         m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v),
                      slice_.i.valid.eq(q.r_rdy), slice_.i.payload.eq(q.r_data),

@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from tessera.hw.gelu import GeluLanes
 from tessera.hw.multipliers import (
+    MULTIPLY_STAGES,
     LaneMultipliers,
     MultiplierSignature,
     WithMultipliers,
@@ -52,19 +53,27 @@ def test_products_come_back_exact_in_the_operands_shape(a_shape, b_shape):
         return sorted({lo, lo + 1, -1 if shape.signed else 2, 0, 1, hi // 3, hi - 1, hi})
 
     async def bench(ctx):
-        held = None
-        for x in edges(a_shape):
-            for y in edges(b_shape):
-                ctx.set(a, x)
-                ctx.set(b, y)
-                ctx.set(en, 1)
-                await ctx.tick()                # registered: the product a clock later
-                assert ctx.get(p) == x * y, (x, y)
-                held = x * y
+        pairs = [(x, y) for x in edges(a_shape) for y in edges(b_shape)]
+        ctx.set(en, 1)
+        for n, (x, y) in enumerate(pairs):
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()                    # a pipeline of two stages: the product of
+            if n:                               # the operands of the clock before
+                px, py = pairs[n - 1]
+                assert ctx.get(p) == px * py, (px, py)
+        held = pairs[-2][0] * pairs[-2][1]
         ctx.set(a, 1)
-        ctx.set(en, 0)                          # not enabled: the register holds
+        ctx.set(en, 0)                          # not enabled: both stages hold
+        for _ in range(2):
+            await ctx.tick()
+            assert ctx.get(p) == held
+        ctx.set(en, 1)
+        await ctx.tick()                        # the last operands, held, come out
+        assert ctx.get(p) == pairs[-1][0] * pairs[-1][1]
         await ctx.tick()
-        assert ctx.get(p) == held
+        assert ctx.get(p) == 1 * pairs[-1][1]
+        assert MULTIPLY_STAGES == 2
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
