@@ -44,7 +44,7 @@ from .config import TesseraConfig
 from .intmath import carry_sum
 from .memory import ROWS_BITS, acc_port_signature, spad_port_signature
 from .read_arbiter import READ_MEMBERS, ReadArbiter, connect_members, connect_through_ar_slice
-from .skid import SkidBuffer, TurnSlice
+from .skid import SkidBuffer
 
 __all__ = ["DmaError", "max_row_bytes", "max_load_row_bytes", "chunk_bytes", "max_chunks",
            "command_layout", "block_layout", "done_layout", "local_write_layout", "times_int8",
@@ -711,9 +711,9 @@ class DmaReader(wiring.Component):
         beat_bytes, n = beats.r_data[:bb * 8], beats.r_data[bb * 8:]
         # A chunk leaves the buffer into a register slice (the local writes): its ready is
         # a register, so the memories' and the engine's handshake stays out of this logic.
-        # (A TurnSlice: the engine's late take moves its pointer, not the enables of its
-        # two chunk registers, which were a routed group of slow paths with a SkidBuffer.)
-        m.submodules.writes = writes = TurnSlice(local_write_layout(c))
+        # (Not a TurnSlice: its multiplexer in front of the engine's scaling of the lanes
+        # was a longer path, routed, than a SkidBuffer's enables.)
+        m.submodules.writes = writes = SkidBuffer(local_write_layout(c))
         wiring.connect(m, writes.o, wiring.flipped(self.o_write))
         w_pending = writes.o.valid | ~writes.i.ready        # a chunk in the slice
         # may_write: an older command's reader has finished writing (see DmaEngine).

@@ -8,10 +8,12 @@ item taken in cycle ``t`` is offered from cycle ``t + 1``.
 
 :class:`TurnSlice` behaves the same cycle for cycle, but its two registers are written in
 turn and read in turn: the consumer's take moves a one-bit pointer, instead of enabling
-every bit of the head and the spare place. Its head is a multiplexer of the two by the
-pointer (a flip-flop), one LUT level in front of the consumer. It suits a wide payload
-whose consumer decides its take late and far away: with :class:`SkidBuffer` that decision
-reaches the enables of twice the payload's flip-flops in the same cycle.
+every bit of the head and the spare place, and a free register loads the producer's
+payload in every cycle, so neither side's handshake reaches the payload's enables. Its
+head is a multiplexer of the two by the pointer (a flip-flop), one LUT level in front of
+the consumer. It suits a wide payload whose consumer decides its take late and far away,
+and whose logic after the slice is short: with :class:`SkidBuffer` the take reaches the
+enables of twice the payload's flip-flops in the same cycle.
 
 :func:`room_register` gives a FIFO's ``w_rdy`` as a register, for a lock-step pipeline
 whose enable it is: the enable then leaves a flip-flop for its hundreds of loads.
@@ -92,12 +94,18 @@ class TurnSlice(wiring.Component):
         m.d.comb += [self.i.ready.eq(~held[0] | ~held[1]),
                      self.o.valid.eq(Mux(read, held[1], held[0])),
                      self.o.payload.eq(Mux(read, items[1], items[0]))]
+        # A free place loads the producer's payload in every cycle, whether it is pushed or
+        # not (a free place's content is never read): its enable is a flip-flop, not the
+        # producer's valid, and a push only marks the place held.
+        for k in range(2):
+            with m.If(~held[k]):
+                m.d.sync += items[k].eq(self.i.payload)
         with m.If(push):
             m.d.sync += write.eq(~write)
             with m.If(write):
-                m.d.sync += [items[1].eq(self.i.payload), held[1].eq(1)]
+                m.d.sync += held[1].eq(1)
             with m.Else():
-                m.d.sync += [items[0].eq(self.i.payload), held[0].eq(1)]
+                m.d.sync += held[0].eq(1)
         with m.If(pop):
             m.d.sync += read.eq(~read)
             # (a place read is not the place written in the same cycle: that one is free)

@@ -443,7 +443,8 @@ class StoreUnit(wiring.Component):
         # read they set the routed critical path), and its take reaches only the slice's
         # pointer, not the FIFO's read (a registered FIFO head put the take, the read and
         # the head's enables in one cycle: the next critical path), nor the enables of the
-        # slice's registers (a SkidBuffer's: the one after).
+        # slice's registers (a SkidBuffer's: the one after; a free register of the
+        # TurnSlice loads in every cycle, so the FIFO's level does not reach them either).
         m.submodules.to_output = slice_ = TurnSlice(entry_layout)
         head = Signal(entry_layout)
         m.d.comb += [q.w_data.eq(entry), q.w_en.eq(v),
