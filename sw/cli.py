@@ -640,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="the clock nextpnr aims for (default 100)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-dsp-registers", action="store_true",
+                   help="ecp5: leave the multipliers' operand and product flip-flops in the "
+                        "fabric (by default they move into the DSPs' own registers)")
     p.add_argument("--paths", type=int, default=0, metavar="N",
                    help="ecp5: rank the N worst groups of paths over the --freq period, "
                         "estimated before placement (minutes, where placing takes half an "
@@ -853,19 +856,20 @@ def cmd_synth(args) -> int:
         raise UsageError("--pnr, --place and --paths are for --target ecp5")
     report = synthesize(cfg, args.target, args.top)
     if args.pnr or args.place:
-        place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed)
+        place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed,
+                        dsp_registers=not args.no_dsp_registers)
     out = report.to_dict()
     text = format_report(report)
     if args.paths:
         from .paths import estimate_paths, format_paths, read_routed_arrivals
-        from .synth import synthesize_wrapped
+        from .synth import pnr_netlist, synthesize_wrapped
 
         work = Path(report.workdir)
         if not (args.pnr or args.place):
             synthesize_wrapped(report, names=False)
         # After routing, the ranking takes nextpnr's arrival time at every endpoint.
         routed = read_routed_arrivals(work / "pnr.json") if args.pnr else None
-        estimate = estimate_paths(work / "wrapped.json", top_spec(args.top).module,
+        estimate = estimate_paths(pnr_netlist(work), top_spec(args.top).module,
                                   1e3 / args.freq, routed=routed)
         text += "\n\n" + format_paths(estimate, args.paths)
         out["paths"] = estimate.to_dict()

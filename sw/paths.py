@@ -47,6 +47,7 @@ DELAYS = {
     "lutram_read": 0.60,     # TRELLIS_DPR16X4: read address -> data
     "bram_clk_to_out": 4.0,  # DP16KD without its output register
     "dsp": 4.0,              # MULT18X18D without registers: operand -> product
+    "dsp_clk_to_out": 1.0,   # MULT18X18D with its product's register: clock -> product
     "route": 0.8,            # a net of fanout 1 ...
     "route_per_fanout": 0.25,  # ... plus this per doubling of its fanout
 }
@@ -115,6 +116,17 @@ def read_routed_arrivals(report: Path) -> dict:
             ns = max(delay) if isinstance(delay, list) else float(delay or 0.0)
             out[e["cell"]] = max(out.get(e["cell"], 0.0), ns)
     return out
+
+
+def _dsp_registers(cell: dict) -> set:
+    """Which of a MULT18X18D's registers are clocked (``INPUTA``, ``INPUTB``, ``OUTPUT``)."""
+    params = cell.get("parameters", {})
+    return {r for r in ("INPUTA", "INPUTB", "OUTPUT")
+            if str(params.get(f"REG_{r}_CLK", "NONE")).strip() != "NONE"}
+
+
+def _dsp_operands(cell: dict) -> list:
+    return [p for p in cell["port_directions"] if p[0] in "AB" and p[1:].isdigit()]
 
 
 class _Netlist:
@@ -194,9 +206,13 @@ class _Netlist:
         elif t == "TRELLIS_DPR16X4":
             options = [self._worst(cell, ["RAD"], d["lutram_read"]), (d["lutram_read"], None)]
         elif t == "MULT18X18D":
-            operands = [p for p in c["port_directions"]
-                        if p[0] in "AB" and p[1:].isdigit()]
-            options = [self._worst(cell, operands, d["dsp"])]
+            regs = _dsp_registers(c)
+            if "OUTPUT" in regs:
+                options = [(d["dsp_clk_to_out"], None)]
+            elif {"INPUTA", "INPUTB"} <= regs:
+                options = [(d["dsp"], None)]            # from the operands' registers
+            else:
+                options = [self._worst(cell, _dsp_operands(c), d["dsp"])]
         else:                                   # I/O and the rest: a start point
             options = [(0.0, None)]
         value, who = max(options, key=lambda o: o[0])
@@ -231,12 +247,20 @@ def estimate_paths(netlist: Path, top_module: str = "tessera_accelerator",
     ends = []
     for name, c in n.cells.items():
         ports = _ENDPOINTS.get(c["type"])
+        setup = DELAYS["setup"]
         if ports is None and c["type"] in ("DP16KD", "PDPW16KD"):
             ports = [p for p, way in c["port_directions"].items()
                      if way == "input" and not p.startswith("CLK")]
+        if ports is None and c["type"] == "MULT18X18D" and _dsp_registers(c):
+            # a registered DSP ends its operands' paths: in its operand registers, or
+            # through the multiplier in its product's
+            regs = _dsp_registers(c)
+            ports = _dsp_operands(c)
+            if not {"INPUTA", "INPUTB"} <= regs:
+                setup += DELAYS["dsp"]
         if not ports:
             continue
-        worst = max(((n.at(b) + n.route(b, name, p) + DELAYS["setup"], b)
+        worst = max(((n.at(b) + n.route(b, name, p) + setup, b)
                      for b, p in n._inputs(name, ports)), default=None, key=lambda e: e[0])
         if worst and name in routed:
             worst, hits = (routed[name], worst[1]), hits + 1
@@ -311,7 +335,10 @@ def main(argv=None) -> int:
                    help="ignore pnr.json: the estimate before placement")
     p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
     args = p.parse_args(argv)
-    netlist, report = args.workdir / "wrapped.json", args.workdir / "pnr.json"
+    from .synth import pnr_netlist
+
+    report = args.workdir / "pnr.json"
+    netlist = args.workdir / "wrapped.json" if args.estimate else pnr_netlist(args.workdir)
     if not netlist.exists():
         p.error(f"{netlist} does not exist: run tessera synth --paths or --pnr first")
     if args.freq <= 0:

