@@ -47,7 +47,7 @@ DELAYS = {
     "lutram_read": 0.60,     # TRELLIS_DPR16X4: read address -> data
     "bram_clk_to_out": 4.0,  # DP16KD without its output register
     "dsp": 4.0,              # MULT18X18D without registers: operand -> product
-    "dsp_clk_to_out": 1.0,   # MULT18X18D with its product's register: clock -> product
+    "dsp_clk_to_out": 0.74,  # MULT18X18D with its product's register: clock -> product
     "route": 0.8,            # a net of fanout 1 ...
     "route_per_fanout": 0.25,  # ... plus this per doubling of its fanout
 }

@@ -136,3 +136,36 @@ def test_ranking_a_finished_folder_again(tmp_path, capsys):
     assert json.loads(out_json.read_text())["worst_ns"] > 5.0
     with pytest.raises(SystemExit):
         paths_main([str(tmp_path / "missing")])
+
+
+def _dsp(a_bits, p_bits, regs=()):
+    ports = {f"A{i}": "input" for i in range(18)}
+    ports.update({f"B{i}": "input" for i in range(18)})
+    ports.update({f"P{i}": "output" for i in range(36)})
+    conns = {p: ["0"] for p in ports}
+    for i, b in enumerate(a_bits):
+        conns[f"A{i}"] = [b]
+    for i, b in enumerate(p_bits):
+        conns[f"P{i}"] = [b]
+    params = {f"REG_{r}_CLK": "CLK0" for r in regs}
+    return {"type": "MULT18X18D", "port_directions": ports, "connections": conns,
+            "parameters": params}
+
+
+@pytest.mark.parametrize("regs", [(), ("OUTPUT",), ("INPUTA", "INPUTB", "OUTPUT")])
+def test_a_dsp_with_its_registers_ends_and_starts_paths(tmp_path, regs):
+    # a (FF) -> LUT -> the DSP's operand; its product -> LUT -> b (FF)
+    cells = {"src": _ff(50, 10), "l1": _lut([10], 11), "dsp": _dsp([11], [12], regs),
+             "l2": _lut([12], 13), "dst": _ff(13, 14)}
+    path = _write(tmp_path, cells, {"inner.exe.a": [10], "inner.exe.b": [13]})
+    e = estimate_paths(path, period_ns=0.1)
+    into = D["clk_to_q"] + D["route"] + D["lut"] + D["route"]
+    out = D["route"] + D["lut"] + D["route"] + D["setup"]
+    src = D["route"] + D["setup"]                   # src's own input, undriven
+    want = {(): [src, into + D["dsp"] + out],       # one path through the multiplier
+            # the operand's path ends in the product's register, through the multiplier
+            ("OUTPUT",): [src, D["dsp_clk_to_out"] + out, into + D["dsp"] + D["setup"]],
+            ("INPUTA", "INPUTB", "OUTPUT"): [src, D["dsp_clk_to_out"] + out,
+                                             into + D["setup"]]}[regs]
+    assert e.endpoints == len(want)
+    assert sorted(g.worst_ns for g in e.groups) == pytest.approx(sorted(want), abs=0.01)
