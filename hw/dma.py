@@ -999,12 +999,9 @@ class DmaEngine(wiring.Component):
         m.submodules.acc_writes = acc_writes = SkidBuffer(self.acc.req.payload.shape())
         wiring.connect(m, acc_writes.o, wiring.flipped(self.acc.req))
         # Local writes taken and not yet written: the oldest command's (only it writes),
-        # at most two in the slice, two in each port's buffer and one being written.
+        # counted from the register where the readers' writes meet (below) on: one there,
+        # two in the accumulator's slice, two in each port's buffer and one being written.
         unwritten = Signal(range(8))
-        m.d.sync += unwritten.eq(unwritten
-                                 + ((self.spad.req.valid & self.spad.req.ready)
-                                    | (acc_writes.i.valid & acc_writes.i.ready))
-                                 - self.spad.resp.written - self.acc.resp.written)
         # Only the oldest command's reader writes: which reader that is next cycle, as a
         # register (the order FIFO's head is a LUT RAM read, too slow in front of the
         # readers' realignment logic). Commands alternate between the readers, and so do
@@ -1033,13 +1030,24 @@ class DmaEngine(wiring.Component):
         # Local writes: only the oldest command's reader writes, so one set of lanes widens
         # and scales the rows of both, and one register assembles the chunks of their wide
         # rows: chunk k of a row is kept until its last chunk comes, then the row is
-        # written whole (bytes past its last chunk are 0).
+        # written whole (bytes past its last chunk are 0). The two readers' writes meet in
+        # a register (``w``): the choice between them, by a reader's valid that selects
+        # every payload bit, is not in series with the lanes.
         a, b = rds[0].o_write, rds[1].o_write
         w = Signal(local_write_layout(c))
-        m.d.comb += w.eq(Mux(b.valid, b.payload.as_value(), a.payload.as_value()))
+        w_valid = Signal()
+        spad, acc = self.spad.req, acc_writes.i
+        ready = Mux(w.end, Mux(w.to_acc, acc.ready, spad.ready), 1)
+        room = ~w_valid | ready
+        incoming = Signal(local_write_layout(c))
+        m.d.comb += incoming.eq(Mux(b.valid, b.payload.as_value(), a.payload.as_value()))
+        with m.If(room):
+            m.d.sync += [w_valid.eq(a.valid | b.valid), w.eq(incoming)]
+        m.d.sync += unwritten.eq(unwritten + ((a.valid | b.valid) & room & incoming.end)
+                                 - self.spad.resp.written - self.acc.resp.written)
         wc, n_max = chunk_bytes(c), max_chunks(c)
         kept = Signal(max(n_max - 1, 0) * wc * 8)
-        with m.If((a.valid | b.valid) & ~w.end):
+        with m.If(w_valid & ~w.end):
             for k in range(n_max - 1):
                 with m.If(w.part == k):
                     m.d.sync += kept[k * wc * 8:(k + 1) * wc * 8].eq(w.chunk.as_value())
@@ -1050,16 +1058,14 @@ class DmaEngine(wiring.Component):
                 if k < n_max - 1 else 0
             m.d.comb += row[k * wc * 8:(k + 1) * wc * 8].eq(
                 Mux(w.part == k, w.chunk.as_value(), earlier))
-        spad, acc = self.spad.req, acc_writes.i
-        ready = Mux(w.end, Mux(w.to_acc, acc.ready, spad.ready), 1)
         m.d.comb += [
-            a.ready.eq(ready & a.valid), b.ready.eq(ready & b.valid),
-            spad.valid.eq((a.valid | b.valid) & w.end & ~w.to_acc),
+            a.ready.eq(room & a.valid), b.ready.eq(room & b.valid),
+            spad.valid.eq(w_valid & w.end & ~w.to_acc),
             spad.payload.addr.eq(w.addr),
             spad.payload.write.eq(1),
             spad.payload.tag.eq(0),
             spad.payload.data.eq(w.chunk.as_value()[:c.spad_row_bytes * 8]),
-            acc.valid.eq((a.valid | b.valid) & w.end & w.to_acc),
+            acc.valid.eq(w_valid & w.end & w.to_acc),
             acc.payload.addr.eq(w.addr),
             acc.payload.write.eq(1),
             acc.payload.accumulate.eq(w.accumulate),

@@ -65,23 +65,10 @@ class SkidBuffer(wiring.Component):
         return m
 
 
-class TurnSlice(wiring.Component):
+class TurnSlice(SkidBuffer):
     """Two items of ``shape`` between ``i`` and ``o``, as :class:`SkidBuffer` gives them, in
-    two registers written and read in turn (see the module docstring).
-
-    Parameters
-    ----------
-    shape : ShapeLike
-        The payload.
-
-    Members
-    -------
-    i : In(stream.Signature(shape))
-    o : Out(stream.Signature(shape))
+    two registers written and read in turn (see the module docstring); the same members.
     """
-
-    def __init__(self, shape):
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
         m = Module()

@@ -155,7 +155,7 @@ class Timing:
     finish_delay: int = 1
     sync_delay: int = 2
     load_setup: int = CHECK_CYCLES + 3
-    load_tail: int = 9
+    load_tail: int = 10
     load_order: int = 2
     ws_fill: int = 0
     ws_drain: int = 0
