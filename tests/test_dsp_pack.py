@@ -145,12 +145,14 @@ def test_operands_with_different_enables_use_two(netlists):
 def _side_by_side(work: Path, post: dict, cycles: int, seed: int) -> str:
     """Simulate ``pre.json`` and ``post`` in Icarus on the same random inputs; the output."""
     (work / "post.json").write_text(json.dumps(post))
+    # (YoWASP's Yosys sees the working folder, not every path of the host)
+    shutil.copy(HDL, work / HDL.name)
     for name in ("pre", "post"):
         # Yosys's ECP5 cell models (Icarus does not read them) and ours of the MULT18X18D,
         # flattened into plain Verilog
         _yosys(f"read_json {name}.json; rename top top_{name}; "
                f"write_verilog -noattr {name}_cells.v; design -reset; "
-               f"read_verilog -D NO_INCLUDES +/ecp5/cells_sim.v; read_verilog {HDL}; "
+               f"read_verilog -D NO_INCLUDES +/ecp5/cells_sim.v; read_verilog {HDL.name}; "
                f"read_verilog {name}_cells.v; hierarchy -top top_{name}; proc; flatten; "
                f"opt_clean; write_verilog -noattr {name}.v", work)
     (work / "tb.v").write_text(_testbench(post["modules"]["top"]["ports"], cycles, seed))
