@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .netlist import NetIndex
+
 __all__ = ["DspPackStats", "pack_dsp_registers"]
 
 _OPERAND_BITS = 18
@@ -54,43 +56,6 @@ class DspPackStats:
 def _param(cell: dict, name: str, default: str) -> str:
     value = cell.get("parameters", {}).get(name, default)
     return value.strip() if isinstance(value, str) else str(value)
-
-
-class _Nets:
-    """Drivers and loads of each net bit of a flattened Yosys JSON module."""
-
-    def __init__(self, module: dict):
-        self.driver: dict = {}
-        self.loads: dict = defaultdict(list)
-        for name, c in module["cells"].items():
-            for port, bits in c["connections"].items():
-                out = c["port_directions"].get(port) == "output"
-                for b in bits:
-                    if isinstance(b, str):
-                        continue
-                    if out:
-                        self.driver[b] = (name, port)
-                    else:
-                        self.loads[b].append((name, port))
-        for pname, p in module.get("ports", {}).items():
-            for b in p["bits"]:
-                if isinstance(b, str):
-                    continue
-                if p["direction"] == "input":
-                    self.driver[b] = ("$port", pname)
-                else:
-                    self.loads[b].append(("$port", pname))
-
-    def drop_load(self, bit, cell: str, port: str):
-        if not isinstance(bit, str):
-            self.loads[bit].remove((cell, port))
-
-    def drop_cell(self, cell: dict, name: str):
-        """Forget ``cell``'s inputs as loads (it is being removed)."""
-        for port, bits in cell["connections"].items():
-            if cell["port_directions"].get(port) != "output":
-                for b in bits:
-                    self.drop_load(b, name, port)
 
 
 def _ff_control(cell: dict):
@@ -151,7 +116,7 @@ def _common_control(cells: dict, names) -> tuple | None:
     return ctrls.pop()
 
 
-def _operand_plan(side: str, conn: dict, cells: dict, nets: _Nets, stats: DspPackStats):
+def _operand_plan(side: str, conn: dict, cells: dict, nets: NetIndex, stats: DspPackStats):
     """(side, its flip-flops, their control) if operand ``side`` can be registered."""
     signed = conn.get(f"SIGNED{side}", ["0"])[0]
     source = conn.get(f"SOURCE{side}", ["0"])[0]
@@ -174,7 +139,7 @@ def _operand_plan(side: str, conn: dict, cells: dict, nets: _Nets, stats: DspPac
     return None
 
 
-def _product_plan(conn: dict, cells: dict, nets: _Nets, stats: DspPackStats):
+def _product_plan(conn: dict, cells: dict, nets: NetIndex, stats: DspPackStats):
     """("P", {product bit: its flip-flop}, their control) if the product can be
     registered."""
     p_ffs = {}
@@ -198,7 +163,7 @@ def _product_plan(conn: dict, cells: dict, nets: _Nets, stats: DspPackStats):
     return "P", p_ffs, ctrl
 
 
-def _apply(name: str, dsp: dict, plan: list, ctl: _Controls, cells: dict, nets: _Nets,
+def _apply(name: str, dsp: dict, plan: list, ctl: _Controls, cells: dict, nets: NetIndex,
            removed: set, stats: DspPackStats):
     """Give DSP ``name`` the registers of ``plan`` and take its flip-flops out."""
     conn, dirs = dsp["connections"], dsp["port_directions"]
@@ -253,7 +218,7 @@ def pack_dsp_registers(netlist: dict, top: str) -> DspPackStats:
     see the module docstring for when. Returns what was packed."""
     module = netlist["modules"][top]
     cells = module["cells"]
-    nets = _Nets(module)
+    nets = NetIndex(module, ports=True)
     stats = DspPackStats()
     removed: set = set()
     for name in sorted(n for n, c in cells.items() if c["type"] == "MULT18X18D"):

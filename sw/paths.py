@@ -25,10 +25,10 @@ import json
 import math
 import re
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .netlist import NetIndex
 from .synth import _unit_of_net as _unit
 
 __all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths",
@@ -132,17 +132,8 @@ def _dsp_operands(cell: dict) -> list:
 class _Netlist:
     def __init__(self, module: dict):
         self.cells = module["cells"]
-        self.driver, self.sinks, self.names = {}, defaultdict(list), {}
-        for name, c in self.cells.items():
-            for port, bits in c["connections"].items():
-                out = c["port_directions"].get(port) == "output"
-                for b in bits:
-                    if isinstance(b, str):
-                        continue            # a constant
-                    if out:
-                        self.driver[b] = (name, port)
-                    else:
-                        self.sinks[b].append((name, port))
+        index = NetIndex(module)
+        self.driver, self.sinks, self.names = index.driver, index.loads, {}
         for net, info in module["netnames"].items():
             bits = info["bits"]
             if net.startswith("$"):
