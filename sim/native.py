@@ -39,10 +39,12 @@ from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS
 from .accel_system import ACCEL_SYSTEM, CHECKERS, MEM_MODEL
 from .runner import (
+    QUICK_CXX_OPT,
     BuildProgress,
     SimulationFailed,
     generated_verilog,
     locked,
+    quick_builds,
     simulation_netlist,
 )
 from .toolchain import SimulatorMissing, setup_verilator
@@ -63,6 +65,13 @@ VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fata
 #: (``OPT_SLOW``), which halves the compile time. ``-march=native``: the build is cached
 #: per processor model (see :func:`_digest`).
 CXX_OPT = "-O3 -march=native"
+
+
+def _cxx_opt() -> tuple[str, str]:
+    """The C++ optimisation of the per-cycle code and of Verilator's runtime library:
+    :data:`CXX_OPT` and ``-O2``, or ``-O1`` for both in a quick build
+    (:func:`~tessera.sim.runner.quick_builds`)."""
+    return (QUICK_CXX_OPT, QUICK_CXX_OPT) if quick_builds() else (CXX_OPT, "-O2")
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def _digest(vfile: Path, trace: bool) -> str:
     h = hashlib.sha256(vfile.read_bytes())
     for extra in (MEM_MODEL, *CHECKERS, HARNESS, LINT_WAIVERS):
         h.update(Path(extra).read_bytes())
-    h.update(repr((VERILATOR_ARGS, CXX_OPT, trace, _cpu())).encode())
+    h.update(repr((VERILATOR_ARGS, _cxx_opt(), trace, _cpu())).encode())
     return h.hexdigest()
 
 
@@ -129,7 +138,7 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
     # names, so that the waveform reads like the design.
     base, vfile = (generated_verilog if trace else simulation_netlist)(config, ACCEL_SYSTEM,
                                                                       quiet=quiet)
-    out = base / ("native-trace" if trace else "native")
+    out = base / (("native-trace" if trace else "native") + ("-quick" if quick_builds() else ""))
     exe = out / "tessera_sim"
     digest = _digest(vfile, trace)
     stamp = out / "built.sha256"
@@ -146,12 +155,12 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
                "--top-module", ACCEL_SYSTEM.module, "--prefix", "Vsystem",
                "-DTESSERA_NATIVE", *VERILATOR_ARGS, *(["--trace-fst"] if trace else []),
                "-CFLAGS", cflags, "-MAKEFLAGS",
-               f"OPT_FAST='{CXX_OPT}' OPT_SLOW=-O0 OPT_GLOBAL=-O2",
+               "OPT_FAST='{}' OPT_SLOW=-O0 OPT_GLOBAL={}".format(*_cxx_opt()),
                str(LINT_WAIVERS), str(vfile), str(MEM_MODEL), *map(str, CHECKERS), str(HARNESS),
                "-o", str(exe), "--Mdir", str(obj)]
         log = out / "build.log"
         what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
-                + (" with tracing" if trace else ""))
+                + (" with tracing" if trace else "") + (" (quick build)" if quick_builds() else ""))
         compile_started = time.monotonic()
         with open(log, "w") as f, BuildProgress(what, quiet=quiet,
                                                  phase=lambda: _phase(obj)):

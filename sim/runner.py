@@ -29,7 +29,7 @@ from ..hw.generate import LINT_WAIVERS, Top, top_spec, verilog_text
 from .toolchain import require
 
 __all__ = ["Build", "build", "run", "build_root", "generated_verilog", "simulation_netlist",
-           "locked", "BuildProgress", "SimulationFailed"]
+           "locked", "BuildProgress", "SimulationFailed", "QUICK_BUILDS", "quick_builds"]
 
 TIMESCALE = ("1ns", "1ps")
 
@@ -40,6 +40,34 @@ class SimulationFailed(RuntimeError):
 
 def build_root() -> Path:
     return Path(os.environ.get("TESSERA_BUILD_DIR", "build")).resolve()
+
+
+#: The environment variable that asks for quick builds (the test suite sets it): Verilator's
+#: C++ is compiled ``-O1`` (:data:`QUICK_CXX_OPT`), in about half the time, into folders of
+#: their own (``verilator-quick/``, ``native-quick/``), so that benchmarks and runs never
+#: reuse them. The model is the same design; only its speed differs.
+QUICK_BUILDS = "TESSERA_QUICK_BUILDS"
+QUICK_CXX_OPT = "-O1"
+
+
+def quick_builds() -> bool:
+    """Whether :data:`QUICK_BUILDS` is set (to anything but 0)."""
+    return os.environ.get(QUICK_BUILDS, "0") not in ("", "0")
+
+
+@contextmanager
+def _make_flags(extra: str):
+    """``extra`` added to ``$MAKEFLAGS`` while the block runs (cocotb's runner passes the
+    environment to ``make``)."""
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{old} {extra}" if old else extra
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
 
 
 @contextmanager
@@ -300,7 +328,8 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
     spec = top_spec(top)
     module = spec.module
     base, vfile = generated_verilog(config, spec)
-    sim_dir = base / sim
+    quick = sim == "verilator" and quick_builds()
+    sim_dir = base / (f"{sim}-quick" if quick else sim)
     with locked(base / ".lock"):
         h = hashlib.sha256(vfile.read_bytes())
         for extra in spec.sources:
@@ -318,7 +347,9 @@ def build(config: TesseraConfig, sim: str, top: str | Top = "matrix_unit") -> Bu
             sim_dir.mkdir(parents=True, exist_ok=True)
             log = sim_dir / "build.log"
             try:
-                with BuildProgress(f"{module} ({config.hash}) for {sim} under cocotb"):
+                opt = f"OPT_FAST={QUICK_CXX_OPT} OPT_GLOBAL={QUICK_CXX_OPT}" if quick else ""
+                with BuildProgress(f"{module} ({config.hash}) for {sim} under cocotb"
+                                   + (" (quick build)" if quick else "")), _make_flags(opt):
                     runner.build(sources=[vfile, *spec.sources], hdl_toplevel=module,
                                  build_dir=sim_dir, build_args=args, timescale=TIMESCALE,
                                  always=True, log_file=log)

@@ -128,6 +128,11 @@ def cmd_bench(args) -> int:
         raise UsageError(f"unknown benchmark {args.target!r}; available: "
                          f"{', '.join(benches)}")
     _check_sims(args)
+    from ..sim.runner import QUICK_BUILDS, quick_builds
+    if quick_builds():
+        print(f"note: ${QUICK_BUILDS} is set: the simulators are quick builds (C++ at -O1), "
+              f"so simulated cycles/s are lower than an ordinary build's; cycle counts are "
+              f"the same", file=sys.stderr)
     return benches[args.target](cfg, args)
 
 

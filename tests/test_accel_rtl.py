@@ -276,10 +276,11 @@ def test_store_operations_match_the_golden_executor(sim, cfg):
     assert diff.agree, diff.describe()
 
 
-@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("sim", [pytest.param("verilator", marks=RTL), "amaranth"])
 def test_attention_head_matches_the_golden_executor(sim):
     """One head (two query chunks, a padding mask): K transposed on chip, Softmax into the
-    scratchpad as P, P x V, the context stored; every byte and row against golden."""
+    scratchpad as P, P x V, the context stored; every byte and row against golden. (Icarus
+    runs masked heads inside the two-layer encoder of ``tests/test_encoder.py``.)"""
     from tessera.sw.lower.attention import lower_attention_head
     from tessera.sw.lower.layout import from_blocked
 
@@ -296,15 +297,16 @@ def test_attention_head_matches_the_golden_executor(sim):
 
 
 @RTL
-@pytest.mark.parametrize("sim, extended, cfg", [("icarus", False, TINY),
+@pytest.mark.parametrize("sim, extended, cfg", [("verilator", False, TINY),
                                                ("verilator", True, TINY),
                                                ("verilator", True, LANES2)],
-                         ids=["icarus", "verilator", "verilator-lanes2"])
+                         ids=["verilator", "verilator-extended", "verilator-extended-lanes2"])
 def test_bert_layer_equals_the_integer_model(sim, extended, cfg):
     """A small quantized BERT layer (QKV, two masked heads, output projection with the
     residual and LayerNorm, FFN with i-GELU, residual and LayerNorm) on the generated
     Verilog equals the integer model bit for bit; the extended dataflow's LayerNorms
-    prescale each column block."""
+    prescale each column block. (Icarus runs the extended dataflow's layers in the
+    two-layer encoder of ``tests/test_encoder.py``.)"""
     from tessera.sw.lower.bert import run_bert_layer
     from tessera.sw.models.quantize import (
         integer_bert_layer,
