@@ -346,7 +346,7 @@ def test_gpt2_prefill_and_decode_equal_the_integer_model(sim, smooth):
     from tessera.sw.models.reference import random_gpt2_weights
 
     rng = np.random.default_rng(6)
-    S, H, heads = 9, 32, 2
+    S, H, heads = 9, 16, 2
     w = random_gpt2_weights(H, heads, 32, rng)
     ql = G.quantize_gpt2_layer(w, [rng.normal(0, 1, (S, H)) for _ in range(2)],
                                **({"smooth": G.RESIDUAL_PER_GROUP} if smooth else {}))
