@@ -97,7 +97,7 @@ def test_bad_descriptors_and_wrong_last_bits_on_icarus():
 
 def test_bench_nonlinear_prints_and_writes_figures(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "nonlinear", "--preset", "tiny", "--sim", "icarus",
+    assert main(["bench", "nonlinear", "--preset", "tiny", "--sim", "verilator",
                  "--json", str(out)]) == 0
     fig = json.loads(out.read_text())
     assert [r["op"] for r in fig["ops"]] == [op.name for op in OutputOp]
