@@ -66,11 +66,13 @@ demo: install
 
 # One BLAS thread: numpy's threads busy-wait against the simulators on a small machine.
 # One pytest worker per core (pytest-xdist); the simulator builds are shared between them.
+# worksteal: a worker that runs out of tests takes some of another's queue, so the run does
+# not end on one worker with a queue of long simulations while the other is idle.
 test: install
-	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest -n auto --durations=15
+	OPENBLAS_NUM_THREADS=1 MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(PY) -m pytest -n auto --dist worksteal --durations=15
 
 test-fast: install
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not rtl"
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal -m "not rtl"
 
 bench: install
 	@mkdir -p build

@@ -166,6 +166,23 @@ def test_builds_are_cached():
 
 
 @pytest.mark.rtl
+def test_quick_builds_have_folders_and_flags_of_their_own(monkeypatch):
+    """The suite's quick builds (tests/conftest.py) compile -O1 in ``native-quick/``, not in
+    the ordinary build's ``native/`` that benchmarks use; without the variable the flags
+    are the ordinary ones."""
+    from tessera.sim import native
+    from tessera.sim.runner import QUICK_BUILDS
+
+    quick = build_native(TINY)
+    assert quick.directory.name == "native-quick"
+    assert "OPT_FAST='-O1'" in (quick.directory / "build.log").read_text().splitlines()[0]
+    monkeypatch.setenv(QUICK_BUILDS, "0")
+    assert native._cxx_opt() == (native.CXX_OPT, "-O2")
+    monkeypatch.setenv(QUICK_BUILDS, "1")
+    assert native._cxx_opt() == ("-O1", "-O1")
+
+
+@pytest.mark.rtl
 def test_an_interrupted_run_ends_its_process_at_once():
     mem = SharedMemory(4 << 20)
     t = time.perf_counter()
