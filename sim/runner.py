@@ -290,7 +290,7 @@ def generated_verilog(config: TesseraConfig, top: str | Top, quiet: bool = False
 #: Yosys's script for the simulation netlist: processes into multiplexers and flip-flops,
 #: the hierarchy flattened, constants propagated through it, logic shared and narrowed,
 #: dead logic removed; memories stay arrays.
-NETLIST_SCRIPT = ("proc", "flatten", "opt -full", "wreduce", "opt_clean", "memory_collect")
+NETLIST_SCRIPT = ("proc", "flatten", "opt", "wreduce", "opt_clean", "memory_collect")
 
 
 def simulation_netlist(config: TesseraConfig, top: str | Top, quiet: bool = False):
