@@ -102,11 +102,11 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _digest(vfile: Path, trace: bool) -> str:
+def _digest(vfile: Path, trace: bool, cxx_opt: tuple[str, str]) -> str:
     h = hashlib.sha256(vfile.read_bytes())
     for extra in (MEM_MODEL, *CHECKERS, HARNESS, LINT_WAIVERS):
         h.update(Path(extra).read_bytes())
-    h.update(repr((VERILATOR_ARGS, _cxx_opt(), trace, _cpu())).encode())
+    h.update(repr((VERILATOR_ARGS, cxx_opt, trace, _cpu())).encode())
     return h.hexdigest()
 
 
@@ -138,9 +138,10 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
     # names, so that the waveform reads like the design.
     base, vfile = (generated_verilog if trace else simulation_netlist)(config, ACCEL_SYSTEM,
                                                                       quiet=quiet)
-    out = base / (("native-trace" if trace else "native") + ("-quick" if quick_builds() else ""))
+    quick, cxx_opt = quick_builds(), _cxx_opt()
+    out = base / (("native-trace" if trace else "native") + ("-quick" if quick else ""))
     exe = out / "tessera_sim"
-    digest = _digest(vfile, trace)
+    digest = _digest(vfile, trace, cxx_opt)
     stamp = out / "built.sha256"
     with locked(base / ".native.lock"):
         if stamp.exists() and stamp.read_text() == digest and exe.exists():
@@ -155,12 +156,12 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
                "--top-module", ACCEL_SYSTEM.module, "--prefix", "Vsystem",
                "-DTESSERA_NATIVE", *VERILATOR_ARGS, *(["--trace-fst"] if trace else []),
                "-CFLAGS", cflags, "-MAKEFLAGS",
-               "OPT_FAST='{}' OPT_SLOW=-O0 OPT_GLOBAL={}".format(*_cxx_opt()),
+               "OPT_FAST='{}' OPT_SLOW=-O0 OPT_GLOBAL={}".format(*cxx_opt),
                str(LINT_WAIVERS), str(vfile), str(MEM_MODEL), *map(str, CHECKERS), str(HARNESS),
                "-o", str(exe), "--Mdir", str(obj)]
         log = out / "build.log"
         what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
-                + (" with tracing" if trace else "") + (" (quick build)" if quick_builds() else ""))
+                + (" with tracing" if trace else "") + (" (quick build)" if quick else ""))
         compile_started = time.monotonic()
         with open(log, "w") as f, BuildProgress(what, quiet=quiet,
                                                  phase=lambda: _phase(obj)):
