@@ -401,7 +401,8 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
     and Python's lowering excluded). ``build_s`` is the native simulator's first build,
     netlist included: measured now when it is not cached (with ``fresh``, every build of
     the benchmark is made in a new folder), else the time recorded when it was built;
-    ``build_simulator_s`` is Verilator's part of it (translation and compile).
+    ``build_simulator_s`` is Verilator's part of it (translation and compile, and for a
+    profile-guided build, ``build_profile``, the training run of ``build_training_s``).
     """
     import os
     import tempfile
@@ -425,6 +426,8 @@ def bench_sim(config: TesseraConfig, *, m: int = 512, k: int = 512, n: int = 512
                "build_s": round(took if not cached else info.get("total_seconds",
                                                                  info["seconds"]), 1),
                "build_simulator_s": info.get("seconds"),
+               "build_profile": info.get("profile", False),
+               "build_training_s": info.get("training_seconds"),
                "build_cached": cached, "build_compile_jobs": info.get("jobs")}
         for h in ["native"] + (["cocotb"] if cocotb else []):
             _log(progress, f"{m} x {k} x {n} on Verilator, {h} harness...")

@@ -312,7 +312,9 @@ def _bench_sim(cfg, args) -> int:
           f"bytes/cycle")
     print(f"  native build: {fig['build_s']} s, of which Verilator {fig['build_simulator_s']} s "
           f"({fig['build_compile_jobs']} compile jobs"
-          f"{'; cached: the time of its first build' if fig['build_cached'] else ''})")
+          + (f"; profile-guided, its training run {fig['build_training_s']} s"
+             if fig.get("build_profile") else "")
+          + f"{'; cached: the time of its first build' if fig['build_cached'] else ''})")
     _write_json(args.json, fig)
     return 0 if fig.get("same_counters", True) else 1
 

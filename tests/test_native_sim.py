@@ -183,6 +183,26 @@ def test_quick_builds_have_folders_and_flags_of_their_own(monkeypatch):
 
 
 @pytest.mark.rtl
+def test_a_profile_guided_build_trains_and_runs_bit_exact():
+    """The profile-guided build that benchmarks and runs use (here at the quick builds'
+    -O1, in a folder of its own): compiled instrumented, run on the three training
+    workloads (each checked against the golden model), compiled again with the counts;
+    the simulator it makes runs a product bit for bit."""
+    build = build_native(TINY, profile=True)
+    assert build.directory.name == "native-quick-profiled"
+    info = build.info()
+    assert info["profile"] and info["training"]["failed"] == {}
+    cycles = info["training"]["cycles"]
+    assert set(cycles) == {"gemm", "bert layer", "gpt2 decode"} and min(cycles.values()) > 0
+    log = (build.directory / "build.log").read_text()
+    assert "-fprofile-generate" in log and "-fprofile-use" in log
+    assert list((build.directory / "obj").glob("*.gcda"))
+    _product(Runtime(TINY, "verilator", native_build=build))
+    with pytest.raises(ValueError, match="native_build needs the verilator backend"):
+        Runtime(TINY, "icarus", native_build=build)
+
+
+@pytest.mark.rtl
 def test_an_interrupted_run_ends_its_process_at_once():
     mem = SharedMemory(4 << 20)
     t = time.perf_counter()

@@ -159,6 +159,10 @@ class Runtime:
         runtime from the first START, to the file ``trace`` (a window that spans several
         runs writes one file per run: ``name-1.fst``, ...; :attr:`traced` lists them).
         Off by default, and then free: tracing is a separate build.
+    native_build : NativeBuild, optional
+        ``verilator`` with the native harness: the simulator to run on (default:
+        :func:`~tessera.sim.native.build_native`'s for the configuration, built on first
+        use; the profile training of a build runs its instrumented build this way).
     """
 
     def __init__(self, config: TesseraConfig, backend: str = "golden",
@@ -168,7 +172,7 @@ class Runtime:
                  faults: BusFaults | None = None,
                  trace: str | Path | None = None, trace_from: int = 0,
                  trace_cycles: int = 10_000, port=None, baud: int | None = None,
-                 model_data: bool = False):
+                 model_data: bool = False, native_build=None):
         if not isinstance(config, TesseraConfig):
             raise InputError(f"config must be a TesseraConfig (preset(NAME) or "
                              f"TesseraConfig.from_file(PATH)), not {type(config).__name__}")
@@ -234,6 +238,10 @@ class Runtime:
                              "(a range), not both")
         self.trace, self.trace_from, self.trace_cycles = trace, trace_from, trace_cycles
         self.traced: list[Path] = []
+        if native_build is not None and (backend != "verilator" or harness != "native"):
+            raise ValueError("native_build needs the verilator backend with the native "
+                             "harness")
+        self.native_build = native_build
         self._cycles_run = 0
         if self.harness == "native":
             from ...sim.native import SharedMemory
@@ -504,7 +512,7 @@ class Runtime:
         trace = self._trace_window()
         if trace:
             trace["trace"].unlink(missing_ok=True)      # written anew, if the window is met
-        with NativeSim(c, self._shared, **trace) as sim:
+        with NativeSim(c, self._shared, build=self.native_build, **trace) as sim:
             sim.reset(4)
             sim.memory_timing(job["mem_latency"], job["mem_gap"])
             sim.memory_config(job["faults"])
