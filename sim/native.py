@@ -37,6 +37,7 @@ import numpy as np
 
 from ..hw.config import TesseraConfig
 from ..hw.generate import LINT_WAIVERS
+from . import profile as profile_hook
 from .accel_system import ACCEL_SYSTEM, CHECKERS, MEM_MODEL
 from .runner import (
     QUICK_CXX_OPT,
@@ -66,11 +67,11 @@ VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fata
 #: per processor model (see :func:`_digest`).
 CXX_OPT = "-O3 -march=native"
 #: Profile-guided optimisation (``profile`` of :func:`build_native`): the per-cycle code is
-#: compiled once instrumented (``PROFILE_GENERATE``), run on :func:`train_profile`'s
-#: workloads, and compiled again with the counts (``PROFILE_USE``). Every always block of
-#: the design runs every cycle, and most of their branches (an idle unit's) go one way:
-#: the counts let the compiler lay out, inline and unroll for what runs. 1.4 to 1.9 times
-#: the cycles/s of the default configuration (docs/simulation.md).
+#: compiled once instrumented (``PROFILE_GENERATE``), run on the training workloads
+#: (:mod:`tessera.sim.profile`), and compiled again with the counts (``PROFILE_USE``).
+#: Every always block of the design runs every cycle, and most of their branches (an idle
+#: unit's) go one way: the counts let the compiler lay out, inline and unroll for what
+#: runs. About 1.4 times the cycles/s of the default configuration (docs/simulation.md).
 PROFILE_GENERATE = "-fprofile-generate -fprofile-update=single"
 PROFILE_USE = "-fprofile-use -fprofile-correction -Wno-missing-profile"
 
@@ -141,9 +142,11 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
     quiet : bool
         No progress line on standard error while building.
     profile : bool, optional
-        Profile-guided: compile instrumented, run :func:`train_profile`, compile again
-        with the counts (see :data:`PROFILE_USE`). The default: on for the ordinary
-        build, off for traced and quick builds (a second compile is not worth it there).
+        Profile-guided: compile instrumented, run the training workloads
+        (:func:`tessera.sim.profile.trainer`, which :mod:`tessera.sw` registers), compile
+        again with the counts (see :data:`PROFILE_USE`). The default: on for the ordinary
+        build when the training is registered, off for traced and quick builds (a second
+        compile is not worth it there).
 
     Raises
     ------
@@ -151,6 +154,12 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
         If Verilator or the C++ compiler fails; the message names the log.
     """
     started = time.monotonic()
+    quick, cxx_opt = quick_builds(), _cxx_opt()
+    if profile is None:
+        profile = not trace and not quick and profile_hook.trainer() is not None
+    elif profile and profile_hook.trainer() is None:
+        raise ValueError("a profile-guided build needs the training workloads, which "
+                         "importing tessera.sw registers (tessera.sim.profile)")
     root = setup_verilator()
     if trace and not Path("/usr/include/lz4.h").exists():
         raise SimulatorMissing("waveforms need the lz4 and zlib headers Verilator's FST "
@@ -160,8 +169,6 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
     # names, so that the waveform reads like the design.
     base, vfile = (generated_verilog if trace else simulation_netlist)(config, ACCEL_SYSTEM,
                                                                       quiet=quiet)
-    quick, cxx_opt = quick_builds(), _cxx_opt()
-    profile = (not trace and not quick) if profile is None else profile
     out = base / _folder(trace, quick, profile)
     exe = out / "tessera_sim"
     digest = _digest(vfile, trace, cxx_opt, profile)
@@ -207,8 +214,8 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
             _build_step(cmd, f, log)
             if profile:
                 t = time.monotonic()
-                info["training"] = train_profile(NativeBuild(config, out, exe, False),
-                                                 stage=stage)
+                info["training"] = profile_hook.trainer()(
+                    NativeBuild(config, out, exe, False), stage)
                 info["training_seconds"] = round(time.monotonic() - t, 1)
                 stage[0] = "compiling with the profile: "
                 for old in (*obj.glob("*.o"), *obj.glob("*.a"), *obj.glob("*.gch"), exe):
@@ -241,65 +248,6 @@ def _build_step(cmd: list[str], log, log_path: Path) -> None:
     if rc != 0:
         raise SimulationFailed(f"building the native simulator failed (exit {rc}); "
                                f"log: {log_path}")
-
-
-def train_profile(build: NativeBuild, stage: list[str] | None = None) -> dict:
-    """Run the profile's training workloads on an instrumented ``build``: a matrix product
-    with bias and i-GELU, a BERT layer (extended dataflow where the configuration lowers
-    it, else the base one) and two GPT-2 decode steps, sized to the array (a few hundred
-    thousand cycles: about 15 s on the default configuration). Each is checked against the
-    golden model as any run is.
-
-    A workload the configuration cannot lower is left out, and one that fails is reported
-    as a warning: the profile then misses what it would have run, and the build is as
-    correct (the profile changes how fast the code is, never what it computes).
-
-    ``stage`` (a one-item list) is set to what runs, for a progress line. Returns the
-    cycles run per workload, and the failures.
-    """
-    import warnings
-
-    from ..sw.bench import bench_gemm
-    from ..sw.check import InputError
-    from ..sw.lower.plan import LoweringError
-    from ..sw.run import run_bert, run_gpt2
-
-    c = build.config
-    runtime = {"native_build": build}
-    s, h = 8 * c.rows, 16 * c.cols
-    layer = {"seq": s, "hidden": h, "heads": 4, "ffn": 4 * h, "runtime": runtime}
-    workloads = {
-        "gemm": lambda: bench_gemm(c, "verilator", 2 * s, 2 * s, 2 * s, bias=True,
-                                   activation="gelu", runtime=runtime),
-        "bert layer": lambda: _either(lambda d: run_bert(c, "verilator", dataflow=d,
-                                                         **layer)),
-        "gpt2 decode": lambda: run_gpt2(c, "verilator", decode=True, steps=2, **layer),
-    }
-    done = {"cycles": {}, "failed": {}}
-    for name, work in workloads.items():
-        if stage is not None:
-            stage[0] = f"the profile's training run: {name}"
-        try:
-            done["cycles"][name] = work()["cycles"]
-        except (LoweringError, InputError):
-            continue
-        except Exception as e:       # noqa: BLE001 - reported, and the build stays correct
-            done["failed"][name] = f"{type(e).__name__}: {e}"
-            warnings.warn(f"the native simulator's profile training ({name}) failed: "
-                          f"{type(e).__name__}: {e}; the build is correct but may be "
-                          "slower", RuntimeWarning, stacklevel=3)
-    return done
-
-
-def _either(run):
-    """``run("extended")``, or ``run("base")`` where the configuration cannot lower the
-    extended dataflow."""
-    from ..sw.lower.plan import LoweringError
-
-    try:
-        return run("extended")
-    except LoweringError:
-        return run("base")
 
 
 def _phase(obj: Path) -> str:

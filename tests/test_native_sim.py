@@ -202,6 +202,20 @@ def test_a_profile_guided_build_trains_and_runs_bit_exact():
         Runtime(TINY, "icarus", native_build=build)
 
 
+def test_importing_tessera_sw_registers_the_profile_training(monkeypatch):
+    """The training workloads come from the layer above ``sim`` (``tessera.sw``, imported
+    here); without them a profile-guided build is refused before any work."""
+    from tessera.sim import profile
+    from tessera.sw.profile_training import train_profile
+
+    assert profile.trainer() is not None
+    assert profile.trainer().__module__ == "tessera.sw"
+    assert train_profile.__module__ == "tessera.sw.profile_training"
+    monkeypatch.setattr(profile, "_trainer", None)
+    with pytest.raises(ValueError, match="needs the training workloads"):
+        build_native(TINY, profile=True)
+
+
 @pytest.mark.rtl
 def test_an_interrupted_run_ends_its_process_at_once():
     mem = SharedMemory(4 << 20)
