@@ -200,13 +200,15 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
         log = out / "build.log"
         what = (f"the native simulator of {ACCEL_SYSTEM.module} ({config.hash})"
                 + (" with tracing" if trace else "") + (" (quick build)" if quick else ""))
-        # What the progress line says: a compile step's name and its objects, or the
-        # training run's workload.
-        stage = ["instrumented for the profile: " if profile else ""]
+        # What the progress line says: a compile step's objects (after the step's name),
+        # or what the training says it runs.
+        doing = {"step": "instrumented for the profile: " if profile else "", "text": None}
 
         def phase() -> str:
-            return stage[0] + _phase(obj) if stage[0].endswith(": ") or not stage[0] \
-                else stage[0]
+            return doing["text"] or doing["step"] + _phase(obj)
+
+        def say(text: str) -> None:
+            doing["text"] = text
 
         info = {"jobs": jobs, "profile": profile}
         compile_started = time.monotonic()
@@ -215,9 +217,9 @@ def build_native(config: TesseraConfig, trace: bool = False, jobs: int | None = 
             if profile:
                 t = time.monotonic()
                 info["training"] = profile_hook.trainer()(
-                    NativeBuild(config, out, exe, False), stage)
+                    NativeBuild(config, out, exe, False), say)
                 info["training_seconds"] = round(time.monotonic() - t, 1)
-                stage[0] = "compiling with the profile: "
+                doing.update(step="compiling with the profile: ", text=None)
                 for old in (*obj.glob("*.o"), *obj.glob("*.a"), *obj.glob("*.gch"), exe):
                     old.unlink(missing_ok=True)
                 _build_step(["make", "-C", str(obj), "-f", "Vsystem.mk", "-j", str(jobs),

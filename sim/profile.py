@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 __all__ = ["set_trainer", "trainer"]
 
-#: ``trainer(build, stage) -> dict``: runs the workloads on ``build`` (an instrumented
-#: :class:`~tessera.sim.native.NativeBuild`), sets ``stage[0]`` to what runs (for the
-#: progress line), and returns what it ran.
+#: ``trainer(build, say) -> dict``: runs the workloads on ``build`` (an instrumented
+#: :class:`~tessera.sim.native.NativeBuild`), calls ``say(text)`` with what runs (for the
+#: build's progress line), and returns what it ran.
 _trainer: Callable | None = None
 
 

@@ -5,10 +5,10 @@ workloads) with :mod:`tessera.sim.profile`, the layer below, which cannot import
 from ..sim import profile as _profile
 
 
-def _train_profile(build, stage=None):
+def _train_profile(build, say=None):
     from .profile_training import train_profile
 
-    return train_profile(build, stage)
+    return train_profile(build, say)
 
 
 _profile.set_trainer(_train_profile)

@@ -15,19 +15,20 @@ from .run import run_bert, run_gpt2
 __all__ = ["train_profile"]
 
 
-def train_profile(build: NativeBuild, stage: list[str] | None = None) -> dict:
+def train_profile(build: NativeBuild, say=None) -> dict:
     """Run the profile's training workloads on an instrumented ``build``: a matrix product
     with bias and i-GELU, a BERT layer (extended dataflow where the configuration lowers
     it, else the base one) and two GPT-2 decode steps, sized to the array (a few hundred
     thousand cycles: about 15 s on the default configuration). Each is checked against the
     golden model as any run is.
 
-    A workload the configuration cannot lower is left out, and one that fails is reported
-    as a warning: the profile then misses what it would have run, and the build is as
-    correct (the profile changes how fast the code is, never what it computes).
+    A workload the configuration cannot lower is left out (and named with the reason under
+    ``skipped``), and one that fails is reported as a warning: the profile then misses
+    what it would have run, and the build is as correct (the profile changes how fast the
+    code is, never what it computes).
 
-    ``stage`` (a one-item list) is set to what runs, for a progress line. Returns the
-    cycles run per workload, and the failures.
+    ``say(text)``, if given, is called with what runs, for a progress line. Returns the
+    cycles run per workload, the workloads skipped and the failures.
     """
     c = build.config
     runtime = {"native_build": build}
@@ -40,14 +41,14 @@ def train_profile(build: NativeBuild, stage: list[str] | None = None) -> dict:
                                                          **layer)),
         "gpt2 decode": lambda: run_gpt2(c, "verilator", decode=True, steps=2, **layer),
     }
-    done = {"cycles": {}, "failed": {}}
+    done = {"cycles": {}, "skipped": {}, "failed": {}}
     for name, work in workloads.items():
-        if stage is not None:
-            stage[0] = f"the profile's training run: {name}"
+        if say is not None:
+            say(f"the profile's training run: {name}")
         try:
             done["cycles"][name] = work()["cycles"]
-        except (LoweringError, InputError):
-            continue
+        except (LoweringError, InputError) as e:
+            done["skipped"][name] = str(e)
         except Exception as e:       # noqa: BLE001 - reported, and the build stays correct
             done["failed"][name] = f"{type(e).__name__}: {e}"
             warnings.warn(f"the native simulator's profile training ({name}) failed: "
