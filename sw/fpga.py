@@ -2,7 +2,10 @@
 tools from PyPI (YoWASP Yosys, nextpnr-ecp5 and ecppack), through amaranth-boards'
 platform and Amaranth's build plan.
 
-The build runs in ``build/fpga-<board>/`` (``build_dir``). nextpnr is told the clock the
+The build runs in ``build/fpga-<board>/`` (``build_dir``). Between Amaranth's Yosys step
+and nextpnr, the flip-flops at the multipliers' operands and products move into the DSPs'
+own registers (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`, as ``tessera synth --pnr``
+does; the same logic). nextpnr is told the clock the
 PLL makes (a FREQUENCY constraint in the LPF) and allowed to finish when timing fails, so
 that its report can be read: :func:`build_bitstream` then raises :class:`FpgaError` with
 the clock achieved, after the bitstream has been written (it is not reliable). The report
@@ -21,9 +24,11 @@ from ..hw.board import DEFAULT_BAUD, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
+from .dsp_pack import pack_dsp_registers
 from .synth import abc9_safe_names, find_tool, read_nextpnr_log
 
-__all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report"]
+__all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report", "run_build_script",
+           "script_steps"]
 
 #: The boards ``tessera fpga`` builds for: the top, the platform, the device.
 BOARDS = {
@@ -49,8 +54,10 @@ class FpgaError(RuntimeError):
 def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                     freq_mhz: float | None = None, baud: int = DEFAULT_BAUD,
                     mem_kib: int = DEFAULT_MEM_KIB, build_dir: str | Path | None = None,
-                    seed: int = 1) -> dict:
-    """Build the bitstream of ``board``'s top for ``config``; the report (a dict).
+                    seed: int = 1, dsp_registers: bool = True) -> dict:
+    """Build the bitstream of ``board``'s top for ``config``; the report (a dict). With
+    ``dsp_registers`` (the default) the multipliers' flip-flops are packed into the DSPs
+    before nextpnr places them.
 
     Raises
     ------
@@ -104,17 +111,14 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                 return f"{tool}: {lines[-1][:60]}" if lines else tool
         return "Yosys"
 
-    script = out / f"build_{name}.sh"
     t = time.monotonic()
     with BuildProgress(f"the {board} bitstream ({config.hash}, {freq_mhz:g} MHz)",
                        verb="running", phase=phase):
-        with open(out / "build.log", "w") as f:
-            proc = subprocess.run(["sh", script.name], cwd=out, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT)
+        packed = run_build_script(out, name, env, dsp_registers)
     seconds = time.monotonic() - t
-    if proc.returncode != 0 or not (out / f"{name}.bit").exists():
-        raise FpgaError(f"the {board} build failed (exit status {proc.returncode}); logs: "
-                        f"{out / 'build.log'}, {out / (name + '.rpt')}, {log}")
+    if not (out / f"{name}.bit").exists():
+        raise FpgaError(f"the {board} build wrote no bitstream; logs: {out / 'build.log'}, "
+                        f"{out / (name + '.rpt')}, {log}")
     found = read_nextpnr_log(log.read_text(errors="replace"))
     report = {"board": board, "device": spec["device"], "config_hash": config.hash,
               "config": config.describe(), "target_mhz": clk_hz / 1e6,
@@ -123,7 +127,11 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
               "baud": baud, "uart_divisor": top.board.divisor, "mem_kib": mem_kib,
               "clocks": found["clocks"], "resources": found["resources"],
               "seconds": {"elaborate": round(elaborated, 1), "tools": round(seconds, 1)},
-              "bitstream": str(out / f"{name}.bit"), "seed": seed}
+              "bitstream": str(out / f"{name}.bit"), "seed": seed,
+              "dsp_registers": None if packed is None else {
+                  "operands": packed.operands, "products": packed.products,
+                  "dsps": packed.dsps, "flip_flops": packed.removed_ffs,
+                  "summary": packed.summary()}}
     if not found["clocks"]:
         raise FpgaError(f"nextpnr's log {log} reports no clock")
     report["achieved_mhz"] = min(c["mhz"] for c in found["clocks"].values())
@@ -134,6 +142,61 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                         f"not the {clk_hz / 1e6:g} MHz asked for; {report['bitstream']} was "
                         f"written but is not reliable (try a lower --freq); log: {log}")
     return report
+
+
+def script_steps(script: str) -> tuple[str, list[tuple[str, str]]]:
+    """Amaranth's build script split into its set-up lines and its tool commands, each
+    with the variable that names its tool (``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK``), so
+    that the DSP packing can run between synthesis and placement.
+
+    Raises
+    ------
+    FpgaError
+        If the script does not run Yosys, then nextpnr (a newer Amaranth wrote another).
+    """
+    head, steps = [], []
+    for line in script.splitlines():
+        if line.startswith('"$'):
+            steps.append((line[2:line.index('"', 2)], line))
+        else:
+            head.append(line)
+    tools = [tool for tool, _ in steps]
+    if tools[:2] != ["YOSYS", "NEXTPNR_ECP5"]:
+        raise FpgaError(f"Amaranth's build script runs {', '.join(tools) or 'no tool'}; "
+                        "tessera fpga expects Yosys, then nextpnr-ecp5")
+    return "\n".join(head), steps
+
+
+def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = True):
+    """Run Amaranth's build script ``build_<name>.sh`` in ``out`` one tool at a time (output
+    to ``build.log``), packing the DSPs' registers of Yosys's netlist ``<name>.json``
+    before nextpnr reads it; what was packed (:class:`~tessera.sw.dsp_pack.DspPackStats`),
+    or None without ``dsp_registers``.
+
+    Raises
+    ------
+    FpgaError
+        If a tool fails (the message names it and the logs).
+    """
+    head, steps = script_steps((out / f"build_{name}.sh").read_text())
+    packed = None
+    with open(out / "build.log", "w") as f:
+        for tool, step in steps:
+            f.write(step + "\n")
+            f.flush()
+            rc = subprocess.run(["sh", "-c", head + "\n" + step], cwd=out, env=env, stdout=f,
+                                stderr=subprocess.STDOUT).returncode
+            if rc != 0:
+                raise FpgaError(f"the build failed in {tool} (exit status {rc}); logs: "
+                                f"{out / 'build.log'}, {out / (name + '.rpt')}, "
+                                f"{out / (name + '.tim')}")
+            if tool == "YOSYS" and dsp_registers:
+                netlist = out / f"{name}.json"
+                data = json.loads(netlist.read_text())
+                packed = pack_dsp_registers(data, name)
+                netlist.write_text(json.dumps(data))
+                f.write(f"DSP registers: {packed.summary()}\n")
+    return packed
 
 
 def format_report(report: dict) -> str:
@@ -150,6 +213,9 @@ def format_report(report: dict) -> str:
         if r["used"]:
             lines.append(f"    {name:16} {r['used']:7} / {r['available']:<7} "
                          f"{100 * r['used'] / r['available']:5.1f}%")
+    packed = report.get("dsp_registers")
+    lines.append("  DSP registers: " + (packed["summary"] if packed else
+                                       "not packed (--no-dsp-registers)"))
     s = report["seconds"]
     lines.append(f"  time: {s['elaborate']:.0f} s to elaborate, {s['tools']:.0f} s in Yosys, "
                  f"nextpnr and ecppack")

