@@ -130,6 +130,9 @@ class SynthReport:
     workdir: str = ""
     #: How the whole was mapped to LUTs when not by the target's own flow (a note).
     lut_mapper: str = ""
+    #: Why :attr:`total` is estimated from the units instead of mapped (a note), when the
+    #: flattened whole could not be mapped (:func:`whole_from_units`).
+    whole_estimate: str = ""
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "config_hash": self.config.hash,
@@ -138,6 +141,7 @@ class SynthReport:
                 "cells": self.cells, "seconds": self.seconds, "timing": self.timing,
                 "capacity": TARGETS[self.target]["capacity"], "workdir": self.workdir,
                 "lut_mapper": self.lut_mapper or "the target's flow",
+                **({"whole_estimate": self.whole_estimate} if self.whole_estimate else {}),
                 "dsp_per_mac": dsp_per_mac(self), "hw_version": source_hash()}
 
 
@@ -406,6 +410,55 @@ def _sky130_script(top: str, flatten: bool, out: str) -> list[str]:
             f"tee -q -o {out} stat -liberty sky130_area.lib -json"]
 
 
+def _abc_trapped(out: Path) -> bool:
+    """Whether YoWASP's Yosys stopped with a WebAssembly trap (its output, ``*.out``): what
+    ABC does on the flattened 16x16 accelerator for sky130 after about ten minutes (the
+    32-bit WebAssembly's memory)."""
+    try:
+        return "wasmtime._trap.Trap" in out.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def units_over_whole(target: str, references: Path | None = None) -> dict:
+    """Per column, the mean ratio of the units' sum to the flattened whole over the cost
+    references of ``target`` (default: the sweep's, :data:`~tessera.sw.sweep.cost.
+    REFERENCE_DIR`; the units are not optimised across their boundaries, so they sum to
+    more): ``{column: (mean, low, high, references)}``."""
+    if references is None:
+        from .sweep.cost import REFERENCE_DIR as references
+    ratios: dict[str, list[float]] = {}
+    for f in sorted(references.glob(f"*-{target}.json")):
+        r = json.loads(f.read_text())
+        if r.get("whole_estimate"):
+            continue
+        for col, whole in r["total"].items():
+            if whole:
+                ratios.setdefault(col, []).append(
+                    sum(u.get(col, 0) for u in r["units"].values()) / whole)
+    return {c: (sum(v) / len(v), min(v), max(v), len(v)) for c, v in ratios.items()}
+
+
+def whole_from_units(units: dict, target: str, references: Path | None = None):
+    """The whole's columns estimated from the units' (``unit -> column -> count``): their
+    sum over the mean ratio :func:`units_over_whole` measured on the references; and the
+    note that says so. Without references, the units' sum itself."""
+    ratio = units_over_whole(target, references)
+    total = {}
+    for col in next(iter(units.values()), {}):
+        summed = sum(u.get(col, 0) for u in units.values())
+        total[col] = round(summed / ratio[col][0]) if col in ratio else summed
+    if ratio:
+        shown = ", ".join(f"{c} {m:.3f} ({lo:.3f} to {hi:.3f})"
+                          for c, (m, lo, hi, _) in ratio.items() if hi > 1.0005)
+        n = max(r[3] for r in ratio.values())
+        how = (f"the units' sum over the ratio the {n} {target} cost references measured "
+               f"between their units and their whole: {shown}")
+    else:
+        how = "the units' sum (no cost reference to scale it by)"
+    return total, how
+
+
 def _unit_prefixes(il: str, top_module: str) -> list[tuple[str, str]]:
     """For a top other than the accelerator: its immediate submodules as units."""
     subs = sorted({path.split(".")[0] for path in re.findall(
@@ -439,6 +492,7 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
 
     what = f"synthesis of {spec.module} for {target}"
     mapper = ""
+    whole_failed = False
     if target in ("sky130", "generic"):
         if target == "sky130":
             from .sky130 import liberty
@@ -448,8 +502,13 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
         else:
             flat = ["read_rtlil design.il", f"synth -flatten -top {spec.module}",
                     "tee -q -o whole.json stat -json"]
-        seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"], work / "whole.log", what,
-                                "\n".join(flat) + "\n")
+        try:
+            seconds["whole"] = _run([yosys, "-q", "-l", "whole.log"], work / "whole.log",
+                                    what, "\n".join(flat) + "\n")
+        except SynthError:
+            if target != "sky130" or not _abc_trapped(work / "whole.out"):
+                raise
+            whole_failed = True
     else:
         seconds["whole"], mapper = _run_flow(yosys, work, "whole", "read_rtlil design.il\n",
                                              t, spec.module, "tee -q -o whole.json stat -json",
@@ -467,11 +526,11 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
                             work / "units.log", f"unit-by-unit synthesis for {target}",
                             "\n".join(hier) + "\n")
 
-    whole = _stat(work / "whole.json")
-    cells = sum(whole.values(), Counter())
     mem_bits = _memory_bits(il)
-    if target == "sky130":
-        cells["SRAM bits"] = sum(mem_bits.values())
+    if not whole_failed:
+        cells = sum(_stat(work / "whole.json").values(), Counter())
+        if target == "sky130":
+            cells["SRAM bits"] = sum(mem_bits.values())
     units_def = ACCELERATOR_UNITS if top == "accelerator" else _unit_prefixes(il, spec.module)
     per_unit: dict[str, Counter] = {}
     for module, counts in _stat(work / "units.json").items():
@@ -482,9 +541,19 @@ def synthesize(config: TesseraConfig, target: str = "ecp5", top: str = "accelera
     order = [name for name, _ in units_def]
     units = {u: _columns(per_unit[u], target)
              for u in sorted(per_unit, key=lambda u: order.index(u) if u in order else 99)}
-    return SynthReport(config, target, top, _columns(cells, target), units,
-                       dict(sorted(cells.items())), seconds, workdir=str(work),
-                       lut_mapper=mapper)
+    estimate = ""
+    if whole_failed:
+        # ABC could not map the flattened whole: the units were each mapped alone.
+        cells = sum(per_unit.values(), Counter())
+        total, how = whole_from_units(units, target)
+        estimate = (f"the whole could not be mapped (ABC stopped with a WebAssembly trap; "
+                    f"log: {work / 'whole.out'}): its figures are estimated as {how}; its "
+                    f"cell counts are the units'")
+    else:
+        total = _columns(cells, target)
+    return SynthReport(config, target, top, total, units, dict(sorted(cells.items())),
+                       seconds, workdir=str(work), lut_mapper=mapper,
+                       whole_estimate=estimate)
 
 
 def synthesize_wrapped(report: SynthReport, names: bool = True) -> float:
@@ -676,8 +745,8 @@ def format_report(r: SynthReport) -> str:
                      + f"{counts.get(key, 0) / all_units:>12.1%}")
     lines.append(f"  {'units alone, sum':20s}" + "".join(
         f"{sum(u.get(c, 0) for u in r.units.values()):>10,}" for c in cols))
-    lines.append(f"  {'whole (flattened)':20s}" + "".join(f"{r.total.get(c, 0):>10,}"
-                                                          for c in cols))
+    whole = "whole (estimated)" if r.whole_estimate else "whole (flattened)"
+    lines.append(f"  {whole:20s}" + "".join(f"{r.total.get(c, 0):>10,}" for c in cols))
     cap = t["capacity"]
     if cap:
         fits = [f"{_SHOWN.get(c, c)} {r.total.get(c, 0):,} of {n:,} "
@@ -712,6 +781,8 @@ def format_report(r: SynthReport) -> str:
                          f"{tm.get('path_delay_ns', 0):.1f} ns)")
     if r.lut_mapper:
         lines.append(f"  note: {r.lut_mapper}")
+    if r.whole_estimate:
+        lines.append(f"  note: {r.whole_estimate}")
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())
     lines.append(f"  time: {secs}; files in {r.workdir}")
     return "\n".join(lines)
