@@ -28,7 +28,7 @@ help:
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
 	@echo "make sweep   the scratchpad/accumulator split of a 320 KiB SRAM budget against BERT-base, on the performance model as Dask tasks, the front re-run on Verilator (build/sweep-bert-sram/; docs/dse.md)"
-	@echo "make synth-report  resources per unit (ECP5: tiny, small, default; sky130 area: tiny, small) and the ECP5 clock of tiny (build/synth-*.json; long: place and route)"
+	@echo "make synth-report  resources per unit (ECP5: tiny, small, default; sky130 area: tiny, small, default) and the ECP5 clock of tiny (build/synth-*.json; long: place and route)"
 	@echo "make cost-reference  the cost model's reference syntheses (sw/sweep/reference/; about an hour): run when the hardware changes"
 	@echo "make fpga    the ULX3S bitstream (BOARD=ulx3s): the tiny accelerator, block-RAM memory and a UART host link (build/fpga-ulx3s/; long: place and route)"
 	@echo "make lint    ruff, and verilator -Wall on the generated Verilog"
@@ -112,9 +112,10 @@ synth-report: install
 	$(TESSERA) synth --preset default --target ecp5 --json build/synth-default-ecp5.json
 	$(TESSERA) synth --preset tiny --target sky130 --json build/synth-tiny-sky130.json
 	$(TESSERA) synth --preset small --target sky130 --json build/synth-small-sky130.json
+	$(TESSERA) synth --preset default --target sky130 --json build/synth-default-sky130.json
 	$(PY) -m tessera.sw.synth_table build/synth-tiny-ecp5.json build/synth-small-ecp5.json \
 	  build/synth-default-ecp5.json build/synth-tiny-sky130.json build/synth-small-sky130.json \
-	  --docs docs/physical.md
+	  build/synth-default-sky130.json --docs docs/physical.md
 
 # The cost model's reference reports (sw/sweep/reference/): the whole accelerator of
 # eight configurations (2x2 to 16x16) synthesized for the ECP5 and sky130, Yosys only.

@@ -64,7 +64,9 @@ def _ecp5_row(name: str, r: dict) -> str:
 
 def _sky130_row(name: str, r: dict) -> str:
     t = r["total"]
-    return (f"| {name} | {t.get('cells', 0):,} | {t.get('FF', 0):,} | "
+    # A whole ABC could not map, estimated from its units (``synth.whole_from_units``).
+    est = " (estimated from its units)" if r.get("whole_estimate") else ""
+    return (f"| {name}{est} | {t.get('cells', 0):,} | {t.get('FF', 0):,} | "
             f"{t.get('area um2', 0) / 1e6:.2f} | {t.get('SRAM bits', 0):,} |")
 
 

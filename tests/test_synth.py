@@ -335,8 +335,11 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
                                "DSP": 150, "BRAM": 4}, "timing": {}}
     reports = []
     # tiny on two targets: both rows (the table's key is the preset and the target).
+    # a sky130 whole estimated from its units (ABC could not map it flattened)
+    estimated = {**sky, "whole_estimate": "the whole could not be mapped ..."}
     for name, r in (("synth-small-ecp5.json", ecp5), ("synth-tiny-sky130.json", sky),
-                    ("synth-tiny-ecp5.json", tiny), ("synth-big-ecp5.json", tight)):
+                    ("synth-tiny-ecp5.json", tiny), ("synth-big-ecp5.json", tight),
+                    ("synth-default-sky130.json", estimated)):
         (tmp_path / name).write_text(json.dumps(r))
         reports.append(str(tmp_path / name))
     doc = tmp_path / "doc.md"
@@ -348,6 +351,7 @@ def test_synth_table_writes_the_docs_between_their_markers(tmp_path):
     assert "| small | 41,840 (50%) | 41,820 | 10 | 7 | 200 of 156 | 3 of 208 | no (DSP) | " \
            "52.2 MHz (after placement); critical path: DMA -> DMA |" in text
     assert "| tiny | 1,234 | 5 | 1.59 | 99 |" in text
+    assert "| default (estimated from its units) | 1,234 | 5 | 1.59 | 99 |" in text
     assert "| tiny | 41,840 (50%) | 41,820 | 10 | 7 | 200 of 156 | 3 of 208 | no (DSP) | not " \
         "placed (classic LUT mapping) |" in text
     assert "| big | 82,000 (98%) | 60,000 | 10,000 | 9 | 150 of 156 | 4 of 208 | no: 98% of " \
