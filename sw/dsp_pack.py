@@ -46,6 +46,11 @@ class DspPackStats:
     removed_ffs: int = 0            # flip-flops the DSPs' registers replaced
     skipped: dict = field(default_factory=lambda: defaultdict(int))   # why not, per reason
 
+    def to_dict(self) -> dict:
+        """The figures a report records (``tessera synth --pnr``, ``tessera fpga``)."""
+        return {"operands": self.operands, "products": self.products, "dsps": self.dsps,
+                "flip_flops": self.removed_ffs, "summary": self.summary()}
+
     def summary(self) -> str:
         why = ", ".join(f"{n} {k}" for k, n in sorted(self.skipped.items())) or "none"
         return (f"{self.operands} operand and {self.products} product registers of "

@@ -130,10 +130,7 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
               "clocks": found["clocks"], "resources": found["resources"],
               "seconds": {"elaborate": round(elaborated, 1), "tools": round(seconds, 1)},
               "bitstream": str(out / f"{name}.bit"), "seed": seed,
-              "dsp_registers": None if packed is None else {
-                  "operands": packed.operands, "products": packed.products,
-                  "dsps": packed.dsps, "flip_flops": packed.removed_ffs,
-                  "summary": packed.summary()}}
+              "dsp_registers": None if packed is None else packed.to_dict()}
     if not found["clocks"]:
         raise FpgaError(f"nextpnr's log {log} reports no clock")
     report["achieved_mhz"] = min(c["mhz"] for c in found["clocks"].values())

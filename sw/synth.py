@@ -641,9 +641,7 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     timing = read_timing(work / "pnr.json", spec.module, routed=route)
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
     if packed is not None:
-        timing["dsp_registers"] = {"operands": packed.operands, "products": packed.products,
-                                   "dsps": packed.dsps, "flip_flops": packed.removed_ffs,
-                                   "summary": packed.summary()}
+        timing["dsp_registers"] = packed.to_dict()
     report.timing = timing
     return timing
 
