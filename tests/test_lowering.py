@@ -161,26 +161,26 @@ def test_prefix_leaves_out_commands_waiting_for_later_ones():
 
 
 def test_differential_check_names_the_first_differing_command():
-    """A golden model with one wrong COMPUTE (it forgets to accumulate into row 0 of the
-    second accumulator half) stands in for faulty hardware."""
+    """A golden model with one wrong COMPUTE (it forgets to accumulate into the first
+    accumulator row of the second tile) stands in for faulty hardware."""
     rng = np.random.default_rng(5)
     a, b = rng.integers(-128, 128, (9, 10)), rng.integers(-128, 128, (10, 12))
     good = Runtime(TINY, "golden")
     _, prog, _ = gemm_on(good, a, b, None, output_spec("requant"))
-    half = TINY.acc_rows // 2
+    accumulating = [(i, c.args["acc_addr"]) for i, c in enumerate(prog)
+                    if c.opcode == Opcode.COMPUTE and c.args["acc_addr"] != 0
+                    and (c.args["accumulate"] or c.args["count"] > 1)]
+    culprit, row = accumulating[0]
 
     class Faulty(Machine):
         def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, **run):
             # (A run's tiles come back here one by one, without ``count``.)
             super()._compute(a_addr, b_addr, rows, acc_addr,
-                             0 if acc_addr == half else accumulate, **run)
+                             0 if acc_addr == row else accumulate, **run)
 
     bad = Runtime(TINY, "golden", machine=Faulty)
     bad.image[:] = good.image
     bad._top = good._top
-    culprit = next(i for i, c in enumerate(prog) if c.opcode == Opcode.COMPUTE
-                   and c.args["acc_addr"] == half
-                   and (c.args["accumulate"] or c.args["count"] > 1))
     good.image[:] = bad.image
     diff = differential_check(bad, good, prog)
     assert diff.index == culprit, diff.describe()

@@ -16,9 +16,11 @@ again. A bias is loaded straight into the accumulator (a wide load replicated ov
 tile's rows), in pieces of INIT_ROWS rows that join the load groups of the previous tile's
 later steps, after the step's operand loads (the in-order load queue would otherwise hold
 them behind it); they wait for a NOP in the execute queue, a quarter into the previous
-tile, that relays the STORE's token. Loads that continue one another (A's blocks when a
-tile spans all of M, B's when a step spans all of K, one-row tiles' biases) are merged
-into one.
+tile, that relays the STORE's token. A resident plan (all of C fits the accumulator) gives
+each tile rows of its own: nothing waits for a store, and a one-row product loads every
+tile's bias (one load) and residual with its first step. Loads that continue one another
+(A's blocks when a tile spans all of M, B's when a step spans all of K, one-row tiles'
+biases) are merged into one.
 
 Matrices are in the blocked layout of :mod:`tessera.sw.lower.layout`.
 """
@@ -153,7 +155,8 @@ class _Tile:
         self.m0, self.n0b = mi * p.mt, ni * p.nt
         self.mt = min(p.mt, p.shape.M - self.m0)
         self.ntb = min(p.nt, p.n_blocks - self.n0b)
-        self.acc0 = (t % 2) * walk.acc_half
+        # Resident: every tile has rows of its own; else the two halves in turn.
+        self.acc0 = walk.acc_at[t] if p.resident else (t % 2) * walk.acc_half
 
 
 class _TileWalk:
@@ -199,6 +202,17 @@ class _TileWalk:
             self.tiles = [(mi, ni) for mi in range(plan.m_tiles) for ni in range(plan.n_tiles)]
         else:
             self.tiles = [(mi, ni) for ni in range(plan.n_tiles) for mi in range(plan.m_tiles)]
+        # Resident plans give each tile rows of its own (no tile waits for an earlier
+        # tile's store); a one-row product's biases and residuals then all go in the
+        # first step's loads, where they merge into a few.
+        self.acc_at = [0]
+        for mi, ni in self.tiles:
+            self.acc_at.append(self.acc_at[-1] + min(plan.mt, M - mi * plan.mt)
+                               * min(plan.nt, nb - ni * plan.nt))
+        if plan.resident and self.acc_at[-1] > self.acc_half * 2:
+            raise LoweringError(f"a resident plan's {self.acc_at[-1]} accumulator rows do "
+                                f"not fit {self.acc_half * 2}")
+        self.upfront = plan.resident and M == 1
         self.relay_of_tile: dict[int, int] = {}   # tile -> the NOP that lets its bias in
         self.init_made: set[int] = set()          # tiles whose bias loads are placed
         self.pending_init: list[Load] = []
@@ -217,7 +231,7 @@ class _TileWalk:
         # The relay that lets the next tile's bias into its rows goes once a quarter of the
         # tile's K tiles are computed (the previous tile's store has had time to finish;
         # it splits the run it falls in).
-        relay_due = self.has_init and 2 <= t + 1 < len(self.tiles)
+        relay_due = self.has_init and not p.resident and 2 <= t + 1 < len(self.tiles)
         quarter = -(-p.k_blocks * tl.ntb // 4)
         computed = 0
         for ks in range(p.k_steps):
@@ -249,7 +263,7 @@ class _TileWalk:
             loads[-1].signal = True
             s.loads.extend(loads)
             s.exec_wait_prev.add(len(s.execs))
-        if ks == 0 and tl.t >= 2 and not self.has_init:
+        if ks == 0 and tl.t >= 2 and not self.has_init and not p.resident:
             s.exec_wait_next.add(len(s.execs))     # the store freed this accumulator half
         for n in range(tl.ntb):
             j = 0
@@ -303,6 +317,13 @@ class _TileWalk:
         accumulator rows and the loads queue in order."""
         if not self.has_init:
             return []
+        if self.upfront:
+            if t or ks:
+                return []
+            self.init_made.update(range(len(self.tiles)))
+            loads = [ld for n in range(len(self.tiles)) for ld in self.init_loads(n)]
+            # The biases first (they merge into one), then the residuals they start.
+            return sorted(loads, key=lambda ld: ld.cmd["accumulate"])
         if ks == 0:
             if t not in self.init_made:
                 self.pending_init = self.init_loads(t)
@@ -310,7 +331,8 @@ class _TileWalk:
             init, self.pending_init = self.pending_init, []
             return init
         nxt = t + 1
-        if nxt < len(self.tiles) and (nxt < 2 or nxt in self.relay_of_tile):
+        if nxt < len(self.tiles) and (nxt < 2 or self.plan.resident
+                                      or nxt in self.relay_of_tile):
             if nxt not in self.init_made:
                 self.pending_init = self.init_loads(nxt)
                 self.init_made.add(nxt)
@@ -365,7 +387,7 @@ class _TileWalk:
                     "acc_addr": tl.acc0 + n * tl.mt, "to_spad": 0, "spad_addr": 0,
                     "dram_addr": self.c_at(tl.m0, tl.n0b + n), "stride": d}))
         s.store_waits.add(first)
-        if tl.t + 2 < len(self.tiles):
+        if tl.t + 2 < len(self.tiles) and not self.plan.resident:
             s.store_signals.add(len(s.stores) - 1)
 
 

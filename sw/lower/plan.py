@@ -65,6 +65,8 @@ class GemmPlan:
     order: str              # "mn": M tiles outer (A stays); "nm": N tiles outer (B stays)
     a_slots: int
     b_slots: int
+    #: Every tile's rows fit the accumulator at once: each tile gets rows of its own.
+    resident: bool = False
     est_cycles: int = 0
     est_read_bytes: int = 0
     est: dict = field(default_factory=dict, compare=False)
@@ -98,7 +100,8 @@ class GemmPlan:
         d = self.dim
         return (f"tiles {self.mt} x {self.nt * d} (K step {self.kt * d}), order "
                 f"{'M outer' if self.order == 'mn' else 'N outer'}, slots A {self.a_slots} "
-                f"B {self.b_slots}; model: {self.est_cycles} cycles, utilization "
+                f"B {self.b_slots}{', C resident' if self.resident else ''}; model: "
+                f"{self.est_cycles} cycles, utilization "
                 f"{self.est_utilization:.3f}, {self.est_read_bytes} bytes read")
 
 
@@ -161,6 +164,8 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
     acc_half = (c.acc_rows - reserve) // 2
+    # The whole of C fits the accumulator: each tile can have rows of its own.
+    resident = M * nb <= 2 * acc_half
     best = None
     mts = _candidates(min(acc_half, 1 << 15), d, M)
     if full_rows and acc_half // nb >= 1:
@@ -187,7 +192,7 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                         if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
                             continue
                         plan = estimate(c, shape, mt, nt, kt, order, a_slots, b_slots,
-                                      a_loads, b_loads, bias, latency)
+                                        a_loads, b_loads, bias, latency, resident)
                         key = (plan.est_cycles, plan.est["commands"], a_slots + b_slots)
                         if best is None or key < best[0]:
                             best = (key, plan)
@@ -225,17 +230,20 @@ def slot_bases(c: TesseraConfig, sizes: list[int]) -> tuple[list[int], bool]:
     return list(itertools.accumulate([0] + sizes[:-1])), False
 
 
-def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency):
+def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency,
+             resident=False):
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
     m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
     bb = c.bus_bytes
-    # Compute: one cycle per row streamed, and at least d per weight tile (the cycles it
-    # takes to stream into the array, hidden behind d rows or more) with one more to
-    # switch; a few per run (one COMPUTE per column block and K step).
+    # Compute: one cycle per row streamed with one more to switch weight tiles, and at
+    # least d per weight tile (the cycles it takes to stream into the array, hidden
+    # behind d rows or more; a run streams its tiles back to back, so tiles of fewer rows
+    # are bound by their weights alone); a few per run (one COMPUTE per column block and
+    # K step).
     runs = m_tiles * n_tiles * k_steps * nt
-    compute = m_tiles * n_tiles * nt * kb * (max(mt, d) + WEIGHT_TILE_CYCLES) + \
+    compute = m_tiles * n_tiles * nt * kb * max(mt + WEIGHT_TILE_CYCLES, d) + \
         runs * RUN_CYCLES
     # Main memory. A's column blocks are one contiguous range when a tile spans all of M,
     # B's when a step spans all of K (the emitter merges such loads).
@@ -244,10 +252,12 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     a_cmds = a_loads * (1 if mt == M else kt)
     b_cmds = b_loads * (1 if k_steps == 1 else nt)
     # A tile's bias goes in pieces of INIT_ROWS rows per column block (one load per tile
-    # for one-row tiles, whose pieces the emitter merges).
+    # for one-row tiles, whose pieces the emitter merges). A resident plan of one row loads
+    # every tile's bias with the first step, as one load.
+    upfront = resident and M == 1
     pieces = 1 if mt == 1 else nt * -(-mt // INIT_ROWS)
-    bias_cmds = m_tiles * n_tiles * pieces if bias else 0
-    piece = mt if mt == 1 else min(mt, INIT_ROWS)
+    bias_cmds = (1 if upfront else m_tiles * n_tiles * pieces) if bias else 0
+    piece = nb if upfront else mt if mt == 1 else min(mt, INIT_ROWS)
     bias_cycles = bias_cmds * max(piece * 4 * d // bb, piece * latency // c.max_reads)
     # Plans that would run at the bus's edge are penalised: the DMA reaches about 85% of
     # the bus on realistic blocks; the two DMA readers overlap one command's latency with
@@ -258,7 +268,8 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
     # Exposed: the first step's loads (its commands follow one another, two readers
     # overlapping their round trips) and the last tile's stores.
-    first = (mt * kt * d + kt * d * nt * d) / bb + latency + STEP_CYCLES
+    first = (mt * kt * d + kt * d * nt * d) / bb + latency + STEP_CYCLES + \
+        (bias_cycles if upfront else 0)
     last = latency + nt * (mt * d // bb + 20)
     # The pipeline of steps (measured to within a few percent on decode-sized products):
     # a step's computes wait for its loads, and the loads into a slot wait for the computes
@@ -270,7 +281,7 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     step_compute = compute / steps
     # A bias load between the operands' loads leaves the bus idle for about a round trip
     # (the DMA holds two loads at a time); one-row tiles' biases are one load per tile.
-    bias_gaps = bias_cmds * latency
+    bias_gaps = (1 if upfront else bias_cmds) * latency if bias else 0
     # Each LOAD also costs the DMA about LOAD_CYCLES of command handling: many small loads
     # (a K step of one block across many column blocks) are bound by it, not by bytes.
     step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps \
@@ -286,7 +297,8 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
         compute += (a_bytes + b_bytes) // c.spad_row_bytes
     cycles = int(max(compute, pipeline, bus, store) + first + last)
     commands = a_cmds + b_cmds + bias_cmds + store_cmds + runs
-    return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, cycles,
-                    a_bytes + b_bytes, {"compute": compute, "load": int(load),
-                                        "store": int(store), "pipeline": int(pipeline),
-                                        "commands": commands})
+    return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, resident=resident,
+                    est_cycles=cycles,
+                    est_read_bytes=a_bytes + b_bytes,
+                    est={"compute": compute, "load": int(load), "store": int(store),
+                         "pipeline": int(pipeline), "commands": commands})
