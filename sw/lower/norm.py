@@ -6,7 +6,8 @@ i-LayerNorm with its table (gamma, beta and, with ``prescale``, each column bloc
 ``(m, e)``: the rows are first brought to one scale, ``requantize(x, m, e, 32)``).
 
 Tiles of whole rows fill half the accumulator each (the table sits at its top), so the
-loads of one tile overlap the LayerNorm store of the other. Tokens: a tile's loads signal
+loads of one tile overlap the LayerNorm store of the other. A tile's row blocks are one
+load where they continue one another (a tile of all the rows). Tokens: a tile's loads signal
 EXECUTE, where a NOP relays to STORE; the store signals back, and a NOP waits for it
 before the tile after next loads into the same half.
 """
@@ -20,6 +21,7 @@ from ..golden.dma import lane_bytes
 from .gemm import LayerNormOutput, layernorm_rows
 from .layout import Blocked
 from .plan import LoweringError
+from .schedule import Load, merge_loads
 
 __all__ = ["lower_layernorm"]
 
@@ -56,15 +58,18 @@ def lower_layernorm(config: TesseraConfig, src: int, dst: int, rows: int, cols: 
                                 signal_prev=True))
         loads = []
         if t == 0:
-            loads.append(dict(dram_addr=layernorm.table, stride=d * lb, rows=table_rows,
-                              row_bytes=d * lb, local_addr=table_at, to_acc=1, accumulate=0,
-                              scale=1, wide=1))
+            loads.append(Load(dict(dram_addr=layernorm.table, stride=d * lb, rows=table_rows,
+                                   row_bytes=d * lb, local_addr=table_at, to_acc=1,
+                                   accumulate=0, scale=1, wide=1)))
         for j in range(nb):
-            loads.append(dict(dram_addr=src + shape.offset(m0, j), stride=d, rows=n,
-                              row_bytes=d, local_addr=acc0 + j * n, to_acc=1, accumulate=0,
-                              scale=scale, wide=0))
-        for i, args in enumerate(loads):
-            prog.append(Command(Opcode.LOAD, args, wait_next=t >= 2 and i == 0,
+            loads.append(Load(dict(dram_addr=src + shape.offset(m0, j), stride=d, rows=n,
+                                   row_bytes=d, local_addr=acc0 + j * n, to_acc=1,
+                                   accumulate=0, scale=scale, wide=0)))
+        # A tile of all the rows has its blocks one after the other in main memory and in
+        # the accumulator: one load (a decode step's row: one instead of 48).
+        loads = merge_loads(loads)
+        for i, ld in enumerate(loads):
+            prog.append(Command(Opcode.LOAD, ld.cmd, wait_next=t >= 2 and i == 0,
                                 signal_next=i == len(loads) - 1))
         prog.append(Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
                             signal_next=True))
