@@ -20,12 +20,13 @@ export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 export MAKEFLAGS_VERILATOR := CFG_CXXFLAGS_PCH_I=-include
 
-.PHONY: install demo test test-fast bench fuzz sweep synth-report cost-reference fpga lint clean help
+.PHONY: install demo test test-fast bench bench-models fuzz sweep synth-report cost-reference fpga lint clean help
 
 help:
 	@echo "make demo    all-MiniLM-L6-v2, the whole model, on eight real sentences through the generated $(PRESET) accelerator on Verilator as one program: embeddings' similarity beside the float model's, accuracy, per-layer and per-operation table, RTL vs the integer model"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
+	@echo "make bench-models  whole models on Verilator, the issue's targets: MiniLM-L6 on 16 sentences, a 12-layer BERT-base encoder, GPT-2-small generating 16 tokens (build/bench-*.json; about 15 minutes)"
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
 	@echo "make sweep   the scratchpad/accumulator split of a 320 KiB SRAM budget against BERT-base, on the performance model as Dask tasks, the front re-run on Verilator (build/sweep-bert-sram/; docs/dse.md)"
 	@echo "make synth-report  resources per unit (ECP5: tiny, small, default; sky130 area: tiny, small, default) and the ECP5 clock of tiny (build/synth-*.json; long: place and route)"
@@ -88,6 +89,16 @@ bench: install
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2-decode --seq 128 --preset $(PRESET) --backend verilator --json build/run-gpt2-decode.json
 	# The performance model's speed over a whole BERT-base encoder (CPU seconds).
 	$(TESSERA) bench model-speed --preset $(PRESET) --json build/bench-model-speed.json
+
+# Whole models on the native simulation path, one program each (the GPT-2 run: one per
+# token): MiniLM-L6 on 16 sentences of up to 128 tokens, a BERT-base encoder (12 layers,
+# sequence 128, random weights), GPT-2-small's shape (12 blocks, random weights), a prompt
+# of 32 tokens and 16 generated. Each prints its cycles, utilization and wall time.
+bench-models: install
+	@mkdir -p build
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --sentences examples/minilm-bench-16.txt --preset $(PRESET) --backend verilator --json build/bench-minilm-16.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert --layers 12 --seq 128 --preset $(PRESET) --backend verilator --json build/bench-bert-base-12.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2 --layers 12 --prompt-len 32 --generate 16 --preset $(PRESET) --backend verilator --json build/bench-gpt2-small.json
 
 # Command-stream fuzzing: random programs on the RTL and the golden model (sw/fuzz.py,
 # docs/semantics.md); mismatches are shrunk and written to build/fuzz-*/.
