@@ -381,7 +381,16 @@ class _Group:
         # The context, a column block per store: each block's rows are contiguous in main
         # memory, so each store is one DMA transfer (a blocked store of whole rows would
         # write every row's blocks apart, one bus write per block).
+        # One query row whose blocks follow one another in main memory (a decode step):
+        # one store of the whole row, one DMA transfer, instead of one per block.
         blk = head.block_stride
+        if n == 1 and blk == self.d:
+            emit(f"ctx{ci}", [Command(Opcode.STORE, {
+                "desc": {"op": OutputOp.REQUANT, "length": self.dh, "rows": 1, "m": head.m,
+                         "e": head.e},
+                "acc_addr": L["acc_c"], "to_spad": 0, "dram_addr": head.ctx + q0 * self.d,
+                "stride": self.dh}, wait_prev=True)])
+            return
         emit(f"ctx{ci}", [Command(Opcode.STORE, {
             "desc": {"op": OutputOp.REQUANT, "length": self.d, "rows": n, "m": head.m,
                      "e": head.e},
