@@ -320,7 +320,6 @@ class _TileWalk:
         if self.upfront:
             if t or ks:
                 return []
-            self.init_made.update(range(len(self.tiles)))
             loads = [ld for n in range(len(self.tiles)) for ld in self.init_loads(n)]
             # The biases first (they merge into one), then the residuals they start.
             return sorted(loads, key=lambda ld: ld.cmd["accumulate"])
