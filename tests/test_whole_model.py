@@ -246,7 +246,9 @@ def test_tessera_run_gpt2_with_a_model_folder(tmp_path, capsys):
     (lambda p: (p / "config.json").write_text('{"n_embd": 32}'), "n_head must be a positive"),
     (lambda p: (p / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}"),
      "tensor wte.weight is missing"),
-    (lambda p: (p / "tokenizer.json").unlink(), "tokenizer.json"),
+    (lambda p: (p / "tokenizer.json").unlink(),
+     "does not exist; a GPT-2 model folder holds config.json, model.safetensors, "
+     "tokenizer.json"),
 ])
 def test_a_broken_gpt2_folder_is_refused(tmp_path, capsys, damage, message):
     folder = _gpt2_folder(tmp_path / "gpt2")

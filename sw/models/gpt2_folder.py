@@ -40,7 +40,7 @@ _BLOCK = {"ln1_g": "ln_1.weight", "ln1_b": "ln_1.bias", "wo": "attn.c_proj.weigh
 def read_gpt2_config(folder) -> dict:
     """The folder's ``config.json``, checked: the keys the loader reads, of their kinds,
     ``n_embd`` a multiple of ``n_head``."""
-    path = _model_file(_folder_path(folder), "config.json", 1 << 20)
+    path = _model_file(_folder_path(folder), "config.json", 1 << 20, "GPT-2")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -73,8 +73,8 @@ def load_gpt2_folder(folder) -> tuple[Gpt2Model, object, dict]:
     """
     folder = _folder_path(folder)
     config = read_gpt2_config(folder)
-    weights = _model_file(folder, "model.safetensors")
-    tok_path = _model_file(folder, "tokenizer.json", 64 << 20)
+    weights = _model_file(folder, "model.safetensors", kind="GPT-2")
+    tok_path = _model_file(folder, "tokenizer.json", 64 << 20, "GPT-2")
     table = _safetensors_header(weights)
     prefix = "transformer." if "transformer.wte.weight" in table else ""
     H, V, P = config["n_embd"], config["vocab_size"], config["n_positions"]

@@ -248,11 +248,13 @@ _CONFIG_KEYS = {
 }
 
 
-def _model_file(folder: Path, name: str, max_bytes: int | None = None) -> Path:
+def _model_file(folder: Path, name: str, max_bytes: int | None = None,
+                kind: str = "BERT") -> Path:
     try:
         return input_file(folder / name, f"the model's {name}", max_bytes)
     except InputError as e:
-        raise ModelError(f"{e}; a BERT model folder holds {', '.join(MODEL_FILES)}") from None
+        raise ModelError(f"{e}; a {kind} model folder holds {', '.join(MODEL_FILES)}") \
+            from None
 
 
 def _folder_path(folder) -> Path:
