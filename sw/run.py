@@ -17,6 +17,7 @@ import numpy as np
 from ..hw.config import TesseraConfig
 from ..hw.isa import command_bits
 from .check import InputError, format_bytes, whole_number
+from .lower.attention import longest_keys
 from .lower.bert import PHASES, run_bert_layer
 from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
 from .models import gpt2_quantize as G
@@ -32,7 +33,7 @@ from .models.reference import bert_layer, gpt2_layer, random_bert_weights, rando
 from .runtime import Runtime
 
 __all__ = ["run_bert", "run_gpt2", "format_report", "layer_figures", "layer_bytes",
-           "check_fits", "check_layer_shape", "check_run_args", "check_duration",
+           "check_fits", "check_layer_shape", "check_attention", "check_run_args", "check_duration",
            "layer_macs"]
 
 #: Said of the counters of a run on the model backend (``Runtime(..., "model",
@@ -120,6 +121,32 @@ def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
     if (hidden // heads) % d:
         raise InputError(f"the head dimension hidden / heads = {hidden // heads} must be a "
                          f"multiple of the array's {d} rows (configuration {config.hash})")
+
+
+def check_attention(config: TesseraConfig, hidden: int, heads: int, keys: int | None = None,
+                    decode_keys: int | None = None) -> None:
+    """Refuse, before any work, attention that does not fit ``config``'s on-chip memories:
+    with as many queries as ``keys`` (an encoder's sequence, a prefill), and one query over
+    ``decode_keys`` (a decode step). The shape must have passed :func:`check_layer_shape`.
+
+    Raises
+    ------
+    InputError
+        Naming the longest that fits.
+    """
+    dh = hidden // heads
+    for n, decode in ((keys, False), (decode_keys, True)):
+        if n is None:
+            continue
+        most = longest_keys(config, dh, decode)
+        if n > most:
+            how = "one query (a decode step)" if decode else "as many queries as keys"
+            raise InputError(
+                f"attention over {n} keys does not fit configuration {config.hash}: a head "
+                f"of dimension {dh} with {how} attends over at most {most} keys here (its "
+                f"scores, context and K in the accumulator's {config.acc_rows} rows, Q, K^T, "
+                f"V and P in the scratchpad's {config.spad_rows}); use shorter sequences or "
+                f"a configuration with larger memories")
 
 
 #: The Amaranth simulator's speed (sim/accel_amaranth.py), and the longest run it is given.
@@ -224,6 +251,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         check_layer_shape(config, hidden, heads)
         what = f"a BERT layer of seq {seq}, hidden {hidden}, FFN {ffn}"
         check_fits(config, backend, layer_bytes(config, "bert", seq, hidden, ffn), what)
+        check_attention(config, hidden, heads, keys=seq)
         check_duration(config, backend, layer_macs("bert", seq, hidden, ffn), what)
     else:
         from .models.minilm import check_model_folder
@@ -234,6 +262,7 @@ def run_bert(config: TesseraConfig, backend: str, *, seq: int = 128, hidden: int
         whole_number(seq, "seq (tokens of a sentence)", 2,
                      min(mc["max_position_embeddings"], 512))
         check_layer_shape(config, mc["hidden_size"], mc["num_attention_heads"])
+        check_attention(config, mc["hidden_size"], mc["num_attention_heads"], keys=seq)
         # The sentences' length is known after tokenizing: the weights alone here.
         check_fits(config, backend, layer_bytes(config, "bert", 0, mc["hidden_size"],
                                                 mc["intermediate_size"]),
@@ -322,6 +351,8 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
             + (f"{steps} decode steps after {seq} tokens" if decode else
                f"a prefill of {seq} tokens"))
     check_fits(config, backend, layer_bytes(config, kind, seq, hidden, ffn, steps), what)
+    check_attention(config, hidden, heads, **({"decode_keys": seq + steps} if decode
+                                              else {"keys": seq}))
     check_duration(config, backend, layer_macs(kind, seq, hidden, ffn, steps), what)
     rng = np.random.default_rng(seed)
     w = random_gpt2_weights(hidden, heads, ffn, rng)

@@ -122,7 +122,7 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     if len(sentences) > MAX_SENTENCES:
         raise InputError(f"{len(sentences)} sentences in one run; at most {MAX_SENTENCES}")
     whole_number(max_len, "--seq (the tokens a sentence is cut to)", 2, 512)
-    from .run import check_fits, layer_bytes
+    from .run import check_attention, check_fits, check_layer_shape, layer_bytes
 
     say = progress or (lambda _: None)
     model = minilm.load_minilm(model_dir)
@@ -134,9 +134,11 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     keep = mask.astype(bool)
     mc = model.config
     hidden, ffn = mc["hidden_size"], mc["intermediate_size"]
+    check_layer_shape(config, hidden, mc["num_attention_heads"])
     check_fits(config, backend, len(model.layers) * layer_bytes(config, "bert",
                                                                 int(keep.sum()), hidden, ffn),
                f"{name} over {int(keep.sum())} tokens")
+    check_attention(config, hidden, mc["num_attention_heads"], keys=int(keep.sum(-1).max()))
     say(f"quantizing {name} as a chain of integer layers (calibration sentences)")
     qls = minilm.quantize_encoder(model=model, max_len=max_len, **ENCODER_QUANTIZATION)
     emb = minilm.embed(ids, model)
@@ -340,7 +342,7 @@ def random_encoder(config: TesseraConfig, backend: str, *, layers: int, seq: int
     from .models.chain import quantize_chain
     from .models.quantize import EXTENDED, quantize_activation
     from .models.reference import random_bert_weights
-    from .run import check_fits, check_layer_shape, layer_bytes
+    from .run import check_attention, check_fits, check_layer_shape, layer_bytes
 
     whole_number(layers, "layers", 1, 96)
     whole_number(batch, "batch", 1, MAX_SENTENCES)
@@ -348,6 +350,7 @@ def random_encoder(config: TesseraConfig, backend: str, *, layers: int, seq: int
     need = layers * layer_bytes(config, "bert", seq * batch, hidden, ffn)
     check_fits(config, backend, need, f"a {layers}-layer encoder over {batch} x {seq} "
                                       f"tokens")
+    check_attention(config, hidden, heads, keys=seq)
     rng = np.random.default_rng(seed)
     ws = [random_bert_weights(hidden, heads, ffn, rng) for _ in range(layers)]
     if progress:
@@ -434,7 +437,7 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
         random_gpt2_model,
     )
     from .models.chain import generate as generate_with
-    from .run import check_fits, check_run_args, layer_bytes
+    from .run import check_attention, check_fits, check_layer_shape, check_run_args, layer_bytes
 
     tokenizer = None
     if model_dir is not None:
@@ -454,12 +457,11 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     whole_number(vocab, "vocab", 2, 1 << 17)
     whole_number(prompt_len, "prompt-len (the prompt's tokens)", 1, config.max_row_len - 1)
     whole_number(generate, "generate", 1, config.max_row_len - prompt_len)
-    if hidden % heads or (hidden // heads) % config.rows:
-        raise InputError(f"a head dimension of hidden / heads = {hidden} / {heads} must be "
-                         f"whole blocks of the array's {config.rows}")
     capacity = prompt_len + generate
+    check_layer_shape(config, hidden, heads)
     need = layers * layer_bytes(config, "gpt2", capacity, hidden, ffn)
     check_fits(config, backend, need, f"a {layers}-block decoder over {capacity} positions")
+    check_attention(config, hidden, heads, keys=prompt_len, decode_keys=capacity)
     say = progress or (lambda _: None)
     rng = np.random.default_rng(seed)
     if model_dir is None:

@@ -661,3 +661,21 @@ def test_runtime_construction():
         Runtime(TINY, "golden", mem_base=(1 << 32) - 16, mem_size=64)
     with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of golden"):
         Runtime(TINY, "gpu")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "bert-layer", "--seq", "513"],
+     "attention over 513 keys does not fit configuration eaffadfc4ed04821: a head of "
+     "dimension 64 with as many queries as keys attends over at most 512 keys here"),
+    (["run", "gpt2-decode", "--seq", "1008", "--steps", "1"],
+     "attention over 1009 keys does not fit configuration eaffadfc4ed04821: a head of "
+     "dimension 64 with one query (a decode step) attends over at most 1008 keys here"),
+    (["run", "bert", "--preset", "tiny", "--layers", "1", "--seq", "65", "--hidden", "16",
+      "--heads", "1", "--ffn", "32"], "attends over at most 64 keys"),
+    (["run", "gpt2", "--preset", "tiny", "--layers", "1", "--prompt-len", "8", "--generate",
+      "113", "--hidden", "16", "--heads", "1", "--ffn", "32", "--vocab", "64"],
+     "attention over 121 keys does not fit"),
+])
+def test_attention_longer_than_the_memories_hold_is_refused_before_any_work(capsys, argv,
+                                                                             message):
+    assert message in fails(argv + ["--backend", "golden"], capsys)

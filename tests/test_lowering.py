@@ -8,6 +8,7 @@ import pytest
 from tessera.hw.config import preset
 from tessera.hw.isa import Command, ErrorCode, Opcode, Queue
 from tessera.sw.golden.executor import Machine
+from tessera.sw.lower.attention import AttentionHead, longest_keys, lower_attention
 from tessera.sw.lower.gemm import GemmBuffers, OutputSpec, lower_gemm, reference_gemm, run_gemm
 from tessera.sw.lower.layout import Blocked, bias_bytes, from_blocked, to_blocked
 from tessera.sw.lower.plan import GemmShape, LoweringError, plan_gemm
@@ -251,3 +252,20 @@ def test_layernorm_output_over_whole_rows(cfg_name, M, K, N):
     rt.run(prog, check=True)
     got = from_blocked(rt.read(buffers.c, C.nbytes), C)
     assert (got == gln.i_layernorm(acc.astype(np.int32), ln)).all()
+
+
+@pytest.mark.parametrize("name, dh", [("tiny", 16), ("small", 32), ("default", 64)])
+def test_longest_keys_is_where_the_attention_lowering_stops(name, dh):
+    """``longest_keys`` (what `tessera run` checks before any work) is the lowering's own
+    limit: one key more is refused, by the lowering itself."""
+    c = preset(name)
+    exp = {"shift": 0, "ln2_q": 1, "q_b": 1, "q_c": 1, "out_shift": 0}
+    for decode in (False, True):
+        most = longest_keys(c, dh, decode)
+        assert most >= c.rows
+
+        heads = [AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, exp, 1, 0, keys=t)
+                 for t in (most, most + 1)]
+        assert lower_attention(c, heads[:1])
+        with pytest.raises(LoweringError):
+            lower_attention(c, heads[1:])

@@ -154,7 +154,8 @@ def test_gpt2_generation_on_verilator_reports_each_step():
 
 @pytest.mark.parametrize("argv, message", [
     (["--generate", "0"], "--generate must be"),
-    (["--hidden", "30", "--heads", "3", "--layers", "1"], "whole blocks"),
+    (["--hidden", "30", "--heads", "3", "--layers", "1"],
+     "must be a multiple of the array's 4 rows"),
     (["--prompt-len", "300"], "prompt-len"),
 ])
 def test_tessera_run_gpt2_bad_input(capsys, argv, message):

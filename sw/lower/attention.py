@@ -155,6 +155,26 @@ def _group_size(c: TesseraConfig, head: AttentionHead, spad_base: int, most: int
     return max(1, min(most, c.acc_rows // acc, (c.spad_rows - spad_base) // spad))
 
 
+def longest_keys(config: TesseraConfig, dh: int, decode: bool = False) -> int:
+    """The most keys one head of dimension ``dh`` can attend over on ``config`` (its
+    scores, context and staged K in the accumulator, its operands in the scratchpad): with
+    as many queries as keys (an encoder, a prefill), or one query (``decode``). 0 if none
+    fit."""
+    def fits(t: int) -> bool:
+        head = AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, {}, 1, 0, keys=t)
+        try:
+            _Group(config, [head], 0)
+        except LoweringError:
+            return False
+        return True
+
+    lo, hi = 0, config.max_row_len   # Softmax's longest row
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
 def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base: int = 0,
                     finish: bool = True) -> list[Command]:
     """The command stream of several heads of the same shape: groups of heads
