@@ -55,8 +55,8 @@ def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False)
 def layer_bytes(config: TesseraConfig, kind: str, seq: int, hidden: int, ffn: int,
                 steps: int = 0) -> int:
     """A lower bound of the main memory a layer's lowering places (its weights, input,
-    activations and KV cache in the blocked layout; tables, biases and the command buffer
-    come on top), from the shapes alone: ``kind`` is ``bert`` (``seq`` tokens),
+    activations and KV cache, K^T included, in the blocked layout; tables, biases and the
+    command buffer come on top), from the shapes alone: ``kind`` is ``bert`` (``seq`` tokens),
     ``gpt2`` (a prefill of ``seq``), ``gpt2-decode`` (``steps`` tokens after ``seq``) or
     ``gemm`` (``seq x hidden`` times ``hidden x ffn``)."""
     H, F = hidden, ffn
@@ -68,7 +68,9 @@ def layer_bytes(config: TesseraConfig, kind: str, seq: int, hidden: int, ffn: in
     if kind == "bert":
         return weights + sum(_blocked(config, seq, c) for c in (H, 3 * H, H, H, F, H))
     n = 1 if kind == "gpt2-decode" else seq
-    cache = 2 * _blocked(config, seq + (steps if kind == "gpt2-decode" else 0), H)
+    positions = seq + (steps if kind == "gpt2-decode" else 0)
+    # K and V, and K^T in whole blocks of keys
+    cache = 2 * _blocked(config, positions, H) + _blocked(config, positions, H, True)
     return weights + cache + sum(_blocked(config, n, c) for c in (H,) * 7 + (F,))
 
 
@@ -124,10 +126,11 @@ def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
 
 
 def check_attention(config: TesseraConfig, hidden: int, heads: int, keys: int | None = None,
-                    decode_keys: int | None = None) -> None:
+                    decode_keys: int | None = None, cached: bool = False) -> None:
     """Refuse, before any work, attention that does not fit ``config``'s on-chip memories:
     with as many queries as ``keys`` (an encoder's sequence, a prefill), and one query over
-    ``decode_keys`` (a decode step). The shape must have passed :func:`check_layer_shape`.
+    ``decode_keys`` (a decode step); ``cached``: a decoder's, over a K^T cache. The shape
+    must have passed :func:`check_layer_shape`.
 
     Raises
     ------
@@ -138,7 +141,7 @@ def check_attention(config: TesseraConfig, hidden: int, heads: int, keys: int | 
     for n, decode in ((keys, False), (decode_keys, True)):
         if n is None:
             continue
-        most = longest_keys(config, dh, decode)
+        most = longest_keys(config, dh, decode, cached)
         if n > most:
             how = "one query (a decode step)" if decode else "as many queries as keys"
             raise InputError(
@@ -351,8 +354,8 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
             + (f"{steps} decode steps after {seq} tokens" if decode else
                f"a prefill of {seq} tokens"))
     check_fits(config, backend, layer_bytes(config, kind, seq, hidden, ffn, steps), what)
-    check_attention(config, hidden, heads, **({"decode_keys": seq + steps} if decode
-                                              else {"keys": seq}))
+    check_attention(config, hidden, heads, cached=True,
+                    **({"decode_keys": seq + steps} if decode else {"keys": seq}))
     check_duration(config, backend, layer_macs(kind, seq, hidden, ffn, steps), what)
     rng = np.random.default_rng(seed)
     w = random_gpt2_weights(hidden, heads, ffn, rng)

@@ -279,7 +279,7 @@ def test_whole_number_api():
      "a BERT layer of seq 100000, hidden 768, FFN 3072 needs at least 812.4 MiB of main "
      "memory for its tensors, and main memory holds 256.0 MiB on configuration"),
     (["run", "gpt2-decode", "--preset", "tiny", "--seq", "8", "--steps", "100000000"],
-     "100000000 decode steps after 8 tokens needs at least 143.1 GiB of main memory for its "
+     "100000000 decode steps after 8 tokens needs at least 214.6 GiB of main memory for its "
      "tensors, and main memory holds 4.0 MiB"),
     (["run", "bert-layer", "--hidden", "100000", "--heads", "1", "--seq", "1"],
      "needs at least 37.8 GiB of main memory"),
@@ -667,9 +667,9 @@ def test_runtime_construction():
     (["run", "bert-layer", "--seq", "513"],
      "attention over 513 keys does not fit configuration eaffadfc4ed04821: a head of "
      "dimension 64 with as many queries as keys attends over at most 512 keys here"),
-    (["run", "gpt2-decode", "--seq", "1008", "--steps", "1"],
-     "attention over 1009 keys does not fit configuration eaffadfc4ed04821: a head of "
-     "dimension 64 with one query (a decode step) attends over at most 1008 keys here"),
+    (["run", "gpt2-decode", "--seq", "2016", "--steps", "1"],
+     "attention over 2017 keys does not fit configuration eaffadfc4ed04821: a head of "
+     "dimension 64 with one query (a decode step) attends over at most 2016 keys here"),
     (["run", "bert", "--preset", "tiny", "--layers", "1", "--seq", "65", "--hidden", "16",
       "--heads", "1", "--ffn", "32"], "attends over at most 64 keys"),
     (["run", "gpt2", "--preset", "tiny", "--layers", "1", "--prompt-len", "8", "--generate",

@@ -11,6 +11,7 @@ from tessera.sw.lower.attention import MASK_NEG, causal_mask_bytes
 from tessera.sw.lower.gpt2 import (
     GPT2_PHASES,
     place_gpt2_layer,
+    read_kt_cache,
     read_kv_cache,
     run_gpt2_step,
     write_kv_cache,
@@ -51,9 +52,15 @@ def test_prefill_then_decode_equals_the_integer_model(cfg_name, shape, smooth):
     G.integer_gpt2_decode_step(xq[:pre], ql, cache)
     k, v = read_kv_cache(rt, ql, p, pre)
     assert (k == cache.k).all() and (v == cache.v).all()
+    whole = pre // rt.config.rows * rt.config.rows
+    assert (read_kt_cache(rt, ql, p, pre) == cache.k[:, :whole]).all()
     for t in range(pre, S):      # one token at a time: the rows of the whole sequence
         got, _, _ = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
         assert (got == want[t:t + 1]).all()
+        G.integer_gpt2_decode_step(xq[t], ql, cache)
+        # the K^T cache: every whole block of keys, the one this token completed included
+        whole = (t + 1) // rt.config.rows * rt.config.rows
+        assert (read_kt_cache(rt, ql, p, t + 1) == cache.k[:, :whole]).all()
     ref = gpt2_layer(x, w)
     assert cosine(dequantize(want, ql.out_scale), ref) > 0.995
 

@@ -260,12 +260,12 @@ def test_longest_keys_is_where_the_attention_lowering_stops(name, dh):
     limit: one key more is refused, by the lowering itself."""
     c = preset(name)
     exp = {"shift": 0, "ln2_q": 1, "q_b": 1, "q_c": 1, "out_shift": 0}
-    for decode in (False, True):
-        most = longest_keys(c, dh, decode)
+    for decode, cached in ((False, False), (True, False), (False, True), (True, True)):
+        most = longest_keys(c, dh, decode, cached)
         assert most >= c.rows
-
-        heads = [AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, exp, 1, 0, keys=t)
-                 for t in (most, most + 1)]
+        kt = {"kt": 0, "ident": 0} if cached else {}
+        heads = [AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, exp, 1, 0, keys=t,
+                               **kt) for t in (most, most + 1)]
         assert lower_attention(c, heads[:1])
         with pytest.raises(LoweringError):
             lower_attention(c, heads[1:])

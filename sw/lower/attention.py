@@ -23,6 +23,14 @@ Tokens order it: loads before computes (LOAD -> EXECUTE), the transposed K befor
 scores (EXECUTE relays to STORE, STORE back to EXECUTE), scores before their Softmax
 (EXECUTE -> STORE) and ``P`` before ``P V`` (STORE -> EXECUTE). The stream is in a
 topological order of its tokens, so it cannot deadlock on full queues.
+
+A head with a K^T cache (``kt``: a decoder's keys, already transposed, in main memory)
+keeps its whole blocks of 16 keys there. A step of one query (a decode step) loads those
+weight tiles as they are and transposes only the keys of the last, partial block (at most
+16 rows instead of all ``T``), and the scores are one run over the head dimension per key
+block. Whenever a block of keys is complete (a prefill's whole blocks, a decode step's
+16th key), its tiles go to the cache: the array multiplies the identity matrix by each
+tile (``I K^T``, exact), and the int8 tiles are stored, in order, as the cache's rows.
 """
 
 from __future__ import annotations
@@ -63,6 +71,11 @@ class AttentionHead:
     the bias of the future keys (:func:`causal_mask_bytes`). Each query chunk's score rows
     end after the last key its last query sees, and only the key blocks that some of its
     queries may not see get the bias.
+
+    ``kt``: the head's K^T cache, key block ``j``'s ``dh`` rows of ``D`` bytes (row ``i``:
+    dimension ``i``'s values of the block's keys) at ``kt + j * dh * D``, with ``ident``
+    the address of the ``D x D`` int8 identity matrix (see the module docstring); the
+    cache holds every whole block of keys before the step's, and the step adds its own.
     """
 
     seq: int
@@ -80,10 +93,17 @@ class AttentionHead:
     kv_stride: int | None = None
     causal: int | None = None
     causal_mask: int | None = None
+    kt: int | None = None
+    ident: int | None = None
 
     @property
     def n_keys(self) -> int:
         return self.seq if self.keys is None else self.keys
+
+    @property
+    def cached(self) -> bool:
+        """One query over a K^T cache: only the last block of keys is staged."""
+        return self.kt is not None and self.seq == 1
 
 
 def causal_mask_bytes(queries: int, offset: int, keys: int, block: int,
@@ -114,7 +134,8 @@ def _acc_rows(c: TesseraConfig, head: AttentionHead, mq: int) -> tuple[int, int]
     rows per block) for the transposed store."""
     d = c.rows
     kb_n, sb_n = head.dh // d, -(-head.n_keys // d)
-    return sb_n * mq, kb_n * max(head.n_keys, mq)
+    staged = d if head.cached else head.n_keys
+    return sb_n * mq, kb_n * max(staged, mq)
 
 
 def _check_head(c: TesseraConfig, head: AttentionHead) -> None:
@@ -126,6 +147,9 @@ def _check_head(c: TesseraConfig, head: AttentionHead) -> None:
     if c.acc_bits != 32:
         raise LoweringError("the mask and Softmax need 32-bit accumulator lanes")
     S, T = head.seq, head.n_keys
+    if T > c.max_row_len:
+        raise LoweringError(f"attention over {T} keys: Softmax rows hold at most "
+                            f"{c.max_row_len} on this configuration")
     if head.mask is not None and head.causal is not None:
         raise LoweringError("a head takes a key mask or a causal mask, not both")
     if head.causal is not None and head.causal_mask is None and S > 1:
@@ -144,6 +168,11 @@ def _spad_rows(c: TesseraConfig, head: AttentionHead, mq: int) -> int:
     return kb_n * head.seq + 2 * kb_n * sb_n * d + sb_n * mq
 
 
+def _ident_rows(c: TesseraConfig, head: AttentionHead) -> int:
+    """Scratchpad rows of a group's identity matrix (heads with a K^T cache)."""
+    return c.rows if head.kt is not None else 0
+
+
 def _group_size(c: TesseraConfig, head: AttentionHead, spad_base: int, most: int) -> int:
     """How many heads to interleave: as many as fit side by side (up to ``most``) in the
     scratchpad and the accumulator, with the query chunks of a head alone."""
@@ -152,16 +181,19 @@ def _group_size(c: TesseraConfig, head: AttentionHead, spad_base: int, most: int
         return 1                     # _lower_group reports why
     acc = sum(_acc_rows(c, head, mq))
     spad = _spad_rows(c, head, mq)
-    return max(1, min(most, c.acc_rows // acc, (c.spad_rows - spad_base) // spad))
+    room = c.spad_rows - spad_base - _ident_rows(c, head)
+    return max(1, min(most, c.acc_rows // acc, room // spad))
 
 
-def longest_keys(config: TesseraConfig, dh: int, decode: bool = False) -> int:
+def longest_keys(config: TesseraConfig, dh: int, decode: bool = False,
+                 cached: bool = False) -> int:
     """The most keys one head of dimension ``dh`` can attend over on ``config`` (its
     scores, context and staged K in the accumulator, its operands in the scratchpad): with
-    as many queries as keys (an encoder, a prefill), or one query (``decode``). 0 if none
-    fit."""
+    as many queries as keys (an encoder, a prefill), or one query (``decode``), over a K^T
+    cache (``cached``, a decoder's) or not. 0 if none fit."""
     def fits(t: int) -> bool:
-        head = AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, {}, 1, 0, keys=t)
+        head = AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, {}, 1, 0, keys=t,
+                             kt=0 if cached else None, ident=0 if cached else None)
         try:
             _Group(config, [head], 0)
         except LoweringError:
@@ -225,20 +257,22 @@ def _pipeline(stages: dict[str, list[list[Command]]], g: int, n_chunks: int) -> 
         return stages[stage][i] if 0 <= i < g else []
 
     if n_chunks > 1:     # one head (a group's heads fit whole): chunk after chunk
-        order = ["load", "relay", "kt"] + [f"{stage}{ci}" for ci in range(n_chunks)
-                                           for stage in ("mask", "scores", "softmax", "pv",
-                                                         "ctx")]
+        order = ["load", "relay", "kt", "wb", "wbst"] + [
+            f"{stage}{ci}" for ci in range(n_chunks)
+            for stage in ("mask", "scores", "softmax", "pv", "ctx")]
         return [cmd for stage in order for cmds in stages[stage] for cmd in cmds]
     # Software-pipelined: in step i the array computes head i's scores and head i-1's
     # P V, while the store unit transposes head i+1's K, runs head i's Softmax and stores
     # head i-1's context, and the DMA loads head i+2. Each channel's tokens pair up in
     # order: EXECUTE signals STORE for K^T i+1, Softmax i, context i-1 and STORE waits in
     # that order; STORE signals K^T i+1 then Softmax i, which scores i+1 and P V i await.
+    # A K^T cache's write-back of head i (``wb``: I K^T on the array, waiting for K^T i
+    # instead of the scores; ``wbst``: its store) pairs up between K^T i+1 and Softmax i.
     prog = get("load", 0) + get("load", 1) + get("mask0", 0) + get("relay", 0) + get("kt", 0)
     for i in range(g):
         prog += get("load", i + 2) + get("mask0", i + 1)
-        prog += get("relay", i + 1) + get("scores0", i) + get("pv0", i - 1)
-        prog += get("kt", i + 1) + get("softmax0", i) + get("ctx0", i - 1)
+        prog += get("relay", i + 1) + get("wb", i) + get("scores0", i) + get("pv0", i - 1)
+        prog += get("kt", i + 1) + get("wbst", i) + get("softmax0", i) + get("ctx0", i - 1)
     return prog + get("pv0", g - 1) + get("ctx0", g - 1)
 
 
@@ -251,8 +285,9 @@ class _Group:
         first = heads[0]
         for head in heads:
             _check_head(c, head)
-            if (head.seq, head.dh, head.n_keys, head.causal, head.mask is None) != (
-                    first.seq, first.dh, first.n_keys, first.causal, first.mask is None):
+            if (head.seq, head.dh, head.n_keys, head.causal, head.mask is None,
+                    head.kt is None) != (first.seq, first.dh, first.n_keys, first.causal,
+                                         first.mask is None, first.kt is None):
                 raise LoweringError("heads lowered together must have the same shape and "
                                     "mask")
         g = len(heads)
@@ -270,11 +305,22 @@ class _Group:
                                 f"need {g * (self.scores_rows + self.ctx_rows)} accumulator "
                                 f"rows; there are {c.acc_rows}")
         self.rows = _spad_rows(c, first, mq)
-        if spad_base + g * self.rows > c.spad_rows:
+        need = g * self.rows + _ident_rows(c, first)
+        if spad_base + need > c.spad_rows:
             raise LoweringError(f"{g} heads of {S} queries, {T} keys and {dh} dimensions need "
-                                f"{g * self.rows} scratchpad rows; there are "
+                                f"{need} scratchpad rows; there are "
                                 f"{c.spad_rows - spad_base}")
+        self.ident_at = spad_base + g * self.rows
         self.chunks = [self.chunk(first, q0) for q0 in range(0, S, mq)]
+        # With a K^T cache: the whole blocks of keys this step completes go to the cache
+        # (a prefill's: every whole block; a decode step's: its block, once its 16th key
+        # is in), from the key block ``wb_first`` on.
+        self.wb_first = self.wb_last = 0
+        if first.kt is not None:
+            if first.ident is None:
+                raise LoweringError("a head with a K^T cache needs the identity matrix")
+            self.wb_last = T // self.d
+            self.wb_first = (T - 1) // self.d if first.cached else 0
 
     def layout(self, i: int) -> dict:
         """Head ``i``'s Q, K^T, V and P in the scratchpad, its scores and context in the
@@ -284,7 +330,16 @@ class _Group:
         v_at = kt_at + self.kb_n * self.s_pad
         acc_s = i * (self.scores_rows + self.ctx_rows)
         return dict(q_at=q_at, kt_at=kt_at, v_at=v_at, p_at=v_at + self.kb_n * self.s_pad,
-                    acc_s=acc_s, acc_c=acc_s + self.scores_rows)
+                    acc_s=acc_s, acc_c=acc_s + self.scores_rows, first=i == 0)
+
+    def tile(self, head: AttentionHead, L: dict, j: int, kb: int) -> int:
+        """The scratchpad row of K^T's weight tile for key block ``j`` and block ``kb`` of
+        the head dimension: block by block of the head dimension, or with a K^T cache for
+        one query, key block by key block (as the cache holds them, and so that a key
+        block's tiles are one run)."""
+        if head.cached:
+            return L["kt_at"] + j * self.dh + kb * self.d
+        return L["kt_at"] + kb * self.s_pad + j * self.d
 
     def chunk(self, head: AttentionHead, q0: int):
         """The chunk's rows, keys (its Softmax length) and key blocks, and the key blocks
@@ -306,6 +361,7 @@ class _Group:
             stages.setdefault(stage, []).append(cmds)
 
         self.operand_stages(head, L, emit)
+        self.write_back_stages(head, L, emit)
         for ci in range(len(self.chunks)):
             self.score_stages(head, L, ci, emit)
             self.context_stages(head, L, ci, emit)
@@ -325,16 +381,35 @@ class _Group:
         # query row: one load instead of four); then V's and K's block by block. (Merged
         # too, an encoder layer's K and V blocks made BERT-base's attention 94 cycles
         # slower on Verilator.)
-        loads = [ld.cmd for ld in merge_loads([Load(load(
+        q_loads = [ld.cmd for ld in merge_loads([Load(load(
             dram_addr=head.q + kb * blk, rows=self.S, local_addr=L["q_at"] + kb * self.S))
             for kb in range(kb_n)])]
-        for kb in range(kb_n):
-            loads.append(load(dram_addr=head.v + kb * kv_blk, rows=self.T,
-                              local_addr=L["v_at"] + kb * s_pad))
-            # K goes into the context's half: the first context is written only after the
-            # first scores, which wait for the transposed K.
-            loads.append(load(dram_addr=head.k + kb * kv_blk, rows=self.T,
-                              local_addr=L["acc_c"] + kb * self.T, to_acc=1))
+        # Staged for the transposed store: every key, or with a K^T cache for one query
+        # the keys of the last block (its whole blocks' tiles come from the cache). K goes
+        # into the context's half: the first context is written only after the first
+        # scores, which wait for the transposed K.
+        first_key = self.wb_first * d if head.cached else 0
+        staged = self.T - first_key
+        k_loads = [load(dram_addr=head.k + kb * kv_blk + first_key * d, rows=staged,
+                        local_addr=L["acc_c"] + kb * (d if head.cached else self.T),
+                        to_acc=1) for kb in range(kb_n)]
+        v_loads = [load(dram_addr=head.v + kb * kv_blk, rows=self.T,
+                        local_addr=L["v_at"] + kb * s_pad) for kb in range(kb_n)]
+        if head.cached:
+            # The few staged rows first, where the DMA's two readers overlap their round
+            # trips, then the large loads back to back: the cache's tiles, Q, V.
+            loads = k_loads
+            if L["first"]:      # the group's identity matrix
+                loads.append(load(dram_addr=head.ident, rows=d, local_addr=self.ident_at))
+            if first_key:
+                loads.append(load(dram_addr=head.kt, rows=first_key // d * self.dh,
+                                  local_addr=L["kt_at"]))
+            loads += q_loads + v_loads
+        else:
+            loads = q_loads + [ld for pair in zip(v_loads, k_loads, strict=True)
+                                for ld in pair]
+            if head.kt is not None and L["first"]:
+                loads.insert(0, load(dram_addr=head.ident, rows=d, local_addr=self.ident_at))
         # V's padding rows (keys past T) may hold anything: they meet P's zero columns.
         emit("load", [Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1)
                       for i, args in enumerate(loads)])
@@ -342,10 +417,36 @@ class _Group:
         emit("relay", [Command(Opcode.NOP, {"queue": Queue.EXECUTE}, wait_prev=True,
                                signal_next=True)])
         emit("kt", [Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.NONE, "length": d, "rows": self.T},
-            "acc_addr": L["acc_c"] + kb * self.T, "to_spad": 1, "transpose": 1,
-            "spad_addr": L["kt_at"] + kb * s_pad}, wait_prev=kb == 0,
-            signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
+            "desc": {"op": OutputOp.NONE, "length": d, "rows": staged},
+            "acc_addr": L["acc_c"] + kb * (d if head.cached else self.T), "to_spad": 1,
+            "transpose": 1, "spad_addr": self.tile(head, L, first_key // d, kb)},
+            wait_prev=kb == 0, signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
+
+    def write_back_stages(self, head: AttentionHead, L: dict, emit) -> None:
+        """With a K^T cache, the whole key blocks this step completes: ``I K^T`` per tile
+        into the context's half of the accumulator (after the transposed K, whose token it
+        takes from the scores), then one store of the tiles in the cache's order."""
+        d, kb_n = self.d, self.kb_n
+        blocks = range(self.wb_first, self.wb_last)
+        if head.kt is None or not blocks:
+            emit("wb", [])
+            emit("wbst", [])
+            return
+        tiles = [(j, kb) for j in blocks for kb in range(kb_n)]
+        cmds = []
+        for i, (j, kb) in enumerate(tiles):
+            cmds.append(Command(Opcode.PRELOAD, {"spad_addr": self.tile(head, L, j, kb)},
+                                wait_next=i == 0))
+            cmds.append(Command(Opcode.COMPUTE, {
+                "a_addr": self.ident_at, "b_addr": 0, "rows": d,
+                "acc_addr": L["acc_c"] + i * d, "accumulate": 0},
+                signal_next=i == len(tiles) - 1))
+        emit("wb", cmds)
+        emit("wbst", [Command(Opcode.STORE, {
+            "desc": {"op": OutputOp.NONE, "length": d, "rows": len(blocks) * kb_n * d},
+            "acc_addr": L["acc_c"], "to_spad": 0,
+            "dram_addr": head.kt + self.wb_first * self.dh * d, "stride": d},
+            wait_prev=True)])
 
     def score_stages(self, head: AttentionHead, L: dict, ci: int, emit) -> None:
         """Query chunk ``ci``'s mask loads and scores (``Q K^T`` into the accumulator)."""
@@ -363,14 +464,26 @@ class _Group:
                 local_addr=L["acc_s"] + j * n, to_acc=1, accumulate=0, scale=1, wide=1),
                 wait_next=ci > 0 and i == 0, signal_next=i == len(masked) - 1))
         emit(f"mask{ci}", masks)
-        # The first compute waits for K^T (first chunk) and for the chunk's mask. The
-        # previous chunk's P x V frees the scores before this chunk's mask.
+        # The first compute waits for K^T (first chunk; the write-back's computes take
+        # that token when there are any) and for the chunk's mask. The previous chunk's
+        # P x V frees the scores before this chunk's mask.
+        waits_kt = ci == 0 and self.wb_last <= self.wb_first
         scores = []
+        if head.cached:      # one run over the head dimension per key block
+            for j in range(kbs):
+                scores.append(Command(Opcode.COMPUTE, {
+                    "a_addr": L["q_at"] + q0, "b_addr": self.tile(head, L, j, 0),
+                    "rows": n, "acc_addr": L["acc_s"] + j * n,
+                    "accumulate": int(j in masked), "count": kb_n, "a_stride": S},
+                    wait_next=waits_kt and j == 0,
+                    wait_prev=len(masked) > 0 and j == 0, signal_next=j == kbs - 1))
+            emit(f"scores{ci}", scores)
+            return
         for j in range(kbs):
             for kb in range(kb_n):
                 scores.append(Command(Opcode.PRELOAD, {
                     "spad_addr": L["kt_at"] + kb * self.s_pad + j * d},
-                    wait_next=ci == 0 and j == 0 and kb == 0,
+                    wait_next=waits_kt and j == 0 and kb == 0,
                     wait_prev=len(masked) > 0 and j == 0 and kb == 0))
                 scores.append(Command(Opcode.COMPUTE, {
                     "a_addr": L["q_at"] + kb * S + q0, "b_addr": 0, "rows": n,

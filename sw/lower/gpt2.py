@@ -7,7 +7,10 @@ The KV cache lives in main memory: K and V are blocked ``capacity x H`` int8 mat
 (column block ``j``: ``capacity`` rows of ``D`` bytes), so head ``h``'s keys are the
 blocked ``T x dh`` matrix at its first block, and a step appends its tokens' rows in
 place: the QKV product stores K's and V's column blocks straight into the cache at row
-``offset``.
+``offset``. Beside it, a K^T cache holds each head's whole blocks of 16 keys already
+transposed, as the scores' weight tiles (head ``h``, key block ``j``: ``dh`` rows of ``D``
+bytes), written by the attention phase as blocks complete: a decode step transposes only
+the keys of its last block (:mod:`~tessera.sw.lower.attention`).
 
 Phases (each a lowering of its own, separated by FENCEs; the numbers are the integer
 model's steps):
@@ -47,7 +50,8 @@ from .norm import lower_layernorm
 from .plan import GemmShape, LoweringError, plan_gemm
 
 __all__ = ["GPT2_PHASES", "Gpt2Placement", "Gpt2Step", "place_gpt2_layer", "place_gpt2_step",
-           "lower_gpt2_step", "run_gpt2_step", "write_kv_cache", "read_kv_cache"]
+           "lower_gpt2_step", "run_gpt2_step", "write_kv_cache", "read_kv_cache",
+           "read_kt_cache"]
 
 #: The phases, in order, as the per-operation report names them.
 GPT2_PHASES = ("ln1", "qkv", "attention", "out_proj", "ln2", "ffn1_gelu", "ffn2")
@@ -70,6 +74,12 @@ class Gpt2Placement:
     b2: int
     k_cache: int
     v_cache: int
+    kt_cache: int       # per head: ceil(capacity / D) key blocks of dh x D bytes
+    ident: int          # the D x D int8 identity matrix (the K^T cache's write-back)
+
+    def kt_of(self, head: int, dh: int, d: int) -> int:
+        """Head ``head``'s K^T cache."""
+        return self.kt_cache + head * -(-self.capacity // d) * dh * d
 
 
 @dataclass
@@ -133,7 +143,9 @@ def place_gpt2_layer(rt, ql, capacity: int) -> Gpt2Placement:
         ln2=ln_table(ql.ln2, ql.ln2_prescale),
         w1=weights(ql.w1.weight), b1=rt.place(bias_bytes(ql.w1.bias, d)),
         w2=weights(ql.w2.weight), b2=rt.place(bias_bytes(ql.w2.bias, d)),
-        k_cache=rt.alloc(cache), v_cache=rt.alloc(cache))
+        k_cache=rt.alloc(cache), v_cache=rt.alloc(cache),
+        kt_cache=rt.alloc(-(-capacity // d) * d * H),
+        ident=rt.place(np.eye(d, dtype=np.int8).reshape(-1)))
 
 
 def place_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray | None, offset: int, *,
@@ -200,7 +212,7 @@ def lower_gpt2_step(config: TesseraConfig, ql, p: Gpt2Placement,
         att.append(AttentionHead(n, dh, s.q + b0 * blk, p.k_cache + b0 * cblk,
                                  p.v_cache + b0 * cblk, s.ctx + b0 * blk, blk, exp,
                                  *ql.ctx_requant, keys=T, kv_stride=cblk, causal=o,
-                                 causal_mask=s.mask))
+                                 causal_mask=s.mask, kt=p.kt_of(h, dh, d), ident=p.ident))
     phases["attention"] = lower_attention(c, att, finish=False)
 
     def residual_gemm(a, w, bias, residual, lin, requants, dst, k):
@@ -230,6 +242,12 @@ def write_kv_cache(rt, ql, p: Gpt2Placement, cache) -> None:
         full = np.zeros((p.capacity, ql.hidden), np.int8)
         full[:T] = src.transpose(1, 0, 2).reshape(T, ql.hidden)
         rt.write(at, to_blocked(full, shape))
+    # The K^T cache: each head's whole blocks of keys, block j as dh rows of D keys.
+    whole = T // d * d
+    for h in range(ql.heads):
+        kt = cache.k[h, :whole].reshape(whole // d, d, ql.head_dim).transpose(0, 2, 1)
+        if whole:
+            rt.write(p.kt_of(h, ql.head_dim, d), np.ascontiguousarray(kt).reshape(-1))
 
 
 def read_kv_cache(rt, ql, p: Gpt2Placement, positions: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +259,18 @@ def read_kv_cache(rt, ql, p: Gpt2Placement, positions: int) -> tuple[np.ndarray,
         full = from_blocked(rt.read(at, shape.nbytes), shape)[:positions]
         out.append(full.reshape(positions, ql.heads, ql.head_dim).transpose(1, 0, 2).copy())
     return out[0], out[1]
+
+
+def read_kt_cache(rt, ql, p: Gpt2Placement, positions: int) -> np.ndarray:
+    """The keys the K^T cache holds for the whole blocks of the first ``positions``, as a
+    (heads, whole, dh) int8 array (``whole``: ``positions`` rounded down to blocks)."""
+    d, dh = rt.config.rows, ql.head_dim
+    whole = positions // d * d
+    out = np.zeros((ql.heads, whole, dh), np.int8)
+    for h in range(ql.heads):
+        raw = rt.read(p.kt_of(h, dh, d), whole * dh).view(np.int8)
+        out[h] = raw.reshape(whole // d, dh, d).transpose(0, 2, 1).reshape(whole, dh)
+    return out
 
 
 def run_gpt2_step(rt, ql, p: Gpt2Placement, x_q: np.ndarray, offset: int, *,
