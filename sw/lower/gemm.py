@@ -212,7 +212,7 @@ class _TileWalk:
         if plan.resident and self.acc_at[-1] > self.acc_half * 2:
             raise LoweringError(f"a resident plan's {self.acc_at[-1]} accumulator rows do "
                                 f"not fit {self.acc_half * 2}")
-        self.upfront = plan.resident and M == 1
+        self.upfront = plan.upfront
         self.relay_of_tile: dict[int, int] = {}   # tile -> the NOP that lets its bias in
         self.init_made: set[int] = set()          # tiles whose bias loads are placed
         self.pending_init: list[Load] = []

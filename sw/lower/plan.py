@@ -53,6 +53,12 @@ class GemmShape:
         return self.M * self.K * self.N
 
 
+def loads_upfront(resident: bool, m: int) -> bool:
+    """A resident plan of one row loads every tile's bias and residual with its first step
+    (the biases merge into one load): no small load falls between two weight loads."""
+    return resident and m == 1
+
+
 @dataclass(frozen=True)
 class GemmPlan:
     """Tile sizes, loop order and buffers of one product, with the cost model's figures."""
@@ -70,6 +76,11 @@ class GemmPlan:
     est_cycles: int = 0
     est_read_bytes: int = 0
     est: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def upfront(self) -> bool:
+        """Every tile's bias and residual load with the first step (:func:`loads_upfront`)."""
+        return loads_upfront(self.resident, self.shape.M)
 
     @property
     def m_tiles(self) -> int:
@@ -257,7 +268,7 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     # A tile's bias goes in pieces of INIT_ROWS rows per column block (one load per tile
     # for one-row tiles, whose pieces the emitter merges). A resident plan of one row loads
     # every tile's bias with the first step, as one load.
-    upfront = resident and M == 1
+    upfront = loads_upfront(resident, M)
     pieces = 1 if mt == 1 else nt * -(-mt // INIT_ROWS)
     bias_cmds = (1 if upfront else m_tiles * n_tiles * pieces) if bias else 0
     piece = nb if upfront else mt if mt == 1 else min(mt, INIT_ROWS)
