@@ -367,3 +367,38 @@ def test_gpt2_prefill_and_decode_equal_the_integer_model(sim, smooth):
         got, results, _ = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
         assert (got == want[t:t + 1]).all()
         assert results["layer"].counters["cycles"] > 0
+
+
+@RTL
+def test_decode_steps_reading_the_k_transposed_cache_on_verilator():
+    """Decode steps that read their whole key blocks from the K^T cache (a head of 64 on
+    tiny: staging all 34 keys would not fit its accumulator), the second step completing a
+    block and writing it back; each output equals the integer model, and the cache holds
+    every whole block of keys."""
+    from tessera.sw.lower.gpt2 import (
+        place_gpt2_layer,
+        read_kt_cache,
+        run_gpt2_step,
+        write_kv_cache,
+    )
+    from tessera.sw.models import gpt2_quantize as G
+    from tessera.sw.models.quantize import quantize_activation
+    from tessera.sw.models.reference import random_gpt2_weights
+
+    rng = np.random.default_rng(7)
+    S, H = 36, 64
+    w = random_gpt2_weights(H, 1, 32, rng)
+    ql = G.quantize_gpt2_layer(w, [rng.normal(0, 1, (S, H)) for _ in range(2)])
+    xq = quantize_activation(rng.normal(0, 1, (S, H)), ql.in_scale)
+    cache = G.Int8KVCache.for_layer(ql)
+    G.integer_gpt2_decode_step(xq[:34], ql, cache)
+    rt = Runtime(TINY, "verilator")
+    p = place_gpt2_layer(rt, ql, S)
+    write_kv_cache(rt, ql, p, cache)
+    for t in (34, 35):
+        got, _, phases = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
+        assert (got[0] == G.integer_gpt2_decode_step(xq[t], ql, cache)).all()
+        # the cache's tiles are read (one load of the whole blocks' K^T rows)
+        assert any(c.opcode == Opcode.LOAD and c.args["dram_addr"] == p.kt_of(0, H, 4)
+                   for c in phases["attention"])
+    assert (read_kt_cache(rt, ql, p, S) == cache.k).all()

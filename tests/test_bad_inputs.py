@@ -673,8 +673,9 @@ def test_runtime_construction():
     (["run", "bert", "--preset", "tiny", "--layers", "1", "--seq", "65", "--hidden", "16",
       "--heads", "1", "--ffn", "32"], "attends over at most 64 keys"),
     (["run", "gpt2", "--preset", "tiny", "--layers", "1", "--prompt-len", "8", "--generate",
-      "113", "--hidden", "16", "--heads", "1", "--ffn", "32", "--vocab", "64"],
-     "attention over 121 keys does not fit"),
+      "117", "--hidden", "64", "--heads", "1", "--ffn", "32", "--vocab", "64"],
+     "attention over 125 keys does not fit configuration b8099d5ecf21d51a: a head of "
+     "dimension 64 with one query (a decode step) attends over at most 124 keys here"),
 ])
 def test_attention_longer_than_the_memories_hold_is_refused_before_any_work(capsys, argv,
                                                                              message):

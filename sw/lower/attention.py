@@ -35,6 +35,7 @@ tile (``I K^T``, exact), and the int8 tiles are stored, in order, as the cache's
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,11 @@ __all__ = ["AttentionHead", "lower_attention", "lower_attention_head", "causal_m
 #: The additive mask of a masked key: far below any score, so its exp is 0, and far
 #: enough from the int32 limit that adding a score cannot wrap.
 MASK_NEG = -(1 << 30)
+#: A decode step reads whole key blocks' K^T tiles from the cache from this many keys on;
+#: below, transposing every key costs the store unit less than the cache's extra loads cost
+#: the DMA (GPT-2-small on the default configuration, Verilator: the two paths cross near
+#: 80 keys; docs/architecture.md). Either path is taken when only it fits on chip.
+CACHED_MIN_KEYS = 80
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class AttentionHead:
     causal_mask: int | None = None
     kt: int | None = None
     ident: int | None = None
+    read_cache: bool = True
 
     @property
     def n_keys(self) -> int:
@@ -102,8 +109,10 @@ class AttentionHead:
 
     @property
     def cached(self) -> bool:
-        """One query over a K^T cache: only the last block of keys is staged."""
-        return self.kt is not None and self.seq == 1
+        """One query over a K^T cache that it reads (``read_cache``, chosen by
+        :func:`lower_attention`): the whole blocks' tiles come from the cache, only the
+        last block of keys is staged."""
+        return self.kt is not None and self.seq == 1 and self.read_cache
 
 
 def causal_mask_bytes(queries: int, offset: int, keys: int, block: int,
@@ -195,7 +204,7 @@ def longest_keys(config: TesseraConfig, dh: int, decode: bool = False,
         head = AttentionHead(1 if decode else t, dh, 0, 0, 0, 0, dh, {}, 1, 0, keys=t,
                              kt=0 if cached else None, ident=0 if cached else None)
         try:
-            _Group(config, [head], 0)
+            _Group(config, _decode_path(config, [head], 0), 0)
         except LoweringError:
             return False
         return True
@@ -205,6 +214,25 @@ def longest_keys(config: TesseraConfig, dh: int, decode: bool = False,
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     return lo
+
+
+def _decode_path(config: TesseraConfig, heads: list[AttentionHead],
+                 spad_base: int) -> list[AttentionHead]:
+    """Heads of one query over a K^T cache, told whether to read it
+    (:data:`CACHED_MIN_KEYS`; the other path when only that one fits); other heads as
+    they are."""
+    first = heads[0]
+    if first.kt is None or first.seq != 1:
+        return heads
+    prefer = first.n_keys >= CACHED_MIN_KEYS
+    for read in (prefer, not prefer):
+        chosen = [dataclasses.replace(h, read_cache=read) for h in heads]
+        try:
+            _Group(config, chosen[:1], spad_base)
+        except LoweringError:
+            continue
+        return chosen
+    return heads                # neither fits: the lowering says why
 
 
 def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base: int = 0,
@@ -217,6 +245,7 @@ def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base
     the DMA loads; a group's heads use their own scratchpad and accumulator regions."""
     if not heads:
         return [Command(Opcode.FINISH, {})] if finish else []
+    heads = _decode_path(config, heads, spad_base)
     g = _group_size(config, heads[0], spad_base, len(heads))
     prog: list[Command] = []
     for i in range(0, len(heads), g):
@@ -231,7 +260,7 @@ def lower_attention(config: TesseraConfig, heads: list[AttentionHead], spad_base
 def lower_attention_head(config: TesseraConfig, head: AttentionHead,
                          spad_base: int = 0, finish: bool = True) -> list[Command]:
     """The command stream of one head (see the module docstring)."""
-    prog = _lower_group(config, [head], spad_base)
+    prog = _lower_group(config, _decode_path(config, [head], spad_base), spad_base)
     if finish:
         prog.append(Command(Opcode.FINISH, {}))
     return prog
@@ -320,7 +349,7 @@ class _Group:
             if first.ident is None:
                 raise LoweringError("a head with a K^T cache needs the identity matrix")
             self.wb_last = T // self.d
-            self.wb_first = (T - 1) // self.d if first.cached else 0
+            self.wb_first = (T - 1) // self.d if S == 1 else 0
 
     def layout(self, i: int) -> dict:
         """Head ``i``'s Q, K^T, V and P in the scratchpad, its scores and context in the
@@ -423,24 +452,33 @@ class _Group:
             wait_prev=kb == 0, signal_prev=kb == kb_n - 1) for kb in range(kb_n)])
 
     def write_back_stages(self, head: AttentionHead, L: dict, emit) -> None:
-        """With a K^T cache, the whole key blocks this step completes: ``I K^T`` per tile
-        into the context's half of the accumulator (after the transposed K, whose token it
-        takes from the scores), then one store of the tiles in the cache's order."""
+        """With a K^T cache, the whole key blocks this step completes: ``K^T I`` into the
+        context's half of the accumulator (after the transposed K, whose token it takes
+        from the scores), then one store of the tiles in the cache's order."""
         d, kb_n = self.d, self.kb_n
         blocks = range(self.wb_first, self.wb_last)
         if head.kt is None or not blocks:
             emit("wb", [])
             emit("wbst", [])
             return
-        tiles = [(j, kb) for j in blocks for kb in range(kb_n)]
-        cmds = []
-        for i, (j, kb) in enumerate(tiles):
-            cmds.append(Command(Opcode.PRELOAD, {"spad_addr": self.tile(head, L, j, kb)},
-                                wait_next=i == 0))
+        # The identity is the weight tile and K^T's tiles the activations (K^T I = K^T):
+        # one PRELOAD, then one COMPUTE per run of tiles that follow one another in the
+        # scratchpad (a whole key block's, laid out key block by key block).
+        runs: list[list[int]] = []          # [first scratchpad row, rows]
+        for j in blocks:
+            for kb in range(kb_n):
+                at = self.tile(head, L, j, kb)
+                if runs and runs[-1][0] + runs[-1][1] == at:
+                    runs[-1][1] += d
+                else:
+                    runs.append([at, d])
+        cmds = [Command(Opcode.PRELOAD, {"spad_addr": self.ident_at}, wait_next=True)]
+        row = 0
+        for i, (at, rows) in enumerate(runs):
             cmds.append(Command(Opcode.COMPUTE, {
-                "a_addr": self.ident_at, "b_addr": 0, "rows": d,
-                "acc_addr": L["acc_c"] + i * d, "accumulate": 0},
-                signal_next=i == len(tiles) - 1))
+                "a_addr": at, "b_addr": 0, "rows": rows, "acc_addr": L["acc_c"] + row,
+                "accumulate": 0}, signal_next=i == len(runs) - 1))
+            row += rows
         emit("wb", cmds)
         emit("wbst", [Command(Opcode.STORE, {
             "desc": {"op": OutputOp.NONE, "length": d, "rows": len(blocks) * kb_n * d},
