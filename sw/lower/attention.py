@@ -350,6 +350,7 @@ class _Group:
                 raise LoweringError("a head with a K^T cache needs the identity matrix")
             self.wb_last = T // self.d
             self.wb_first = (T - 1) // self.d if S == 1 else 0
+        self.writes_back = self.wb_last > self.wb_first
 
     def layout(self, i: int) -> dict:
         """Head ``i``'s Q, K^T, V and P in the scratchpad, its scores and context in the
@@ -428,7 +429,7 @@ class _Group:
             # The few staged rows first, where the DMA's two readers overlap their round
             # trips, then the large loads back to back: the cache's tiles, Q, V.
             loads = k_loads
-            if L["first"]:      # the group's identity matrix
+            if L["first"] and self.writes_back:     # the group's identity matrix
                 loads.append(load(dram_addr=head.ident, rows=d, local_addr=self.ident_at))
             if first_key:
                 loads.append(load(dram_addr=head.kt, rows=first_key // d * self.dh,
@@ -437,7 +438,7 @@ class _Group:
         else:
             loads = q_loads + [ld for pair in zip(v_loads, k_loads, strict=True)
                                 for ld in pair]
-            if head.kt is not None and L["first"]:
+            if L["first"] and self.writes_back:
                 loads.insert(0, load(dram_addr=head.ident, rows=d, local_addr=self.ident_at))
         # V's padding rows (keys past T) may hold anything: they meet P's zero columns.
         emit("load", [Command(Opcode.LOAD, args, signal_next=i == len(loads) - 1)
@@ -457,7 +458,7 @@ class _Group:
         from the scores), then one store of the tiles in the cache's order."""
         d, kb_n = self.d, self.kb_n
         blocks = range(self.wb_first, self.wb_last)
-        if head.kt is None or not blocks:
+        if not self.writes_back:
             emit("wb", [])
             emit("wbst", [])
             return
@@ -505,7 +506,7 @@ class _Group:
         # The first compute waits for K^T (first chunk; the write-back's computes take
         # that token when there are any) and for the chunk's mask. The previous chunk's
         # P x V frees the scores before this chunk's mask.
-        waits_kt = ci == 0 and self.wb_last <= self.wb_first
+        waits_kt = ci == 0 and not self.writes_back
         scores = []
         if head.cached:      # one run over the head dimension per key block
             for j in range(kbs):
