@@ -371,16 +371,12 @@ def test_gpt2_prefill_and_decode_equal_the_integer_model(sim, smooth):
 
 @RTL
 def test_decode_steps_reading_the_k_transposed_cache_on_verilator():
-    """Decode steps that read their whole key blocks from the K^T cache (a head of 64 on
-    tiny: staging all 34 keys would not fit its accumulator), the second step completing a
-    block and writing it back; each output equals the integer model, and the cache holds
-    every whole block of keys."""
-    from tessera.sw.lower.gpt2 import (
-        place_gpt2_layer,
-        read_kt_cache,
-        run_gpt2_step,
-        write_kv_cache,
-    )
+    """A head of 64 on tiny: a prefill of 24 tokens writes its whole key blocks into the
+    K^T cache; decode steps up to 31 keys transpose every key and write back the blocks
+    they complete, later ones (transposing them all would not fit tiny's accumulator) read
+    the cache's tiles. Each output equals the integer model, and the cache holds every
+    whole block of keys."""
+    from tessera.sw.lower.gpt2 import place_gpt2_layer, read_kt_cache, run_gpt2_step
     from tessera.sw.models import gpt2_quantize as G
     from tessera.sw.models.quantize import quantize_activation
     from tessera.sw.models.reference import random_gpt2_weights
@@ -390,15 +386,18 @@ def test_decode_steps_reading_the_k_transposed_cache_on_verilator():
     w = random_gpt2_weights(H, 1, 32, rng)
     ql = G.quantize_gpt2_layer(w, [rng.normal(0, 1, (S, H)) for _ in range(2)])
     xq = quantize_activation(rng.normal(0, 1, (S, H)), ql.in_scale)
-    cache = G.Int8KVCache.for_layer(ql)
-    G.integer_gpt2_decode_step(xq[:34], ql, cache)
+    want = G.integer_gpt2_layer(xq, ql)
     rt = Runtime(TINY, "verilator")
     p = place_gpt2_layer(rt, ql, S)
-    write_kv_cache(rt, ql, p, cache)
-    for t in (34, 35):
+    got, _, _ = run_gpt2_step(rt, ql, p, xq[:24], 0, check=True)
+    assert (got == want[:24]).all()
+    read = []
+    for t in range(24, S):
         got, _, phases = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
-        assert (got[0] == G.integer_gpt2_decode_step(xq[t], ql, cache)).all()
-        # the cache's tiles are read (one load of the whole blocks' K^T rows)
-        assert any(c.opcode == Opcode.LOAD and c.args["dram_addr"] == p.kt_of(0, H, 4)
-                   for c in phases["attention"])
+        assert (got == want[t:t + 1]).all()
+        read.append(any(c.opcode == Opcode.LOAD and c.args["dram_addr"] == p.kt_of(0, H, 4)
+                        for c in phases["attention"]))
+    assert read == [t >= 31 for t in range(24, S)]
+    cache = G.Int8KVCache.for_layer(ql)
+    G.integer_gpt2_decode_step(xq, ql, cache)
     assert (read_kt_cache(rt, ql, p, S) == cache.k).all()

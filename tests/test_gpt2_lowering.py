@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tessera.hw.config import preset
-from tessera.sw.lower.attention import MASK_NEG, causal_mask_bytes
+from tessera.hw.isa import Opcode
+from tessera.sw.lower.attention import CACHED_MIN_KEYS, MASK_NEG, causal_mask_bytes, uses_kt_cache
 from tessera.sw.lower.gpt2 import (
     GPT2_PHASES,
     place_gpt2_layer,
@@ -52,17 +53,39 @@ def test_prefill_then_decode_equals_the_integer_model(cfg_name, shape, smooth):
     G.integer_gpt2_decode_step(xq[:pre], ql, cache)
     k, v = read_kv_cache(rt, ql, p, pre)
     assert (k == cache.k).all() and (v == cache.v).all()
-    whole = pre // rt.config.rows * rt.config.rows
-    assert (read_kt_cache(rt, ql, p, pre) == cache.k[:, :whole]).all()
     for t in range(pre, S):      # one token at a time: the rows of the whole sequence
         got, _, _ = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
         assert (got == want[t:t + 1]).all()
-        G.integer_gpt2_decode_step(xq[t], ql, cache)
-        # the K^T cache: every whole block of keys, the one this token completed included
-        whole = (t + 1) // rt.config.rows * rt.config.rows
-        assert (read_kt_cache(rt, ql, p, t + 1) == cache.k[:, :whole]).all()
     ref = gpt2_layer(x, w)
     assert cosine(dequantize(want, ql.out_scale), ref) > 0.995
+
+
+def test_decoding_past_the_k_transposed_cache_threshold():
+    """A cache of 100 positions keeps K^T: the prefill writes its whole key blocks, each
+    decode step the block it completes; steps below CACHED_MIN_KEYS transpose every key,
+    later ones read the cache's tiles. Every step equals the integer model, and the K^T
+    cache holds every whole block of keys after every step."""
+    _, ql, _, xq = small_block(H=64, heads=2, S=100, seed=4)
+    c = preset("default")
+    assert uses_kt_cache(c, ql.head_dim, 100) and not uses_kt_cache(c, ql.head_dim, 79)
+    want = G.integer_gpt2_layer(xq, ql)
+    rt = Runtime(c, "golden")
+    p = place_gpt2_layer(rt, ql, 100)
+    got, _, _ = run_gpt2_step(rt, ql, p, xq[:70], 0, check=True)
+    assert (got == want[:70]).all()
+    cache = G.Int8KVCache.for_layer(ql)
+    G.integer_gpt2_decode_step(xq[:70], ql, cache)
+    assert (read_kt_cache(rt, ql, p, 70) == cache.k[:, :64]).all()
+    read = []
+    for t in range(70, 100):
+        got, _, phases = run_gpt2_step(rt, ql, p, xq[t:t + 1], t, check=True)
+        assert (got == want[t:t + 1]).all()
+        G.integer_gpt2_decode_step(xq[t], ql, cache)
+        whole = (t + 1) // 16 * 16
+        assert (read_kt_cache(rt, ql, p, t + 1) == cache.k[:, :whole]).all()
+        read.append(any(cmd.opcode == Opcode.LOAD and cmd.args["dram_addr"] == p.kt_of(
+            0, ql.head_dim, 16) for cmd in phases["attention"]))
+    assert read == [t + 1 >= CACHED_MIN_KEYS for t in range(70, 100)]
 
 
 def test_long_causal_prefill_in_several_query_chunks():

@@ -47,7 +47,7 @@ from .plan import LoweringError
 from .schedule import Load, merge_loads
 
 __all__ = ["AttentionHead", "lower_attention", "lower_attention_head", "causal_mask_bytes",
-           "MASK_NEG"]
+           "MASK_NEG", "CACHED_MIN_KEYS", "longest_keys", "uses_kt_cache"]
 
 #: The additive mask of a masked key: far below any score, so its exp is 0, and far
 #: enough from the int32 limit that adding a score cannot wrap.
@@ -214,6 +214,14 @@ def longest_keys(config: TesseraConfig, dh: int, decode: bool = False,
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     return lo
+
+
+def uses_kt_cache(config: TesseraConfig, dh: int, capacity: int) -> bool:
+    """Whether a decoder whose cache holds ``capacity`` positions keeps a K^T cache: when
+    some decode step may read it (:data:`CACHED_MIN_KEYS` keys or more, or more than
+    transposing every key fits on chip). Otherwise no step writes or reads one, and
+    every step transposes its keys."""
+    return capacity >= CACHED_MIN_KEYS or capacity > longest_keys(config, dh, decode=True)
 
 
 def _decode_path(config: TesseraConfig, heads: list[AttentionHead],

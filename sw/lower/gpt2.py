@@ -9,8 +9,9 @@ blocked ``T x dh`` matrix at its first block, and a step appends its tokens' row
 place: the QKV product stores K's and V's column blocks straight into the cache at row
 ``offset``. Beside it, a K^T cache holds each head's whole blocks of 16 keys already
 transposed, as the scores' weight tiles (head ``h``, key block ``j``: ``dh`` rows of ``D``
-bytes), written by the attention phase as blocks complete: a decode step transposes only
-the keys of its last block (:mod:`~tessera.sw.lower.attention`).
+bytes), written by the attention phase as blocks complete: a decode step over many keys
+transposes only the keys of its last block (:mod:`~tessera.sw.lower.attention`). A cache
+too short for any step to read it (``uses_kt_cache``) has none written.
 
 Phases (each a lowering of its own, separated by FENCEs; the numbers are the integer
 model's steps):
@@ -42,7 +43,7 @@ import numpy as np
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command
 from ..golden.layernorm import layernorm_table
-from .attention import AttentionHead, causal_mask_bytes, lower_attention
+from .attention import AttentionHead, causal_mask_bytes, lower_attention, uses_kt_cache
 from .bert import gelu_specs, group_of_block, requant_specs, run_phases
 from .gemm import GemmBuffers, LayerNormOutput, lower_gemm
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
@@ -206,13 +207,15 @@ def lower_gpt2_step(config: TesseraConfig, ql, p: Gpt2Placement,
                                out, finish=False)
 
     exp = {f: getattr(ql.softmax, f) for f in ("shift", "ln2_q", "q_b", "q_c", "out_shift")}
+    kt = uses_kt_cache(c, dh, p.capacity)
     att = []
     for h in range(heads):
         b0 = h * dh // d
         att.append(AttentionHead(n, dh, s.q + b0 * blk, p.k_cache + b0 * cblk,
                                  p.v_cache + b0 * cblk, s.ctx + b0 * blk, blk, exp,
                                  *ql.ctx_requant, keys=T, kv_stride=cblk, causal=o,
-                                 causal_mask=s.mask, kt=p.kt_of(h, dh, d), ident=p.ident))
+                                 causal_mask=s.mask, kt=p.kt_of(h, dh, d) if kt else None,
+                                 ident=p.ident if kt else None))
     phases["attention"] = lower_attention(c, att, finish=False)
 
     def residual_gemm(a, w, bias, residual, lin, requants, dst, k):
