@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
 from .dsp_pack import pack_dsp_registers
-from .synth import abc9_safe_names, find_tool, read_nextpnr_log
+from .synth import RouterDiverged, abc9_safe_names, find_tool, read_nextpnr_log, run_watched
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report", "run_build_script",
            "script_steps"]
@@ -166,16 +165,20 @@ def script_steps(script: str) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(head), steps
 
 
-def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = False):
+def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = False,
+                     poll: float = 2.0):
     """Run Amaranth's build script ``build_<name>.sh`` in ``out`` one tool at a time (output
     to ``build.log``), with ``dsp_registers`` packing the DSPs' registers of Yosys's netlist
     ``<name>.json`` before nextpnr reads it; what was packed
     (:class:`~tessera.sw.dsp_pack.DspPackStats`), or None without ``dsp_registers``.
+    nextpnr's log (``<name>.tim``) is read every ``poll`` seconds, and the build stopped
+    when its router will not converge (:class:`~tessera.sw.synth.RouterWatch`).
 
     Raises
     ------
     FpgaError
-        If a tool fails (the message names it and the logs).
+        If a tool fails, or the router will not converge (the message names it and the
+        logs).
     """
     head, steps = script_steps((out / f"build_{name}.sh").read_text())
     packed = None
@@ -183,8 +186,12 @@ def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = Fals
         for tool, step in steps:
             f.write(step + "\n")
             f.flush()
-            rc = subprocess.run(["sh", "-c", head + "\n" + step], cwd=out, env=env, stdout=f,
-                                stderr=subprocess.STDOUT).returncode
+            try:
+                rc = run_watched(["sh", "-c", head + "\n" + step], out, f,
+                                 out / f"{name}.tim" if tool == "NEXTPNR_ECP5" else None,
+                                 poll=poll, env=env)
+            except RouterDiverged as e:
+                raise FpgaError(str(e)) from None
             if rc != 0:
                 raise FpgaError(f"the build failed in {tool} (exit status {rc}); logs: "
                                 f"{out / 'build.log'}, {out / (name + '.rpt')}, "

@@ -23,8 +23,10 @@ says so.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -45,7 +47,8 @@ from .dsp_pack import pack_dsp_registers
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wrapped",
            "place_and_route", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic", "fit_verdict",
            "ECP5_PACKING",
-           "unit_of", "format_report", "find_tool", "read_nextpnr_log"]
+           "unit_of", "format_report", "find_tool", "read_nextpnr_log", "RouterDiverged",
+           "RouterWatch", "router_diverged", "run_watched"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
 TARGETS = {
@@ -177,9 +180,80 @@ def _phase(log: Path, first_use: bool):
     return phase
 
 
-def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> float:
+_ROUTER2_ITER = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
+
+
+class RouterWatch:
+    """Watches nextpnr's router2 for a placement that will not route: once the overused
+    wires have risen to :attr:`RISE` times their lowest count (and :attr:`MARGIN` above
+    it), :attr:`AFTER` iterations or more after it, they only kept rising in every such
+    run measured here (the board top's seed 1: 331 at iteration 32, 9,840 at 68; the tiny
+    accelerator's, docs/physical.md), while a routing run that converges falls to 0 with
+    smaller rises on the way. :meth:`check` says why in a sentence, or None."""
+
+    RISE, MARGIN, AFTER = 5, 1000, 10
+
+    def __init__(self, log: Path):
+        self.log = log
+
+    def check(self) -> str | None:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return None
+        return router_diverged(text, self.RISE, self.MARGIN, self.AFTER)
+
+
+def router_diverged(text: str, rise: int = RouterWatch.RISE, margin: int = RouterWatch.MARGIN,
+                    after: int = RouterWatch.AFTER) -> str | None:
+    """Why router2's run in the log ``text`` will not converge (see :class:`RouterWatch`),
+    or None."""
+    best = None
+    for it, over in ((int(a), int(b)) for a, b in _ROUTER2_ITER.findall(text)):
+        if best is None or over < best[1]:
+            best = (it, over)
+        elif over >= rise * best[1] and over >= best[1] + margin and it >= best[0] + after:
+            return (f"nextpnr's router2 is not converging: its overused wires fell to "
+                    f"{best[1]:,} by iteration {best[0]}, then rose to {over:,} by iteration "
+                    f"{it}; this placement will not route. Another seed (--seed) places "
+                    f"the design differently")
+    return None
+
+
+def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **popen) -> int:
+    """Run ``argv`` (output to the file ``out``) to its end, or, with ``log`` (a nextpnr
+    log), until :class:`RouterWatch` sees router2 diverge there: then the process group is
+    stopped and :class:`RouterDiverged` raised. The exit status."""
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                            start_new_session=True, **popen)
+    watch = RouterWatch(log) if log is not None else None
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=poll)
+            except subprocess.TimeoutExpired:
+                pass
+            why = watch.check() if watch is not None else None
+            if why:
+                raise RouterDiverged(f"{why}; log: {log}")
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+class RouterDiverged(SynthError):
+    """nextpnr's router2 will not converge on this placement (stopped)."""
+
+
+def _run(argv: list[str], log: Path, what: str, script: str | None = None,
+         watch_router: bool = False) -> float:
     """Run a tool to ``log`` (with ``script`` written beside it and passed as ``-s``), with
-    a progress line; its seconds."""
+    a progress line; its seconds. ``watch_router``: a nextpnr run, stopped with
+    :class:`RouterDiverged` when its router2 will not converge."""
     first_use = not any((Path.home() / ".cache").glob("[Yy]o[Ww][Aa][Ss][Pp]*"))
     if script is not None:
         log.with_suffix(".ys").write_text(script)
@@ -188,12 +262,12 @@ def _run(argv: list[str], log: Path, what: str, script: str | None = None) -> fl
     t = time.monotonic()
     with BuildProgress(what, verb="running", phase=_phase(log, first_use)):
         with open(log.with_suffix(".out"), "w") as out:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+            returncode = run_watched(argv, log.parent, out, log if watch_router else None)
     errors = [line for line in (log.read_text(errors="replace").splitlines()
                                 if log.exists() else [])
               if line.startswith("ERROR")]
-    if proc.returncode != 0 or errors:
-        detail = errors[-1] if errors else f"exit status {proc.returncode}"
+    if returncode != 0 or errors:
+        detail = errors[-1] if errors else f"exit status {returncode}"
         raise SynthError(f"{what} failed ({detail}); log: {log}")
     return time.monotonic() - t
 
@@ -637,7 +711,7 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
         argv.append("--no-route")
     seconds_pnr = _run(argv, work / "pnr.log",
                        "place and route on the ECP5-85F" if route else
-                       "placement on the ECP5-85F")
+                       "placement on the ECP5-85F", watch_router=route)
     timing = read_timing(work / "pnr.json", spec.module, routed=route)
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
     if packed is not None:

@@ -4,6 +4,7 @@ command line (board, clock) and of the uart backend's options."""
 
 import json
 import os
+import time
 
 import pytest
 from amaranth import Elaboratable, Module, Signal, signed
@@ -11,8 +12,13 @@ from amaranth.lib import io
 
 from tessera.hw.config import preset
 from tessera.sw.cli import main
-from tessera.sw.fpga import FpgaError, build_bitstream, run_build_script, script_steps
-from tessera.sw.synth import find_tool, read_nextpnr_log
+from tessera.sw.fpga import (
+    FpgaError,
+    build_bitstream,
+    run_build_script,
+    script_steps,
+)
+from tessera.sw.synth import find_tool, read_nextpnr_log, router_diverged
 
 # The shape of nextpnr-ecp5's log (0.8): utilisation after packing and after routing, a
 # clock report after placement and after routing.
@@ -124,3 +130,46 @@ def test_a_build_script_without_nextpnr_is_refused():
     with pytest.raises(FpgaError, match="runs YOSYS, ECPPACK; tessera fpga expects Yosys, "
                                         "then nextpnr-ecp5"):
         script_steps('set -e\n"$YOSYS" -q t.ys\n"$ECPPACK" --input t.config\n')
+
+
+def _router_log(overused):
+    """router2's progress lines, one per iteration, as nextpnr writes them."""
+    return "".join(f"Info:     iter={i + 1} wires={900000 + i} overused={o} overuse={o} "
+                   f"archfail=NA\n" for i, o in enumerate(overused))
+
+
+def test_a_diverging_router_is_named_and_a_converging_one_is_not():
+    # the board top's seed 1 (this stop): down to 331 by iteration 32, then up
+    diverging = [60000, 20000, 5000, 2000] + [900] * 20 + [400] * 7 + [331] + \
+        [344, 379, 416, 599, 690, 849, 929, 1281, 1538, 1984, 2344, 2793, 3644]
+    why = router_diverged(_router_log(diverging))
+    assert why is not None and "fell to 331 by iteration 32, then rose to 1,984 by " \
+                               "iteration 42" in why and "--seed" in why
+    # converging, with rises on the way (to 5x a small minimum), and stuck low
+    assert router_diverged(_router_log([60000, 5000, 400, 40, 220, 90, 12, 3, 0])) is None
+    assert router_diverged(_router_log([60000, 246] + [4, 40, 17, 8] * 50)) is None
+    assert router_diverged("") is None
+
+
+def test_the_board_build_stops_when_the_router_will_not_converge(tmp_path):
+    # A stand-in nextpnr that logs a diverging router, then would run for a minute.
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    plan = ULX3S_85F_Platform().build(_Product(), name="t", build_dir=str(tmp_path),
+                                      do_build=False)
+    plan.extract(str(tmp_path))
+    (tmp_path / "t.json").write_text("{}")
+    log = _router_log([5000, 300] + [300] * 10 + [400, 900, 1600, 2500])
+    fake = tmp_path / "nextpnr.sh"
+    fake.write_text(f"#!/bin/sh\nprintf '{log}' > t.tim\nsleep 60\n")
+    fake.chmod(0o755)
+    noop = tmp_path / "noop.sh"
+    noop.write_text("#!/bin/sh\n")
+    noop.chmod(0o755)
+    env = dict(os.environ, YOSYS=str(noop), NEXTPNR_ECP5=str(fake), ECPPACK=str(noop))
+    t = time.monotonic()
+    with pytest.raises(FpgaError, match="router2 is not converging: its overused wires fell "
+                                        "to 300 by iteration 2, then rose to 1,600 by "
+                                        "iteration 15"):
+        run_build_script(tmp_path, "t", env, poll=0.1)
+    assert time.monotonic() - t < 30          # stopped, not waited for
