@@ -29,8 +29,9 @@ keeps its whole blocks of 16 keys there. A step of one query (a decode step) loa
 weight tiles as they are and transposes only the keys of the last, partial block (at most
 16 rows instead of all ``T``), and the scores are one run over the head dimension per key
 block. Whenever a block of keys is complete (a prefill's whole blocks, a decode step's
-16th key), its tiles go to the cache: the array multiplies the identity matrix by each
-tile (``I K^T``, exact), and the int8 tiles are stored, in order, as the cache's rows.
+16th key), its tiles go to the cache: the array multiplies them by the identity matrix
+(``K^T I``, exact: one PRELOAD of the identity, the tiles streamed as activations), and
+the int8 tiles are stored, in order, as the cache's rows.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def _pipeline(stages: dict[str, list[list[Command]]], g: int, n_chunks: int) -> 
     # head i-1's context, and the DMA loads head i+2. Each channel's tokens pair up in
     # order: EXECUTE signals STORE for K^T i+1, Softmax i, context i-1 and STORE waits in
     # that order; STORE signals K^T i+1 then Softmax i, which scores i+1 and P V i await.
-    # A K^T cache's write-back of head i (``wb``: I K^T on the array, waiting for K^T i
+    # A K^T cache's write-back of head i (``wb``: K^T I on the array, waiting for K^T i
     # instead of the scores; ``wbst``: its store) pairs up between K^T i+1 and Softmax i.
     prog = get("load", 0) + get("load", 1) + get("mask0", 0) + get("relay", 0) + get("kt", 0)
     for i in range(g):
