@@ -212,7 +212,6 @@ class _TileWalk:
         if plan.resident and self.acc_at[-1] > self.acc_half * 2:
             raise LoweringError(f"a resident plan's {self.acc_at[-1]} accumulator rows do "
                                 f"not fit {self.acc_half * 2}")
-        self.upfront = plan.upfront
         self.relay_of_tile: dict[int, int] = {}   # tile -> the NOP that lets its bias in
         self.init_made: set[int] = set()          # tiles whose bias loads are placed
         self.pending_init: list[Load] = []
@@ -317,7 +316,7 @@ class _TileWalk:
         accumulator rows and the loads queue in order."""
         if not self.has_init:
             return []
-        if self.upfront:
+        if self.plan.upfront:
             if t or ks:
                 return []
             loads = [ld for n in range(len(self.tiles)) for ld in self.init_loads(n)]

@@ -247,10 +247,9 @@ def write_kv_cache(rt, ql, p: Gpt2Placement, cache) -> None:
         rt.write(at, to_blocked(full, shape))
     # The K^T cache: each head's whole blocks of keys, block j as dh rows of D keys.
     whole = T // d * d
-    for h in range(ql.heads):
+    for h in range(ql.heads if whole else 0):
         kt = cache.k[h, :whole].reshape(whole // d, d, ql.head_dim).transpose(0, 2, 1)
-        if whole:
-            rt.write(p.kt_of(h, ql.head_dim, d), np.ascontiguousarray(kt).reshape(-1))
+        rt.write(p.kt_of(h, ql.head_dim, d), np.ascontiguousarray(kt).reshape(-1))
 
 
 def read_kv_cache(rt, ql, p: Gpt2Placement, positions: int) -> tuple[np.ndarray, np.ndarray]:

@@ -295,7 +295,7 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     step_compute = compute / steps
     # A bias load between the operands' loads leaves the bus idle for about a round trip
     # (the DMA holds two loads at a time); one-row tiles' biases are one load per tile.
-    bias_gaps = (1 if upfront else bias_cmds) * latency if bias else 0
+    bias_gaps = bias_cmds * latency
     # Each LOAD also costs the DMA about LOAD_CYCLES of command handling: many small loads
     # (a K step of one block across many column blocks) are bound by it, not by bytes.
     step_bus = (a_bytes + b_bytes) / steps / bb + (bias_cycles + bias_gaps) / steps \
