@@ -17,7 +17,7 @@ import numpy as np
 from ..hw.config import TesseraConfig
 from ..hw.isa import command_bits
 from .check import InputError, format_bytes, whole_number
-from .lower.attention import longest_keys
+from .lower.attention import longest_keys, uses_kt_cache
 from .lower.bert import PHASES, run_bert_layer
 from .lower.gpt2 import GPT2_PHASES, place_gpt2_layer, run_gpt2_step, write_kv_cache
 from .models import gpt2_quantize as G
@@ -126,11 +126,12 @@ def check_layer_shape(config: TesseraConfig, hidden: int, heads: int) -> None:
 
 
 def check_attention(config: TesseraConfig, hidden: int, heads: int, keys: int | None = None,
-                    decode_keys: int | None = None, cached: bool = False) -> None:
+                    decode_keys: int | None = None, capacity: int | None = None) -> None:
     """Refuse, before any work, attention that does not fit ``config``'s on-chip memories:
     with as many queries as ``keys`` (an encoder's sequence, a prefill), and one query over
-    ``decode_keys`` (a decode step); ``cached``: a decoder's, over a K^T cache. The shape
-    must have passed :func:`check_layer_shape`.
+    ``decode_keys`` (a decode step); ``capacity``: a decoder's cache positions, which
+    decide whether it keeps a K^T cache (``uses_kt_cache``). The shape must have passed
+    :func:`check_layer_shape`.
 
     Raises
     ------
@@ -138,6 +139,7 @@ def check_attention(config: TesseraConfig, hidden: int, heads: int, keys: int | 
         Naming the longest that fits.
     """
     dh = hidden // heads
+    cached = capacity is not None and uses_kt_cache(config, dh, capacity)
     for n, decode in ((keys, False), (decode_keys, True)):
         if n is None:
             continue
@@ -354,7 +356,7 @@ def run_gpt2(config: TesseraConfig, backend: str, *, decode: bool = False, seq: 
             + (f"{steps} decode steps after {seq} tokens" if decode else
                f"a prefill of {seq} tokens"))
     check_fits(config, backend, layer_bytes(config, kind, seq, hidden, ffn, steps), what)
-    check_attention(config, hidden, heads, cached=True,
+    check_attention(config, hidden, heads, capacity=seq + (steps if decode else 0),
                     **({"decode_keys": seq + steps} if decode else {"keys": seq}))
     check_duration(config, backend, layer_macs(kind, seq, hidden, ffn, steps), what)
     rng = np.random.default_rng(seed)

@@ -461,7 +461,8 @@ def run_decoder_model(config: TesseraConfig, backend: str, *, layers: int = 12,
     check_layer_shape(config, hidden, heads)
     need = layers * layer_bytes(config, "gpt2", capacity, hidden, ffn)
     check_fits(config, backend, need, f"a {layers}-block decoder over {capacity} positions")
-    check_attention(config, hidden, heads, keys=prompt_len, decode_keys=capacity, cached=True)
+    check_attention(config, hidden, heads, keys=prompt_len, decode_keys=capacity,
+                    capacity=capacity)
     say = progress or (lambda _: None)
     rng = np.random.default_rng(seed)
     if model_dir is None:
