@@ -206,7 +206,7 @@ def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = Fals
     to ``build.log``), with ``dsp_registers`` packing the DSPs' registers of Yosys's netlist
     ``<name>.json`` before nextpnr reads it. nextpnr's log (``<name>.tim``) is read every
     ``poll`` seconds; when its router will not converge
-    (:class:`~tessera.sw.synth.RouterWatch`), nextpnr is stopped and run again with the
+    (:func:`~tessera.sw.synth.router_diverged`), nextpnr is stopped and run again with the
     next of ``seeds`` (its ``--seed`` replaced), as long as there is one.
 
     Raises

@@ -48,7 +48,7 @@ __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wra
            "place_and_route", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic", "fit_verdict",
            "ECP5_PACKING",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log", "RouterDiverged",
-           "RouterWatch", "router_diverged", "run_watched"]
+           "router_diverged", "run_watched"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
 TARGETS = {
@@ -183,31 +183,19 @@ def _phase(log: Path, first_use: bool):
 _ROUTER2_ITER = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+)")
 
 
-class RouterWatch:
-    """Watches nextpnr's router2 for a placement that will not route: once the overused
-    wires have risen to :attr:`RISE` times their lowest count (and :attr:`MARGIN` above
-    it), :attr:`AFTER` iterations or more after it, they only kept rising in every such
-    run measured here (the board top's seed 1: 331 at iteration 32, 9,840 at 68; the tiny
-    accelerator's, docs/physical.md), while a routing run that converges falls to 0 with
-    smaller rises on the way. :meth:`check` says why in a sentence, or None."""
-
-    RISE, MARGIN, AFTER = 5, 1000, 10
-
-    def __init__(self, log: Path):
-        self.log = log
-
-    def check(self) -> str | None:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return None
-        return router_diverged(text, self.RISE, self.MARGIN, self.AFTER)
+#: nextpnr's router2 will not route a placement once its overused wires have risen to
+#: ROUTER_RISE times their lowest count (and ROUTER_MARGIN above it), ROUTER_AFTER
+#: iterations or more after it: they only kept rising in every such run measured here
+#: (the board top's seed 1: 331 at iteration 32, 9,840 at 68; the tiny accelerator's,
+#: docs/physical.md), while a routing run that converges falls to 0 with smaller rises on
+#: the way.
+ROUTER_RISE, ROUTER_MARGIN, ROUTER_AFTER = 5, 1000, 10
 
 
-def router_diverged(text: str, rise: int = RouterWatch.RISE, margin: int = RouterWatch.MARGIN,
-                    after: int = RouterWatch.AFTER) -> str | None:
-    """Why router2's run in the log ``text`` will not converge (see :class:`RouterWatch`),
-    or None."""
+def router_diverged(text: str) -> str | None:
+    """Why router2's run in the nextpnr log ``text`` will not converge (see
+    :data:`ROUTER_RISE`), in a sentence, or None."""
+    rise, margin, after = ROUTER_RISE, ROUTER_MARGIN, ROUTER_AFTER
     best = None
     for it, over in ((int(a), int(b)) for a, b in _ROUTER2_ITER.findall(text)):
         if best is None or over < best[1]:
@@ -222,18 +210,23 @@ def router_diverged(text: str, rise: int = RouterWatch.RISE, margin: int = Route
 
 def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **popen) -> int:
     """Run ``argv`` (output to the file ``out``) to its end, or, with ``log`` (a nextpnr
-    log), until :class:`RouterWatch` sees router2 diverge there: then the process group is
-    stopped and :class:`RouterDiverged` raised. The exit status."""
+    log, read every ``poll`` seconds), until :func:`router_diverged` sees router2 diverge
+    there: then the process group is stopped and :class:`RouterDiverged` raised. The exit
+    status."""
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                             start_new_session=True, **popen)
-    watch = RouterWatch(log) if log is not None else None
     try:
         while True:
             try:
                 return proc.wait(timeout=poll)
             except subprocess.TimeoutExpired:
                 pass
-            why = watch.check() if watch is not None else None
+            if log is None:
+                continue
+            try:
+                why = router_diverged(log.read_text(errors="replace"))
+            except OSError:         # not written yet
+                why = None
             if why:
                 raise RouterDiverged(f"{why}; log: {log}")
     finally:
