@@ -64,7 +64,8 @@ class DmaError(enum.Enum, shape=3):
     LOCAL = 4      # the local rows are not inside the scratchpad or accumulator
     SHAPE = 5      # rows or row_bytes is 0; row_bytes is wider than a local row (a scratchpad
     #                row; cols bytes for loads into the accumulator; acc_row_bytes for wide
-    #                loads, which must also be whole lanes); wide but not into the accumulator
+    #                loads, which must also be whole lanes); wide or shift but not into the
+    #                accumulator
 
 
 def max_row_bytes(config: TesseraConfig) -> int:
@@ -90,6 +91,8 @@ def command_layout(config: TesseraConfig) -> data.StructLayout:
         "scale": signed(SCALE_BITS),  # loads into the accumulator: multiply each int8 by this
         "wide": 1,          # loads into the accumulator: rows of whole acc_bits lanes
         #                     (little-endian, acc_bits / 8 bytes each), stored as they are
+        "shift": 1,         # loads into the accumulator: each lane times 2**DIGIT_SHIFT
+        #                     (a wide activation's high digits, hw/requant.py)
     })
 
 
@@ -131,6 +134,7 @@ def local_write_layout(config: TesseraConfig) -> data.StructLayout:
         "to_acc": 1,
         "accumulate": 1,
         "wide": 1,
+        "shift": 1,
         "scale": signed(SCALE_BITS),
         "scale_x3": signed(SCALE_BITS + 2),
         "scale_neg": signed(SCALE_BITS + 1),
@@ -400,7 +404,7 @@ def _check_command(m: Module, c: TesseraConfig, p, new, accept, window_base, win
         else:
             bad_wide = Const(1)  # lanes are not whole bytes in main memory
         bad_narrow = Mux(p.to_acc, rb > c.cols, rb > c.spad_row_bytes)
-        bad_shape = bad_shape | Mux(p.wide, bad_wide, bad_narrow)
+        bad_shape = bad_shape | Mux(p.wide, bad_wide, bad_narrow) | (p.shift & ~p.to_acc)
         local_end = Signal(ROWS_BITS + 1 + len(p.local_addr))
         m.d.comb += local_end.eq(p.local_addr + p.rows)
         bad_local = local_end > Mux(p.to_acc, c.acc_rows, c.spad_rows)
@@ -781,7 +785,8 @@ class DmaReader(wiring.Component):
             writes.i.valid.eq(emit),
             w.addr.eq(cmd.local_addr + rows_done), w.chunk.eq(chunk), w.part.eq(part),
             w.end.eq(last0), w.to_acc.eq(cmd.to_acc),
-            w.accumulate.eq(cmd.accumulate), w.wide.eq(cmd.wide), w.scale.eq(cmd.scale),
+            w.accumulate.eq(cmd.accumulate), w.wide.eq(cmd.wide), w.shift.eq(cmd.shift),
+            w.scale.eq(cmd.scale),
             w.scale_x3.eq(scale_x3), w.scale_neg.eq(scale_neg),
         ]
         with m.If(emit & last0):
@@ -1069,6 +1074,7 @@ class DmaEngine(wiring.Component):
             acc.payload.addr.eq(w.addr),
             acc.payload.write.eq(1),
             acc.payload.accumulate.eq(w.accumulate),
+            acc.payload.shift.eq(w.shift),
             acc.payload.tag.eq(0),
         ]
         for i in range(c.cols):

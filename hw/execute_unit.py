@@ -105,7 +105,7 @@ class ExecuteUnit(wiring.Component):
         # whether finishing reports the command done (not for a run's tiles but its last).
         rec_layout = data.StructLayout({"opcode": Opcode, "rows": ROWS_BITS,
                                         "acc_addr": range(c.acc_rows), "accumulate": 1,
-                                        "report": 1})
+                                        "shift": 1, "report": 1})
         # (Buffered: the head is a register, in front of the result rows' handshake.)
         m.submodules.recs = recs = fifo.SyncFIFOBuffered(width=rec_layout.size, depth=8)
         # Weight-stationary COMPUTEs: the weight reader starts as soon as it is free (the
@@ -134,6 +134,7 @@ class ExecuteUnit(wiring.Component):
         run_rows = Signal(ROWS_BITS)
         run_acc = Signal(range(c.acc_rows))
         run_accumulate = Signal()
+        run_shift = Signal()
         running = run_left != 0
         # (Reads issued but not yet answered count: a row arriving after the switch would
         # be taken in the other dataflow, and an OS beat waits for both readers forever.)
@@ -162,11 +163,11 @@ class ExecuteUnit(wiring.Component):
         with m.If(run_go):
             m.d.comb += [rec.opcode.eq(Opcode.COMPUTE), rec.rows.eq(run_rows),
                          rec.acc_addr.eq(run_acc), rec.accumulate.eq(run_accumulate),
-                         rec.report.eq(run_left == 1)]
+                         rec.shift.eq(run_shift), rec.report.eq(run_left == 1)]
         with m.Else():
             m.d.comb += [rec.opcode.eq(op), rec.rows.eq(Mux(has_rows, out_rows, 0)),
                          rec.acc_addr.eq(comp.acc_addr), rec.accumulate.eq(comp.accumulate),
-                         rec.report.eq(~is_run | (comp.count == 1))]
+                         rec.shift.eq(comp.shift), rec.report.eq(~is_run | (comp.count == 1))]
         m.d.comb += [recs.w_data.eq(rec), recs.w_en.eq(take | run_go)]
         with m.If(take & (op == Opcode.CONFIG)):
             if c.dataflow == "both":
@@ -177,7 +178,8 @@ class ExecuteUnit(wiring.Component):
         with m.If(take & is_run):
             m.d.sync += [run_left.eq(comp.count - 1), run_a.eq(comp.a_addr + comp.a_stride),
                          run_stride.eq(comp.a_stride), run_rows.eq(comp.rows),
-                         run_acc.eq(comp.acc_addr), run_accumulate.eq(1)]
+                         run_acc.eq(comp.acc_addr), run_accumulate.eq(1),
+                         run_shift.eq(comp.shift)]
         with m.If(run_go):
             m.d.sync += [run_left.eq(run_left - 1), run_a.eq(run_a + run_stride),
                          run_accumulate.eq(1)]
@@ -261,6 +263,7 @@ class ExecuteUnit(wiring.Component):
                      req.payload.addr.eq(head.acc_addr + written),
                      req.payload.write.eq(1),
                      req.payload.accumulate.eq(head.accumulate),
+                     req.payload.shift.eq(head.shift),
                      req.payload.tag.eq(last_row & head.report),
                      req.payload.data.eq(result.payload.data),
                      result.ready.eq(req.valid & req.ready)]

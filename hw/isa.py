@@ -25,7 +25,7 @@ from amaranth.lib import data, enum
 from .config import TesseraConfig
 from .dma import ROWS_BITS
 from .dma import command_layout as dma_load_layout
-from .output_path import OutputOp
+from .output_path import OutputDigit, OutputOp
 from .store_unit import store_command_layout
 
 __all__ = ["Opcode", "ErrorCode", "Queue", "QUEUE_OF", "header_layout", "args_layouts",
@@ -136,6 +136,8 @@ def args_layouts(config: TesseraConfig) -> dict[Opcode, data.StructLayout | None
             "rows": ROWS_BITS,      # WS: rows streamed; OS: reduction steps
             "acc_addr": acc,        # first accumulator row of the results
             "accumulate": 1,        # add the results to the rows instead of replacing them
+            "shift": 1,             # the results times 2**DIGIT_SHIFT (a wide activation's
+            #                         high digits, hw/requant.py)
             "count": run_count_shape(config),  # WS: weight tiles in a run (0: the preloaded)
             "a_stride": spad,       # WS run: scratchpad rows from one tile's activations on
         }),
@@ -459,10 +461,16 @@ def _unpack(fields: dict, word: int) -> dict:
 
 def _select_constants(desc: dict) -> None:
     """Keep the alternative of the descriptor's constants union that its operation reads."""
-    chosen = {OutputOp.GELU: "gelu", OutputOp.SOFTMAX: "exp"}.get(desc["op"])
     consts = desc.pop("consts")
-    if chosen:
-        desc["consts"] = {chosen: consts[chosen]}
+    if desc["op"] == OutputOp.SOFTMAX:
+        desc["consts"] = {"exp": consts["exp"]}
+        return
+    out = consts["out"]
+    kept = {"gelu": out["gelu"]} if desc["op"] == OutputOp.GELU else {}
+    if out["digit"] != OutputDigit.INT8:
+        kept["digit"] = out["digit"]
+    if kept:
+        desc["consts"] = {"out": kept}
 
 
 @functools.cache

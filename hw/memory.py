@@ -29,16 +29,19 @@ one granted in the previous cycle (the read port is transparent to the bank's wr
 A requester that reports a write as done to others waits for its ``written``: until then
 another port may still read the old row. The accumulator's accumulate writes are
 read-modify-write in the same cycles: the row read in cycle ``g + 1`` plus the request's
-data is written in ``g + 2``.
+data is written in ``g + 2``. An accumulator request with ``shift`` has its data's lanes
+multiplied by ``2**DIGIT_SHIFT`` (wrapping) before they replace or add to the row: the high
+digits of a wide activation's product (``hw/requant.py``).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import TesseraConfig
+from .requant import DIGIT_SHIFT
 from .skid import SkidBuffer
 
 __all__ = ["MemoryPortSignature", "BankedMemory", "Scratchpad", "Accumulator",
@@ -61,6 +64,7 @@ def _req_layout(depth: int, row_shape, accumulate: bool, tag_bits: int) -> data.
     fields = {"addr": range(depth), "write": 1, "data": row_shape}
     if accumulate:
         fields["accumulate"] = 1
+        fields["shift"] = 1     # the data times 2**DIGIT_SHIFT (wrapping) before it is written
     if tag_bits:
         fields["tag"] = tag_bits
     return data.StructLayout(fields)
@@ -211,8 +215,15 @@ class BankedMemory(wiring.Component):
             s1_addr = Signal(max(row_bits, 1), name=f"bank{b}_s1_addr")
             s1_data = Signal(self.row_shape, name=f"bank{b}_s1_data")
             m.d.sync += [s1_write.eq(s0_valid & s0.write),
-                         s1_addr.eq(s0.addr[:row_bits] if row_bits else 0),
-                         s1_data.eq(s0.data)]
+                         s1_addr.eq(s0.addr[:row_bits] if row_bits else 0)]
+            if self.accumulate:
+                # A shifted write's lanes times 2**DIGIT_SHIFT: wiring, between registers.
+                for lane in range(self.row_shape.length):
+                    d = s0.data[lane]
+                    m.d.sync += s1_data[lane].eq(
+                        Mux(s0.shift, Cat(Const(0, DIGIT_SHIFT), d), d))
+            else:
+                m.d.sync += s1_data.eq(s0.data)
             if self.accumulate:
                 s1_acc = Signal(name=f"bank{b}_s1_acc")
                 m.d.sync += s1_acc.eq(s0.accumulate)

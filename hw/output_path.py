@@ -10,12 +10,13 @@ Streams
 ``i_cmd`` (:func:`descriptor_layout`)
     ``op`` (:class:`OutputOp`), ``length`` (the logical row length ``L``,
     ``1 .. config.max_row_len``), ``rows`` (0 is a command that does nothing), the
-    requantization ``m`` / ``e``, and ``consts``, a union of the i-GELU constants (``gelu``:
-    ``golden.gelu.GeluConstants``' integers) and the i-exp constants (``exp``:
-    ``golden.softmax.ExpConstants``' integers). A descriptor is taken once the previous
-    command's chunks have left the pipelines (it changes their constants). A descriptor
-    with an unknown ``op`` or a length outside ``1 .. max_row_len`` is dropped and sets
-    ``error``.
+    requantization ``m`` / ``e``, and ``consts``, a union of ``out`` (every operation but
+    SOFTMAX: the i-GELU constants, ``gelu``, ``golden.gelu.GeluConstants``' integers, and
+    ``digit``, :class:`OutputDigit`: the int8 result or a digit of a wide activation) and
+    the i-exp constants (``exp``: ``golden.softmax.ExpConstants``' integers). A descriptor
+    is taken once the previous command's chunks have left the pipelines (it changes their
+    constants). A descriptor with an unknown ``op`` or ``digit``, or a length outside
+    ``1 .. max_row_len``, is dropped and sets ``error``.
 ``i_row`` (:func:`row_layout`)
     ``data`` (``cols`` accumulator values) and ``last``. A logical row of ``L`` elements is
     ``ceil(L / cols)`` chunks; lanes of the final chunk beyond ``L`` are ignored. The unit
@@ -47,7 +48,9 @@ Operations (the golden model in ``tessera.sw.golden`` is the bit-exact specifica
 
 * NONE: ``saturate(x, 8)`` (requantization with ``m = 1``, ``e = 0``).
 * REQUANT: ``requant.requantize(x, m, e, 8)``. RELU: ``requant.relu`` of that.
-* GELU: ``requantize(gelu.i_gelu(x, consts.gelu), m, e, 8)``.
+* GELU: ``requantize(gelu.i_gelu(x, consts.out.gelu), m, e, 8)``.
+* With ``consts.out.digit`` HIGH or LOW, every operation but SOFTMAX requantizes to 16
+  bits instead of 8 and writes that digit of the wide value (``requant.output_digit``).
 * SOFTMAX: ``softmax.i_softmax(x, consts.exp, shift=e)``, rounded to ``8 - e`` bits
   (``e`` = 0: codes 0..255 at ``2**-8``; ``e`` = 1: 0..127 at ``2**-7``, which the array
   can multiply as int8). The Softmax unit gives 9-bit floored codes; the rounding is here.
@@ -94,16 +97,16 @@ from .layernorm import MUL_SLOTS as LN_SLOTS
 from .layernorm import gap_cycles as ln_gap_cycles
 from .multipliers import BANK_SLOTS, LaneMultipliers
 from .requant import LATENCY as RQ_LATENCY
-from .requant import MULTIPLIER_BITS, SHIFT_BITS, RequantLanes
+from .requant import MULTIPLIER_BITS, SHIFT_BITS, OutputDigit, RequantLanes
 from .skid import room_register
 from .softmax import EXP_CONSTS, SoftmaxUnit
 from .softmax import LATENCY as SM_LATENCY
 from .softmax import MUL_SLOTS as SM_SLOTS
 from .softmax import gap_cycles as sm_gap_cycles
 
-__all__ = ["OutputOp", "OutputPath", "PASSES", "MAX_ROW_LEN", "ROWS_BITS", "STEPS_PER_CYCLE",
-           "descriptor_layout", "row_layout", "param_layout", "out_layout", "latency_cycles",
-           "gap_cycles", "command_gap_cycles", "row_cycles"]
+__all__ = ["OutputOp", "OutputDigit", "OUT_CONSTS", "OutputPath", "PASSES", "MAX_ROW_LEN",
+           "ROWS_BITS", "STEPS_PER_CYCLE", "descriptor_layout", "row_layout", "param_layout",
+           "out_layout", "latency_cycles", "gap_cycles", "command_gap_cycles", "row_cycles"]
 
 #: Width of the descriptor's row count.
 ROWS_BITS = 16
@@ -132,6 +135,11 @@ def _length_bits(config: TesseraConfig) -> int:
     return config.max_row_len.bit_length()
 
 
+#: The constants of every operation but SOFTMAX: GELU's, and which digit of the result
+#: to write (:class:`~.requant.OutputDigit`). Softmax's exp constants take the same bits.
+OUT_CONSTS = data.StructLayout({"gelu": GELU_CONSTS, "digit": OutputDigit})
+
+
 def descriptor_layout(config: TesseraConfig) -> data.StructLayout:
     """The layout of an ``i_cmd`` descriptor for ``config``."""
     return data.StructLayout({
@@ -140,7 +148,7 @@ def descriptor_layout(config: TesseraConfig) -> data.StructLayout:
         "rows": unsigned(ROWS_BITS),
         "m": unsigned(MULTIPLIER_BITS),
         "e": unsigned(SHIFT_BITS),
-        "consts": data.UnionLayout({"gelu": GELU_CONSTS, "exp": EXP_CONSTS}),
+        "consts": data.UnionLayout({"out": OUT_CONSTS, "exp": EXP_CONSTS}),
     })
 
 
@@ -419,7 +427,9 @@ class OutputPath(wiring.Component):
             m.d.sync += self.error.eq(0)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             new = self.i_cmd.payload
-            known_op = new.op.as_value() <= OutputOp.LAYERNORM.value
+            known_op = (new.op.as_value() <= OutputOp.LAYERNORM.value) & \
+                ((new.op == OutputOp.SOFTMAX)
+                 | (new.consts.out.digit.as_value() <= OutputDigit.LOW.value))
             good_len = (new.length >= 1) & (new.length <= c.max_row_len)
             m.d.sync += [cmd.eq(new), s.pass_index.eq(0), s.remaining.eq(new.length),
                          s.first.eq(1), s.rows_left.eq(new.rows)]
@@ -488,7 +498,7 @@ class OutputPath(wiring.Component):
         gelu, sm, ln, rq = s.gelu, s.sm, s.ln, s.rq
         m.d.comb += [
             gelu.i_valid.eq(fire & (op == OutputOp.GELU)),
-            gelu.i_data.eq(lanes), gelu.i_tag.eq(tag), gelu.consts.eq(cmd.consts.gelu),
+            gelu.i_data.eq(lanes), gelu.i_tag.eq(tag), gelu.consts.eq(cmd.consts.out.gelu),
             sm.i_valid.eq(fire & (op == OutputOp.SOFTMAX)),
             sm.i_data.eq(lanes), sm.i_tag.eq(tag), sm.consts.eq(cmd.consts.exp),
             ln.i_valid.eq(fire & (op == OutputOp.LAYERNORM)),
@@ -510,6 +520,7 @@ class OutputPath(wiring.Component):
             rq.m.eq(Mux(op == OutputOp.NONE, 1, cmd.m)),
             rq.e.eq(Mux(op == OutputOp.NONE, 0, cmd.e)),
             rq.relu.eq(op == OutputOp.RELU),
+            rq.digit.eq(cmd.consts.out.digit),
         ]
 
     def _multipliers(self, m: Module, s: SimpleNamespace) -> None:

@@ -1,8 +1,17 @@
-"""Dyadic requantization of ``cols`` int32 lanes to int8, with optional ReLU.
+"""Dyadic requantization of ``cols`` int32 lanes to int8, with optional ReLU, or to a
+digit of a wide (15-bit) activation.
 
 The datapath of ``tessera.sw.golden.requant.requantize(q, m, e, 8)`` and ``relu`` (I-BERT,
 Kim et al. 2021, arXiv 2101.01321, section 3.1): ``saturate(round(q * m / 2**e), 8)``,
 rounding half away from zero.
+
+Wide activations (``digit``, :class:`OutputDigit`): ``y = saturate(round(q * m / 2**e),
+16)`` (after ReLU) is clamped to ``[WIDE_MIN, WIDE_MAX]`` and written as two int8 digits,
+``y = high * 2**DIGIT_SHIFT + low`` with ``high = floor((y + 64) / 128)`` in
+``[-128, 127]`` and ``low`` in ``[-64, 63]`` (``golden.requant.output_digit``). A product
+over a wide activation is two passes through the array: the high digits' results
+shifted left by ``DIGIT_SHIFT`` as they are written (the accumulator's ``shift``), then
+the low digits' added as they are.
 
 Widths (per lane): ``q`` s32, ``m`` u31, ``q * m`` s63 (``|q m| <= 2**62 - 2**31``);
 arithmetic shift by ``e`` (0 to 63), keeping the bits the int8 result and its rounding
@@ -27,17 +36,18 @@ product.
 6. ``>> (e & 7)``: ``r = floor(2 p / 2**e)``, 9 bits kept
 7. ``(r + c) >> 1`` (``c``: ``p >= 0``, or the bit below ``e``), saturated: the rounded
    quotient, half away from zero (:func:`dyadic_lanes`)
-8. ReLU
+8. ReLU, then the int8 result or a digit (the clamp, and ``high``'s rounding add, side by
+   side)
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from .intmath import chunk_tag_layout, saturate, stage
 
 __all__ = ["RequantLanes", "dyadic_lanes", "LATENCY", "DYADIC_STAGES", "MULTIPLIER_BITS",
-           "SHIFT_BITS"]
+           "SHIFT_BITS", "OutputDigit", "DIGIT_SHIFT", "WIDE_MIN", "WIDE_MAX", "WIDE_BITS"]
 
 #: Stages of :func:`dyadic_lanes`, the multiply, rounding and shift.
 DYADIC_STAGES = 7
@@ -46,6 +56,20 @@ LATENCY = DYADIC_STAGES + 1
 #: Width of the unsigned multiplier ``m`` and of the shift ``e``.
 MULTIPLIER_BITS = 31
 SHIFT_BITS = 6
+#: A wide activation's digits: ``high * 2**DIGIT_SHIFT + low``.
+DIGIT_SHIFT = 7
+#: The range of a wide activation: ``high`` in ``[-128, 127]``, ``low`` in ``[-64, 63]``.
+WIDE_MIN, WIDE_MAX = -128 << DIGIT_SHIFT, (127 << DIGIT_SHIFT) + 63
+#: Bits of the requantization before the digits are taken.
+WIDE_BITS = 16
+
+
+class OutputDigit(enum.Enum, shape=2):
+    """What the output path writes of a requantized value."""
+
+    INT8 = 0    # saturated to int8 (the usual activation)
+    HIGH = 1    # a wide activation's high digit
+    LOW = 2     # its low digit
 
 
 def dyadic_lanes(m: Module, en, qs, mult, e, name: str, bits: int) -> list:
@@ -143,8 +167,9 @@ class RequantLanes(wiring.Component):
         Advance the pipeline this cycle.
     i_valid, i_data, i_tag : In
         A chunk of ``cols`` int32 values and its tag, taken when ``en`` is high.
-    m, e, relu : In
-        Multiplier, shift and ReLU enable; constant while chunks are in flight.
+    m, e, relu, digit : In
+        Multiplier, shift, ReLU enable and :class:`OutputDigit`; constant while chunks are
+        in flight.
     o_valid, o_data, o_tag : Out
         The requantized chunk (``cols`` int8), :data:`LATENCY` enabled cycles later.
     busy : Out(1)
@@ -162,6 +187,7 @@ class RequantLanes(wiring.Component):
             "m": In(unsigned(MULTIPLIER_BITS)),
             "e": In(unsigned(SHIFT_BITS)),
             "relu": In(1),
+            "digit": In(OutputDigit),
             "o_valid": Out(1),
             "o_data": Out(data.ArrayLayout(signed(8), cols)),
             "o_tag": Out(tag),
@@ -175,15 +201,26 @@ class RequantLanes(wiring.Component):
         for k in range(1, LATENCY + 1):
             valid.append(stage(m, en, valid[-1], f"rq_valid{k}"))
             tags.append(stage(m, en, tags[-1], f"rq_tag{k}"))
-        relu = [self.relu]
+        mode = [Cat(self.relu, self.digit)]
         for k in range(1, DYADIC_STAGES + 1):
-            relu.append(stage(m, en, relu[-1], f"rq_relu{k}"))
+            mode.append(stage(m, en, mode[-1], f"rq_mode{k}"))
+        relu, digit = mode[-1][0], mode[-1][1:]
         scaled = dyadic_lanes(m, en, [self.i_data[j] for j in range(self.cols)], self.m,
-                              self.e, "rq", 8)
+                              self.e, "rq", WIDE_BITS)
         for j, p7 in enumerate(scaled):
-            # 8: ReLU
+            # 8: ReLU (it commutes with the saturations), then the int8 result or a digit:
+            # the comparisons and high's rounding add side by side, then a choice.
+            zero = relu & p7[-1]
+            byte = Signal(signed(8), name=f"rq_byte{j}")
+            m.d.comb += byte.eq(saturate(p7, 8))
+            high = Signal(signed(WIDE_BITS - DIGIT_SHIFT + 1), name=f"rq_high{j}")
+            m.d.comb += high.eq((p7 + (1 << (DIGIT_SHIFT - 1))) >> DIGIT_SHIFT)
+            over, under = p7 > WIDE_MAX, p7 < WIDE_MIN
+            hi = Mux(over, 127, Mux(under, -128, high[:8].as_signed()))
+            lo = Mux(over, WIDE_MAX & 0x7F, Mux(under, 0, p7[:DIGIT_SHIFT].as_signed()))
             out = Signal(signed(8), name=f"rq_out{j}")
-            m.d.comb += out.eq(Mux(relu[-1] & p7[-1], 0, p7))
+            m.d.comb += out.eq(Mux(zero, 0, Mux(digit == OutputDigit.HIGH, hi,
+                                                Mux(digit == OutputDigit.LOW, lo, byte))))
             m.d.comb += self.o_data[j].eq(stage(m, en, out, f"rq_p8_{j}"))
         m.d.comb += [self.o_valid.eq(valid[-1]), self.o_tag.eq(tags[-1]),
                      self.busy.eq(Cat(*valid[1:]).any())]

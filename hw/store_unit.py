@@ -20,7 +20,7 @@ occupies ``chunks = ceil(length / cols)`` consecutive accumulator rows from
   Otherwise each row is one DMA store of its whole chunks and, when ``length`` is not a
   multiple of ``cols``, one of the tail.
 
-Errors: an unknown operation or a length outside ``1 .. max_row_len`` (``SHAPE``) and
+Errors: an unknown operation or digit, or a length outside ``1 .. max_row_len`` (``SHAPE``) and
 accumulator or scratchpad rows out of range (``LOCAL``) are refused before any work; a DMA
 error (``WINDOW``, ``SLVERR``, ``DECERR``) is reported with its address once the command
 has finished (the DMA still takes the rows it is owed, so nothing hangs). The address is
@@ -50,7 +50,7 @@ from .output_path import (
     param_layout,
     row_layout,
 )
-from .requant import DYADIC_STAGES, MULTIPLIER_BITS, SHIFT_BITS, dyadic_lanes
+from .requant import DYADIC_STAGES, MULTIPLIER_BITS, SHIFT_BITS, OutputDigit, dyadic_lanes
 from .skid import TurnSlice
 
 __all__ = ["StoreUnit", "store_command_layout", "PARAM_ROWS", "PARAM_LANE_BITS"]
@@ -214,7 +214,9 @@ class StoreUnit(wiring.Component):
         span = Signal(ROWS_BITS + s.chunks.shape().width)
         groups = Signal(ROWS_BITS + 1)        # transposed blocks of cols rows
         bad_shape = Signal()
-        shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | (p_len == 0) | \
+        bad_digit = (p.desc.op != OutputOp.SOFTMAX) & \
+            (p.desc.consts.out.digit.as_value() > OutputDigit.LOW.value)
+        shape = (p.desc.op.as_value() > OutputOp.LAYERNORM.value) | bad_digit | (p_len == 0) | \
             (p_len > c.max_row_len) | (p.transpose & (~p.to_spad | (p_len > C))) | \
             (p.prescale & ~p_ln)
         if c.acc_bits != PARAM_LANE_BITS:

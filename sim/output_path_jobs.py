@@ -16,6 +16,7 @@ import numpy as np
 from ..hw.config import TesseraConfig
 from ..hw.output_path import (
     PASSES,
+    OutputDigit,
     OutputOp,
     descriptor_layout,
     out_layout,
@@ -55,6 +56,8 @@ class OutputJob:
         whose patched descriptor the unit must drop gets no chunks and no results.
     flip_last : int or None
         Index of a chunk (over all passes) whose ``last`` bit is sent inverted.
+    digit : OutputDigit
+        Every operation but SOFTMAX: the int8 result or a digit of the wide value.
     """
 
     op: OutputOp
@@ -66,6 +69,7 @@ class OutputJob:
     ln: gln.LayerNormConstants | None = None
     patch: dict = field(default_factory=dict)
     flip_last: int | None = None
+    digit: OutputDigit = OutputDigit.INT8
 
     @property
     def rows(self) -> int:
@@ -85,9 +89,12 @@ class OutputJob:
         d = {"op": self.op, "length": self.length, "rows": self.rows, "m": m, "e": e}
         if self.op == OutputOp.GELU:
             g = self.gelu
-            d["consts"] = {"gelu": {"shift": g.shift, "q_b": g.q_b, "q_c": g.q_c,
-                                    "poly_shift": g.poly_shift}}
-        elif self.op == OutputOp.SOFTMAX:
+            d["consts"] = {"out": {"gelu": {"shift": g.shift, "q_b": g.q_b, "q_c": g.q_c,
+                                            "poly_shift": g.poly_shift},
+                                   "digit": self.digit}}
+        elif self.op != OutputOp.SOFTMAX:
+            d["consts"] = {"out": {"digit": self.digit}}
+        else:
             x = self.exp
             d["consts"] = {"exp": {"shift": x.shift, "ln2_q": x.ln2_q, "q_b": x.q_b,
                                    "q_c": x.q_c, "out_shift": x.out_shift}}
@@ -98,7 +105,10 @@ class OutputJob:
         """Whether the unit must drop this command's descriptor (bad op or length)."""
         d = self.descriptor()
         op = d["op"].value if isinstance(d["op"], OutputOp) else int(d["op"])
-        return op > OutputOp.LAYERNORM.value or not 1 <= d["length"] <= config.max_row_len
+        digit = d.get("consts", {}).get("out", {}).get("digit", OutputDigit.INT8)
+        digit = digit.value if isinstance(digit, OutputDigit) else int(digit)
+        return op > OutputOp.LAYERNORM.value or not 1 <= d["length"] <= config.max_row_len \
+            or (op != OutputOp.SOFTMAX.value and digit > OutputDigit.LOW.value)
 
     def descriptor_bits(self, config: TesseraConfig) -> int:
         d = self.descriptor()
@@ -177,7 +187,9 @@ def _chunks(config: TesseraConfig, x: np.ndarray, rng) -> np.ndarray:
 
 def _golden(job: OutputJob) -> np.ndarray:
     """The golden model's result rows as int8 bit patterns (int64)."""
-    return output_op(job.op, job.x, job.m, job.e, gelu=job.gelu, exp=job.exp, ln=job.ln)
+    digit = {} if job.op == OutputOp.SOFTMAX else {"digit": job.digit}
+    return output_op(job.op, job.x, job.m, job.e, gelu=job.gelu, exp=job.exp, ln=job.ln,
+                     **digit)
 
 
 def expected(config: TesseraConfig, job: OutputJob) -> tuple[np.ndarray, np.ndarray]:
@@ -308,11 +320,18 @@ def _rows(rng, kind: str, rows: int, length: int, config: TesseraConfig) -> np.n
 
 
 def random_job(config: TesseraConfig, op: OutputOp, rows: int, length: int, rng,
-               kind: str = "random") -> OutputJob:
+               kind: str = "random", digit: OutputDigit = OutputDigit.INT8) -> OutputJob:
     """A job of ``rows`` rows of ``length`` elements of the given kind, with constants drawn
     the way the driver makes them (from random scales, through the golden model's
-    driver-side functions)."""
-    op = OutputOp(op)
+    driver-side functions); ``digit`` for every operation but SOFTMAX."""
+    job = _random_job(config, OutputOp(op), rows, length, rng, kind)
+    if job.op != OutputOp.SOFTMAX:
+        job.digit = OutputDigit(digit)
+    return job
+
+
+def _random_job(config: TesseraConfig, op: OutputOp, rows: int, length: int, rng,
+                kind: str) -> OutputJob:
     x = _rows(rng, kind, rows, length, config)
     scale = 2.0 ** rng.uniform(-24, -4)
     m, e = grq.dyadic_multiplier(2.0 ** rng.uniform(-30, 2))

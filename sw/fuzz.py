@@ -45,7 +45,7 @@ from ..hw.isa import (
     run_count_shape,
     used_bits,
 )
-from ..hw.output_path import OutputOp
+from ..hw.output_path import OutputDigit, OutputOp
 from ..hw.store_unit import PARAM_ROWS
 from ..sim.bus_faults import BusFaults
 from .check import InputError
@@ -217,6 +217,7 @@ class _Generator:
                 row_bytes = lane * int(rng.integers(1, c.cols + 1))
                 args = dict(local_addr=local, rows=rows, row_bytes=row_bytes, to_acc=1,
                             wide=1)
+            args["shift"] = int(rng.random() < 0.25)
             space = "acc"
         addr, stride = self._mem_block(rows, row_bytes)
         args.update(dram_addr=addr, stride=stride)
@@ -239,7 +240,8 @@ class _Generator:
         rows = int(rng.integers(1, 20))
         acc_n = R if self.os else rows
         acc = int(rng.integers(0, c.acc_rows - acc_n + 1))
-        args = dict(rows=rows, acc_addr=acc, accumulate=int(rng.random() < 0.4))
+        args = dict(rows=rows, acc_addr=acc, accumulate=int(rng.random() < 0.4),
+                    shift=int(rng.random() < 0.25))
         writes = [("acc", acc, acc + acc_n)]
         if self.os:
             a = int(rng.integers(0, c.spad_rows - rows + 1))
@@ -275,12 +277,15 @@ class _Generator:
                 "m": int(rng.integers(1, 1 << 31)), "e": int(rng.integers(0, 64))}
         if op == OutputOp.GELU:
             g = gelu_constants(float(2.0 ** rng.uniform(-20, -4)))
-            desc["consts"] = {"gelu": {k: getattr(g, k) for k in
-                                       ("shift", "q_b", "q_c", "poly_shift")}}
+            desc["consts"] = {"out": {"gelu": {k: getattr(g, k) for k in
+                                               ("shift", "q_b", "q_c", "poly_shift")}}}
         elif op == OutputOp.SOFTMAX:
             x = exp_constants(float(2.0 ** rng.uniform(-14, -2)))
             desc["consts"] = {"exp": {k: getattr(x, k) for k in
                                       ("shift", "ln2_q", "q_b", "q_c", "out_shift")}}
+        if op != OutputOp.SOFTMAX and rng.random() < 0.3:
+            digit = OutputDigit(int(rng.integers(1, 3)))
+            desc.setdefault("consts", {"out": {}})["out"]["digit"] = digit
         acc = int(rng.integers(0, c.acc_rows - rows * chunks + 1))
         args = {"desc": desc, "acc_addr": acc}
         reads = [("acc", acc, acc + rows * chunks)]
@@ -397,6 +402,8 @@ def _illegal_word(config: TesseraConfig, gen: _Generator, rng) -> tuple[int, str
             limit = c.acc_rows if a.get("to_acc") else c.spad_rows
             a["local_addr"] = limit - 1
             a["rows"] = max(a["rows"], 2)
+        elif not a.get("to_acc") and rng.random() < 0.3:
+            a["shift"] = 1      # only loads into the accumulator shift
         else:
             a["row_bytes"] = 0 if rng.random() < 0.5 else c.spad_row_bytes + 1 \
                 if not a.get("to_acc") else c.acc_row_bytes + 1
@@ -415,6 +422,9 @@ def _illegal_word(config: TesseraConfig, gen: _Generator, rng) -> tuple[int, str
             if r < 0.3:
                 a["desc"]["op"] = int(rng.integers(6, 8))
                 a["desc"].pop("consts", None)
+            elif r < 0.45 and a["desc"]["op"] != OutputOp.SOFTMAX:
+                out = a["desc"].setdefault("consts", {"out": {}})["out"]
+                out["digit"] = 3        # no such digit
             elif r < 0.6:
                 a["desc"]["length"] = 0 if rng.random() < 0.5 else c.max_row_len + 1
             else:

@@ -244,7 +244,7 @@ def store_program(rt):
               dram_addr=out + 200, stride=C),
         store(OutputOp.REQUANT, C, 5, 2, wait=False, m=m, e=e, to_spad=1, transpose=1,
               spad_addr=80),
-        store(OutputOp.GELU, 2 * C, 2, 4, wait=False, m=m, e=e, consts={"gelu": gel_c},
+        store(OutputOp.GELU, 2 * C, 2, 4, wait=False, m=m, e=e, consts={"out": {"gelu": gel_c}},
               dram_addr=out + 300, stride=2 * C),
         # Blocked: chunk k of row r at acc row k * rows + r; to the scratchpad in the same
         # order, and to main memory as column blocks of a 5-row matrix.

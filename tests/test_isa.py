@@ -23,7 +23,7 @@ from tessera.hw.isa import (
     isa_markdown,
     used_bits,
 )
-from tessera.hw.output_path import OutputOp
+from tessera.hw.output_path import OutputDigit, OutputOp
 from tessera.sw.cli import main
 
 CFG = preset("default")
@@ -32,7 +32,7 @@ EXAMPLES = [
     Command(Opcode.CONFIG, {"os": 1}),
     Command(Opcode.LOAD, {"dram_addr": 0x8000_1234, "stride": 768, "rows": 64, "row_bytes": 16,
                           "local_addr": 4096, "to_acc": 1, "accumulate": 1, "scale": -7,
-                          "wide": 0},
+                          "wide": 0, "shift": 1},
             signal_next=True),
     Command(Opcode.STORE, {"desc": {"op": OutputOp.SOFTMAX, "length": 128, "rows": 16,
                                     "m": 12345, "e": 40,
@@ -43,9 +43,23 @@ EXAMPLES = [
                            "dram_addr": 0, "stride": 0, "transpose": 1, "param_addr": 9,
                            "blocked": 1, "prescale": 1},
             wait_prev=True, signal_prev=True),
+    Command(Opcode.STORE, {"desc": {"op": OutputOp.GELU, "length": 384, "rows": 8, "m": 7,
+                                    "e": 30,
+                                    "consts": {"out": {"gelu": {"shift": -3, "q_b": -9000,
+                                                                "q_c": -2**28, "poly_shift": 5},
+                                                       "digit": OutputDigit.HIGH}}},
+                           "acc_addr": 1, "to_spad": 0, "spad_addr": 0,
+                           "dram_addr": 0x8000_0000, "stride": 384, "transpose": 0,
+                           "param_addr": 0, "blocked": 0, "prescale": 0}),
+    Command(Opcode.STORE, {"desc": {"op": OutputOp.LAYERNORM, "length": 384, "rows": 8,
+                                    "m": 7, "e": 30,
+                                    "consts": {"out": {"digit": OutputDigit.LOW}}},
+                           "acc_addr": 1, "to_spad": 1, "spad_addr": 4, "dram_addr": 0,
+                           "stride": 0, "transpose": 0, "param_addr": 900, "blocked": 1,
+                           "prescale": 1}),
     Command(Opcode.PRELOAD, {"spad_addr": 16383}, wait_prev=True, wait_next=True),
     Command(Opcode.COMPUTE, {"a_addr": 1, "b_addr": 2, "rows": 65535, "acc_addr": 1023,
-                             "accumulate": 1, "count": 1024, "a_stride": 16383},
+                             "accumulate": 1, "shift": 1, "count": 1024, "a_stride": 16383},
             signal_prev=True, signal_next=True),
     Command(Opcode.FENCE, {}),
     Command(Opcode.FINISH, {}),
@@ -149,8 +163,14 @@ def _random_args(rng, tree: dict) -> dict:
 
 def _fields_of(view, args: dict) -> dict:
     """The fields named in ``args`` as Amaranth's Layout view reads them."""
+    def number(name):
+        """An enum field's value as decode gives it: a number when no member has it."""
+        field = view.shape()[name]
+        return view.as_value().value >> field.offset & ((1 << field.width) - 1)
+
     return {name: _fields_of(view[name], value) if isinstance(value, dict) else
-            (view[name] if isinstance(value, Enum) else int(view[name]))
+            (view[name] if isinstance(value, Enum) else
+             number(name) if isinstance(view.shape()[name].shape, type) else int(view[name]))
             for name, value in args.items()}
 
 

@@ -10,7 +10,7 @@ import pytest
 from tessera.hw import output_path as op_
 from tessera.hw.config import TesseraConfig, preset
 from tessera.hw.intmath import IntSqrt, Reciprocal
-from tessera.hw.output_path import OutputOp, descriptor_layout
+from tessera.hw.output_path import OutputDigit, OutputOp, descriptor_layout
 from tessera.sim.amaranth_streams import random_pauses
 from tessera.sim.output_path_amaranth import run_jobs, run_unit
 from tessera.sim.output_path_jobs import ROW_KINDS, OutputJob, intmath_edges, random_job
@@ -56,6 +56,28 @@ def test_every_op_and_row_kind_matches_golden(op, stalls):
     run = run_jobs(cfg, jobs, **pauses(stalls, op.value))
     run.check()
     assert not run.error and run.idle
+
+
+@pytest.mark.parametrize("digit", [OutputDigit.HIGH, OutputDigit.LOW], ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["tiny", "cols6-lanes2"])
+def test_digits_of_wide_activations_match_golden(name, digit):
+    """Every operation but SOFTMAX writes a digit of its result requantized to 16 bits; the
+    rows' kinds and random scales reach both clamps, ReLU's zeros and every digit value."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(digit.value)
+    ops = [o for o in OutputOp if o != OutputOp.SOFTMAX]
+    jobs = [random_job(cfg, op, 2, n, rng, ROW_KINDS[i % len(ROW_KINDS)], digit=digit)
+            for op in ops for i, n in enumerate(lengths(cfg.cols, cfg.max_row_len))]
+    run = run_jobs(cfg, jobs, **pauses(True, digit.value))
+    run.check()
+    assert not run.error and run.idle
+    got = run.data.astype(np.int64)
+    lo, hi = (-128, 127) if digit == OutputDigit.HIGH else (-64, 63)
+    assert got.min() >= lo and got.max() <= hi
+    if digit == OutputDigit.HIGH:       # both clamps
+        assert {lo, hi, 0} <= set(got.ravel().tolist()), "the clamps are not reached"
+    else:
+        assert got.min() < lo // 2 and got.max() > hi // 2, "the low digits are not spread"
 
 
 @pytest.mark.parametrize("name", ["cols3", "cols2", "cols5-acc24", "tiny-lanes2",
@@ -212,16 +234,20 @@ def test_descriptor_layout_holds_the_golden_constants():
     for scale in (2.0 ** -40, 2.0 ** -13, 1.0):
         g = ggelu.gelu_constants(scale)
         x = gsm.exp_constants(scale)
-        for consts in ({"gelu": {"shift": g.shift, "q_b": g.q_b, "q_c": g.q_c,
-                                 "poly_shift": g.poly_shift}},
+        gk = {"shift": g.shift, "q_b": g.q_b, "q_c": g.q_c, "poly_shift": g.poly_shift}
+        for consts in ({"out": {"gelu": gk, "digit": OutputDigit.LOW}},
                        {"exp": {"shift": x.shift, "ln2_q": x.ln2_q, "q_b": x.q_b,
                                 "q_c": x.q_c, "out_shift": x.out_shift}}):
             fields = {"op": OutputOp.GELU, "length": TINY.max_row_len, "rows": 65535,
                       "m": (1 << 31) - 1, "e": 63, "consts": consts}
             back = layout.from_bits(layout.const(fields).as_bits())
-            (kind, values), = consts.items()
-            for k, v in values.items():
-                assert back.consts[kind][k] == v, (kind, k)
+            if "out" in consts:
+                for k, v in gk.items():
+                    assert back.consts.out.gelu[k] == v, k
+                assert back.consts.out.digit == OutputDigit.LOW
+                continue
+            for k, v in consts["exp"].items():
+                assert back.consts.exp[k] == v, k
             assert back.length == TINY.max_row_len and back.op == OutputOp.GELU
 
 

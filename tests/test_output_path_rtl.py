@@ -10,7 +10,7 @@ import pytest
 
 from tessera.hw import output_path as op_
 from tessera.hw.config import preset
-from tessera.hw.output_path import OutputOp
+from tessera.hw.output_path import OutputDigit, OutputOp
 from tessera.sim.output_path_jobs import intmath_edges, random_job
 from tessera.sim.output_path_rtl import INTMATH_UNITS, run_intmath, run_jobs
 from tessera.sw.cli import main
@@ -36,6 +36,19 @@ def test_every_op_and_edge_row_matches_golden(sim, pause):
     seed = len(sim) + int(10 * pause)
     run = run_jobs(CFG, sim, all_ops_jobs(seed), cmd_pause=pause, row_pause=pause,
                    param_pause=pause, out_pause=pause, seed=seed)
+    run.check()
+    assert not run.error and run.idle
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_digits_of_wide_activations_match_golden(sim):
+    rng = np.random.default_rng(5)
+    jobs = [random_job(CFG, op, 2, n, rng, kind, digit=digit)
+            for digit in (OutputDigit.HIGH, OutputDigit.LOW, OutputDigit.INT8)
+            for op in OutputOp if op != OutputOp.SOFTMAX
+            for n, kind in zip(LENGTHS, KINDS, strict=True)]
+    run = run_jobs(CFG, sim, jobs, cmd_pause=0.2, row_pause=0.2, param_pause=0.2,
+                   out_pause=0.3, seed=5)
     run.check()
     assert not run.error and run.idle
 

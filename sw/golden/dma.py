@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...hw.config import TesseraConfig
+from ...hw.requant import DIGIT_SHIFT
 from .matmul import wrap
 
 __all__ = ["DmaCommand", "ERRORS", "check_command", "lane_bytes", "block_offsets", "load", "store"]
@@ -31,12 +32,13 @@ class DmaCommand:
     accumulate: bool = False
     scale: int = 1
     wide: bool = False
+    shift: bool = False
 
     def as_payload(self) -> dict:
         return {"dram_addr": self.dram_addr, "stride": self.stride, "rows": self.rows,
                 "row_bytes": self.row_bytes, "local_addr": self.local_addr,
                 "to_acc": int(self.to_acc), "accumulate": int(self.accumulate),
-                "scale": self.scale, "wide": int(self.wide)}
+                "scale": self.scale, "wide": int(self.wide), "shift": int(self.shift)}
 
 
 def check_command(cmd: DmaCommand, config: TesseraConfig, window_base: int, window_size: int,
@@ -49,7 +51,8 @@ def check_command(cmd: DmaCommand, config: TesseraConfig, window_base: int, wind
     else:
         width, unit = config.spad_row_bytes, 1
     if cmd.rows == 0 or cmd.row_bytes == 0 or cmd.row_bytes > width or cmd.row_bytes % unit \
-            or (cmd.wide and not (load and cmd.to_acc and config.acc_bits % 8 == 0)):
+            or (cmd.wide and not (load and cmd.to_acc and config.acc_bits % 8 == 0)) \
+            or (cmd.shift and not (load and cmd.to_acc)):
         return "SHAPE"
     if not in_window(cmd.dram_addr, extent(cmd), window_base, window_size):
         return "WINDOW"
@@ -96,6 +99,8 @@ def load(mem: np.ndarray, cmd: DmaCommand, config: TesseraConfig, local: np.ndar
             lanes[:, :n] = wrap(values, config.acc_bits)
         else:
             lanes[:, :cmd.row_bytes] = signed_bytes * cmd.scale
+        if cmd.shift:       # a wide activation's high digits (hw/requant.py)
+            lanes = wrap(lanes << DIGIT_SHIFT, config.acc_bits)
         new = local[rows] + lanes if cmd.accumulate else lanes
         local[rows] = wrap(new, config.acc_bits)
     else:

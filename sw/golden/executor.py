@@ -22,7 +22,8 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, ErrorCode, Opcode, Queue, check_tokens, decode, run_count_shape
-from ...hw.output_path import OutputOp
+from ...hw.output_path import OutputDigit, OutputOp
+from ...hw.requant import DIGIT_SHIFT
 from ...hw.store_unit import PARAM_LANE_BITS, PARAM_ROWS
 from . import dma as gdma
 from . import gelu as ggelu
@@ -272,7 +273,8 @@ class Machine:
         c = self.config
         self.weights = self._rows(self.spad, spad_addr, c.rows, "weight")[:, :c.cols].copy()
 
-    def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, count=0, a_stride=0):
+    def _compute(self, a_addr, b_addr, rows, acc_addr, accumulate, count=0, a_stride=0,
+                 shift=0):
         c = self.config
         if count and rows and not self.os:
             # A run: the same as ``count`` PRELOAD / COMPUTE pairs (hw/isa.py), the
@@ -282,7 +284,7 @@ class Machine:
                 for i in range(count):
                     self._preload(b_addr + i * c.rows)
                     self._compute(a_addr + i * a_stride, 0, rows, acc_addr,
-                                  accumulate or i > 0)
+                                  accumulate or i > 0, shift=shift)
             finally:
                 self.weights = preloaded
             return
@@ -294,7 +296,7 @@ class Machine:
             a = self._rows(self.spad, a_addr, rows, "activation")[:, :c.rows]
             b = self.weights
             out_rows = rows
-        result = wrap(a @ b, c.acc_bits)
+        result = wrap((a @ b) << (DIGIT_SHIFT if shift else 0), c.acc_bits)
         target = self._rows(self.acc, acc_addr, out_rows, "accumulator")
         target[:] = wrap(target + result, c.acc_bits) if accumulate else result
         self.macs += rows * c.rows * c.cols
@@ -326,6 +328,10 @@ class Machine:
         op = OutputOp(op)
         if not 1 <= length <= c.max_row_len:
             raise _Refused(f"a row of {length} elements (1 .. {c.max_row_len})", ErrorCode.SHAPE)
+        digit = _digit(desc)
+        if op != OutputOp.SOFTMAX and digit not in {d.value for d in OutputDigit}:
+            raise _Refused(f"output digit {int(digit)} does not exist (0 .. "
+                           f"{max(d.value for d in OutputDigit)})", ErrorCode.SHAPE)
         if transpose and (not to_spad or length > C):
             raise _Refused(f"a transposed store goes to the scratchpad with rows of at most "
                            f"{C} elements, not {length}", ErrorCode.SHAPE)
@@ -437,9 +443,11 @@ class Machine:
         LayerNorm's gamma and beta)."""
         consts = desc.get("consts", {})
         kw = {}
+        if op != OutputOp.SOFTMAX:
+            kw["digit"] = _digit(desc)
         # The scales are the driver's business; the datapath reads only integers.
         if op == OutputOp.GELU:
-            kw["gelu"] = ggelu.GeluConstants(**consts["gelu"], out_scale=1.0)
+            kw["gelu"] = ggelu.GeluConstants(**consts["out"]["gelu"], out_scale=1.0)
         elif op == OutputOp.SOFTMAX:
             kw["exp"] = gsm.ExpConstants(**consts["exp"], out_scale=1.0)
         elif op == OutputOp.LAYERNORM:
@@ -448,6 +456,13 @@ class Machine:
                                               desc["m"], desc["e"], gamma_scale=1.0,
                                               out_scale=1.0)
         return output_op(op, x, desc["m"], desc["e"], **kw)
+
+
+def _digit(desc: dict):
+    """The digit a STORE's descriptor asks for (``consts.out.digit``; INT8 if not given),
+    as its number."""
+    digit = desc.get("consts", {}).get("out", {}).get("digit", OutputDigit.INT8)
+    return digit.value if isinstance(digit, OutputDigit) else int(digit)
 
 
 def store_segments(config: TesseraConfig, nrows: int, length: int, dram_addr: int,

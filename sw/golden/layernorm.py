@@ -288,8 +288,9 @@ def i_layernorm_normalize(x: np.ndarray) -> tuple[np.ndarray, float]:
     return y.astype(np.int32), math.sqrt(x.shape[-1]) / 2.0 ** _Y_FRAC_BITS
 
 
-def i_layernorm(x: np.ndarray, consts: LayerNormConstants) -> np.ndarray:
-    """Integer-only LayerNorm over the last axis, requantized to int8.
+def i_layernorm(x: np.ndarray, consts: LayerNormConstants, out_bits: int = 8) -> np.ndarray:
+    """Integer-only LayerNorm over the last axis, requantized to int8 (or to ``out_bits``:
+    16 for a wide activation's digits).
 
     Parameters
     ----------
@@ -317,7 +318,7 @@ def i_layernorm(x: np.ndarray, consts: LayerNormConstants) -> np.ndarray:
     y, _ = _normalize(x)
     acc = y * consts.gamma_q.astype(np.int64) + consts.beta_q  # |acc| < 2**46
     acc32 = shift_right(acc, ACC_SHIFT, "half_away").astype(np.int32)  # |acc32| <= 2**30
-    return requantize(acc32, consts.m, consts.e, 8)
+    return requantize(acc32, consts.m, consts.e, out_bits)
 
 
 def layernorm_table(gamma_q: np.ndarray, beta_q: np.ndarray, block: int,

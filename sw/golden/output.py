@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.output_path import OutputOp
+from ...hw.output_path import OutputDigit, OutputOp
 from . import gelu as ggelu
 from . import layernorm as gln
 from . import requant as grq
@@ -18,7 +18,7 @@ __all__ = ["output_op"]
 
 def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
               gelu: ggelu.GeluConstants | None = None, exp: gsm.ExpConstants | None = None,
-              ln: gln.LayerNormConstants | None = None) -> np.ndarray:
+              ln: gln.LayerNormConstants | None = None, digit=OutputDigit.INT8) -> np.ndarray:
     """``op`` on int32 rows ``x`` (the last axis a row): the int8 results as their bit
     patterns in int64 (Softmax's probability codes are unsigned bytes).
 
@@ -30,6 +30,9 @@ def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
         ``shift``).
     gelu, exp, ln : constants
         i-GELU's, i-exp's (Softmax) and i-LayerNorm's integer constants.
+    digit : OutputDigit
+        Every operation but SOFTMAX: the int8 result (``INT8``), or a digit of the wide
+        value, the result requantized to ``WIDE_BITS`` bits (``requant.output_digit``).
 
     Raises
     ------
@@ -38,19 +41,24 @@ def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
     """
     op = OutputOp(op)
     x = np.asarray(x).astype(np.int32)
+    bits = 8 if digit == OutputDigit.INT8 else grq.WIDE_BITS
+
+    def out(y):
+        return grq.output_digit(y, digit) if bits != 8 else np.asarray(y, dtype=np.int64)
+
     if op == OutputOp.NONE:
-        return saturate(x.astype(np.int64), 8)
+        return out(saturate(x.astype(np.int64), bits))
     if op == OutputOp.REQUANT:
-        return grq.requantize(x, m, e, 8).astype(np.int64)
+        return out(grq.requantize(x, m, e, bits))
     if op == OutputOp.RELU:
-        return grq.relu(grq.requantize(x, m, e, 8)).astype(np.int64)
+        return out(grq.relu(grq.requantize(x, m, e, bits)))
     needs = {OutputOp.GELU: gelu, OutputOp.SOFTMAX: exp, OutputOp.LAYERNORM: ln}
     if op not in needs:
         raise ValueError(f"{op!r} is not an output operation")
     if needs[op] is None:
         raise ValueError(f"{op.name} needs its constants")
     if op == OutputOp.GELU:
-        return grq.requantize(ggelu.i_gelu(x, gelu)[0], m, e, 8).astype(np.int64)
+        return out(grq.requantize(ggelu.i_gelu(x, gelu)[0], m, e, bits))
     if op == OutputOp.SOFTMAX:
         return gsm.i_softmax(x, exp, e).view(np.int8).astype(np.int64)
-    return gln.i_layernorm(x, ln).astype(np.int64)
+    return out(gln.i_layernorm(x, ln, bits))

@@ -17,6 +17,11 @@ Widths the hardware must mirror:
   63-bit signed product, which fits int64 with room for the rounding constant
   ``2**(e-1) <= 2**62`` (the sum stays below ``2**63``). No Python-int fallback is needed.
 * Rounding: half away from zero (``ROUNDING``), then saturation to ``out_bits``.
+
+Wide activations (:func:`output_digit`): a value requantized to 16 bits, clamped to
+``[WIDE_MIN, WIDE_MAX]``, is held as two int8 digits, ``high * 2**DIGIT_SHIFT + low``,
+``high = floor((y + 64) / 128)`` in ``[-128, 127]`` and ``low = y - 128 high`` in
+``[-64, 63]``: a 15-bit activation that the int8 array multiplies in two passes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import math
 
 import numpy as np
 
+from ...hw.requant import DIGIT_SHIFT, WIDE_BITS, WIDE_MAX, WIDE_MIN, OutputDigit
 from .intmath import check_int, check_int_array, saturate, shift_right
 
 __all__ = [
@@ -36,6 +42,13 @@ __all__ = [
     "requantize",
     "relu",
     "out_dtype",
+    "output_digit",
+    "wide_digits",
+    "DIGIT_SHIFT",
+    "WIDE_BITS",
+    "WIDE_MIN",
+    "WIDE_MAX",
+    "OutputDigit",
 ]
 
 #: Width of the unsigned multiplier ``m``.
@@ -165,3 +178,32 @@ def relu(q: np.ndarray) -> np.ndarray:
         got = q.dtype if isinstance(q, np.ndarray) else type(q).__name__
         raise ValueError(f"q must be a signed integer array, not {got}")
     return np.maximum(q, q.dtype.type(0))
+
+
+def wide_digits(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The digits ``(high, low)`` of wide values ``y`` (any integers; clamped to
+    ``[WIDE_MIN, WIDE_MAX]`` first): ``high * 2**DIGIT_SHIFT + low`` is the clamped value,
+    ``high`` in ``[-128, 127]``, ``low`` in ``[-64, 63]``; both int64."""
+    y = np.clip(np.asarray(y, dtype=np.int64), WIDE_MIN, WIDE_MAX)
+    high = (y + (1 << (DIGIT_SHIFT - 1))) >> DIGIT_SHIFT
+    return high, y - (high << DIGIT_SHIFT)
+
+
+def output_digit(y: np.ndarray, digit) -> np.ndarray:
+    """What the output path writes of ``y``, a requantization to ``WIDE_BITS`` bits (after
+    ReLU): for :class:`OutputDigit` ``INT8`` ``y`` saturated to int8, for ``HIGH`` and
+    ``LOW`` that digit of the wide value (:func:`wide_digits`); int64 values.
+
+    Raises
+    ------
+    ValueError
+        For a ``digit`` that is not an :class:`OutputDigit`.
+    """
+    try:
+        digit = OutputDigit(digit)
+    except ValueError:
+        raise ValueError(f"digit must be 0 (INT8), 1 (HIGH) or 2 (LOW), not {digit!r}") from None
+    y = np.asarray(y, dtype=np.int64)
+    if digit == OutputDigit.INT8:
+        return saturate(y, 8)
+    return wide_digits(y)[0 if digit == OutputDigit.HIGH else 1]

@@ -83,7 +83,7 @@ class OutputSpec:
         if self.op == OutputOp.GELU:
             if self.gelu is None:
                 raise LoweringError("a GELU output needs its constants (gelu=...)")
-            desc["consts"] = {"gelu": dict(self.gelu)}
+            desc["consts"] = {"out": {"gelu": dict(self.gelu)}}
         elif self.op not in (OutputOp.NONE, OutputOp.REQUANT, OutputOp.RELU):
             raise LoweringError(f"a matrix product's output cannot be {self.op.name}")
         return desc
