@@ -26,7 +26,7 @@ help:
 	@echo "make demo    all-MiniLM-L6-v2, the whole model, on eight real sentences through the generated $(PRESET) accelerator on Verilator as one program: embeddings' similarity beside the float model's, accuracy, per-layer and per-operation table, RTL vs the integer model"
 	@echo "make test    run the tests (golden model, Amaranth simulator, cocotb on Icarus and Verilator)"
 	@echo "make bench   benchmarks on the default configuration (figures printed and in build/bench-*.json)"
-	@echo "make bench-models  whole models on Verilator, the issue's targets: MiniLM-L6 on 16 sentences, a 12-layer BERT-base encoder, GPT-2-small generating 16 tokens (build/bench-*.json; about 15 minutes)"
+	@echo "make bench-models  whole models on Verilator, the issue's targets: MiniLM-L6 on 16 sentences (int8 and wide activations), a 12-layer BERT-base encoder, GPT-2-small generating 16 tokens (build/bench-*.json; about 15 minutes)"
 	@echo "make fuzz    random command streams on Verilator against the golden model: 10,000 on tiny, 1,000 on default (build/fuzz-*.json)"
 	@echo "make sweep   the scratchpad/accumulator split of a 320 KiB SRAM budget against BERT-base, on the performance model as Dask tasks, the front re-run on Verilator (build/sweep-bert-sram/; docs/dse.md)"
 	@echo "make synth-report  resources per unit (ECP5: tiny, small, default; sky130 area: tiny, small, default) and the ECP5 clock of tiny (build/synth-*.json; long: place and route)"
@@ -96,7 +96,8 @@ bench: install
 # of 32 tokens and 16 generated. Each prints its cycles, utilization and wall time.
 bench-models: install
 	@mkdir -p build
-	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --sentences examples/minilm-bench-16.txt --preset $(PRESET) --backend verilator --json build/bench-minilm-16.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --sentences examples/minilm-bench-16.txt --preset $(PRESET) --backend verilator --activations int8 --json build/bench-minilm-16.json
+	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run minilm --sentences examples/minilm-bench-16.txt --preset $(PRESET) --backend verilator --activations wide --json build/bench-minilm-16-wide.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run bert --layers 12 --seq 128 --preset $(PRESET) --backend verilator --json build/bench-bert-base-12.json
 	MAKEFLAGS="$(MAKEFLAGS_VERILATOR)" $(TESSERA) run gpt2 --layers 12 --prompt-len 32 --generate 16 --preset $(PRESET) --backend verilator --json build/bench-gpt2-small.json
 

@@ -503,7 +503,8 @@ def _run_minilm(cfg, args, model_dir: Path | None = None) -> int:
     fig = run_minilm(cfg, args.backend, sentences, max_len=args.seq, progress=_progress,
                      runtime=_runtime_options(args, args.backend), per_op=args.per_op,
                      explain=args.explain, model_dir=model_dir,
-                     layers=args.layers if model_dir is not None else None)
+                     layers=args.layers if model_dir is not None else None,
+                     wide=args.activations == "wide")
     emb = fig.pop("embeddings")
     print(format_minilm(fig, sentences))
     if args.out:
@@ -762,6 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-layer and per-operation table of the hardware counters")
     p.add_argument("--explain", action="store_true",
                    help="minilm: where the error comes from, per layer and operation")
+    p.add_argument("--activations", choices=["wide", "int8"], default="wide",
+                   help="minilm, bert --model: wide (the default: 15 bits as two int8 "
+                        "digits, every product two passes of the array; within 0.985 of "
+                        "the float model on one-word sentences too) or int8 (about half "
+                        "the cycles; see docs/accuracy.md)")
     p.add_argument("--out", metavar="FILE.npy",
                    help="minilm: write the embeddings (sentences x 384, float64)")
     _add_runtime_args(p)

@@ -53,12 +53,13 @@ def _blocked(config: TesseraConfig, rows: int, cols: int, weights: bool = False)
 
 
 def layer_bytes(config: TesseraConfig, kind: str, seq: int, hidden: int, ffn: int,
-                steps: int = 0) -> int:
+                steps: int = 0, wide: bool = False) -> int:
     """A lower bound of the main memory a layer's lowering places (its weights, input,
     activations and KV cache, K^T included, in the blocked layout; tables, biases and the
     command buffer come on top), from the shapes alone: ``kind`` is ``bert`` (``seq`` tokens),
     ``gpt2`` (a prefill of ``seq``), ``gpt2-decode`` (``steps`` tokens after ``seq``) or
-    ``gemm`` (``seq x hidden`` times ``hidden x ffn``)."""
+    ``gemm`` (``seq x hidden`` times ``hidden x ffn``). ``wide``: a BERT layer's wide
+    activations (their low digits too)."""
     H, F = hidden, ffn
     if kind == "gemm":
         return (_blocked(config, seq, H) + _blocked(config, H, F, True)
@@ -66,7 +67,8 @@ def layer_bytes(config: TesseraConfig, kind: str, seq: int, hidden: int, ffn: in
     weights = sum(_blocked(config, r, c, True) for r, c in ((H, 3 * H), (H, H), (H, F),
                                                              (F, H)))
     if kind == "bert":
-        return weights + sum(_blocked(config, seq, c) for c in (H, 3 * H, H, H, F, H))
+        low = sum(_blocked(config, seq, c) for c in (H, H, H, F, H)) if wide else 0
+        return weights + sum(_blocked(config, seq, c) for c in (H, 3 * H, H, H, F, H)) + low
     n = 1 if kind == "gpt2-decode" else seq
     positions = seq + (steps if kind == "gpt2-decode" else 0)
     # K and V, and K^T in whole blocks of keys

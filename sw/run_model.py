@@ -93,7 +93,8 @@ def _runtime(config: TesseraConfig, backend: str, runtime: dict | None, say):
 def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
                max_len: int = 128, progress=None, runtime: dict | None = None,
                check_golden: bool = True, per_op: bool = False,
-               explain: bool = False, model_dir=None, layers: int | None = None) -> dict:
+               explain: bool = False, model_dir=None, layers: int | None = None,
+               wide: bool = False) -> dict:
     """The sentences' embeddings through the integer MiniLM-L6 on ``backend``, as one
     program; the figures as a dict (:func:`format_minilm`), the embeddings under
     ``"embeddings"`` (an ndarray, not in the JSON). ``per_op``: on an RTL backend, the same
@@ -101,7 +102,8 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     per-operation table of the hardware counters. ``explain``: where the error comes from
     (:func:`explain_errors`). ``model_dir``: another BERT-style sentence encoder in the
     same layout (config.json, model.safetensors, tokenizer.json); ``layers``: its first
-    ``layers`` layers only.
+    ``layers`` layers only. ``wide``: wide activations (15 bits as two int8 digits, every
+    product two passes of the array; ``docs/accuracy.md``).
 
     Raises
     ------
@@ -136,13 +138,17 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     hidden, ffn = mc["hidden_size"], mc["intermediate_size"]
     check_layer_shape(config, hidden, mc["num_attention_heads"])
     check_fits(config, backend, len(model.layers) * layer_bytes(config, "bert",
-                                                                int(keep.sum()), hidden, ffn),
+                                                                int(keep.sum()), hidden, ffn,
+                                                                wide=wide),
                f"{name} over {int(keep.sum())} tokens")
     check_attention(config, hidden, mc["num_attention_heads"], keys=int(keep.sum(-1).max()))
-    say(f"quantizing {name} as a chain of integer layers (calibration sentences)")
-    qls = minilm.quantize_encoder(model=model, max_len=max_len, **ENCODER_QUANTIZATION)
+    kind = "wide (15-bit) activations" if wide else "int8 activations"
+    say(f"quantizing {name} as a chain of integer layers, {kind} (calibration sentences)")
+    qls = minilm.quantize_encoder(model=model, max_len=max_len, **ENCODER_QUANTIZATION,
+                                  wide=wide)
     emb = minilm.embed(ids, model)
-    xs = [quantize_activation(emb[b][keep[b]], qls[0].in_scale) for b in range(len(ids))]
+    xs = [quantize_activation(emb[b][keep[b]], qls[0].in_scale, wide=wide)
+          for b in range(len(ids))]
     lengths = [len(x) for x in xs]
     say(f"{len(sentences)} sentences of {min(lengths)} to {max(lengths)} tokens "
         f"({sum(lengths)} in all), {len(qls)} layers, one program on {backend}")
@@ -163,6 +169,7 @@ def run_minilm(config: TesseraConfig, backend: str, sentences: list[str], *,
     fig = {
         "model": name, "backend": backend, "config": config.hash,
         "sentences": len(sentences), "tokens": lengths, "layers": len(qls),
+        "activations": "wide" if wide else "int8",
         "commands": len(prog), "program": "one program: every layer, every sentence",
         "cosine": [float(c) for c in cos], "cosine_min": float(cos.min()),
         "cosine_mean": float(cos.mean()),
@@ -236,7 +243,9 @@ def _per_layer(config, backend, qls, xs, runtime, say) -> list[dict]:
 
 def format_minilm(fig: dict, sentences: list[str]) -> str:
     """The figures as text: per sentence, the similarity matrices, the run."""
-    out = [f"{fig['model']}, {fig['layers']} layers, on {fig['backend']} "
+    acts = "wide (15-bit) activations" if fig.get("activations") == "wide" else \
+        "int8 activations"
+    out = [f"{fig['model']}, {fig['layers']} layers, {acts}, on {fig['backend']} "
            f"(configuration {fig['config']}): {fig['sentences']} sentences, "
            f"{sum(fig['tokens'])} tokens, {fig['commands']:,} commands in "
            f"{fig['program']}", ""]

@@ -133,3 +133,32 @@ def test_the_phases_run_alone_give_the_same_result_and_work():
     cycles = sum(r.counters["cycles"] for run in runs for r in run.values())
     assert macs == result.counters["macs"]
     assert result.counters["cycles"] <= cycles < 1.3 * result.counters["cycles"]
+
+
+def test_a_wide_batch_equals_the_chained_integer_layers():
+    """Wide activations through a chained encoder: each layer reads the two digit planes
+    the one before writes, each sequence of a batch equals itself run alone."""
+    _, qls, _, _ = small_encoder(2, wide=True, **EXTENDED)
+    rng = np.random.default_rng(6)
+    xs = [quantize_activation(rng.normal(0, 1, (n, 32)), qls[0].in_scale, wide=True)
+          for n in (5, 12, 1)]
+    outs, _, _ = run_batch(Runtime(TINY, "golden"), qls, xs, check=True)
+    for x, out in zip(xs, outs, strict=True):
+        assert out.dtype == np.int16
+        assert (out == integer_encoder(x, qls)).all()
+    with pytest.raises(LoweringError, match="differ in wide activations"):
+        narrow = small_encoder(2, **EXTENDED)[1]
+        run_encoder(Runtime(TINY, "golden"), [qls[0], narrow[1]], xs[0])
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_a_wide_encoder_on_rtl_equals_golden(sim):
+    _, qls, x, mask = small_encoder(2, S=8, H=16, F=32, wide=True, **EXTENDED)
+    xq = quantize_activation(x, qls[0].in_scale, wide=True)
+    gold = Runtime(TINY, "golden")
+    want, _, _ = run_encoder(gold, qls, xq, mask, check=True)
+    rt = Runtime(TINY, sim)
+    got, _, _ = run_encoder(rt, qls, xq, mask, check=True)
+    assert (got == want).all() and (got == integer_encoder(xq, qls, mask)).all()
+    assert (rt.image[:rt._used] == gold.image[:gold._used]).all()

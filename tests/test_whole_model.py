@@ -33,6 +33,19 @@ def test_minilm_embeddings_in_one_program():
 
 
 @MINILM
+def test_wide_activations_hold_very_short_sentences():
+    """Wide activations (the default of tessera run minilm): one- and two-word sentences,
+    where int8 activations lose most, within 0.985 of the float model, and the whole
+    program bit-exact with the chained integer layers."""
+    short = ["Thanks a lot.", "Sure!", "Good luck.", "Nice."]
+    wide = run_minilm(preset("default"), "golden", short, wide=True)
+    assert wide["activations"] == "wide" and wide["bit_exact_with_integer_model"]
+    assert wide["cosine_min"] > 0.985
+    narrow = run_minilm(preset("default"), "golden", short, check_golden=False)
+    assert narrow["activations"] == "int8" and wide["cosine_min"] > narrow["cosine_min"]
+
+
+@MINILM
 def test_tessera_run_minilm(tmp_path, capsys):
     src = tmp_path / "s.txt"
     src.write_text("\n".join(SENTENCES[:2]) + "\n\n")

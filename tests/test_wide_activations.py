@@ -137,3 +137,95 @@ def test_a_two_pass_product_on_the_accelerator(sim):
     assert np.array_equal(hi * 128 + lo, want)
     assert np.array_equal(rtl.image, gold.image)
     assert np.array_equal(result.acc[:len(acc), :TINY.cols], acc)
+
+
+def _wide_gemm(rt: Runtime, M: int, K: int, N: int, seed: int, residual: bool):
+    """A lowered product over wide A (and a wide residual), stored wide; returns the wide
+    result and the exact 15-bit arithmetic's."""
+    from tessera.sw.lower.gemm import GemmBuffers, OutputSpec, lower_gemm
+    from tessera.sw.lower.layout import Blocked, bias_bytes, from_blocked, to_blocked
+    from tessera.sw.lower.plan import GemmShape, plan_gemm
+
+    c = rt.config
+    d = c.rows
+    rng = np.random.default_rng(seed)
+    a15 = rng.integers(grq.WIDE_MIN, grq.WIDE_MAX + 1, (M, K))
+    r15 = rng.integers(grq.WIDE_MIN, grq.WIDE_MAX + 1, (M, N))
+    w = rng.integers(-128, 128, (K, N))
+    bias = rng.integers(-2**20, 2**20, N)
+    scales = tuple(int(v) for v in rng.integers(1, 300, -(-N // d)))
+    m, e = grq.dyadic_multiplier(2.0 ** -14)
+    A, B, C = Blocked(M, K, d), Blocked(K, N, d, d), Blocked(M, N, d)
+
+    def planes(x, shape):
+        return [rt.place(to_blocked(v, shape)) for v in grq.wide_digits(x)]
+
+    a_hi, a_lo = planes(a15, A)
+    r_hi, r_lo = planes(r15, C) if residual else (None, None)
+    c_hi, c_lo = rt.alloc(C.nbytes), rt.alloc(C.nbytes)
+    plan = plan_gemm(c, GemmShape(M, K, N), bias=True, a_planes=2, c_planes=2)
+    bufs = GemmBuffers(a_hi, rt.place(to_blocked(w, B)), c_hi, rt.place(bias_bytes(bias, d)),
+                       r_hi, scales, a_lo=a_lo, residual_lo=r_lo, c_lo=c_lo)
+    prog = lower_gemm(c, plan, bufs, OutputSpec(OutputOp.REQUANT, m, e))
+    rt.run(prog, check=True)
+    hi = from_blocked(rt.read(c_hi, C.nbytes), C).astype(np.int64)
+    lo = from_blocked(rt.read(c_lo, C.nbytes), C).astype(np.int64)
+    acc = a15 @ w + bias
+    if residual:
+        acc = acc + r15 * np.repeat(scales, d)[:N]
+    want = np.clip(grq.requantize(wrap(acc, 32).astype(np.int32), m, e, 16), grq.WIDE_MIN,
+                   grq.WIDE_MAX)
+    return hi * 128 + lo, want, prog
+
+
+@pytest.mark.parametrize("M, K, N, residual", [(10, 13, 9, True), (1, 40, 23, True),
+                                               (21, 8, 30, False)])
+def test_lowered_wide_products_on_golden(M, K, N, residual):
+    got, want, prog = _wide_gemm(Runtime(TINY, "golden"), M, K, N, 3, residual)
+    assert np.array_equal(got, want)
+    runs = [c for c in prog if c.opcode == Opcode.COMPUTE]
+    assert sum(c.args.get("shift", 0) for c in runs) * 2 == len(runs)
+
+
+@pytest.mark.parametrize("sim", [pytest.param("verilator", marks=RTL), "amaranth"])
+def test_lowered_wide_products_on_the_accelerator(sim):
+    rtl, gold = Runtime(TINY, sim), Runtime(TINY, "golden")
+    got, want, _ = _wide_gemm(rtl, 10, 13, 9, 4, True)
+    _wide_gemm(gold, 10, 13, 9, 4, True)
+    assert np.array_equal(got, want)
+    assert np.array_equal(rtl.image, gold.image)
+
+
+@pytest.mark.parametrize("cfg_name, shape, options", [
+    ("tiny", (12, 32, 2, 64), {}),
+    ("tiny", (12, 32, 2, 64), {"ln_prescale": True, "smooth": {"h1": 0.5, "f": 0.5}}),
+    ("default", (40, 64, 2, 128), {"ln_prescale": True, "smooth": {"h1": 0.5, "f": 0.5}})])
+def test_a_wide_layer_equals_its_integer_model(cfg_name, shape, options):
+    """The wide layer's lowering (every product two passes, its wide tensors two stores)
+    equals the integer model bit for bit, and is closer to the float layer than int8."""
+    from test_bert_lowering import small_layer
+
+    from tessera.sw.lower.bert import run_bert_layer
+    from tessera.sw.models.quantize import (
+        cosine,
+        dequantize,
+        integer_bert_layer,
+        quantize_activation,
+    )
+    from tessera.sw.models.reference import bert_layer
+
+    w, ql, x, mask = small_layer(*shape, wide=True, **options)
+    _, ql8, _, _ = small_layer(*shape, **options)
+    xq = quantize_activation(x, ql.in_scale, wide=True)
+    assert xq.dtype == np.int16 and np.abs(xq).max() > 1000
+    got, _, phases = run_bert_layer(Runtime(preset(cfg_name), "golden"), ql, xq, mask,
+                                    check=True)
+    assert got.dtype == np.int16
+    assert np.array_equal(got, integer_bert_layer(xq, ql, mask))
+    ref = bert_layer(x, w, mask=mask)[mask]
+    wide = cosine(dequantize(got, ql.out_scale)[mask], ref)
+    xq8 = quantize_activation(x, ql8.in_scale)
+    narrow = cosine(dequantize(integer_bert_layer(xq8, ql8, mask), ql8.out_scale)[mask], ref)
+    assert wide > narrow and wide > 0.999
+    shifted = sum(c.args.get("shift", 0) for name in phases for c in phases[name])
+    assert shifted > 0

@@ -43,7 +43,8 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
-from ...hw.output_path import OutputOp
+from ...hw.output_path import OutputDigit, OutputOp
+from .gemm import with_digit
 from .plan import LoweringError
 from .schedule import Load, merge_loads
 
@@ -103,6 +104,9 @@ class AttentionHead:
     kt: int | None = None
     ident: int | None = None
     read_cache: bool = True
+    #: A wide context (``docs/architecture.md``, *Wide activations*): its high digits at
+    #: ``ctx``, its low digits at ``ctx_lo`` (the same layout).
+    ctx_lo: int | None = None
 
     @property
     def n_keys(self) -> int:
@@ -565,16 +569,21 @@ class _Group:
         # One query row whose blocks follow one another in main memory (a decode step):
         # one store of the whole row, one DMA transfer, instead of one per block.
         blk = head.block_stride
+        # A wide context: each store twice, its high digits, then its low ones.
+        planes = [(OutputDigit.INT8, 0)] if head.ctx_lo is None else \
+            [(OutputDigit.HIGH, 0), (OutputDigit.LOW, head.ctx_lo - head.ctx)]
         if n == 1 and blk == self.d:
             emit(f"ctx{ci}", [Command(Opcode.STORE, {
-                "desc": {"op": OutputOp.REQUANT, "length": self.dh, "rows": 1, "m": head.m,
-                         "e": head.e},
-                "acc_addr": L["acc_c"], "to_spad": 0, "dram_addr": head.ctx + q0 * self.d,
-                "stride": self.dh}, wait_prev=True)])
+                "desc": with_digit({"op": OutputOp.REQUANT, "length": self.dh, "rows": 1,
+                                    "m": head.m, "e": head.e}, digit),
+                "acc_addr": L["acc_c"], "to_spad": 0,
+                "dram_addr": head.ctx + off + q0 * self.d, "stride": self.dh},
+                wait_prev=i == 0) for i, (digit, off) in enumerate(planes)])
             return
         emit(f"ctx{ci}", [Command(Opcode.STORE, {
-            "desc": {"op": OutputOp.REQUANT, "length": self.d, "rows": n, "m": head.m,
-                     "e": head.e},
+            "desc": with_digit({"op": OutputOp.REQUANT, "length": self.d, "rows": n,
+                                "m": head.m, "e": head.e}, digit),
             "acc_addr": L["acc_c"] + m * n, "to_spad": 0,
-            "dram_addr": head.ctx + m * blk + q0 * self.d, "stride": self.d},
-            wait_prev=m == 0) for m in range(kb_n)])
+            "dram_addr": head.ctx + off + m * blk + q0 * self.d, "stride": self.d},
+            wait_prev=m == 0 and i == 0)
+            for m in range(kb_n) for i, (digit, off) in enumerate(planes)])

@@ -29,6 +29,7 @@ from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
 from ...hw.output_path import OutputOp
 from ..golden.layernorm import layernorm_table
+from ..golden.requant import DIGIT_SHIFT, wide_digits
 from .attention import AttentionHead, lower_attention
 from .gemm import GemmBuffers, LayerNormOutput, OutputSpec, layernorm_rows, lower_gemm
 from .layout import Blocked, bias_bytes, from_blocked, to_blocked
@@ -68,6 +69,9 @@ class BertPlacement:
     ln2: int
     out: int
     lengths: tuple = ()
+    #: A wide layer (``ql.options["wide"]``): the low digits of ``x``, ``ctx``, ``h1``,
+    #: ``f``, ``out`` (each tensor's high digits at its own address).
+    lo: dict | None = None
 
     def sequences(self) -> list[tuple[int, int]]:
         """Each sequence's first row and length."""
@@ -84,14 +88,16 @@ def group_of_block(lin, block: int, d: int) -> int:
 
 def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
                      x_at: int | None = None, seq: int | None = None,
-                     lengths: tuple = (), align: int = 64) -> BertPlacement:
+                     lengths: tuple = (), align: int = 64,
+                     x_lo_at: int | None = None) -> BertPlacement:
     """Write the layer's weights, tables and input into ``rt``'s main memory, each tensor
     at an address of ``align`` bytes (a chained encoder places each at the start of a
     4 KiB page, see :func:`~tessera.sw.lower.encoder.place_encoder`). With
     ``x_at`` (and ``seq``), the input is already there, in the blocked layout (the
     previous layer's output, in a chained encoder), and ``x_q`` is None. ``lengths``: the
     rows are a batch of sequences of these lengths, one after the other (no ``mask``:
-    each attends to all of its own tokens)."""
+    each attends to all of its own tokens). A wide layer's input is int16 (its digits are
+    placed apart), or at ``x_at`` and ``x_lo_at``."""
     c = rt.config
     d = c.rows
     for lin in (ql.wq, ql.wk, ql.wv, ql.wo, ql.w1, ql.w2):
@@ -117,10 +123,22 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
     def space(rows, cols):
         return rt.alloc(Blocked(rows, cols, d).nbytes, align)
 
+    wide = ql.options.get("wide", False)
+    if wide and x_at is not None and x_lo_at is None:
+        raise LoweringError("a wide layer's input in main memory needs its low digits too "
+                            "(x_lo_at)")
+    x_hi = x_lo = None
+    if x_at is None:
+        shape = Blocked(S, H, d)
+        if wide:
+            hi, lo = wide_digits(x_q)
+            x_hi, x_lo = place(to_blocked(hi, shape)), place(to_blocked(lo, shape))
+        else:
+            x_hi = place(to_blocked(x_q, shape))
     wqkv = np.concatenate([ql.wq.weight, ql.wk.weight, ql.wv.weight], axis=1)
     bqkv = np.concatenate([ql.wq.bias, ql.wk.bias, ql.wv.bias])
     p = BertPlacement(
-        seq=S, x=x_at if x_at is not None else place(to_blocked(x_q, Blocked(S, H, d))),
+        seq=S, x=x_at if x_at is not None else x_hi,
         wqkv=weights(wqkv),
         bqkv=place(bias_bytes(bqkv, d)), qkv=space(S, 3 * H), mask=None, ctx=space(S, H),
         wo=weights(ql.wo.weight), bo=place(bias_bytes(ql.wo.bias, d)),
@@ -131,6 +149,9 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
         ln2=place(layernorm_table(ql.ln2.gamma_q, ql.ln2.beta_q, d,
                                   per_block(ql.w2, ql.ln2_prescale, d))), out=space(S, H),
         lengths=tuple(int(n) for n in lengths))
+    if wide:
+        p.lo = {"x": x_lo_at if x_at is not None else x_lo, "ctx": space(S, H),
+                "h1": space(S, H), "f": space(S, F), "out": space(S, H)}
     if mask is not None:
         keep = np.asarray(mask, dtype=bool).reshape(-1)
         if keep.shape != (S,):
@@ -165,11 +186,13 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
     nbh = -(-H // d)
     phases = {}
 
+    lo = p.lo or {}
+    planes = 2 if p.lo else 1      # wide: every product over two digits, wide outputs
     qkv_out = (requant_specs(ql.wq, ql.q_requant, d) + requant_specs(ql.wk, ql.k_requant, d)
                + requant_specs(ql.wv, ql.v_requant, d))
-    plan = plan_gemm(c, GemmShape(S, H, 3 * H), bias=True)
-    phases["qkv"] = lower_gemm(c, plan, GemmBuffers(p.x, p.wqkv, p.qkv, p.bqkv), qkv_out,
-                               finish=False)
+    plan = plan_gemm(c, GemmShape(S, H, 3 * H), bias=True, a_planes=planes)
+    phases["qkv"] = lower_gemm(c, plan, GemmBuffers(p.x, p.wqkv, p.qkv, p.bqkv,
+                                                    a_lo=lo.get("x")), qkv_out, finish=False)
 
     blk = S * d                                 # bytes between column blocks (S rows)
     exp = {f: getattr(ql.softmax, f) for f in ("shift", "ln2_q", "q_b", "q_c", "out_shift")}
@@ -186,25 +209,30 @@ def lower_bert_layer(config: TesseraConfig, ql, p: BertPlacement) -> dict[str, l
             heads_of.append(AttentionHead(
                 n, dh, p.qkv + b0 * blk + at, p.qkv + (nbh + b0) * blk + at,
                 p.qkv + (2 * nbh + b0) * blk + at, p.ctx + b0 * blk + at, blk, exp,
-                *ql.ctx_requant, p.mask))
+                *ql.ctx_requant, p.mask,
+                ctx_lo=lo["ctx"] + b0 * blk + at if p.lo else None))
         att += lower_attention(c, heads_of, finish=False)
     phases["attention"] = att
 
-    def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale):
+    def ln_gemm(a, w, bias, residual, lin, table, ln, out, n_in, prescale, names):
         plan = plan_gemm(c, GemmShape(S, n_in, H), bias=True, full_rows=True,
-                         reserve=layernorm_rows(c, H, prescale))
+                         reserve=layernorm_rows(c, H, prescale), a_planes=planes,
+                         c_planes=planes)
         per_block = tuple(int(lin.residual[group_of_block(lin, j, d)]) for j in range(nbh))
-        return lower_gemm(c, plan, GemmBuffers(a, w, out, bias, residual, per_block),
+        a_lo, res_lo, out_lo = (lo.get(n) for n in names)
+        return lower_gemm(c, plan, GemmBuffers(a, w, out, bias, residual, per_block,
+                                               a_lo=a_lo, residual_lo=res_lo, c_lo=out_lo),
                           OutputSpec(), finish=False,
                           layernorm=LayerNormOutput(table, ln.m, ln.e, prescale))
 
     phases["out_proj_ln1"] = ln_gemm(p.ctx, p.wo, p.bo, p.x, ql.wo, p.ln1, ql.ln1, p.h1, H,
-                                     ql.ln1_prescale is not None)
-    plan = plan_gemm(c, GemmShape(S, H, F), bias=True)
-    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1),
+                                     ql.ln1_prescale is not None, ("ctx", "x", "h1"))
+    plan = plan_gemm(c, GemmShape(S, H, F), bias=True, a_planes=planes, c_planes=planes)
+    phases["ffn1_gelu"] = lower_gemm(c, plan, GemmBuffers(p.h1, p.w1, p.f, p.b1,
+                                                          a_lo=lo.get("h1"), c_lo=lo.get("f")),
                                      gelu_specs(ql.w1, ql.gelu, ql.f_requant, d), finish=False)
     phases["ffn2_ln2"] = ln_gemm(p.f, p.w2, p.b2, p.h1, ql.w2, p.ln2, ql.ln2, p.out, F,
-                                 ql.ln2_prescale is not None)
+                                 ql.ln2_prescale is not None, ("f", "h1", "out"))
     return phases
 
 
@@ -252,12 +280,22 @@ def run_bert_layer(rt, ql, x_q: np.ndarray, mask=None, *, per_phase: bool = Fals
     Returns
     -------
     (out_q, results, phases)
-        The int8 output, the run result (one per phase, by name, with ``per_phase``; else
-        one under ``"layer"``), and the phases' command streams.
+        The int8 output (a wide layer's: int16), the run result (one per phase, by name,
+        with ``per_phase``; else one under ``"layer"``), and the phases' command streams.
     """
     p = place_bert_layer(rt, ql, x_q, mask)
     phases = lower_bert_layer(rt.config, ql, p)
     results = run_phases(rt, phases, PHASES, per_phase, **run_args)
     S, H = x_q.shape
-    shape = Blocked(S, H, rt.config.rows)
-    return from_blocked(rt.read(p.out, shape.nbytes), shape), results, phases
+    return read_output(rt, p, p.out, S, H), results, phases
+
+
+def read_output(rt, p: BertPlacement, at: int, rows: int, cols: int) -> np.ndarray:
+    """A layer's output from main memory: int8, or a wide layer's int16 from its two
+    digits (``p.lo["out"]`` the low ones of ``p.out``)."""
+    shape = Blocked(rows, cols, rt.config.rows)
+    out = from_blocked(rt.read(at, shape.nbytes), shape)
+    if not p.lo:
+        return out
+    low = from_blocked(rt.read(p.lo["out"] + at - p.out, shape.nbytes), shape)
+    return (out.astype(np.int16) << DIGIT_SHIFT) + low.astype(np.int16)

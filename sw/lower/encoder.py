@@ -27,8 +27,7 @@ import numpy as np
 from ...hw.axi import BOUNDARY_BYTES
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode
-from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer
-from .layout import Blocked, from_blocked
+from .bert import PHASES, BertPlacement, lower_bert_layer, place_bert_layer, read_output
 from .plan import LoweringError
 
 __all__ = ["EncoderPlacement", "place_encoder", "lower_encoder", "run_encoder", "run_batch",
@@ -61,6 +60,9 @@ def check_chain(qls, what: str = "layer") -> None:
         if a.hidden != b.hidden:
             raise LoweringError(f"{what} {i} takes {b.hidden} features, {what} {i - 1} gives "
                                 f"{a.hidden}")
+        if a.options.get("wide", False) != b.options.get("wide", False):
+            raise LoweringError(f"{what} {i} and {what} {i - 1} differ in wide activations: "
+                                f"quantize the {what}s as a chain")
         if not np.array_equal(np.asarray(a.out_scale), np.asarray(b.in_scale)):
             raise LoweringError(f"{what} {i}'s input scale is not {what} {i - 1}'s output "
                                 f"scale: quantize the {what}s as a chain")
@@ -81,8 +83,10 @@ def place_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = ()
     S = x_q.shape[0]
     layers = [place_bert_layer(rt, qls[0], x_q, mask, lengths=lengths, align=BOUNDARY_BYTES)]
     for ql in qls[1:]:
-        layers.append(place_bert_layer(rt, ql, None, mask, x_at=layers[-1].out, seq=S,
-                                       lengths=lengths, align=BOUNDARY_BYTES))
+        prev = layers[-1]
+        layers.append(place_bert_layer(rt, ql, None, mask, x_at=prev.out, seq=S,
+                                       lengths=lengths, align=BOUNDARY_BYTES,
+                                       x_lo_at=prev.lo["out"] if prev.lo else None))
     return EncoderPlacement(layers)
 
 
@@ -111,8 +115,7 @@ def run_encoder(rt, qls, x_q: np.ndarray, mask=None, lengths: tuple = (), **run_
     prog = lower_encoder(rt.config, qls, p)
     result = rt.run(prog, **run_args)
     S, H = x_q.shape
-    shape = Blocked(S, H, rt.config.rows)
-    return from_blocked(rt.read(p.out, shape.nbytes), shape), result, prog
+    return read_output(rt, p.layers[-1], p.out, S, H), result, prog
 
 
 def _split(out: np.ndarray, lengths) -> list[np.ndarray]:
@@ -161,7 +164,5 @@ def run_batch_by_phase(rt, qls, xs: list[np.ndarray], **run_args):
             results[name] = rt.run(phases[name] + [Command(Opcode.FINISH, {})], **run_args)
         runs.append(results)
         all_phases.append(phases)
-    S, H = sum(lengths), qls[0].hidden
-    shape = Blocked(S, H, rt.config.rows)
-    out = from_blocked(rt.read(p.out, shape.nbytes), shape)
+    out = read_output(rt, p.layers[-1], p.out, sum(lengths), qls[0].hidden)
     return _split(out, lengths), runs, all_phases

@@ -33,7 +33,7 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
-from ...hw.output_path import OutputOp
+from ...hw.output_path import OutputDigit, OutputOp
 from ...hw.store_unit import PARAM_ROWS
 from ..golden.dma import lane_bytes
 from ..golden.gelu import GeluConstants, gelu_constants
@@ -78,7 +78,9 @@ class OutputSpec:
         gelu = GeluConstants(**self.gelu, out_scale=1.0) if self.op == OutputOp.GELU else None
         return output_op(self.op, acc, self.m, self.e, gelu=gelu).astype(np.int8)
 
-    def descriptor(self, length: int, rows: int) -> dict:
+    def descriptor(self, length: int, rows: int, digit=OutputDigit.INT8) -> dict:
+        """A STORE's descriptor of ``rows`` rows of ``length``; ``digit`` for one digit of
+        a wide output."""
         desc = {"op": self.op, "length": length, "rows": rows, "m": self.m, "e": self.e}
         if self.op == OutputOp.GELU:
             if self.gelu is None:
@@ -86,12 +88,22 @@ class OutputSpec:
             desc["consts"] = {"out": {"gelu": dict(self.gelu)}}
         elif self.op not in (OutputOp.NONE, OutputOp.REQUANT, OutputOp.RELU):
             raise LoweringError(f"a matrix product's output cannot be {self.op.name}")
-        return desc
+        return with_digit(desc, digit)
+
+
+def with_digit(desc: dict, digit) -> dict:
+    """``desc`` writing ``digit`` of a wide output (unchanged for INT8)."""
+    if digit != OutputDigit.INT8:
+        desc.setdefault("consts", {}).setdefault("out", {})["digit"] = digit
+    return desc
 
 
 @dataclass(frozen=True)
 class GemmBuffers:
-    """Where the operands are in main memory (byte addresses; blocked layouts)."""
+    """Where the operands are in main memory (byte addresses; blocked layouts). A wide
+    operand (A, the residual, C: ``docs/architecture.md``, *Wide activations*) has its high
+    digits at its address and its low digits at the ``_lo`` one, each in the operand's
+    blocked layout."""
 
     a: int
     b: int
@@ -103,6 +115,9 @@ class GemmBuffers:
     #: block ``j``'s row 0 is at ``c_blocks[j]``, its rows ``D`` bytes apart (e.g. K and V
     #: written into a KV cache of more rows).
     c_blocks: tuple | None = None
+    a_lo: int | None = None
+    residual_lo: int | None = None
+    c_lo: int | None = None
 
 
 @dataclass(frozen=True)
@@ -186,12 +201,21 @@ class _TileWalk:
                                     "column blocks")
             if layernorm:
                 raise LoweringError("a LayerNorm output is stored in C's own blocked layout")
+        if (buffers.a_lo is not None) != (plan.a_planes == 2) or \
+                (buffers.c_lo is not None) != (plan.c_planes == 2):
+            raise LoweringError("a wide A or C needs a plan made for its two digit planes "
+                                "(plan_gemm with a_planes, c_planes 2), and the plan the "
+                                "low digits' address")
+        if buffers.c_lo is not None and buffers.c_blocks is not None:
+            raise LoweringError("a wide output is stored in C's own blocked layout")
+        if buffers.residual_lo is not None and buffers.residual is None:
+            raise LoweringError("a residual's low digits need its high digits")
         self.has_bias = buffers.bias is not None
         self.has_res = buffers.residual is not None
         self.has_init = self.has_bias or self.has_res   # the accumulator is loaded first
         self.acc_half = (c.acc_rows - self.table_rows) // 2
         self.table_at = c.acc_rows - self.table_rows
-        a_rows, b_rows = plan.mt * plan.kt, plan.kt * d * plan.nt
+        a_rows, b_rows = plan.mt * plan.kt * plan.a_planes, plan.kt * d * plan.nt
         bases, _ = slot_bases(c, [a_rows] * plan.a_slots + [b_rows] * plan.b_slots)
         self.a_base, self.b_base = bases[:plan.a_slots], bases[plan.a_slots:]
         # Which operand tile each slot holds, the next slot in turn, its last reader.
@@ -270,12 +294,16 @@ class _TileWalk:
                 count = ktb - j
                 if relay_due and tl.t + 1 not in self.relay_of_tile:
                     count = max(1, min(count, quarter - computed))
-                s.execs.append(Command(Opcode.COMPUTE, {
-                    "a_addr": self.a_base[a_slot] + j * tl.mt,
-                    "b_addr": self.b_base[b_slot] + n * p.kt * d + j * d, "rows": tl.mt,
-                    "acc_addr": tl.acc0 + n * tl.mt,
-                    "accumulate": int(self.has_init or k0b + j > 0),
-                    "count": count, "a_stride": tl.mt}))
+                run = {"a_addr": self.a_base[a_slot] + j * tl.mt,
+                       "b_addr": self.b_base[b_slot] + n * p.kt * d + j * d, "rows": tl.mt,
+                       "acc_addr": tl.acc0 + n * tl.mt,
+                       "accumulate": int(self.has_init or k0b + j > 0),
+                       "count": count, "a_stride": tl.mt}
+                if p.a_planes == 2:
+                    # Wide A: the high digits' run shifted, then the low digits' adding.
+                    s.execs.append(Command(Opcode.COMPUTE, dict(run, shift=1)))
+                    run = dict(run, a_addr=run["a_addr"] + p.kt * tl.mt, accumulate=1)
+                s.execs.append(Command(Opcode.COMPUTE, run))
                 j += count
                 computed += count
                 # A quarter into the tile: the relay for the next tile's bias.
@@ -294,11 +322,14 @@ class _TileWalk:
         p, d, buf = self.plan, self.d, self.buf
         a_slot, fresh, self.a_next = _take_slot(self.a_key, (tl.mi, ks), self.a_next)
         if fresh:
-            for j in range(ktb):
-                loads.append(Load(dict(
-                    dram_addr=buf.a + self.A.offset(tl.m0, k0b + j), stride=d, rows=tl.mt,
-                    row_bytes=d, local_addr=self.a_base[a_slot] + j * tl.mt, to_acc=0,
-                    accumulate=0, scale=1, wide=0), self.a_last[a_slot]))
+            planes = (buf.a,) if buf.a_lo is None else (buf.a, buf.a_lo)
+            for i, plane in enumerate(planes):      # the low digits after the high ones
+                for j in range(ktb):
+                    loads.append(Load(dict(
+                        dram_addr=plane + self.A.offset(tl.m0, k0b + j), stride=d,
+                        rows=tl.mt, row_bytes=d,
+                        local_addr=self.a_base[a_slot] + (i * p.kt + j) * tl.mt, to_acc=0,
+                        accumulate=0, scale=1, wide=0), self.a_last[a_slot]))
         b_slot, fresh, self.b_next = _take_slot(self.b_key, (ks, tl.ni), self.b_next)
         if fresh:
             for j in range(tl.ntb):
@@ -356,34 +387,45 @@ class _TileWalk:
                         row_bytes=d * lb, local_addr=tl.acc0 + j * tl.mt + r0, to_acc=1,
                         accumulate=0, scale=1, wide=1), need))
         if self.has_res:      # the residual has the output's shape and layout
+            # (wide: the high digits shifted, then the low digits adding)
+            planes = [(buf.residual, 0)] if buf.residual_lo is None else \
+                [(buf.residual, 1), (buf.residual_lo, 0)]
             for j in range(tl.ntb):
                 for r0, n in pieces:
-                    out.append(Load(dict(
-                        dram_addr=buf.residual + self.C.offset(tl.m0 + r0, tl.n0b + j),
-                        stride=d, rows=n, row_bytes=d, local_addr=tl.acc0 + j * tl.mt + r0,
-                        to_acc=1, accumulate=int(self.has_bias), scale=self.scales[tl.n0b + j],
-                        wide=0), need))
+                    for i, (plane, shift) in enumerate(planes):
+                        out.append(Load(dict(
+                            dram_addr=plane + self.C.offset(tl.m0 + r0, tl.n0b + j),
+                            stride=d, rows=n, row_bytes=d,
+                            local_addr=tl.acc0 + j * tl.mt + r0, to_acc=1,
+                            accumulate=int(self.has_bias or i > 0),
+                            scale=self.scales[tl.n0b + j], wide=0, shift=shift), need))
         return out
 
     def stores(self, tl: _Tile) -> None:
         """The tile's stores: one through i-LayerNorm over whole rows (in the blocked chunk
         order), or one per column block with its output operation."""
-        s, d = self.s, self.d
+        s, d, buf = self.s, self.d, self.buf
         first = len(s.stores)
+        # A wide output: each store twice, the high digits to C, the low ones to C's low
+        # plane (the same offsets).
+        planes = [(OutputDigit.INT8, 0)] if buf.c_lo is None else \
+            [(OutputDigit.HIGH, 0), (OutputDigit.LOW, buf.c_lo - buf.c)]
         if self.ln:
-            s.stores.append(Command(Opcode.STORE, {
-                "desc": {"op": OutputOp.LAYERNORM, "length": self.plan.shape.N, "rows": tl.mt,
-                         "m": self.ln.m, "e": self.ln.e},
-                "acc_addr": tl.acc0, "to_spad": 0, "blocked": 1, "param_addr": self.table_at,
-                "prescale": int(self.ln.prescale),
-                "dram_addr": self.buf.c + self.C.offset(tl.m0, 0),
-                "stride": self.C.block_bytes}))
+            for digit, off in planes:
+                s.stores.append(Command(Opcode.STORE, {
+                    "desc": with_digit({"op": OutputOp.LAYERNORM, "length": self.plan.shape.N,
+                                        "rows": tl.mt, "m": self.ln.m, "e": self.ln.e}, digit),
+                    "acc_addr": tl.acc0, "to_spad": 0, "blocked": 1,
+                    "param_addr": self.table_at, "prescale": int(self.ln.prescale),
+                    "dram_addr": buf.c + off + self.C.offset(tl.m0, 0),
+                    "stride": self.C.block_bytes}))
         else:
             for n in range(tl.ntb):
-                s.stores.append(Command(Opcode.STORE, {
-                    "desc": self.outputs[tl.n0b + n].descriptor(d, tl.mt),
-                    "acc_addr": tl.acc0 + n * tl.mt, "to_spad": 0, "spad_addr": 0,
-                    "dram_addr": self.c_at(tl.m0, tl.n0b + n), "stride": d}))
+                for digit, off in planes:
+                    s.stores.append(Command(Opcode.STORE, {
+                        "desc": self.outputs[tl.n0b + n].descriptor(d, tl.mt, digit),
+                        "acc_addr": tl.acc0 + n * tl.mt, "to_spad": 0, "spad_addr": 0,
+                        "dram_addr": self.c_at(tl.m0, tl.n0b + n) + off, "stride": d}))
         s.store_waits.add(first)
         if tl.t + 2 < len(self.tiles) and not self.plan.resident:
             s.store_signals.add(len(s.stores) - 1)

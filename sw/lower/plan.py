@@ -73,6 +73,10 @@ class GemmPlan:
     b_slots: int
     #: Every tile's rows fit the accumulator at once: each tile gets rows of its own.
     resident: bool = False
+    #: Digits per element of A (2: wide activations, two passes of the array) and of C
+    #: (2: each tile stored twice, one digit each).
+    a_planes: int = 1
+    c_planes: int = 1
     est_cycles: int = 0
     est_read_bytes: int = 0
     est: dict = field(default_factory=dict, compare=False)
@@ -145,13 +149,14 @@ def _candidates(limit: int, dim: int, whole: int):
 @functools.lru_cache(maxsize=4096)
 def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
               latency: int = LATENCY_CYCLES, *, full_rows: bool = False,
-              reserve: int = 0) -> GemmPlan:
+              reserve: int = 0, a_planes: int = 1, c_planes: int = 1) -> GemmPlan:
     """The cheapest plan for ``shape`` on ``config`` by the cost model (kept per
     argument: a model's layers ask for the same few products; the plan is frozen).
 
     ``full_rows``: every tile spans all of N (a LayerNorm over the output rows needs whole
     rows in the accumulator). ``reserve``: accumulator rows kept out of the tiles (at the
-    top; a LayerNorm table).
+    top; a LayerNorm table). ``a_planes``, ``c_planes``: 2 for wide activations in A (two
+    passes; an A slot holds both digits' rows) and in C (two stores per tile).
 
     Raises
     ------
@@ -171,6 +176,8 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
     if bias and c.acc_bits % 8:
         raise LoweringError(f"a bias is loaded as whole {c.acc_bits}-bit lanes, which needs "
                             "acc_bits to be a multiple of 8")
+    if a_planes not in (1, 2) or c_planes not in (1, 2):
+        raise LoweringError(f"an operand has 1 or 2 digit planes, not {a_planes}, {c_planes}")
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
@@ -192,7 +199,7 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
             if mt * nt > acc_half:
                 break
             for kt in sorted({kb} | {k for k in (1, 2, 4, 8, 16, 32, 64) if k < kb}):
-                a_rows, b_rows = mt * kt, kt * d * nt
+                a_rows, b_rows = mt * kt * a_planes, kt * d * nt
                 if kt * d > 65535 or a_rows > 65535:
                     continue
                 m_tiles, n_tiles, k_steps = -(-M // mt), -(-nb // nt), -(-kb // kt)
@@ -206,7 +213,8 @@ def plan_gemm(config: TesseraConfig, shape: GemmShape, bias: bool = False,
                         if a_slots * a_rows + b_slots * b_rows > c.spad_rows:
                             continue
                         plan = estimate(c, shape, mt, nt, kt, order, a_slots, b_slots,
-                                        a_loads, b_loads, bias, latency, resident)
+                                        a_loads, b_loads, bias, latency, resident,
+                                        a_planes, c_planes)
                         key = (plan.est_cycles, plan.est["commands"], a_slots + b_slots)
                         if best is None or key < best[0]:
                             best = (key, plan)
@@ -245,7 +253,7 @@ def slot_bases(c: TesseraConfig, sizes: list[int]) -> tuple[list[int], bool]:
 
 
 def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bias, latency,
-             resident=False):
+             resident=False, a_planes=1, c_planes=1):
     d = c.rows
     M = shape.M
     kb, nb = -(-shape.K // d), -(-shape.N // d)
@@ -256,14 +264,14 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     # behind d rows or more; a run streams its tiles back to back, so tiles of fewer rows
     # are bound by their weights alone); a few per run (one COMPUTE per column block and
     # K step).
-    runs = m_tiles * n_tiles * k_steps * nt
-    compute = m_tiles * n_tiles * nt * kb * max(mt + WEIGHT_TILE_CYCLES, d) + \
+    runs = m_tiles * n_tiles * k_steps * nt * a_planes
+    compute = m_tiles * n_tiles * nt * kb * a_planes * max(mt + WEIGHT_TILE_CYCLES, d) + \
         runs * RUN_CYCLES
     # Main memory. A's column blocks are one contiguous range when a tile spans all of M,
     # B's when a step spans all of K (the emitter merges such loads).
-    a_bytes = a_loads * mt * kt * d
+    a_bytes = a_loads * mt * kt * d * a_planes
     b_bytes = b_loads * kt * d * nt * d
-    a_cmds = a_loads * (1 if mt == M else kt)
+    a_cmds = a_loads * (1 if mt == M else kt) * a_planes
     b_cmds = b_loads * (1 if k_steps == 1 else nt)
     # A tile's bias goes in pieces of INIT_ROWS rows per column block (one load per tile
     # for one-row tiles, whose pieces the emitter merges). A resident plan of one row loads
@@ -278,13 +286,13 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     # the other's data, so a LOAD costs about LOAD_CYCLES of its own (measured on 1 KiB
     # loads at a latency of 100).
     load = (a_bytes + b_bytes) / (0.85 * bb) + (a_cmds + b_cmds) * LOAD_CYCLES + bias_cycles
-    store_cmds = m_tiles * n_tiles * nt
-    store = M * nb * d / bb + store_cmds * (latency + mt * d // bb)
+    store_cmds = m_tiles * n_tiles * nt * c_planes
+    store = M * nb * d * c_planes / bb + store_cmds * (latency + mt * d // bb)
     # Exposed: the first step's loads (its commands follow one another, two readers
     # overlapping their round trips) and the last tile's stores.
-    first = (mt * kt * d + kt * d * nt * d) / bb + latency + STEP_CYCLES + \
+    first = (mt * kt * d * a_planes + kt * d * nt * d) / bb + latency + STEP_CYCLES + \
         (bias_cycles if upfront else 0)
-    last = latency + nt * (mt * d // bb + 20)
+    last = latency + nt * c_planes * (mt * d // bb + 20)
     # The pipeline of steps (measured to within a few percent on decode-sized products):
     # a step's computes wait for its loads, and the loads into a slot wait for the computes
     # of the step that last read it, ``slots`` steps back; so ``slots`` steps take at least
@@ -303,16 +311,16 @@ def estimate(c, shape, mt, nt, kt, order, a_slots, b_slots, a_loads, b_loads, bi
     step_load = step_bus + latency + STEP_CYCLES
     pipeline = steps * max(step_compute, step_bus, (step_compute + step_load) / slots) \
         if slots else 0
-    bus = (a_bytes + b_bytes + M * nb * d) / bb + bias_cycles
+    bus = (a_bytes + b_bytes + M * nb * d * c_planes) / bb + bias_cycles
     # Slots that do not each have a bank of their own share banks with the loads filling
     # the others: every row the DMA writes there takes a cycle from the array's readers.
-    _, own_banks = slot_bases(c, [mt * kt] * a_slots + [kt * d * nt] * b_slots)
+    _, own_banks = slot_bases(c, [mt * kt * a_planes] * a_slots + [kt * d * nt] * b_slots)
     if not own_banks:
         compute += (a_bytes + b_bytes) // c.spad_row_bytes
     cycles = int(max(compute, pipeline, bus, store) + first + last)
     commands = a_cmds + b_cmds + bias_cmds + store_cmds + runs
     return GemmPlan(shape, d, mt, nt, kt, order, a_slots, b_slots, resident=resident,
-                    est_cycles=cycles,
+                    a_planes=a_planes, c_planes=c_planes, est_cycles=cycles,
                     est_read_bytes=a_bytes + b_bytes,
                     est={"compute": compute, "load": int(load), "store": int(store),
                          "pipeline": int(pipeline), "commands": commands})

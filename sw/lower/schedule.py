@@ -40,7 +40,7 @@ def merge_loads(loads: list[Load]) -> list[Load]:
     def contiguous(cmd):    # a block's rows follow one another in main memory
         return cmd["rows"] == 1 or cmd["stride"] == cmd["row_bytes"]
 
-    same = ("to_acc", "accumulate", "scale", "wide", "row_bytes")
+    same = ("to_acc", "accumulate", "scale", "wide", "shift", "row_bytes")
     out: list[Load] = []
     for ld in loads:
         prev = out[-1].cmd if out else None

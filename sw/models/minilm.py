@@ -729,7 +729,8 @@ def encode_integer(sentences, layers: list, max_len: int = 128, normalize: bool 
 
     model = load_minilm() if model is None else model
     ids, mask = tokenize(sentences, max_len, model)
-    x = quantize_activation(embed(ids, model), layers[0].in_scale)
+    x = quantize_activation(embed(ids, model), layers[0].in_scale,
+                            wide=layers[0].options.get("wide", False))
     for ql in layers:
         x = integer_bert_layer(x, ql, mask)
     pooled = mean_pool(dequantize(x, layers[-1].out_scale), mask)

@@ -119,7 +119,7 @@ from ...hw.config import TesseraConfig
 from ..golden.gelu import gelu_constants, i_gelu
 from ..golden.layernorm import LayerNormConstants, i_layernorm, layernorm_constants
 from ..golden.matmul import matmul, wrap
-from ..golden.requant import dyadic_multiplier, requantize
+from ..golden.requant import DIGIT_SHIFT, WIDE_MAX, WIDE_MIN, dyadic_multiplier, requantize
 from ..golden.softmax import ExpConstants, exp_constants, i_softmax
 from .reference import attention_keep, bert_layer_trace, check_weights
 
@@ -177,6 +177,10 @@ MASK_BIAS = -(1 << 30)
 RESIDUAL_MAX = (1 << 15) - 1
 #: The activations that get a calibrated int8 scale.
 ACTIVATIONS = ("x", "q", "k", "v", "ctx", "h1", "f", "out")
+#: The activations that ``wide`` quantization makes 15-bit (the products' inputs and the
+#: residual stream), and their steps per int8 step.
+WIDE_ACTIVATIONS = ("x", "ctx", "h1", "f", "out")
+WIDE_STEPS = 1 << DIGIT_SHIFT
 #: Tensors that may have per-group scales (``smooth``), and which of them need
 #: ``ln_prescale`` (they feed a residual).
 _SMOOTHABLE = ("x", "h1", "f", "out")
@@ -227,14 +231,16 @@ def compact_scale(s: np.ndarray):
     return float(s[0]) if s.size and np.all(s == s[0]) else s
 
 
-def quantize_activation(x, scale) -> np.ndarray:
-    """``saturate(round(x / scale))`` to int8 (round half away from zero; driver side).
+def quantize_activation(x, scale, wide: bool = False) -> np.ndarray:
+    """``saturate(round(x / scale))`` to int8 (round half away from zero; driver side), or
+    with ``wide`` to a wide activation (int16 in ``[WIDE_MIN, WIDE_MAX]``).
 
     Parameters
     ----------
     x : array
     scale : float or ndarray
         One scale, or one per column (broadcast against the last axis of ``x``).
+    wide : bool
 
     Raises
     ------
@@ -249,7 +255,10 @@ def quantize_activation(x, scale) -> np.ndarray:
         raise ValueError("x holds NaN, which has no int8 value (infinities saturate)")
     scale = (_check_scale(scale, "scale") if np.ndim(scale) == 0
              else check_scales(scale, "scale", x.shape[-1]))
-    return np.clip(_round(x.astype(np.float64) / scale), -128, 127).astype(np.int8)
+    q = _round(x.astype(np.float64) / scale)
+    if wide:
+        return np.clip(q, WIDE_MIN, WIDE_MAX).astype(np.int16)
+    return np.clip(q, -128, 127).astype(np.int8)
 
 
 def dequantize(q, scale) -> np.ndarray:
@@ -818,7 +827,8 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
                         ln_prescale: bool = False,
                         smooth: dict | None = None,
                         split_ffn: bool = False,
-                        gptq: float | None = None) -> QuantizedBertLayer:
+                        gptq: float | None = None,
+                        wide: bool = False) -> QuantizedBertLayer:
     """Quantize a BERT layer for :func:`integer_bert_layer` (driver side).
 
     The defaults give the base dataflow of the module docstring; ``ln_prescale=True``
@@ -852,6 +862,12 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         Round the six matrices' weights by :func:`gptq_codes` on the calibration inputs
         (the float reference's ``x``, ``ctx``, ``h1``, ``f``) with this damping, instead of
         to nearest. The scales do not change.
+    wide : bool
+        Wide activations (``docs/architecture.md``): ``x``, ``ctx``, ``h1``, ``f`` and
+        ``out`` as 15-bit values (two int8 digits on the accelerator) at ``2**-7`` of
+        their int8 scales, the same ranges; ``q``, ``k``, ``v`` stay int8. The weights
+        are the same int8 codes, the accumulators ``2**7`` finer. An ``in_scale`` given is
+        already the wide one (a wide layer's ``out_scale``).
 
     Returns
     -------
@@ -869,6 +885,8 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         raise ValueError(f"group must be a positive integer, not {group!r}")
     if not isinstance(split_ffn, bool):
         raise ValueError(f"split_ffn must be a bool, not {split_ffn!r}")
+    if not isinstance(wide, bool):
+        raise ValueError(f"wide must be a bool, not {wide!r}")
     if gptq is not None and (isinstance(gptq, bool) or not isinstance(gptq, (int, float))
                              or not 0 < gptq < math.inf):
         raise ValueError(f"gptq must be None or a positive damping, not {gptq!r}")
@@ -884,6 +902,9 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
     ranges = calibrated_ranges({name: [np.abs(t) for t in r] for name, r in rows.items()}, pct)
     s = {name: activation_scales(ranges[name], group, smooth.get(name, 0.0))
          for name in ACTIVATIONS}
+    if wide:
+        for name in WIDE_ACTIVATIONS:
+            s[name] = s[name] / WIDE_STEPS
     if in_scale is not None:
         s["x"] = check_scales(in_scale, "in_scale", hidden)
         if not ln_prescale and np.any(s["x"] != s["x"][0]):
@@ -926,7 +947,7 @@ def quantize_bert_layer(w: dict, calibration_inputs, *, group: int = GROUP,
         ln1_prescale=ln1_prescale, ln2_prescale=ln2_prescale, ln1=ln1, ln2=ln2,
         gelu=gelu, f_requant=f_requant, scales=scales, ranges=ranges,
         options={"ln_prescale": ln_prescale, "smooth": smooth, "percentile": percentile,
-                 "split_ffn": split_ffn, "gptq": gptq})
+                 "split_ffn": split_ffn, "gptq": gptq, "wide": wide})
 
 
 # --------------------------------------------------------------------------------------
@@ -944,8 +965,12 @@ def accumulate_int32(*terms: np.ndarray) -> np.ndarray:
 def integer_linear(x: np.ndarray, lin: QuantizedLinear, residual: np.ndarray | None = None
                    ) -> np.ndarray:
     """The int32 accumulator of ``x @ W + bias`` (and a residual loaded first, int8 times
-    its per-block integer scale), wrapping as the hardware's does."""
-    terms = [matmul(x, lin.weight, MATMUL_CONFIG), lin.bias[None, :]]
+    its per-block integer scale), wrapping as the hardware's does. ``x`` and the residual
+    are int8, or wide (int16 in ``[WIDE_MIN, WIDE_MAX]``: their digits' two passes sum to
+    the same product, modulo ``2**32``)."""
+    product = matmul(x, lin.weight, MATMUL_CONFIG) if x.dtype == np.int8 else \
+        x.astype(np.int64) @ lin.weight.astype(np.int64)   # wide: two passes of the array
+    terms = [product, lin.bias[None, :]]
     if residual is not None:
         # The residual load: int8 times a 16-bit integer per column block.
         terms.append(residual.astype(np.int64) * lin.residual_columns()[None, :])
@@ -972,16 +997,32 @@ def _mask_bias(mask, seq: int, bias: int) -> np.ndarray | None:
 def _check_input(x_q, ql: QuantizedBertLayer) -> np.ndarray:
     if not isinstance(ql, QuantizedBertLayer):
         raise ValueError(f"ql must be a QuantizedBertLayer, not {type(ql).__name__}")
-    if not isinstance(x_q, np.ndarray) or x_q.dtype != np.int8:
+    wide = ql.options.get("wide", False)
+    want = np.int16 if wide else np.int8
+    if not isinstance(x_q, np.ndarray) or x_q.dtype != want:
         got = x_q.dtype if isinstance(x_q, np.ndarray) else type(x_q).__name__
-        raise ValueError(f"x_q must be an int8 array, not {got}")
+        raise ValueError(f"x_q must be an {np.dtype(want).name} array"
+                         f"{' (a wide layer)' if wide else ''}, not {got}")
+    if wide and x_q.size and (x_q.min() < WIDE_MIN or x_q.max() > WIDE_MAX):
+        raise ValueError(f"a wide layer's input holds {WIDE_MIN} .. {WIDE_MAX}, not "
+                         f"{int(x_q.min())} .. {int(x_q.max())}")
     if x_q.ndim not in (2, 3) or x_q.shape[-1] != ql.hidden:
         raise ValueError(f"x_q must have shape (S, {ql.hidden}) or (B, S, {ql.hidden}), "
                          f"not {x_q.shape}")
     return x_q
 
 
+def wide_activation(y: np.ndarray) -> np.ndarray:
+    """A requantization to 16 bits as the wide activation its two digits hold: clamped to
+    ``[WIDE_MIN, WIDE_MAX]``, int16."""
+    return np.clip(y, WIDE_MIN, WIDE_MAX).astype(np.int16)
+
+
 def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndarray]:
+    if ql.options.get("wide", False):
+        bits, act = 16, wide_activation
+    else:
+        bits, act = 8, (lambda y: y)
     seq, dh = x.shape[0], ql.head_dim
     t = {"x": x}
     for name, lin, rq in (("q", ql.wq, ql.q_requant), ("k", ql.wk, ql.k_requant),
@@ -1002,23 +1043,23 @@ def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndar
     t["scores"] = np.stack(scores)
     t["probs"] = np.stack(probs)
     t["ctx_acc"] = np.concatenate(ctx_acc, axis=-1)
-    t["ctx"] = requantize(t["ctx_acc"], *ql.ctx_requant, 8)
+    t["ctx"] = act(requantize(t["ctx_acc"], *ql.ctx_requant, bits))
     t["res1"] = integer_linear(t["ctx"], ql.wo, x)
     t["ln1_in"] = (t["res1"] if ql.ln1_prescale is None
                    else requantize_groups(t["res1"], ql.wo, ql.ln1_prescale, 32))
-    t["h1"] = i_layernorm(t["ln1_in"], ql.ln1)
+    t["h1"] = act(i_layernorm(t["ln1_in"], ql.ln1, bits))
     t["ffn_acc"] = integer_linear(t["h1"], ql.w1)
     gelu = np.empty(t["ffn_acc"].shape, dtype=np.int32)
-    f = np.empty(t["ffn_acc"].shape, dtype=np.int8)
+    f = np.empty(t["ffn_acc"].shape, dtype=np.int8 if bits == 8 else np.int16)
     for cols, consts, (m, e) in zip(ql.w1.groups, ql.gelu, ql.f_requant, strict=True):
         gelu[:, cols], _ = i_gelu(np.ascontiguousarray(t["ffn_acc"][:, cols]), consts)
-        f[:, cols] = requantize(np.ascontiguousarray(gelu[:, cols]), m, e, 8)
+        f[:, cols] = act(requantize(np.ascontiguousarray(gelu[:, cols]), m, e, bits))
     t["gelu"] = gelu
     t["f"] = f
     t["res2"] = integer_linear(f, ql.w2, t["h1"])
     t["ln2_in"] = (t["res2"] if ql.ln2_prescale is None
                    else requantize_groups(t["res2"], ql.w2, ql.ln2_prescale, 32))
-    t["out"] = i_layernorm(t["ln2_in"], ql.ln2)
+    t["out"] = act(i_layernorm(t["ln2_in"], ql.ln2, bits))
     return t
 
 
