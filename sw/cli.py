@@ -409,6 +409,9 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     if args.layer == "minilm":
         return _run_minilm(cfg, args)
+    if args.activations and not (args.layer == "bert" and args.model):
+        raise UsageError("--activations belongs to 'tessera run minilm' and 'tessera run "
+                         "bert --model DIR' (sentence encoders)")
     if args.layer == "bert":
         return _run_encoder(cfg, args)
     if args.layer == "gpt2":
@@ -504,7 +507,7 @@ def _run_minilm(cfg, args, model_dir: Path | None = None) -> int:
                      runtime=_runtime_options(args, args.backend), per_op=args.per_op,
                      explain=args.explain, model_dir=model_dir,
                      layers=args.layers if model_dir is not None else None,
-                     wide=args.activations == "wide")
+                     wide=args.activations != "int8")      # wide by default
     emb = fig.pop("embeddings")
     print(format_minilm(fig, sentences))
     if args.out:
@@ -763,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-layer and per-operation table of the hardware counters")
     p.add_argument("--explain", action="store_true",
                    help="minilm: where the error comes from, per layer and operation")
-    p.add_argument("--activations", choices=["wide", "int8"], default="wide",
+    p.add_argument("--activations", choices=["wide", "int8"],
                    help="minilm, bert --model: wide (the default: 15 bits as two int8 "
                         "digits, every product two passes of the array; within 0.985 of "
                         "the float model on one-word sentences too) or int8 (about half "

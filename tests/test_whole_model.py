@@ -270,3 +270,9 @@ def test_a_broken_gpt2_folder_is_refused(tmp_path, capsys, damage, message):
     assert main(["run", "gpt2", "--preset", "tiny", "--model", str(folder), "--text",
                  "the cat", "--generate", "2"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_activations_belong_to_sentence_encoders(capsys):
+    assert main(["run", "gpt2", "--activations", "int8"]) == 2
+    assert "--activations belongs to" in capsys.readouterr().err
+    assert main(["run", "bert-layer", "--activations", "wide"]) == 2
