@@ -1216,8 +1216,8 @@ def layer_errors(x, w: dict, ql: QuantizedBertLayer, mask=None) -> dict[str, dic
     if ql.options.get("split_ffn"):
         w = split_ffn_outliers(w, ql.group)  # the FFN intermediates as the layer has them
     ref = bert_layer_trace(x, w, mask)
-    deq = dequantize_trace(integer_bert_layer_trace(quantize_activation(x, ql.in_scale), ql,
-                                                    mask), ql)
+    xq = quantize_activation(x, ql.in_scale, wide=ql.options.get("wide", False))
+    deq = dequantize_trace(integer_bert_layer_trace(xq, ql, mask), ql)
     rows = None
     if mask is not None and np.shape(mask) == x.shape[:-1]:
         rows = np.asarray(mask).astype(bool)
