@@ -27,7 +27,7 @@ from ..sw.golden import gelu as ggelu
 from ..sw.golden import layernorm as gln
 from ..sw.golden import requant as grq
 from ..sw.golden import softmax as gsm
-from ..sw.golden.output import output_op
+from ..sw.golden.output import descriptor_digit, output_op
 from .packing import field as layout_field
 from .packing import pack_lanes, unpack_lanes
 
@@ -105,8 +105,7 @@ class OutputJob:
         """Whether the unit must drop this command's descriptor (bad op or length)."""
         d = self.descriptor()
         op = d["op"].value if isinstance(d["op"], OutputOp) else int(d["op"])
-        digit = d.get("consts", {}).get("out", {}).get("digit", OutputDigit.INT8)
-        digit = digit.value if isinstance(digit, OutputDigit) else int(digit)
+        digit = descriptor_digit(d)
         return op > OutputOp.LAYERNORM.value or not 1 <= d["length"] <= config.max_row_len \
             or (op != OutputOp.SOFTMAX.value and digit > OutputDigit.LOW.value)
 

@@ -212,7 +212,7 @@ def explain_errors(model, qls, states, mask) -> list[dict]:
     )
 
     keep = mask.astype(bool)
-    x = quantize_activation(states[0], qls[0].in_scale, wide=qls[0].options.get("wide", False))
+    x = quantize_activation(states[0], qls[0].in_scale, wide=qls[0].wide)
     out = []
     for i, (w, ql) in enumerate(zip(model.layers, qls, strict=True)):
         x = integer_bert_layer(x, ql, keep)

@@ -71,10 +71,13 @@ def test_layers_not_quantized_as_a_chain_are_refused():
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
-def test_encoder_on_rtl_equals_golden(sim):
-    _, qls, x, mask = small_encoder(2, S=8, H=16, F=32, **EXTENDED)
-    xq = quantize_activation(x, qls[0].in_scale)
+@pytest.mark.parametrize("sim, wide", [("verilator", False), ("icarus", False),
+                                       ("verilator", True)])
+def test_encoder_on_rtl_equals_golden(sim, wide):
+    """int8 on both simulators; wide activations (two digit planes per tensor) on Verilator
+    (Icarus runs the two-pass program, tests/test_wide_activations.py)."""
+    _, qls, x, mask = small_encoder(2, S=8, H=16, F=32, wide=wide, **EXTENDED)
+    xq = quantize_activation(x, qls[0].in_scale, wide=wide)
     gold = Runtime(TINY, "golden")
     want, _, _ = run_encoder(gold, qls, xq, mask, check=True)
     rt = Runtime(TINY, sim)
@@ -149,16 +152,3 @@ def test_a_wide_batch_equals_the_chained_integer_layers():
     with pytest.raises(LoweringError, match="differ in wide activations"):
         narrow = small_encoder(2, **EXTENDED)[1]
         run_encoder(Runtime(TINY, "golden"), [qls[0], narrow[1]], xs[0])
-
-
-@pytest.mark.rtl
-@pytest.mark.parametrize("sim", ["verilator"])   # (Icarus: the two-pass program, test_wide_*)
-def test_a_wide_encoder_on_rtl_equals_golden(sim):
-    _, qls, x, mask = small_encoder(2, S=8, H=16, F=32, wide=True, **EXTENDED)
-    xq = quantize_activation(x, qls[0].in_scale, wide=True)
-    gold = Runtime(TINY, "golden")
-    want, _, _ = run_encoder(gold, qls, xq, mask, check=True)
-    rt = Runtime(TINY, sim)
-    got, _, _ = run_encoder(rt, qls, xq, mask, check=True)
-    assert (got == want).all() and (got == integer_encoder(xq, qls, mask)).all()
-    assert (rt.image[:rt._used] == gold.image[:gold._used]).all()

@@ -31,7 +31,7 @@ from . import layernorm as gln
 from . import requant as grq
 from . import softmax as gsm
 from .matmul import wrap
-from .output import output_op
+from .output import descriptor_digit, output_op
 
 __all__ = ["ExecutionError", "Machine", "store_segments"]
 
@@ -328,7 +328,7 @@ class Machine:
         op = OutputOp(op)
         if not 1 <= length <= c.max_row_len:
             raise _Refused(f"a row of {length} elements (1 .. {c.max_row_len})", ErrorCode.SHAPE)
-        digit = _digit(desc)
+        digit = descriptor_digit(desc)
         if op != OutputOp.SOFTMAX and digit not in {d.value for d in OutputDigit}:
             raise _Refused(f"output digit {int(digit)} does not exist (0 .. "
                            f"{max(d.value for d in OutputDigit)})", ErrorCode.SHAPE)
@@ -444,7 +444,7 @@ class Machine:
         consts = desc.get("consts", {})
         kw = {}
         if op != OutputOp.SOFTMAX:
-            kw["digit"] = _digit(desc)
+            kw["digit"] = descriptor_digit(desc)
         # The scales are the driver's business; the datapath reads only integers.
         if op == OutputOp.GELU:
             kw["gelu"] = ggelu.GeluConstants(**consts["out"]["gelu"], out_scale=1.0)
@@ -456,13 +456,6 @@ class Machine:
                                               desc["m"], desc["e"], gamma_scale=1.0,
                                               out_scale=1.0)
         return output_op(op, x, desc["m"], desc["e"], **kw)
-
-
-def _digit(desc: dict):
-    """The digit a STORE's descriptor asks for (``consts.out.digit``; INT8 if not given),
-    as its number."""
-    digit = desc.get("consts", {}).get("out", {}).get("digit", OutputDigit.INT8)
-    return digit.value if isinstance(digit, OutputDigit) else int(digit)
 
 
 def store_segments(config: TesseraConfig, nrows: int, length: int, dram_addr: int,

@@ -13,7 +13,7 @@ from . import requant as grq
 from . import softmax as gsm
 from .intmath import saturate
 
-__all__ = ["output_op"]
+__all__ = ["output_op", "descriptor_digit"]
 
 
 def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
@@ -62,3 +62,10 @@ def output_op(op: OutputOp, x: np.ndarray, m: int = 1, e: int = 0, *,
     if op == OutputOp.SOFTMAX:
         return gsm.i_softmax(x, exp, e).view(np.int8).astype(np.int64)
     return out(gln.i_layernorm(x, ln, bits))
+
+
+def descriptor_digit(desc: dict) -> int:
+    """The digit a STORE's descriptor asks for (``consts.out.digit``; INT8 when not
+    given), as its number (a decoded descriptor may hold one no ``OutputDigit`` has)."""
+    digit = desc.get("consts", {}).get("out", {}).get("digit", OutputDigit.INT8)
+    return digit.value if isinstance(digit, OutputDigit) else int(digit)

@@ -43,8 +43,8 @@ import numpy as np
 
 from ...hw.config import TesseraConfig
 from ...hw.isa import Command, Opcode, Queue
-from ...hw.output_path import OutputDigit, OutputOp
-from .gemm import with_digit
+from ...hw.output_path import OutputOp
+from .gemm import digit_planes, with_digit
 from .plan import LoweringError
 from .schedule import Load, merge_loads
 
@@ -570,8 +570,7 @@ class _Group:
         # one store of the whole row, one DMA transfer, instead of one per block.
         blk = head.block_stride
         # A wide context: each store twice, its high digits, then its low ones.
-        planes = [(OutputDigit.INT8, 0)] if head.ctx_lo is None else \
-            [(OutputDigit.HIGH, 0), (OutputDigit.LOW, head.ctx_lo - head.ctx)]
+        planes = digit_planes(head.ctx, head.ctx_lo)
         if n == 1 and blk == self.d:
             emit(f"ctx{ci}", [Command(Opcode.STORE, {
                 "desc": with_digit({"op": OutputOp.REQUANT, "length": self.dh, "rows": 1,

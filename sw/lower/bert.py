@@ -123,7 +123,7 @@ def place_bert_layer(rt, ql, x_q: np.ndarray | None, mask=None, *,
     def space(rows, cols):
         return rt.alloc(Blocked(rows, cols, d).nbytes, align)
 
-    wide = ql.options.get("wide", False)
+    wide = ql.wide
     if wide and x_at is not None and x_lo_at is None:
         raise LoweringError("a wide layer's input in main memory needs its low digits too "
                             "(x_lo_at)")

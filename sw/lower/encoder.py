@@ -60,7 +60,7 @@ def check_chain(qls, what: str = "layer") -> None:
         if a.hidden != b.hidden:
             raise LoweringError(f"{what} {i} takes {b.hidden} features, {what} {i - 1} gives "
                                 f"{a.hidden}")
-        if a.options.get("wide", False) != b.options.get("wide", False):
+        if a.wide != b.wide:
             raise LoweringError(f"{what} {i} and {what} {i - 1} differ in wide activations: "
                                 f"quantize the {what}s as a chain")
         if not np.array_equal(np.asarray(a.out_scale), np.asarray(b.in_scale)):

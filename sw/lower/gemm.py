@@ -91,6 +91,13 @@ class OutputSpec:
         return with_digit(desc, digit)
 
 
+def digit_planes(hi: int, lo: int | None) -> list[tuple]:
+    """``(digit, offset from hi)`` of each store of an output at ``hi``: the int8 one, or a
+    wide output's high digits there and its low digits at ``lo``."""
+    return [(OutputDigit.INT8, 0)] if lo is None else \
+        [(OutputDigit.HIGH, 0), (OutputDigit.LOW, lo - hi)]
+
+
 def with_digit(desc: dict, digit) -> dict:
     """``desc`` writing ``digit`` of a wide output (unchanged for INT8)."""
     if digit != OutputDigit.INT8:
@@ -408,8 +415,7 @@ class _TileWalk:
         first = len(s.stores)
         # A wide output: each store twice, the high digits to C, the low ones to C's low
         # plane (the same offsets).
-        planes = [(OutputDigit.INT8, 0)] if buf.c_lo is None else \
-            [(OutputDigit.HIGH, 0), (OutputDigit.LOW, buf.c_lo - buf.c)]
+        planes = digit_planes(buf.c, buf.c_lo)
         if self.ln:
             for digit, off in planes:
                 s.stores.append(Command(Opcode.STORE, {

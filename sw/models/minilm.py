@@ -730,7 +730,7 @@ def encode_integer(sentences, layers: list, max_len: int = 128, normalize: bool 
     model = load_minilm() if model is None else model
     ids, mask = tokenize(sentences, max_len, model)
     x = quantize_activation(embed(ids, model), layers[0].in_scale,
-                            wide=layers[0].options.get("wide", False))
+                            wide=layers[0].wide)
     for ql in layers:
         x = integer_bert_layer(x, ql, mask)
     pooled = mean_pool(dequantize(x, layers[-1].out_scale), mask)

@@ -638,6 +638,11 @@ class LayerShape:
         """Scale of the int8 output (the next layer's ``in_scale`` when chained)."""
         return self.scales["out"]
 
+    @property
+    def wide(self) -> bool:
+        """Wide activations (``quantize_bert_layer(wide=True)``; ``options["wide"]``)."""
+        return bool(self.options.get("wide", False))
+
 
 @dataclass(frozen=True, eq=False)
 class QuantizedBertLayer(LayerShape):
@@ -997,7 +1002,7 @@ def _mask_bias(mask, seq: int, bias: int) -> np.ndarray | None:
 def _check_input(x_q, ql: QuantizedBertLayer) -> np.ndarray:
     if not isinstance(ql, QuantizedBertLayer):
         raise ValueError(f"ql must be a QuantizedBertLayer, not {type(ql).__name__}")
-    wide = ql.options.get("wide", False)
+    wide = ql.wide
     want = np.int16 if wide else np.int8
     if not isinstance(x_q, np.ndarray) or x_q.dtype != want:
         got = x_q.dtype if isinstance(x_q, np.ndarray) else type(x_q).__name__
@@ -1019,7 +1024,7 @@ def wide_activation(y: np.ndarray) -> np.ndarray:
 
 
 def _trace_one(x: np.ndarray, ql: QuantizedBertLayer, mask) -> dict[str, np.ndarray]:
-    if ql.options.get("wide", False):
+    if ql.wide:
         bits, act = 16, wide_activation
     else:
         bits, act = 8, (lambda y: y)
@@ -1216,7 +1221,7 @@ def layer_errors(x, w: dict, ql: QuantizedBertLayer, mask=None) -> dict[str, dic
     if ql.options.get("split_ffn"):
         w = split_ffn_outliers(w, ql.group)  # the FFN intermediates as the layer has them
     ref = bert_layer_trace(x, w, mask)
-    xq = quantize_activation(x, ql.in_scale, wide=ql.options.get("wide", False))
+    xq = quantize_activation(x, ql.in_scale, wide=ql.wide)
     deq = dequantize_trace(integer_bert_layer_trace(xq, ql, mask), ql)
     rows = None
     if mask is not None and np.shape(mask) == x.shape[:-1]:
