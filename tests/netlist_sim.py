@@ -23,6 +23,19 @@ def yosys(script: str, cwd: Path):
                    capture_output=True)
 
 
+def transformed(work: Path, design, transform):
+    """``design`` (an Amaranth elaboratable with ``ports()``) synthesized by Yosys's ECP5
+    flow as module ``top`` into ``work/pre.json``; that netlist, a copy of it given to
+    ``transform(netlist, "top")``, and what ``transform`` returned."""
+    from amaranth.back import rtlil
+
+    (work / "m.il").write_text(rtlil.convert(design, name="top", ports=design.ports()))
+    yosys("read_rtlil m.il; synth_ecp5 -top top; write_json pre.json", work)
+    pre = json.loads((work / "pre.json").read_text())
+    post = json.loads((work / "pre.json").read_text())
+    return pre, post, transform(post, "top")
+
+
 def stimulus_bench(ports: dict, cycles: int, seed: int) -> str:
     rng = random.Random(seed)
     ins = {n: len(p["bits"]) for n, p in ports.items() if p["direction"] == "input"}

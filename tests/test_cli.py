@@ -49,6 +49,7 @@ def test_generate_from_a_config_file(tmp_path):
      "--pnr, --place and --paths are for --target ecp5"),
     (["synth", "--preset", "tiny", "--freq", "-5"], "--freq must be a positive number of MHz"),
     (["synth", "--preset", "tiny", "--max-fanout", "32"], "--max-fanout is for --place and --pnr"),
+    (["synth", "--preset", "tiny", "--seeds", "3"], "--seeds is for --place and --pnr"),
     (["synth", "--preset", "tiny", "--pnr", "--max-fanout", "1"],
      "--max-fanout is 0 (no copies) or at least 2, not 1"),
 ])

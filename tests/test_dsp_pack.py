@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 from amaranth import Elaboratable, Module, Mux, Signal, signed
-from amaranth.back import rtlil
-from netlist_sim import needs_icarus, side_by_side, yosys
+from netlist_sim import needs_icarus, side_by_side, transformed
 
 from tessera.sw.dsp_pack import pack_dsp_registers
 
@@ -59,13 +58,7 @@ class Bank(Elaboratable):
 @pytest.fixture(scope="module")
 def netlists(tmp_path_factory):
     work = tmp_path_factory.mktemp("dsp_pack")
-    design = Bank()
-    (work / "m.il").write_text(rtlil.convert(design, name="top", ports=design.ports()))
-    yosys("read_rtlil m.il; synth_ecp5 -top top; write_json pre.json", work)
-    pre = json.loads((work / "pre.json").read_text())
-    post = json.loads((work / "pre.json").read_text())
-    stats = pack_dsp_registers(post, "top")
-    (work / "post.json").write_text(json.dumps(post))
+    pre, post, stats = transformed(work, Bank(), pack_dsp_registers)
     return work, pre, post, stats
 
 

@@ -8,8 +8,7 @@ from collections import defaultdict
 
 import pytest
 from amaranth import Elaboratable, Module, Mux, Signal
-from amaranth.back import rtlil
-from netlist_sim import needs_icarus, side_by_side, yosys
+from netlist_sim import needs_icarus, side_by_side, transformed
 
 from tessera.sw.ff_replicate import replicate_flip_flops
 
@@ -58,12 +57,8 @@ class Fanout(Elaboratable):
 @pytest.fixture(scope="module")
 def netlists(tmp_path_factory):
     work = tmp_path_factory.mktemp("ff_replicate")
-    design = Fanout()
-    (work / "m.il").write_text(rtlil.convert(design, name="top", ports=design.ports()))
-    yosys("read_rtlil m.il; synth_ecp5 -top top; write_json pre.json", work)
-    pre = json.loads((work / "pre.json").read_text())
-    post = json.loads((work / "pre.json").read_text())
-    stats = replicate_flip_flops(post, "top", MAX_FANOUT)
+    pre, post, stats = transformed(
+        work, Fanout(), lambda netlist, top: replicate_flip_flops(netlist, top, MAX_FANOUT))
     return work, pre, post, stats
 
 

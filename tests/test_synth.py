@@ -379,3 +379,45 @@ def test_the_output_paths_lane_units_are_tops(top):
     assert wrapped.input_bits > 32 * cfg.cols and wrapped.output_bits >= 8 * cfg.cols
     il = rtlil.convert(wrapped, name="wrapped", emit_src=False)
     assert "cell \\wrapped.inner \\inner" in il
+
+
+def test_several_seeds_are_placed_and_the_fastest_kept(tmp_path, monkeypatch):
+    # A stand-in nextpnr: seed 1 routes at 40 MHz, seed 2 at 55.5, seed 3's router diverges
+    # (and would run for a minute), seed 4 fails.
+    from tessera.sw import synth
+
+    diverging = "".join(f"Info:     iter={i + 1} wires=9 overused={o} overuse={o}\n"
+                        for i, o in enumerate([5000, 300] + [300] * 10 + [400, 900, 1600]))
+    report = '{"fmax": {"clk": {"achieved": %s, "constraint": 100.0}}, "critical_paths": [], ' \
+             '"utilization": {}}'
+    fake = tmp_path / "nextpnr.sh"
+    fake.write_text("#!/bin/sh\nseed=$(echo \"$*\" | sed 's/.*--seed \\([0-9]*\\).*/\\1/')\n"
+                    "case $seed in\n"
+                    f"  1) echo '{report % 40.0}' > pnr.json; echo ok > pnr.log;;\n"
+                    f"  2) echo '{report % 55.5}' > pnr.json; echo ok > pnr.log;;\n"
+                    f"  3) printf '{diverging}' > pnr.log; sleep 60;;\n"
+                    "  *) echo 'ERROR: cannot place' > pnr.log; exit 1;;\nesac\n")
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    netlist = {"modules": {"tessera_pnr_top": {"ports": {}, "cells": {}, "netnames": {}}}}
+
+    def wrapped(r, names=True):
+        (work / "wrapped.json").write_text(json.dumps(netlist))
+        return 0.0
+
+    monkeypatch.setattr(synth, "synthesize_wrapped", wrapped)
+    monkeypatch.setattr(synth, "find_tool", lambda name, error=None: str(fake))
+    r = SynthReport(preset("tiny"), "ecp5", "accelerator", {}, {}, {}, workdir=str(work))
+    timing = synth.place_and_route(r, seed=1, seeds=4)
+    assert timing["fmax_mhz"] == 55.5 and timing["seed"] == 2
+    by_seed = {t["seed"]: t for t in timing["seeds"]}
+    assert by_seed[1] == {"seed": 1, "fmax_mhz": 40.0}
+    assert by_seed[2] == {"seed": 2, "fmax_mhz": 55.5, "kept": True}
+    assert "router2 is not converging" in by_seed[3]["failed"]
+    assert "ERROR: cannot place" in by_seed[4]["failed"]
+    # the kept seed's report is the work folder's (what --paths reads)
+    assert (work / "pnr.json").read_text() == (work / "seed-2" / "pnr.json").read_text()
+    assert "seeds: 1: 40.0 MHz, 2: 55.5 MHz (kept), 3: no clock" in format_report(r)
+    with pytest.raises(SynthError, match="failed with every seed: seed 4: nextpnr failed"):
+        synth.place_and_route(r, seed=4, seeds=2)
