@@ -828,9 +828,8 @@ def read_timing(path: Path, top_module: str, routed: bool) -> dict:
         steps = paths[0].get("path", [])
         # Nets keep their hierarchical names through synthesis (cells are renamed).
         names = [s.get("net", "") for s in steps]
-        units = [_unit_of_net(n, top_module) for n in names if n]
-        out["path_units"] = [u for i, u in enumerate(units) if u and
-                             (i == 0 or u != units[i - 1])]
+        units = [u for u in (_unit_of_net(n, top_module) for n in names if n) if u]
+        out["path_units"] = [u for i, u in enumerate(units) if i == 0 or u != units[i - 1]]
         out["path_delay_ns"] = sum(s.get("delay", 0) for s in steps)
         out["path_cells"] = len(steps)
     util = data.get("utilization", {})
@@ -840,8 +839,11 @@ def read_timing(path: Path, top_module: str, routed: bool) -> dict:
 
 def _unit_of_net(net: str, top_module: str) -> str:
     """The unit of a net of the wrapped, flattened design (``inner.exe.mxu.x``: the
-    matrix unit); the wrapper's own nets are the I/O wrapper's."""
+    matrix unit); the wrapper's own nets are the I/O wrapper's; a net nextpnr made
+    (``$nextpnr_CCU2C_812$CIN``, a carry chain's) is no unit's ("")."""
     name = net.lstrip("\\")
+    if name.startswith("$nextpnr"):
+        return ""               # a net nextpnr made (inside a carry chain): no unit's own
     if not name.startswith("inner."):
         return "I/O wrapper"
     return unit_of(name.removeprefix("inner."), top_module)

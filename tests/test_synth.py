@@ -74,6 +74,7 @@ def test_modules_and_nets_belong_to_their_units():
     assert unit_of(r"\tessera_accelerator.acc", top) == "accumulator"
     assert _unit_of_net("inner.store.rd_ptr", top) == "store unit"
     assert _unit_of_net("shift_in", top) == "I/O wrapper"
+    assert _unit_of_net("$nextpnr_CCU2C_812$CIN", top) == ""        # inside a carry chain
 
 
 def test_an_unknown_target_is_refused():
@@ -186,13 +187,14 @@ def test_timing_is_read_from_the_report_or_after_placement_from_the_log(tmp_path
         "critical_paths": [{"path": [
             {"net": "inner.acc.bank0.rdata", "delay": 2.0},
             {"net": "inner.store.ps_prod0", "delay": 9.5},
+            {"net": "$nextpnr_CCU2C_7$CIN", "delay": 0.0},
             {"net": "inner.store.chunks.w_data", "delay": 6.8}]}],
         "utilization": {"MULT18X18D": {"used": 3, "available": 156},
                         "DCCA": {"used": 0, "available": 56}}}))
     t = read_timing(report, "tessera_accelerator", routed=True)
     assert (t["fmax_mhz"], t["target_mhz"]) == (54.5, 100.0)
     assert t["path_units"] == ["accumulator", "store unit"]
-    assert t["path_delay_ns"] == pytest.approx(18.3) and t["path_cells"] == 3
+    assert t["path_delay_ns"] == pytest.approx(18.3) and t["path_cells"] == 4
     assert list(t["utilization"]) == ["MULT18X18D"]
     report.write_text(json.dumps({"fmax": {}, "critical_paths": [], "utilization": {}}))
     (tmp_path / "pnr.log").write_text(
