@@ -685,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="move the multipliers' flip-flops into the DSPs' own registers "
                         "before placement (as tessera synth --pnr does; on the ULX3S top "
                         "nextpnr's router did not converge with them: docs/board.md)")
+    p.add_argument("--max-fanout", type=int, default=None, metavar="N",
+                   help="give a flip-flop that drives more than N cells copies that share "
+                        "them, before placement (default: the board's, 64; 0: none)")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="build folder (default: build/fpga-BOARD)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
@@ -924,7 +927,7 @@ def cmd_fpga(args) -> int:
         positive_number(args.freq, "--freq", "MHz", hi=MAX_FREQ_MHZ)
     report = build_bitstream(cfg, args.board, freq_mhz=args.freq, baud=args.baud,
                              mem_kib=args.mem_kib, build_dir=args.output, seed=args.seed,
-                             dsp_registers=args.dsp_registers)
+                             dsp_registers=args.dsp_registers, max_fanout=args.max_fanout)
     print(format_report(report))
     _write_json(args.json, report)
     return 0

@@ -11,8 +11,10 @@ replicate such registers (a maximum fanout); Yosys and nextpnr do not, so
   same input, clock, enable, reset and parameters (so every copy holds the same value in
   every cycle: the same logic), until each drives at most ``max_fanout`` cells;
 * its loads are shared out in groups of cells that are likely to be placed together: by
-  the unit their name says they belong to (Yosys names a flattened cell after its
-  hierarchy), then in the order of their names within it. nextpnr places each copy near
+  the unit their name says they belong to, then in the order of their names within it.
+  A flattened cell's name is its hierarchy's when Yosys's ``autoname`` named it (``tessera
+  synth``); a cell left with a number for a name (``$abc$...``, the board build's flow)
+  goes by a net of the design it drives, else one it reads. nextpnr places each copy near
   its group.
 
 What it costs: the copies' flip-flops, and a wider fanout of each replicated register's
@@ -42,9 +44,8 @@ def _natural(name: str):
     return [int(p) if p.isdigit() else p for p in _NUMBER.split(name)]
 
 
-def _unit(name: str, depth: int) -> str:
-    """The first ``depth`` levels of a flattened cell's hierarchical name."""
-    return ".".join(name.split(".")[:depth])
+def _levels(name: str) -> list[str]:
+    return name.lstrip("\\").split(".")
 
 
 @dataclass
@@ -69,21 +70,25 @@ class ReplicationStats:
                 f"replicated ({self.copies} copies); the largest: {top}")
 
 
-def _groups(loads: list[str], max_fanout: int, depth: int = 3) -> list[list[str]]:
-    """``loads`` (cell names) cut into groups of at most ``max_fanout``: by unit, then in
-    name order; a unit's remainder shares a group with the next unit's cells."""
+def _groups(keys: dict[str, str], max_fanout: int) -> list[list[str]]:
+    """The loads (``keys``: cell -> the hierarchical name it goes by) cut into groups of at
+    most ``max_fanout``: by unit (the first level below what all the names share), then in
+    name order; each unit's remainder shares a group with the next units' ones."""
+    levels = {c: _levels(k) for c, k in keys.items()}
+    first = next(iter(levels.values()))
+    common = 0
+    while all(len(v) > common + 1 and v[common] == first[common] for v in levels.values()):
+        common += 1
     by_unit = defaultdict(list)
-    for cell in loads:
-        by_unit[_unit(cell, depth)].append(cell)
-    # Whole groups within each unit first, so a group seldom spans two units.
+    for cell, lv in levels.items():
+        by_unit[".".join(lv[:common + 1])].append(cell)
     groups, rest = [], []
     for u in sorted(by_unit, key=_natural):
-        cells = sorted(by_unit[u], key=_natural)
+        cells = sorted(by_unit[u], key=lambda c: (_natural(keys[c]), _natural(c)))
         whole = len(cells) - len(cells) % max_fanout
         groups += [cells[i:i + max_fanout] for i in range(0, whole, max_fanout)]
         rest += cells[whole:]
-    groups += [rest[i:i + max_fanout] for i in range(0, len(rest), max_fanout)]
-    return groups
+    return groups + [rest[i:i + max_fanout] for i in range(0, len(rest), max_fanout)]
 
 
 def replicate_flip_flops(netlist: dict, top: str,
@@ -97,11 +102,26 @@ def replicate_flip_flops(netlist: dict, top: str,
     module = netlist["modules"][top]
     cells, netnames = module["cells"], module["netnames"]
     nets = NetIndex(module, ports=True)
-    names = {}
+    names, public = {}, {}          # bit -> a net name; a name of the design's own nets
     for net, info in netnames.items():
         for b in info["bits"]:
             if not isinstance(b, str):
                 names.setdefault(b, net)
+                if not net.startswith("$"):
+                    public.setdefault(b, net)
+
+    def key(cell: str, q) -> str:
+        """The hierarchical name ``cell`` goes by (see the module docstring)."""
+        if not cell.startswith("$"):
+            return cell
+        c = cells[cell]
+        for output in (True, False):
+            for port, bits in c["connections"].items():
+                if (c["port_directions"].get(port) == "output") == output:
+                    for b in bits:
+                        if b != q and b in public:
+                            return public[b]
+        return cell
     next_bit = 1 + max((b for b in list(nets.driver) + list(nets.loads)), default=1)
     stats = ReplicationStats(max_fanout)
     for name in sorted(n for n, c in cells.items() if c["type"] == "TRELLIS_FF"):
@@ -115,14 +135,15 @@ def replicate_flip_flops(netlist: dict, top: str,
                 by_cell[load].append(port)
         if len(by_cell) <= max_fanout:
             continue
-        groups = _groups(list(by_cell), max_fanout)
+        groups = _groups({c: key(c, q) for c in by_cell}, max_fanout)
         stats.replicated += 1
-        stats.largest.append((len(by_cell), names.get(q, name)))
+        label = public.get(q) or names.get(q, name)
+        stats.largest.append((len(by_cell), label))
         # The first group stays on the original (with the module's ports, if any).
         for k, group in enumerate(groups[1:], 1):
             bit, next_bit = next_bit, next_bit + 1
             copy_name = f"{name}$rep{k}"
-            copy = {key: (dict(v) if isinstance(v, dict) else v) for key, v in cell.items()}
+            copy = {f: (dict(v) if isinstance(v, dict) else v) for f, v in cell.items()}
             copy["connections"] = {p: list(b) for p, b in cell["connections"].items()}
             copy["connections"]["Q"] = [bit]
             cells[copy_name] = copy
@@ -132,8 +153,11 @@ def replicate_flip_flops(netlist: dict, top: str,
                         if not isinstance(b, str):
                             nets.loads[b].append((copy_name, p))
             nets.driver[bit] = (copy_name, "Q")
-            netnames[f"{names.get(q, name)}$rep{k}"] = {"hide_name": 0, "bits": [bit],
-                                                       "attributes": {}}
+            # (a net's name must not be a cell's: Yosys reads them into one namespace)
+            net_name = f"{label}$rep{k}"
+            if net_name in netnames or net_name in cells:
+                net_name = f"{copy_name}$q"
+            netnames[net_name] = {"hide_name": 0, "bits": [bit], "attributes": {}}
             for load in group:
                 conn = cells[load]["connections"]
                 for port in by_cell[load]:

@@ -7,7 +7,10 @@ The build runs in ``build/fpga-<board>/`` (``build_dir``). With ``dsp_registers`
 the DSPs' own registers between Amaranth's Yosys step and nextpnr
 (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`, as ``tessera synth --pnr`` does; the
 same logic). Not by default: on the board top (tiny, seed 1) router2 did not converge with
-them at 40 or at 50 MHz (docs/board.md). nextpnr is told the clock the
+them at 40 or at 50 MHz (docs/board.md). The flip-flops that drive more than
+``max_fanout`` cells (``--max-fanout N``; by default the board's, 64; 0 for none) get copies
+that share them (:func:`~tessera.sw.ff_replicate.replicate_flip_flops`, as ``tessera synth
+--pnr`` does). nextpnr is told the clock the
 PLL makes (a FREQUENCY constraint in the LPF) and allowed to finish when timing fails, so
 that its report can be read: :func:`build_bitstream` then raises :class:`FpgaError` with
 the clock achieved, after the bitstream has been written (it is not reliable). The report
@@ -28,6 +31,7 @@ from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
 from .dsp_pack import pack_dsp_registers
+from .ff_replicate import replicate_flip_flops
 from .synth import RouterDiverged, abc9_safe_names, find_tool, read_nextpnr_log, run_watched
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report", "run_build_script",
@@ -46,7 +50,12 @@ BOARDS = {
               # nextpnr's first seed: the one that routed the tiny board top's netlist on
               # 2026-12-07 (router2 did not converge with seed 1 there; the build tries
               # the next seeds when it does not).
-              "seed": 2},
+              "seed": 2,
+              # Flip-flops over this many loads are replicated: without it, router2 did
+              # not converge on the wide-activation hardware with seed 2 (overused wires
+              # down to 2,293, then up to 12,434); with it, it routed in 42 iterations at
+              # 48.1 MHz (docs/board.md).
+              "max_fanout": 64},
 }
 
 #: The tools, by the environment variable Amaranth's build script reads.
@@ -70,10 +79,11 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                     freq_mhz: float | None = None, baud: int = DEFAULT_BAUD,
                     mem_kib: int = DEFAULT_MEM_KIB, build_dir: str | Path | None = None,
                     seed: int | None = None, dsp_registers: bool = False,
-                    seeds: int = 3) -> dict:
+                    seeds: int = 3, max_fanout: int | None = None) -> dict:
     """Build the bitstream of ``board``'s top for ``config``; the report (a dict). With
-    ``dsp_registers`` the multipliers' flip-flops are packed into the DSPs before nextpnr
-    places them (see the module docstring). nextpnr runs with ``seed`` (by default the
+    ``dsp_registers`` the multipliers' flip-flops are packed into the DSPs, and the
+    flip-flops over ``max_fanout`` loads (None: the board's; 0: none) replicated, before
+    nextpnr places them (see the module docstring). nextpnr runs with ``seed`` (by default the
     board's), and when its router will not converge, with the next seeds, ``seeds`` in
     all.
 
@@ -97,6 +107,10 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                  spec["bram_kib"])
     whole_number(seed, "seed", 0)
     whole_number(seeds, "seeds", 1, 100)
+    if max_fanout is None:
+        max_fanout = spec["max_fanout"]
+    if max_fanout:
+        whole_number(max_fanout, "max_fanout", 2)
     clk_hz = round(positive_number(freq_mhz, "freq_mhz", "MHz") * 1e6)
     top = spec["top"](config, clk_freq=clk_hz, baud=baud, mem_kib=mem_kib)
     module, _, cls = spec["platform"].partition(":")
@@ -138,7 +152,8 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
     with BuildProgress(f"the {board} bitstream ({config.hash}, {freq_mhz:g} MHz)",
                        verb="running", phase=phase):
         run = run_build_script(out, name, env, dsp_registers,
-                               seeds=tuple(range(seed, seed + seeds)))
+                               seeds=tuple(range(seed, seed + seeds)),
+                               max_fanout=max_fanout or None)
         packed = run.packed
     seconds = time.monotonic() - t
     if not (out / f"{name}.bit").exists():
@@ -154,7 +169,8 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
               "seconds": {"elaborate": round(elaborated, 1), "tools": round(seconds, 1)},
               "bitstream": str(out / f"{name}.bit"), "seed": run.seed,
               "diverged": [{"seed": sd, "why": why} for sd, why in run.diverged],
-              "dsp_registers": None if packed is None else packed.to_dict()}
+              "dsp_registers": None if packed is None else packed.to_dict(),
+              "replicated": None if run.replicated is None else run.replicated.to_dict()}
     if not found["clocks"]:
         raise FpgaError(f"nextpnr's log {log} reports no clock")
     report["achieved_mhz"] = min(c["mhz"] for c in found["clocks"].values())
@@ -192,19 +208,22 @@ def script_steps(script: str) -> tuple[str, list[tuple[str, str]]]:
 
 @dataclass
 class BuildRun:
-    """What :func:`run_build_script` did: the DSP packing (or None), the seed nextpnr routed
-    with, and why each earlier seed was given up."""
+    """What :func:`run_build_script` did: the DSP packing and the replication (or None), the
+    seed nextpnr routed with, and why each earlier seed was given up."""
 
     packed: object
     seed: int | None
     diverged: list = field(default_factory=list)
+    replicated: object = None
 
 
 def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = False,
-                     poll: float = 2.0, seeds: tuple[int, ...] = ()) -> BuildRun:
+                     poll: float = 2.0, seeds: tuple[int, ...] = (),
+                     max_fanout: int | None = None) -> BuildRun:
     """Run Amaranth's build script ``build_<name>.sh`` in ``out`` one tool at a time (output
     to ``build.log``), with ``dsp_registers`` packing the DSPs' registers of Yosys's netlist
-    ``<name>.json`` before nextpnr reads it. nextpnr's log (``<name>.tim``) is read every
+    ``<name>.json``, and ``max_fanout`` replicating its high-fanout flip-flops, before
+    nextpnr reads it. nextpnr's log (``<name>.tim``) is read every
     ``poll`` seconds; when its router will not converge
     (:func:`~tessera.sw.synth.router_diverged`), nextpnr is stopped and run again with the
     next of ``seeds`` (its ``--seed`` replaced), as long as there is one.
@@ -230,12 +249,16 @@ def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = Fals
             if rc != 0:
                 raise FpgaError(f"the build failed in {tool} (exit status {rc}); logs: "
                                 f"{out / 'build.log'}, {out / (name + '.rpt')}, {log}")
-            if tool == "YOSYS" and dsp_registers:
+            if tool == "YOSYS" and (dsp_registers or max_fanout):
                 netlist = out / f"{name}.json"
                 data = json.loads(netlist.read_text())
-                run.packed = pack_dsp_registers(data, name)
+                if dsp_registers:
+                    run.packed = pack_dsp_registers(data, name)
+                    f.write(f"DSP registers: {run.packed.summary()}\n")
+                if max_fanout:
+                    run.replicated = replicate_flip_flops(data, name, max_fanout)
+                    f.write(f"fanout: {run.replicated.summary()}\n")
                 netlist.write_text(json.dumps(data))
-                f.write(f"DSP registers: {run.packed.summary()}\n")
     return run
 
 
@@ -285,6 +308,8 @@ def format_report(report: dict) -> str:
     packed = report.get("dsp_registers")
     lines.append("  DSP registers: " + (packed["summary"] if packed else
                                        "not packed (--dsp-registers packs them)"))
+    if report.get("replicated"):
+        lines.append(f"  fanout: {report['replicated']['summary']}")
     gave_up = [d["seed"] for d in report.get("diverged", [])]
     lines.append(f"  nextpnr seed: {report['seed']}" + (
         f" (router2 did not converge with seed {', '.join(map(str, gave_up))}: "

@@ -131,6 +131,13 @@ def test_the_board_build_can_pack_the_dsp_registers_before_nextpnr(tmp_path):
     given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
     dsp, = (c for c in given.values() if c["type"] == "MULT18X18D")
     assert dsp["parameters"].get("REG_OUTPUT_CLK", "NONE").strip() == "NONE"
+    # --max-fanout: the flip-flops that drive more cells get copies (here, at 2, the
+    # counters' bits, which feed the DSP and their own carry chain)
+    run = run_build_script(tmp_path, "t", env, max_fanout=2)
+    assert run.packed is None and run.replicated.copies > 0
+    given = json.loads((tmp_path / "given.json").read_text())["modules"]["t"]["cells"]
+    assert sum("$rep" in n for n in given) == run.replicated.copies
+    assert f"fanout: {run.replicated.summary()}" in (tmp_path / "build.log").read_text()
 
 
 def test_a_build_script_without_nextpnr_is_refused():
