@@ -158,7 +158,7 @@ def build_bitstream(config: TesseraConfig, board: str = "ulx3s",
                        verb="running", phase=phase):
         run = run_build_script(out, name, env, dsp_registers,
                                seeds=tuple(range(seed, seed + seeds)),
-                               max_fanout=max_fanout or None)
+                               max_fanout=max_fanout)
         packed = run.packed
     seconds = time.monotonic() - t
     if not (out / f"{name}.bit").exists():

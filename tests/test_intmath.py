@@ -1,5 +1,5 @@
 """``pipelined_tree``: a reduction ``stages`` enabled cycles after its values, with or
-without spare stages (the first spare one registers the values themselves)."""
+without spare stages."""
 
 import random
 
