@@ -209,11 +209,96 @@ def router_diverged(text: str) -> str | None:
     return None
 
 
-def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **popen) -> int:
+#: Where nextpnr's router2 writes its congestion heatmaps, in the folder it runs in
+#: (``--router2-heatmap router2/it``: ``router2/it_congestion_by_net_N.csv`` and others,
+#: a set per iteration; :func:`run_watched` keeps only the newest).
+HEATMAP_DIR = "router2"
+HEATMAP_ARGS = ["--router2-heatmap", f"{HEATMAP_DIR}/it"]
+_HEATMAP = re.compile(r"^it_(.+)_(\d+)\.csv$")
+
+
+def _heatmaps(folder: Path) -> dict[int, list[Path]]:
+    """router2's heatmap files in ``folder``, by iteration."""
+    found: dict[int, list[Path]] = {}
+    for f in folder.glob("it_*.csv") if folder.is_dir() else ():
+        m = _HEATMAP.match(f.name)
+        if m:
+            found.setdefault(int(m.group(2)), []).append(f)
+    return found
+
+
+def prune_heatmaps(folder: Path) -> None:
+    """Keep only the newest iteration's heatmaps in ``folder`` (one set is about 1 MB)."""
+    found = _heatmaps(folder)
+    for it in sorted(found)[:-1]:
+        for f in found[it]:
+            f.unlink(missing_ok=True)
+
+
+def accelerator_unit_of_net(net: str) -> str:
+    """The accelerator's unit of a net of the wrapped design (its carry chains' nets, which
+    nextpnr made, are "(carry chains)")."""
+    return _unit_of_net(net, "tessera_accelerator") or "(carry chains)"
+
+
+def submodule_of_net(net: str) -> str:
+    """The submodule of the wrapped top (``inner.<submodule>....``) that a net is in: the
+    grouping of :func:`congestion_by_unit` for a top other than the accelerator."""
+    name = net.lstrip("\\")
+    if name.startswith("$nextpnr"):
+        return "(carry chains)"
+    if not name.startswith("inner."):
+        return "I/O wrapper"
+    rest = name.removeprefix("inner.")
+    return rest.split(".", 1)[0] if "." in rest else "(top)"
+
+
+def congestion_by_unit(folder: Path, unit_of_net=accelerator_unit_of_net):
+    """The overused wires of router2's newest iteration in ``folder`` (its heatmap of
+    congestion by net), summed by ``unit_of_net`` of each net: ``(iteration, Counter)``,
+    or None without a heatmap. A wire that two nets share counts for each."""
+    found = _heatmaps(folder)
+    for it in sorted(found, reverse=True):
+        f = folder / f"it_congestion_by_net_{it}.csv"
+        try:
+            lines = f.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        units: Counter = Counter()
+        for line in lines:
+            net, _, count = line.rpartition(",")
+            if net and count.strip().isdigit() and int(count):
+                units[unit_of_net(net)] += int(count)
+        return it, units
+    return None
+
+
+def describe_congestion(folder: Path, unit_of_net=accelerator_unit_of_net,
+                        most: int = 5) -> str:
+    """Which units' nets hold router2's overused wires (from :func:`congestion_by_unit`),
+    in a sentence, or "" without a heatmap."""
+    got = congestion_by_unit(folder, unit_of_net)
+    if not got or not got[1]:
+        return ""
+    it, units = got
+    total = sum(units.values())
+    parts = [f"{u} {100 * n / total:.0f}%" for u, n in units.most_common(most)]
+    rest = total - sum(n for _, n in units.most_common(most))
+    if rest:
+        parts.append(f"others {100 * rest / total:.0f}%")
+    return (f"at iteration {it}, the overused wires are on nets of: {', '.join(parts)} "
+            f"(router2's heatmap: {folder})")
+
+
+def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0,
+                heatmap: Path | None = None, unit_of_net=accelerator_unit_of_net,
+                **popen) -> int:
     """Run ``argv`` (output to the file ``out``) to its end, or, with ``log`` (a nextpnr
     log, read every ``poll`` seconds), until :func:`router_diverged` sees router2 diverge
-    there: then the process group is stopped and :class:`RouterDiverged` raised. The exit
-    status."""
+    there: then the process group is stopped and :class:`RouterDiverged` raised. With
+    ``heatmap`` (the folder of router2's heatmaps, :func:`heatmap_args`) only the newest
+    iteration's files are kept, and a divergence says which units' nets are congested
+    (:func:`describe_congestion`). The exit status."""
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                             start_new_session=True, **popen)
     try:
@@ -222,6 +307,8 @@ def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **pop
                 return proc.wait(timeout=poll)
             except subprocess.TimeoutExpired:
                 pass
+            if heatmap is not None:
+                prune_heatmaps(heatmap)
             if log is None:
                 continue
             try:
@@ -229,7 +316,8 @@ def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **pop
             except OSError:         # not written yet
                 why = None
             if why:
-                raise RouterDiverged(f"{why}; log: {log}")
+                where = describe_congestion(heatmap, unit_of_net) if heatmap else ""
+                raise RouterDiverged(f"{why}; {where + '; ' if where else ''}log: {log}")
     finally:
         if proc.poll() is None:
             try:
@@ -237,14 +325,28 @@ def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0, **pop
             except ProcessLookupError:
                 pass
             proc.wait()
+        if heatmap is not None:
+            prune_heatmaps(heatmap)
 
 
 class RouterDiverged(SynthError):
     """nextpnr's router2 will not converge on this placement (stopped)."""
 
 
+def _heatmap_dir(cwd: Path, route: bool) -> Path | None:
+    """The folder (made) for router2's heatmaps of a nextpnr run in ``cwd`` that routes
+    with :data:`HEATMAP_ARGS`; None for one that does not route."""
+    if not route:
+        return None
+    folder = cwd / HEATMAP_DIR
+    folder.mkdir(exist_ok=True)
+    for f in folder.glob("it_*.csv"):       # an earlier run's
+        f.unlink()
+    return folder
+
+
 def _run(argv: list[str], log: Path, what: str, script: str | None = None,
-         watch_router: bool = False) -> float:
+         watch_router: bool = False, unit_of_net=accelerator_unit_of_net) -> float:
     """Run a tool to ``log`` (with ``script`` written beside it and passed as ``-s``), with
     a progress line; its seconds. ``watch_router``: a nextpnr run, stopped with
     :class:`RouterDiverged` when its router2 will not converge."""
@@ -256,7 +358,9 @@ def _run(argv: list[str], log: Path, what: str, script: str | None = None,
     t = time.monotonic()
     with BuildProgress(what, verb="running", phase=_phase(log, first_use)):
         with open(log.with_suffix(".out"), "w") as out:
-            returncode = run_watched(argv, log.parent, out, log if watch_router else None)
+            returncode = run_watched(argv, log.parent, out, log if watch_router else None,
+                                     heatmap=_heatmap_dir(log.parent, watch_router),
+                                     unit_of_net=unit_of_net)
     failed = _failure(log, returncode)
     if failed:
         raise SynthError(f"{what} failed ({failed}); log: {log}")
@@ -718,15 +822,17 @@ def place_and_route(report: SynthReport, *, freq_mhz: float = 100.0, route: bool
              "--log", "pnr.log"]
         # router2 routes the whole tiny accelerator in minutes; nextpnr's default router1
         # was still resolving congestion after an hour.
-        return a + (["--router", "router2"] if route else ["--no-route"])
+        return a + (["--router", "router2", *HEATMAP_ARGS] if route else ["--no-route"])
 
     what = "place and route on the ECP5-85F" if route else "placement on the ECP5-85F"
+    grouping = accelerator_unit_of_net if report.top == "accelerator" else submodule_of_net
     tried = None
     if seeds == 1:
-        seconds_pnr = _run(argv(seed, netlist), work / "pnr.log", what, watch_router=route)
+        seconds_pnr = _run(argv(seed, netlist), work / "pnr.log", what, watch_router=route,
+                           unit_of_net=grouping)
     else:
         seconds_pnr, tried = _run_seeds(argv, work, netlist, range(seed, seed + seeds), what,
-                                        spec.module, route)
+                                        spec.module, route, grouping)
     timing = read_timing(work / "pnr.json", spec.module, routed=route)
     timing["seconds"] = {"synthesis": seconds, "place_and_route": seconds_pnr}
     timing["seed"] = seed if tried is None else next(t["seed"] for t in tried if t.get("kept"))
@@ -758,7 +864,7 @@ def prepare_netlist(source: Path, target: Path, top: str, dsp_registers: bool,
 
 
 def _run_seeds(argv, work: Path, netlist: str, seeds, what: str, module: str,
-               route: bool) -> tuple[float, list[dict]]:
+               route: bool, unit_of_net=accelerator_unit_of_net) -> tuple[float, list[dict]]:
     """nextpnr with each of ``seeds`` (``argv(seed, netlist path)``) in ``work/seed-N/``, as
     many at once as there are cores; the fastest seed's ``pnr.json`` and ``pnr.log`` copied
     into ``work``. The seconds taken and, per seed, its clock or why it has none."""
@@ -776,7 +882,8 @@ def _run_seeds(argv, work: Path, netlist: str, seeds, what: str, module: str,
         f = folders[s]
         try:
             with open(f / "pnr.out", "w") as out:
-                rc = run_watched(argv(s, source), f, out, f / "pnr.log" if route else None)
+                rc = run_watched(argv(s, source), f, out, f / "pnr.log" if route else None,
+                                 heatmap=_heatmap_dir(f, route), unit_of_net=unit_of_net)
         except RouterDiverged as e:
             return {"seed": s, "failed": str(e)}
         why = _failure(f / "pnr.log", rc) or \

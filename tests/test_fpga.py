@@ -20,7 +20,17 @@ from tessera.sw.fpga import (
     run_build_script,
     script_steps,
 )
-from tessera.sw.synth import find_tool, read_nextpnr_log, router_diverged
+from tessera.sw.synth import (
+    RouterDiverged,
+    congestion_by_unit,
+    describe_congestion,
+    find_tool,
+    prune_heatmaps,
+    read_nextpnr_log,
+    router_diverged,
+    run_watched,
+    submodule_of_net,
+)
 
 # The shape of nextpnr-ecp5's log (0.8): utilisation after packing and after routing, a
 # clock report after placement and after routing.
@@ -163,6 +173,60 @@ def test_a_diverging_router_is_named_and_a_converging_one_is_not():
     assert router_diverged(_router_log([60000, 5000, 400, 40, 220, 90, 12, 3, 0])) is None
     assert router_diverged(_router_log([60000, 246] + [4, 40, 17, 8] * 50)) is None
     assert router_diverged("") is None
+
+
+def _heatmap(folder, it, nets):
+    """router2's heatmaps of iteration ``it`` as nextpnr writes them (by net: ``name,count``
+    lines)."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"it_congestion_by_net_{it}.csv").write_text(
+        "".join(f"{n},{c}\n" for n, c in nets.items()))
+    (folder / f"it_congestion_by_coordinate_{it}.csv").write_text("0,0,\n")
+
+
+def test_router_congestion_is_told_by_unit_from_the_newest_heatmap(tmp_path):
+    heat = tmp_path / "router2"
+    _heatmap(heat, 9, {"inner.dma.reader0.err": 50})
+    _heatmap(heat, 10, {"inner.output.layernorm.sum_acc[3]": 30,
+                        "inner.output.layernorm.ln_cmax_in_0[1]": 30,
+                        "inner.output.mul__b[2]": 25, "inner.dma.w[0]": 10,
+                        "$nextpnr_CCU2C_812$CIN": 5, "inner.exe.mxu.pe_0_0.acc[1]": 0})
+    it, units = congestion_by_unit(heat)
+    assert it == 10
+    assert units == {"LayerNorm": 60, "output path": 25, "DMA": 10, "(carry chains)": 5}
+    said = describe_congestion(heat, most=2)
+    assert said.startswith("at iteration 10, the overused wires are on nets of: "
+                           "LayerNorm 60%, output path 25%, others 15%")
+    # another top than the accelerator: its nets by the wrapped top's submodules
+    assert congestion_by_unit(heat, submodule_of_net)[1] == {
+        "output": 85, "dma": 10, "(carry chains)": 5}
+    prune_heatmaps(heat)
+    assert sorted(f.name for f in heat.iterdir()) == [
+        "it_congestion_by_coordinate_10.csv", "it_congestion_by_net_10.csv"]
+    assert describe_congestion(tmp_path / "none") == ""
+
+
+def test_a_diverging_router_says_where_it_is_congested(tmp_path):
+    # A stand-in nextpnr: router2 diverging, with a heatmap per iteration; then it would
+    # run on for a minute.
+    heat = tmp_path / "router2"
+    heat.mkdir()
+    lines = _router_log([5000, 300] + [300] * 10 + [400, 900, 1600, 2500]).splitlines()
+    script = ""
+    for i, line in enumerate(lines, 1):
+        script += f"echo '{line}' >> pnr.log; echo 'inner.store.cmd[{i}],{i}' " \
+                  f"> router2/it_congestion_by_net_{i}.csv\n"
+    script += "sleep 60\n"
+    t = time.monotonic()
+    with open(tmp_path / "out", "w") as out, \
+            pytest.raises(RouterDiverged, match=r"rose to 1,600 by iteration 15; .*; at "
+                                                r"iteration 1[56], the overused wires are "
+                                                r"on nets of: store unit 100% \(router2's "
+                                                r"heatmap: .*\); log: "):
+        run_watched(["sh", "-c", script], tmp_path, out, tmp_path / "pnr.log", poll=0.1,
+                    heatmap=heat)
+    assert time.monotonic() - t < 30
+    assert len(list(heat.iterdir())) == 1       # the newest iteration's heatmap only
 
 
 def test_the_board_build_stops_when_the_router_will_not_converge(tmp_path):

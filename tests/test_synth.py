@@ -394,10 +394,12 @@ def test_several_seeds_are_placed_and_the_fastest_kept(tmp_path, monkeypatch):
              '"utilization": {}}'
     fake = tmp_path / "nextpnr.sh"
     fake.write_text("#!/bin/sh\nseed=$(echo \"$*\" | sed 's/.*--seed \\([0-9]*\\).*/\\1/')\n"
+                    "hm=$(echo \"$*\" | sed 's/.*--router2-heatmap \\([^ ]*\\).*/\\1/')\n"
                     "case $seed in\n"
                     f"  1) echo '{report % 40.0}' > pnr.json; echo ok > pnr.log;;\n"
                     f"  2) echo '{report % 55.5}' > pnr.json; echo ok > pnr.log;;\n"
-                    f"  3) printf '{diverging}' > pnr.log; sleep 60;;\n"
+                    f"  3) echo 'inner.dma.w[0],7' > ${{hm}}_congestion_by_net_15.csv; "
+                    f"printf '{diverging}' > pnr.log; sleep 60;;\n"
                     "  *) echo 'ERROR: cannot place' > pnr.log; exit 1;;\nesac\n")
     fake.chmod(0o755)
     work = tmp_path / "work"
@@ -417,6 +419,9 @@ def test_several_seeds_are_placed_and_the_fastest_kept(tmp_path, monkeypatch):
     assert by_seed[1] == {"seed": 1, "fmax_mhz": 40.0}
     assert by_seed[2] == {"seed": 2, "fmax_mhz": 55.5, "kept": True}
     assert "router2 is not converging" in by_seed[3]["failed"]
+    # router2's heatmap, in the seed's folder, says where it was congested
+    assert "at iteration 15, the overused wires are on nets of: DMA 100% (router2's " \
+           f"heatmap: {work / 'seed-3' / 'router2'})" in by_seed[3]["failed"]
     assert "ERROR: cannot place" in by_seed[4]["failed"]
     # the kept seed's report is the work folder's (what --paths reads)
     assert (work / "pnr.json").read_text() == (work / "seed-2" / "pnr.json").read_text()
