@@ -914,6 +914,16 @@ def cmd_synth(args) -> int:
                                   1e3 / args.freq, routed=routed)
         text += "\n\n" + format_paths(estimate, args.paths)
         out["paths"] = estimate.to_dict()
+        if routed:
+            # What kind of input the late endpoints are, and the wide nets that reach them.
+            from .paths import format_late, late_fanouts, late_pins
+
+            period, module = 1e3 / args.freq, top_spec(args.top).module
+            pins = late_pins(work / "pnr.json", period)
+            fanouts = late_fanouts(work / "pnr.json", period, top_module=module)
+            text += "\n\n" + format_late(pins, fanouts, period, limit=min(args.paths, 15))
+            out["paths"]["late_pins"] = pins
+            out["paths"]["late_fanouts"] = [f.__dict__ for f in fanouts]
     print(text)
     _write_json(args.json, out)
     return 0

@@ -17,6 +17,13 @@ routed arrival instead of its estimate: which endpoints miss the clock, and by h
 are then nextpnr's own figures. The path to each (its start, the signals along it) is
 still traced through the netlist with the typical delays, so a group's start is the
 likeliest one, not necessarily the one nextpnr timed.
+
+The same report also says what kind of input the late endpoints are (:func:`late_pins`:
+clock enables, data, LUT RAM write enables, ...) and which wide nets reach theirs late
+(:func:`late_fanouts`: a net of many loads whose latest load is over the period, with the
+spread of its loads' arrivals, which is the routing of its tree). On the tiny accelerator
+most late endpoints are clock enables of wide registers, fed by a handshake's LUT
+(``docs/physical.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from .netlist import NetIndex
 from .synth import _unit_of_net as _unit
 
 __all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths",
-           "read_routed_arrivals"]
+           "read_routed_arrivals", "LateFanout", "late_pins", "late_fanouts",
+           "format_late"]
 
 #: Typical delays, ns (ECP5 speed 6; the logic ones as nextpnr's routed reports give them).
 DELAYS = {
@@ -116,6 +124,99 @@ def read_routed_arrivals(report: Path) -> dict:
             ns = max(delay) if isinstance(delay, list) else float(delay or 0.0)
             out[e["cell"]] = max(out.get(e["cell"], 0.0), ns)
     return out
+
+
+#: What an input pin of a routed ECP5 cell is, for :func:`late_pins` (others by name).
+PIN_KINDS = {"CE": "clock enable", "DI": "data", "M": "data", "LSR": "set/reset",
+             "WRE": "LUT RAM write enable", "WD": "LUT RAM write data",
+             "WAD": "LUT RAM write address"}
+
+
+def _pin_kind(port: str) -> str:
+    return PIN_KINDS.get(port) or PIN_KINDS.get(port.rstrip("0123456789")) or \
+        "block RAM or DSP input"
+
+
+def _clocked_endpoints(data: dict):
+    """(net, endpoint, latest arrival ns) of each clocked load in a nextpnr report."""
+    for net in data.get("detailed_net_timings", []):
+        if net.get("event", "").startswith("<async>"):
+            continue
+        for e in net.get("endpoints", []):
+            if e.get("event", "").startswith("<async>"):
+                continue
+            delay = e.get("delay")
+            yield net, e, max(delay) if isinstance(delay, list) else float(delay or 0.0)
+
+
+def late_pins(report: Path, period_ns: float) -> dict:
+    """How many input pins nextpnr's routed report (``--detailed-timing-report``) has
+    over ``period_ns``, by kind (:data:`PIN_KINDS`), most first."""
+    worst: dict = {}
+    for _net, e, ns in _clocked_endpoints(json.loads(Path(report).read_text())):
+        key = (e["cell"], e.get("port", ""))
+        worst[key] = max(worst.get(key, 0.0), ns)
+    kinds: dict = {}
+    for (_cell, port), ns in worst.items():
+        if ns > period_ns:
+            kinds[_pin_kind(port)] = kinds.get(_pin_kind(port), 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+@dataclass
+class LateFanout:
+    """A net of many loads, some over the period: its loads' earliest and latest arrival
+    (the difference is its routing tree), what its loads are, and its driver cell."""
+
+    net: str
+    unit: str
+    loads: int
+    earliest_ns: float
+    latest_ns: float
+    late: int                   # loads over the period
+    pins: dict                  # pin kind -> loads
+    driver: str
+
+
+def late_fanouts(report: Path, period_ns: float, min_loads: int = 64,
+                 top_module: str = "tessera_accelerator") -> list:
+    """The nets of ``min_loads`` or more clocked loads whose latest load's routed arrival
+    is over ``period_ns``, latest first (:class:`LateFanout`)."""
+    nets: dict = {}
+    for net, e, ns in _clocked_endpoints(json.loads(Path(report).read_text())):
+        nets.setdefault(id(net), (net, []))[1].append((e, ns))
+    out = []
+    for net, loads in nets.values():
+        if len(loads) < min_loads:
+            continue
+        times = [ns for _, ns in loads]
+        if max(times) <= period_ns:
+            continue
+        pins: dict = {}
+        for e, _ in loads:
+            k = _pin_kind(e.get("port", ""))
+            pins[k] = pins.get(k, 0) + 1
+        out.append(LateFanout(net["net"], _unit(net["net"], top_module) or "", len(loads),
+                              min(times), max(times), sum(t > period_ns for t in times),
+                              dict(sorted(pins.items(), key=lambda kv: -kv[1])),
+                              net.get("driver", "")))
+    return sorted(out, key=lambda f: -f.latest_ns)
+
+
+def format_late(pins: dict, fanouts: list, period_ns: float, limit: int = 15) -> str:
+    """:func:`late_pins` and :func:`late_fanouts` as text."""
+    total = sum(pins.values())
+    lines = [f"input pins over {period_ns:g} ns after routing: {total:,}"
+             + (": " + ", ".join(f"{k} {n:,}" for k, n in pins.items()) if pins else "")]
+    if fanouts:
+        lines.append(f"nets of {min(f.loads for f in fanouts)} or more loads reaching some "
+                     f"over {period_ns:g} ns: {len(fanouts)}; the latest "
+                     f"(arrival at the earliest .. latest load):")
+        for f in fanouts[:limit]:
+            what = ", ".join(f"{n} {k}" for k, n in f.pins.items())
+            lines.append(f"  {f.earliest_ns:5.1f} .. {f.latest_ns:5.1f} ns  {f.loads:4d} loads "
+                         f"({what})  {f.unit or '-'}: {f.net}")
+    return "\n".join(lines)
 
 
 def _dsp_registers(cell: dict) -> set:
@@ -335,10 +436,18 @@ def main(argv=None) -> int:
     if args.freq <= 0:
         p.error("--freq must be positive")
     routed = None if args.estimate or not report.exists() else read_routed_arrivals(report)
-    e = estimate_paths(netlist, args.module, 1e3 / args.freq, routed=routed)
+    period = 1e3 / args.freq
+    e = estimate_paths(netlist, args.module, period, routed=routed)
     print(format_paths(e, args.limit, through=True))
+    out = e.to_dict()
+    if routed:
+        pins, fanouts = late_pins(report, period), late_fanouts(report, period,
+                                                               top_module=args.module)
+        print("\n" + format_late(pins, fanouts, period))
+        out["late_pins"] = pins
+        out["late_fanouts"] = [f.__dict__ for f in fanouts]
     if args.json:
-        Path(args.json).write_text(json.dumps(e.to_dict(), indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

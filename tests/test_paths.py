@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from tessera.sw.paths import DELAYS, estimate_paths, format_paths, read_routed_arrivals
+from tessera.sw.paths import (
+    DELAYS,
+    estimate_paths,
+    format_late,
+    format_paths,
+    late_fanouts,
+    late_pins,
+    read_routed_arrivals,
+)
 from tessera.sw.paths import main as paths_main
 
 D = DELAYS
@@ -119,6 +127,44 @@ def test_routed_arrivals_replace_the_estimates(tmp_path):
     # A report without detailed timing names nothing.
     report.write_text(json.dumps({"fmax": {}}))
     assert read_routed_arrivals(report) == {}
+
+
+def test_late_pins_and_wide_late_nets_are_told_from_the_routed_report(tmp_path):
+    clk = "posedge clk"
+
+    def load(cell, port, ns):
+        return {"cell": cell, "port": port, "event": clk, "delay": [ns / 2, ns]}
+
+    report = tmp_path / "pnr.json"
+    report.write_text(json.dumps({"detailed_net_timings": [
+        # a handshake's LUT to the clock enables of a wide register: 4 to 12 ns
+        {"net": "inner.acc.bank0_last_CE", "driver": "lut_ce", "event": clk,
+         "endpoints": [load(f"s0_{i}", "CE", 4 + i) for i in range(9)]},
+        # a data net: one of its loads over the period, and the same pin through a
+        # second net (counted once, at its latest)
+        {"net": "inner.dma.w[0]", "driver": "ff_w", "event": clk,
+         "endpoints": [load("s0_0", "DI", 11.0), load("ram", "WRE", 10.5),
+                       load("ram", "WAD2", 1.0)]},
+        {"net": "inner.dma.w[1]", "driver": "ff_w1", "event": clk,
+         "endpoints": [load("s0_0", "DI", 9.0)]},
+        # the asynchronous reset is no clock's
+        {"net": "rst", "driver": "io", "event": "<async>",
+         "endpoints": [load("s0_1", "LSR", 30.0)]}]}))
+    pins = late_pins(report, 10.0)
+    assert pins == {"clock enable": 2, "data": 1, "LUT RAM write enable": 1}
+    assert list(pins)[0] == "clock enable"          # most first
+    wide = late_fanouts(report, 10.0, min_loads=5)
+    assert len(wide) == 1
+    f = wide[0]
+    assert (f.net, f.unit, f.loads, f.late, f.driver) == (
+        "inner.acc.bank0_last_CE", "accumulator", 9, 2, "lut_ce")
+    assert (f.earliest_ns, f.latest_ns, f.pins) == (4.0, 12.0, {"clock enable": 9})
+    assert late_fanouts(report, 12.0, min_loads=5) == []     # none over the period
+    text = format_late(pins, wide, 10.0)
+    assert text.startswith("input pins over 10 ns after routing: 4: clock enable 2, data 1, "
+                           "LUT RAM write enable 1")
+    assert "4.0 ..  12.0 ns     9 loads (9 clock enable)  accumulator: " \
+           "inner.acc.bank0_last_CE" in text
 
 
 def test_ranking_a_finished_folder_again(tmp_path, capsys):
