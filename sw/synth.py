@@ -49,7 +49,9 @@ __all__ = ["TARGETS", "SynthError", "SynthReport", "synthesize", "synthesize_wra
            "place_and_route", "prepare_netlist", "pnr_netlist", "PLACED_NETLIST", "ecp5_logic",
            "fit_verdict", "ECP5_PACKING",
            "unit_of", "format_report", "find_tool", "read_nextpnr_log", "RouterDiverged",
-           "router_diverged", "run_watched"]
+           "router_diverged", "run_watched", "HEATMAP_ARGS", "prune_heatmaps",
+           "congestion_by_unit", "describe_congestion", "accelerator_unit_of_net",
+           "submodule_of_net"]
 
 #: Targets: Yosys's flow and the resources counted (cell types per column).
 TARGETS = {
@@ -296,7 +298,7 @@ def run_watched(argv, cwd: Path, out, log: Path | None, poll: float = 2.0,
     """Run ``argv`` (output to the file ``out``) to its end, or, with ``log`` (a nextpnr
     log, read every ``poll`` seconds), until :func:`router_diverged` sees router2 diverge
     there: then the process group is stopped and :class:`RouterDiverged` raised. With
-    ``heatmap`` (the folder of router2's heatmaps, :func:`heatmap_args`) only the newest
+    ``heatmap`` (the folder of router2's heatmaps, :data:`HEATMAP_ARGS`) only the newest
     iteration's files are kept, and a divergence says which units' nets are congested
     (:func:`describe_congestion`). The exit status."""
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
