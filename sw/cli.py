@@ -902,14 +902,15 @@ def cmd_synth(args) -> int:
     out = report.to_dict()
     text = format_report(report)
     if args.paths:
-        from .paths import estimate_paths, format_paths, read_routed_arrivals
+        from .paths import estimate_paths, format_paths, read_report, read_routed_arrivals
         from .synth import pnr_netlist, synthesize_wrapped
 
         work = Path(report.workdir)
         if not (args.pnr or args.place):
             synthesize_wrapped(report, names=False)
         # After routing, the ranking takes nextpnr's arrival time at every endpoint.
-        routed = read_routed_arrivals(work / "pnr.json") if args.pnr else None
+        data = read_report(work / "pnr.json") if args.pnr else None
+        routed = read_routed_arrivals(data) if args.pnr else None
         estimate = estimate_paths(pnr_netlist(work), top_spec(args.top).module,
                                   1e3 / args.freq, routed=routed)
         text += "\n\n" + format_paths(estimate, args.paths)
@@ -919,8 +920,8 @@ def cmd_synth(args) -> int:
             from .paths import format_late, late_fanouts, late_pins
 
             period, module = 1e3 / args.freq, top_spec(args.top).module
-            pins = late_pins(work / "pnr.json", period)
-            fanouts = late_fanouts(work / "pnr.json", period, top_module=module)
+            pins = late_pins(data, period)
+            fanouts = late_fanouts(data, period, top_module=module)
             text += "\n\n" + format_late(pins, fanouts, period, limit=min(args.paths, 15))
             out["paths"]["late_pins"] = pins
             out["paths"]["late_fanouts"] = [f.__dict__ for f in fanouts]

@@ -39,7 +39,7 @@ from .netlist import NetIndex
 from .synth import _unit_of_net as _unit
 
 __all__ = ["DELAYS", "PathGroup", "PathEstimate", "estimate_paths", "format_paths",
-           "read_routed_arrivals", "LateFanout", "late_pins", "late_fanouts",
+           "read_routed_arrivals", "read_report", "LateFanout", "late_pins", "late_fanouts",
            "format_late"]
 
 #: Typical delays, ns (ECP5 speed 6; the logic ones as nextpnr's routed reports give them).
@@ -107,13 +107,14 @@ class PathEstimate:
                 "groups": [g.__dict__ for g in self.groups]}
 
 
-def read_routed_arrivals(report: Path) -> dict:
-    """nextpnr's routed arrival time, ns after the clock edge, at each endpoint cell of a
-    clock-to-clock path (the latest of its inputs; paths from the asynchronous reset are
-    left out), from its JSON report with ``--detailed-timing-report``. Empty if the report
-    has no detailed timing."""
-    data = json.loads(Path(report).read_text())
-    out: dict = {}
+def read_report(report) -> dict:
+    """nextpnr's JSON report: ``report`` read from its path, or already read (a dict)."""
+    return report if isinstance(report, dict) else json.loads(Path(report).read_text())
+
+
+def _clocked_endpoints(data: dict):
+    """(net, endpoint, latest arrival ns) of each clocked load in a nextpnr report (the
+    asynchronous reset's are left out)."""
     for net in data.get("detailed_net_timings", []):
         if net.get("event", "").startswith("<async>"):
             continue
@@ -121,8 +122,17 @@ def read_routed_arrivals(report: Path) -> dict:
             if e.get("event", "").startswith("<async>"):
                 continue
             delay = e.get("delay")
-            ns = max(delay) if isinstance(delay, list) else float(delay or 0.0)
-            out[e["cell"]] = max(out.get(e["cell"], 0.0), ns)
+            yield net, e, max(delay) if isinstance(delay, list) else float(delay or 0.0)
+
+
+def read_routed_arrivals(report) -> dict:
+    """nextpnr's routed arrival time, ns after the clock edge, at each endpoint cell of a
+    clock-to-clock path (the latest of its inputs; paths from the asynchronous reset are
+    left out), from its JSON report with ``--detailed-timing-report`` (a path, or the
+    report read: :func:`read_report`). Empty if the report has no detailed timing."""
+    out: dict = {}
+    for _net, e, ns in _clocked_endpoints(read_report(report)):
+        out[e["cell"]] = max(out.get(e["cell"], 0.0), ns)
     return out
 
 
@@ -137,23 +147,12 @@ def _pin_kind(port: str) -> str:
         "block RAM or DSP input"
 
 
-def _clocked_endpoints(data: dict):
-    """(net, endpoint, latest arrival ns) of each clocked load in a nextpnr report."""
-    for net in data.get("detailed_net_timings", []):
-        if net.get("event", "").startswith("<async>"):
-            continue
-        for e in net.get("endpoints", []):
-            if e.get("event", "").startswith("<async>"):
-                continue
-            delay = e.get("delay")
-            yield net, e, max(delay) if isinstance(delay, list) else float(delay or 0.0)
-
-
-def late_pins(report: Path, period_ns: float) -> dict:
+def late_pins(report, period_ns: float) -> dict:
     """How many input pins nextpnr's routed report (``--detailed-timing-report``) has
-    over ``period_ns``, by kind (:data:`PIN_KINDS`), most first."""
+    over ``period_ns``, by kind (:data:`PIN_KINDS`), most first. ``report``: a path, or
+    the report read (:func:`read_report`)."""
     worst: dict = {}
-    for _net, e, ns in _clocked_endpoints(json.loads(Path(report).read_text())):
+    for _net, e, ns in _clocked_endpoints(read_report(report)):
         key = (e["cell"], e.get("port", ""))
         worst[key] = max(worst.get(key, 0.0), ns)
     kinds: dict = {}
@@ -178,12 +177,12 @@ class LateFanout:
     driver: str
 
 
-def late_fanouts(report: Path, period_ns: float, min_loads: int = 64,
+def late_fanouts(report, period_ns: float, min_loads: int = 64,
                  top_module: str = "tessera_accelerator") -> list:
     """The nets of ``min_loads`` or more clocked loads whose latest load's routed arrival
     is over ``period_ns``, latest first (:class:`LateFanout`)."""
     nets: dict = {}
-    for net, e, ns in _clocked_endpoints(json.loads(Path(report).read_text())):
+    for net, e, ns in _clocked_endpoints(read_report(report)):
         nets.setdefault(id(net), (net, []))[1].append((e, ns))
     out = []
     for net, loads in nets.values():
@@ -435,14 +434,15 @@ def main(argv=None) -> int:
         p.error(f"{netlist} does not exist: run tessera synth --paths or --pnr first")
     if args.freq <= 0:
         p.error("--freq must be positive")
-    routed = None if args.estimate or not report.exists() else read_routed_arrivals(report)
+    data = None if args.estimate or not report.exists() else read_report(report)
+    routed = None if data is None else read_routed_arrivals(data)
     period = 1e3 / args.freq
     e = estimate_paths(netlist, args.module, period, routed=routed)
     print(format_paths(e, args.limit, through=True))
     out = e.to_dict()
     if routed:
-        pins, fanouts = late_pins(report, period), late_fanouts(report, period,
-                                                               top_module=args.module)
+        pins, fanouts = late_pins(data, period), late_fanouts(data, period,
+                                                             top_module=args.module)
         print("\n" + format_late(pins, fanouts, period))
         out["late_pins"] = pins
         out["late_fanouts"] = [f.__dict__ for f in fanouts]
