@@ -50,9 +50,9 @@ STEPS_PER_CYCLE = 2
 def stage(m: Module, en, value, name: str):
     """A pipeline register: ``value`` one enabled cycle later.
 
-    The output path advances all its pipelines in lock step: every register loads on the
-    cycles in which ``en`` is high and holds otherwise, so a stalled consumer freezes the
-    datapath instead of losing data.
+    A unit's pipeline advances in lock step: every register loads on the cycles in which
+    ``en`` is high and holds otherwise. The output path ties ``en`` high (its intake waits
+    for room in the output FIFO instead), so there the registers have no enable at all.
     """
     reg = Signal.like(value, name=name)
     with m.If(en):

@@ -72,10 +72,12 @@ takes as many cycles as it has pieces, and everything below counts pieces).
 Timing: every pass takes one chunk per cycle while the streams flow. Between passes the
 input waits for the pass's statistic (:func:`gap_cycles`); after a command's last chunk
 the next descriptor waits for the pipelines to drain (:func:`command_gap_cycles`). Latency
-from a chunk's handshake to its output chunk's: :func:`latency_cycles`. The whole
-datapath advances in lock step whenever the two-entry output FIFO has room, so
-``o_row.ready`` never reaches the inputs combinationally and backpressure freezes the
-pipelines instead of dropping data.
+from a chunk's handshake to its output chunk's: :func:`latency_cycles`. The pipelines never
+stall: every register loads every cycle, and a chunk that will leave on ``o_row`` is taken
+only while the output FIFO (:data:`OUT_FIFO_DEPTH` entries) has a place for it and for every
+chunk ahead of it in the pipelines (a credit count, its room a register). So ``o_row.ready``
+reaches no pipeline register, backpressure stops the input instead of the datapath, and
+statistics passes, which leave nothing, go on while the output waits.
 """
 
 from __future__ import annotations
@@ -98,13 +100,13 @@ from .layernorm import gap_cycles as ln_gap_cycles
 from .multipliers import BANK_SLOTS, LaneMultipliers
 from .requant import LATENCY as RQ_LATENCY
 from .requant import MULTIPLIER_BITS, SHIFT_BITS, OutputDigit, RequantLanes
-from .skid import room_register
 from .softmax import EXP_CONSTS, SoftmaxUnit
 from .softmax import LATENCY as SM_LATENCY
 from .softmax import MUL_SLOTS as SM_SLOTS
 from .softmax import gap_cycles as sm_gap_cycles
 
-__all__ = ["OutputOp", "OutputDigit", "OUT_CONSTS", "OutputPath", "PASSES", "MAX_ROW_LEN",
+__all__ = ["OutputOp", "OutputDigit", "OUT_CONSTS", "OUT_FIFO_DEPTH", "OutputPath", "PASSES",
+           "MAX_ROW_LEN",
            "ROWS_BITS", "STEPS_PER_CYCLE", "descriptor_layout", "row_layout", "param_layout",
            "out_layout", "latency_cycles", "gap_cycles", "command_gap_cycles", "row_cycles"]
 
@@ -113,6 +115,14 @@ ROWS_BITS = 16
 #: Cycles between loading a descriptor and taking its first chunk: the units register
 #: their per-command constants from it.
 SETUP_CYCLES = 1
+
+
+#: Entries of the output FIFO. A chunk that will leave on ``o_row`` holds one from its take
+#: until it leaves the FIFO, so a chunk per cycle needs the longest latency's worth; a power
+#: of two at least that (LUT RAM comes 16 words deep), never less than the longest latency
+#: plus one for the room register.
+OUT_FIFO_DEPTH = 1 << max(GELU_LATENCY + RQ_LATENCY, SM_LATENCY,
+                          LN_LATENCY + RQ_LATENCY).bit_length()
 
 
 class OutputOp(enum.Enum, shape=3):
@@ -302,13 +312,13 @@ class OutputPath(wiring.Component):
         m.submodules.requant = s.rq = RequantLanes(C)
         m.submodules.multipliers = s.mul = LaneMultipliers(C, BANK_SLOTS)
         m.submodules.out_fifo = s.out_fifo = fifo.SyncFIFO(width=s.o_row.payload.shape().size,
-                                                           depth=2)
-        # The pipelines advance while the output FIFO has room: its w_rdy as a register,
-        # the enable of every pipeline register.
-        s.advance = room_register(m, s.out_fifo, "advance")
+                                                           depth=OUT_FIFO_DEPTH)
+        # The pipelines never stall: the units' enables are tied high (no clock enable on
+        # their registers), and the intake holds back a write-out chunk instead (_credits).
         for unit in (s.gelu, s.sm, s.ln, s.rq):
-            m.d.comb += unit.en.eq(s.advance)
+            m.d.comb += unit.en.eq(1)
         self._command(m, s)
+        self._credits(m, s)
         self._chunks_in(m, s)
         self._units(m, s)
         self._multipliers(m, s)
@@ -444,6 +454,18 @@ class OutputPath(wiring.Component):
         with m.If(state == _State.SETUP):
             m.d.sync += state.eq(_State.RUN)
 
+    def _credits(self, m: Module, s: SimpleNamespace) -> None:
+        """``room``: a register, high while the output FIFO has a place for one more
+        write-out chunk beside those in it and those in the pipelines (``owed``: taken and
+        not yet read from the FIFO). A chunk of the final pass is taken only with room, so
+        the FIFO never overflows although nothing downstream of the intake ever waits."""
+        s.owed = owed = Signal(range(OUT_FIFO_DEPTH + 1), name="owed")
+        s.room = room = Signal(init=1, name="room")
+        s.take_out = Signal(name="take_out")
+        leave = s.out_fifo.r_en & s.out_fifo.r_rdy
+        owed_next = owed + s.take_out - leave
+        m.d.sync += [owed.eq(owed_next), room.eq(owed_next < OUT_FIFO_DEPTH)]
+
     def _chunks_in(self, m: Module, s: SimpleNamespace) -> None:
         """Chunks taken (with LayerNorm's parameters in its last pass), tagged with their
         lanes, pass and place in the row; a row's passes, then the next row."""
@@ -451,14 +473,15 @@ class OutputPath(wiring.Component):
         unit_accept = Mux(op == OutputOp.SOFTMAX, s.sm.accept,
                           Mux(op == OutputOp.LAYERNORM, s.ln.accept, 1))
         need_param = (op == OutputOp.LAYERNORM) & (s.pass_index == 2)
-        can_take = s.advance & (s.state == _State.RUN) & unit_accept
+        # A statistics pass's chunk leaves nothing: it is taken without room.
+        can_take = (s.state == _State.RUN) & unit_accept & (s.room | ~s.final_pass)
         i_row, i_param = s.i_row, s.i_param
         m.d.comb += [
             i_row.ready.eq(can_take & (~need_param | i_param.valid)),
             i_param.ready.eq(can_take & need_param & i_row.valid),
         ]
         s.fire = fire = Signal(name="fire")
-        m.d.comb += fire.eq(i_row.valid & i_row.ready)
+        m.d.comb += [fire.eq(i_row.valid & i_row.ready), s.take_out.eq(fire & s.final_pass)]
 
         end = s.end
         s.tag = tag = Signal(chunk_tag_layout(C), name="tag")
@@ -554,7 +577,8 @@ class OutputPath(wiring.Component):
                 ]
 
     def _chunks_out(self, m: Module, s: SimpleNamespace) -> None:
-        """Chunks out, through a two-entry FIFO: lanes beyond the row are 0."""
+        """Chunks out, through the output FIFO (a place for each is held, ``_credits``):
+        lanes beyond the row are 0."""
         C, sm, rq, out_fifo = self.lanes, s.sm, s.rq, s.out_fifo
         result = Signal(out_layout(self._config, C), name="result")
         out_tag = Mux(sm.o_valid, sm.o_tag.as_value(), rq.o_tag.as_value())
@@ -582,7 +606,7 @@ class OutputPath(wiring.Component):
         m.d.comb += [
             result.last.eq(out_tag.last),
             out_fifo.w_data.eq(result.as_value()),
-            out_fifo.w_en.eq(s.advance & (sm.o_valid | rq.o_valid)),
+            out_fifo.w_en.eq(sm.o_valid | rq.o_valid),
             s.o_row.payload.eq(out_fifo.r_data),
             s.o_row.valid.eq(out_fifo.r_rdy),
             out_fifo.r_en.eq(s.o_row.ready),

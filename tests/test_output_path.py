@@ -198,6 +198,35 @@ def test_heavy_backpressure_loses_and_duplicates_nothing():
     run.check()
 
 
+def blocked_for(cycles: int):
+    """A pause that holds the output closed for the first ``cycles`` cycles, then never."""
+    calls = [0]
+
+    def pause() -> bool:
+        calls[0] += 1
+        return calls[0] <= cycles
+    return pause
+
+
+@pytest.mark.parametrize("op", [OutputOp.REQUANT, OutputOp.SOFTMAX], ids=lambda o: o.name)
+def test_a_closed_output_stops_only_the_write_out_chunks_past_the_fifo(op):
+    # The pipelines never stall: a write-out chunk is taken while the output FIFO has a
+    # place for it and everything ahead of it, so exactly OUT_FIFO_DEPTH of them go in
+    # while the output is closed; statistics passes (Softmax's first two) leave nothing and
+    # go on, up to the row whose write-out has no place.
+    cfg, depth, closed = TINY, op_.OUT_FIFO_DEPTH, 1500
+    per_pass = 4                    # chunks per pass: rows of 4 * cols elements
+    rows = depth // per_pass + 2
+    rng = np.random.default_rng(31)
+    run = run_jobs(cfg, [random_job(cfg, op, rows, per_pass * cfg.cols, rng)],
+                   out_pause=blocked_for(closed))
+    run.check()
+    taken = int((np.asarray(run.row_cycles) < closed - 10).sum())
+    passes = op_.PASSES[op]
+    assert taken == depth * passes + (passes - 1) * per_pass
+    assert run.out_cycles[0] >= closed - 1
+
+
 def test_bad_descriptors_are_dropped_and_flagged():
     cfg = TINY
     rng = np.random.default_rng(4)
