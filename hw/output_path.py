@@ -106,9 +106,9 @@ from .softmax import MUL_SLOTS as SM_SLOTS
 from .softmax import gap_cycles as sm_gap_cycles
 
 __all__ = ["OutputOp", "OutputDigit", "OUT_CONSTS", "OUT_FIFO_DEPTH", "OutputPath", "PASSES",
-           "MAX_ROW_LEN",
-           "ROWS_BITS", "STEPS_PER_CYCLE", "descriptor_layout", "row_layout", "param_layout",
-           "out_layout", "latency_cycles", "gap_cycles", "command_gap_cycles", "row_cycles"]
+           "MAX_ROW_LEN", "ROWS_BITS", "STEPS_PER_CYCLE", "descriptor_layout", "row_layout",
+           "param_layout", "out_layout", "latency_cycles", "gap_cycles", "command_gap_cycles",
+           "row_cycles"]
 
 #: Width of the descriptor's row count.
 ROWS_BITS = 16

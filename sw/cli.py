@@ -910,7 +910,7 @@ def cmd_synth(args) -> int:
             synthesize_wrapped(report, names=False)
         # After routing, the ranking takes nextpnr's arrival time at every endpoint.
         data = read_report(work / "pnr.json") if args.pnr else None
-        routed = read_routed_arrivals(data) if args.pnr else None
+        routed = read_routed_arrivals(data) if data is not None else None
         estimate = estimate_paths(pnr_netlist(work), top_spec(args.top).module,
                                   1e3 / args.freq, routed=routed)
         text += "\n\n" + format_paths(estimate, args.paths)
